@@ -1,0 +1,152 @@
+//! Chain resolution (no allocation): given an image and its ancestors, where does a page's
+//! content live.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::limits::MAX_CHAIN_DEPTH;
+use crate::read::{Image, Lookup, Vma};
+
+/// Offset of the Header's `parent_crid` field: where chain errors point in the child.
+const PARENT_CRID_OFFSET: u64 = 16 + 32;
+
+/// A checked chain: `images[0]` is the newest, each next one the parent of the one before, the
+/// last one a full image.
+#[derive(Clone, Copy, Debug)]
+pub struct Chain<'c, 'a> {
+    images: &'c [Image<'a>],
+}
+
+/// Where a page's content lives.
+#[derive(Clone, Copy, Debug)]
+pub enum Resolved<'a> {
+    /// In this image's data (one page).
+    Data {
+        /// CRID of the image that holds it.
+        crid: u64,
+        /// The page.
+        bytes: &'a [u8],
+    },
+    /// Known zero.
+    Zero {
+        /// CRID of the image that says so.
+        crid: u64,
+    },
+    /// Never touched: zero for anonymous memory, the file's bytes for a file mapping.
+    NotPresent {
+        /// CRID of the image that says so.
+        crid: u64,
+        /// The VMA that holds it.
+        vma: Vma<'a>,
+    },
+}
+
+impl<'c, 'a> Chain<'c, 'a> {
+    /// Checks every link: each parent has the CRID and tail digest its child names, CRIDs
+    /// decrease, the last image is full, no image is left over, the depth is within
+    /// [`MAX_CHAIN_DEPTH`].
+    pub fn new(images: &'c [Image<'a>]) -> Result<Self> {
+        let depth = u64::try_from(images.len()).unwrap_or(u64::MAX);
+        if depth > u64::from(MAX_CHAIN_DEPTH) {
+            return Err(Error::new(
+                0,
+                ErrorKind::LimitExceeded {
+                    limit: "MAX_CHAIN_DEPTH",
+                    max: MAX_CHAIN_DEPTH.into(),
+                    found: depth,
+                },
+            ));
+        }
+        let Some(top) = images.first() else {
+            return Err(Error::new(0, ErrorKind::MissingParent { crid: 0 }));
+        };
+        let mut child = top;
+        for parent in images.iter().skip(1) {
+            let want = child.parent_crid();
+            if want == 0 {
+                return Err(Error::new(
+                    0,
+                    ErrorKind::ExtraImage {
+                        crid: parent.crid(),
+                    },
+                ));
+            }
+            if parent.crid() >= child.crid() {
+                return Err(Error::new(
+                    PARENT_CRID_OFFSET,
+                    ErrorKind::ChainCycle {
+                        crid: parent.crid(),
+                    },
+                ));
+            }
+            if parent.crid() != want {
+                return Err(Error::new(
+                    PARENT_CRID_OFFSET,
+                    ErrorKind::WrongParent {
+                        expected_crid: want,
+                        found_crid: parent.crid(),
+                    },
+                ));
+            }
+            let digest = child.header().parent_digest.get();
+            if parent.digest() != digest {
+                return Err(Error::new(
+                    PARENT_CRID_OFFSET + 8,
+                    ErrorKind::ParentDigestMismatch {
+                        expected: digest,
+                        found: parent.digest(),
+                    },
+                ));
+            }
+            if parent.page_size() != child.page_size() {
+                return Err(Error::new(
+                    16 + 16,
+                    ErrorKind::BadField {
+                        field: "page_size",
+                        expected: "the same in every image of a chain",
+                        found: parent.page_size().into(),
+                    },
+                ));
+            }
+            child = parent;
+        }
+        if child.parent_crid() != 0 {
+            return Err(Error::new(
+                PARENT_CRID_OFFSET,
+                ErrorKind::MissingParent {
+                    crid: child.parent_crid(),
+                },
+            ));
+        }
+        Ok(Chain { images })
+    }
+
+    /// The images, newest first.
+    pub fn images(&self) -> &'c [Image<'a>] {
+        self.images
+    }
+
+    /// Where the page holding `addr` lives. `NotMapped` if the newest image has no VMA there;
+    /// the same error (with the address) if a "parent" run points at an address its parent
+    /// does not map: a dangling reference.
+    pub fn resolve(&self, addr: u64) -> Result<Resolved<'a>> {
+        for img in self.images {
+            match img.lookup(addr) {
+                Lookup::Data(bytes) => {
+                    return Ok(Resolved::Data {
+                        crid: img.crid(),
+                        bytes,
+                    })
+                }
+                Lookup::Zero => return Ok(Resolved::Zero { crid: img.crid() }),
+                Lookup::NotPresent(vma) => {
+                    return Ok(Resolved::NotPresent {
+                        crid: img.crid(),
+                        vma,
+                    })
+                }
+                Lookup::Parent => continue,
+                Lookup::NotMapped => break,
+            }
+        }
+        Err(Error::new(0, ErrorKind::NotMapped { addr }))
+    }
+}

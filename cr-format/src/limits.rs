@@ -1,0 +1,26 @@
+//! Limits (FORMAT.md §10). Each is checked before anything is allocated or looped over; exceeding
+//! one is an error, never a silent drop.
+
+/// Largest page size an image may declare.
+pub const MAX_PAGE_SIZE: u32 = 65536;
+/// Smallest page size an image may declare.
+pub const MIN_PAGE_SIZE: u32 = 4096;
+/// Most VMA records in one image (Linux's default `vm.max_map_count` is 65530).
+pub const MAX_VMAS: u32 = 65536;
+/// Longest path (VMA file, executable), bytes.
+pub const MAX_PATH: u32 = 4096;
+/// Most auxv entries.
+pub const MAX_AUXV: u32 = 128;
+/// Longest XSAVE area, bytes.
+pub const MAX_XSAVE_LEN: u32 = 16384;
+/// Most runs in one Pages record.
+pub const MAX_RUNS_PER_RECORD: u32 = 1024;
+/// Most page data in one Pages record, bytes (4 MiB).
+pub const MAX_DATA_PER_RECORD: u32 = 4 << 20;
+/// Longest payload of any record, bytes: a full Pages record (header, run table, alignment pad,
+/// data) fits, and so does every other record. A streaming reader never buffers more than this
+/// plus a record header.
+pub const MAX_PAYLOAD_LEN: u32 =
+    16 + 16 * MAX_RUNS_PER_RECORD + MAX_PAGE_SIZE + MAX_DATA_PER_RECORD;
+/// Longest chain of images, the top one included.
+pub const MAX_CHAIN_DEPTH: u32 = 64;
