@@ -1,0 +1,1 @@
+//! Linux userspace side of cr: capture, registry of in-memory checkpoints, restore.
