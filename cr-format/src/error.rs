@@ -219,6 +219,10 @@ impl fmt::Display for ErrorKind {
                 write!(f, "bad {field} {found:#x}: expected {expected}")
             }
             LimitExceeded { limit, max, found } => write!(f, "{found} exceeds {limit} ({max})"),
+            BadTail { field: "digest", expected, found } => write!(
+                f,
+                "tail digest is {found:#018x}, expected {expected:#018x} (the records before it differ)"
+            ),
             BadTail {
                 field,
                 expected,

@@ -320,8 +320,21 @@ impl Validator {
                 h.flags.get().into(),
             ));
         }
-        if h._reserved0.get() != 0 || h._reserved1.get() != 0 {
-            return Err(bad(at, "reserved", "0", 0));
+        if h._reserved0.get() != 0 {
+            return Err(bad(
+                at.saturating_add(14),
+                "_reserved0",
+                "0",
+                h._reserved0.get().into(),
+            ));
+        }
+        if h._reserved1.get() != 0 {
+            return Err(bad(
+                at.saturating_add(60),
+                "_reserved1",
+                "0",
+                h._reserved1.get().into(),
+            ));
         }
         let (crid, parent, digest, method) = (
             h.crid.get(),
@@ -388,8 +401,16 @@ impl Validator {
                 t.state.into(),
             ));
         }
-        if !all_zero(&t._reserved0) || t._reserved1.get() != 0 {
-            return Err(bad(at, "reserved", "0", 0));
+        if let Some(&b) = t._reserved0.iter().find(|&&b| b != 0) {
+            return Err(bad(at.saturating_add(21), "_reserved0", "0", b.into()));
+        }
+        if t._reserved1.get() != 0 {
+            return Err(bad(
+                at.saturating_add(148),
+                "_reserved1",
+                "0",
+                t._reserved1.get().into(),
+            ));
         }
         if !nul_padded(&t.comm) {
             return Err(bad(at.saturating_add(128), "comm", "NUL-padded text", 0));
@@ -414,7 +435,12 @@ impl Validator {
             ));
         }
         if r._reserved0.get() != 0 {
-            return Err(bad(at, "reserved", "0", 0));
+            return Err(bad(
+                at.saturating_add(2),
+                "_reserved0",
+                "0",
+                r._reserved0.get().into(),
+            ));
         }
         let x = r.xsave_len.get();
         if x > MAX_XSAVE_LEN {
@@ -433,19 +459,17 @@ impl Validator {
                 found: payload_len,
             }));
         }
-        if !tail.get(to_usize(x.into())..).is_some_and(all_zero) {
+        // The writer passes the area without its padding (it writes zeros itself).
+        if !all_zero(tail.get(to_usize(x.into())..).unwrap_or(&[])) {
             return Err(bad(at, "xsave padding", "zero bytes", 0));
         }
         self.stage = Stage::Mm;
         Ok(())
     }
 
-    pub(crate) fn check_mm(
-        &mut self,
-        m: &raw::Mm,
-        payload_len: u64,
-        exe_and_pad: &[u8],
-    ) -> Result<()> {
+    /// Checks the Mm's counts against the limits and the payload length, before the auxv and
+    /// path are sliced out.
+    pub(crate) fn check_mm_len(&self, m: &raw::Mm, payload_len: u64) -> Result<()> {
         let at = self.payload_off();
         let n = m.auxv_count.get();
         if n > MAX_AUXV {
@@ -465,8 +489,19 @@ impl Validator {
                 found: payload_len,
             }));
         }
+        Ok(())
+    }
+
+    pub(crate) fn check_mm(&mut self, m: &raw::Mm, exe_and_pad: &[u8]) -> Result<()> {
+        let at = self.payload_off();
+        let e = u32::from(m.exe_len.get());
         if m._reserved0.get() != 0 {
-            return Err(bad(at, "reserved", "0", 0));
+            return Err(bad(
+                at.saturating_add(94),
+                "_reserved0",
+                "0",
+                m._reserved0.get().into(),
+            ));
         }
         let pairs = [
             ("start_code..end_code", m.start_code, m.end_code, 0),
@@ -569,7 +604,12 @@ impl Validator {
             ));
         }
         if v._reserved0.get() != 0 {
-            return Err(bad(at.saturating_add(68), "reserved", "0", 0));
+            return Err(bad(
+                at.saturating_add(68),
+                "_reserved0",
+                "0",
+                v._reserved0.get().into(),
+            ));
         }
         check_path(path_and_pad, p, at.saturating_add(72), "vma path")?;
         self.vmas = self.vmas.saturating_add(1);
@@ -590,7 +630,12 @@ impl Validator {
         let at = self.payload_off();
         let (vstart, vend) = self.vma.unwrap_or((0, 0));
         if p._reserved0.get() != 0 {
-            return Err(bad(at.saturating_add(12), "reserved", "0", 0));
+            return Err(bad(
+                at.saturating_add(12),
+                "_reserved0",
+                "0",
+                p._reserved0.get().into(),
+            ));
         }
         let ps = u64::from(self.page_size);
         let mut data_pages: u64 = 0;
@@ -615,7 +660,12 @@ impl Validator {
                 ));
             }
             if r._reserved0.get() != 0 {
-                return Err(bad(run_at.saturating_add(14), "reserved", "0", 0));
+                return Err(bad(
+                    run_at.saturating_add(14),
+                    "_reserved0",
+                    "0",
+                    r._reserved0.get().into(),
+                ));
             }
             if addr & self.page_mask() != 0 {
                 return Err(bad(run_at, "run addr", "page-aligned", addr));
@@ -1211,19 +1261,11 @@ impl Parser {
             }
             KIND_MM => {
                 let (x, rest) = raw::Mm::ref_from_prefix(p).map_err(|_| short(()))?;
-                let n = to_usize(x.auxv_count.get().min(MAX_AUXV).into());
+                self.v.check_mm_len(x, len)?;
+                let n = to_usize(x.auxv_count.get().into());
                 let (auxv, rest) =
-                    <[AuxvEntry]>::ref_from_prefix_with_elems(rest, n).map_err(|_| {
-                        self::Error::new(
-                            self.v.offset,
-                            ErrorKind::BadLength {
-                                kind: KIND_MM,
-                                expected: 96u64.saturating_add(16u64.saturating_mul(to_u64(n))),
-                                found: len,
-                            },
-                        )
-                    })?;
-                self.v.check_mm(x, len, rest)?;
+                    <[AuxvEntry]>::ref_from_prefix_with_elems(rest, n).map_err(|_| short(()))?;
+                self.v.check_mm(x, rest)?;
                 let exe = rest.get(..usize::from(x.exe_len.get())).unwrap_or(rest);
                 Record::Mm(Mm { raw: x, auxv, exe })
             }

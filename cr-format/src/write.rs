@@ -311,7 +311,8 @@ impl<S: Sink> Writer<S> {
                 .saturating_add(16u64.saturating_mul(n.into()))
                 .saturating_add(pad8(e.into()));
             let rh = w.record_header(KIND_MM, RECORD_CRITICAL, len)?;
-            w.v.check_mm(&m, len, exe)?;
+            w.v.check_mm_len(&m, len)?;
+            w.v.check_mm(&m, exe)?;
             w.emit(
                 rh,
                 &[m.as_bytes(), auxv.as_bytes(), exe],

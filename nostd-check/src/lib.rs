@@ -1,0 +1,58 @@
+//! A `#![no_std]` artifact with no allocator that validates images with `cr-format`.
+#![no_std]
+
+use cr_format::read::{Image, Record};
+use cr_format::write::{SliceSink, Writer};
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    loop {}
+}
+
+/// Validates the image in `buf[..len]`; returns its record count, or -1 after writing the error
+/// offset to `*err_offset`.
+///
+/// # Safety
+/// `buf` must point to `len` readable bytes and `err_offset` to a writable u64.
+#[no_mangle]
+pub unsafe extern "C" fn cr_nostd_validate(buf: *const u8, len: usize, err_offset: *mut u64) -> i64 {
+    // SAFETY: the caller promises `buf` points to `len` readable bytes.
+    let data = unsafe { core::slice::from_raw_parts(buf, len) };
+    match Image::parse(data) {
+        Ok(img) => img.records().filter(|r| !matches!(r.record, Record::Tail(_))).count() as i64,
+        Err(e) => {
+            // SAFETY: the caller promises `err_offset` is writable.
+            unsafe { *err_offset = e.offset };
+            -1
+        }
+    }
+}
+
+/// Re-emits the image in `buf[..len]` into `out[..cap]` through the no-alloc writer, record by
+/// record; returns the bytes written or -1.
+///
+/// # Safety
+/// `buf` must point to `len` readable bytes, `out` to `cap` writable bytes, not overlapping.
+#[no_mangle]
+pub unsafe extern "C" fn cr_nostd_copy(buf: *const u8, len: usize, out: *mut u8, cap: usize) -> i64 {
+    // SAFETY: see the function's contract.
+    let (data, out) = unsafe { (core::slice::from_raw_parts(buf, len), core::slice::from_raw_parts_mut(out, cap)) };
+    let Ok(img) = Image::parse(data) else { return -1 };
+    let mut w = Writer::new(SliceSink::new(out));
+    for r in img.records() {
+        let ok = match r.record {
+            Record::Header(h) => w.header(h),
+            Record::Task(t) => w.task(t),
+            Record::Regs(x) => w.regs(x.raw, x.xsave),
+            Record::Mm(m) => w.mm(m.raw, m.auxv, m.exe),
+            Record::Vma(v) => w.vma(v.raw, v.path),
+            Record::Pages(p) => w.pages(p.runs, p.data.unwrap_or(&[])),
+            Record::Unknown(u) => w.unknown(u.kind, u.payload),
+            Record::Tail(_) => w.finish().map(|_| ()),
+        };
+        if ok.is_err() {
+            return -1;
+        }
+    }
+    w.into_inner().written() as i64
+}
