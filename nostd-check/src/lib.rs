@@ -9,6 +9,10 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     loop {}
 }
 
+/// The prebuilt `core` references an unwinding personality; with panic=abort it is never called.
+#[no_mangle]
+pub extern "C" fn rust_eh_personality() {}
+
 /// Validates the image in `buf[..len]`; returns its record count, or -1 after writing the error
 /// offset to `*err_offset`.
 ///
