@@ -1637,10 +1637,10 @@ mod stream {
             }
             while self.buf.len() < n && !self.eof {
                 let old = self.buf.len();
-                let want = n
-                    .max(old.saturating_add(64 * 1024))
-                    .min(to_usize(u64::from(MAX_PAYLOAD_LEN) + 32));
-                self.buf.resize(want.max(n), 0);
+                // Grow with what arrives (doubling from 64 KiB), never past what the parser
+                // asked for: a header claiming a huge record costs nothing until its bytes come.
+                let want = old.saturating_mul(2).max(64 * 1024).min(n);
+                self.buf.resize(want, 0);
                 let got = loop {
                     match self.inner.read(self.buf.get_mut(old..).unwrap_or(&mut [])) {
                         Ok(k) => break k,

@@ -1,0 +1,174 @@
+//! Properties over arbitrary images, chain resolution over the chain vectors, and the bound on
+//! what a reader allocates whatever an image claims.
+#![cfg(feature = "arbitrary")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions
+)]
+
+use arbitrary::{Arbitrary, Unstructured};
+use cr_format::chain::{Chain, Resolved};
+use cr_format::read::{Image, Options, Records};
+use cr_format::repr::{BodyRepr, ImageRepr, PagesRepr, RunRepr, VmaRepr};
+use cr_format::ErrorKind;
+use proptest::prelude::*;
+
+fn vector(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../spec/vectors/valid/{name}.bin",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any Repr → write → read → equal, and re-emitting gives identical bytes; the streaming
+    /// parser fed in chunks yields the same records.
+    #[test]
+    fn repr_write_read_roundtrip(seed in proptest::collection::vec(any::<u8>(), 64..2048), chunk in 1usize..5000) {
+        let mut u = Unstructured::new(&seed);
+        let repr = ImageRepr::arbitrary(&mut u).unwrap();
+        let bytes = repr.to_vec().map_err(|e| TestCaseError::fail(format!("writer refused a valid repr: {e}")))?;
+        let img = Image::parse(&bytes).map_err(|e| TestCaseError::fail(format!("reader refused the writer's image: {e}")))?;
+        let back = ImageRepr::parse(&img);
+        prop_assert_eq!(&back, &repr);
+        prop_assert!(back.to_vec().unwrap() == bytes);
+        // Chunked sans-I/O parse: same records at the same offsets.
+        let want: Vec<(u64, u32)> = Records::new(&bytes, Options::default()).map(|r| { let r = r.unwrap(); (r.offset, r.header.crc.get()) }).collect();
+        let mut got = vec![];
+        let mut p = cr_format::read::Parser::default();
+        let (mut pos, mut have) = (0usize, 0usize);
+        loop {
+            let eof = have == bytes.len();
+            match p.parse(&bytes[pos..have], eof).unwrap() {
+                cr_format::read::Chunk::NeedMoreData(_) => have = (have + chunk).min(bytes.len()),
+                cr_format::read::Chunk::Record(r) => { got.push((r.offset, r.header.crc.get())); pos += r.len() as usize; have = have.max(pos); }
+                cr_format::read::Chunk::End => break,
+            }
+        }
+        prop_assert_eq!(got, want);
+    }
+
+    /// Arbitrary bytes never panic either reader, and both agree.
+    #[test]
+    fn arbitrary_bytes_are_rejected_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let a = Image::parse(&bytes).err();
+        let b = Image::parse_metadata(&bytes).err();
+        prop_assert!(a.is_some() && b.is_some());
+    }
+}
+
+#[test]
+fn chain_of_three_resolves_through_parents() {
+    let (b1, b2, b3) = (vector("chain-1"), vector("chain-2"), vector("chain-3"));
+    let imgs = [
+        Image::parse(&b3).unwrap(),
+        Image::parse(&b2).unwrap(),
+        Image::parse(&b1).unwrap(),
+    ];
+    let chain = Chain::new(&imgs).unwrap();
+    // Heap pages 6..8 are "parent" in 3 and 2 and zero in 1.
+    assert!(matches!(
+        chain.resolve(0x606000).unwrap(),
+        Resolved::Zero { crid: 1 }
+    ));
+    // Heap page 0 is data in 3, with 3's pattern.
+    match chain.resolve(0x600000).unwrap() {
+        Resolved::Data { crid: 3, bytes } => assert_eq!(bytes[1], 1 ^ 3),
+        r => panic!("{r:?}"),
+    }
+    // Untouched text page: not present, comes from the file.
+    assert!(matches!(
+        chain.resolve(0x400000).unwrap(),
+        Resolved::NotPresent { crid: 3, .. }
+    ));
+    assert_eq!(
+        chain.resolve(0x10).unwrap_err().kind,
+        ErrorKind::NotMapped { addr: 0x10 }
+    );
+}
+
+#[test]
+fn broken_chains_are_refused_with_the_crid_expected() {
+    let (b1, b2, b3) = (vector("chain-1"), vector("chain-2"), vector("chain-3"));
+    let (i1, i2, i3) = (
+        Image::parse(&b1).unwrap(),
+        Image::parse(&b2).unwrap(),
+        Image::parse(&b3).unwrap(),
+    );
+    let kind = |v: &[Image<'_>]| Chain::new(v).unwrap_err().kind;
+    assert_eq!(
+        kind(&[i3, i1]),
+        ErrorKind::WrongParent {
+            expected_crid: 2,
+            found_crid: 1
+        }
+    );
+    assert_eq!(kind(&[i3, i2]), ErrorKind::MissingParent { crid: 1 });
+    assert_eq!(kind(&[i3, i2, i1, i1]), ErrorKind::ExtraImage { crid: 1 });
+    assert_eq!(kind(&[i2, i3]), ErrorKind::ChainCycle { crid: 3 });
+    assert!(matches!(
+        kind(&[i1; 65]),
+        ErrorKind::LimitExceeded {
+            limit: "MAX_CHAIN_DEPTH",
+            ..
+        }
+    ));
+    assert_eq!(kind(&[]), ErrorKind::MissingParent { crid: 0 });
+    // Same CRIDs, another parent image: the digest tells.
+    let mut other = ImageRepr::parse(&i2);
+    other.task.pid += 1;
+    let ob = other.to_vec().unwrap();
+    let o2 = Image::parse(&ob).unwrap();
+    assert!(matches!(
+        kind(&[i3, o2, i1]),
+        ErrorKind::ParentDigestMismatch { .. }
+    ));
+}
+
+#[test]
+fn parent_run_over_an_address_the_parent_does_not_map_is_a_dangling_reference() {
+    let b1 = vector("chain-1");
+    let i1 = Image::parse(&b1).unwrap();
+    let mut child = ImageRepr::parse(&Image::parse(&vector("chain-2")).unwrap());
+    // Between the heap and the stack, to keep VMAs in address order.
+    child.body.insert(
+        4,
+        BodyRepr::Vma(VmaRepr {
+            start: 0x9000_0000,
+            end: 0x9000_1000,
+            offset: 0,
+            inode: 0,
+            file_size: 0,
+            file_mtime_ns: 0,
+            dev_major: 0,
+            dev_minor: 0,
+            prot: 3,
+            flags: 0,
+            kind: 0,
+            path: vec![],
+        }),
+    );
+    child.body.insert(
+        5,
+        BodyRepr::Pages(PagesRepr {
+            runs: vec![RunRepr {
+                addr: 0x9000_0000,
+                pages: 1,
+                kind: cr_format::read::RunKind::Parent,
+            }],
+            data: vec![],
+        }),
+    );
+    let cb = child.to_vec().unwrap();
+    let imgs = [Image::parse(&cb).unwrap(), i1];
+    let chain = Chain::new(&imgs).unwrap();
+    assert_eq!(
+        chain.resolve(0x9000_0000).unwrap_err().kind,
+        ErrorKind::NotMapped { addr: 0x9000_0000 }
+    );
+}
