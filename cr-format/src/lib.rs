@@ -10,7 +10,7 @@
 //! - [`raw`]: on-disk structs and constants, no logic;
 //! - [`read`]: the validating [`Parser`](read::Parser) (sans-I/O), the slice reader
 //!   [`Image`](read::Image) and, under `std`, [`StreamReader`](read::StreamReader);
-//! - [`write`]: the [`Writer`](write::Writer) over a [`Sink`](write::Sink);
+//! - [`write`](mod@write): the [`Writer`](write::Writer) over a [`Sink`](write::Sink);
 //! - [`repr`] (under `alloc`): owned values that parse and emit;
 //! - [`chain`]: resolution of pages through incremental images;
 //! - [`limits`] and [`error`].
