@@ -172,3 +172,36 @@ fn parent_run_over_an_address_the_parent_does_not_map_is_a_dangling_reference() 
         ErrorKind::NotMapped { addr: 0x9000_0000 }
     );
 }
+
+#[test]
+fn chain_index_agrees_with_the_record_walk_on_every_page() {
+    use cr_format::chain::ChainIndex;
+    let (b1, b2, b3) = (vector("chain-1"), vector("chain-2"), vector("chain-3"));
+    let imgs = [
+        Image::parse(&b3).unwrap(),
+        Image::parse(&b2).unwrap(),
+        Image::parse(&b1).unwrap(),
+    ];
+    let chain = Chain::new(&imgs).unwrap();
+    let idx = ChainIndex::new(&chain);
+    let key = |r: cr_format::Result<Resolved<'_>>| match r {
+        Ok(Resolved::Data { crid, bytes }) => format!("data {crid} {:08x}", crc32fast::hash(bytes)),
+        Ok(Resolved::Zero { crid }) => format!("zero {crid}"),
+        Ok(Resolved::NotPresent { crid, vma }) => format!("absent {crid} {:#x}", vma.start()),
+        Err(e) => format!("{e}"),
+    };
+    let mut checked = 0;
+    for addr in (0x3f0000u64..0x620000)
+        .step_by(0x1000)
+        .chain((0x7ffc_ffff_0000..0x7ffd_0001_0000).step_by(0x1000))
+    {
+        assert_eq!(
+            key(idx.resolve(addr)),
+            key(chain.resolve(addr)),
+            "{addr:#x}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 500);
+    assert_eq!(idx.check_parent_refs().unwrap(), 4); // 2 parent pages in each of 3 and 2
+}
