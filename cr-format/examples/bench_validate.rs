@@ -5,7 +5,12 @@
 //! ```sh
 //! cargo run --release -p cr-format --example bench_validate [-- SIZE_MIB]
 //! ```
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::as_conversions)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions
+)]
 
 use cr_format::raw::*;
 use cr_format::read::Image;
@@ -46,11 +51,25 @@ fn image(mib: u64, data_pages: u32) -> Vec<u8> {
     }
     let mut addr = 0x1000_0000u64;
     while addr < 0x1000_0000 + pages * ps {
-        let data = PageRun { addr: addr.into(), pages: data_pages.into(), kind: RUN_DATA.into(), _reserved0: 0.into() };
+        let data = PageRun {
+            addr: addr.into(),
+            pages: data_pages.into(),
+            kind: RUN_DATA.into(),
+            _reserved0: 0.into(),
+        };
         let rest = u64::from(data_pages) * ps;
-        let zero = PageRun { addr: (addr + rest).into(), pages: (1024 - data_pages).into(), kind: RUN_ZERO.into(), _reserved0: 0.into() };
+        let zero = PageRun {
+            addr: (addr + rest).into(),
+            pages: (1024 - data_pages).into(),
+            kind: RUN_ZERO.into(),
+            _reserved0: 0.into(),
+        };
         let runs = [data, zero];
-        let runs = if data_pages == 1024 { &runs[..1] } else { &runs[..] };
+        let runs = if data_pages == 1024 {
+            &runs[..1]
+        } else {
+            &runs[..]
+        };
         w.pages(runs, &chunk[..rest as usize]).unwrap();
         addr += 1024 * ps;
     }
@@ -71,19 +90,73 @@ fn median(mut f: impl FnMut(), runs: usize) -> Duration {
 }
 
 fn main() {
-    let mib: u64 = std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(1024);
+    let mib: u64 = std::env::args()
+        .nth(1)
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(1024);
     let img = image(mib, 1024);
     let empty = image(mib, 1);
     let gib = img.len() as f64 / (1u64 << 30) as f64;
-    let crc = median(|| assert_ne!(crc32fast::hash(std::hint::black_box(&img)), 1), 5);
-    let full = median(|| assert_eq!(Image::parse(std::hint::black_box(&img)).unwrap().crid(), 1), 5);
-    let meta = median(|| assert_eq!(Image::parse_metadata(std::hint::black_box(&img)).unwrap().crid(), 1), 21);
-    let meta_empty = median(|| assert_eq!(Image::parse_metadata(std::hint::black_box(&empty)).unwrap().crid(), 1), 21);
-    println!("image: {} bytes ({} Pages records), twin with 1 data page per record: {} bytes", img.len(), mib / 4, empty.len());
-    println!("crc32fast over the image      {:>9.1} ms  {:>6.2} GiB/s", crc.as_secs_f64() * 1e3, gib / crc.as_secs_f64());
-    println!("Image::parse (all checks)     {:>9.1} ms  {:>6.2} GiB/s", full.as_secs_f64() * 1e3, gib / full.as_secs_f64());
-    println!("  ratio parse/crc throughput  {:>9.3}   (goal >= 0.80)", crc.as_secs_f64() / full.as_secs_f64());
-    println!("parse_metadata, 4 MiB/record  {:>9.3} ms", meta.as_secs_f64() * 1e3);
-    println!("parse_metadata, 4 KiB/record  {:>9.3} ms", meta_empty.as_secs_f64() * 1e3);
-    println!("  ratio with/without data     {:>9.3}   (1.0 = independent of page data)", meta.as_secs_f64() / meta_empty.as_secs_f64());
+    let crc = median(
+        || assert_ne!(crc32fast::hash(std::hint::black_box(&img)), 1),
+        5,
+    );
+    let full = median(
+        || assert_eq!(Image::parse(std::hint::black_box(&img)).unwrap().crid(), 1),
+        5,
+    );
+    let meta = median(
+        || {
+            assert_eq!(
+                Image::parse_metadata(std::hint::black_box(&img))
+                    .unwrap()
+                    .crid(),
+                1
+            )
+        },
+        21,
+    );
+    let meta_empty = median(
+        || {
+            assert_eq!(
+                Image::parse_metadata(std::hint::black_box(&empty))
+                    .unwrap()
+                    .crid(),
+                1
+            )
+        },
+        21,
+    );
+    println!(
+        "image: {} bytes ({} Pages records), twin with 1 data page per record: {} bytes",
+        img.len(),
+        mib / 4,
+        empty.len()
+    );
+    println!(
+        "crc32fast over the image      {:>9.1} ms  {:>6.2} GiB/s",
+        crc.as_secs_f64() * 1e3,
+        gib / crc.as_secs_f64()
+    );
+    println!(
+        "Image::parse (all checks)     {:>9.1} ms  {:>6.2} GiB/s",
+        full.as_secs_f64() * 1e3,
+        gib / full.as_secs_f64()
+    );
+    println!(
+        "  ratio parse/crc throughput  {:>9.3}   (goal >= 0.80)",
+        crc.as_secs_f64() / full.as_secs_f64()
+    );
+    println!(
+        "parse_metadata, 4 MiB/record  {:>9.3} ms",
+        meta.as_secs_f64() * 1e3
+    );
+    println!(
+        "parse_metadata, 4 KiB/record  {:>9.3} ms",
+        meta_empty.as_secs_f64() * 1e3
+    );
+    println!(
+        "  ratio with/without data     {:>9.3}   (1.0 = independent of page data)",
+        meta.as_secs_f64() / meta_empty.as_secs_f64()
+    );
 }

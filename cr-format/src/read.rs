@@ -768,13 +768,6 @@ impl Validator {
         self.stage = Stage::Done;
         Ok(())
     }
-
-    /// After a Vma or unknown record, Pages may follow a Vma only.
-    pub(crate) fn note_kind(&mut self, kind: u16) {
-        if kind != KIND_PAGES && kind != KIND_VMA {
-            self.vma = None;
-        }
-    }
 }
 
 fn check_path(bytes_and_pad: &[u8], len: u32, at: u64, field: &'static str) -> Result<()> {
@@ -1083,6 +1076,8 @@ pub enum Chunk<'a> {
 pub struct Parser {
     v: Validator,
     opts: Options,
+    /// Re-walking an image already validated: hand out page data without recomputing its CRC.
+    trusted: bool,
     failed: Option<Error>,
 }
 
@@ -1098,6 +1093,7 @@ impl Parser {
         Parser {
             v: Validator::default(),
             opts,
+            trusted: false,
             failed: None,
         }
     }
@@ -1217,7 +1213,6 @@ impl Parser {
             header: h,
             record,
         };
-        self.v.note_kind(kind);
         self.v.advance(&h);
         Ok(Chunk::Record(parsed))
     }
@@ -1281,9 +1276,11 @@ impl Parser {
                 let (runs, pad) =
                     <[PageRun]>::ref_from_prefix_with_elems(rest, n).map_err(|_| short(()))?;
                 let payload_len = u64::from(h.len.get());
-                let data_len = self.v.check_pages(x, runs, pad, payload_len)?;
+                self.v.check_pages(x, runs, pad, payload_len)?;
                 let data_offset = self.v.payload_off().saturating_add(len);
-                let data = if self.opts.verify_data {
+                let data = if self.trusted {
+                    Some(data_area)
+                } else if self.opts.verify_data {
                     let computed = crc32fast::hash(data_area);
                     if computed != x.data_crc.get() {
                         return Err(Error::new(
@@ -1298,7 +1295,6 @@ impl Parser {
                 } else {
                     None
                 };
-                let _ = data_len;
                 Record::Pages(Pages {
                     raw: x,
                     runs,
@@ -1383,7 +1379,6 @@ pub struct Image<'a> {
     data: &'a [u8],
     header: &'a raw::Header,
     tail: &'a raw::Tail,
-    with_data: bool,
 }
 
 impl<'a> Image<'a> {
@@ -1409,12 +1404,7 @@ impl<'a> Image<'a> {
             }
         }
         match (header, tail) {
-            (Some(header), Some(tail)) => Ok(Image {
-                data,
-                header,
-                tail,
-                with_data: opts.verify_data,
-            }),
+            (Some(header), Some(tail)) => Ok(Image { data, header, tail }),
             // Unreachable for a slice: the parser reports truncation before ending early.
             _ => Err(Error::new(
                 to_u64(data.len()),
@@ -1453,12 +1443,12 @@ impl<'a> Image<'a> {
     }
 
     /// Every record, in order. Infallible: the image was validated. Page data is present in
-    /// Pages views (even if the image was parsed with `parse_metadata`; its CRC is then
-    /// unchecked).
+    /// Pages views without being checked again: `parse` checked its CRCs, `parse_metadata` did
+    /// not (so a walk costs per record, not per byte of data).
     pub fn records(&self) -> impl Iterator<Item = Parsed<'a>> + 'a {
-        // The data area must be in hand to hand it out; the walk is the same either way.
-        let _ = self.with_data;
-        Records::new(self.data, Options { verify_data: true }).map_while(|r| r.ok())
+        let mut walk = Records::new(self.data, Options { verify_data: true });
+        walk.parser.trusted = true;
+        walk.map_while(|r| r.ok())
     }
 
     /// The Task record.

@@ -233,7 +233,6 @@ impl<S: Sink> Writer<S> {
         }
         self.put_zeros(zero_pad)?;
         self.put(data)?;
-        self.v.note_kind(h.kind.get());
         self.v.advance(&h);
         Ok(())
     }

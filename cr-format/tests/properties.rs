@@ -205,3 +205,48 @@ fn chain_index_agrees_with_the_record_walk_on_every_page() {
     assert!(checked > 500);
     assert_eq!(idx.check_parent_refs().unwrap(), 4); // 2 parent pages in each of 3 and 2
 }
+
+#[test]
+fn metadata_parsed_image_with_bad_data_still_walks_every_record() {
+    let mut b = vector("full");
+    let n = b.len();
+    b[n - 40 - 100] ^= 1; // inside the last data page
+    assert!(Image::parse(&b).is_err());
+    let img = Image::parse_metadata(&b).unwrap();
+    assert_eq!(img.records().count(), 12);
+    assert!(matches!(
+        img.lookup(0x602000),
+        cr_format::read::Lookup::Zero
+    ));
+}
+
+#[test]
+fn unknown_records_may_sit_between_pages_of_one_vma() {
+    let mut r = ImageRepr::parse(&Image::parse(&vector("full")).unwrap());
+    // body: [Vma file, Pages, Vma heap, Pages, ...]: split the heap's Pages around an unknown record.
+    let BodyRepr::Pages(p) = r.body[3].clone() else {
+        panic!()
+    };
+    let (a, b) = p.runs.split_at(1);
+    let first = PagesRepr {
+        runs: a.to_vec(),
+        data: p.data.clone(),
+    };
+    let second = PagesRepr {
+        runs: b.to_vec(),
+        data: vec![],
+    };
+    r.body.splice(
+        3..4,
+        [
+            BodyRepr::Pages(first),
+            BodyRepr::Unknown {
+                kind: 0x4001,
+                payload: vec![7; 16],
+            },
+            BodyRepr::Pages(second),
+        ],
+    );
+    let bytes = r.to_vec().unwrap();
+    assert_eq!(ImageRepr::parse(&Image::parse(&bytes).unwrap()), r);
+}

@@ -1,0 +1,459 @@
+//! `spec/cr_image.h` and `spec/c/walk.c` against the Rust crate: the header compiles pedantically
+//! (its static asserts hold), its asserted layouts are FORMAT.md's tables, its constants are
+//! `raw`'s and `limits`' values, and the C record walker agrees line by line with the Rust reader
+//! on every vector in `spec/vectors/valid/`.
+//!
+//! gcc is always present in CI; without it these tests print a notice and pass.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::as_conversions,
+    clippy::arithmetic_side_effects
+)]
+
+use cr_format::limits::*;
+use cr_format::raw::*;
+use cr_format::read::{Options, Record, Records};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn spec_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec")
+}
+
+fn header_text() -> String {
+    std::fs::read_to_string(spec_dir().join("cr_image.h")).expect("spec/cr_image.h")
+}
+
+/// A scratch directory of this test process.
+fn scratch() -> PathBuf {
+    let d =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("c_header-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Whether gcc runs; prints the notice once if it does not.
+fn have_gcc() -> bool {
+    static HAVE: OnceLock<bool> = OnceLock::new();
+    *HAVE.get_or_init(|| match Command::new("gcc").arg("--version").output() {
+        Ok(o) if o.status.success() => true,
+        _ => {
+            eprintln!("NOTICE: gcc not found: skipping the C header and walk.c tests");
+            false
+        }
+    })
+}
+
+fn gcc(args: &[&str], what: &str) {
+    let out = Command::new("gcc").args(args).output().expect("run gcc");
+    assert!(
+        out.status.success(),
+        "gcc failed on {what}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// walk.c, compiled once with the flags CI uses; None without gcc.
+fn walk_binary() -> Option<&'static Path> {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if !have_gcc() {
+            return None;
+        }
+        let bin = scratch().join("walk");
+        let spec = spec_dir();
+        let src = spec.join("c/walk.c");
+        gcc(
+            &[
+                "-std=c11",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-O2",
+                "-I",
+                spec.to_str().unwrap(),
+                "-o",
+                bin.to_str().unwrap(),
+                src.to_str().unwrap(),
+            ],
+            "spec/c/walk.c",
+        );
+        Some(bin)
+    })
+    .as_deref()
+}
+
+fn run_walk(bin: &Path, image: &Path) -> Output {
+    Command::new(bin).arg(image).output().expect("run walk")
+}
+
+fn valid_vectors() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(spec_dir().join("vectors/valid"))
+        .expect("spec/vectors/valid")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no vectors in spec/vectors/valid");
+    v
+}
+
+/// The lines walk.c prints, from the Rust reader.
+fn expected_lines(bytes: &[u8], path: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for r in Records::new(bytes, Options::default()) {
+        let p = r.unwrap_or_else(|e| panic!("{}: the Rust reader rejects it: {e}", path.display()));
+        let h = p.header;
+        lines.push(format!(
+            "{:#x} {} {} {:#010x} ok",
+            p.offset,
+            h.kind.get(),
+            h.len.get(),
+            h.crc.get()
+        ));
+        if let Record::Tail(t) = p.record {
+            lines.push(format!(
+                "tail records={} image_len={} digest={:#018x} digest_ok=yes",
+                t.record_count.get(),
+                t.image_len.get(),
+                t.digest.get()
+            ));
+        }
+    }
+    lines
+}
+
+#[test]
+fn walk_agrees_with_the_reader_on_valid_vectors() {
+    let Some(bin) = walk_binary() else { return };
+    for path in valid_vectors() {
+        let bytes = std::fs::read(&path).unwrap();
+        let want = expected_lines(&bytes, &path);
+        let out = run_walk(bin, &path);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let got: Vec<&str> = stdout.lines().collect();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "{}: line {}", path.display(), i + 1);
+        }
+        assert_eq!(got.len(), want.len(), "{}: number of lines", path.display());
+        assert!(
+            got.iter()
+                .all(|l| l.ends_with(" ok") || l.ends_with("digest_ok=yes")),
+            "{}: {stdout}",
+            path.display()
+        );
+        assert!(
+            out.status.success(),
+            "{}: walk exits with {:?}: {}",
+            path.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn walk_flags_corruption_and_survives_bad_input() {
+    let Some(bin) = walk_binary() else { return };
+    let path = spec_dir().join("vectors/valid/minimal-handmade.bin");
+    let img = std::fs::read(&path).unwrap();
+    let dir = scratch();
+    let case = dir.join(format!("case-{:?}.bin", std::thread::current().id()));
+    let records: Vec<(u64, u16, u32)> = Records::new(&img, Options::default())
+        .map(|r| {
+            let p = r.unwrap();
+            (p.offset, p.header.kind.get(), p.header.len.get())
+        })
+        .collect();
+
+    // A flipped byte in the last 8 bytes of each payload (for Pages, in the page data): that
+    // record's line says BAD (or, for the Tail, the digest or counts disagree) and walk fails.
+    for (i, &(off, kind, len)) in records.iter().enumerate() {
+        let mut b = img.clone();
+        let at = (off + 16 + u64::from(len) - 8) as usize;
+        b[at] ^= 0x01;
+        std::fs::write(&case, &b).unwrap();
+        let out = run_walk(bin, &case);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let line = stdout.lines().nth(i).unwrap_or("");
+        assert!(
+            line.ends_with(" BAD"),
+            "kind {kind}: flipped byte {at:#x}: {stdout}"
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "kind {kind}: flipped byte {at:#x}"
+        );
+    }
+
+    // Truncated images and garbage: a message and exit status 1, never a crash.
+    let mut inputs: Vec<Vec<u8>> = (0..img.len())
+        .step_by(61)
+        .map(|n| img[..n].to_vec())
+        .collect();
+    inputs.push(vec![0xff; 64]);
+    inputs.push(vec![0; 40]);
+    let mut huge = img.clone();
+    huge[0x4e8 + 16..0x4e8 + 20].copy_from_slice(&u32::MAX.to_le_bytes()); // run_count
+    inputs.push(huge);
+    let mut long = img.clone();
+    long.extend_from_slice(&[0; 8]);
+    inputs.push(long);
+    for b in inputs {
+        std::fs::write(&case, &b).unwrap();
+        let out = run_walk(bin, &case);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{} bytes: {:?}: {}",
+            b.len(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stderr.is_empty(), "{} bytes: no message", b.len());
+    }
+}
+
+#[test]
+fn header_compiles_pedantic() {
+    if !have_gcc() {
+        return;
+    }
+    let dir = scratch();
+    let src = dir.join("include_cr_image.c");
+    std::fs::write(
+        &src,
+        "#include \"cr_image.h\"\n\
+         int cr_probe(const unsigned char *p);\n\
+         int cr_probe(const unsigned char *p)\n\
+         {\n\
+         \tconst struct cr_record_header *h = (const struct cr_record_header *)(const void *)p;\n\
+         \treturn (int)cr_get_le16(&h->kind) + (int)sizeof(struct cr_regs_x86_64);\n\
+         }\n",
+    )
+    .unwrap();
+    let spec = spec_dir();
+    for std in ["-std=c11", "-std=gnu11", "-std=c17"] {
+        gcc(
+            &[
+                std,
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-pedantic",
+                "-I",
+                spec.to_str().unwrap(),
+                "-c",
+                "-o",
+                dir.join("include_cr_image.o").to_str().unwrap(),
+                src.to_str().unwrap(),
+            ],
+            &format!("a file that includes cr_image.h ({std})"),
+        );
+    }
+}
+
+/// Layout rows by struct name: (field, offset, size).
+type Layouts = BTreeMap<String, Vec<(String, u64, u64)>>;
+
+/// Every table of FORMAT.md: struct name to (field, offset, size) rows.
+fn spec_tables() -> Layouts {
+    let md = std::fs::read_to_string(spec_dir().join("FORMAT.md")).unwrap();
+    let mut out = Layouts::new();
+    let mut current: Option<String> = None;
+    for line in md.lines() {
+        if line.starts_with('#') {
+            // A heading that names a struct: `### 3. Header (`Header`, 96 bytes)`.
+            current = line
+                .split('`')
+                .nth(1)
+                .filter(|_| line.contains(" bytes)"))
+                .map(str::to_string);
+            continue;
+        }
+        let Some(name) = &current else { continue };
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        if cells.len() == 5 {
+            if let (Ok(off), Ok(size)) = (cells[0].parse(), cells[1].parse()) {
+                out.entry(name.clone())
+                    .or_default()
+                    .push((cells[3].to_string(), off, size));
+            }
+        }
+    }
+    out
+}
+
+/// C struct name of each struct of `raw`.
+const C_NAMES: [(&str, &str); 10] = [
+    ("RecordHeader", "cr_record_header"),
+    ("Header", "cr_header"),
+    ("Task", "cr_task"),
+    ("RegsX86_64", "cr_regs_x86_64"),
+    ("Mm", "cr_mm"),
+    ("AuxvEntry", "cr_auxv_entry"),
+    ("Vma", "cr_vma"),
+    ("Pages", "cr_pages"),
+    ("PageRun", "cr_page_run"),
+    ("Tail", "cr_tail"),
+];
+
+/// `CR_CHECK_FIELD(s, f, off, n);` and `CR_CHECK_SIZE(s, n);` lines of the header.
+fn header_asserts(h: &str) -> (Layouts, BTreeMap<String, u64>) {
+    let mut fields = Layouts::new();
+    let mut sizes = BTreeMap::new();
+    for line in h.lines() {
+        let args = |p: &str| -> Option<Vec<String>> {
+            let rest = line.strip_prefix(p)?.strip_suffix(");")?;
+            Some(rest.split(',').map(|s| s.trim().to_string()).collect())
+        };
+        if let Some(a) = args("CR_CHECK_FIELD(") {
+            fields.entry(a[0].clone()).or_default().push((
+                a[1].clone(),
+                a[2].parse().unwrap(),
+                a[3].parse().unwrap(),
+            ));
+        } else if let Some(a) = args("CR_CHECK_SIZE(") {
+            sizes.insert(a[0].clone(), a[1].parse().unwrap());
+        }
+    }
+    (fields, sizes)
+}
+
+#[test]
+fn header_asserts_are_the_spec_tables() {
+    let tables = spec_tables();
+    let (fields, sizes) = header_asserts(&header_text());
+    for (rust, c) in C_NAMES {
+        let table = tables
+            .get(rust)
+            .unwrap_or_else(|| panic!("no table for {rust} in FORMAT.md"));
+        let asserted = fields
+            .get(c)
+            .unwrap_or_else(|| panic!("no CR_CHECK_FIELD lines for struct {c}"));
+        assert_eq!(asserted, table, "struct {c} vs FORMAT.md's table of {rust}");
+        let total: u64 = table.iter().map(|r| r.2).sum();
+        assert_eq!(sizes.get(c), Some(&total), "CR_CHECK_SIZE({c})");
+    }
+    assert_eq!(
+        fields.len(),
+        C_NAMES.len(),
+        "structs asserted in cr_image.h"
+    );
+}
+
+#[test]
+fn header_constants_are_rusts() {
+    let h = header_text();
+    let mut defined = BTreeMap::new();
+    for line in h.lines() {
+        let mut w = line.split_whitespace();
+        if w.next() != Some("#define") {
+            continue;
+        }
+        let (Some(name), Some(value)) = (w.next(), w.next()) else {
+            continue;
+        };
+        let v = value.trim_end_matches(['u', 'U', 'l', 'L']);
+        let parsed = match v.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => v.parse::<u64>().ok(),
+        };
+        if let Some(n) = parsed {
+            defined.insert(name.to_string(), n);
+        }
+    }
+    let gprs = [
+        "R15", "R14", "R13", "R12", "RBP", "RBX", "R11", "R10", "R9", "R8", "RAX", "RCX", "RDX",
+        "RSI", "RDI", "ORIG_RAX", "RIP", "CS", "EFLAGS", "RSP", "SS", "FS_BASE", "GS_BASE", "DS",
+        "ES", "FS", "GS",
+    ];
+    let mut want: Vec<(String, u64)> = [
+        ("CR_MAGIC_LEN", MAGIC.len() as u64),
+        ("CR_VERSION_MAJOR", VERSION_MAJOR.into()),
+        ("CR_VERSION_MINOR", VERSION_MINOR.into()),
+        ("CR_RECORD_HEADER_LEN", size_of::<RecordHeader>() as u64),
+        ("CR_KIND_HEADER", KIND_HEADER.into()),
+        ("CR_KIND_TASK", KIND_TASK.into()),
+        ("CR_KIND_REGS", KIND_REGS.into()),
+        ("CR_KIND_MM", KIND_MM.into()),
+        ("CR_KIND_VMA", KIND_VMA.into()),
+        ("CR_KIND_PAGES", KIND_PAGES.into()),
+        ("CR_KIND_TAIL", KIND_TAIL.into()),
+        ("CR_RECORD_CRITICAL", RECORD_CRITICAL.into()),
+        ("CR_ARCH_X86_64", ARCH_X86_64.into()),
+        ("CR_DIFF_NONE", DIFF_NONE.into()),
+        ("CR_DIFF_WRITE_TRACKING", DIFF_WRITE_TRACKING.into()),
+        ("CR_DIFF_CONTENT_COMPARE", DIFF_CONTENT_COMPARE.into()),
+        ("CR_PROT_READ", PROT_READ.into()),
+        ("CR_PROT_WRITE", PROT_WRITE.into()),
+        ("CR_PROT_EXEC", PROT_EXEC.into()),
+        ("CR_VMA_SHARED", VMA_SHARED.into()),
+        ("CR_VMA_GROWSDOWN", VMA_GROWSDOWN.into()),
+        ("CR_VMA_FLAGS_KNOWN", VMA_FLAGS_KNOWN.into()),
+        ("CR_VMA_ANON", VMA_ANON.into()),
+        ("CR_VMA_FILE", VMA_FILE.into()),
+        ("CR_VMA_HEAP", VMA_HEAP.into()),
+        ("CR_VMA_STACK", VMA_STACK.into()),
+        ("CR_VMA_VDSO", VMA_VDSO.into()),
+        ("CR_VMA_VVAR", VMA_VVAR.into()),
+        ("CR_VMA_VSYSCALL", VMA_VSYSCALL.into()),
+        ("CR_RUN_DATA", RUN_DATA.into()),
+        ("CR_RUN_ZERO", RUN_ZERO.into()),
+        ("CR_RUN_PARENT", RUN_PARENT.into()),
+        ("CR_X86_64_GPR_COUNT", X86_64_GPR_COUNT as u64),
+        ("CR_FXSAVE_LEN", FXSAVE_LEN as u64),
+        ("CR_MAX_PAGE_SIZE", MAX_PAGE_SIZE.into()),
+        ("CR_MIN_PAGE_SIZE", MIN_PAGE_SIZE.into()),
+        ("CR_MAX_VMAS", MAX_VMAS.into()),
+        ("CR_MAX_PATH", MAX_PATH.into()),
+        ("CR_MAX_AUXV", MAX_AUXV.into()),
+        ("CR_MAX_XSAVE_LEN", MAX_XSAVE_LEN.into()),
+        ("CR_MAX_RUNS_PER_RECORD", MAX_RUNS_PER_RECORD.into()),
+        ("CR_MAX_DATA_PER_RECORD", MAX_DATA_PER_RECORD.into()),
+        ("CR_MAX_PAYLOAD_LEN", MAX_PAYLOAD_LEN.into()),
+        ("CR_MAX_CHAIN_DEPTH", MAX_CHAIN_DEPTH.into()),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_string(), v))
+    .collect();
+    assert_eq!(gprs.len(), X86_64_GPR_COUNT);
+    want.extend(
+        gprs.iter()
+            .enumerate()
+            .map(|(i, g)| (format!("CR_GPR_{g}"), i as u64)),
+    );
+    for (name, value) in &want {
+        assert_eq!(
+            defined.get(name),
+            Some(value),
+            "#define {name} in cr_image.h"
+        );
+    }
+    assert_eq!(
+        defined.len(),
+        want.len(),
+        "cr_image.h defines numeric constants this test does not know: {:?}",
+        defined
+            .keys()
+            .filter(|k| !want.iter().any(|(n, _)| n == *k))
+            .collect::<Vec<_>>()
+    );
+    // The magic, as a C string literal split after the \x89 escape.
+    assert!(
+        h.contains(r#"#define CR_MAGIC "\x89" "CRI\r\n\x1a\n""#),
+        "CR_MAGIC in cr_image.h"
+    );
+    assert_eq!(MAGIC, *b"\x89CRI\r\n\x1a\n");
+}

@@ -1,0 +1,418 @@
+/* SPDX-License-Identifier: Apache-2.0 OR MIT */
+/*
+ * cr_image.h - the cr checkpoint/restart image format, version 1.0, for C.
+ *
+ * The normative description is spec/FORMAT.md; section numbers below refer to it. The Rust crate
+ * cr-format (cr-format/src/raw.rs, limits.rs) defines the same layouts and constants, and
+ * cr-format/tests/c_header.rs checks this file against FORMAT.md and the Rust constants.
+ *
+ * Byte order: every integer field is LITTLE-ENDIAN on disk, whatever the host. The structs below
+ * give the layout; on a big-endian host read fields through cr_get_le16/32/64 (or le16_to_cpu()
+ * and friends in the kernel), never directly.
+ *
+ * Layout: every field is naturally aligned at the offset FORMAT.md gives, and every struct's size
+ * is a multiple of its alignment, so no packing attribute is needed and the compiler adds no
+ * padding; the _Static_asserts below prove it for every field. Records start at multiples of 8
+ * in an image, so a record in a buffer that is itself 8-byte aligned can be viewed in place.
+ *
+ * Usable from userspace (C11, <stdint.h>) and from the kernel (define __KERNEL__: the field
+ * types become __le16/__le32/__le64 from <linux/types.h>, which sparse checks for endianness).
+ */
+#ifndef CR_IMAGE_H
+#define CR_IMAGE_H
+
+#ifdef __KERNEL__
+#include <linux/stddef.h>
+#include <linux/types.h>
+typedef __le16 cr_le16;
+typedef __le32 cr_le32;
+typedef __le64 cr_le64;
+#else
+#include <stddef.h>
+#include <stdint.h>
+/* Little-endian on disk: read with cr_get_le16() etc. on big-endian hosts. */
+typedef uint16_t cr_le16;
+typedef uint32_t cr_le32;
+typedef uint64_t cr_le64;
+#endif
+
+/* C11 _Static_assert (static_assert when the header is included from C++). */
+#ifdef __cplusplus
+#define CR_STATIC_ASSERT static_assert
+#else
+#define CR_STATIC_ASSERT _Static_assert
+#endif
+
+/* ---- Constants (raw.rs) ------------------------------------------------------------------ */
+
+/* §3: the image magic, 8 bytes (not NUL-terminated: compare CR_MAGIC_LEN bytes). */
+#define CR_MAGIC "\x89" "CRI\r\n\x1a\n"
+#define CR_MAGIC_LEN 8
+/* §11: the major version this header describes, and the minor version it writes. */
+#define CR_VERSION_MAJOR 1
+#define CR_VERSION_MINOR 0
+
+/* §2.1: size of the record header that precedes every payload. */
+#define CR_RECORD_HEADER_LEN 16
+
+/* §2.2: record kinds. 0 and 8..65535 are unknown in 1.x. */
+#define CR_KIND_HEADER 1
+#define CR_KIND_TASK 2
+#define CR_KIND_REGS 3
+#define CR_KIND_MM 4
+#define CR_KIND_VMA 5
+#define CR_KIND_PAGES 6
+#define CR_KIND_TAIL 7
+
+/* §2.2: record flag: a reader that does not know the kind must reject the image. */
+#define CR_RECORD_CRITICAL 1
+
+/* §3: architecture, as ELF e_machine (EM_X86_64). */
+#define CR_ARCH_X86_64 62
+
+/* §3: diff methods. */
+#define CR_DIFF_NONE 0
+#define CR_DIFF_WRITE_TRACKING 1
+#define CR_DIFF_CONTENT_COMPARE 2
+
+/* §7: VMA protection bits (as PROT_*), flags and kinds. */
+#define CR_PROT_READ 1
+#define CR_PROT_WRITE 2
+#define CR_PROT_EXEC 4
+#define CR_VMA_SHARED 1
+#define CR_VMA_GROWSDOWN 2
+#define CR_VMA_FLAGS_KNOWN 3
+#define CR_VMA_ANON 0
+#define CR_VMA_FILE 1
+#define CR_VMA_HEAP 2
+#define CR_VMA_STACK 3
+#define CR_VMA_VDSO 4
+#define CR_VMA_VVAR 5
+#define CR_VMA_VSYSCALL 6
+
+/* §8: page-run kinds. */
+#define CR_RUN_DATA 0
+#define CR_RUN_ZERO 1
+#define CR_RUN_PARENT 2
+
+/* §5: x86-64 register file. */
+#define CR_X86_64_GPR_COUNT 27
+#define CR_FXSAVE_LEN 512
+
+/* §5: index of each register in cr_regs_x86_64.gpr (user_regs_struct, NT_PRSTATUS order). */
+#define CR_GPR_R15 0
+#define CR_GPR_R14 1
+#define CR_GPR_R13 2
+#define CR_GPR_R12 3
+#define CR_GPR_RBP 4
+#define CR_GPR_RBX 5
+#define CR_GPR_R11 6
+#define CR_GPR_R10 7
+#define CR_GPR_R9 8
+#define CR_GPR_R8 9
+#define CR_GPR_RAX 10
+#define CR_GPR_RCX 11
+#define CR_GPR_RDX 12
+#define CR_GPR_RSI 13
+#define CR_GPR_RDI 14
+#define CR_GPR_ORIG_RAX 15
+#define CR_GPR_RIP 16
+#define CR_GPR_CS 17
+#define CR_GPR_EFLAGS 18
+#define CR_GPR_RSP 19
+#define CR_GPR_SS 20
+#define CR_GPR_FS_BASE 21
+#define CR_GPR_GS_BASE 22
+#define CR_GPR_DS 23
+#define CR_GPR_ES 24
+#define CR_GPR_FS 25
+#define CR_GPR_GS 26
+
+/* ---- Limits (limits.rs, FORMAT.md §10) ---------------------------------------------------- */
+
+#define CR_MAX_PAGE_SIZE 65536u
+#define CR_MIN_PAGE_SIZE 4096u
+#define CR_MAX_VMAS 65536u
+#define CR_MAX_PATH 4096u
+#define CR_MAX_AUXV 128u
+#define CR_MAX_XSAVE_LEN 16384u
+#define CR_MAX_RUNS_PER_RECORD 1024u
+#define CR_MAX_DATA_PER_RECORD 4194304u /* 4 MiB */
+/* 16 + 16 * CR_MAX_RUNS_PER_RECORD + CR_MAX_PAGE_SIZE + CR_MAX_DATA_PER_RECORD */
+#define CR_MAX_PAYLOAD_LEN 4276240u
+#define CR_MAX_CHAIN_DEPTH 64u
+
+CR_STATIC_ASSERT(CR_MAX_PAYLOAD_LEN ==
+			 16u + 16u * CR_MAX_RUNS_PER_RECORD + CR_MAX_PAGE_SIZE + CR_MAX_DATA_PER_RECORD,
+		 "CR_MAX_PAYLOAD_LEN");
+CR_STATIC_ASSERT(CR_VMA_FLAGS_KNOWN == (CR_VMA_SHARED | CR_VMA_GROWSDOWN), "CR_VMA_FLAGS_KNOWN");
+
+/* ---- Layouts ------------------------------------------------------------------------------ */
+
+/* Every field's offset and size, and every struct's size, as FORMAT.md's tables give them. */
+#define CR_CHECK_SIZE(s, n) CR_STATIC_ASSERT(sizeof(struct s) == (n), "size of struct " #s)
+#define CR_CHECK_FIELD(s, f, off, n)                                                           \
+	CR_STATIC_ASSERT(offsetof(struct s, f) == (off), "offset of " #s "." #f);                \
+	CR_STATIC_ASSERT(sizeof(((struct s *)0)->f) == (n), "size of " #s "." #f)
+
+/* FORMAT.md §2.1: 16 bytes (RecordHeader in cr-format). */
+struct cr_record_header {
+	cr_le16 kind;                  /*   0: record kind (§2.2) */
+	cr_le16 flags;                 /*   2: CR_RECORD_CRITICAL for a known kind (§2.2) */
+	cr_le32 len;                   /*   4: payload bytes after this header, a multiple of 8 */
+	cr_le32 index;                 /*   8: position of the record in the image, counting from 0 */
+	cr_le32 crc;                   /*  12: CRC-32 of bytes 0..12, then the checked part (§2.3) */
+};
+CR_CHECK_SIZE(cr_record_header, 16);
+CR_CHECK_FIELD(cr_record_header, kind, 0, 2);
+CR_CHECK_FIELD(cr_record_header, flags, 2, 2);
+CR_CHECK_FIELD(cr_record_header, len, 4, 4);
+CR_CHECK_FIELD(cr_record_header, index, 8, 4);
+CR_CHECK_FIELD(cr_record_header, crc, 12, 4);
+
+/* FORMAT.md §3: 96 bytes (Header in cr-format). */
+struct cr_header {
+	uint8_t magic[8];              /*   0: CR_MAGIC */
+	cr_le16 version_major;         /*   8: CR_VERSION_MAJOR */
+	cr_le16 version_minor;         /*  10: any; this version writes 0 */
+	cr_le16 arch;                  /*  12: CR_ARCH_X86_64 */
+	cr_le16 _reserved0;            /*  14: must be 0 */
+	cr_le32 page_size;             /*  16: power of two, 4096..65536 */
+	cr_le32 flags;                 /*  20: none defined in 1.x: 0 */
+	cr_le64 crid;                  /*  24: checkpoint id of this image (§13), at least 1 */
+	cr_le64 parent_crid;           /*  32: 0 (full image) or < crid */
+	cr_le64 parent_digest;         /*  40: 0 (full image) or the parent's tail digest */
+	cr_le64 created_ns;            /*  48: creation time, ns since the Unix epoch */
+	cr_le32 diff_method;           /*  56: CR_DIFF_*: 0 exactly in a full image */
+	cr_le32 _reserved1;            /*  60: must be 0 */
+	uint8_t producer[32];          /*  64: writer name and version, NUL-padded */
+};
+CR_CHECK_SIZE(cr_header, 96);
+CR_CHECK_FIELD(cr_header, magic, 0, 8);
+CR_CHECK_FIELD(cr_header, version_major, 8, 2);
+CR_CHECK_FIELD(cr_header, version_minor, 10, 2);
+CR_CHECK_FIELD(cr_header, arch, 12, 2);
+CR_CHECK_FIELD(cr_header, _reserved0, 14, 2);
+CR_CHECK_FIELD(cr_header, page_size, 16, 4);
+CR_CHECK_FIELD(cr_header, flags, 20, 4);
+CR_CHECK_FIELD(cr_header, crid, 24, 8);
+CR_CHECK_FIELD(cr_header, parent_crid, 32, 8);
+CR_CHECK_FIELD(cr_header, parent_digest, 40, 8);
+CR_CHECK_FIELD(cr_header, created_ns, 48, 8);
+CR_CHECK_FIELD(cr_header, diff_method, 56, 4);
+CR_CHECK_FIELD(cr_header, _reserved1, 60, 4);
+CR_CHECK_FIELD(cr_header, producer, 64, 32);
+
+/* FORMAT.md §4: 152 bytes (Task in cr-format). */
+struct cr_task {
+	cr_le32 pid;                   /*   0: thread id, at least 1 */
+	cr_le32 tgid;                  /*   4: thread-group id */
+	cr_le32 ppid;                  /*   8: parent's pid */
+	cr_le32 pgid;                  /*  12: process group id */
+	cr_le32 sid;                   /*  16: session id */
+	uint8_t state;                 /*  20: state letter of /proc/PID/stat: R, S, D, T, ... */
+	uint8_t _reserved0[3];         /*  21: must be 0 */
+	cr_le32 exit_signal;           /*  24: signal sent to the parent on exit (usually 17, SIGCHLD) */
+	cr_le32 personality;           /*  28: personality(2) flags */
+	cr_le32 uid[4];                /*  32: real, effective, saved and filesystem uid */
+	cr_le32 gid[4];                /*  48: real, effective, saved and filesystem gid */
+	cr_le64 sig_blocked;           /*  64: blocked signal mask: bit n-1 is signal n */
+	cr_le64 sig_ignored;           /*  72: ignored signals (same bit numbering) */
+	cr_le64 sig_caught;            /*  80: signals with a handler */
+	cr_le64 sig_pending;           /*  88: signals pending for the thread */
+	cr_le64 sig_shared_pending;    /*  96: signals pending for the thread group */
+	cr_le64 cap_inheritable;       /* 104: inheritable capability set */
+	cr_le64 cap_permitted;         /* 112: permitted capability set */
+	cr_le64 cap_effective;         /* 120: effective capability set */
+	uint8_t comm[16];              /* 128: command name, NUL-padded */
+	cr_le32 umask;                 /* 144: file-creation mask */
+	cr_le32 _reserved1;            /* 148: must be 0 */
+};
+CR_CHECK_SIZE(cr_task, 152);
+CR_CHECK_FIELD(cr_task, pid, 0, 4);
+CR_CHECK_FIELD(cr_task, tgid, 4, 4);
+CR_CHECK_FIELD(cr_task, ppid, 8, 4);
+CR_CHECK_FIELD(cr_task, pgid, 12, 4);
+CR_CHECK_FIELD(cr_task, sid, 16, 4);
+CR_CHECK_FIELD(cr_task, state, 20, 1);
+CR_CHECK_FIELD(cr_task, _reserved0, 21, 3);
+CR_CHECK_FIELD(cr_task, exit_signal, 24, 4);
+CR_CHECK_FIELD(cr_task, personality, 28, 4);
+CR_CHECK_FIELD(cr_task, uid, 32, 16);
+CR_CHECK_FIELD(cr_task, gid, 48, 16);
+CR_CHECK_FIELD(cr_task, sig_blocked, 64, 8);
+CR_CHECK_FIELD(cr_task, sig_ignored, 72, 8);
+CR_CHECK_FIELD(cr_task, sig_caught, 80, 8);
+CR_CHECK_FIELD(cr_task, sig_pending, 88, 8);
+CR_CHECK_FIELD(cr_task, sig_shared_pending, 96, 8);
+CR_CHECK_FIELD(cr_task, cap_inheritable, 104, 8);
+CR_CHECK_FIELD(cr_task, cap_permitted, 112, 8);
+CR_CHECK_FIELD(cr_task, cap_effective, 120, 8);
+CR_CHECK_FIELD(cr_task, comm, 128, 16);
+CR_CHECK_FIELD(cr_task, umask, 144, 4);
+CR_CHECK_FIELD(cr_task, _reserved1, 148, 4);
+
+/* FORMAT.md §5: 744 bytes (RegsX86_64 in cr-format). */
+struct cr_regs_x86_64 {
+	cr_le16 arch;                  /*   0: the Header's arch */
+	cr_le16 _reserved0;            /*   2: must be 0 */
+	cr_le32 xsave_len;             /*   4: bytes of XSAVE area after this struct */
+	cr_le64 xfeatures;             /*   8: XCR0 of the XSAVE area */
+	cr_le64 gpr[27];               /*  16: user_regs_struct order: CR_GPR_* */
+	uint8_t fxsave[512];           /* 232: the legacy FXSAVE area (NT_PRFPREG, user_fpregs_struct) */
+};
+CR_CHECK_SIZE(cr_regs_x86_64, 744);
+CR_CHECK_FIELD(cr_regs_x86_64, arch, 0, 2);
+CR_CHECK_FIELD(cr_regs_x86_64, _reserved0, 2, 2);
+CR_CHECK_FIELD(cr_regs_x86_64, xsave_len, 4, 4);
+CR_CHECK_FIELD(cr_regs_x86_64, xfeatures, 8, 8);
+CR_CHECK_FIELD(cr_regs_x86_64, gpr, 16, 216);
+CR_CHECK_FIELD(cr_regs_x86_64, fxsave, 232, 512);
+
+/* FORMAT.md §6: 96 bytes (Mm in cr-format). */
+struct cr_mm {
+	cr_le64 start_code;            /*   0: start of the code segment */
+	cr_le64 end_code;              /*   8: end of the code segment */
+	cr_le64 start_data;            /*  16: start of the data segment */
+	cr_le64 end_data;              /*  24: end of the data segment */
+	cr_le64 start_brk;             /*  32: start of the heap */
+	cr_le64 brk;                   /*  40: current program break */
+	cr_le64 start_stack;           /*  48: start (top) of the main stack */
+	cr_le64 arg_start;             /*  56: start of the argument strings */
+	cr_le64 arg_end;               /*  64: end of the argument strings */
+	cr_le64 env_start;             /*  72: start of the environment strings */
+	cr_le64 env_end;               /*  80: end of the environment strings */
+	cr_le32 auxv_count;            /*  88: struct cr_auxv_entry that follow */
+	cr_le16 exe_len;               /*  92: bytes of executable path after the auxv */
+	cr_le16 _reserved0;            /*  94: must be 0 */
+};
+CR_CHECK_SIZE(cr_mm, 96);
+CR_CHECK_FIELD(cr_mm, start_code, 0, 8);
+CR_CHECK_FIELD(cr_mm, end_code, 8, 8);
+CR_CHECK_FIELD(cr_mm, start_data, 16, 8);
+CR_CHECK_FIELD(cr_mm, end_data, 24, 8);
+CR_CHECK_FIELD(cr_mm, start_brk, 32, 8);
+CR_CHECK_FIELD(cr_mm, brk, 40, 8);
+CR_CHECK_FIELD(cr_mm, start_stack, 48, 8);
+CR_CHECK_FIELD(cr_mm, arg_start, 56, 8);
+CR_CHECK_FIELD(cr_mm, arg_end, 64, 8);
+CR_CHECK_FIELD(cr_mm, env_start, 72, 8);
+CR_CHECK_FIELD(cr_mm, env_end, 80, 8);
+CR_CHECK_FIELD(cr_mm, auxv_count, 88, 4);
+CR_CHECK_FIELD(cr_mm, exe_len, 92, 2);
+CR_CHECK_FIELD(cr_mm, _reserved0, 94, 2);
+
+/* FORMAT.md §6.1: 16 bytes (AuxvEntry in cr-format). */
+struct cr_auxv_entry {
+	cr_le64 key;                   /*   0: AT_* type */
+	cr_le64 value;                 /*   8: value */
+};
+CR_CHECK_SIZE(cr_auxv_entry, 16);
+CR_CHECK_FIELD(cr_auxv_entry, key, 0, 8);
+CR_CHECK_FIELD(cr_auxv_entry, value, 8, 8);
+
+/* FORMAT.md §7: 72 bytes (Vma in cr-format). */
+struct cr_vma {
+	cr_le64 start;                 /*   0: first address, page-aligned */
+	cr_le64 end;                   /*   8: one past the last address: page-aligned, above start */
+	cr_le64 offset;                /*  16: file offset of start, page-aligned */
+	cr_le64 inode;                 /*  24: inode of the mapped file, 0 if none */
+	cr_le64 file_size;             /*  32: size of the mapped file at capture, bytes */
+	cr_le64 file_mtime_ns;         /*  40: mtime of the mapped file, ns */
+	cr_le32 dev_major;             /*  48: device major of the mapped file */
+	cr_le32 dev_minor;             /*  52: device minor of the mapped file */
+	cr_le32 prot;                  /*  56: CR_PROT_* bits */
+	cr_le32 flags;                 /*  60: CR_VMA_SHARED, CR_VMA_GROWSDOWN */
+	cr_le16 kind;                  /*  64: CR_VMA_ANON .. CR_VMA_VSYSCALL */
+	cr_le16 path_len;              /*  66: bytes of path after this; nonzero iff CR_VMA_FILE */
+	cr_le32 _reserved0;            /*  68: must be 0 */
+};
+CR_CHECK_SIZE(cr_vma, 72);
+CR_CHECK_FIELD(cr_vma, start, 0, 8);
+CR_CHECK_FIELD(cr_vma, end, 8, 8);
+CR_CHECK_FIELD(cr_vma, offset, 16, 8);
+CR_CHECK_FIELD(cr_vma, inode, 24, 8);
+CR_CHECK_FIELD(cr_vma, file_size, 32, 8);
+CR_CHECK_FIELD(cr_vma, file_mtime_ns, 40, 8);
+CR_CHECK_FIELD(cr_vma, dev_major, 48, 4);
+CR_CHECK_FIELD(cr_vma, dev_minor, 52, 4);
+CR_CHECK_FIELD(cr_vma, prot, 56, 4);
+CR_CHECK_FIELD(cr_vma, flags, 60, 4);
+CR_CHECK_FIELD(cr_vma, kind, 64, 2);
+CR_CHECK_FIELD(cr_vma, path_len, 66, 2);
+CR_CHECK_FIELD(cr_vma, _reserved0, 68, 4);
+
+/* FORMAT.md §8: 16 bytes (Pages in cr-format). */
+struct cr_pages {
+	cr_le32 run_count;             /*   0: 1 .. CR_MAX_RUNS_PER_RECORD */
+	cr_le32 pad_len;               /*   4: zero bytes after the run table (§8.2) */
+	cr_le32 data_crc;              /*   8: CRC-32 (§2.3) of the data area */
+	cr_le32 _reserved0;            /*  12: must be 0 */
+};
+CR_CHECK_SIZE(cr_pages, 16);
+CR_CHECK_FIELD(cr_pages, run_count, 0, 4);
+CR_CHECK_FIELD(cr_pages, pad_len, 4, 4);
+CR_CHECK_FIELD(cr_pages, data_crc, 8, 4);
+CR_CHECK_FIELD(cr_pages, _reserved0, 12, 4);
+
+/* FORMAT.md §8.1: 16 bytes (PageRun in cr-format). */
+struct cr_page_run {
+	cr_le64 addr;                  /*   0: first address, page-aligned */
+	cr_le32 pages;                 /*   8: number of pages, at least 1 */
+	cr_le16 kind;                  /*  12: CR_RUN_DATA, CR_RUN_ZERO, CR_RUN_PARENT */
+	cr_le16 _reserved0;            /*  14: must be 0 */
+};
+CR_CHECK_SIZE(cr_page_run, 16);
+CR_CHECK_FIELD(cr_page_run, addr, 0, 8);
+CR_CHECK_FIELD(cr_page_run, pages, 8, 4);
+CR_CHECK_FIELD(cr_page_run, kind, 12, 2);
+CR_CHECK_FIELD(cr_page_run, _reserved0, 14, 2);
+
+/* FORMAT.md §9: 24 bytes (Tail in cr-format). */
+struct cr_tail {
+	cr_le64 record_count;          /*   0: records before the Tail */
+	cr_le64 image_len;             /*   8: image bytes, the Tail included */
+	cr_le64 digest;                /*  16: CRC-64/XZ of the record headers (§2.4) */
+};
+CR_CHECK_SIZE(cr_tail, 24);
+CR_CHECK_FIELD(cr_tail, record_count, 0, 8);
+CR_CHECK_FIELD(cr_tail, image_len, 8, 8);
+CR_CHECK_FIELD(cr_tail, digest, 16, 8);
+
+/*
+ * Variable parts, after the fixed structs (all zero-padded to a multiple of 8):
+ *   Regs:  xsave_len bytes of XSAVE area.
+ *   Mm:    auxv_count struct cr_auxv_entry, then exe_len bytes of path.
+ *   Vma:   path_len bytes of path.
+ *   Pages: run_count struct cr_page_run, pad_len zero bytes, then the data of the data runs,
+ *          starting at a file offset that is a multiple of the page size (§8.2).
+ */
+
+/* ---- Little-endian readers over a byte buffer (any alignment, any host byte order) -------- */
+
+static inline uint16_t cr_get_le16(const void *buf)
+{
+	const unsigned char *p = (const unsigned char *)buf;
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static inline uint32_t cr_get_le32(const void *buf)
+{
+	const unsigned char *p = (const unsigned char *)buf;
+	return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+	       ((uint32_t)p[3] << 24);
+}
+
+static inline uint64_t cr_get_le64(const void *buf)
+{
+	const unsigned char *p = (const unsigned char *)buf;
+	return (uint64_t)cr_get_le32(p) | ((uint64_t)cr_get_le32(p + 4) << 32);
+}
+
+/* Payload length rounded up to a multiple of 8 (§1). */
+static inline uint64_t cr_pad8(uint64_t n)
+{
+	return (n + 7u) & ~(uint64_t)7u;
+}
+
+#endif /* CR_IMAGE_H */
