@@ -1078,6 +1078,8 @@ pub struct Parser {
     opts: Options,
     /// Re-walking an image already validated: hand out page data without recomputing its CRC.
     trusted: bool,
+    /// Kind of the record being read (for error reports).
+    kind: Option<u16>,
     failed: Option<Error>,
 }
 
@@ -1094,6 +1096,7 @@ impl Parser {
             v: Validator::default(),
             opts,
             trusted: false,
+            kind: None,
             failed: None,
         }
     }
@@ -1101,6 +1104,12 @@ impl Parser {
     /// Byte offset of the next record.
     pub fn offset(&self) -> u64 {
         self.v.offset
+    }
+
+    /// Kind of the record read last, or being read when an error happened (`None` before the
+    /// first record header).
+    pub fn record_kind(&self) -> Option<RecordKind> {
+        self.kind.map(RecordKind::from)
     }
 
     /// Whether the Tail has been read.
@@ -1161,6 +1170,7 @@ impl Parser {
         }
         let (h, payload) = RecordHeader::read_from_prefix(data)
             .map_err(|_| Error::new(self.v.offset, ErrorKind::Truncated { needed: REC_HDR }))?;
+        self.kind = Some(h.kind.get());
         self.v.check_record_header(&h)?;
         let (kind, len) = (h.kind.get(), u64::from(h.len.get()));
         let full = REC_HDR.saturating_add(len);
@@ -1575,6 +1585,11 @@ mod stream {
                 eof: false,
                 io_error: None,
             }
+        }
+
+        /// Kind of the record read last, or being read when an error happened.
+        pub fn record_kind(&self) -> Option<RecordKind> {
+            self.parser.record_kind()
         }
 
         /// The I/O error that ended reading, if that is what happened ([`ErrorKind::Io`]).
