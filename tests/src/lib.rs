@@ -1,1 +1,288 @@
-//! Shared helpers of the end-to-end tests.
+//! Shared helpers of the end-to-end tests: C test programs compiled with gcc, target processes
+//! killed when dropped, `/proc` probes, and an index of an image's pages.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cr_format::read::{Image, Record, RunKind};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The directory of the C test programs.
+pub fn programs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("programs")
+}
+
+static COMPILE: Mutex<()> = Mutex::new(());
+
+/// Compiles `tests/programs/NAME.c` with gcc (once per source version) and returns the binary.
+pub fn program(name: &str) -> PathBuf {
+    let _g = COMPILE.lock().unwrap_or_else(|e| e.into_inner());
+    let src = programs_dir().join(format!("{name}.c"));
+    let text = std::fs::read(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    let hash = crc32(&text);
+    let dir = std::env::temp_dir().join(format!("cr-tests-programs-{}", unsafe_free_uid()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join(format!("{name}-{hash:08x}"));
+    if bin.exists() {
+        return bin;
+    }
+    let tmp = dir.join(format!("{name}-{hash:08x}.tmp{}", std::process::id()));
+    let out = Command::new("gcc")
+        .args(["-O0", "-g", "-pthread", "-o"])
+        .arg(&tmp)
+        .arg(&src)
+        .output()
+        .expect("gcc must be installed to build the test programs");
+    assert!(
+        out.status.success(),
+        "gcc {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&tmp, &bin).unwrap();
+    bin
+}
+
+fn unsafe_free_uid() -> u32 {
+    // The owner of /proc/self is our uid.
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
+}
+
+fn crc32(b: &[u8]) -> u32 {
+    let mut c = 0xffff_ffffu32;
+    for &x in b {
+        c ^= u32::from(x);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xedb8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// A region a test program reported: `region NAME ADDR LEN`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub addr: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// A running test program; killed and reaped when dropped.
+pub struct Target {
+    /// The process.
+    pub child: Child,
+    /// Regions it reported.
+    pub regions: Vec<Region>,
+    /// Other lines it printed before `ready`.
+    pub lines: Vec<String>,
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Target {
+    /// Starts `bin ARGS`, reads its stdout up to `ready`.
+    pub fn spawn(bin: &Path, args: &[&str]) -> Target {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut regions = Vec::new();
+        let mut lines = Vec::new();
+        loop {
+            let mut l = String::new();
+            if out.read_line(&mut l).unwrap() == 0 {
+                let _ = child.kill();
+                panic!("{} ended before `ready`: {lines:?}", bin.display());
+            }
+            let l = l.trim_end().to_string();
+            if l == "ready" {
+                break;
+            }
+            let f: Vec<&str> = l.split(' ').collect();
+            if f.len() == 4 && f[0] == "region" {
+                regions.push(Region {
+                    name: f[1].to_string(),
+                    addr: u64::from_str_radix(f[2], 16).unwrap(),
+                    len: u64::from_str_radix(f[3], 16).unwrap(),
+                });
+            } else {
+                lines.push(l);
+            }
+        }
+        Target {
+            child,
+            regions,
+            lines,
+            _stdout: out,
+        }
+    }
+
+    /// The pid.
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap()
+    }
+
+    /// The region called `name`.
+    pub fn region(&self, name: &str) -> &Region {
+        self.regions
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no region {name}"))
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `State` letter and `TracerPid` of `/proc/PID/status`.
+pub fn state(pid: i32) -> Option<(char, i32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let mut st = None;
+    let mut tr = None;
+    for l in s.lines() {
+        if let Some(v) = l.strip_prefix("State:") {
+            st = v.trim().chars().next();
+        }
+        if let Some(v) = l.strip_prefix("TracerPid:") {
+            tr = v.trim().parse().ok();
+        }
+    }
+    Some((st?, tr?))
+}
+
+/// Asserts the task runs on: not stopped, not traced (waits a little for the state to settle).
+pub fn assert_running(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let s = state(pid);
+        match s {
+            Some((c, 0)) if c != 'T' && c != 't' && c != 'Z' && c != 'X' => return,
+            _ if Instant::now() > deadline => panic!("pid {pid} is not running untraced: {s:?}"),
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Reads `len` bytes of `pid`'s memory at `addr` through `/proc/PID/mem`.
+pub fn read_mem(pid: i32, addr: u64, len: usize) -> Vec<u8> {
+    let f = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut b = vec![0u8; len];
+    f.read_exact_at(&mut b, addr).unwrap();
+    b
+}
+
+/// Where a page is in an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Page {
+    /// Stored data.
+    Data(Vec<u8>),
+    /// A zero run.
+    Zero,
+    /// A parent run.
+    Parent,
+}
+
+/// Every page with a run in `img`, by address, and the VMA ranges.
+pub struct PageIndex {
+    /// Pages with runs.
+    pub pages: HashMap<u64, Page>,
+    /// VMAs: start, end, kind, path.
+    pub vmas: Vec<(u64, u64, u16, String)>,
+}
+
+impl PageIndex {
+    /// Indexes `img`.
+    pub fn new(img: &Image<'_>) -> PageIndex {
+        let ps = u64::from(img.page_size());
+        let mut pages = HashMap::new();
+        let mut vmas = Vec::new();
+        for r in img.records() {
+            match r.record {
+                Record::Vma(v) => vmas.push((
+                    v.start(),
+                    v.end(),
+                    v.kind(),
+                    String::from_utf8_lossy(v.path).into_owned(),
+                )),
+                Record::Pages(p) => {
+                    for run in p.iter() {
+                        for i in 0..u64::from(run.pages) {
+                            let a = run.addr + i * ps;
+                            let page = match run.kind {
+                                RunKind::Data => {
+                                    let d = run.data.unwrap();
+                                    let o = (i * ps) as usize;
+                                    Page::Data(d[o..o + ps as usize].to_vec())
+                                }
+                                RunKind::Zero => Page::Zero,
+                                RunKind::Parent => Page::Parent,
+                            };
+                            assert!(pages.insert(a, page).is_none(), "page {a:#x} twice");
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        PageIndex { pages, vmas }
+    }
+
+    /// The VMA holding `addr`.
+    pub fn vma(&self, addr: u64) -> Option<&(u64, u64, u16, String)> {
+        self.vmas.iter().find(|v| v.0 <= addr && addr < v.1)
+    }
+}
+
+/// A temporary directory, removed (with its contents) when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates a fresh directory under the system temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("cr-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    /// Names in the directory, hidden ones included.
+    pub fn entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

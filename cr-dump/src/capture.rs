@@ -1,0 +1,1328 @@
+//! Capture of one task: the checkpointability check, the freeze, registers, `/proc` state and
+//! memory, and the image records built from them.
+//!
+//! Two ways to run it:
+//! - [`crate::registry::Registry::checkpoint_lazy`]: copy into memory, resume the task at once,
+//!   build and write the image later (downtime = the memory copy);
+//! - [`checkpoint_direct`]: stream the image out while the task is frozen, with peak memory that
+//!   does not grow with the task's size.
+//!
+//! What is stored: for anonymous memory (and `[heap]`, `[stack]`), every page that is present or
+//! swapped; for private file mappings, only the pages that are anonymous per `/proc/PID/pagemap`
+//! (written, so copied-on-write); nothing of shared (read-only) mappings, whose contents are the
+//! file's, nor of the vDSO, vvar and vsyscall areas, which are recorded as VMAs only. Present
+//! pages that are all zero become `RUN_ZERO` runs. Never-touched pages have no run.
+//!
+//! `Mm::brk`: `/proc` does not show the current program break; this crate records the end of the
+//! `[heap]` VMA (the page-aligned upper bound of the break), or `start_brk` without a heap.
+
+use crate::error::{Error, Result};
+use crate::procfs::{self, MapsEntry, Stat, Status};
+use crate::sys::{self, WaitStatus};
+use cr_format::limits::{MAX_DATA_PER_RECORD, MAX_RUNS_PER_RECORD};
+use cr_format::raw::{self, AuxvEntry, PageRun};
+use cr_format::write::{IoSink, Sink, Summary, Writer};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::time::{Duration, Instant, SystemTime};
+use zerocopy::FromZeros;
+
+/// What happens to the task once it has been captured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum After {
+    /// It runs on (the default).
+    #[default]
+    Continue,
+    /// It is left stopped (`SIGSTOP`), not traced.
+    Stop,
+    /// It is killed (`SIGKILL`), e.g. after a checkpoint for migration.
+    Kill,
+}
+
+/// Capture options.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// What to do with the task afterwards.
+    pub after: After,
+}
+
+/// Test hook: when this environment variable holds a number of milliseconds, the dumper prints
+/// `cr-dump: test-hook: frozen` to stderr right after the freeze and sleeps that long, so tests
+/// can kill the target (or the dumper) mid-capture.
+pub const TEST_PAUSE_ENV: &str = "CR_DUMP_TEST_PAUSE_MS";
+
+/// Figures of one capture.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// How long the task was stopped.
+    pub downtime: Duration,
+    /// From the start of the capture to the image records being ready (lazy mode) or written
+    /// (direct mode).
+    pub capture: Duration,
+    /// Pages stored with their data.
+    pub data_pages: u64,
+    /// Present pages found all zero.
+    pub zero_pages: u64,
+    /// VMAs recorded.
+    pub vmas: u64,
+}
+
+/// The state of the task read before the freeze, which passed the checkpointability check.
+#[derive(Clone, Debug)]
+pub struct Inspection {
+    /// The pid.
+    pub pid: i32,
+    /// `/proc/PID/stat`.
+    pub stat: Stat,
+    /// `/proc/PID/status`.
+    pub status: Status,
+    /// `/proc/PID/maps`.
+    pub maps: Vec<MapsEntry>,
+}
+
+fn refuse(pid: i32, reason: impl Into<String>) -> Error {
+    Error::NotCheckpointable {
+        pid,
+        reason: reason.into(),
+    }
+}
+
+fn read_text(pid: i32, name: &str) -> Result<String> {
+    let b = procfs::read(pid, name)?;
+    String::from_utf8(b).map_err(|_| Error::Proc(format!("/proc/{pid}/{name} is not UTF-8")))
+}
+
+/// Checks that `pid` can be checkpointed, refusing with the precise reason; returns what it read.
+pub fn inspect(pid: i32) -> Result<Inspection> {
+    if pid <= 0 {
+        return Err(Error::NoSuchProcess(pid));
+    }
+    if !cfg!(target_arch = "x86_64") {
+        return Err(refuse(
+            pid,
+            "unsupported architecture: cr-dump captures x86-64 tasks on x86-64 hosts only",
+        ));
+    }
+    if u32::try_from(pid).ok() == Some(std::process::id()) {
+        return Err(refuse(pid, "it is cr-dump itself"));
+    }
+    let status = procfs::parse_status(&read_text(pid, "status")?)?;
+    let stat = procfs::parse_stat(&read_text(pid, "stat")?)?;
+    if status.kthread || stat.flags & procfs::PF_KTHREAD != 0 {
+        return Err(refuse(pid, "it is a kernel thread"));
+    }
+    if matches!(stat.state, b'Z' | b'X') {
+        return Err(refuse(
+            pid,
+            "it is a zombie (it has exited and not been reaped)",
+        ));
+    }
+    if status.tgid != status.pid {
+        return Err(refuse(
+            pid,
+            format!("it is a thread of process {}, not a process", status.tgid),
+        ));
+    }
+    if status.tracer_pid != 0 {
+        return Err(refuse(
+            pid,
+            format!("it is already traced by pid {}", status.tracer_pid),
+        ));
+    }
+    check_threads(pid, &status)?;
+    let maps = procfs::parse_maps(&read_text(pid, "maps")?)?;
+    check_maps(pid, &maps)?;
+    check_arch(pid)?;
+    Ok(Inspection {
+        pid,
+        stat,
+        status,
+        maps,
+    })
+}
+
+fn check_threads(pid: i32, status: &Status) -> Result<()> {
+    if status.threads > 1 {
+        return Err(refuse(
+            pid,
+            format!(
+                "it has {} threads; only single-threaded tasks can be checkpointed",
+                status.threads
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_maps(pid: i32, maps: &[MapsEntry]) -> Result<()> {
+    if maps.is_empty() {
+        return Err(refuse(pid, "it has no memory map (a kernel thread?)"));
+    }
+    if let Some(m) = maps.iter().find(|m| m.shared && m.write) {
+        let what = if m.path.is_empty() {
+            "anonymous shared memory"
+        } else {
+            m.path.as_str()
+        };
+        return Err(refuse(
+            pid,
+            format!(
+                "it has a shared writable mapping {:x}-{:x} ({what}): shared memory cannot be \
+                 captured consistently",
+                m.start, m.end
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_arch(pid: i32) -> Result<()> {
+    let f = File::open(procfs::path(pid, "exe")).map_err(|e| procfs::proc_err(pid, "exe", e))?;
+    let mut h = [0u8; 20];
+    let n = f
+        .read_at(&mut h, 0)
+        .map_err(|e| procfs::proc_err(pid, "exe", e))?;
+    if n < 20 || h.get(..4) != Some(b"\x7fELF".as_slice()) {
+        return Err(refuse(
+            pid,
+            "unsupported architecture: its executable is not ELF",
+        ));
+    }
+    let class = h.get(4).copied().unwrap_or(0);
+    let machine = u16::from_le_bytes([
+        h.get(18).copied().unwrap_or(0),
+        h.get(19).copied().unwrap_or(0),
+    ]);
+    match (class, machine) {
+        (2, 62) => Ok(()),
+        (1, 62) => Err(refuse(pid, "unsupported architecture: x32")),
+        (1, 3) => Err(refuse(pid, "unsupported architecture: i386 (32-bit)")),
+        (c, m) => Err(refuse(
+            pid,
+            format!("unsupported architecture: ELF class {c}, e_machine {m} (only x86-64)"),
+        )),
+    }
+}
+
+/// A task stopped under `PTRACE_SEIZE`. Dropping it detaches, so every failure path leaves the
+/// task running and untraced.
+#[derive(Debug)]
+pub struct Frozen {
+    pid: i32,
+    active: bool,
+    since: Instant,
+}
+
+fn gone_or(pid: i32, e: io::Error, what: &str) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ESRCH) => Error::TargetExited {
+            pid,
+            how: format!("gone during {what}"),
+        },
+        Some(libc::EPERM) | Some(libc::EACCES) => Error::PermissionDenied {
+            pid,
+            what: what.to_string(),
+        },
+        _ => Error::io(format!("{what} of pid {pid}"), e),
+    }
+}
+
+const PTRACE_EVENT_STOP: i32 = 128;
+
+/// Seizes and stops `pid`.
+pub fn freeze(pid: i32) -> Result<Frozen> {
+    let since = Instant::now();
+    sys::ptrace_seize(pid).map_err(|e| match e.raw_os_error() {
+        Some(libc::ESRCH) => Error::NoSuchProcess(pid),
+        // EPERM also when another tracer got there since the check.
+        Some(libc::EPERM) => match procfs::read(pid, "status")
+            .ok()
+            .and_then(|b| procfs::parse_status(&String::from_utf8_lossy(&b)).ok())
+        {
+            Some(st) if st.tracer_pid != 0 => refuse(
+                pid,
+                format!("it is already traced by pid {}", st.tracer_pid),
+            ),
+            _ => gone_or(pid, e, "PTRACE_SEIZE"),
+        },
+        _ => gone_or(pid, e, "PTRACE_SEIZE"),
+    })?;
+    let mut fr = Frozen {
+        pid,
+        active: true,
+        since,
+    };
+    sys::ptrace_interrupt(pid).map_err(|e| gone_or(pid, e, "PTRACE_INTERRUPT"))?;
+    loop {
+        match sys::waitpid(pid).map_err(|e| gone_or(pid, e, "waitpid"))? {
+            WaitStatus::Stopped { event, .. } if event == PTRACE_EVENT_STOP => break,
+            WaitStatus::Stopped { sig, event: 0 } => {
+                // A signal arrived first: deliver it and stop again.
+                sys::ptrace_cont(pid, sig).map_err(|e| gone_or(pid, e, "PTRACE_CONT"))?;
+                sys::ptrace_interrupt(pid).map_err(|e| gone_or(pid, e, "PTRACE_INTERRUPT"))?;
+            }
+            WaitStatus::Stopped { .. } | WaitStatus::Other => {
+                sys::ptrace_cont(pid, 0).map_err(|e| gone_or(pid, e, "PTRACE_CONT"))?;
+                sys::ptrace_interrupt(pid).map_err(|e| gone_or(pid, e, "PTRACE_INTERRUPT"))?;
+            }
+            WaitStatus::Exited(c) => {
+                fr.active = false;
+                return Err(Error::TargetExited {
+                    pid,
+                    how: format!("exit status {c}"),
+                });
+            }
+            WaitStatus::Signaled(s) => {
+                fr.active = false;
+                return Err(Error::TargetExited {
+                    pid,
+                    how: format!("killed by signal {s}"),
+                });
+            }
+        }
+    }
+    if let Some(ms) = std::env::var(TEST_PAUSE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        eprintln!("cr-dump: test-hook: frozen");
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    Ok(fr)
+}
+
+impl Frozen {
+    /// The pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Releases the task as `after` says; returns how long it was stopped.
+    pub fn release(mut self, after: After) -> Result<Duration> {
+        let pid = self.pid;
+        self.active = false;
+        match after {
+            After::Continue => {
+                sys::ptrace_detach(pid, 0).map_err(|e| gone_or(pid, e, "PTRACE_DETACH"))?;
+            }
+            After::Stop => {
+                // The SIGSTOP stays pending while the task is in its ptrace stop and stops it
+                // for good after the detach.
+                sys::kill(pid, libc::SIGSTOP).map_err(|e| gone_or(pid, e, "kill(SIGSTOP)"))?;
+                sys::ptrace_detach(pid, 0).map_err(|e| gone_or(pid, e, "PTRACE_DETACH"))?;
+            }
+            After::Kill => {
+                sys::kill(pid, libc::SIGKILL).map_err(|e| gone_or(pid, e, "kill(SIGKILL)"))?;
+                let _ = sys::ptrace_detach(pid, 0);
+            }
+        }
+        Ok(self.since.elapsed())
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if self.active {
+            let _ = sys::ptrace_detach(self.pid, 0);
+        }
+    }
+}
+
+/// Which pages of a VMA are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Policy {
+    /// None: vDSO/vvar/vsyscall, shared mappings.
+    Skip,
+    /// Present or swapped pages (anonymous memory).
+    Present,
+    /// Anonymous (copied-on-write) pages of a private file mapping.
+    AnonOnly,
+}
+
+/// One VMA as it goes into the image.
+#[derive(Clone, Debug)]
+pub struct VmaRec {
+    /// The record's fixed part.
+    pub vma: raw::Vma,
+    /// File path (file mappings only).
+    pub path: Vec<u8>,
+    policy_store: bool,
+    anon_only: bool,
+}
+
+impl VmaRec {
+    fn policy(&self) -> Policy {
+        match (self.policy_store, self.anon_only) {
+            (false, _) => Policy::Skip,
+            (true, false) => Policy::Present,
+            (true, true) => Policy::AnonOnly,
+        }
+    }
+}
+
+fn vma_rec(pid: i32, m: &MapsEntry) -> VmaRec {
+    let mut v = raw::Vma::new_zeroed();
+    v.start = m.start.into();
+    v.end = m.end.into();
+    v.offset = m.offset.into();
+    v.inode = m.inode.into();
+    v.dev_major = m.dev_major.into();
+    v.dev_minor = m.dev_minor.into();
+    let mut prot = 0;
+    if m.read {
+        prot |= raw::PROT_READ;
+    }
+    if m.write {
+        prot |= raw::PROT_WRITE;
+    }
+    if m.exec {
+        prot |= raw::PROT_EXEC;
+    }
+    v.prot = prot.into();
+    let mut flags = 0;
+    if m.shared {
+        flags |= raw::VMA_SHARED;
+    }
+    let kind = match m.path.as_str() {
+        "[heap]" => raw::VMA_HEAP,
+        "[stack]" => {
+            flags |= raw::VMA_GROWSDOWN;
+            raw::VMA_STACK
+        }
+        "[vdso]" => raw::VMA_VDSO,
+        p if p.starts_with("[vvar") => raw::VMA_VVAR,
+        "[vsyscall]" => raw::VMA_VSYSCALL,
+        p if p.starts_with('/') && m.inode != 0 => raw::VMA_FILE,
+        _ => raw::VMA_ANON,
+    };
+    v.flags = flags.into();
+    v.kind = kind.into();
+    let mut path = Vec::new();
+    if kind == raw::VMA_FILE {
+        path = m.path.as_bytes().to_vec();
+        path.truncate(cr_format::limits::MAX_PATH as usize);
+        let mf = procfs::path(pid, &format!("map_files/{:x}-{:x}", m.start, m.end));
+        let md = std::fs::metadata(&mf).or_else(|_| std::fs::metadata(&m.path));
+        if let Ok(md) = md {
+            v.file_size = md.size().into();
+            let ns = u64::try_from(md.mtime())
+                .unwrap_or(0)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(u64::try_from(md.mtime_nsec()).unwrap_or(0));
+            v.file_mtime_ns = ns.into();
+        }
+    }
+    let special = matches!(kind, raw::VMA_VDSO | raw::VMA_VVAR | raw::VMA_VSYSCALL);
+    VmaRec {
+        vma: v,
+        path,
+        policy_store: !special && !m.shared,
+        anon_only: kind == raw::VMA_FILE,
+    }
+}
+
+/// Everything of an image but the VMAs and pages.
+#[derive(Clone, Debug)]
+pub struct Meta {
+    /// Header.
+    pub header: raw::Header,
+    /// Task.
+    pub task: raw::Task,
+    /// Registers.
+    pub regs: raw::RegsX86_64,
+    /// XSAVE area.
+    pub xsave: Vec<u8>,
+    /// Mm fields.
+    pub mm: raw::Mm,
+    /// Auxiliary vector.
+    pub auxv: Vec<AuxvEntry>,
+    /// Executable path.
+    pub exe: Vec<u8>,
+}
+
+impl Meta {
+    /// Writes Header, Task, Regs and Mm.
+    pub fn write<S: Sink>(&self, w: &mut Writer<S>) -> Result<()> {
+        w.header(&self.header)?;
+        w.task(&self.task)?;
+        w.regs(&self.regs, &self.xsave)?;
+        w.mm(&self.mm, &self.auxv, &self.exe)?;
+        Ok(())
+    }
+}
+
+/// The producer string in the header.
+pub const PRODUCER: &str = concat!("cr-dump ", env!("CARGO_PKG_VERSION"));
+
+fn header(crid: u64, page_size: u32) -> raw::Header {
+    let mut h = raw::Header::new_zeroed();
+    h.magic = raw::MAGIC;
+    h.version_major = raw::VERSION_MAJOR.into();
+    h.version_minor = raw::VERSION_MINOR.into();
+    h.arch = raw::ARCH_X86_64.into();
+    h.page_size = page_size.into();
+    h.crid = crid.into();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    h.created_ns = now.into();
+    let p = PRODUCER.as_bytes();
+    for (d, s) in h.producer.iter_mut().zip(p) {
+        *d = *s;
+    }
+    h
+}
+
+fn read_regs(pid: i32) -> Result<(raw::RegsX86_64, Vec<u8>)> {
+    let mut r = raw::RegsX86_64::new_zeroed();
+    r.arch = raw::ARCH_X86_64.into();
+    let mut gpr = [0u8; raw::X86_64_GPR_COUNT * 8];
+    let n = sys::ptrace_getregset(pid, sys::NT_PRSTATUS, &mut gpr)
+        .map_err(|e| gone_or(pid, e, "PTRACE_GETREGSET(NT_PRSTATUS)"))?;
+    if n != gpr.len() {
+        return Err(Error::Other(format!(
+            "PTRACE_GETREGSET(NT_PRSTATUS) gave {n} bytes, expected {}",
+            gpr.len()
+        )));
+    }
+    for (d, s) in r.gpr.iter_mut().zip(gpr.chunks_exact(8)) {
+        *d = u64::from_le_bytes(s.try_into().unwrap_or([0; 8])).into();
+    }
+    let n = sys::ptrace_getregset(pid, sys::NT_PRFPREG, &mut r.fxsave)
+        .map_err(|e| gone_or(pid, e, "PTRACE_GETREGSET(NT_PRFPREG)"))?;
+    if n != raw::FXSAVE_LEN {
+        return Err(Error::Other(format!(
+            "PTRACE_GETREGSET(NT_PRFPREG) gave {n} bytes, expected {}",
+            raw::FXSAVE_LEN
+        )));
+    }
+    let mut xsave = vec![0u8; cr_format::limits::MAX_XSAVE_LEN as usize];
+    match sys::ptrace_getregset(pid, sys::NT_X86_XSTATE, &mut xsave) {
+        Ok(n) => xsave.truncate(n),
+        Err(e)
+            if e.raw_os_error() == Some(libc::ENODEV) || e.raw_os_error() == Some(libc::EINVAL) =>
+        {
+            xsave.clear()
+        }
+        Err(e) => return Err(gone_or(pid, e, "PTRACE_GETREGSET(NT_X86_XSTATE)")),
+    }
+    // The kernel stores XCR0 in the software-reserved bytes 464..472 of the area.
+    let xcr0 = xsave
+        .get(464..472)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0);
+    r.xfeatures = xcr0.into();
+    Ok((r, xsave))
+}
+
+/// Whether `pid` is gone or a zombie.
+fn is_gone(pid: i32) -> bool {
+    match procfs::read(pid, "stat") {
+        Ok(b) => String::from_utf8(b)
+            .ok()
+            .and_then(|t| procfs::parse_stat(&t).ok())
+            .is_none_or(|s| matches!(s.state, b'Z' | b'X')),
+        Err(_) => true,
+    }
+}
+
+/// An error met while the task is frozen: if the task died meanwhile, that is the error.
+fn frozen_err(pid: i32, e: Error) -> Error {
+    if matches!(e, Error::TargetExited { .. }) || !is_gone(pid) {
+        e
+    } else {
+        Error::TargetExited {
+            pid,
+            how: "killed or exited while frozen".into(),
+        }
+    }
+}
+
+/// Reads the task's state while it is frozen; re-checks what could have changed since
+/// [`inspect`]. Returns the metadata and the VMAs.
+fn read_frozen(ins: &Inspection, crid: u64, page_size: u32) -> Result<(Meta, Vec<VmaRec>)> {
+    let pid = ins.pid;
+    let status = procfs::parse_status(&read_text(pid, "status")?)?;
+    let stat = procfs::parse_stat(&read_text(pid, "stat")?)?;
+    check_threads(pid, &status)?;
+    let maps = procfs::parse_maps(&read_text(pid, "maps")?)?;
+    check_maps(pid, &maps)?;
+    let (regs, xsave) = read_regs(pid)?;
+    let personality = procfs::parse_personality(&read_text(pid, "personality")?)?;
+    let auxv: Vec<AuxvEntry> = procfs::parse_auxv(&procfs::read(pid, "auxv")?)
+        .into_iter()
+        .take(cr_format::limits::MAX_AUXV as usize)
+        .map(|(k, v)| AuxvEntry {
+            key: k.into(),
+            value: v.into(),
+        })
+        .collect();
+    let exe = std::fs::read_link(procfs::path(pid, "exe"))
+        .map_err(|e| procfs::proc_err(pid, "exe", e))?;
+    let mut exe = exe.into_os_string().into_encoded_bytes();
+    exe.truncate(cr_format::limits::MAX_PATH as usize);
+
+    let mut t = raw::Task::new_zeroed();
+    let u32of = |v: i32| u32::try_from(v).unwrap_or(0);
+    t.pid = u32of(status.pid).into();
+    t.tgid = u32of(status.tgid).into();
+    t.ppid = u32of(stat.ppid).into();
+    t.pgid = u32of(stat.pgrp).into();
+    t.sid = u32of(stat.session).into();
+    // The state before the freeze (now it is a tracing stop).
+    t.state = if ins.stat.state.is_ascii_alphabetic() {
+        ins.stat.state
+    } else {
+        b'S'
+    };
+    t.exit_signal = stat.exit_signal.into();
+    t.personality = personality.into();
+    for (d, s) in t.uid.iter_mut().zip(status.uid) {
+        *d = s.into();
+    }
+    for (d, s) in t.gid.iter_mut().zip(status.gid) {
+        *d = s.into();
+    }
+    t.sig_blocked = status.sig_blk.into();
+    t.sig_ignored = status.sig_ign.into();
+    t.sig_caught = status.sig_cgt.into();
+    t.sig_pending = status.sig_pnd.into();
+    t.sig_shared_pending = status.shd_pnd.into();
+    t.cap_inheritable = status.cap_inh.into();
+    t.cap_permitted = status.cap_prm.into();
+    t.cap_effective = status.cap_eff.into();
+    for (d, s) in t
+        .comm
+        .iter_mut()
+        .zip(stat.comm.bytes().take_while(|&b| b != 0))
+    {
+        *d = s;
+    }
+    t.umask = status.umask.into();
+
+    let heap_end = maps
+        .iter()
+        .find(|m| m.path == "[heap]")
+        .map(|m| m.end)
+        .unwrap_or(stat.start_brk);
+    let mut mm = raw::Mm::new_zeroed();
+    mm.start_code = stat.start_code.into();
+    mm.end_code = stat.end_code.max(stat.start_code).into();
+    mm.start_data = stat.start_data.into();
+    mm.end_data = stat.end_data.max(stat.start_data).into();
+    mm.start_brk = stat.start_brk.into();
+    mm.brk = heap_end.max(stat.start_brk).into();
+    mm.start_stack = stat.start_stack.into();
+    mm.arg_start = stat.arg_start.into();
+    mm.arg_end = stat.arg_end.max(stat.arg_start).into();
+    mm.env_start = stat.env_start.into();
+    mm.env_end = stat.env_end.max(stat.env_start).into();
+
+    let vmas = maps.iter().map(|m| vma_rec(pid, m)).collect();
+    Ok((
+        Meta {
+            header: header(crid, page_size),
+            task: t,
+            regs,
+            xsave,
+            mm,
+            auxv,
+            exe,
+        },
+        vmas,
+    ))
+}
+
+/// A run of pages to copy: first address and number of pages.
+pub type Range = (u64, u64);
+
+/// Pagemap entries read per call (512 KiB of entries, 256 MiB of address space).
+const PAGEMAP_CHUNK: u64 = 65536;
+
+/// Calls `f` with the ranges of pages of `v` to store, in address order, at most `max_pages`
+/// pages per range, in batches so memory stays bounded.
+fn for_each_range(
+    pid: i32,
+    pagemap: &File,
+    v: &VmaRec,
+    page_size: u64,
+    max_pages: u64,
+    mut f: impl FnMut(Range) -> Result<()>,
+) -> Result<()> {
+    let policy = v.policy();
+    if policy == Policy::Skip {
+        return Ok(());
+    }
+    let first = v.vma.start.get() / page_size;
+    let last = v.vma.end.get() / page_size;
+    let mut entries = Vec::new();
+    let mut cur: Option<Range> = None;
+    let mut p = first;
+    while p < last {
+        let n = (last - p).min(PAGEMAP_CHUNK);
+        procfs::read_pagemap(
+            pagemap,
+            pid,
+            p,
+            usize::try_from(n).unwrap_or(0),
+            &mut entries,
+        )?;
+        for (i, &e) in entries.iter().enumerate() {
+            let keep = match policy {
+                Policy::Skip => false,
+                Policy::Present => e & (procfs::PM_PRESENT | procfs::PM_SWAPPED) != 0,
+                Policy::AnonOnly => {
+                    e & procfs::PM_SWAPPED != 0
+                        || (e & procfs::PM_PRESENT != 0 && e & procfs::PM_FILE == 0)
+                }
+            };
+            let addr = (p + i as u64) * page_size;
+            match (&mut cur, keep) {
+                (Some((a, n)), true) if *a + *n * page_size == addr && *n < max_pages => *n += 1,
+                (_, true) => {
+                    if let Some(r) = cur.take() {
+                        f(r)?;
+                    }
+                    cur = Some((addr, 1));
+                }
+                (_, false) => {
+                    if let Some(r) = cur.take() {
+                        f(r)?;
+                    }
+                }
+            }
+        }
+        p += n;
+    }
+    if let Some(r) = cur {
+        f(r)?;
+    }
+    Ok(())
+}
+
+/// Bytes of page data a capture of `ins` would copy now, from a pagemap scan (not frozen: a
+/// sizing estimate for the buffer, taken before the freeze so the freeze does not pay for it).
+pub fn estimate_bytes(ins: &Inspection) -> Result<u64> {
+    let ps = sys::page_size() as u64;
+    let pagemap = open_proc(ins.pid, "pagemap")?;
+    let mut pages = 0u64;
+    for m in &ins.maps {
+        let v = vma_rec(ins.pid, m);
+        for_each_range(ins.pid, &pagemap, &v, ps, u64::MAX, |r| {
+            pages += r.1;
+            Ok(())
+        })?;
+    }
+    Ok(pages.saturating_mul(ps))
+}
+
+/// Bytes per `process_vm_readv` piece: large enough for full speed, small enough to split a
+/// failing range finely.
+const READ_PIECE: u64 = 16 << 20;
+
+/// Copies the pages of `ranges` (in order, back to back) into `buf`. Pages `process_vm_readv`
+/// cannot read (e.g. `PROT_NONE` areas that hold data) are read through `/proc/PID/mem`.
+fn read_memory(
+    pid: i32,
+    mem: &File,
+    ranges: &[Range],
+    page_size: u64,
+    buf: &mut [u8],
+) -> Result<()> {
+    // Split into pieces of at most READ_PIECE bytes.
+    let mut pieces: Vec<(u64, usize)> = Vec::with_capacity(ranges.len());
+    for &(a, n) in ranges {
+        let mut a = a;
+        let mut len = n * page_size;
+        while len > 0 {
+            let k = len.min(READ_PIECE);
+            pieces.push((a, usize::try_from(k).unwrap_or(0)));
+            a += k;
+            len -= k;
+        }
+    }
+    let mut off = 0usize;
+    let mut i = 0usize;
+    while i < pieces.len() {
+        // One call: up to IOV_MAX pieces and 64 MiB.
+        let mut j = i;
+        let mut total = 0usize;
+        while j < pieces.len() && j - i < sys::IOV_MAX && total < (64 << 20) {
+            total += pieces.get(j).map_or(0, |p| p.1);
+            j += 1;
+        }
+        let batch = pieces.get(i..j).unwrap_or(&[]);
+        let dst = buf
+            .get_mut(off..off + total)
+            .ok_or_else(|| Error::Other("page buffer too small".into()))?;
+        let got = match sys::process_vm_readv(pid, dst, batch) {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                return Err(Error::TargetExited {
+                    pid,
+                    how: "gone while its memory was read".into(),
+                })
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EFAULT) => 0,
+            Err(e) => return Err(gone_or(pid, e, "process_vm_readv")),
+        };
+        // Consume whole pieces covered by `got`; a partial piece is shortened.
+        let mut left = got;
+        while i < j {
+            let Some(p) = pieces.get_mut(i) else { break };
+            if left >= p.1 {
+                left -= p.1;
+                off += p.1;
+                i += 1;
+            } else {
+                p.0 += left as u64;
+                p.1 -= left;
+                off += left;
+                break;
+            }
+        }
+        if got == 0 {
+            // The first piece of the batch cannot be read by process_vm_readv.
+            let Some(&(a, len)) = pieces.get(i) else {
+                break;
+            };
+            let dst = buf
+                .get_mut(off..off + len)
+                .ok_or_else(|| Error::Other("page buffer too small".into()))?;
+            read_mem_file(pid, mem, a, dst)?;
+            off += len;
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+/// [`read_memory`] split over two threads (about twice the bandwidth of one, see FACTS.md) when
+/// there is enough to copy and more than one CPU.
+fn read_memory_parallel(
+    pid: i32,
+    mem: &File,
+    ranges: &[Range],
+    page_size: u64,
+    buf: &mut [u8],
+) -> Result<()> {
+    let total: u64 = ranges.iter().map(|r| r.1).sum();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if total * page_size < (64 << 20) || cpus < 2 {
+        return read_memory(pid, mem, ranges, page_size, buf);
+    }
+    // First half of the pages, splitting a range if needed.
+    let half = total / 2;
+    let mut first: Vec<Range> = Vec::new();
+    let mut second: Vec<Range> = Vec::new();
+    let mut seen = 0u64;
+    for &(a, n) in ranges {
+        if seen >= half {
+            second.push((a, n));
+        } else if seen + n <= half {
+            first.push((a, n));
+        } else {
+            let k = half - seen;
+            first.push((a, k));
+            second.push((a + k * page_size, n - k));
+        }
+        seen += n;
+    }
+    let split = usize::try_from(half * page_size).unwrap_or(usize::MAX);
+    if split > buf.len() {
+        return Err(Error::Other("page buffer too small".into()));
+    }
+    let (lo, hi) = buf.split_at_mut(split);
+    std::thread::scope(|s| {
+        let h = s.spawn(|| read_memory(pid, mem, &second, page_size, hi));
+        let a = read_memory(pid, mem, &first, page_size, lo);
+        let b = h
+            .join()
+            .unwrap_or_else(|_| Err(Error::Other("memory reader thread panicked".into())));
+        a.and(b)
+    })
+}
+
+fn read_mem_file(pid: i32, mem: &File, addr: u64, dst: &mut [u8]) -> Result<()> {
+    let mut done = 0usize;
+    while done < dst.len() {
+        match mem.read_at(dst.get_mut(done..).unwrap_or(&mut []), addr + done as u64) {
+            Ok(0) => {
+                return Err(Error::TargetExited {
+                    pid,
+                    how: "its memory went away while it was read".into(),
+                })
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("reading memory of pid {pid} at {:#x}", addr + done as u64),
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A Pages record planned over a page buffer: its runs and the byte range of its data.
+#[derive(Clone, Debug, Default)]
+pub struct RecordPlan {
+    /// Runs, in address order.
+    pub runs: Vec<PageRun>,
+    /// Data of its data runs, in the buffer.
+    pub data: std::ops::Range<usize>,
+}
+
+fn is_zero(page: &[u8]) -> bool {
+    let (head, rest) = page.split_at(page.len().min(8));
+    if head.iter().any(|&b| b != 0) {
+        return false;
+    }
+    rest.chunks_exact(64)
+        .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
+        && rest.chunks_exact(64).remainder().iter().all(|&b| b == 0)
+}
+
+/// Turns the copied pages of `ranges` (at `buf[base..]`, back to back) into Pages records within
+/// the format's limits: all-zero pages become zero runs and their bytes are squeezed out of the
+/// buffer (in place). Returns the end of the data kept.
+fn plan_records(
+    ranges: &[Range],
+    buf: &mut [u8],
+    base: usize,
+    page_size: usize,
+    out: &mut Vec<RecordPlan>,
+    stats: &mut Stats,
+) -> usize {
+    let ps64 = page_size as u64;
+    let max_data_pages = (MAX_DATA_PER_RECORD as usize) / page_size;
+    let mut src = base;
+    let mut dst = base;
+    let mut rec = RecordPlan {
+        runs: Vec::new(),
+        data: base..base,
+    };
+    let mut rec_data_pages = 0usize;
+    for &(addr, n) in ranges {
+        let mut fresh_range = true;
+        for k in 0..n {
+            let a = addr + k * ps64;
+            let zero = buf.get(src..src + page_size).is_none_or(is_zero);
+            let kind = if zero { raw::RUN_ZERO } else { raw::RUN_DATA };
+            // Can this page extend the last run of the record?
+            let extend = !fresh_range
+                && rec
+                    .runs
+                    .last()
+                    .is_some_and(|r| r.kind.get() == kind && r.pages.get() < u32::MAX);
+            let full_runs = rec.runs.len() >= MAX_RUNS_PER_RECORD as usize && !extend;
+            let full_data = !zero && rec_data_pages >= max_data_pages;
+            if full_runs || full_data {
+                rec.data.end = dst;
+                out.push(std::mem::take(&mut rec));
+                rec.data = dst..dst;
+                rec_data_pages = 0;
+            }
+            let extend = extend && !full_runs && !full_data;
+            if extend {
+                if let Some(r) = rec.runs.last_mut() {
+                    r.pages = (r.pages.get() + 1).into();
+                }
+            } else {
+                rec.runs.push(PageRun {
+                    addr: a.into(),
+                    pages: 1.into(),
+                    kind: kind.into(),
+                    _reserved0: 0.into(),
+                });
+            }
+            if zero {
+                stats.zero_pages += 1;
+            } else {
+                if src != dst {
+                    buf.copy_within(src..src + page_size, dst);
+                }
+                dst += page_size;
+                rec_data_pages += 1;
+                stats.data_pages += 1;
+            }
+            src += page_size;
+            fresh_range = false;
+        }
+    }
+    if !rec.runs.is_empty() {
+        rec.data.end = dst;
+        out.push(rec);
+    }
+    dst
+}
+
+/// One VMA of a snapshot with its planned Pages records.
+#[derive(Clone, Debug)]
+pub struct SnapVma {
+    /// The VMA.
+    pub vma: VmaRec,
+    /// Its Pages records.
+    pub records: Vec<RecordPlan>,
+}
+
+/// A checkpoint held in memory: everything needed to write its image.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// CRID.
+    pub crid: u64,
+    /// The task's pid.
+    pub pid: i32,
+    /// Header, task, registers, mm.
+    pub meta: Meta,
+    /// VMAs and their records.
+    pub vmas: Vec<SnapVma>,
+    /// The page data.
+    pub buf: sys::MapBuf,
+    /// Figures of the capture.
+    pub stats: Stats,
+}
+
+impl Snapshot {
+    /// Writes the image to `out`; returns what was written.
+    pub fn write_to<W: Write>(&self, out: W) -> Result<Summary> {
+        let mut w = Writer::new(IoSink::new(out));
+        let r = self.write_records(&mut w);
+        if let Some(e) = w.sink_mut().take_error() {
+            return Err(Error::io("writing the image", e));
+        }
+        let s = r?;
+        w.sink_mut()
+            .get_mut()
+            .flush()
+            .map_err(|e| Error::io("writing the image", e))?;
+        Ok(s)
+    }
+
+    fn write_records<S: Sink>(&self, w: &mut Writer<S>) -> Result<Summary> {
+        self.meta.write(w)?;
+        for v in &self.vmas {
+            w.vma(&v.vma.vma, &v.vma.path)?;
+            for r in &v.records {
+                let data = self.buf.get(r.data.clone()).unwrap_or(&[]);
+                w.pages(&r.runs, data)?;
+            }
+        }
+        Ok(w.finish()?)
+    }
+
+    /// Bytes of page data held.
+    pub fn data_bytes(&self) -> u64 {
+        self.stats.data_pages * u64::from(self.meta.header.page_size.get())
+    }
+}
+
+fn open_proc(pid: i32, name: &str) -> Result<File> {
+    File::open(procfs::path(pid, name)).map_err(|e| procfs::proc_err(pid, name, e))
+}
+
+/// Lazy capture: freeze, copy memory into `buf` (grown if too small), release the task, plan the
+/// records. `get_buf` is asked for a buffer of at least the given size.
+pub(crate) fn capture_lazy(
+    ins: &Inspection,
+    crid: u64,
+    opts: &Options,
+    buf: sys::MapBuf,
+) -> Result<Snapshot> {
+    let started = Instant::now();
+    let pid = ins.pid;
+    let frozen = freeze(pid)?;
+    capture_frozen(ins, crid, opts, buf, frozen, started).map_err(|e| frozen_err(pid, e))
+}
+
+fn capture_frozen(
+    ins: &Inspection,
+    crid: u64,
+    opts: &Options,
+    mut buf: sys::MapBuf,
+    frozen: Frozen,
+    started: Instant,
+) -> Result<Snapshot> {
+    let pid = ins.pid;
+    let ps = sys::page_size();
+    let ps64 = ps as u64;
+    let page_size = u32::try_from(ps).unwrap_or(4096);
+    let pagemap = open_proc(pid, "pagemap")?;
+    let mem = open_proc(pid, "mem")?;
+    let (meta, vmas) = read_frozen(ins, crid, page_size)?;
+    let mut per_vma: Vec<Vec<Range>> = Vec::with_capacity(vmas.len());
+    let mut total_pages = 0u64;
+    for v in &vmas {
+        let mut rs = Vec::new();
+        for_each_range(pid, &pagemap, v, ps64, u64::MAX, |r| {
+            total_pages += r.1;
+            rs.push(r);
+            Ok(())
+        })?;
+        per_vma.push(rs);
+    }
+    let need = usize::try_from(total_pages * ps64).unwrap_or(usize::MAX);
+    if buf.len() < need {
+        buf = sys::MapBuf::new(need).map_err(|e| Error::io("allocating the page buffer", e))?;
+    }
+    let all: Vec<Range> = per_vma.iter().flatten().copied().collect();
+    read_memory_parallel(pid, &mem, &all, ps64, &mut buf)?;
+    let downtime = frozen.release(opts.after)?;
+    let mut stats = Stats {
+        downtime,
+        vmas: vmas.len() as u64,
+        ..Stats::default()
+    };
+    let mut snap_vmas = Vec::with_capacity(vmas.len());
+    let mut src = 0usize;
+    let mut dst = 0usize;
+    for (v, rs) in vmas.into_iter().zip(per_vma) {
+        let bytes: usize = rs.iter().map(|r| (r.1 * ps64) as usize).sum();
+        // Move this VMA's pages down to the end of the data kept so far, then plan in place.
+        if src != dst && bytes > 0 {
+            buf.copy_within(src..src + bytes, dst);
+        }
+        let mut records = Vec::new();
+        let end = plan_records(&rs, &mut buf, dst, ps, &mut records, &mut stats);
+        src += bytes;
+        dst = end;
+        snap_vmas.push(SnapVma { vma: v, records });
+    }
+    stats.capture = started.elapsed();
+    Ok(Snapshot {
+        crid,
+        pid,
+        meta,
+        vmas: snap_vmas,
+        buf,
+        stats,
+    })
+}
+
+/// What [`checkpoint_direct`] did.
+#[derive(Clone, Copy, Debug)]
+pub struct DirectResult {
+    /// CRID.
+    pub crid: u64,
+    /// What was written.
+    pub summary: Summary,
+    /// Figures.
+    pub stats: Stats,
+}
+
+/// Direct mode: checkpoint `pid` (already inspected) under `crid`, streaming the image to `out`
+/// while the task is frozen. Memory use is bounded (one Pages record's data at a time).
+pub fn checkpoint_direct<W: Write>(
+    ins: &Inspection,
+    crid: u64,
+    opts: &Options,
+    out: W,
+) -> Result<DirectResult> {
+    let started = Instant::now();
+    let pid = ins.pid;
+    let frozen = freeze(pid)?;
+    stream_frozen(ins, crid, opts, out, frozen, started).map_err(|e| frozen_err(pid, e))
+}
+
+/// Buffers in flight between the reader and the writer of direct mode: peak memory is this many
+/// Pages records' data, whatever the task's size.
+const DIRECT_BUFFERS: usize = 3;
+
+/// What the reader thread of direct mode hands the writer.
+enum Chunk {
+    /// Start of VMA number `.0`.
+    Vma(usize),
+    /// Pages records over a buffer.
+    Pages(Vec<u8>, Vec<RecordPlan>),
+}
+
+fn stream_frozen<W: Write>(
+    ins: &Inspection,
+    crid: u64,
+    opts: &Options,
+    out: W,
+    frozen: Frozen,
+    started: Instant,
+) -> Result<DirectResult> {
+    let pid = ins.pid;
+    let ps = sys::page_size();
+    let ps64 = ps as u64;
+    let page_size = u32::try_from(ps).unwrap_or(4096);
+    let pagemap = open_proc(pid, "pagemap")?;
+    let mem = open_proc(pid, "mem")?;
+    let max_pages = u64::from(MAX_DATA_PER_RECORD) / ps64;
+    let mut w = Writer::new(IoSink::new(out));
+    let (meta, vmas) = read_frozen(ins, crid, page_size)?;
+    let io_err = |w: &mut Writer<IoSink<W>>, e: Error| match w.sink_mut().take_error() {
+        Some(io) => Error::io("writing the image", io),
+        None => e,
+    };
+    meta.write(&mut w).map_err(|e| io_err(&mut w, e))?;
+
+    // Two stages on two threads: the reader copies memory chunk by chunk (one Pages record
+    // each) and plans the records; the writer CRCs and writes them. Buffers go round.
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(DIRECT_BUFFERS);
+    for _ in 0..DIRECT_BUFFERS {
+        let _ = free_tx.send(vec![0u8; MAX_DATA_PER_RECORD as usize]);
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(DIRECT_BUFFERS);
+    let vmas_ref = &vmas;
+    let (mem_ref, pagemap_ref) = (&mem, &pagemap);
+    let reader = move || -> Stats {
+        let mut stats = Stats::default();
+        let send_chunk = |chunk: &mut Vec<Range>, stats: &mut Stats| -> Result<bool> {
+            if chunk.is_empty() {
+                return Ok(true);
+            }
+            let Ok(mut buf) = free_rx.recv() else {
+                return Ok(false);
+            };
+            read_memory(pid, mem_ref, chunk, ps64, &mut buf)?;
+            let mut plans = Vec::with_capacity(1);
+            plan_records(chunk, &mut buf, 0, ps, &mut plans, stats);
+            chunk.clear();
+            Ok(tx.send(Ok(Chunk::Pages(buf, plans))).is_ok())
+        };
+        let run = |stats: &mut Stats| -> Result<()> {
+            let mut chunk: Vec<Range> = Vec::new();
+            let mut chunk_pages = 0u64;
+            for (i, v) in vmas_ref.iter().enumerate() {
+                if tx.send(Ok(Chunk::Vma(i))).is_err() {
+                    return Ok(());
+                }
+                let mut go_on = true;
+                for_each_range(pid, pagemap_ref, v, ps64, max_pages, |r| {
+                    if go_on
+                        && (chunk_pages + r.1 > max_pages
+                            || chunk.len() >= MAX_RUNS_PER_RECORD as usize / 2)
+                    {
+                        go_on = send_chunk(&mut chunk, stats)?;
+                        chunk_pages = 0;
+                    }
+                    if go_on {
+                        chunk.push(r);
+                        chunk_pages += r.1;
+                    }
+                    Ok(())
+                })?;
+                if go_on {
+                    go_on = send_chunk(&mut chunk, stats)?;
+                }
+                chunk_pages = 0;
+                if !go_on {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = run(&mut stats) {
+            let _ = tx.send(Err(e));
+        }
+        stats
+    };
+    let (written, mut stats) = std::thread::scope(|s| {
+        let h = s.spawn(reader);
+        let mut write_all = || -> Result<()> {
+            for msg in &rx {
+                match msg? {
+                    Chunk::Vma(i) => {
+                        if let Some(v) = vmas.get(i) {
+                            w.vma(&v.vma, &v.path)
+                                .map_err(|e| io_err(&mut w, Error::from(e)))?;
+                        }
+                    }
+                    Chunk::Pages(buf, plans) => {
+                        for r in &plans {
+                            w.pages(&r.runs, buf.get(r.data.clone()).unwrap_or(&[]))
+                                .map_err(|e| io_err(&mut w, Error::from(e)))?;
+                        }
+                        let _ = free_tx.send(buf);
+                    }
+                }
+            }
+            Ok(())
+        };
+        let r = write_all();
+        // On a write error, stop the reader: it sees the channels closed.
+        drop(rx);
+        drop(free_tx);
+        let stats = h.join().unwrap_or_default();
+        (r, stats)
+    });
+    written?;
+    let summary = w.finish().map_err(|e| io_err(&mut w, Error::from(e)))?;
+    w.sink_mut()
+        .get_mut()
+        .flush()
+        .map_err(|e| Error::io("writing the image", e))?;
+    stats.vmas = vmas.len() as u64;
+    stats.downtime = frozen.release(opts.after)?;
+    stats.capture = started.elapsed();
+    Ok(DirectResult {
+        crid,
+        summary,
+        stats,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_squeezes_zero_pages_and_respects_limits() {
+        let ps = 4096usize;
+        // 3 ranges: [data, zero, data], [zero], [data x 2000].
+        let ranges = [(0x10000u64, 3u64), (0x20000, 1), (0x40000, 2000)];
+        let total = 2004 * ps;
+        let mut buf = vec![0u8; total];
+        buf[..ps].fill(1);
+        buf[2 * ps..3 * ps].fill(3);
+        for i in 4..2004 {
+            buf[i * ps] = (i % 251) as u8 + 1;
+        }
+        let mut out = Vec::new();
+        let mut st = Stats::default();
+        let end = plan_records(&ranges, &mut buf, 0, ps, &mut out, &mut st);
+        assert_eq!(st.zero_pages, 2);
+        assert_eq!(st.data_pages, 2002);
+        assert_eq!(end, 2002 * ps);
+        assert_eq!(buf[ps], 3);
+        assert_eq!(buf[2 * ps], 5); // page 4 -> (4 % 251) + 1
+                                    // 2002 data pages at 1024 per record -> 2 records at least.
+        assert!(out.len() >= 2);
+        for r in &out {
+            assert!(r.runs.len() <= MAX_RUNS_PER_RECORD as usize);
+            let dp: u64 = r
+                .runs
+                .iter()
+                .filter(|x| x.kind.get() == raw::RUN_DATA)
+                .map(|x| u64::from(x.pages.get()))
+                .sum();
+            assert_eq!(dp as usize * ps, r.data.len());
+            assert!(r.data.len() <= MAX_DATA_PER_RECORD as usize);
+        }
+        let runs: Vec<_> = out.iter().flat_map(|r| r.runs.iter()).collect();
+        assert_eq!(runs[0].kind.get(), raw::RUN_DATA);
+        assert_eq!(runs[1].kind.get(), raw::RUN_ZERO);
+        assert_eq!(runs[1].addr.get(), 0x11000);
+        assert_eq!(runs[3].addr.get(), 0x20000);
+        assert_eq!(runs[3].kind.get(), raw::RUN_ZERO);
+    }
+
+    #[test]
+    fn zero_check() {
+        let mut p = vec![0u8; 4096];
+        assert!(is_zero(&p));
+        p[4095] = 1;
+        assert!(!is_zero(&p));
+        p[4095] = 0;
+        p[3] = 1;
+        assert!(!is_zero(&p));
+    }
+}

@@ -1,0 +1,451 @@
+//! Parsers for `/proc/PID/{maps,stat,status,auxv,personality,exe,pagemap}`.
+//!
+//! Parsing is separated from reading so it works on any text; every parser returns an error,
+//! never panics, on malformed input.
+
+use crate::error::{Error, Result};
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+/// `/proc/PID/NAME`.
+pub fn path(pid: i32, name: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/{name}"))
+}
+
+/// Reads `/proc/PID/NAME`, mapping "no such file" to [`Error::NoSuchProcess`] and "permission
+/// denied" to [`Error::PermissionDenied`].
+pub fn read(pid: i32, name: &str) -> Result<Vec<u8>> {
+    fs::read(path(pid, name)).map_err(|e| proc_err(pid, name, e))
+}
+
+/// Maps an error of reading `/proc/PID/NAME` to the crate's error.
+pub fn proc_err(pid: i32, name: &str, e: io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ESRCH) => Error::NoSuchProcess(pid),
+        Some(libc::EACCES) | Some(libc::EPERM) => Error::PermissionDenied {
+            pid,
+            what: format!("reading /proc/{pid}/{name}"),
+        },
+        _ => Error::io(format!("reading /proc/{pid}/{name}"), e),
+    }
+}
+
+fn bad(what: &str, detail: impl std::fmt::Display) -> Error {
+    Error::Proc(format!("{what}: {detail}"))
+}
+
+/// One line of `/proc/PID/maps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapsEntry {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// Readable.
+    pub read: bool,
+    /// Writable.
+    pub write: bool,
+    /// Executable.
+    pub exec: bool,
+    /// Shared (`s`) rather than private (`p`).
+    pub shared: bool,
+    /// File offset.
+    pub offset: u64,
+    /// Device major.
+    pub dev_major: u32,
+    /// Device minor.
+    pub dev_minor: u32,
+    /// Inode.
+    pub inode: u64,
+    /// Path or pseudo-name (`[heap]`, ...), empty for anonymous memory.
+    pub path: String,
+}
+
+/// Parses `/proc/PID/maps`.
+pub fn parse_maps(text: &str) -> Result<Vec<MapsEntry>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(parse_maps_line)
+        .collect()
+}
+
+fn hex(s: &str, what: &str) -> Result<u64> {
+    u64::from_str_radix(s, 16).map_err(|_| bad("maps", format_args!("bad {what} {s:?}")))
+}
+
+/// Splits off the first whitespace-separated field.
+fn field(s: &str) -> (&str, &str) {
+    let s = s.trim_start_matches(' ');
+    match s.find(' ') {
+        Some(i) => (s.get(..i).unwrap_or(""), s.get(i..).unwrap_or("")),
+        None => (s, ""),
+    }
+}
+
+fn parse_maps_line(line: &str) -> Result<MapsEntry> {
+    let (range, rest) = field(line);
+    let (perms, rest) = field(rest);
+    let (offset, rest) = field(rest);
+    let (dev, rest) = field(rest);
+    let (inode, rest) = field(rest);
+    let path = rest.trim_start_matches(' ').to_string();
+    let (start, end) = range
+        .split_once('-')
+        .ok_or_else(|| bad("maps", format_args!("bad range in {line:?}")))?;
+    let (major, minor) = dev
+        .split_once(':')
+        .ok_or_else(|| bad("maps", format_args!("bad device in {line:?}")))?;
+    let p = perms.as_bytes();
+    if p.len() != 4 {
+        return Err(bad("maps", format_args!("bad permissions in {line:?}")));
+    }
+    let flag = |i: usize, c: u8| p.get(i) == Some(&c);
+    Ok(MapsEntry {
+        start: hex(start, "start")?,
+        end: hex(end, "end")?,
+        read: flag(0, b'r'),
+        write: flag(1, b'w'),
+        exec: flag(2, b'x'),
+        shared: flag(3, b's'),
+        offset: hex(offset, "offset")?,
+        dev_major: u32::try_from(hex(major, "device major")?).unwrap_or(u32::MAX),
+        dev_minor: u32::try_from(hex(minor, "device minor")?).unwrap_or(u32::MAX),
+        inode: inode
+            .parse()
+            .map_err(|_| bad("maps", format_args!("bad inode in {line:?}")))?,
+        path,
+    })
+}
+
+/// The fields of `/proc/PID/stat` this crate uses (field numbers as in proc(5)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stat {
+    /// (2) comm.
+    pub comm: String,
+    /// (3) state letter.
+    pub state: u8,
+    /// (4) ppid.
+    pub ppid: i32,
+    /// (5) pgrp.
+    pub pgrp: i32,
+    /// (6) session.
+    pub session: i32,
+    /// (9) kernel flags (`PF_*`).
+    pub flags: u64,
+    /// (20) number of threads.
+    pub num_threads: u64,
+    /// (26) startcode.
+    pub start_code: u64,
+    /// (27) endcode.
+    pub end_code: u64,
+    /// (28) startstack.
+    pub start_stack: u64,
+    /// (38) exit_signal.
+    pub exit_signal: u32,
+    /// (45) start_data.
+    pub start_data: u64,
+    /// (46) end_data.
+    pub end_data: u64,
+    /// (47) start_brk.
+    pub start_brk: u64,
+    /// (48) arg_start.
+    pub arg_start: u64,
+    /// (49) arg_end.
+    pub arg_end: u64,
+    /// (50) env_start.
+    pub env_start: u64,
+    /// (51) env_end.
+    pub env_end: u64,
+}
+
+/// `PF_KTHREAD` in the stat flags.
+pub const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Parses `/proc/PID/stat`. The comm may hold spaces and parentheses: it ends at the last `)`.
+pub fn parse_stat(text: &str) -> Result<Stat> {
+    let open = text.find('(').ok_or_else(|| bad("stat", "no '('"))?;
+    let close = text.rfind(')').ok_or_else(|| bad("stat", "no ')'"))?;
+    let comm = text
+        .get(open.saturating_add(1)..close)
+        .ok_or_else(|| bad("stat", "bad comm"))?
+        .to_string();
+    let rest: Vec<&str> = text
+        .get(close.saturating_add(1)..)
+        .unwrap_or("")
+        .split_ascii_whitespace()
+        .collect();
+    // rest[0] is field 3.
+    let f = |n: usize| -> Result<&str> {
+        rest.get(n.wrapping_sub(3))
+            .copied()
+            .ok_or_else(|| bad("stat", format_args!("missing field {n}")))
+    };
+    let num = |n: usize| -> Result<u64> {
+        let s = f(n)?;
+        s.parse::<u64>()
+            .or_else(|_| s.parse::<i64>().map(|v| v as u64))
+            .map_err(|_| bad("stat", format_args!("bad field {n}: {s:?}")))
+    };
+    let int = |n: usize| -> Result<i32> {
+        let s = f(n)?;
+        s.parse()
+            .map_err(|_| bad("stat", format_args!("bad field {n}: {s:?}")))
+    };
+    Ok(Stat {
+        comm,
+        state: f(3)?.bytes().next().unwrap_or(b'?'),
+        ppid: int(4)?,
+        pgrp: int(5)?,
+        session: int(6)?,
+        flags: num(9)?,
+        num_threads: num(20)?,
+        start_code: num(26)?,
+        end_code: num(27)?,
+        start_stack: num(28)?,
+        exit_signal: u32::try_from(num(38)?).unwrap_or(0),
+        start_data: num(45)?,
+        end_data: num(46)?,
+        start_brk: num(47)?,
+        arg_start: num(48)?,
+        arg_end: num(49)?,
+        env_start: num(50)?,
+        env_end: num(51)?,
+    })
+}
+
+/// The fields of `/proc/PID/status` this crate uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Name.
+    pub name: String,
+    /// State letter.
+    pub state: u8,
+    /// Umask (absent for kernel threads).
+    pub umask: u32,
+    /// Tgid.
+    pub tgid: i32,
+    /// Pid.
+    pub pid: i32,
+    /// PPid.
+    pub ppid: i32,
+    /// TracerPid.
+    pub tracer_pid: i32,
+    /// Uid: real, effective, saved, filesystem.
+    pub uid: [u32; 4],
+    /// Gid: real, effective, saved, filesystem.
+    pub gid: [u32; 4],
+    /// Threads.
+    pub threads: u64,
+    /// SigPnd.
+    pub sig_pnd: u64,
+    /// ShdPnd.
+    pub shd_pnd: u64,
+    /// SigBlk.
+    pub sig_blk: u64,
+    /// SigIgn.
+    pub sig_ign: u64,
+    /// SigCgt.
+    pub sig_cgt: u64,
+    /// CapInh.
+    pub cap_inh: u64,
+    /// CapPrm.
+    pub cap_prm: u64,
+    /// CapEff.
+    pub cap_eff: u64,
+    /// Kthread (1 for a kernel thread; absent on older kernels).
+    pub kthread: bool,
+    /// RssAnon, bytes.
+    pub rss_anon: u64,
+    /// VmSwap, bytes.
+    pub vm_swap: u64,
+}
+
+/// Parses `/proc/PID/status`.
+pub fn parse_status(text: &str) -> Result<Status> {
+    let mut s = Status::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        let hexv = || u64::from_str_radix(v, 16).map_err(|_| bad("status", format_args!("{k}")));
+        let dec = || -> Result<i32> { v.parse().map_err(|_| bad("status", format_args!("{k}"))) };
+        let ids = || -> Result<[u32; 4]> {
+            let mut out = [0u32; 4];
+            let mut it = v.split_ascii_whitespace();
+            for o in &mut out {
+                *o = it
+                    .next()
+                    .and_then(|x| x.parse().ok())
+                    .ok_or_else(|| bad("status", format_args!("{k}")))?;
+            }
+            Ok(out)
+        };
+        let kb = || -> u64 {
+            v.split_ascii_whitespace()
+                .next()
+                .and_then(|x| x.parse::<u64>().ok())
+                .unwrap_or(0)
+                .saturating_mul(1024)
+        };
+        match k {
+            "Name" => s.name = v.to_string(),
+            "State" => s.state = v.bytes().next().unwrap_or(b'?'),
+            "Umask" => {
+                s.umask = u32::from_str_radix(v, 8).map_err(|_| bad("status", "Umask"))?;
+            }
+            "Tgid" => s.tgid = dec()?,
+            "Pid" => s.pid = dec()?,
+            "PPid" => s.ppid = dec()?,
+            "TracerPid" => s.tracer_pid = dec()?,
+            "Uid" => s.uid = ids()?,
+            "Gid" => s.gid = ids()?,
+            "Threads" => s.threads = u64::try_from(dec()?).unwrap_or(0),
+            "SigPnd" => s.sig_pnd = hexv()?,
+            "ShdPnd" => s.shd_pnd = hexv()?,
+            "SigBlk" => s.sig_blk = hexv()?,
+            "SigIgn" => s.sig_ign = hexv()?,
+            "SigCgt" => s.sig_cgt = hexv()?,
+            "CapInh" => s.cap_inh = hexv()?,
+            "CapPrm" => s.cap_prm = hexv()?,
+            "CapEff" => s.cap_eff = hexv()?,
+            "Kthread" => s.kthread = v == "1",
+            "RssAnon" => s.rss_anon = kb(),
+            "VmSwap" => s.vm_swap = kb(),
+            _ => {}
+        }
+    }
+    if s.pid == 0 {
+        return Err(bad("status", "no Pid line"));
+    }
+    Ok(s)
+}
+
+/// Parses `/proc/PID/auxv` (native u64 pairs); keeps the terminating `AT_NULL`.
+pub fn parse_auxv(bytes: &[u8]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for pair in bytes.chunks_exact(16) {
+        let (k, v) = pair.split_at(8);
+        let k = u64::from_ne_bytes(k.try_into().unwrap_or([0; 8]));
+        let v = u64::from_ne_bytes(v.try_into().unwrap_or([0; 8]));
+        out.push((k, v));
+        if k == 0 {
+            break;
+        }
+    }
+    out
+}
+
+/// Parses `/proc/PID/personality` (hex).
+pub fn parse_personality(text: &str) -> Result<u32> {
+    u32::from_str_radix(text.trim(), 16).map_err(|_| bad("personality", text.trim()))
+}
+
+/// pagemap entry bit: page present in RAM.
+pub const PM_PRESENT: u64 = 1 << 63;
+/// pagemap entry bit: page swapped out.
+pub const PM_SWAPPED: u64 = 1 << 62;
+/// pagemap entry bit: file page or shared anonymous page.
+pub const PM_FILE: u64 = 1 << 61;
+
+/// Reads the pagemap entries of `count` pages from page number `first_page` into `out`.
+pub fn read_pagemap(
+    f: &fs::File,
+    pid: i32,
+    first_page: u64,
+    count: usize,
+    out: &mut Vec<u64>,
+) -> Result<()> {
+    out.clear();
+    out.resize(count, 0);
+    let mut bytes = vec![0u8; count.saturating_mul(8)];
+    let mut done = 0usize;
+    let off = first_page.saturating_mul(8);
+    while done < bytes.len() {
+        let n = f
+            .read_at(
+                bytes.get_mut(done..).unwrap_or(&mut []),
+                off.saturating_add(done as u64),
+            )
+            .map_err(|e| proc_err(pid, "pagemap", e))?;
+        if n == 0 {
+            break;
+        }
+        done = done.saturating_add(n);
+    }
+    for (o, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+        *o = u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines() {
+        let t = "55d0c0a00000-55d0c0a02000 r--p 00000000 fd:01 1835060                    /usr/bin/sleep with space\n\
+                 7ffd1c5e1000-7ffd1c602000 rw-p 00000000 00:00 0                          [stack]\n\
+                 7f0000000000-7f0000001000 rw-s 00001000 00:05 12 /dev/zero (deleted)\n\
+                 7f0000002000-7f0000003000 ---p 00000000 00:00 0 \n";
+        let m = parse_maps(t).unwrap();
+        assert_eq!(m.len(), 4);
+        assert_eq!(m[0].start, 0x55d0c0a00000);
+        assert_eq!(m[0].path, "/usr/bin/sleep with space");
+        assert_eq!(
+            (m[0].dev_major, m[0].dev_minor, m[0].inode),
+            (0xfd, 1, 1835060)
+        );
+        assert!(m[0].read && !m[0].write && !m[0].shared);
+        assert_eq!(m[1].path, "[stack]");
+        assert!(m[2].shared && m[2].write);
+        assert_eq!(m[2].offset, 0x1000);
+        assert_eq!(m[3].path, "");
+        assert!(!m[3].read);
+        assert!(parse_maps("zzz").is_err());
+        assert!(parse_maps("1-2 rw").is_err());
+    }
+
+    #[test]
+    fn stat_with_odd_comm() {
+        let mut t = String::from("123 (a) b) c) S 1 123 123 0 -1 4194560");
+        for i in 10..=52 {
+            t.push_str(&format!(" {i}"));
+        }
+        let s = parse_stat(&t).unwrap();
+        assert_eq!(s.comm, "a) b) c");
+        assert_eq!(s.state, b'S');
+        assert_eq!((s.ppid, s.pgrp, s.session), (1, 123, 123));
+        assert_eq!(s.flags, 4194560);
+        assert_eq!(s.start_code, 26);
+        assert_eq!(s.exit_signal, 38);
+        assert_eq!(s.env_end, 51);
+        assert!(parse_stat("1 (x) S 1").is_err());
+    }
+
+    #[test]
+    fn status_fields() {
+        let t = "Name:\tcat\nUmask:\t0022\nState:\tR (running)\nTgid:\t5\nPid:\t5\nPPid:\t1\n\
+                 TracerPid:\t0\nUid:\t0\t1\t2\t3\nGid:\t4\t5\t6\t7\nThreads:\t1\nSigBlk:\t0000000000010000\n";
+        let s = parse_status(t).unwrap();
+        assert_eq!(s.umask, 0o22);
+        assert_eq!(s.uid, [0, 1, 2, 3]);
+        assert_eq!(s.gid, [4, 5, 6, 7]);
+        assert_eq!(s.sig_blk, 0x10000);
+        assert_eq!(s.state, b'R');
+        assert!(parse_status("Name: x\n").is_err());
+    }
+
+    #[test]
+    fn auxv_stops_at_null() {
+        let mut b = Vec::new();
+        for (k, v) in [(6u64, 4096u64), (0, 0), (9, 9)] {
+            b.extend_from_slice(&k.to_ne_bytes());
+            b.extend_from_slice(&v.to_ne_bytes());
+        }
+        assert_eq!(parse_auxv(&b), vec![(6, 4096), (0, 0)]);
+    }
+}

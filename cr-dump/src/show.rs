@@ -1,0 +1,299 @@
+//! `cr-dump show`: a text rendering of one image (header, task, registers, mm, and a maps-like
+//! VMA table with page counts per VMA). Reads through `cr_format::read::Image::parse_metadata`.
+
+use cr_format::raw;
+use cr_format::read::{Image, Record, RunKind};
+use std::fmt::Write as _;
+
+/// Register names in `NT_PRSTATUS` order.
+pub const GPR_NAMES: [&str; raw::X86_64_GPR_COUNT] = [
+    "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi",
+    "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs",
+    "gs",
+];
+
+fn text(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(b.get(..end).unwrap_or(&[])).into_owned()
+}
+
+/// The name of a `VMA_*` kind.
+pub fn vma_kind_name(k: u16) -> &'static str {
+    match k {
+        raw::VMA_ANON => "anon",
+        raw::VMA_FILE => "file",
+        raw::VMA_HEAP => "heap",
+        raw::VMA_STACK => "stack",
+        raw::VMA_VDSO => "vdso",
+        raw::VMA_VVAR => "vvar",
+        raw::VMA_VSYSCALL => "vsyscall",
+        _ => "?",
+    }
+}
+
+/// `ns` since the epoch as `YYYY-MM-DD hh:mm:ss.nnnnnnnnn UTC`.
+pub fn utc(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:09} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ns % 1_000_000_000
+    )
+}
+
+/// Page counts of one VMA.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Pages stored with data.
+    pub data: u64,
+    /// Zero pages.
+    pub zero: u64,
+    /// Pages unchanged since the parent.
+    pub parent: u64,
+}
+
+/// Renders `img` as text.
+pub fn render(img: &Image<'_>) -> String {
+    let mut o = String::new();
+    let h = img.header();
+    let _ = writeln!(o, "image");
+    let _ = writeln!(o, "  crid          {}", h.crid.get());
+    let _ = writeln!(o, "  parent        {}", h.parent_crid.get());
+    let _ = writeln!(
+        o,
+        "  version       {}.{}",
+        h.version_major.get(),
+        h.version_minor.get()
+    );
+    let arch = match h.arch.get() {
+        raw::ARCH_X86_64 => "x86-64".to_string(),
+        a => format!("e_machine {a}"),
+    };
+    let _ = writeln!(o, "  arch          {arch}");
+    let _ = writeln!(o, "  page size     {}", h.page_size.get());
+    let ns = h.created_ns.get();
+    let _ = writeln!(o, "  created       {}", utc(ns));
+    let _ = writeln!(o, "  producer      {}", text(&h.producer));
+    let _ = writeln!(o, "  length        {} bytes", img.tail().image_len.get());
+    let _ = writeln!(o, "  digest        {:016x}", img.digest());
+    if let Some(t) = img.task() {
+        let _ = writeln!(o, "task");
+        let _ = writeln!(
+            o,
+            "  pid {} tgid {} ppid {} pgid {} sid {}",
+            t.pid.get(),
+            t.tgid.get(),
+            t.ppid.get(),
+            t.pgid.get(),
+            t.sid.get()
+        );
+        let _ = writeln!(o, "  comm          {}", text(&t.comm));
+        let _ = writeln!(o, "  state         {}", char::from(t.state));
+        let uid: Vec<String> = t.uid.iter().map(|u| u.get().to_string()).collect();
+        let gid: Vec<String> = t.gid.iter().map(|u| u.get().to_string()).collect();
+        let _ = writeln!(o, "  uid           {}", uid.join(" "));
+        let _ = writeln!(o, "  gid           {}", gid.join(" "));
+        let _ = writeln!(
+            o,
+            "  signals       blocked {:016x} ignored {:016x} caught {:016x} pending {:016x} shared {:016x}",
+            t.sig_blocked.get(),
+            t.sig_ignored.get(),
+            t.sig_caught.get(),
+            t.sig_pending.get(),
+            t.sig_shared_pending.get()
+        );
+        let _ = writeln!(o, "  umask         {:04o}", t.umask.get());
+        let _ = writeln!(o, "  exit signal   {}", t.exit_signal.get());
+        let _ = writeln!(o, "  personality   {:#x}", t.personality.get());
+    }
+    if let Some(r) = img.regs() {
+        let _ = writeln!(o, "registers");
+        for (i, chunk) in GPR_NAMES.chunks(3).enumerate() {
+            let mut line = String::from(" ");
+            for (j, name) in chunk.iter().enumerate() {
+                let _ = write!(line, " {name:>8} {:016x}", r.gpr(i * 3 + j));
+            }
+            let _ = writeln!(o, "{line}");
+        }
+        let _ = writeln!(
+            o,
+            "  xsave         {} bytes, xfeatures {:#x}",
+            r.xsave.len(),
+            r.raw.xfeatures.get()
+        );
+    }
+    if let Some(m) = img.mm() {
+        let r = m.raw;
+        let _ = writeln!(o, "mm");
+        let _ = writeln!(
+            o,
+            "  code          {:x}-{:x}",
+            r.start_code.get(),
+            r.end_code.get()
+        );
+        let _ = writeln!(
+            o,
+            "  data          {:x}-{:x}",
+            r.start_data.get(),
+            r.end_data.get()
+        );
+        let _ = writeln!(
+            o,
+            "  brk           {:x}-{:x}",
+            r.start_brk.get(),
+            r.brk.get()
+        );
+        let _ = writeln!(o, "  stack         {:x}", r.start_stack.get());
+        let _ = writeln!(
+            o,
+            "  args          {:x}-{:x}",
+            r.arg_start.get(),
+            r.arg_end.get()
+        );
+        let _ = writeln!(
+            o,
+            "  env           {:x}-{:x}",
+            r.env_start.get(),
+            r.env_end.get()
+        );
+        let _ = writeln!(o, "  auxv          {} entries", m.auxv.len());
+        let _ = writeln!(o, "  exe           {}", String::from_utf8_lossy(m.exe));
+    }
+    let _ = writeln!(o, "vmas");
+    let _ = writeln!(
+        o,
+        "  {:<33} {:<4} {:<8} {:>8} {:>8} {:>8} {:>8}  path",
+        "range", "perm", "kind", "offset", "data", "zero", "parent"
+    );
+    let mut total = Counts::default();
+    for (v, c) in vma_counts(img) {
+        let r = v.raw;
+        let p = r.prot.get();
+        let perm = format!(
+            "{}{}{}{}",
+            if p & raw::PROT_READ != 0 { 'r' } else { '-' },
+            if p & raw::PROT_WRITE != 0 { 'w' } else { '-' },
+            if p & raw::PROT_EXEC != 0 { 'x' } else { '-' },
+            if r.flags.get() & raw::VMA_SHARED != 0 {
+                's'
+            } else {
+                'p'
+            },
+        );
+        let path = match v.kind() {
+            raw::VMA_FILE => String::from_utf8_lossy(v.path).into_owned(),
+            raw::VMA_ANON => String::new(),
+            k => format!("[{}]", vma_kind_name(k)),
+        };
+        let _ = writeln!(
+            o,
+            "  {:016x}-{:016x} {perm} {:<8} {:>8x} {:>8} {:>8} {:>8}  {path}",
+            v.start(),
+            v.end(),
+            vma_kind_name(v.kind()),
+            r.offset.get(),
+            c.data,
+            c.zero,
+            c.parent
+        );
+        total.data += c.data;
+        total.zero += c.zero;
+        total.parent += c.parent;
+    }
+    let _ = writeln!(
+        o,
+        "pages: {} data, {} zero, {} parent",
+        total.data, total.zero, total.parent
+    );
+    o
+}
+
+/// Each VMA with its page counts.
+pub fn vma_counts<'a>(img: &Image<'a>) -> Vec<(cr_format::read::Vma<'a>, Counts)> {
+    let mut out: Vec<(cr_format::read::Vma<'a>, Counts)> = Vec::new();
+    for r in img.records() {
+        match r.record {
+            Record::Vma(v) => out.push((v, Counts::default())),
+            Record::Pages(p) => {
+                if let Some((_, c)) = out.last_mut() {
+                    for run in p.iter() {
+                        let n = u64::from(run.pages);
+                        match run.kind {
+                            RunKind::Data => c.data += n,
+                            RunKind::Zero => c.zero += n,
+                            RunKind::Parent => c.parent += n,
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Every record with its byte offset, kind, payload length and CRC (`show -v`).
+pub fn render_records(img: &Image<'_>) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "records\n  {:>12}  {:>5}  {:<8} {:>10}  {:>10}  what",
+        "offset", "index", "kind", "length", "crc"
+    );
+    for r in img.records() {
+        let kind = match r.kind() {
+            cr_format::read::RecordKind::Unknown(k) => format!("#{k}"),
+            k => format!("{k:?}"),
+        };
+        let what = match r.record {
+            Record::Vma(v) => format!("{:#x}-{:#x}", v.start(), v.end()),
+            Record::Pages(p) => format!(
+                "{} run(s), {} bytes of data at {:#x}",
+                p.runs.len(),
+                p.data_len(),
+                p.data_offset
+            ),
+            Record::Unknown(_) => "skipped (not critical)".to_string(),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            o,
+            "  {:#12x}  {:>5}  {:<8} {:>10}  {:#010x}  {what}",
+            r.offset,
+            r.header.index.get(),
+            kind,
+            r.header.len.get(),
+            r.header.crc.get()
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00.000000000 UTC");
+        assert_eq!(
+            super::utc(951_782_400_000_000_001),
+            "2000-02-29 00:00:00.000000001 UTC"
+        );
+        assert_eq!(
+            super::utc(1_795_541_570_886_164_920),
+            "2026-11-24 17:32:50.886164920 UTC"
+        );
+    }
+}

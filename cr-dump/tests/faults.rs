@@ -1,0 +1,281 @@
+//! Faults and refusals, each against a real process: in every case cr-dump exits 1 with a clear
+//! `cr-dump: error: ...` message, the target is left running (not stopped, not traced), and no
+//! file appears in the output directory (neither at the final name nor as a temporary).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cr_tests::{assert_running, program, state, Target, TempDir};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
+
+fn crid_file() -> PathBuf {
+    static F: OnceLock<PathBuf> = OnceLock::new();
+    F.get_or_init(|| {
+        let p = std::env::temp_dir().join(format!("cr-test-crid-faults-{}", std::process::id()));
+        std::env::set_var("CR_CRID_FILE", &p);
+        p
+    })
+    .clone()
+}
+
+fn dump_in(dir: &TempDir, pid: i32) -> Output {
+    crid_file();
+    Command::new(BIN)
+        .args(["checkpoint", "--pid", &pid.to_string(), "-o"])
+        .arg(dir.path())
+        .output()
+        .unwrap()
+}
+
+/// Exit 1, `cr-dump: error:` with `needle`, empty output directory.
+fn assert_failed(out: &Output, needle: &str, dir: &TempDir) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(err.starts_with("cr-dump: error: "), "stderr: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    assert!(
+        out.stdout.is_empty(),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(dir.entries(), Vec::<String>::new(), "files left behind");
+}
+
+#[test]
+fn refuses_a_multithreaded_task() {
+    let d = TempDir::new("thr");
+    let t = Target::spawn(&program("misc"), &["threads"]);
+    assert_failed(&dump_in(&d, t.pid()), "2 threads", &d);
+    assert_running(t.pid());
+}
+
+#[test]
+fn refuses_a_shared_writable_mapping() {
+    let d = TempDir::new("shm");
+    let t = Target::spawn(&program("misc"), &["shared"]);
+    assert_failed(&dump_in(&d, t.pid()), "shared writable mapping", &d);
+    assert_running(t.pid());
+}
+
+#[test]
+fn refuses_a_zombie() {
+    let d = TempDir::new("zombie");
+    let t = Target::spawn(&program("misc"), &["zombie"]);
+    let child: i32 = t.lines[0].strip_prefix("child ").unwrap().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while state(child).map(|s| s.0) != Some('Z') {
+        assert!(Instant::now() < deadline, "child never became a zombie");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_failed(&dump_in(&d, child), "zombie", &d);
+    assert_running(t.pid());
+}
+
+#[test]
+fn refuses_a_kernel_thread() {
+    // kthreadd (pid 2) or any task flagged as a kernel thread; none is visible in some pid
+    // namespaces, then there is nothing to test.
+    let kt = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .map(|s| s.contains("Kthread:\t1"))
+                .unwrap_or(false)
+        });
+    let Some(kt) = kt else {
+        eprintln!("no kernel thread visible: skipped");
+        return;
+    };
+    let d = TempDir::new("kthread");
+    assert_failed(&dump_in(&d, kt), "kernel thread", &d);
+}
+
+#[test]
+fn pid_that_does_not_exist() {
+    let d = TempDir::new("nopid");
+    // A pid past pid_max cannot exist.
+    assert_failed(&dump_in(&d, 99_999_999), "no such process", &d);
+    assert_failed(&dump_in(&d, 0), "no such process", &d);
+}
+
+/// Starts cr-dump with the test hook that pauses right after the freeze; returns it once it is
+/// frozen.
+fn start_paused(
+    dir: &TempDir,
+    pid: i32,
+    extra: &[&str],
+) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
+    crid_file();
+    let mut c = Command::new(BIN)
+        .args(["checkpoint", "--pid", &pid.to_string(), "-o"])
+        .arg(dir.path())
+        .args(extra)
+        .env("CR_DUMP_TEST_PAUSE_MS", "1000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(c.stderr.take().unwrap());
+    let mut l = String::new();
+    err.read_line(&mut l).unwrap();
+    assert!(l.contains("test-hook: frozen"), "{l}");
+    (c, err)
+}
+
+#[test]
+fn refuses_a_task_already_traced() {
+    let d = TempDir::new("traced");
+    let d2 = TempDir::new("traced2");
+    let t = Target::spawn(&program("misc"), &["spin"]);
+    let (mut first, _err) = start_paused(&d, t.pid(), &[]);
+    let (st, tracer) = state(t.pid()).unwrap();
+    assert_eq!(st, 't');
+    assert_eq!(tracer, first.id() as i32);
+    assert_failed(&dump_in(&d2, t.pid()), "already traced by pid", &d2);
+    // The first one finishes fine.
+    assert!(first.wait().unwrap().success());
+    assert_running(t.pid());
+}
+
+#[test]
+fn target_killed_mid_capture() {
+    for extra in [&[][..], &["--direct"][..]] {
+        let d = TempDir::new("tkill");
+        let mut t = Target::spawn(&program("misc"), &["spin"]);
+        let (c, mut err) = start_paused(&d, t.pid(), extra);
+        t.child.kill().unwrap();
+        t.child.wait().unwrap();
+        let out = c.wait_with_output().unwrap();
+        let mut msg = String::new();
+        std::io::Read::read_to_string(&mut err, &mut msg).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{msg}");
+        assert!(msg.starts_with("cr-dump: error: "), "{msg}");
+        assert!(msg.contains("exited during the checkpoint"), "{msg}");
+        assert!(out.stdout.is_empty());
+        assert_eq!(d.entries(), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn dumper_killed_mid_capture_releases_the_target() {
+    for extra in [&[][..], &["--direct"][..]] {
+        let d = TempDir::new("dkill");
+        let t = Target::spawn(&program("misc"), &["spin"]);
+        let (mut c, _err) = start_paused(&d, t.pid(), extra);
+        assert_eq!(state(t.pid()).unwrap().0, 't');
+        c.kill().unwrap();
+        c.wait().unwrap();
+        // The kernel releases a PTRACE_SEIZE tracee when its tracer dies.
+        assert_running(t.pid());
+        // The image was unnamed (O_TMPFILE): nothing is left.
+        assert_eq!(d.entries(), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn output_directory_not_writable() {
+    let t = Target::spawn(&program("misc"), &["spin"]);
+    // Its parent does not exist (a missing last component would be created).
+    let d = TempDir::new("nodir");
+    let missing = d.path().join("missing").join("out");
+    let out = Command::new(BIN)
+        .args(["checkpoint", "--pid", &t.pid().to_string(), "-o"])
+        .arg(&missing)
+        .env("CR_CRID_FILE", crid_file())
+        .output()
+        .unwrap();
+    assert_failed(&out, "output directory", &d);
+    assert_running(t.pid());
+    // Immutable (root ignores mode bits, not the immutable attribute).
+    let d = TempDir::new("immutable");
+    if Command::new("chattr")
+        .arg("+i")
+        .arg(d.path())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let out = dump_in(&d, t.pid());
+        let _ = Command::new("chattr").arg("-i").arg(d.path()).status();
+        assert_failed(&out, "creating an image file", &d);
+        assert_running(t.pid());
+    } else {
+        eprintln!("chattr +i not available here: immutable-directory case skipped");
+    }
+    // Not a directory.
+    let d = TempDir::new("notdir");
+    let f = d.path().join("file");
+    std::fs::write(&f, b"x").unwrap();
+    let out = Command::new(BIN)
+        .args(["checkpoint", "--pid", &t.pid().to_string(), "-o"])
+        .arg(&f)
+        .env("CR_CRID_FILE", crid_file())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
+    assert_eq!(d.entries(), vec!["file".to_string()]);
+    assert_running(t.pid());
+}
+
+#[test]
+fn disk_full() {
+    // RLIMIT_FSIZE of 64 KiB: the image cannot be written (EFBIG).
+    for extra in [&[][..], &["--direct"][..]] {
+        let d = TempDir::new("full");
+        let file = d.path().join("mapped");
+        let t = Target::spawn(&program("regions"), &[file.to_str().unwrap(), "1"]);
+        let out_dir = TempDir::new("full-out");
+        let out = Command::new("prlimit")
+            .arg("--fsize=65536")
+            .arg(BIN)
+            .args(["checkpoint", "--pid", &t.pid().to_string(), "-o"])
+            .arg(out_dir.path())
+            .args(extra)
+            .env("CR_CRID_FILE", crid_file())
+            .output()
+            .unwrap();
+        assert_failed(&out, "writing the image", &out_dir);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("File too large"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_running(t.pid());
+    }
+}
+
+#[test]
+fn permission_denied() {
+    // The dumper runs as nobody against a root-owned target: the kernel refuses ptrace access.
+    if std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .ok()
+        != Some(0)
+    {
+        eprintln!("not root: skipped");
+        return;
+    }
+    let t = Target::spawn(&program("misc"), &["spin"]);
+    let d = TempDir::new("perm");
+    std::fs::set_permissions(
+        d.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let crid = std::env::temp_dir().join(format!("cr-test-crid-nobody-{}", std::process::id()));
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(["checkpoint", "--pid", &t.pid().to_string(), "-o"])
+        .arg(d.path())
+        .env("CR_CRID_FILE", &crid)
+        .output()
+        .unwrap();
+    assert_failed(&out, "permission denied", &d);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ptrace permission"));
+    assert_running(t.pid());
+}
