@@ -1,1 +1,615 @@
-fn main() {}
+//! `cr-dump`: checkpoint a live Linux task into a cr image; show an image.
+//!
+//! Exit status: 0 fine, 1 the task or the image failed (message on stderr as
+//! `cr-dump: error: ...`), 2 usage error.
+
+use clap::{Args, Parser, Subcommand};
+use cr_dump::capture::{self, After, Options};
+use cr_dump::output::TempImage;
+use cr_dump::{crid, output, registry, show, sys, Error};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "cr-dump",
+    version,
+    about = "Checkpoint a live Linux task into a cr image"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Checkpoint a task: `--pid PID`, or start `-- CMD ARGS...` and checkpoint it.
+    #[command(after_help = CHECKPOINT_HELP)]
+    Checkpoint(CheckpointArgs),
+    /// Print an image: header, task, registers, mm, VMAs with page counts.
+    #[command(
+        after_help = "Reads only metadata (page data is not touched) unless --with-pages.\n\
+        The JSON schema is spec/JSON.md (cr-image/1); `encode` turns `show --json --with-pages` \
+        back into the identical image."
+    )]
+    Show {
+        /// The image file.
+        image: PathBuf,
+        /// List every record with its byte offset, kind, length and CRC.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Print the whole structure as JSON (schema cr-image/1).
+        #[arg(long)]
+        json: bool,
+        /// With --json: include page data (hex), so that `encode` can rebuild the image.
+        #[arg(long, requires = "json")]
+        with_pages: bool,
+    },
+    /// Build an image from the JSON of `show --json --with-pages` (byte-identical to the original).
+    Encode {
+        /// The JSON file, or - for stdin.
+        json: PathBuf,
+        /// The image to write (written to a temporary name, renamed when complete).
+        #[arg(short, long, value_name = "IMAGE")]
+        output: PathBuf,
+    },
+    /// Check an image: structure, order, every CRC, limits, the tail; with --chain, its parents.
+    #[command(
+        after_help = "Exit status: 0 if every check holds; 1 with the first error (byte \
+        offset, record kind) otherwise.\nA single image is streamed with bounded memory, so IMAGE \
+        may be - (stdin) or larger than memory. --chain finds the parents beside IMAGE by name \
+        (NAME.img.CRID), verifies each, checks every link (CRID, digest) and resolves every \
+        \"unchanged since parent\" page."
+    )]
+    Verify {
+        /// The image file, or - for stdin.
+        image: PathBuf,
+        /// Also verify the chain of parent images found beside it.
+        #[arg(long)]
+        chain: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the task's memory in [ADDR, ADDR+LEN) as the image chain holds it.
+    #[command(
+        after_help = "Zero for known-zero and untouched anonymous pages; untouched pages of \
+        a file mapping are read from the file if it is unchanged. An address in no VMA is an \
+        error that names it. ADDR and LEN take decimal or 0x-hex."
+    )]
+    Extract {
+        /// The image (its parents are found beside it).
+        image: PathBuf,
+        /// First address.
+        #[arg(long, value_parser = parse_u64)]
+        addr: u64,
+        /// Number of bytes.
+        #[arg(long, value_parser = parse_u64)]
+        len: u64,
+        /// Write to FILE instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Print a hexdump instead of raw bytes.
+        #[arg(long)]
+        hex: bool,
+    },
+    /// Compare two images: VMAs added/removed/changed, pages that differ, registers, mm, task.
+    Diff {
+        /// First image.
+        a: PathBuf,
+        /// Second image.
+        b: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an ELF core file of the checkpointed task: `gdb PROGRAM CORE` then works.
+    Core {
+        /// The image (its parents are found beside it).
+        image: PathBuf,
+        /// The core file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Print shell completions for cr-dump.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) of cr-dump.
+    Man,
+}
+
+fn parse_u64(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(&h.replace('_', ""), 16),
+        None => s.replace('_', "").parse(),
+    };
+    r.map_err(|_| format!("{s:?} is not a number (decimal or 0x-hex)"))
+}
+
+const CHECKPOINT_HELP: &str = "\
+The image is written to DIR/NAME.img.CRID (mode 0600): unnamed (O_TMPFILE) or under a \
+temporary name while it is written, named only when complete. On any failure nothing is left \
+in DIR and the task is left running, untraced.
+
+By default the capture is lazy: memory is copied into a pre-faulted buffer, the task resumes \
+at once (the downtime is the copy only), then the image is written. --direct streams the \
+image while the task stays stopped, with bounded memory (a few 4 MiB buffers).
+
+With `-- CMD ARGS...`, cr-dump starts CMD (stdin from /dev/null, its stdout sent to cr-dump's \
+stderr), waits --after seconds, checkpoints it, then kills it: the command was started only to \
+be checkpointed. --keep lets it run on instead (cr-dump exits without waiting for it); \
+--leave-stopped leaves it stopped.
+
+Printed: CRID, image path, size, page counts, and timings: downtime (how long the task was \
+stopped), capture (start of the capture to the image ready in memory; in --direct mode, \
+to the image written), write-back, total (the whole command). --json prints one object with \
+the same fields (*_ms in milliseconds) plus peak_rss_kib.
+
+CRIDs come from a node-wide counter file: $CR_CRID_FILE, else /var/lib/cr/crid, else \
+$XDG_RUNTIME_DIR/cr-crid, else /tmp/cr-crid-$EUID.
+
+Exit status: 0 done, 1 the checkpoint failed, 2 usage error.";
+
+#[derive(Args)]
+struct CheckpointArgs {
+    /// The task to checkpoint.
+    #[arg(long, conflicts_with = "command")]
+    pid: Option<i32>,
+    /// Output directory (created, mode 0700, if only its last component is missing).
+    #[arg(short = 'o', long = "output", value_name = "DIR", default_value = ".")]
+    dir: PathBuf,
+    /// Image name (default: the task's comm).
+    #[arg(long)]
+    name: Option<String>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Leave the task stopped (SIGSTOP) after the checkpoint, untraced.
+    #[arg(long, conflicts_with = "kill")]
+    leave_stopped: bool,
+    /// Kill the task after the checkpoint (e.g. for migration).
+    #[arg(long)]
+    kill: bool,
+    /// Stream the image while the task is stopped, with bounded memory, instead of copying
+    /// into memory first.
+    #[arg(long)]
+    direct: bool,
+    /// With CMD: seconds to let it run before the checkpoint.
+    #[arg(long, value_name = "SECONDS", default_value = "0.5", value_parser = parse_secs)]
+    after: Duration,
+    /// With CMD: let it run on after the checkpoint instead of killing it.
+    #[arg(long, conflicts_with_all = ["kill", "leave_stopped"])]
+    keep: bool,
+    /// fsync the image before naming it.
+    #[arg(long)]
+    sync: bool,
+    /// Then print the image as `cr-dump show` does.
+    #[arg(long, conflicts_with = "json")]
+    show: bool,
+    /// The command to start and checkpoint.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(v).map_err(|_| format!("{s:?} is not a duration"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    sys::ignore_sigxfsz();
+    let r = match cli.cmd {
+        Cmd::Checkpoint(a) => checkpoint(a),
+        Cmd::Show {
+            image,
+            verbose,
+            json,
+            with_pages,
+        } => show_cmd(&image, verbose, json, with_pages),
+        Cmd::Encode { json, output } => encode_cmd(&json, &output),
+        Cmd::Verify { image, chain, json } => verify_cmd(&image, chain, json),
+        Cmd::Extract {
+            image,
+            addr,
+            len,
+            output,
+            hex,
+        } => extract_cmd(&image, addr, len, output, hex),
+        Cmd::Diff { a, b, json } => diff_cmd(&a, &b, json),
+        Cmd::Core { image, output } => core_cmd(&image, &output),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "cr-dump",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Cmd::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .map_err(|e| Fail::Run(format!("writing the man page: {e}"))),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail::Usage(m)) => {
+            eprintln!("cr-dump: usage error: {m}");
+            ExitCode::from(2)
+        }
+        Err(Fail::Run(m)) => {
+            eprintln!("cr-dump: error: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+enum Fail {
+    Usage(String),
+    Run(String),
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Self {
+        Fail::Run(e.to_string())
+    }
+}
+
+fn show_cmd(
+    path: &std::path::Path,
+    verbose: bool,
+    json: bool,
+    with_pages: bool,
+) -> Result<(), Fail> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| Fail::Run(format!("opening {}: {e}", path.display())))?;
+    let map = sys::FileMap::new(&file)
+        .map_err(|e| Fail::Run(format!("mapping {}: {e}", path.display())))?;
+    let parse = if with_pages {
+        cr_format::read::Image::parse
+    } else {
+        cr_format::read::Image::parse_metadata
+    };
+    let img = parse(map.bytes()).map_err(|e| Fail::Run(format!("{}: {e}", path.display())))?;
+    let text = if json {
+        let mut s = serde_json::to_string_pretty(&cr_dump::json::to_json(&img, with_pages))
+            .map_err(|e| Fail::Run(format!("JSON: {e}")))?;
+        s.push('\n');
+        s
+    } else if verbose {
+        show::render(&img) + "\n" + &show::render_records(&img)
+    } else {
+        show::render(&img)
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    Ok(())
+}
+
+fn encode_cmd(input: &std::path::Path, output: &std::path::Path) -> Result<(), Fail> {
+    let text = if input.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map(|_| s)
+    } else {
+        std::fs::read_to_string(input)
+    }
+    .map_err(|e| Fail::Run(format!("reading {}: {e}", input.display())))?;
+    let doc: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Fail::Run(format!("{}: not JSON: {e}", input.display())))?;
+    let repr = cr_dump::json::from_json(&doc)
+        .map_err(|e| Fail::Run(format!("{}: {e}", input.display())))?;
+    output::write_atomic(output, |w| {
+        repr.emit(cr_format::write::IoSink::new(w))
+            .map_err(|e| Error::Other(format!("the image the JSON describes is invalid: {e}")))
+    })?;
+    Ok(())
+}
+
+fn verify_cmd(path: &std::path::Path, chain: bool, json: bool) -> Result<(), Fail> {
+    let report = if path.as_os_str() == "-" {
+        if chain {
+            return Err(Fail::Usage(
+                "--chain needs an image file (its parents are found beside it)".into(),
+            ));
+        }
+        let r = cr_dump::inspect::verify_stream(
+            std::io::BufReader::with_capacity(1 << 20, std::io::stdin().lock()),
+            "-",
+        )?;
+        cr_dump::inspect::Report {
+            images: vec![r],
+            parent_pages_checked: 0,
+        }
+    } else {
+        cr_dump::inspect::verify(path, chain)?
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| Fail::Run(format!("JSON: {e}")))?
+        );
+    } else {
+        for i in &report.images {
+            println!(
+                "ok  {}  CRID {} parent {}  {} records, {} bytes, digest {}  pages: {} data, {} zero, {} in parent",
+                i.path, i.crid, i.parent_crid, i.records, i.bytes, i.digest, i.pages[0], i.pages[1], i.pages[2]
+            );
+        }
+        if chain {
+            println!(
+                "chain ok: {} image(s), {} parent page(s) resolved",
+                report.images.len(),
+                report.parent_pages_checked
+            );
+        }
+    }
+    Ok(())
+}
+
+fn extract_cmd(
+    path: &std::path::Path,
+    addr: u64,
+    len: u64,
+    out: Option<PathBuf>,
+    hex: bool,
+) -> Result<(), Fail> {
+    let bytes = cr_dump::inspect::extract(path, addr, len)?;
+    let data = if hex {
+        cr_dump::inspect::hexdump(addr, &bytes).into_bytes()
+    } else {
+        bytes
+    };
+    match out {
+        Some(p) => output::write_atomic(&p, |w| {
+            w.write_all(&data)
+                .map_err(|e| Error::io(format!("writing {}", p.display()), e))
+        })?,
+        None => std::io::stdout()
+            .lock()
+            .write_all(&data)
+            .map_err(|e| Fail::Run(format!("writing to stdout: {e}")))?,
+    }
+    Ok(())
+}
+
+fn diff_cmd(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<(), Fail> {
+    let d = cr_dump::diff::diff(a, b)?;
+    if json {
+        println!("{}", d.to_json());
+    } else {
+        print!("{}", d.to_text());
+    }
+    Ok(())
+}
+
+fn core_cmd(image: &std::path::Path, out: &std::path::Path) -> Result<(), Fail> {
+    let n = output::write_atomic(out, |w| cr_dump::elfcore::write_core(image, w))?;
+    println!(
+        "core file {} ({n} bytes): open it with `gdb PROGRAM {}`",
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Kills and reaps a child we started, when dropped (unless released).
+struct Started(Option<Child>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start(cmd: &[String], after: Duration) -> Result<Started, Fail> {
+    let (prog, args) = cmd
+        .split_first()
+        .ok_or_else(|| Fail::Usage("give --pid PID or -- CMD ARGS...".into()))?;
+    let stdout = std::io::stderr()
+        .as_fd_clone()
+        .map_err(|e| Fail::Run(format!("duplicating stderr: {e}")))?;
+    let child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .spawn()
+        .map_err(|e| Fail::Run(format!("starting {prog}: {e}")))?;
+    let mut s = Started(Some(child));
+    std::thread::sleep(after);
+    if let Some(c) = &mut s.0 {
+        if let Ok(Some(st)) = c.try_wait() {
+            s.0 = None;
+            return Err(Fail::Run(format!(
+                "{prog} exited before the checkpoint ({st})"
+            )));
+        }
+    }
+    Ok(s)
+}
+
+trait FdClone {
+    fn as_fd_clone(&self) -> std::io::Result<std::os::fd::OwnedFd>;
+}
+
+impl FdClone for std::io::Stderr {
+    fn as_fd_clone(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.as_fd().try_clone_to_owned()
+    }
+}
+
+/// Counts bytes through a writer and moves a progress bar, if any.
+struct Progress<W> {
+    inner: W,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl<W: Write> Write for Progress<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(b) = &self.bar {
+            b.inc(n as u64);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn bar(len: Option<u64>, msg: &'static str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    let b = match len {
+        Some(l) => indicatif::ProgressBar::new(l),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    b.set_style(style.progress_chars("=> "));
+    b.set_message(msg);
+    Some(b)
+}
+
+/// This process's peak resident set (`VmHWM`), KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
+    let t0 = Instant::now();
+    let mut started = match (a.pid, a.command.is_empty()) {
+        (Some(_), false) => {
+            return Err(Fail::Usage("give either --pid or -- CMD, not both".into()))
+        }
+        (None, true) => return Err(Fail::Usage("give --pid PID or -- CMD ARGS...".into())),
+        (Some(_), true) if a.keep => {
+            return Err(Fail::Usage("--keep only applies to -- CMD".into()))
+        }
+        (Some(_), true) => None,
+        (None, false) => Some(start(&a.command, a.after)?),
+    };
+    let pid = match (&started, a.pid) {
+        (Some(Started(Some(c))), _) => i32::try_from(c.id()).unwrap_or(-1),
+        (_, Some(p)) => p,
+        _ => return Err(Fail::Usage("give --pid PID or -- CMD ARGS...".into())),
+    };
+    let after = if a.kill {
+        After::Kill
+    } else if a.leave_stopped {
+        After::Stop
+    } else {
+        After::Continue
+    };
+    let opts = Options { after };
+    let ins = capture::inspect(pid)?;
+    let name = match &a.name {
+        Some(n) => n.clone(),
+        None => ins.stat.comm.replace('/', "_"),
+    };
+    let mut tmp = TempImage::create(&a.dir, &name)?;
+    let crid = crid::next()?;
+    let (stats, summary, writeback) = if a.direct {
+        let mut w = Progress {
+            inner: tmp.writer(),
+            bar: bar(None, "capture"),
+        };
+        let r = capture::checkpoint_direct(&ins, crid, &opts, &mut w)?;
+        if let Some(b) = &w.bar {
+            b.finish_and_clear();
+        }
+        (r.stats, r.summary, Duration::ZERO)
+    } else {
+        let reg = registry::global();
+        let lazy = reg.checkpoint_inspected(&ins, crid, &opts)?;
+        let snap = reg.get(crid)?;
+        let t_wb = Instant::now();
+        let mut w = Progress {
+            inner: tmp.writer(),
+            bar: bar(Some(snap.data_bytes()), "write-back"),
+        };
+        let r = snap.write_to(&mut w);
+        if let Some(b) = &w.bar {
+            b.finish_and_clear();
+        }
+        drop(w);
+        drop(snap);
+        let _ = reg.discard(crid);
+        let summary = r?;
+        (lazy.stats, summary, t_wb.elapsed())
+    };
+    let path = tmp.commit(crid, a.sync)?;
+    let capture_t = stats.capture;
+    // The command we started: killed unless --keep / --leave-stopped.
+    if let Some(s) = &mut started {
+        if a.keep || a.leave_stopped {
+            s.0 = None;
+        } else if let Some(c) = &mut s.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+            s.0 = None;
+        }
+    }
+    let total = t0.elapsed();
+    let size = summary.image_len;
+    if a.json {
+        let j = serde_json::json!({
+            "crid": crid,
+            "pid": pid,
+            "image": path.display().to_string(),
+            "size": size,
+            "records": summary.records,
+            "digest": format!("{:016x}", summary.digest),
+            "data_pages": stats.data_pages,
+            "zero_pages": stats.zero_pages,
+            "vmas": stats.vmas,
+            "mode": if a.direct { "direct" } else { "lazy" },
+            "downtime_ms": ms(stats.downtime),
+            "capture_ms": ms(capture_t),
+            "writeback_ms": ms(writeback),
+            "total_ms": ms(total),
+            "peak_rss_kib": peak_rss_kib(),
+        });
+        println!("{j}");
+    } else {
+        println!("crid       {crid}");
+        println!("image      {}", path.display());
+        println!("size       {size} bytes");
+        println!(
+            "pages      {} data, {} zero, {} vmas",
+            stats.data_pages, stats.zero_pages, stats.vmas
+        );
+        println!("downtime   {:.3} ms", ms(stats.downtime));
+        println!("capture    {:.3} ms", ms(capture_t));
+        println!("write-back {:.3} ms", ms(writeback));
+        println!("total      {:.3} ms", ms(total));
+    }
+    if a.show {
+        println!();
+        show_cmd(&path, false, false, false)?;
+    }
+    Ok(())
+}

@@ -40,8 +40,8 @@ pub enum Resolved<'a> {
 }
 
 impl<'c, 'a> Chain<'c, 'a> {
-    /// Checks every link: each parent has the CRID and tail digest its child names, CRIDs
-    /// decrease, the last image is full, no image is left over, the depth is within
+    /// Checks every link: each parent has the CRID and tail digest its child names, the last
+    /// image is full, no image is left over, the depth is within
     /// [`MAX_CHAIN_DEPTH`].
     pub fn new(images: &'c [Image<'a>]) -> Result<Self> {
         let depth = u64::try_from(images.len()).unwrap_or(u64::MAX);
@@ -65,14 +65,6 @@ impl<'c, 'a> Chain<'c, 'a> {
                 return Err(Error::new(
                     0,
                     ErrorKind::ExtraImage {
-                        crid: parent.crid(),
-                    },
-                ));
-            }
-            if parent.crid() >= child.crid() {
-                return Err(Error::new(
-                    PARENT_CRID_OFFSET,
-                    ErrorKind::ChainCycle {
                         crid: parent.crid(),
                     },
                 ));

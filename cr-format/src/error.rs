@@ -125,11 +125,6 @@ pub enum ErrorKind {
         /// CRID of the missing parent.
         crid: u64,
     },
-    /// A chain's CRIDs do not decrease (a cycle, or an image given twice).
-    ChainCycle {
-        /// CRID seen again or out of order.
-        crid: u64,
-    },
     /// Images given after the chain's full image.
     ExtraImage {
         /// CRID of the image that belongs to no chain.
@@ -245,7 +240,6 @@ impl fmt::Display for ErrorKind {
                 "parent digest mismatch: expected {expected:#018x}, parent has {found:#018x}"
             ),
             MissingParent { crid } => write!(f, "missing parent image with CRID {crid}"),
-            ChainCycle { crid } => write!(f, "chain CRIDs do not decrease at CRID {crid}"),
             ExtraImage { crid } => write!(f, "image with CRID {crid} is not part of the chain"),
             NotMapped { addr } => write!(f, "address {addr:#x} is not in any VMA"),
             OutOfOrder { expected } => write!(f, "record out of order: expected {expected}"),

@@ -110,7 +110,22 @@ fn broken_chains_are_refused_with_the_crid_expected() {
     );
     assert_eq!(kind(&[i3, i2]), ErrorKind::MissingParent { crid: 1 });
     assert_eq!(kind(&[i3, i2, i1, i1]), ErrorKind::ExtraImage { crid: 1 });
-    assert_eq!(kind(&[i2, i3]), ErrorKind::ChainCycle { crid: 3 });
+    // A cycle cannot be built: every Header has parent_crid < crid, and each parent must have
+    // exactly its child's parent_crid. Images in the wrong order are wrong parents.
+    assert_eq!(
+        kind(&[i2, i3]),
+        ErrorKind::WrongParent {
+            expected_crid: 1,
+            found_crid: 3
+        }
+    );
+    assert_eq!(
+        kind(&[i3, i2, i2]),
+        ErrorKind::WrongParent {
+            expected_crid: 1,
+            found_crid: 2
+        }
+    );
     assert!(matches!(
         kind(&[i1; 65]),
         ErrorKind::LimitExceeded {

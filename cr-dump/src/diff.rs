@@ -1,0 +1,251 @@
+//! `cr-dump diff A B`: what differs between two images (each resolved through its own chain):
+//! VMAs added, removed or changed; pages whose content differs; registers, mm and task fields.
+
+use crate::error::Result;
+use crate::inspect::{image_error, load_chain};
+use cr_format::chain::{Chain, ChainIndex, Resolved};
+use cr_format::raw;
+use cr_format::read::{Image, Vma};
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// A VMA, for reports.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct VmaKey {
+    /// Start.
+    pub start: u64,
+    /// End.
+    pub end: u64,
+    /// Path (lossy).
+    pub path: String,
+}
+
+fn key(v: &Vma<'_>) -> VmaKey {
+    VmaKey {
+        start: v.start(),
+        end: v.end(),
+        path: String::from_utf8_lossy(v.path).into_owned(),
+    }
+}
+
+/// The differences between two images.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DiffReport {
+    /// VMAs only in B.
+    pub added: Vec<VmaKey>,
+    /// VMAs only in A.
+    pub removed: Vec<VmaKey>,
+    /// VMAs at the same range whose attributes differ, with what differs.
+    pub changed: Vec<(VmaKey, String)>,
+    /// Ranges `[start, end)` of pages, in VMAs both have, whose contents differ.
+    pub pages: Vec<(u64, u64)>,
+    /// Number of pages compared.
+    pub pages_compared: u64,
+    /// Fields that differ: (name, A, B).
+    pub fields: Vec<(String, String, String)>,
+}
+
+impl DiffReport {
+    /// Whether A and B hold the same task state.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && self.pages.is_empty()
+            && self.fields.is_empty()
+    }
+
+    /// As JSON.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "added": self.added, "removed": self.removed,
+            "changed": self.changed.iter().map(|(k, w)| json!({"vma": k, "what": w})).collect::<Vec<_>>(),
+            "pages": self.pages.iter().map(|(s, e)| json!({"start": format!("{s:#x}"), "end": format!("{e:#x}")})).collect::<Vec<_>>(),
+            "pages_compared": self.pages_compared,
+            "fields": self.fields.iter().map(|(n, a, b)| json!({"field": n, "a": a, "b": b})).collect::<Vec<_>>(),
+        })
+    }
+
+    /// As text.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        for (n, a, b) in &self.fields {
+            let _ = writeln!(s, "field {n}: {a} -> {b}");
+        }
+        for v in &self.removed {
+            let _ = writeln!(s, "- vma {:#x}-{:#x} {}", v.start, v.end, v.path);
+        }
+        for v in &self.added {
+            let _ = writeln!(s, "+ vma {:#x}-{:#x} {}", v.start, v.end, v.path);
+        }
+        for (v, w) in &self.changed {
+            let _ = writeln!(s, "~ vma {:#x}-{:#x} {}: {w}", v.start, v.end, v.path);
+        }
+        for (a, b) in &self.pages {
+            let _ = writeln!(s, "pages {a:#x}-{b:#x} differ ({} pages)", (b - a) / 4096);
+        }
+        let _ = writeln!(
+            s,
+            "{} field(s), {} VMA(s) added, {} removed, {} changed; {} page range(s) differ of {} pages compared",
+            self.fields.len(),
+            self.added.len(),
+            self.removed.len(),
+            self.changed.len(),
+            self.pages.len(),
+            self.pages_compared
+        );
+        s
+    }
+}
+
+/// A page's content as far as comparison goes.
+#[derive(PartialEq, Eq)]
+enum Content<'a> {
+    Bytes(&'a [u8]),
+    Zero,
+    File,
+    Missing,
+}
+
+fn content<'a>(r: cr_format::Result<Resolved<'a>>) -> Content<'a> {
+    match r {
+        Ok(Resolved::Data { bytes, .. }) if bytes.iter().all(|&b| b == 0) => Content::Zero,
+        Ok(Resolved::Data { bytes, .. }) => Content::Bytes(bytes),
+        Ok(Resolved::Zero { .. }) => Content::Zero,
+        Ok(Resolved::NotPresent { vma, .. }) if vma.kind() == raw::VMA_FILE => Content::File,
+        Ok(Resolved::NotPresent { .. }) => Content::Zero,
+        Err(_) => Content::Missing,
+    }
+}
+
+fn fields(a: &Image<'_>, b: &Image<'_>, out: &mut Vec<(String, String, String)>) {
+    let mut cmp = |name: &str, x: String, y: String| {
+        if x != y {
+            out.push((name.to_string(), x, y));
+        }
+    };
+    if let (Some(ra), Some(rb)) = (a.regs(), b.regs()) {
+        for (i, n) in crate::show::GPR_NAMES.iter().enumerate() {
+            cmp(n, format!("{:#x}", ra.gpr(i)), format!("{:#x}", rb.gpr(i)));
+        }
+        cmp(
+            "fxsave",
+            format!("crc {:#010x}", crc32fast::hash(&ra.raw.fxsave)),
+            format!("crc {:#010x}", crc32fast::hash(&rb.raw.fxsave)),
+        );
+        cmp(
+            "xsave",
+            format!("crc {:#010x}", crc32fast::hash(ra.xsave)),
+            format!("crc {:#010x}", crc32fast::hash(rb.xsave)),
+        );
+    }
+    if let (Some(ma), Some(mb)) = (a.mm(), b.mm()) {
+        let f = |m: &cr_format::read::Mm<'_>| {
+            let r = m.raw;
+            [
+                ("start_code", r.start_code.get()),
+                ("end_code", r.end_code.get()),
+                ("start_data", r.start_data.get()),
+                ("end_data", r.end_data.get()),
+                ("start_brk", r.start_brk.get()),
+                ("brk", r.brk.get()),
+                ("start_stack", r.start_stack.get()),
+                ("arg_start", r.arg_start.get()),
+                ("arg_end", r.arg_end.get()),
+                ("env_start", r.env_start.get()),
+                ("env_end", r.env_end.get()),
+            ]
+        };
+        for ((n, x), (_, y)) in f(&ma).into_iter().zip(f(&mb)) {
+            cmp(n, format!("{x:#x}"), format!("{y:#x}"));
+        }
+        cmp(
+            "exe",
+            String::from_utf8_lossy(ma.exe).into(),
+            String::from_utf8_lossy(mb.exe).into(),
+        );
+    }
+    if let (Some(ta), Some(tb)) = (a.task(), b.task()) {
+        cmp("pid", ta.pid.get().to_string(), tb.pid.get().to_string());
+        cmp(
+            "sig_blocked",
+            format!("{:#x}", ta.sig_blocked.get()),
+            format!("{:#x}", tb.sig_blocked.get()),
+        );
+        cmp(
+            "uid",
+            format!("{:?}", ta.uid.map(|v| v.get())),
+            format!("{:?}", tb.uid.map(|v| v.get())),
+        );
+        cmp(
+            "gid",
+            format!("{:?}", ta.gid.map(|v| v.get())),
+            format!("{:?}", tb.gid.map(|v| v.get())),
+        );
+    }
+}
+
+fn parse_all(maps: &[crate::inspect::Mapped]) -> Result<Vec<Image<'_>>> {
+    maps.iter()
+        .map(|m| Image::parse(m.bytes()).map_err(|e| image_error(&m.path, e, None)))
+        .collect()
+}
+
+/// Compares two images, each resolved through the chain found beside it.
+pub fn diff(pa: &Path, pb: &Path) -> Result<DiffReport> {
+    let (ma, mb) = (load_chain(pa)?, load_chain(pb)?);
+    let (ia, ib) = (parse_all(&ma)?, parse_all(&mb)?);
+    let ca = Chain::new(&ia).map_err(|e| image_error(pa, e, None))?;
+    let cb = Chain::new(&ib).map_err(|e| image_error(pb, e, None))?;
+    let (xa, xb) = (ChainIndex::new(&ca), ChainIndex::new(&cb));
+    let mut r = DiffReport::default();
+    fields(&ia[0], &ib[0], &mut r.fields);
+    let va: Vec<Vma<'_>> = ia[0].vmas().collect();
+    let vb: Vec<Vma<'_>> = ib[0].vmas().collect();
+    let ps = u64::from(ia[0].page_size());
+    for v in &va {
+        match vb
+            .iter()
+            .find(|w| w.start() == v.start() && w.end() == v.end())
+        {
+            None => r.removed.push(key(v)),
+            Some(w) => {
+                let (x, y) = (v.raw, w.raw);
+                let mut what = vec![];
+                if x.prot != y.prot {
+                    what.push(format!("prot {} -> {}", x.prot, y.prot));
+                }
+                if x.flags != y.flags || x.kind != y.kind {
+                    what.push("flags or kind".to_string());
+                }
+                if v.path != w.path || x.offset != y.offset || x.inode != y.inode {
+                    what.push("mapped file".to_string());
+                }
+                if !what.is_empty() {
+                    r.changed.push((key(v), what.join(", ")));
+                }
+                let mut page = v.start();
+                while page < v.end() {
+                    r.pages_compared += 1;
+                    if content(xa.resolve(page)) != content(xb.resolve(page)) {
+                        match r.pages.last_mut() {
+                            Some((_, e)) if *e == page => *e = page + ps,
+                            _ => r.pages.push((page, page + ps)),
+                        }
+                    }
+                    page += ps;
+                }
+            }
+        }
+    }
+    for w in &vb {
+        if !va
+            .iter()
+            .any(|v| v.start() == w.start() && v.end() == w.end())
+        {
+            r.added.push(key(w));
+        }
+    }
+    Ok(r)
+}

@@ -1,0 +1,452 @@
+//! The JSON form of an image (`show --json`) and back (`encode`).
+//!
+//! Schema `cr-image/1` (documented in `spec/JSON.md`): an object with `schema`, `header`, `task`,
+//! `regs`, `mm`, `body` (VMAs, Pages and unknown records in image order) and `tail`. Integers
+//! are JSON numbers, except addresses, masks and digests, written as `"0x…"` strings; the reader
+//! takes either form for any integer. Byte strings (paths, comm, producer) are JSON strings when
+//! they are UTF-8 without NUL, else `{"hex": "…"}`. Page data and other binary areas are hex.
+//! Page data appears only with `--with-pages`; an image can be encoded back only from JSON that
+//! has it. Encoding goes through `cr_format::repr`, so the result is checked like any image
+//! and is byte-identical to the original.
+
+use cr_format::raw::{self, FXSAVE_LEN, X86_64_GPR_COUNT};
+use cr_format::read::{Image, Record, RunKind};
+use cr_format::repr::*;
+use serde_json::{json, Map, Value};
+
+/// Schema name and version written in every document.
+pub const SCHEMA: &str = "cr-image/1";
+
+fn hex(b: &[u8]) -> String {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for &x in b {
+        s.push(char::from(D[usize::from(x >> 4)]));
+        s.push(char::from(D[usize::from(x & 15)]));
+    }
+    s
+}
+
+fn unhex(s: &str, what: &str) -> Result<Vec<u8>, String> {
+    let v = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let b = s.as_bytes();
+    if b.len() % 2 != 0 {
+        return Err(format!("{what}: odd number of hex digits"));
+    }
+    b.chunks_exact(2)
+        .map(|p| match (v(p[0]), v(p[1])) {
+            (Some(h), Some(l)) => Ok(h << 4 | l),
+            _ => Err(format!("{what}: not hex")),
+        })
+        .collect()
+}
+
+fn x(n: u64) -> Value {
+    Value::String(format!("{n:#x}"))
+}
+
+/// Bytes as a string when they are UTF-8 without NUL, else as hex.
+fn bytes_value(b: &[u8]) -> Value {
+    match std::str::from_utf8(b) {
+        Ok(s) if !s.contains('\0') => Value::String(s.to_string()),
+        _ => json!({ "hex": hex(b) }),
+    }
+}
+
+/// A NUL-padded fixed field: its text up to the first NUL.
+fn padded_value(b: &[u8]) -> Value {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    bytes_value(&b[..end])
+}
+
+fn regs_json(r: &cr_format::read::Regs<'_>) -> Value {
+    let mut gpr = Map::new();
+    for (name, v) in crate::show::GPR_NAMES.iter().zip(r.raw.gpr.iter()) {
+        gpr.insert((*name).to_string(), x(v.get()));
+    }
+    json!({
+        "arch": r.raw.arch.get(),
+        "xfeatures": x(r.raw.xfeatures.get()),
+        "gpr": gpr,
+        "fxsave": hex(&r.raw.fxsave),
+        "xsave": hex(r.xsave),
+    })
+}
+
+/// The JSON document of an image. Without `with_pages`, data runs carry no data.
+pub fn to_json(img: &Image<'_>, with_pages: bool) -> Value {
+    let mut doc = Map::new();
+    doc.insert("schema".into(), SCHEMA.into());
+    let mut body = Vec::new();
+    for r in img.records() {
+        match r.record {
+            Record::Header(h) => {
+                doc.insert(
+                    "header".into(),
+                    json!({
+                        "version": [h.version_major.get(), h.version_minor.get()],
+                        "arch": h.arch.get(),
+                        "page_size": h.page_size.get(),
+                        "crid": h.crid.get(),
+                        "parent_crid": h.parent_crid.get(),
+                        "parent_digest": x(h.parent_digest.get()),
+                        "created_ns": h.created_ns.get(),
+                        "diff_method": h.diff_method.get(),
+                        "producer": padded_value(&h.producer),
+                    }),
+                );
+            }
+            Record::Task(t) => {
+                doc.insert(
+                    "task".into(),
+                    json!({
+                        "pid": t.pid.get(), "tgid": t.tgid.get(), "ppid": t.ppid.get(),
+                        "pgid": t.pgid.get(), "sid": t.sid.get(),
+                        "state": char::from(t.state).to_string(),
+                        "exit_signal": t.exit_signal.get(), "personality": x(t.personality.get().into()),
+                        "uid": t.uid.map(|v| v.get()), "gid": t.gid.map(|v| v.get()),
+                        "sig_blocked": x(t.sig_blocked.get()), "sig_ignored": x(t.sig_ignored.get()),
+                        "sig_caught": x(t.sig_caught.get()), "sig_pending": x(t.sig_pending.get()),
+                        "sig_shared_pending": x(t.sig_shared_pending.get()),
+                        "cap_inheritable": x(t.cap_inheritable.get()),
+                        "cap_permitted": x(t.cap_permitted.get()),
+                        "cap_effective": x(t.cap_effective.get()),
+                        "comm": padded_value(&t.comm),
+                        "umask": x(t.umask.get().into()),
+                    }),
+                );
+            }
+            Record::Regs(r) => {
+                doc.insert("regs".into(), regs_json(&r));
+            }
+            Record::Mm(m) => {
+                let f = m.raw;
+                doc.insert(
+                    "mm".into(),
+                    json!({
+                        "start_code": x(f.start_code.get()), "end_code": x(f.end_code.get()),
+                        "start_data": x(f.start_data.get()), "end_data": x(f.end_data.get()),
+                        "start_brk": x(f.start_brk.get()), "brk": x(f.brk.get()),
+                        "start_stack": x(f.start_stack.get()),
+                        "arg_start": x(f.arg_start.get()), "arg_end": x(f.arg_end.get()),
+                        "env_start": x(f.env_start.get()), "env_end": x(f.env_end.get()),
+                        "auxv": m.auxv.iter().map(|e| json!([e.key.get(), x(e.value.get())])).collect::<Vec<_>>(),
+                        "exe": bytes_value(m.exe),
+                    }),
+                );
+            }
+            Record::Vma(v) => {
+                let w = v.raw;
+                body.push(json!({ "vma": {
+                    "start": x(w.start.get()), "end": x(w.end.get()),
+                    "prot": w.prot.get(), "flags": w.flags.get(), "kind": w.kind.get(),
+                    "offset": x(w.offset.get()), "dev": [w.dev_major.get(), w.dev_minor.get()],
+                    "inode": w.inode.get(), "file_size": w.file_size.get(),
+                    "file_mtime_ns": w.file_mtime_ns.get(),
+                    "path": bytes_value(v.path),
+                }}));
+            }
+            Record::Pages(p) => {
+                let runs: Vec<Value> = p
+                    .iter()
+                    .map(|r| {
+                        let kind = match r.kind {
+                            RunKind::Data => "data",
+                            RunKind::Zero => "zero",
+                            RunKind::Parent => "parent",
+                        };
+                        json!({ "addr": x(r.addr), "pages": r.pages, "kind": kind })
+                    })
+                    .collect();
+                let mut o = Map::new();
+                o.insert("runs".into(), runs.into());
+                o.insert("data_offset".into(), x(p.data_offset));
+                o.insert("data_len".into(), p.data_len().into());
+                if with_pages {
+                    o.insert("data".into(), hex(p.data.unwrap_or(&[])).into());
+                }
+                body.push(json!({ "pages": o }));
+            }
+            Record::Unknown(u) => {
+                body.push(json!({ "unknown": { "kind": u.kind, "payload": hex(u.payload) } }));
+            }
+            Record::Tail(t) => {
+                doc.insert(
+                    "tail".into(),
+                    json!({
+                        "records": t.record_count.get(),
+                        "image_len": t.image_len.get(),
+                        "digest": x(t.digest.get()),
+                    }),
+                );
+            }
+        }
+    }
+    doc.insert("body".into(), body.into());
+    Value::Object(doc)
+}
+
+/// Field access with the path in the error.
+struct Obj<'a> {
+    v: &'a Map<String, Value>,
+    path: String,
+}
+
+impl<'a> Obj<'a> {
+    fn new(v: &'a Value, path: &str) -> Result<Self, String> {
+        v.as_object()
+            .map(|v| Obj {
+                v,
+                path: path.to_string(),
+            })
+            .ok_or_else(|| format!("{path}: expected an object"))
+    }
+    fn get(&self, k: &str) -> Result<&'a Value, String> {
+        self.v
+            .get(k)
+            .ok_or_else(|| format!("{}.{k}: missing", self.path))
+    }
+    fn obj(&self, k: &str) -> Result<Obj<'a>, String> {
+        Obj::new(self.get(k)?, &format!("{}.{k}", self.path))
+    }
+    fn u64(&self, k: &str) -> Result<u64, String> {
+        int(self.get(k)?, &format!("{}.{k}", self.path))
+    }
+    fn n<T: TryFrom<u64>>(&self, k: &str) -> Result<T, String> {
+        T::try_from(self.u64(k)?).map_err(|_| format!("{}.{k}: out of range", self.path))
+    }
+    fn bytes(&self, k: &str) -> Result<Vec<u8>, String> {
+        bytes(self.get(k)?, &format!("{}.{k}", self.path))
+    }
+    fn hex(&self, k: &str) -> Result<Vec<u8>, String> {
+        let p = format!("{}.{k}", self.path);
+        unhex(
+            self.get(k)?
+                .as_str()
+                .ok_or_else(|| format!("{p}: expected a hex string"))?,
+            &p,
+        )
+    }
+    fn arr(&self, k: &str) -> Result<&'a Vec<Value>, String> {
+        self.get(k)?
+            .as_array()
+            .ok_or_else(|| format!("{}.{k}: expected an array", self.path))
+    }
+}
+
+fn int(v: &Value, path: &str) -> Result<u64, String> {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| format!("{path}: expected an unsigned integer")),
+        Value::String(s) => {
+            let r = match s.strip_prefix("0x") {
+                Some(h) => u64::from_str_radix(h, 16),
+                None => s.parse(),
+            };
+            r.map_err(|_| format!("{path}: expected an integer, found {s:?}"))
+        }
+        _ => Err(format!("{path}: expected an integer")),
+    }
+}
+
+fn bytes(v: &Value, path: &str) -> Result<Vec<u8>, String> {
+    match v {
+        Value::String(s) => Ok(s.as_bytes().to_vec()),
+        Value::Object(o) => match o.get("hex").and_then(Value::as_str) {
+            Some(h) => unhex(h, path),
+            None => Err(format!("{path}: expected a string or {{\"hex\": ...}}")),
+        },
+        _ => Err(format!("{path}: expected a string")),
+    }
+}
+
+fn padded<const N: usize>(v: &Value, path: &str) -> Result<[u8; N], String> {
+    let b = bytes(v, path)?;
+    let mut out = [0u8; N];
+    if b.len() > N || b.contains(&0) {
+        return Err(format!("{path}: at most {N} bytes, no NUL"));
+    }
+    out[..b.len()].copy_from_slice(&b);
+    Ok(out)
+}
+
+fn ints<const N: usize, T: TryFrom<u64> + Copy + Default>(
+    v: &Value,
+    path: &str,
+) -> Result<[T; N], String> {
+    let a = v
+        .as_array()
+        .filter(|a| a.len() == N)
+        .ok_or_else(|| format!("{path}: expected {N} integers"))?;
+    let mut out = [T::default(); N];
+    for (i, (o, e)) in out.iter_mut().zip(a).enumerate() {
+        *o = T::try_from(int(e, &format!("{path}[{i}]"))?)
+            .map_err(|_| format!("{path}[{i}]: out of range"))?;
+    }
+    Ok(out)
+}
+
+/// Reads a `cr-image/1` document into an image's owned form.
+pub fn from_json(doc: &Value) -> Result<ImageRepr, String> {
+    let d = Obj::new(doc, "$")?;
+    match d.get("schema")?.as_str() {
+        Some(SCHEMA) => {}
+        s => return Err(format!("$.schema: expected {SCHEMA:?}, found {s:?}")),
+    }
+    let h = d.obj("header")?;
+    let version: [u16; 2] = ints(h.get("version")?, "$.header.version")?;
+    if version[0] != raw::VERSION_MAJOR {
+        return Err(format!("$.header.version: major {} is not 1", version[0]));
+    }
+    let header = HeaderRepr {
+        version_minor: version[1],
+        arch: h.n("arch")?,
+        page_size: h.n("page_size")?,
+        crid: h.u64("crid")?,
+        parent_crid: h.u64("parent_crid")?,
+        parent_digest: h.u64("parent_digest")?,
+        created_ns: h.u64("created_ns")?,
+        diff_method: h.n("diff_method")?,
+        producer: padded(h.get("producer")?, "$.header.producer")?,
+    };
+    let t = d.obj("task")?;
+    let state = t.bytes("state")?;
+    let task = TaskRepr {
+        pid: t.n("pid")?,
+        tgid: t.n("tgid")?,
+        ppid: t.n("ppid")?,
+        pgid: t.n("pgid")?,
+        sid: t.n("sid")?,
+        state: match state.as_slice() {
+            [c] => *c,
+            _ => return Err("$.task.state: expected one letter".into()),
+        },
+        exit_signal: t.n("exit_signal")?,
+        personality: t.n("personality")?,
+        uid: ints(t.get("uid")?, "$.task.uid")?,
+        gid: ints(t.get("gid")?, "$.task.gid")?,
+        sig_blocked: t.u64("sig_blocked")?,
+        sig_ignored: t.u64("sig_ignored")?,
+        sig_caught: t.u64("sig_caught")?,
+        sig_pending: t.u64("sig_pending")?,
+        sig_shared_pending: t.u64("sig_shared_pending")?,
+        cap_inheritable: t.u64("cap_inheritable")?,
+        cap_permitted: t.u64("cap_permitted")?,
+        cap_effective: t.u64("cap_effective")?,
+        comm: padded(t.get("comm")?, "$.task.comm")?,
+        umask: t.n("umask")?,
+    };
+    let r = d.obj("regs")?;
+    let g = r.obj("gpr")?;
+    let mut gpr = [0u64; X86_64_GPR_COUNT];
+    for (v, name) in gpr.iter_mut().zip(crate::show::GPR_NAMES) {
+        *v = g.u64(name)?;
+    }
+    let fx = r.hex("fxsave")?;
+    let fxsave: [u8; FXSAVE_LEN] = fx
+        .try_into()
+        .map_err(|_| format!("$.regs.fxsave: expected {FXSAVE_LEN} bytes"))?;
+    let regs = RegsRepr {
+        arch: r.n("arch")?,
+        xfeatures: r.u64("xfeatures")?,
+        gpr,
+        fxsave,
+        xsave: r.hex("xsave")?,
+    };
+    let m = d.obj("mm")?;
+    let mut auxv = Vec::new();
+    for (i, e) in m.arr("auxv")?.iter().enumerate() {
+        let [k, v]: [u64; 2] = ints(e, &format!("$.mm.auxv[{i}]"))?;
+        auxv.push((k, v));
+    }
+    let mm = MmRepr {
+        start_code: m.u64("start_code")?,
+        end_code: m.u64("end_code")?,
+        start_data: m.u64("start_data")?,
+        end_data: m.u64("end_data")?,
+        start_brk: m.u64("start_brk")?,
+        brk: m.u64("brk")?,
+        start_stack: m.u64("start_stack")?,
+        arg_start: m.u64("arg_start")?,
+        arg_end: m.u64("arg_end")?,
+        env_start: m.u64("env_start")?,
+        env_end: m.u64("env_end")?,
+        auxv,
+        exe: m.bytes("exe")?,
+    };
+    let mut body = Vec::new();
+    for (i, b) in d.arr("body")?.iter().enumerate() {
+        let p = format!("$.body[{i}]");
+        let o = Obj::new(b, &p)?;
+        if let Ok(v) = o.obj("vma") {
+            let dev: [u32; 2] = ints(v.get("dev")?, &format!("{p}.vma.dev"))?;
+            body.push(BodyRepr::Vma(VmaRepr {
+                start: v.u64("start")?,
+                end: v.u64("end")?,
+                offset: v.u64("offset")?,
+                inode: v.u64("inode")?,
+                file_size: v.u64("file_size")?,
+                file_mtime_ns: v.u64("file_mtime_ns")?,
+                dev_major: dev[0],
+                dev_minor: dev[1],
+                prot: v.n("prot")?,
+                flags: v.n("flags")?,
+                kind: v.n("kind")?,
+                path: v.bytes("path")?,
+            }));
+        } else if let Ok(pg) = o.obj("pages") {
+            let mut runs = Vec::new();
+            for (j, r) in pg.arr("runs")?.iter().enumerate() {
+                let ro = Obj::new(r, &format!("{p}.pages.runs[{j}]"))?;
+                let kind = match ro.get("kind")?.as_str() {
+                    Some("data") => RunKind::Data,
+                    Some("zero") => RunKind::Zero,
+                    Some("parent") => RunKind::Parent,
+                    _ => {
+                        return Err(format!(
+                            "{}.kind: expected \"data\", \"zero\" or \"parent\"",
+                            ro.path
+                        ))
+                    }
+                };
+                runs.push(RunRepr {
+                    addr: ro.u64("addr")?,
+                    pages: ro.n("pages")?,
+                    kind,
+                });
+            }
+            let data = match pg.v.get("data") {
+                Some(_) => pg.hex("data")?,
+                None if runs.iter().all(|r| r.kind != RunKind::Data) => Vec::new(),
+                None => {
+                    return Err(format!(
+                    "{p}.pages.data: missing: the JSON must come from `show --json --with-pages`"
+                ))
+                }
+            };
+            body.push(BodyRepr::Pages(PagesRepr { runs, data }));
+        } else if let Ok(u) = o.obj("unknown") {
+            body.push(BodyRepr::Unknown {
+                kind: u.n("kind")?,
+                payload: u.hex("payload")?,
+            });
+        } else {
+            return Err(format!(
+                "{p}: expected {{\"vma\"}}, {{\"pages\"}} or {{\"unknown\"}}"
+            ));
+        }
+    }
+    Ok(ImageRepr {
+        header,
+        task,
+        regs,
+        mm,
+        body,
+    })
+}

@@ -1,0 +1,329 @@
+//! The inspection verbs on vectors and on images of real processes: show --json and encode
+//! round trips, verify (files, stdin, chains, damage), extract, diff, and ELF cores opened by a
+//! real gdb.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cr_tests::{program, Target, TempDir};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
+
+fn vectors(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../spec/vectors")
+        .join(kind);
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "bin"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn run(args: &[&str]) -> Output {
+    let crid = std::env::temp_dir().join(format!("cr-test-crid-inspect-{}", std::process::id()));
+    Command::new(BIN)
+        .args(args)
+        .env("CR_CRID_FILE", crid)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "cr-dump failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn encode_roundtrip(img: &Path, dir: &Path) {
+    let json = ok(&run(&[
+        "show",
+        "--json",
+        "--with-pages",
+        img.to_str().unwrap(),
+    ]));
+    let jpath = dir.join("img.json");
+    std::fs::write(&jpath, json).unwrap();
+    let back = dir.join("back.img");
+    ok(&run(&[
+        "encode",
+        jpath.to_str().unwrap(),
+        "-o",
+        back.to_str().unwrap(),
+    ]));
+    assert!(
+        std::fs::read(img).unwrap() == std::fs::read(&back).unwrap(),
+        "{}: encode(show --json) differs",
+        img.display()
+    );
+}
+
+#[test]
+fn show_json_then_encode_gives_back_every_valid_vector() {
+    let dir = TempDir::new("encode");
+    for v in vectors("valid") {
+        encode_roundtrip(&v, dir.path());
+    }
+}
+
+#[test]
+fn encode_without_page_data_is_refused_with_the_reason() {
+    let dir = TempDir::new("encode-nodata");
+    let v = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors/valid/full.bin");
+    let json = ok(&run(&["show", "--json", v.to_str().unwrap()]));
+    let j = dir.path().join("x.json");
+    std::fs::write(&j, json).unwrap();
+    let out = run(&[
+        "encode",
+        j.to_str().unwrap(),
+        "-o",
+        dir.path().join("x.img").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--with-pages"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.path().join("x.img").exists());
+}
+
+#[test]
+fn verify_accepts_valid_and_rejects_invalid_vectors_with_offset() {
+    for v in vectors("valid") {
+        ok(&run(&["verify", v.to_str().unwrap()]));
+    }
+    for v in vectors("invalid") {
+        let out = run(&["verify", v.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{}", v.display());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("offset 0x"), "{}: {err}", v.display());
+        // The same error the library reports, through the streaming reader.
+        let want = std::fs::read_to_string(v.with_extension("err")).unwrap();
+        assert!(
+            err.contains(want.trim()),
+            "{}: {err} vs {want}",
+            v.display()
+        );
+    }
+    // From stdin.
+    let v = &vectors("valid")[0];
+    let mut c = Command::new(BIN)
+        .args(["verify", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(v).unwrap())
+        .unwrap();
+    assert!(c.wait_with_output().unwrap().status.success());
+}
+
+fn chain_dir() -> TempDir {
+    let dir = TempDir::new("chain");
+    for i in 1..=3 {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../spec/vectors/valid/chain-{i}.bin"));
+        std::fs::copy(src, dir.path().join(format!("sample.img.{i}"))).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn verify_chain_checks_links_and_finds_missing_parents() {
+    let dir = chain_dir();
+    let top = dir.path().join("sample.img.3");
+    let out = ok(&run(&[
+        "verify",
+        "--chain",
+        "--json",
+        top.to_str().unwrap(),
+    ]));
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["images"].as_array().unwrap().len(), 3);
+    assert_eq!(j["parent_pages_checked"], 4);
+    std::fs::remove_file(dir.path().join("sample.img.1")).unwrap();
+    let out = run(&["verify", "--chain", top.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CRID 1 is missing"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Another image under the parent's name.
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors/valid/no-vmas.bin"),
+        dir.path().join("sample.img.1"),
+    )
+    .unwrap();
+    let out = run(&["verify", "--chain", top.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("wrong parent: expected CRID 1, found CRID 9"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn extract_resolves_through_the_chain() {
+    let dir = chain_dir();
+    let top = dir.path().join("sample.img.3");
+    // Heap page 0 is data in image 3: byte j is j ^ 0 ^ 3.
+    let out = run(&[
+        "extract",
+        top.to_str().unwrap(),
+        "--addr",
+        "0x600000",
+        "--len",
+        "16",
+    ]);
+    let b = out.stdout;
+    assert!(out.status.success());
+    assert_eq!(b, (0..16u8).map(|j| j ^ 3).collect::<Vec<_>>());
+    // Pages 6..8 are "parent" twice, then zero in image 1.
+    let out = run(&[
+        "extract",
+        top.to_str().unwrap(),
+        "--addr",
+        "6299648",
+        "--len",
+        "8192",
+    ]);
+    assert!(out.status.success() && out.stdout == vec![0; 8192]);
+    // Hex view and an unmapped address.
+    let hex = ok(&run(&[
+        "extract",
+        top.to_str().unwrap(),
+        "--addr",
+        "0x600000",
+        "--len",
+        "0x20",
+        "--hex",
+    ]));
+    assert!(hex.starts_with("0000000000600000  03 02 01 00"), "{hex}");
+    let out = run(&[
+        "extract",
+        top.to_str().unwrap(),
+        "--addr",
+        "0x10",
+        "--len",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0x10"));
+}
+
+#[test]
+fn diff_reports_pages_and_fields() {
+    let dir = chain_dir();
+    let (a, b) = (
+        dir.path().join("sample.img.1"),
+        dir.path().join("sample.img.3"),
+    );
+    let out = ok(&run(&[
+        "diff",
+        "--json",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]));
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // Data pages carry the CRID in their pattern: heap pages 0-1 and the text and stack pages.
+    let pages: Vec<String> = j["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["start"].as_str().unwrap().to_string())
+        .collect();
+    assert!(pages.contains(&"0x600000".to_string()), "{pages:?}");
+    assert!(j["added"].as_array().unwrap().is_empty());
+    let same = ok(&run(&["diff", a.to_str().unwrap(), a.to_str().unwrap()]));
+    assert!(same.contains("0 page range(s) differ"), "{same}");
+}
+
+fn gdb_available() -> bool {
+    Command::new("gdb")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn core_and_gdb(bin: &Path) {
+    let dir = TempDir::new("core");
+    let t = Target::spawn(bin, &[]);
+    let pid = t.pid().to_string();
+    let j: serde_json::Value = serde_json::from_str(&ok(&run(&[
+        "checkpoint",
+        "--pid",
+        &pid,
+        "-o",
+        dir.path().to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    let img = j["image"].as_str().unwrap().to_string();
+    let core = dir.path().join("core");
+    ok(&run(&["core", &img, "-o", core.to_str().unwrap()]));
+    encode_roundtrip(Path::new(&img), dir.path());
+    let out = Command::new("gdb")
+        .args([
+            "-batch",
+            "-nx",
+            "-ex",
+            "bt",
+            "-ex",
+            "print global_answer",
+            "-ex",
+            "frame 0",
+            "-ex",
+            "print local_value",
+            "-ex",
+            "print marker",
+        ])
+        .arg(bin)
+        .arg(&core)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    for want in ["inner_loop", "outer", "main", "= 42", "= 778", "= 1"] {
+        assert!(text.contains(want), "gdb output lacks {want:?}:\n{text}");
+    }
+}
+
+#[test]
+fn gdb_opens_the_core_of_a_pie_program() {
+    if !gdb_available() {
+        panic!("gdb is needed (.ci/run installs it)");
+    }
+    core_and_gdb(&program("gdb_target"));
+}
+
+#[test]
+fn gdb_opens_the_core_of_a_non_pie_program() {
+    if !gdb_available() {
+        panic!("gdb is needed (.ci/run installs it)");
+    }
+    let dir = TempDir::new("nopie");
+    let bin = dir.path().join("gdb_target_nopie");
+    let src = cr_tests::programs_dir().join("gdb_target.c");
+    let st = Command::new("gcc")
+        .args(["-O0", "-g", "-no-pie", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    core_and_gdb(&bin);
+}
