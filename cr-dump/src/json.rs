@@ -80,10 +80,41 @@ fn regs_json(r: &cr_format::read::Regs<'_>) -> Value {
 
 /// The JSON document of an image. Without `with_pages`, data runs carry no data.
 pub fn to_json(img: &Image<'_>, with_pages: bool) -> Value {
-    let mut doc = Map::new();
-    doc.insert("schema".into(), SCHEMA.into());
-    let mut body = Vec::new();
+    let mut b = JsonBuilder::new(with_pages);
     for r in img.records() {
+        b.record(&r);
+    }
+    b.finish()
+}
+
+/// Builds the JSON document record by record (so a streamed image needs no second pass).
+pub struct JsonBuilder {
+    doc: Map<String, Value>,
+    body: Vec<Value>,
+    with_pages: bool,
+}
+
+impl JsonBuilder {
+    /// An empty document; `with_pages` includes page data (records must then carry it).
+    pub fn new(with_pages: bool) -> Self {
+        let mut doc = Map::new();
+        doc.insert("schema".into(), SCHEMA.into());
+        JsonBuilder {
+            doc,
+            body: Vec::new(),
+            with_pages,
+        }
+    }
+
+    /// The document.
+    pub fn finish(mut self) -> Value {
+        self.doc.insert("body".into(), self.body.into());
+        Value::Object(self.doc)
+    }
+
+    /// Takes in one record.
+    pub fn record(&mut self, r: &cr_format::read::Parsed<'_>) {
+        let (doc, body, with_pages) = (&mut self.doc, &mut self.body, self.with_pages);
         match r.record {
             Record::Header(h) => {
                 doc.insert(
@@ -187,8 +218,6 @@ pub fn to_json(img: &Image<'_>, with_pages: bool) -> Value {
             }
         }
     }
-    doc.insert("body".into(), body.into());
-    Value::Object(doc)
 }
 
 /// Field access with the path in the error.

@@ -137,7 +137,7 @@ in DIR and the task is left running, untraced.
 
 By default the capture is lazy: memory is copied into a pre-faulted buffer, the task resumes \
 at once (the downtime is the copy only), then the image is written. --direct streams the \
-image while the task stays stopped, with bounded memory (a few 4 MiB buffers).
+image while the task stays stopped, with bounded memory (a few 1 MiB buffers).
 
 With `-- CMD ARGS...`, cr-dump starts CMD (stdin from /dev/null, its stdout sent to cr-dump's \
 stderr), waits --after seconds, checkpoints it, then kills it: the command was started only to \
@@ -267,29 +267,44 @@ fn show_cmd(
     json: bool,
     with_pages: bool,
 ) -> Result<(), Fail> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| Fail::Run(format!("opening {}: {e}", path.display())))?;
-    let map = sys::FileMap::new(&file)
-        .map_err(|e| Fail::Run(format!("mapping {}: {e}", path.display())))?;
-    let parse = if with_pages {
-        cr_format::read::Image::parse
+    let text = if with_pages {
+        // Page data wanted: map the file and check everything, data CRCs included.
+        let file = std::fs::File::open(path)
+            .map_err(|e| Fail::Run(format!("opening {}: {e}", path.display())))?;
+        let map = sys::FileMap::new(&file)
+            .map_err(|e| Fail::Run(format!("mapping {}: {e}", path.display())))?;
+        let img = cr_format::read::Image::parse(map.bytes())
+            .map_err(|e| Fail::Run(format!("{}: {e}", path.display())))?;
+        pretty(&cr_dump::json::to_json(&img, true))?
+    } else if json {
+        // Metadata only, streamed: page data is skipped by seeking.
+        let f = std::fs::File::open(path)
+            .map_err(|e| Fail::Run(format!("opening {}: {e}", path.display())))?;
+        let opts = cr_format::read::Options { verify_data: false };
+        let mut rd = cr_format::read::StreamReader::new_seekable(f, opts)
+            .map_err(|e| Fail::Run(format!("reading {}: {e}", path.display())))?;
+        let mut b = cr_dump::json::JsonBuilder::new(false);
+        if let Err(e) = rd.for_each(|r| b.record(r)) {
+            return Err(cr_dump::inspect::image_error(path, e, rd.record_kind()).into());
+        }
+        pretty(&b.finish())?
     } else {
-        cr_format::read::Image::parse_metadata
-    };
-    let img = parse(map.bytes()).map_err(|e| Fail::Run(format!("{}: {e}", path.display())))?;
-    let text = if json {
-        let mut s = serde_json::to_string_pretty(&cr_dump::json::to_json(&img, with_pages))
-            .map_err(|e| Fail::Run(format!("JSON: {e}")))?;
-        s.push('\n');
-        s
-    } else if verbose {
-        show::render(&img) + "\n" + &show::render_records(&img)
-    } else {
-        show::render(&img)
+        let s = show::Shown::read(path)?;
+        if verbose {
+            show::render(&s) + "\n" + &show::render_records(&s)
+        } else {
+            show::render(&s)
+        }
     };
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     Ok(())
+}
+
+fn pretty(v: &serde_json::Value) -> Result<String, Fail> {
+    let mut s = serde_json::to_string_pretty(v).map_err(|e| Fail::Run(format!("JSON: {e}")))?;
+    s.push('\n');
+    Ok(s)
 }
 
 fn encode_cmd(input: &std::path::Path, output: &std::path::Path) -> Result<(), Fail> {
@@ -318,10 +333,7 @@ fn verify_cmd(path: &std::path::Path, chain: bool, json: bool) -> Result<(), Fai
                 "--chain needs an image file (its parents are found beside it)".into(),
             ));
         }
-        let r = cr_dump::inspect::verify_stream(
-            std::io::BufReader::with_capacity(1 << 20, std::io::stdin().lock()),
-            "-",
-        )?;
+        let r = cr_dump::inspect::verify_stream(std::io::stdin().lock(), "-")?;
         cr_dump::inspect::Report {
             images: vec![r],
             parent_pages_checked: 0,

@@ -2,7 +2,7 @@
 //! VMA table with page counts per VMA). Reads through `cr_format::read::Image::parse_metadata`.
 
 use cr_format::raw;
-use cr_format::read::{Image, Record, RunKind};
+use cr_format::read::{Image, Parsed, Record, RunKind};
 use std::fmt::Write as _;
 
 /// Register names in `NT_PRSTATUS` order.
@@ -65,10 +65,103 @@ pub struct Counts {
     pub parent: u64,
 }
 
-/// Renders `img` as text.
-pub fn render(img: &Image<'_>) -> String {
+/// What `show` prints, gathered in one pass over the records: metadata only, so an image is read
+/// with time and memory that do not grow with its page data.
+#[derive(Clone, Debug, Default)]
+pub struct Shown {
+    header: Option<raw::Header>,
+    tail: Option<raw::Tail>,
+    task: Option<raw::Task>,
+    regs: Option<(raw::RegsX86_64, usize)>,
+    mm: Option<(raw::Mm, usize, Vec<u8>)>,
+    vmas: Vec<(raw::Vma, Vec<u8>, Counts)>,
+    /// One line per record, for `show -v`.
+    records: Vec<String>,
+}
+
+impl Shown {
+    /// Takes in one record.
+    pub fn record(&mut self, r: &Parsed<'_>) {
+        let kind = match r.kind() {
+            cr_format::read::RecordKind::Unknown(k) => format!("#{k}"),
+            k => format!("{k:?}"),
+        };
+        let mut what = String::new();
+        match r.record {
+            Record::Header(h) => self.header = Some(*h),
+            Record::Task(t) => self.task = Some(*t),
+            Record::Regs(x) => self.regs = Some((*x.raw, x.xsave.len())),
+            Record::Mm(m) => self.mm = Some((*m.raw, m.auxv.len(), m.exe.to_vec())),
+            Record::Vma(v) => {
+                what = format!("{:#x}-{:#x}", v.start(), v.end());
+                self.vmas.push((*v.raw, v.path.to_vec(), Counts::default()));
+            }
+            Record::Pages(p) => {
+                what = format!(
+                    "{} run(s), {} bytes of data at {:#x}",
+                    p.runs.len(),
+                    p.data_len(),
+                    p.data_offset
+                );
+                if let Some((_, _, c)) = self.vmas.last_mut() {
+                    for run in p.iter() {
+                        let n = u64::from(run.pages);
+                        match run.kind {
+                            RunKind::Data => c.data += n,
+                            RunKind::Zero => c.zero += n,
+                            RunKind::Parent => c.parent += n,
+                        }
+                    }
+                }
+            }
+            Record::Unknown(_) => what = "skipped (not critical)".to_string(),
+            Record::Tail(t) => self.tail = Some(*t),
+        }
+        self.records.push(format!(
+            "  {:#12x}  {:>5}  {:<8} {:>10}  {:#010x}  {what}",
+            r.offset,
+            r.header.index.get(),
+            kind,
+            r.header.len.get(),
+            r.header.crc.get()
+        ));
+    }
+
+    /// Gathers a validated in-memory image.
+    pub fn from_image(img: &Image<'_>) -> Shown {
+        let mut s = Shown::default();
+        for r in img.records() {
+            s.record(&r);
+        }
+        s
+    }
+
+    /// Reads the image file at `path`: every record is checked, page data is skipped by
+    /// seeking (its CRCs are `verify`'s job).
+    pub fn read(path: &std::path::Path) -> crate::Result<Shown> {
+        let f = std::fs::File::open(path)
+            .map_err(|e| crate::Error::io(format!("opening {}", path.display()), e))?;
+        let opts = cr_format::read::Options { verify_data: false };
+        let mut rd = cr_format::read::StreamReader::new_seekable(f, opts)
+            .map_err(|e| crate::Error::io(format!("reading {}", path.display()), e))?;
+        let mut s = Shown::default();
+        if let Err(e) = rd.for_each(|r| s.record(r)) {
+            if let Some(io) = rd.io_error() {
+                return Err(crate::Error::Other(format!(
+                    "{}: read error: {io}",
+                    path.display()
+                )));
+            }
+            return Err(crate::inspect::image_error(path, e, rd.record_kind()));
+        }
+        Ok(s)
+    }
+}
+
+/// Renders an image as text.
+pub fn render(s: &Shown) -> String {
     let mut o = String::new();
-    let h = img.header();
+    let Some(h) = &s.header else { return o };
     let _ = writeln!(o, "image");
     let _ = writeln!(o, "  crid          {}", h.crid.get());
     let _ = writeln!(o, "  parent        {}", h.parent_crid.get());
@@ -87,9 +180,17 @@ pub fn render(img: &Image<'_>) -> String {
     let ns = h.created_ns.get();
     let _ = writeln!(o, "  created       {}", utc(ns));
     let _ = writeln!(o, "  producer      {}", text(&h.producer));
-    let _ = writeln!(o, "  length        {} bytes", img.tail().image_len.get());
-    let _ = writeln!(o, "  digest        {:016x}", img.digest());
-    if let Some(t) = img.task() {
+    let _ = writeln!(
+        o,
+        "  length        {} bytes",
+        s.tail.map_or(0, |t| t.image_len.get())
+    );
+    let _ = writeln!(
+        o,
+        "  digest        {:016x}",
+        s.tail.map_or(0, |t| t.digest.get())
+    );
+    if let Some(t) = &s.task {
         let _ = writeln!(o, "task");
         let _ = writeln!(
             o,
@@ -119,24 +220,27 @@ pub fn render(img: &Image<'_>) -> String {
         let _ = writeln!(o, "  exit signal   {}", t.exit_signal.get());
         let _ = writeln!(o, "  personality   {:#x}", t.personality.get());
     }
-    if let Some(r) = img.regs() {
+    if let Some((r, xsave_len)) = &s.regs {
         let _ = writeln!(o, "registers");
         for (i, chunk) in GPR_NAMES.chunks(3).enumerate() {
             let mut line = String::from(" ");
             for (j, name) in chunk.iter().enumerate() {
-                let _ = write!(line, " {name:>8} {:016x}", r.gpr(i * 3 + j));
+                let _ = write!(
+                    line,
+                    " {name:>8} {:016x}",
+                    r.gpr.get(i * 3 + j).map_or(0, |g| g.get())
+                );
             }
             let _ = writeln!(o, "{line}");
         }
         let _ = writeln!(
             o,
             "  xsave         {} bytes, xfeatures {:#x}",
-            r.xsave.len(),
-            r.raw.xfeatures.get()
+            xsave_len,
+            r.xfeatures.get()
         );
     }
-    if let Some(m) = img.mm() {
-        let r = m.raw;
+    if let Some((r, auxv, exe)) = &s.mm {
         let _ = writeln!(o, "mm");
         let _ = writeln!(
             o,
@@ -169,8 +273,8 @@ pub fn render(img: &Image<'_>) -> String {
             r.env_start.get(),
             r.env_end.get()
         );
-        let _ = writeln!(o, "  auxv          {} entries", m.auxv.len());
-        let _ = writeln!(o, "  exe           {}", String::from_utf8_lossy(m.exe));
+        let _ = writeln!(o, "  auxv          {} entries", auxv);
+        let _ = writeln!(o, "  exe           {}", String::from_utf8_lossy(exe));
     }
     let _ = writeln!(o, "vmas");
     let _ = writeln!(
@@ -179,8 +283,7 @@ pub fn render(img: &Image<'_>) -> String {
         "range", "perm", "kind", "offset", "data", "zero", "parent"
     );
     let mut total = Counts::default();
-    for (v, c) in vma_counts(img) {
-        let r = v.raw;
+    for (r, path, c) in &s.vmas {
         let p = r.prot.get();
         let perm = format!(
             "{}{}{}{}",
@@ -193,17 +296,17 @@ pub fn render(img: &Image<'_>) -> String {
                 'p'
             },
         );
-        let path = match v.kind() {
-            raw::VMA_FILE => String::from_utf8_lossy(v.path).into_owned(),
+        let path = match r.kind.get() {
+            raw::VMA_FILE => String::from_utf8_lossy(path).into_owned(),
             raw::VMA_ANON => String::new(),
             k => format!("[{}]", vma_kind_name(k)),
         };
         let _ = writeln!(
             o,
             "  {:016x}-{:016x} {perm} {:<8} {:>8x} {:>8} {:>8} {:>8}  {path}",
-            v.start(),
-            v.end(),
-            vma_kind_name(v.kind()),
+            r.start.get(),
+            r.end.get(),
+            vma_kind_name(r.kind.get()),
             r.offset.get(),
             c.data,
             c.zero,
@@ -221,63 +324,16 @@ pub fn render(img: &Image<'_>) -> String {
     o
 }
 
-/// Each VMA with its page counts.
-pub fn vma_counts<'a>(img: &Image<'a>) -> Vec<(cr_format::read::Vma<'a>, Counts)> {
-    let mut out: Vec<(cr_format::read::Vma<'a>, Counts)> = Vec::new();
-    for r in img.records() {
-        match r.record {
-            Record::Vma(v) => out.push((v, Counts::default())),
-            Record::Pages(p) => {
-                if let Some((_, c)) = out.last_mut() {
-                    for run in p.iter() {
-                        let n = u64::from(run.pages);
-                        match run.kind {
-                            RunKind::Data => c.data += n,
-                            RunKind::Zero => c.zero += n,
-                            RunKind::Parent => c.parent += n,
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
 /// Every record with its byte offset, kind, payload length and CRC (`show -v`).
-pub fn render_records(img: &Image<'_>) -> String {
+pub fn render_records(s: &Shown) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
         "records\n  {:>12}  {:>5}  {:<8} {:>10}  {:>10}  what",
         "offset", "index", "kind", "length", "crc"
     );
-    for r in img.records() {
-        let kind = match r.kind() {
-            cr_format::read::RecordKind::Unknown(k) => format!("#{k}"),
-            k => format!("{k:?}"),
-        };
-        let what = match r.record {
-            Record::Vma(v) => format!("{:#x}-{:#x}", v.start(), v.end()),
-            Record::Pages(p) => format!(
-                "{} run(s), {} bytes of data at {:#x}",
-                p.runs.len(),
-                p.data_len(),
-                p.data_offset
-            ),
-            Record::Unknown(_) => "skipped (not critical)".to_string(),
-            _ => String::new(),
-        };
-        let _ = writeln!(
-            o,
-            "  {:#12x}  {:>5}  {:<8} {:>10}  {:#010x}  {what}",
-            r.offset,
-            r.header.index.get(),
-            kind,
-            r.header.len.get(),
-            r.header.crc.get()
-        );
+    for l in &s.records {
+        let _ = writeln!(o, "{l}");
     }
     o
 }

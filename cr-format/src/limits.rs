@@ -15,8 +15,9 @@ pub const MAX_AUXV: u32 = 128;
 pub const MAX_XSAVE_LEN: u32 = 16384;
 /// Most runs in one Pages record.
 pub const MAX_RUNS_PER_RECORD: u32 = 1024;
-/// Most page data in one Pages record, bytes (4 MiB).
-pub const MAX_DATA_PER_RECORD: u32 = 4 << 20;
+/// Most page data in one Pages record, bytes (1 MiB): a record fits in a core's L2 cache, so a
+/// streaming reader checks each one's CRCs while its bytes are still cached.
+pub const MAX_DATA_PER_RECORD: u32 = 1 << 20;
 /// Longest payload of any record, bytes: a full Pages record (header, run table, alignment pad,
 /// data) fits, and so does every other record. A streaming reader never buffers more than this
 /// plus a record header.

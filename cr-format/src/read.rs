@@ -1208,9 +1208,13 @@ impl Parser {
         let (checked, data_area) = payload
             .split_at_checked(to_usize(checked_len))
             .unwrap_or((payload, &[]));
-        let mut crc = record_crc_start(&h);
-        crc.update(checked);
-        let computed = crc.finalize();
+        let computed = if self.trusted {
+            h.crc.get()
+        } else {
+            let mut crc = record_crc_start(&h);
+            crc.update(checked);
+            crc.finalize()
+        };
         if computed != h.crc.get() {
             return Err(self.v.err(ErrorKind::BadCrc {
                 stored: h.crc.get(),
@@ -1286,6 +1290,8 @@ impl Parser {
                 let (runs, pad) =
                     <[PageRun]>::ref_from_prefix_with_elems(rest, n).map_err(|_| short(()))?;
                 let payload_len = u64::from(h.len.get());
+                // A trusted re-walk has checked the padding already: it need not touch it.
+                let pad = if self.trusted { &[][..] } else { pad };
                 self.v.check_pages(x, runs, pad, payload_len)?;
                 let data_offset = self.v.payload_off().saturating_add(len);
                 let data = if self.trusted {
@@ -1566,12 +1572,42 @@ mod stream {
     pub struct StreamReader<R> {
         inner: R,
         parser: Parser,
+        /// Grows to the largest record seen, zero-filled once; `start..end` is unconsumed input.
         buf: Vec<u8>,
-        /// Start of unconsumed bytes in `buf`.
         start: usize,
+        end: usize,
         eof: bool,
         /// The I/O error that stopped the reader, if any.
         io_error: Option<io::Error>,
+        /// For seekable inputs: how to skip bytes, and how many are left in the input.
+        skip: Option<SkipBySeek<R>>,
+    }
+
+    struct SkipBySeek<R> {
+        seek: fn(&mut R, u64) -> io::Result<()>,
+        /// Bytes of the input not yet read (buffered bytes excluded).
+        left: u64,
+    }
+
+    impl<R: Read + io::Seek> StreamReader<R> {
+        /// A reader over a seekable input (a file): with `verify_data == false` it seeks over
+        /// page data instead of reading it, so metadata is read with time and memory that do
+        /// not grow with the data. Reports the same errors as [`StreamReader::new`].
+        pub fn new_seekable(mut inner: R, opts: Options) -> io::Result<Self> {
+            let pos = inner.stream_position()?;
+            let end = inner.seek(io::SeekFrom::End(0))?;
+            inner.seek(io::SeekFrom::Start(pos))?;
+            let mut s = Self::new(inner, opts);
+            s.skip = Some(SkipBySeek {
+                seek: |r, n| {
+                    let n = i64::try_from(n)
+                        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+                    r.seek(io::SeekFrom::Current(n)).map(|_| ())
+                },
+                left: end.saturating_sub(pos),
+            });
+            Ok(s)
+        }
     }
 
     impl<R: Read> StreamReader<R> {
@@ -1582,8 +1618,10 @@ mod stream {
                 parser: Parser::new(opts),
                 buf: Vec::new(),
                 start: 0,
+                end: 0,
                 eof: false,
                 io_error: None,
+                skip: None,
             }
         }
 
@@ -1602,19 +1640,19 @@ mod stream {
             let mut skip: u64 = 0;
             loop {
                 // Drop consumed bytes and skip data areas not kept.
-                let avail = self.buf.len().saturating_sub(self.start);
+                let avail = self.end.saturating_sub(self.start);
                 if skip > 0 {
                     let s = to_usize(skip).min(avail);
                     self.start = self.start.saturating_add(s);
                     skip = skip.saturating_sub(to_u64(s));
                     if skip > 0 {
                         self.start = 0;
-                        self.buf.clear();
+                        self.end = 0;
                         self.discard(skip)?;
                         skip = 0;
                     }
                 }
-                let rest = self.buf.get(self.start..).unwrap_or(&[]);
+                let rest = self.buf.get(self.start..self.end).unwrap_or(&[]);
                 match self.parser.parse(rest, self.eof)? {
                     Chunk::End => return Ok(()),
                     Chunk::NeedMoreData(n) => self.fill(to_usize(n))?,
@@ -1634,29 +1672,41 @@ mod stream {
             Error::new(self.parser.offset(), ErrorKind::Io)
         }
 
-        /// Reads until `n` unconsumed bytes are buffered or the input ends.
+        /// Reads until `n` unconsumed bytes are buffered or the input ends. Bytes are read
+        /// straight into the buffer, which is zeroed only when it grows: one copy per byte.
         fn fill(&mut self, n: usize) -> Result<()> {
             if self.start > 0 {
-                self.buf.drain(..self.start);
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end = self.end.saturating_sub(self.start);
                 self.start = 0;
             }
-            while self.buf.len() < n && !self.eof {
-                let old = self.buf.len();
-                // Grow with what arrives (doubling from 64 KiB), never past what the parser
-                // asked for: a header claiming a huge record costs nothing until its bytes come.
-                let want = old.saturating_mul(2).max(64 * 1024).min(n);
-                self.buf.resize(want, 0);
+            while self.end < n && !self.eof {
+                if self.end == self.buf.len() {
+                    // Grow with what arrives (doubling from 64 KiB), never past what the parser
+                    // asked for: a header claiming a huge record costs nothing until its bytes
+                    // come.
+                    let want = self.buf.len().saturating_mul(2).max(64 * 1024).min(n);
+                    self.buf.resize(want, 0);
+                }
+                // Read what was asked for plus at most 64 KiB: small records come in batches, and
+                // what is left over after a record (moved to the front) stays small.
+                let limit = n
+                    .max(self.end.saturating_add(64 * 1024))
+                    .min(self.buf.len());
                 let got = loop {
-                    match self.inner.read(self.buf.get_mut(old..).unwrap_or(&mut [])) {
+                    match self
+                        .inner
+                        .read(self.buf.get_mut(self.end..limit).unwrap_or(&mut []))
+                    {
                         Ok(k) => break k,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            self.buf.truncate(old);
-                            return Err(self.io_err(e));
-                        }
+                        Err(e) => return Err(self.io_err(e)),
                     }
                 };
-                self.buf.truncate(old.saturating_add(got));
+                self.end = self.end.saturating_add(got).min(self.buf.len());
+                if let Some(s) = &mut self.skip {
+                    s.left = s.left.saturating_sub(to_u64(got));
+                }
                 if got == 0 {
                     self.eof = true;
                 }
@@ -1666,6 +1716,24 @@ mod stream {
 
         /// Reads and drops `n` bytes (a data area not checked).
         fn discard(&mut self, n: u64) -> Result<()> {
+            if let Some(s) = &mut self.skip {
+                // Seek if the bytes are there; else fail exactly as reading would have.
+                let k = n.min(s.left);
+                let seek = s.seek;
+                s.left = s.left.saturating_sub(k);
+                if let Err(e) = seek(&mut self.inner, k) {
+                    return Err(self.io_err(e));
+                }
+                if k == n {
+                    return Ok(());
+                }
+                self.eof = true;
+                let short = n.saturating_sub(k);
+                return Err(Error::new(
+                    self.parser.offset().saturating_sub(short),
+                    ErrorKind::Truncated { needed: short },
+                ));
+            }
             match io::copy(&mut (&mut self.inner).take(n), &mut io::sink()) {
                 Ok(k) if k == n => Ok(()),
                 Ok(k) => {

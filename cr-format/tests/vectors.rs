@@ -174,6 +174,16 @@ fn stream_reader_agrees_with_slice_reader_on_every_vector() {
             Options { verify_data: false },
         ] {
             let want = slice(&bytes, opts);
+            // Seekable input: page data skipped by seeking when not verified.
+            let mut lines = vec![];
+            let mut s = StreamReader::new_seekable(std::io::Cursor::new(&bytes), opts).unwrap();
+            let res = s.for_each(|p| lines.push(describe_record(p)));
+            assert_eq!(
+                (lines, res.err()),
+                want,
+                "{} seekable {opts:?}",
+                v.display()
+            );
             for chunk in [1, 7, 64, 4096, 1 << 20] {
                 assert_eq!(
                     stream(&bytes, chunk, opts),
