@@ -93,6 +93,8 @@ pub struct Report {
     pub images: Vec<ImageReport>,
     /// Parent references resolved through the chain (with `--chain`).
     pub parent_pages_checked: u64,
+    /// Every problem found (with `--all`; without it the first one is an error instead).
+    pub problems: Vec<String>,
 }
 
 /// One verified image.
@@ -116,70 +118,105 @@ pub struct ImageReport {
 
 /// Streams one image through every check with bounded memory (one record at a time).
 pub fn verify_stream(r: impl Read, name: &str) -> Result<ImageReport> {
+    let (rep, errors) = check_stream(r, name, false);
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(rep),
+    }
+}
+
+/// Streams one image through every check; with `all`, goes on past a failed record (see
+/// `Parser::resync`) and returns every problem found, else stops at the first.
+pub fn check_stream(r: impl Read, name: &str, all: bool) -> (ImageReport, Vec<Error>) {
     let mut rep = ImageReport {
         path: name.to_string(),
         ..Default::default()
     };
+    let mut errors = Vec::new();
     let mut s = StreamReader::new(r, Options::default());
-    let res = s.for_each(|p| match p.record {
-        Record::Header(h) => {
-            rep.crid = h.crid.get();
-            rep.parent_crid = h.parent_crid.get();
-        }
-        Record::Pages(pg) => {
-            for run in pg.iter() {
-                let i = match run.kind {
-                    RunKind::Data => 0,
-                    RunKind::Zero => 1,
-                    RunKind::Parent => 2,
-                };
-                rep.pages[i] += u64::from(run.pages);
+    loop {
+        let res = s.for_each(|p| match p.record {
+            Record::Header(h) => {
+                rep.crid = h.crid.get();
+                rep.parent_crid = h.parent_crid.get();
             }
-        }
-        Record::Tail(t) => {
-            rep.records = t.record_count.get();
-            rep.bytes = t.image_len.get();
-            rep.digest = format!("{:#018x}", t.digest.get());
-        }
-        _ => {}
-    });
-    if let Err(e) = res {
+            Record::Pages(pg) => {
+                for run in pg.iter() {
+                    let i = match run.kind {
+                        RunKind::Data => 0,
+                        RunKind::Zero => 1,
+                        RunKind::Parent => 2,
+                    };
+                    rep.pages[i] += u64::from(run.pages);
+                }
+            }
+            Record::Tail(t) => {
+                rep.records = t.record_count.get();
+                rep.bytes = t.image_len.get();
+                rep.digest = format!("{:#018x}", t.digest.get());
+            }
+            _ => {}
+        });
+        let Err(e) = res else { break };
         if let Some(io) = s.io_error() {
-            return Err(Error::Other(format!("{name}: read error: {io}")));
+            errors.push(Error::Other(format!("{name}: read error: {io}")));
+            break;
         }
-        return Err(image_error(Path::new(name), e, s.record_kind()));
+        errors.push(image_error(Path::new(name), e, s.record_kind()));
+        if !all || !s.resync() {
+            break;
+        }
     }
-    Ok(rep)
+    (rep, errors)
 }
 
 /// Verifies an image file; with `chain`, also its ancestors (found beside it), every link, and
-/// every "parent" page's resolution.
-pub fn verify(path: &Path, chain: bool) -> Result<Report> {
+/// every "parent" page's resolution. With `all`, every problem goes into `Report::problems`
+/// instead of ending the check at the first.
+pub fn verify(path: &Path, chain: bool, all: bool) -> Result<Report> {
     let open = |p: &Path| File::open(p).map_err(|e| Error::io(format!("open {}", p.display()), e));
     let mut report = Report::default();
-    report.images.push(verify_stream(
-        std::io::BufReader::with_capacity(1 << 20, open(path)?),
-        &path.display().to_string(),
-    )?);
+    let check = |report: &mut Report, p: &Path| -> Result<()> {
+        // The stream reader buffers itself (one record at a time): no BufReader, no extra copy.
+        let (rep, errors) = check_stream(open(p)?, &p.display().to_string(), all);
+        report.images.push(rep);
+        let mut errors = errors.into_iter();
+        if !all {
+            return errors.next().map_or(Ok(()), Err);
+        }
+        report.problems.extend(errors.map(|e| e.to_string()));
+        Ok(())
+    };
+    check(&mut report, path)?;
     if !chain {
         return Ok(report);
     }
-    let maps = load_chain(path)?;
+    let maps = match load_chain(path) {
+        Ok(m) => m,
+        Err(e) if all => {
+            report.problems.push(e.to_string());
+            return Ok(report);
+        }
+        Err(e) => return Err(e),
+    };
     for m in maps.iter().skip(1) {
-        report.images.push(verify_stream(
-            std::io::BufReader::with_capacity(1 << 20, open(&m.path)?),
-            &m.path.display().to_string(),
-        )?);
+        check(&mut report, &m.path)?;
     }
-    let images = maps
-        .iter()
-        .map(|m| Image::parse_metadata(m.bytes()).map_err(|e| image_error(&m.path, e, None)))
-        .collect::<Result<Vec<_>>>()?;
-    let c = Chain::new(&images).map_err(|e| image_error(&path_of(&maps, &e), e, None))?;
-    let idx = ChainIndex::new(&c);
-    report.parent_pages_checked = idx
-        .check_parent_refs()
-        .map_err(|e| image_error(path, e, None))?;
+    let linked = (|| {
+        let images = maps
+            .iter()
+            .map(|m| Image::parse_metadata(m.bytes()).map_err(|e| image_error(&m.path, e, None)))
+            .collect::<Result<Vec<_>>>()?;
+        let c = Chain::new(&images).map_err(|e| image_error(&path_of(&maps, &e), e, None))?;
+        ChainIndex::new(&c)
+            .check_parent_refs()
+            .map_err(|e| image_error(path, e, None))
+    })();
+    match linked {
+        Ok(n) => report.parent_pages_checked = n,
+        Err(e) if all => report.problems.push(e.to_string()),
+        Err(e) => return Err(e),
+    }
     Ok(report)
 }
 

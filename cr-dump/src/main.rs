@@ -69,6 +69,9 @@ enum Cmd {
         /// Also verify the chain of parent images found beside it.
         #[arg(long)]
         chain: bool,
+        /// Go on after a problem and list every one (later ones may follow from earlier ones).
+        #[arg(long)]
+        all: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -214,7 +217,12 @@ fn main() -> ExitCode {
             with_pages,
         } => show_cmd(&image, verbose, json, with_pages),
         Cmd::Encode { json, output } => encode_cmd(&json, &output),
-        Cmd::Verify { image, chain, json } => verify_cmd(&image, chain, json),
+        Cmd::Verify {
+            image,
+            chain,
+            all,
+            json,
+        } => verify_cmd(&image, chain, all, json),
         Cmd::Extract {
             image,
             addr,
@@ -326,27 +334,32 @@ fn encode_cmd(input: &std::path::Path, output: &std::path::Path) -> Result<(), F
     Ok(())
 }
 
-fn verify_cmd(path: &std::path::Path, chain: bool, json: bool) -> Result<(), Fail> {
+fn verify_cmd(path: &std::path::Path, chain: bool, all: bool, json: bool) -> Result<(), Fail> {
     let report = if path.as_os_str() == "-" {
         if chain {
             return Err(Fail::Usage(
                 "--chain needs an image file (its parents are found beside it)".into(),
             ));
         }
-        let r = cr_dump::inspect::verify_stream(std::io::stdin().lock(), "-")?;
+        let (r, errors) = cr_dump::inspect::check_stream(std::io::stdin().lock(), "-", all);
+        let mut problems: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        if !all && !problems.is_empty() {
+            return Err(Fail::Run(problems.remove(0)));
+        }
         cr_dump::inspect::Report {
             images: vec![r],
             parent_pages_checked: 0,
+            problems,
         }
     } else {
-        cr_dump::inspect::verify(path, chain)?
+        cr_dump::inspect::verify(path, chain, all)?
     };
     if json {
         println!(
             "{}",
             serde_json::to_string(&report).map_err(|e| Fail::Run(format!("JSON: {e}")))?
         );
-    } else {
+    } else if report.problems.is_empty() {
         for i in &report.images {
             println!(
                 "ok  {}  CRID {} parent {}  {} records, {} bytes, digest {}  pages: {} data, {} zero, {} in parent",
@@ -361,7 +374,16 @@ fn verify_cmd(path: &std::path::Path, chain: bool, json: bool) -> Result<(), Fai
             );
         }
     }
-    Ok(())
+    if report.problems.is_empty() {
+        return Ok(());
+    }
+    for p in &report.problems {
+        eprintln!("cr-dump: problem: {p}");
+    }
+    Err(Fail::Run(format!(
+        "{} problem(s) found",
+        report.problems.len()
+    )))
 }
 
 fn extract_cmd(

@@ -327,3 +327,41 @@ fn gdb_opens_the_core_of_a_non_pie_program() {
     assert!(st.success());
     core_and_gdb(&bin);
 }
+
+#[test]
+fn verify_all_lists_every_damaged_record() {
+    let dir = TempDir::new("verify-all");
+    let mut b =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors/valid/full.bin"))
+            .unwrap();
+    b[0x80] ^= 1; // Task payload
+    b[0x2010] ^= 1; // heap Vma payload: its Pages are then checked without the VMA
+    b[0x6010] ^= 1; // stack data page
+    let p = dir.path().join("damaged.img.1");
+    std::fs::write(&p, &b).unwrap();
+    let out = run(&["verify", "--all", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let problems: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("cr-dump: problem:"))
+        .collect();
+    assert_eq!(problems.len(), 3, "{err}");
+    assert!(
+        problems[0].contains("offset 0x70: record CRC mismatch") && problems[0].contains("Task"),
+        "{err}"
+    );
+    assert!(
+        problems[1].contains("offset 0x2000: record CRC mismatch") && problems[1].contains("Vma"),
+        "{err}"
+    );
+    assert!(
+        problems[2].contains("offset 0x6000: page data CRC mismatch"),
+        "{err}"
+    );
+    assert!(err.contains("3 problem(s) found"), "{err}");
+    // Without --all: the first one only.
+    let out = run(&["verify", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}

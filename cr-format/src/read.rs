@@ -89,6 +89,9 @@ pub(crate) struct Validator {
     pub(crate) vmas: u32,
     /// Range of the VMA that Pages records now describe.
     pub(crate) vma: Option<(u64, u64)>,
+    /// After a failed Vma that `Parser::resync` stepped over: its Pages are checked for their
+    /// CRCs but not against a VMA.
+    pub(crate) orphan: bool,
     pub(crate) last_vma_end: u64,
     /// The next run must start at or above this address.
     pub(crate) run_floor: u64,
@@ -106,6 +109,7 @@ impl Default for Validator {
             incremental: false,
             vmas: 0,
             vma: None,
+            orphan: false,
             last_vma_end: 0,
             run_floor: 0,
             digest: DIGEST_CRC.digest(),
@@ -185,7 +189,7 @@ impl Validator {
             Stage::Body => {
                 matches!(kind, KIND_VMA | KIND_TAIL)
                     || !known
-                    || (kind == KIND_PAGES && self.vma.is_some())
+                    || (kind == KIND_PAGES && (self.vma.is_some() || self.orphan))
             }
             Stage::Done => false,
         };
@@ -613,6 +617,7 @@ impl Validator {
         }
         check_path(path_and_pad, p, at.saturating_add(72), "vma path")?;
         self.vmas = self.vmas.saturating_add(1);
+        self.orphan = false;
         self.vma = Some((start, end));
         self.last_vma_end = end;
         self.run_floor = start;
@@ -628,7 +633,9 @@ impl Validator {
         payload_len: u64,
     ) -> Result<u64> {
         let at = self.payload_off();
-        let (vstart, vend) = self.vma.unwrap_or((0, 0));
+        let (vstart, vend) = self
+            .vma
+            .unwrap_or(if self.orphan { (0, u64::MAX) } else { (0, 0) });
         if p._reserved0.get() != 0 {
             return Err(bad(
                 at.saturating_add(12),
@@ -1080,6 +1087,8 @@ pub struct Parser {
     trusted: bool,
     /// Kind of the record being read (for error reports).
     kind: Option<u16>,
+    /// Header of the record being read, once read (for `resync`).
+    current: Option<RecordHeader>,
     failed: Option<Error>,
 }
 
@@ -1097,6 +1106,7 @@ impl Parser {
             opts,
             trusted: false,
             kind: None,
+            current: None,
             failed: None,
         }
     }
@@ -1104,6 +1114,45 @@ impl Parser {
     /// Byte offset of the next record.
     pub fn offset(&self) -> u64 {
         self.v.offset
+    }
+
+    /// After an error inside a record whose header could be read, moves past that record so
+    /// that the records after it are checked too (`verify --all`); returns how many bytes the
+    /// record spans from [`Parser::offset`] as it was, or `None` if parsing cannot go on (an
+    /// error in the Header record or in a record header, truncation, data after the tail).
+    ///
+    /// The record stepped over counts as present for the order rules; Pages records after a
+    /// failed Vma are checked for their CRCs but not against a VMA. Errors found after a resync
+    /// may be consequences of the first one.
+    pub fn resync(&mut self) -> Option<u64> {
+        let e = self.failed?;
+        if matches!(
+            e.kind,
+            ErrorKind::Truncated { .. } | ErrorKind::TrailingData | ErrorKind::Io
+        ) {
+            return None;
+        }
+        let h = self.current.take()?;
+        let len = h.len.get();
+        if len > MAX_PAYLOAD_LEN || len % 8 != 0 {
+            return None;
+        }
+        match (self.v.stage, h.kind.get()) {
+            (Stage::Header | Stage::Done, _) => return None,
+            (Stage::Task, KIND_TASK) => self.v.stage = Stage::Regs,
+            (Stage::Regs, KIND_REGS) => self.v.stage = Stage::Mm,
+            (Stage::Mm, KIND_MM) => self.v.stage = Stage::Body,
+            (Stage::Body, KIND_VMA) => {
+                self.v.vma = None;
+                self.v.orphan = true;
+                self.v.vmas = self.v.vmas.saturating_add(1);
+            }
+            (Stage::Body, KIND_TAIL) => self.v.stage = Stage::Done,
+            _ => {}
+        }
+        self.v.advance(&h);
+        self.failed = None;
+        Some(REC_HDR.saturating_add(len.into()))
     }
 
     /// Kind of the record read last, or being read when an error happened (`None` before the
@@ -1171,6 +1220,7 @@ impl Parser {
         let (h, payload) = RecordHeader::read_from_prefix(data)
             .map_err(|_| Error::new(self.v.offset, ErrorKind::Truncated { needed: REC_HDR }))?;
         self.kind = Some(h.kind.get());
+        self.current = Some(h);
         self.v.check_record_header(&h)?;
         let (kind, len) = (h.kind.get(), u64::from(h.len.get()));
         let full = REC_HDR.saturating_add(len);
@@ -1628,6 +1678,25 @@ mod stream {
         /// Kind of the record read last, or being read when an error happened.
         pub fn record_kind(&self) -> Option<RecordKind> {
             self.parser.record_kind()
+        }
+
+        /// After [`StreamReader::for_each`] failed inside a record, steps over that record (see
+        /// [`Parser::resync`]) so that `for_each` can go on with the next; false if it cannot.
+        pub fn resync(&mut self) -> bool {
+            let Some(len) = self.parser.resync() else {
+                return false;
+            };
+            let avail = to_u64(self.end.saturating_sub(self.start));
+            let take = len.min(avail);
+            self.start = self.start.saturating_add(to_usize(take));
+            if len > take {
+                self.start = 0;
+                self.end = 0;
+                if self.discard(len.saturating_sub(take)).is_err() {
+                    return false;
+                }
+            }
+            true
         }
 
         /// The I/O error that ended reading, if that is what happened ([`ErrorKind::Io`]).
