@@ -247,7 +247,11 @@ fn resync_steps_over_damage_and_always_ends() {
                     }
                 }
             }
-            assert!(errors >= 1, "{}: damage at {i:#x} went unnoticed", v.display());
+            assert!(
+                errors >= 1,
+                "{}: damage at {i:#x} went unnoticed",
+                v.display()
+            );
             b[i] ^= 0x40;
         }
     }
