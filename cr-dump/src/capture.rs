@@ -64,6 +64,10 @@ pub struct Stats {
     pub data_pages: u64,
     /// Present pages found all zero.
     pub zero_pages: u64,
+    /// Pages found unchanged since the parent image (incremental checkpoints; 0 otherwise).
+    pub parent_pages: u64,
+    /// VMAs whose pages came from write-protect dirty tracking (incremental checkpoints).
+    pub tracked_vmas: u64,
     /// VMAs recorded.
     pub vmas: u64,
 }
@@ -311,6 +315,9 @@ impl Frozen {
                 // for good after the detach.
                 sys::kill(pid, libc::SIGSTOP).map_err(|e| gone_or(pid, e, "kill(SIGSTOP)"))?;
                 sys::ptrace_detach(pid, 0).map_err(|e| gone_or(pid, e, "PTRACE_DETACH"))?;
+                // The stop happens when the task next runs: wait for it (briefly), so that the
+                // task is stopped by the time the caller is told so.
+                wait_stopped(pid, Duration::from_secs(2));
             }
             After::Kill => {
                 sys::kill(pid, libc::SIGKILL).map_err(|e| gone_or(pid, e, "kill(SIGKILL)"))?;
@@ -318,6 +325,21 @@ impl Frozen {
             }
         }
         Ok(self.since.elapsed())
+    }
+}
+
+/// Polls `/proc/PID/stat` until the task is in a stop (`T`), it is gone, or `limit` passes.
+fn wait_stopped(pid: i32, limit: Duration) {
+    let t = std::time::Instant::now();
+    while t.elapsed() < limit {
+        let stopped = procfs::read(pid, "stat")
+            .ok()
+            .and_then(|b| procfs::parse_stat(&String::from_utf8_lossy(&b)).ok())
+            .is_none_or(|s| s.state == b'T');
+        if stopped {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
@@ -352,6 +374,17 @@ pub struct VmaRec {
 }
 
 impl VmaRec {
+    /// Private writable anonymous memory (anonymous, heap, stack) that is stored page by page:
+    /// what dirty tracking covers.
+    pub fn trackable(&self) -> bool {
+        self.policy() == Policy::Present
+            && self.vma.prot.get() & raw::PROT_WRITE != 0
+            && matches!(
+                self.vma.kind.get(),
+                raw::VMA_ANON | raw::VMA_HEAP | raw::VMA_STACK
+            )
+    }
+
     fn policy(&self) -> Policy {
         match (self.policy_store, self.anon_only) {
             (false, _) => Policy::Skip,
@@ -969,6 +1002,22 @@ pub struct SnapVma {
     pub vma: VmaRec,
     /// Its Pages records.
     pub records: Vec<RecordPlan>,
+    /// For a VMA under dirty tracking: what the scan found (only its written pages were
+    /// copied into `records`).
+    pub tracked: Option<crate::tracking::Scan>,
+}
+
+/// A dirty tracker, called while the task is frozen.
+pub trait Tracker {
+    /// Before the copy: for each VMA, the scan of a tracked one (then only its written pages
+    /// are copied), or `None` (captured in full).
+    fn scan(&mut self, pid: i32, vmas: &[VmaRec]) -> Result<Vec<Option<crate::tracking::Scan>>>;
+    /// After the scan, before the copy, still frozen: (re)arm tracking for what comes next.
+    fn arm(&mut self, pid: i32, vmas: &[VmaRec]) -> Result<()>;
+    /// Whether [`Tracker::scan`] will give scans (then far less than everything is copied).
+    fn usable(&self) -> bool {
+        false
+    }
 }
 
 /// A checkpoint held in memory: everything needed to write its image.
@@ -1037,7 +1086,22 @@ pub(crate) fn capture_lazy(
     let started = Instant::now();
     let pid = ins.pid;
     let frozen = freeze(pid)?;
-    capture_frozen(ins, crid, opts, buf, frozen, started).map_err(|e| frozen_err(pid, e))
+    capture_frozen(ins, crid, opts, buf, frozen, started, None).map_err(|e| frozen_err(pid, e))
+}
+
+/// [`capture_lazy`] with a dirty tracker.
+pub(crate) fn capture_lazy_tracked(
+    ins: &Inspection,
+    crid: u64,
+    opts: &Options,
+    buf: sys::MapBuf,
+    tracker: &mut dyn Tracker,
+) -> Result<Snapshot> {
+    let started = Instant::now();
+    let pid = ins.pid;
+    let frozen = freeze(pid)?;
+    capture_frozen(ins, crid, opts, buf, frozen, started, Some(tracker))
+        .map_err(|e| frozen_err(pid, e))
 }
 
 fn capture_frozen(
@@ -1047,6 +1111,7 @@ fn capture_frozen(
     mut buf: sys::MapBuf,
     frozen: Frozen,
     started: Instant,
+    mut tracker: Option<&mut dyn Tracker>,
 ) -> Result<Snapshot> {
     let pid = ins.pid;
     let ps = sys::page_size();
@@ -1057,13 +1122,30 @@ fn capture_frozen(
     let (meta, vmas) = read_frozen(ins, crid, page_size)?;
     let mut per_vma: Vec<Vec<Range>> = Vec::with_capacity(vmas.len());
     let mut total_pages = 0u64;
-    for v in &vmas {
+    let mut scans = match tracker.as_mut() {
+        Some(t) => t.scan(pid, &vmas)?,
+        None => Vec::new(),
+    };
+    // Arm before the copy: creating the userfaultfd runs one instruction of the task, and the
+    // kernel may write to its memory on that way back to user mode (rseq's cpu id): the copy
+    // must come after. Writes from then on are tracked.
+    if let Some(t) = tracker.as_mut() {
+        t.arm(pid, &vmas)?;
+    }
+    scans.resize(vmas.len(), None);
+    for (v, sc) in vmas.iter().zip(&scans) {
         let mut rs = Vec::new();
-        for_each_range(pid, &pagemap, v, ps64, u64::MAX, |r| {
-            total_pages += r.1;
-            rs.push(r);
-            Ok(())
-        })?;
+        match sc {
+            Some(sc) => {
+                total_pages += sc.written.iter().map(|r| r.1).sum::<u64>();
+                rs.extend_from_slice(&sc.written);
+            }
+            None => for_each_range(pid, &pagemap, v, ps64, u64::MAX, |r| {
+                total_pages += r.1;
+                rs.push(r);
+                Ok(())
+            })?,
+        }
         per_vma.push(rs);
     }
     let need = usize::try_from(total_pages * ps64).unwrap_or(usize::MAX);
@@ -1081,7 +1163,7 @@ fn capture_frozen(
     let mut snap_vmas = Vec::with_capacity(vmas.len());
     let mut src = 0usize;
     let mut dst = 0usize;
-    for (v, rs) in vmas.into_iter().zip(per_vma) {
+    for ((v, rs), tracked) in vmas.into_iter().zip(per_vma).zip(scans) {
         let bytes: usize = rs.iter().map(|r| (r.1 * ps64) as usize).sum();
         // Move this VMA's pages down to the end of the data kept so far, then plan in place.
         if src != dst && bytes > 0 {
@@ -1091,7 +1173,11 @@ fn capture_frozen(
         let end = plan_records(&rs, &mut buf, dst, ps, &mut records, &mut stats);
         src += bytes;
         dst = end;
-        snap_vmas.push(SnapVma { vma: v, records });
+        snap_vmas.push(SnapVma {
+            vma: v,
+            records,
+            tracked,
+        });
     }
     stats.capture = started.elapsed();
     Ok(Snapshot {
@@ -1268,6 +1354,465 @@ fn stream_frozen<W: Write>(
         summary,
         stats,
     })
+}
+
+/// Bounds of a pre-copy.
+#[derive(Clone, Copy, Debug)]
+pub struct PrecopyLimits {
+    /// Rounds of copying while the task runs (the first copies everything), at least 1.
+    pub max_rounds: u32,
+    /// Time for the rounds while the task runs.
+    pub max_time: Duration,
+}
+
+/// What a pre-copy did.
+#[derive(Clone, Debug, Default)]
+pub struct PrecopyReport {
+    /// Pages copied in each round while the task ran (round 0: everything present).
+    pub rounds: Vec<u64>,
+    /// Pages copied while frozen at the end.
+    pub final_pages: u64,
+    /// How long the task was stopped to arm the tracking at the start.
+    pub arm_downtime: Duration,
+}
+
+/// Pages copied while the task runs, each in a slot of a chunk.
+struct PageStore {
+    chunks: Vec<Vec<u8>>,
+    /// Slots used in the last chunk.
+    used: usize,
+    per_chunk: usize,
+    ps: usize,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+impl PageStore {
+    fn new(ps: usize) -> Self {
+        PageStore {
+            chunks: Vec::new(),
+            used: 0,
+            per_chunk: (64 << 20) / ps,
+            ps,
+        }
+    }
+
+    /// A new slot.
+    fn alloc(&mut self) -> u32 {
+        if self.chunks.is_empty() || self.used == self.per_chunk {
+            self.chunks.push(vec![0u8; self.per_chunk * self.ps]);
+            self.used = 0;
+        }
+        let s = (self.chunks.len() - 1) * self.per_chunk + self.used;
+        self.used += 1;
+        u32::try_from(s).unwrap_or(NO_SLOT)
+    }
+
+    fn page(&self, slot: u32) -> &[u8] {
+        let s = slot as usize;
+        let (c, i) = (s / self.per_chunk, s % self.per_chunk);
+        self.chunks
+            .get(c)
+            .and_then(|c| c.get(i * self.ps..(i + 1) * self.ps))
+            .unwrap_or(&[])
+    }
+
+    /// Copies the pages at `addr..addr + n pages` of the task into `slots` (allocated where
+    /// missing), batching pages whose slots follow each other.
+    fn copy(&mut self, pid: i32, mem: &File, addr: u64, slots: &mut [u32]) -> Result<()> {
+        for s in slots.iter_mut() {
+            if *s == NO_SLOT {
+                *s = self.alloc();
+            }
+        }
+        let ps = self.ps;
+        let mut i = 0;
+        while i < slots.len() {
+            let first = slots.get(i).copied().unwrap_or(NO_SLOT) as usize;
+            let (c, off) = (first / self.per_chunk, first % self.per_chunk);
+            let mut j = i + 1;
+            while j < slots.len()
+                && slots.get(j).copied().unwrap_or(NO_SLOT) as usize == first + (j - i)
+                && off + (j - i) < self.per_chunk
+            {
+                j += 1;
+            }
+            let n = j - i;
+            let dst = self
+                .chunks
+                .get_mut(c)
+                .and_then(|ch| ch.get_mut(off * ps..(off + n) * ps))
+                .ok_or_else(|| Error::Other("pre-copy store out of range".into()))?;
+            read_memory(
+                pid,
+                mem,
+                &[(addr + (i * ps) as u64, n as u64)],
+                ps as u64,
+                dst,
+            )?;
+            i = j;
+        }
+        Ok(())
+    }
+}
+
+/// What the final frozen step of a pre-copy gives: metadata, VMAs, the scan of each tracked
+/// VMA, the ranges copied in full of the others, the pages copied while frozen.
+type FinalCopy = (
+    Meta,
+    Vec<VmaRec>,
+    Vec<Option<crate::tracking::Scan>>,
+    Vec<Vec<Range>>,
+    u64,
+);
+
+/// A VMA being pre-copied: its bounds and a slot per page.
+struct PreVma {
+    start: u64,
+    end: u64,
+    slots: Vec<u32>,
+}
+
+/// Pre-copy: arm write-protect tracking (a short freeze), copy every present page of the
+/// task's private writable anonymous memory while it runs, then copy again, round after round,
+/// the pages written meanwhile, until the number stops shrinking or a bound is hit; then freeze,
+/// copy the last delta (and, in full, what tracking does not cover), resume. The snapshot is the
+/// task's state at that last freeze. Tracking stays armed with the snapshot as its baseline.
+pub(crate) fn capture_precopy(
+    ins: &Inspection,
+    crid: u64,
+    opts: &Options,
+    session: &mut crate::tracking::Session,
+    limits: PrecopyLimits,
+) -> Result<(Snapshot, PrecopyReport)> {
+    let started = Instant::now();
+    let pid = ins.pid;
+    let ps = sys::page_size();
+    let ps64 = ps as u64;
+    let page_size = u32::try_from(ps).unwrap_or(4096);
+    let mut rep = PrecopyReport::default();
+    session.want_arm();
+    // 1. Arm (frozen briefly).
+    let frozen = freeze(pid)?;
+    let armed = (|| -> Result<Vec<VmaRec>> {
+        let maps = procfs::parse_maps(&read_text(pid, "maps")?)?;
+        check_maps(pid, &maps)?;
+        let vmas: Vec<VmaRec> = maps.iter().map(|m| vma_rec(pid, m)).collect();
+        session.set_scanned(Vec::new());
+        session.arm(pid, &vmas)?;
+        Ok(vmas)
+    })()
+    .map_err(|e| frozen_err(pid, e))?;
+    rep.arm_downtime = frozen.release(After::Continue)?;
+    if !session.armed {
+        return Err(Error::Other(format!(
+            "pre-copy: write-protect tracking of pid {pid} could not be armed: {}",
+            session.notes.join("; ")
+        )));
+    }
+    // 2. Round 0: everything present in the tracked VMAs, while the task runs.
+    let pagemap = open_proc(pid, "pagemap")?;
+    let mem = open_proc(pid, "mem")?;
+    let mut store = PageStore::new(ps);
+    let mut pre: Vec<PreVma> = Vec::new();
+    let mut n0 = 0u64;
+    for v in armed.iter().filter(|v| v.trackable()) {
+        let (a, b) = (v.vma.start.get(), v.vma.end.get());
+        let mut pv = PreVma {
+            start: a,
+            end: b,
+            slots: vec![NO_SLOT; usize::try_from((b - a) / ps64).unwrap_or(0)],
+        };
+        let mut ranges = Vec::new();
+        for_each_range(pid, &pagemap, v, ps64, u64::MAX, |r| {
+            ranges.push(r);
+            Ok(())
+        })?;
+        for (ra, rn) in ranges {
+            let i = usize::try_from((ra - a) / ps64).unwrap_or(0);
+            let n = usize::try_from(rn).unwrap_or(0);
+            if let Some(sl) = pv.slots.get_mut(i..i + n) {
+                // Pages that went away meanwhile: no copy (copied at the end if still there).
+                if store.copy(pid, &mem, ra, sl).is_err() {
+                    sl.fill(NO_SLOT);
+                }
+            }
+            n0 += rn;
+        }
+        pre.push(pv);
+    }
+    rep.rounds.push(n0);
+    // 3. Rounds while the task runs: the pages written since the last one.
+    let registered = |pre: &[PreVma]| {
+        let r: Vec<(u64, u64)> = pre.iter().map(|p| (p.start, p.end)).collect();
+        crate::tracking::registered(pid, &pagemap, &r)
+    };
+    let copy_written = |store: &mut PageStore,
+                        pre: &mut [PreVma],
+                        reg: &[(u64, u64)],
+                        present: bool|
+     -> Result<(u64, Vec<Option<crate::tracking::Scan>>)> {
+        let mut n = 0u64;
+        let mut scans = Vec::with_capacity(pre.len());
+        for pv in pre.iter_mut() {
+            if !reg.contains(&(pv.start, pv.end)) {
+                scans.push(None);
+                continue;
+            }
+            let sc = crate::tracking::scan(pid, &pagemap, pv.start, pv.end, ps64, present)?;
+            for &(ra, rn) in &sc.written {
+                let i = usize::try_from((ra - pv.start) / ps64).unwrap_or(0);
+                let k = usize::try_from(rn).unwrap_or(0);
+                if let Some(sl) = pv.slots.get_mut(i..i + k) {
+                    store.copy(pid, &mem, ra, sl)?;
+                }
+                n += rn;
+            }
+            scans.push(Some(sc));
+        }
+        Ok((n, scans))
+    };
+    let t_rounds = Instant::now();
+    let mut last = n0;
+    while rep.rounds.len() < limits.max_rounds.max(1) as usize
+        && t_rounds.elapsed() < limits.max_time
+    {
+        let reg = registered(&pre)?;
+        let (n, _) = copy_written(&mut store, &mut pre, &reg, false).map_err(|e| {
+            if is_gone(pid) {
+                Error::TargetExited {
+                    pid,
+                    how: "gone during the pre-copy".into(),
+                }
+            } else {
+                e
+            }
+        })?;
+        rep.rounds.push(n);
+        if n == 0 || (n >= last && rep.rounds.len() > 2) {
+            break; // not shrinking any more
+        }
+        last = n;
+    }
+    // 4. Freeze, copy the last delta, resume.
+    let frozen = freeze(pid)?;
+    let fin = (|| -> Result<FinalCopy> {
+        let (meta, vmas) = read_frozen(ins, crid, page_size)?;
+        let reg = crate::tracking::registered(
+            pid,
+            &pagemap,
+            &vmas
+                .iter()
+                .filter(|v| v.trackable())
+                .map(|v| (v.vma.start.get(), v.vma.end.get()))
+                .collect::<Vec<_>>(),
+        )?;
+        // The pre-copied VMAs that are still there with the same bounds and registration.
+        let mut keep: Vec<PreVma> = Vec::new();
+        let mut which: Vec<Option<usize>> = vec![None; vmas.len()];
+        for (i, v) in vmas.iter().enumerate() {
+            let (a, b) = (v.vma.start.get(), v.vma.end.get());
+            if !v.trackable() || !reg.contains(&(a, b)) {
+                continue;
+            }
+            if let Some(k) = pre.iter().position(|p| p.start == a && p.end == b) {
+                which[i] = Some(keep.len());
+                keep.push(pre.swap_remove(k));
+            }
+        }
+        let (nf, scans_kept) = copy_written(&mut store, &mut keep, &reg, true)?;
+        // A page unchanged since a copy that failed (it went away meanwhile, and came back
+        // unwritten): copy it now.
+        let mut nlate = 0u64;
+        for (pv, sc) in keep.iter_mut().zip(&scans_kept) {
+            let Some(sc) = sc else { continue };
+            for &(ra, rn) in sc.unchanged.iter() {
+                for k in 0..rn {
+                    let a = ra + k * ps64;
+                    let i = usize::try_from((a - pv.start) / ps64).unwrap_or(0);
+                    if let Some(sl) = pv.slots.get_mut(i..i + 1) {
+                        if sl.first() == Some(&NO_SLOT) {
+                            store.copy(pid, &mem, a, sl)?;
+                            nlate += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let mut scans: Vec<Option<crate::tracking::Scan>> = vec![None; vmas.len()];
+        let mut scans_kept: Vec<Option<crate::tracking::Scan>> = scans_kept;
+        let mut scanned = vec![false; vmas.len()];
+        for (i, w) in which.iter().enumerate() {
+            if let Some(k) = *w {
+                if let Some(sc) = scans_kept.get_mut(k).and_then(Option::take) {
+                    scans[i] = Some(sc);
+                    scanned[i] = true;
+                }
+            }
+        }
+        // Everything else in full, now.
+        let mut full: Vec<Vec<Range>> = Vec::with_capacity(vmas.len());
+        let mut nfull = 0u64;
+        for (i, v) in vmas.iter().enumerate() {
+            let mut rs = Vec::new();
+            if scans[i].is_none() {
+                for_each_range(pid, &pagemap, v, ps64, u64::MAX, |r| {
+                    nfull += r.1;
+                    rs.push(r);
+                    Ok(())
+                })?;
+            }
+            full.push(rs);
+        }
+        let total: u64 = full.iter().flatten().map(|r| r.1).sum();
+        let mut direct = vec![0u8; usize::try_from(total * ps64).unwrap_or(0)];
+        let all: Vec<Range> = full.iter().flatten().copied().collect();
+        read_memory(pid, &mem, &all, ps64, &mut direct)?;
+        session.set_scanned(scanned);
+        session.arm(pid, &vmas)?;
+        pre = keep;
+        // Stash the directly copied bytes in the store, in order.
+        let mut slots_direct: Vec<u32> = Vec::new();
+        for p in direct.chunks_exact(ps) {
+            let s = store.alloc();
+            let sidx = s as usize;
+            let (c, o) = (sidx / store.per_chunk, sidx % store.per_chunk);
+            if let Some(d) = store
+                .chunks
+                .get_mut(c)
+                .and_then(|ch| ch.get_mut(o * ps..(o + 1) * ps))
+            {
+                d.copy_from_slice(p);
+            }
+            slots_direct.push(s);
+        }
+        // Give each full range its slots through a PreVma-like table later.
+        let mut it = slots_direct.into_iter();
+        for (i, rs) in full.iter().enumerate() {
+            if rs.is_empty() {
+                continue;
+            }
+            let v = &vmas[i];
+            let (a, b) = (v.vma.start.get(), v.vma.end.get());
+            let mut pv = PreVma {
+                start: a,
+                end: b,
+                slots: vec![NO_SLOT; usize::try_from((b - a) / ps64).unwrap_or(0)],
+            };
+            for &(ra, rn) in rs {
+                let i0 = usize::try_from((ra - a) / ps64).unwrap_or(0);
+                for k in 0..usize::try_from(rn).unwrap_or(0) {
+                    if let Some(sl) = pv.slots.get_mut(i0 + k) {
+                        *sl = it.next().unwrap_or(NO_SLOT);
+                    }
+                }
+            }
+            pre.push(pv);
+        }
+        Ok((meta, vmas, scans, full, nf + nfull + nlate))
+    })()
+    .map_err(|e| frozen_err(pid, e))?;
+    let downtime = frozen.release(opts.after)?;
+    let (meta, vmas, scans, full, nfinal) = fin;
+    rep.final_pages = nfinal;
+    // 5. Lay the pages out in address order and plan the records.
+    let mut order: Vec<Vec<Range>> = Vec::with_capacity(vmas.len());
+    let mut total = 0u64;
+    for i in 0..vmas.len() {
+        let mut rs: Vec<Range> = Vec::new();
+        let mut push = |a: u64, n: u64| match rs.last_mut() {
+            Some(l) if l.0 + l.1 * ps64 == a => l.1 += n,
+            _ => rs.push((a, n)),
+        };
+        match &scans[i] {
+            Some(sc) => {
+                let mut present: Vec<Range> = sc
+                    .written
+                    .iter()
+                    .chain(&sc.unchanged)
+                    .chain(&sc.zero)
+                    .copied()
+                    .collect();
+                present.sort_unstable();
+                for (a, n) in present {
+                    push(a, n);
+                }
+            }
+            None => {
+                for &(a, n) in &full[i] {
+                    push(a, n);
+                }
+            }
+        }
+        total += rs.iter().map(|r| r.1).sum::<u64>();
+        order.push(rs);
+    }
+    let mut buf = sys::MapBuf::new(usize::try_from(total * ps64).unwrap_or(0).max(ps))
+        .map_err(|e| Error::io("allocating the page buffer", e))?;
+    let mut stats = Stats {
+        downtime,
+        vmas: vmas.len() as u64,
+        ..Stats::default()
+    };
+    let mut snap_vmas = Vec::with_capacity(vmas.len());
+    let mut dst = 0usize;
+    for (i, (v, rs)) in vmas.into_iter().zip(order).enumerate() {
+        let (a, b) = (v.vma.start.get(), v.vma.end.get());
+        let table = pre.iter().find(|p| p.start == a && p.end == b);
+        let zero_pages: Vec<Range> = scans[i]
+            .as_ref()
+            .map(|s| s.zero.clone())
+            .unwrap_or_default();
+        let base = dst;
+        for &(ra, rn) in &rs {
+            for k in 0..rn {
+                let addr = ra + k * ps64;
+                let d = buf
+                    .get_mut(dst..dst + ps)
+                    .ok_or_else(|| Error::Other("page buffer too small".into()))?;
+                let is_zero_page = zero_pages
+                    .iter()
+                    .any(|&(za, zn)| za <= addr && addr < za + zn * ps64);
+                let slot = table
+                    .and_then(|t| t.slots.get(usize::try_from((addr - a) / ps64).unwrap_or(0)))
+                    .copied()
+                    .unwrap_or(NO_SLOT);
+                if is_zero_page || slot == NO_SLOT {
+                    // The zero page; or (never expected) a page with no copy: zero-filled
+                    // buffers make both zero.
+                    if !is_zero_page {
+                        return Err(Error::Other(format!(
+                            "pre-copy: page {addr:#x} of pid {pid} was never copied"
+                        )));
+                    }
+                    d.fill(0);
+                } else {
+                    d.copy_from_slice(store.page(slot));
+                }
+                dst += ps;
+            }
+        }
+        let mut records = Vec::new();
+        let end = plan_records(&rs, &mut buf, base, ps, &mut records, &mut stats);
+        dst = end;
+        snap_vmas.push(SnapVma {
+            vma: v,
+            records,
+            tracked: None,
+        });
+    }
+    stats.capture = started.elapsed();
+    Ok((
+        Snapshot {
+            crid,
+            pid,
+            meta,
+            vmas: snap_vmas,
+            buf,
+            stats,
+        },
+        rep,
+    ))
 }
 
 #[cfg(test)]

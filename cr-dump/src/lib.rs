@@ -16,13 +16,16 @@ pub mod crid;
 pub mod diff;
 pub mod elfcore;
 pub mod error;
+pub mod incremental;
 pub mod inspect;
 pub mod json;
 pub mod output;
 pub mod procfs;
 pub mod registry;
 pub mod show;
+pub mod squash;
 pub mod sys;
+pub mod tracking;
 
 pub use capture::{After, Options, Stats};
 pub use error::{Error, Result};

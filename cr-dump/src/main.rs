@@ -6,7 +6,7 @@
 use clap::{Args, Parser, Subcommand};
 use cr_dump::capture::{self, After, Options};
 use cr_dump::output::TempImage;
-use cr_dump::{crid, output, registry, show, sys, Error};
+use cr_dump::{crid, incremental, output, registry, show, sys, Error};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -116,6 +116,36 @@ enum Cmd {
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
+    /// List an image chain, newest first, and check every link.
+    #[command(
+        after_help = "Finds the parents beside IMAGE by name (NAME.img.CRID). For each image: \
+        CRID, parent CRID, file, size, pages stored with data / known zero / in the parent. \
+        Checks every link (CRID, digest, page size, a full image at the end) and that every \
+        \"in the parent\" page resolves.\nExit status: 0 if the chain holds, 1 if it is \
+        broken (with the reason), 2 usage error."
+    )]
+    Chain {
+        /// The newest image of the chain.
+        image: PathBuf,
+        /// Print the listing as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fold an image chain into one full image with the same memory, page for page.
+    #[command(
+        after_help = "The new image gets a fresh CRID (it is a new image), no parent, and the \
+        newest image's task, registers, Mm, VMAs and creation time. Every image of the chain \
+        is checked in full first. If OUT is a directory, the image is written to \
+        OUT/NAME.img.NEWCRID (NAME from IMAGE's file name); otherwise to OUT. Written to a \
+        temporary name and renamed when complete."
+    )]
+    Squash {
+        /// The newest image of the chain (its parents are found beside it).
+        image: PathBuf,
+        /// The image file (or directory) to write.
+        #[arg(short, long, value_name = "OUT")]
+        output: PathBuf,
+    },
     /// Print shell completions for cr-dump.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -151,6 +181,8 @@ Printed: CRID, image path, size, page counts, and timings: downtime (how long th
 stopped), capture (start of the capture to the image ready in memory; in --direct mode, \
 to the image written), write-back, total (the whole command). --json prints one object with \
 the same fields (*_ms in milliseconds) plus peak_rss_kib.
+
+Incremental: --parent DIR/NAME.img.K (or --incremental: the newest NAME.img.* in DIR) writes an image that names its parent (CRID and digest) and stores only the pages that differ from the parent chain; the others are marked 'in the parent'. A page of a mapping the parent does not have with the same start, end, kind and backing is never 'in the parent'. How unchanged pages are found (the image records it): by write-protect dirty tracking when it was armed (--track, or --precopy) at the parent's capture; else by comparing contents with the parent. Tracking leaves one userfaultfd open in the task; its state is kept beside the CRID file as cr-track.PID.STARTTIME. --precopy copies memory while the task runs, round after round, and stops it only for the last delta.
 
 CRIDs come from a node-wide counter file: $CR_CRID_FILE, else /var/lib/cr/crid, else \
 $XDG_RUNTIME_DIR/cr-crid, else /tmp/cr-crid-$EUID.
@@ -193,6 +225,32 @@ struct CheckpointArgs {
     /// Then print the image as `cr-dump show` does.
     #[arg(long, conflicts_with = "json")]
     show: bool,
+    /// Incremental checkpoint over this parent image (DIR/NAME.img.CRID; its own parents are
+    /// found beside it): only pages that differ from the parent chain are stored.
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["incremental", "direct"])]
+    parent: Option<PathBuf>,
+    /// Incremental checkpoint over the newest NAME.img.CRID in the output directory (a full
+    /// one if there is none).
+    #[arg(long, conflicts_with = "direct")]
+    incremental: bool,
+    /// Arm write-protect dirty tracking (userfaultfd WP_ASYNC + PAGEMAP_SCAN) after this
+    /// checkpoint, so that the next incremental one over this image copies only the pages
+    /// written since. Once armed, incremental checkpoints over the latest tracked image use
+    /// it and keep it armed.
+    #[arg(long, conflicts_with = "direct")]
+    track: bool,
+    /// Pre-copy: copy memory while the task runs (write-protect tracking finds what it
+    /// rewrites meanwhile), round after round, then freeze only to copy the last delta.
+    /// Leaves tracking armed.
+    #[arg(long, conflicts_with_all = ["direct", "kill"])]
+    precopy: bool,
+    /// With --precopy: at most this many rounds while the task runs (the first copies
+    /// everything).
+    #[arg(long, value_name = "N", default_value = "8", requires = "precopy")]
+    max_rounds: u32,
+    /// With --precopy: at most this long for the rounds while the task runs.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_secs, requires = "precopy")]
+    max_seconds: Duration,
     /// The command to start and checkpoint.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -232,6 +290,8 @@ fn main() -> ExitCode {
         } => extract_cmd(&image, addr, len, output, hex),
         Cmd::Diff { a, b, json } => diff_cmd(&a, &b, json),
         Cmd::Core { image, output } => core_cmd(&image, &output),
+        Cmd::Chain { image, json } => chain_cmd(&image, json),
+        Cmd::Squash { image, output } => squash_cmd(&image, &output),
         Cmd::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -432,6 +492,69 @@ fn core_cmd(image: &std::path::Path, out: &std::path::Path) -> Result<(), Fail> 
     Ok(())
 }
 
+fn chain_cmd(image: &std::path::Path, json: bool) -> Result<(), Fail> {
+    let rep = cr_dump::squash::chain_report(image);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&rep).map_err(|e| Fail::Run(format!("JSON: {e}")))?
+        );
+    } else {
+        println!(
+            "{:>8}  {:>8}  {:>12}  {:>10}  {:>10}  {:>10}  file",
+            "CRID", "parent", "bytes", "data", "zero", "in-parent"
+        );
+        for i in &rep.images {
+            println!(
+                "{:>8}  {:>8}  {:>12}  {:>10}  {:>10}  {:>10}  {}",
+                i.crid, i.parent_crid, i.bytes, i.pages[0], i.pages[1], i.pages[2], i.path
+            );
+        }
+        if rep.ok {
+            println!(
+                "chain ok: {} image(s), {} parent page(s) resolved",
+                rep.images.len(),
+                rep.parent_pages_checked
+            );
+        }
+    }
+    match rep.error {
+        Some(e) => Err(Fail::Run(format!("chain broken: {e}"))),
+        None => Ok(()),
+    }
+}
+
+fn squash_cmd(image: &std::path::Path, out: &std::path::Path) -> Result<(), Fail> {
+    let crid = crid::next()?;
+    let dst = if out.is_dir() {
+        let stem = image
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.rsplit_once(".img.").map(|(s, _)| s.to_string()))
+            .ok_or_else(|| {
+                Fail::Usage(format!(
+                    "{}: not named NAME.img.CRID; give -o a file name",
+                    image.display()
+                ))
+            })?;
+        out.join(output::image_name(&stem, crid))
+    } else {
+        out.to_path_buf()
+    };
+    let s = output::write_atomic(&dst, |w| cr_dump::squash::squash(image, crid, w))?;
+    println!(
+        "squashed {} image(s) (newest CRID {}) into {}: CRID {}, {} bytes, {} data and {} zero pages",
+        s.depth,
+        s.from_crid,
+        dst.display(),
+        s.crid,
+        s.summary.image_len,
+        s.data_pages,
+        s.zero_pages
+    );
+    Ok(())
+}
+
 /// Kills and reaps a child we started, when dropped (unless released).
 struct Started(Option<Child>);
 
@@ -534,7 +657,6 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
-    let t0 = Instant::now();
     let mut started = match (a.pid, a.command.is_empty()) {
         (Some(_), false) => {
             return Err(Fail::Usage("give either --pid or -- CMD, not both".into()))
@@ -546,6 +668,8 @@ fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
         (Some(_), true) => None,
         (None, false) => Some(start(&a.command, a.after)?),
     };
+    // The checkpoint's own time: from here (after --after for a started command).
+    let t0 = Instant::now();
     let pid = match (&started, a.pid) {
         (Some(Started(Some(c))), _) => i32::try_from(c.id()).unwrap_or(-1),
         (_, Some(p)) => p,
@@ -564,6 +688,32 @@ fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
         Some(n) => n.clone(),
         None => ins.stat.comm.replace('/', "_"),
     };
+    let parent_path = match (&a.parent, a.incremental) {
+        (Some(p), _) => Some(p.clone()),
+        (None, true) => incremental::latest(&a.dir, &name)?,
+        (None, false) => None,
+    };
+    let parent = parent_path
+        .map(|p| incremental::Parent::open(&p))
+        .transpose()?;
+    if let Some(p) = &parent {
+        if i64::from(p.pid) != i64::from(pid) {
+            return Err(Fail::Run(format!(
+                "parent image CRID {} ({}) refused: it is a checkpoint of pid {}, not of pid {pid}",
+                p.crid,
+                p.path.display(),
+                p.pid
+            )));
+        }
+    }
+    // Dirty tracking: used when armed with the parent as baseline, armed again after.
+    let mut session = if a.direct || after == After::Kill {
+        None
+    } else {
+        let s = cr_dump::tracking::Session::new(pid, parent.as_ref(), a.track || a.precopy)?;
+        (a.track || a.precopy || s.usable() || s.armed_before()).then_some(s)
+    };
+    let mut precopy: Option<capture::PrecopyReport> = None;
     let mut tmp = TempImage::create(&a.dir, &name)?;
     let crid = crid::next()?;
     let (stats, summary, writeback) = if a.direct {
@@ -578,7 +728,26 @@ fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
         (r.stats, r.summary, Duration::ZERO)
     } else {
         let reg = registry::global();
-        let lazy = reg.checkpoint_inspected(&ins, crid, &opts)?;
+        let lazy = match session.as_mut() {
+            Some(s) if a.precopy => {
+                let limits = capture::PrecopyLimits {
+                    max_rounds: a.max_rounds,
+                    max_time: a.max_seconds,
+                };
+                let (l, r) =
+                    reg.checkpoint_precopy(&ins, crid, &opts, parent.as_ref(), s, limits)?;
+                precopy = Some(r);
+                l
+            }
+            Some(s) => reg.checkpoint_with(
+                &ins,
+                crid,
+                &opts,
+                parent.as_ref(),
+                Some(s as &mut dyn capture::Tracker),
+            )?,
+            None => reg.checkpoint_with(&ins, crid, &opts, parent.as_ref(), None)?,
+        };
         let snap = reg.get(crid)?;
         let t_wb = Instant::now();
         let mut w = Progress {
@@ -596,6 +765,18 @@ fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
         (lazy.stats, summary, t_wb.elapsed())
     };
     let path = tmp.commit(crid, a.sync)?;
+    if let Some(s) = &session {
+        s.commit(crid, summary.digest)?;
+        for n in &s.notes {
+            eprintln!("cr-dump: note: {n}");
+        }
+    }
+    let method = match (&parent, stats.tracked_vmas) {
+        (None, _) => "none",
+        (Some(_), 0) => "content-compare",
+        (Some(_), _) => "write-tracking",
+    };
+    let tracking = session.as_ref().is_some_and(|s| s.armed);
     let capture_t = stats.capture;
     // The command we started: killed unless --keep / --leave-stopped.
     if let Some(s) = &mut started {
@@ -619,6 +800,15 @@ fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
             "digest": format!("{:016x}", summary.digest),
             "data_pages": stats.data_pages,
             "zero_pages": stats.zero_pages,
+            "parent_pages": stats.parent_pages,
+            "parent_crid": parent.as_ref().map_or(0, |p| p.crid),
+            "parent_image": parent.as_ref().map(|p| p.path.display().to_string()),
+            "diff_method": method,
+            "tracked_vmas": stats.tracked_vmas,
+            "tracking_armed": tracking,
+            "precopy_rounds": precopy.as_ref().map(|r| r.rounds.clone()),
+            "precopy_final_pages": precopy.as_ref().map(|r| r.final_pages),
+            "precopy_arm_downtime_ms": precopy.as_ref().map(|r| ms(r.arm_downtime)),
             "vmas": stats.vmas,
             "mode": if a.direct { "direct" } else { "lazy" },
             "downtime_ms": ms(stats.downtime),
@@ -632,10 +822,35 @@ fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
         println!("crid       {crid}");
         println!("image      {}", path.display());
         println!("size       {size} bytes");
-        println!(
-            "pages      {} data, {} zero, {} vmas",
-            stats.data_pages, stats.zero_pages, stats.vmas
-        );
+        match &parent {
+            Some(p) => {
+                println!(
+                    "parent     CRID {} ({}), {method} ({} VMAs tracked)",
+                    p.crid,
+                    p.path.display(),
+                    stats.tracked_vmas
+                );
+                println!(
+                    "pages      {} data, {} zero, {} in parent, {} vmas",
+                    stats.data_pages, stats.zero_pages, stats.parent_pages, stats.vmas
+                );
+            }
+            None => println!(
+                "pages      {} data, {} zero, {} vmas",
+                stats.data_pages, stats.zero_pages, stats.vmas
+            ),
+        }
+        if let Some(r) = &precopy {
+            println!(
+                "pre-copy   pages per round {:?} while running, {} frozen; arming stopped the task {:.3} ms",
+                r.rounds,
+                r.final_pages,
+                ms(r.arm_downtime)
+            );
+        }
+        if tracking {
+            println!("tracking   armed: the next incremental checkpoint copies written pages");
+        }
         println!("downtime   {:.3} ms", ms(stats.downtime));
         println!("capture    {:.3} ms", ms(capture_t));
         println!("write-back {:.3} ms", ms(writeback));

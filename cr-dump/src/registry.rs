@@ -80,6 +80,69 @@ impl Registry {
         Ok(Lazy { crid, stats })
     }
 
+    /// [`Registry::checkpoint_inspected`] with a dirty tracker (called while the task is frozen)
+    /// and, with a parent, made incremental over it
+    /// ([`crate::incremental::make_incremental`]: pages the tracker found unchanged, or whose
+    /// content equals the parent's, are "in the parent"). The task is resumed after the copy;
+    /// the comparison runs while it goes on.
+    pub fn checkpoint_with(
+        &self,
+        ins: &Inspection,
+        crid: u64,
+        opts: &Options,
+        parent: Option<&crate::incremental::Parent>,
+        tracker: Option<&mut dyn capture::Tracker>,
+    ) -> Result<Lazy> {
+        let est = capture::estimate_bytes(ins)
+            .unwrap_or_else(|_| ins.status.rss_anon.saturating_add(ins.status.vm_swap));
+        let est = est.saturating_add(est / 16).saturating_add(4 << 20);
+        let tracked = tracker.as_ref().is_some_and(|t| t.usable()) && parent.is_some();
+        // With a usable tracker only the written pages are copied: no need to pre-fault a
+        // buffer for everything (a shortfall is handled).
+        let est = if tracked { est / 8 } else { est };
+        let buf = self.buffer(usize::try_from(est).unwrap_or(usize::MAX))?;
+        let mut snap = match tracker {
+            Some(t) => capture::capture_lazy_tracked(ins, crid, opts, buf, t)?,
+            None => capture::capture_lazy(ins, crid, opts, buf)?,
+        };
+        if let Some(p) = parent {
+            let t = std::time::Instant::now();
+            crate::incremental::make_incremental(&mut snap, p)?;
+            snap.stats.capture += t.elapsed();
+        }
+        let stats = snap.stats;
+        self.map
+            .lock()
+            .map_err(|_| Error::Other("registry lock poisoned".into()))?
+            .insert(crid, Arc::new(snap));
+        Ok(Lazy { crid, stats })
+    }
+
+    /// Pre-copy checkpoint ([`capture::capture_precopy`]), made incremental over `parent` if
+    /// given (content compare).
+    pub fn checkpoint_precopy(
+        &self,
+        ins: &Inspection,
+        crid: u64,
+        opts: &Options,
+        parent: Option<&crate::incremental::Parent>,
+        session: &mut crate::tracking::Session,
+        limits: capture::PrecopyLimits,
+    ) -> Result<(Lazy, capture::PrecopyReport)> {
+        let (mut snap, rep) = capture::capture_precopy(ins, crid, opts, session, limits)?;
+        if let Some(p) = parent {
+            let t = std::time::Instant::now();
+            crate::incremental::make_incremental(&mut snap, p)?;
+            snap.stats.capture += t.elapsed();
+        }
+        let stats = snap.stats;
+        self.map
+            .lock()
+            .map_err(|_| Error::Other("registry lock poisoned".into()))?
+            .insert(crid, Arc::new(snap));
+        Ok((Lazy { crid, stats }, rep))
+    }
+
     /// The checkpoint kept under `crid`.
     pub fn get(&self, crid: u64) -> Result<Arc<Snapshot>> {
         self.map

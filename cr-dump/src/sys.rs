@@ -444,3 +444,167 @@ impl std::fmt::Debug for FileMap {
         write!(f, "FileMap({} bytes)", self.len)
     }
 }
+
+/// `PTRACE_GETREGS`: the general registers of a stopped tracee.
+pub fn ptrace_getregs(pid: i32) -> io::Result<libc::user_regs_struct> {
+    // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
+    let mut r: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    // SAFETY: `data` points to a writable user_regs_struct, the size PTRACE_GETREGS writes.
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETREGS,
+            pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            (&mut r as *mut libc::user_regs_struct).cast::<libc::c_void>(),
+        )
+    };
+    check(rc)?;
+    Ok(r)
+}
+
+/// `PTRACE_SETREGS`: sets the general registers of a stopped tracee.
+pub fn ptrace_setregs(pid: i32, r: &libc::user_regs_struct) -> io::Result<()> {
+    // SAFETY: `data` points to a readable user_regs_struct, the size PTRACE_SETREGS reads; the
+    // kernel does not keep the pointer.
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SETREGS,
+            pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            (r as *const libc::user_regs_struct)
+                .cast_mut()
+                .cast::<libc::c_void>(),
+        )
+    };
+    check(rc).map(drop)
+}
+
+/// `PTRACE_SINGLESTEP` with no signal.
+pub fn ptrace_singlestep(pid: i32) -> io::Result<()> {
+    // SAFETY: PTRACE_SINGLESTEP with data 0 takes no pointers.
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SINGLESTEP,
+            pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    check(rc).map(drop)
+}
+
+/// `pidfd_open(pid, 0)`.
+pub fn pidfd_open(pid: i32) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open takes two integers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = check(fd)?;
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// `pidfd_getfd(pidfd, targetfd, 0)`: a duplicate of file descriptor `targetfd` of the task.
+pub fn pidfd_getfd(
+    pidfd: &std::os::fd::OwnedFd,
+    targetfd: i32,
+) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_getfd takes three integers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), targetfd, 0) };
+    let fd = check(fd)?;
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// `UFFD_FEATURE_WP_ASYNC`.
+pub const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
+const UFFD_API: u64 = 0xAA;
+const UFFDIO_API: libc::c_ulong = 0xC018_AA3F;
+const UFFDIO_REGISTER: libc::c_ulong = 0xC020_AA00;
+const UFFDIO_WRITEPROTECT: libc::c_ulong = 0xC018_AA06;
+const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
+const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1;
+
+fn ioctl_u64s(fd: &impl AsRawFd, req: libc::c_ulong, arg: &mut [u64]) -> io::Result<()> {
+    // SAFETY: every ioctl this is used with reads and writes a struct of u64 fields of exactly
+    // `arg.len()` elements (the size encoded in `req`), which `arg` provides for the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req, arg.as_mut_ptr()) };
+    check(r as libc::c_long).map(drop)
+}
+
+/// `UFFDIO_API` with `features`; returns the features the kernel granted.
+pub fn uffd_api(fd: &impl AsRawFd, features: u64) -> io::Result<u64> {
+    let mut a = [UFFD_API, features, 0];
+    ioctl_u64s(fd, UFFDIO_API, &mut a)?;
+    Ok(a[1])
+}
+
+/// `UFFDIO_REGISTER` of `[start, start+len)` in write-protect mode.
+pub fn uffd_register_wp(fd: &impl AsRawFd, start: u64, len: u64) -> io::Result<()> {
+    let mut a = [start, len, UFFDIO_REGISTER_MODE_WP, 0];
+    ioctl_u64s(fd, UFFDIO_REGISTER, &mut a)
+}
+
+/// `UFFDIO_WRITEPROTECT` of `[start, start+len)`.
+pub fn uffd_writeprotect(fd: &impl AsRawFd, start: u64, len: u64) -> io::Result<()> {
+    let mut a = [start, len, UFFDIO_WRITEPROTECT_MODE_WP];
+    ioctl_u64s(fd, UFFDIO_WRITEPROTECT, &mut a)
+}
+
+/// `PAGEMAP_SCAN`'s request code.
+const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
+/// `PM_SCAN_WP_MATCHING`: write-protect the pages that match.
+pub const PM_SCAN_WP_MATCHING: u64 = 1;
+/// `PM_SCAN_CHECK_WPASYNC`: fail on a page without asynchronous write protection.
+pub const PM_SCAN_CHECK_WPASYNC: u64 = 2;
+/// `PAGE_IS_WPALLOWED`: in a range registered for asynchronous write protection.
+pub const PAGE_IS_WPALLOWED: u64 = 1;
+/// `PAGE_IS_WRITTEN`.
+pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
+/// `PAGE_IS_PRESENT`.
+pub const PAGE_IS_PRESENT: u64 = 1 << 3;
+/// `PAGE_IS_SWAPPED`.
+pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+/// `PAGE_IS_PFNZERO`.
+pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
+
+/// One `PAGEMAP_SCAN` call over `[start, end)` of the task whose `/proc/PID/pagemap` is
+/// `pagemap`: regions (start, end, categories) go to `out` (at most its capacity, at least 1),
+/// covering at most `max_pages` pages (0: no limit); returns where the walk ended.
+#[allow(clippy::too_many_arguments)]
+pub fn pagemap_scan(
+    pagemap: &std::fs::File,
+    start: u64,
+    end: u64,
+    flags: u64,
+    category_mask: u64,
+    anyof_mask: u64,
+    return_mask: u64,
+    max_pages: u64,
+    out: &mut Vec<[u64; 3]>,
+) -> io::Result<u64> {
+    out.clear();
+    let cap = out.capacity().max(1);
+    out.reserve(cap);
+    let mut arg: [u64; 12] = [
+        96,
+        flags,
+        start,
+        end,
+        0,
+        out.as_mut_ptr() as u64,
+        cap as u64,
+        max_pages,
+        0,
+        category_mask,
+        anyof_mask,
+        return_mask,
+    ];
+    // SAFETY: `arg` is a struct pm_scan_arg (12 u64 fields, size 96 in its first field); its
+    // `vec` points to `out`'s buffer, valid for writes of `cap` page_region structs (3 u64
+    // each) for the call; the kernel writes at most `vec_len` of them and returns their count.
+    let r = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, arg.as_mut_ptr()) };
+    let n = check(r as libc::c_long)?;
+    let n = usize::try_from(n).unwrap_or(0).min(cap);
+    // SAFETY: the kernel initialised the first `n` regions (n <= cap <= capacity).
+    unsafe { out.set_len(n) };
+    Ok(arg[4])
+}

@@ -1,0 +1,648 @@
+//! Write-protect dirty tracking: userfaultfd with `UFFD_FEATURE_WP_ASYNC` registered in write-protect mode on the task's private anonymous ranges, and the
+//! `PAGEMAP_SCAN` ioctl with `PAGE_IS_WRITTEN` and `PM_SCAN_WP_MATCHING` to collect the pages
+//! written since the last scan and write-protect them again, atomically.
+//!
+//! The userfaultfd must belong to the task's mm, so it is created inside the task: while the
+//! task is frozen, a `userfaultfd()` system call is injected with ptrace (registers saved, the
+//! instruction pointer set to a `syscall` instruction of the vDSO, one single step, registers
+//! restored, so an interrupted system call of the task still restarts), and the new descriptor is
+//! fetched with `pidfd_getfd`.
+//!
+//! **How tracking survives between checkpoints**: the task keeps its copy of the userfaultfd
+//! open (close-on-exec): the registration lives as long as that descriptor, across separate
+//! `cr-dump` runs. A small state file beside the images, `DIR/.NAME.track`, records the pid, the
+//! task's start time (against pid reuse), the descriptor number and the CRID and digest of the
+//! image at whose capture the last scan (or the arming) happened. An incremental checkpoint uses
+//! the tracker only when its parent is exactly that image and the descriptor is still the
+//! task's userfaultfd; otherwise it falls back to content comparison. The task sees one more
+//! open descriptor; if it closes it, tracking ends and the next incremental checkpoint compares
+//! contents.
+//!
+//! Which pages of a tracked VMA (registered, with the same bounds and backing as in the parent,
+//! per [`crate::incremental::same_mapping`]) go where, from one scan while frozen:
+//! - present or swapped and written since the last scan: copied (data, or zero if all zero);
+//! - present, not written, the shared zero page: a zero run;
+//! - present or swapped, not written: "in the parent", not copied;
+//! - neither present nor swapped: no run.
+//!
+//! `WP_UNPOPULATED` is not used: a page faulted in after the arming (even by a read) carries no
+//! protection bit, so it is reported written and copied; a page dropped with `MADV_DONTNEED`
+//! is not present (the kernel drops anonymous pages with their bit). Only writable VMAs are
+//! registered (a `PROT_NONE` reservation is left alone), and registering costs no page tables
+//! for the holes of a sparse mapping. A registered VMA does not merge with its neighbours.
+//!
+//! VMAs that are not tracked (new, moved, resized, or not anonymous) are captured in full and
+//! compared with the parent's content.
+
+use crate::error::{Error, Result};
+use crate::procfs;
+use crate::sys;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// `userfaultfd()` on x86-64.
+const SYS_USERFAULTFD: u64 = 323;
+/// `UFFD_USER_MODE_ONLY`: faults from user mode only (no privilege needed).
+const UFFD_USER_MODE_ONLY: u64 = 1;
+
+fn io_err(pid: i32, what: &str, e: std::io::Error) -> Error {
+    Error::io(format!("{what} (dirty tracking of pid {pid})"), e)
+}
+
+/// Address of a `syscall` instruction (0f 05) in the task's vDSO.
+fn vdso_syscall(pid: i32) -> Result<u64> {
+    let maps = procfs::parse_maps(&String::from_utf8_lossy(&procfs::read(pid, "maps")?))?;
+    let v = maps
+        .iter()
+        .find(|m| m.path == "[vdso]")
+        .ok_or_else(|| Error::Other(format!("pid {pid} has no vDSO to inject a system call")))?;
+    let mem = File::open(procfs::path(pid, "mem")).map_err(|e| procfs::proc_err(pid, "mem", e))?;
+    let mut b = vec![0u8; usize::try_from(v.end - v.start).unwrap_or(0)];
+    mem.read_exact_at(&mut b, v.start)
+        .map_err(|e| io_err(pid, "reading the vDSO", e))?;
+    let i = b
+        .windows(2)
+        .position(|w| w == [0x0f, 0x05])
+        .ok_or_else(|| Error::Other(format!("no syscall instruction in the vDSO of pid {pid}")))?;
+    Ok(v.start + i as u64)
+}
+
+/// Runs system call `nr` with `args` inside a task frozen by us (under `PTRACE_SEIZE`, in a
+/// stop); returns its result (negative errno on failure). The task's registers are restored.
+pub fn inject_syscall(pid: i32, nr: u64, args: [u64; 6]) -> Result<i64> {
+    let at = vdso_syscall(pid)?;
+    let saved = sys::ptrace_getregs(pid).map_err(|e| io_err(pid, "PTRACE_GETREGS", e))?;
+    let mut r = saved;
+    r.rip = at;
+    r.rax = nr;
+    r.orig_rax = u64::MAX; // not in a system call: no restart logic on the way out
+    r.rdi = args[0];
+    r.rsi = args[1];
+    r.rdx = args[2];
+    r.r10 = args[3];
+    r.r8 = args[4];
+    r.r9 = args[5];
+    sys::ptrace_setregs(pid, &r).map_err(|e| io_err(pid, "PTRACE_SETREGS", e))?;
+    let run = || -> Result<i64> {
+        let mut pending = Vec::new();
+        loop {
+            sys::ptrace_singlestep(pid).map_err(|e| io_err(pid, "PTRACE_SINGLESTEP", e))?;
+            match sys::waitpid(pid).map_err(|e| io_err(pid, "waitpid", e))? {
+                sys::WaitStatus::Stopped { sig, event: 0 } if sig == libc::SIGTRAP => {
+                    let now =
+                        sys::ptrace_getregs(pid).map_err(|e| io_err(pid, "PTRACE_GETREGS", e))?;
+                    if now.rip == at + 2 {
+                        for s in pending {
+                            let _ = sys::kill(pid, s);
+                        }
+                        return Ok(now.rax as i64);
+                    }
+                    return Err(Error::Other(format!(
+                        "injected system call in pid {pid} stopped at {:#x}, not {:#x}",
+                        now.rip,
+                        at + 2
+                    )));
+                }
+                // A signal came first: keep it for later (sent again) and step again.
+                sys::WaitStatus::Stopped { sig, event: 0 } => pending.push(sig),
+                sys::WaitStatus::Stopped { .. } | sys::WaitStatus::Other => {}
+                sys::WaitStatus::Exited(_) | sys::WaitStatus::Signaled(_) => {
+                    return Err(Error::TargetExited {
+                        pid,
+                        how: "died during an injected system call".into(),
+                    })
+                }
+            }
+        }
+    };
+    let res = run();
+    sys::ptrace_setregs(pid, &saved).map_err(|e| io_err(pid, "PTRACE_SETREGS (restore)", e))?;
+    res
+}
+
+/// A userfaultfd of the task, as seen from here.
+pub struct Uffd {
+    /// Our duplicate.
+    pub fd: OwnedFd,
+    /// Its number in the task.
+    pub target_fd: i32,
+}
+
+/// Creates a userfaultfd inside the frozen task (kept open there, close-on-exec), fetches it and
+/// enables asynchronous write protection.
+pub fn create(pid: i32) -> Result<Uffd> {
+    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY;
+    let r = inject_syscall(pid, SYS_USERFAULTFD, [flags, 0, 0, 0, 0, 0])?;
+    if r < 0 {
+        return Err(io_err(
+            pid,
+            "userfaultfd() in the task",
+            std::io::Error::from_raw_os_error(i32::try_from(-r).unwrap_or(libc::EINVAL)),
+        ));
+    }
+    let target_fd = i32::try_from(r).unwrap_or(-1);
+    let u = fetch(pid, target_fd)?;
+    // Without WP_UNPOPULATED: protecting a range then allocates no page tables for its holes
+    // (a large sparse reservation costs nothing), and a page first faulted in after the arming
+    // has no protection bit, so the scan reports it as written: copied, as it must be.
+    let want = sys::UFFD_FEATURE_WP_ASYNC;
+    let got = sys::uffd_api(&u.fd, want).map_err(|e| io_err(pid, "UFFDIO_API", e))?;
+    if got & want != want {
+        return Err(Error::Other(format!(
+            "userfaultfd of pid {pid}: the kernel lacks UFFD_FEATURE_WP_ASYNC"
+        )));
+    }
+    Ok(u)
+}
+
+/// Fetches descriptor `target_fd` of the task, which must be a userfaultfd.
+pub fn fetch(pid: i32, target_fd: i32) -> Result<Uffd> {
+    let link = std::fs::read_link(procfs::path(pid, &format!("fd/{target_fd}")))
+        .map_err(|e| io_err(pid, "reading its fd link", e))?;
+    if link.as_os_str() != "anon_inode:[userfaultfd]" {
+        return Err(Error::Other(format!(
+            "descriptor {target_fd} of pid {pid} is {}, not a userfaultfd",
+            link.display()
+        )));
+    }
+    let pidfd = sys::pidfd_open(pid).map_err(|e| io_err(pid, "pidfd_open", e))?;
+    let fd = sys::pidfd_getfd(&pidfd, target_fd).map_err(|e| io_err(pid, "pidfd_getfd", e))?;
+    Ok(Uffd { fd, target_fd })
+}
+
+/// Registers `[start, end)` for write protection and protects it.
+pub fn arm(pid: i32, u: &Uffd, start: u64, end: u64) -> Result<()> {
+    sys::uffd_register_wp(&u.fd, start, end - start)
+        .map_err(|e| io_err(pid, &format!("UFFDIO_REGISTER {start:#x}-{end:#x}"), e))?;
+    sys::uffd_writeprotect(&u.fd, start, end - start)
+        .map_err(|e| io_err(pid, &format!("UFFDIO_WRITEPROTECT {start:#x}-{end:#x}"), e))
+}
+
+/// Page ranges of one tracked VMA, from one scan.
+#[derive(Clone, Debug, Default)]
+pub struct Scan {
+    /// Present or swapped pages written since the last scan: (first address, pages).
+    pub written: Vec<(u64, u64)>,
+    /// Present pages not written that map the zero page.
+    pub zero: Vec<(u64, u64)>,
+    /// Present or swapped pages not written.
+    pub unchanged: Vec<(u64, u64)>,
+}
+
+/// All regions of `[start, end)` matching a `PAGEMAP_SCAN` query, merged by class: `class`
+/// maps a region's categories to a list index (or `None` to drop it).
+#[allow(clippy::too_many_arguments)]
+fn scan_all(
+    pid: i32,
+    pagemap: &File,
+    (start, end): (u64, u64),
+    ps: u64,
+    flags: u64,
+    (mask, anyof, ret): (u64, u64, u64),
+    class: impl Fn(u64) -> Option<usize>,
+    lists: &mut [&mut Vec<(u64, u64)>],
+) -> Result<()> {
+    let mut out: Vec<[u64; 3]> = Vec::with_capacity(4096);
+    let mut at = start;
+    let mut covered = start;
+    while at < end {
+        let walk_end = sys::pagemap_scan(pagemap, at, end, flags, mask, anyof, ret, 0, &mut out)
+            .map_err(|e| io_err(pid, &format!("PAGEMAP_SCAN {at:#x}-{end:#x}"), e))?;
+        // Regions come in address order. When the buffer fills up, the kernel here may report
+        // a walk end below the end of the last region it gave (seen on 6.18): resume after
+        // both, and never take a page twice (the second time it would look unwritten, having
+        // just been protected again).
+        for &[a, b, cat] in &out {
+            let a = a.max(covered);
+            if b <= a {
+                continue;
+            }
+            covered = b;
+            let Some(v) = class(cat).and_then(|i| lists.get_mut(i)) else {
+                continue;
+            };
+            let r = (a, (b - a) / ps);
+            match v.last_mut() {
+                Some(l) if l.0 + l.1 * ps == r.0 => l.1 += r.1,
+                _ => v.push(r),
+            }
+        }
+        let next = walk_end.max(covered);
+        if next <= at {
+            break;
+        }
+        at = next;
+    }
+    Ok(())
+}
+
+/// Scans `[start, end)` (a registered range): collects the pages written since the last scan
+/// and write-protects them again (atomically, one pass that touches only them); with
+/// `present`, a second pass (no protection change) sorts the other present or swapped pages
+/// into zero-page and unchanged ones. The task should be frozen for the second pass to agree
+/// with the first.
+pub fn scan(
+    pid: i32,
+    pagemap: &File,
+    start: u64,
+    end: u64,
+    ps: u64,
+    present: bool,
+) -> Result<Scan> {
+    let mut s = Scan::default();
+    scan_all(
+        pid,
+        pagemap,
+        (start, end),
+        ps,
+        sys::PM_SCAN_WP_MATCHING | sys::PM_SCAN_CHECK_WPASYNC,
+        (sys::PAGE_IS_WRITTEN, 0, sys::PAGE_IS_WRITTEN),
+        |_| Some(0),
+        &mut [&mut s.written],
+    )?;
+    if !present {
+        return Ok(s);
+    }
+    let mut zero = Vec::new();
+    let mut other = Vec::new();
+    scan_all(
+        pid,
+        pagemap,
+        (start, end),
+        ps,
+        0,
+        (
+            0,
+            sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
+            sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED | sys::PAGE_IS_PFNZERO,
+        ),
+        |cat| Some(usize::from(cat & sys::PAGE_IS_PFNZERO == 0)),
+        &mut [&mut zero, &mut other],
+    )?;
+    s.zero = subtract(&zero, &s.written, ps);
+    s.unchanged = subtract(&other, &s.written, ps);
+    Ok(s)
+}
+
+/// The pages of `a` not in `b` (both sorted, as (first address, pages)).
+fn subtract(a: &[(u64, u64)], b: &[(u64, u64)], ps: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut j = 0;
+    for &(s0, n) in a {
+        let e0 = s0 + n * ps;
+        let mut s = s0;
+        while j < b.len() && b[j].0 + b[j].1 * ps <= s {
+            j += 1;
+        }
+        let mut k = j;
+        while s < e0 {
+            match b.get(k) {
+                Some(&(bs, bn)) if bs < e0 => {
+                    let be = bs + bn * ps;
+                    if bs > s {
+                        out.push((s, (bs - s) / ps));
+                    }
+                    s = s.max(be);
+                    k += 1;
+                }
+                _ => {
+                    out.push((s, (e0 - s) / ps));
+                    s = e0;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subtract;
+
+    #[test]
+    fn subtract_ranges() {
+        let p = 0x1000;
+        let a = [(0x10000, 10), (0x30000, 2)];
+        let b = [
+            (0x9000, 2),
+            (0x12000, 1),
+            (0x14000, 3),
+            (0x19000, 5),
+            (0x31000, 1),
+        ];
+        assert_eq!(
+            subtract(&a, &b, p),
+            vec![(0x10000, 2), (0x13000, 1), (0x17000, 2), (0x30000, 1)]
+        );
+        assert_eq!(subtract(&a, &[], p), a.to_vec());
+        assert_eq!(subtract(&[], &b, p), vec![]);
+    }
+}
+
+/// The tracking state of a task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    /// The task.
+    pub pid: i32,
+    /// Its start time (field 22 of `/proc/PID/stat`).
+    pub start_time: u64,
+    /// The userfaultfd's descriptor number in the task.
+    pub fd: i32,
+    /// CRID of the image whose capture the last scan went with.
+    pub crid: u64,
+    /// Its tail digest.
+    pub digest: u64,
+}
+
+/// Where the tracking state of a task lives: beside the node's CRID file (CRIDs are unique on
+/// the node, so one state per task serves every directory of images),
+/// `cr-track.PID.STARTTIME`.
+pub fn state_path(pid: i32, start_time: u64) -> Result<PathBuf> {
+    let crid = crate::crid::location()?;
+    let dir = crid.parent().unwrap_or(Path::new("/tmp"));
+    Ok(dir.join(format!("cr-track.{pid}.{start_time}")))
+}
+
+/// The start time of `pid`.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let s = String::from_utf8(procfs::read(pid, "stat").ok()?).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl State {
+    /// Reads the state file, if any and well-formed.
+    pub fn load(path: &Path) -> Option<State> {
+        let t = std::fs::read_to_string(path).ok()?;
+        let mut it = t.split_whitespace();
+        let mut next = || it.next()?.parse::<u64>().ok();
+        Some(State {
+            pid: i32::try_from(next()?).ok()?,
+            start_time: next()?,
+            fd: i32::try_from(next()?).ok()?,
+            crid: next()?,
+            digest: next()?,
+        })
+    }
+
+    /// Writes the state file (mode 0600, replaced atomically).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::output::write_atomic(path, |w| {
+            std::io::Write::write_fmt(
+                w,
+                format_args!(
+                    "{} {} {} {} {}\n",
+                    self.pid, self.start_time, self.fd, self.crid, self.digest
+                ),
+            )
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+        })
+    }
+}
+
+/// Which of `ranges` (each exactly a VMA) are registered for asynchronous write protection:
+/// a `PAGEMAP_SCAN` for `PAGE_IS_WPALLOWED` limited to one page per range (cheap, unlike
+/// reading `/proc/PID/smaps`, which walks every page table: 15 ms for 1 GiB here).
+pub fn registered(pid: i32, pagemap: &File, ranges: &[(u64, u64)]) -> Result<Vec<(u64, u64)>> {
+    let mut out: Vec<[u64; 3]> = Vec::with_capacity(1);
+    let mut reg = Vec::new();
+    for &(a, b) in ranges {
+        sys::pagemap_scan(
+            pagemap,
+            a,
+            b,
+            0,
+            sys::PAGE_IS_WPALLOWED,
+            0,
+            sys::PAGE_IS_WPALLOWED,
+            1,
+            &mut out,
+        )
+        .map_err(|e| io_err(pid, &format!("PAGEMAP_SCAN {a:#x}-{b:#x}"), e))?;
+        if out.first().is_some_and(|r| r[0] == a) {
+            reg.push((a, b));
+        }
+    }
+    Ok(reg)
+}
+
+fn trackable_ranges(vmas: &[VmaRec]) -> Vec<(u64, u64)> {
+    vmas.iter()
+        .filter(|v| v.trackable())
+        .map(|v| (v.vma.start.get(), v.vma.end.get()))
+        .collect()
+}
+
+fn open_pagemap(pid: i32) -> Result<File> {
+    File::open(procfs::path(pid, "pagemap")).map_err(|e| procfs::proc_err(pid, "pagemap", e))
+}
+
+/// A tracking session for one checkpoint: whether the parent can be trusted to the tracker's
+/// scan, and whether to (re)arm tracking for the next checkpoint.
+pub struct Session {
+    pid: i32,
+    start_time: u64,
+    state_path: PathBuf,
+    /// The parent's VMAs when the tracker's baseline is the parent's capture.
+    parent_vmas: Option<Vec<(raw::Vma, Vec<u8>)>>,
+    uffd: Option<Uffd>,
+    arm_wanted: bool,
+    active: bool,
+    scanned: Vec<bool>,
+    /// VMAs whose pages came from the scan.
+    pub tracked_vmas: u64,
+    /// Whether tracking is armed after this capture (then [`Session::commit`] records it).
+    pub armed: bool,
+    /// Why tracking was not used or not armed, if it was wanted.
+    pub notes: Vec<String>,
+}
+
+use crate::capture::{Tracker, VmaRec};
+use cr_format::raw;
+
+impl Session {
+    /// Prepares a session for checkpointing `pid` over `parent` (if any). `want`: arm tracking
+    /// after the capture even if no session is active.
+    pub fn new(
+        pid: i32,
+        parent: Option<&crate::incremental::Parent>,
+        want: bool,
+    ) -> Result<Session> {
+        let start_time = start_time(pid).ok_or(Error::NoSuchProcess(pid))?;
+        let state_path = state_path(pid, start_time)?;
+        let state = State::load(&state_path).filter(|s| s.pid == pid && s.start_time == start_time);
+        let mut s = Session {
+            pid,
+            start_time,
+            state_path,
+            parent_vmas: None,
+            uffd: None,
+            arm_wanted: want || state.is_some(),
+            active: state.is_some(),
+            scanned: Vec::new(),
+            tracked_vmas: 0,
+            armed: false,
+            notes: Vec::new(),
+        };
+        if let Some(st) = &state {
+            match fetch(pid, st.fd) {
+                Ok(u) => s.uffd = Some(u),
+                Err(e) => s.notes.push(format!("tracking state stale: {e}")),
+            }
+            match parent {
+                Some(p) if p.crid == st.crid && p.digest == st.digest && s.uffd.is_some() => {
+                    s.parent_vmas = Some(p.with_index(|_, images| {
+                        images
+                            .first()
+                            .map(|top| top.vmas().map(|v| (*v.raw, v.path.to_vec())).collect())
+                            .unwrap_or_default()
+                    })?);
+                }
+                Some(p) => s.notes.push(format!(
+                    "tracking is armed since CRID {}, not the parent CRID {}: content compare",
+                    st.crid, p.crid
+                )),
+                None => {}
+            }
+        }
+        if s.arm_wanted || s.parent_vmas.is_some() {
+            // The scan and the re-arming consume what the tracker knows: the old baseline must
+            // not outlive them, whatever happens next. The descriptor is kept (CRID 0: no
+            // baseline), so that a failed checkpoint does not lose the task's userfaultfd.
+            s.save_baseline(0, 0)?;
+        }
+        Ok(s)
+    }
+
+    /// Whether a tracking session was active for the task (armed by an earlier checkpoint).
+    pub fn armed_before(&self) -> bool {
+        self.active
+    }
+
+    /// Marks which VMAs (by index in the list [`Tracker::arm`] gets) were just scanned, so
+    /// that arming leaves them as the scan left them (pre-copy).
+    pub fn set_scanned(&mut self, scanned: Vec<bool>) {
+        self.scanned = scanned;
+    }
+
+    /// Makes the next [`Tracker::arm`] arm tracking even without `--track` (pre-copy).
+    pub fn want_arm(&mut self) {
+        self.arm_wanted = true;
+    }
+
+    /// Whether pages come from the tracker (the parent is the tracker's baseline).
+    pub fn usable(&self) -> bool {
+        self.parent_vmas.is_some()
+    }
+
+    /// Records that tracking is armed with image `crid` (tail digest `digest`) as its baseline.
+    pub fn commit(&self, crid: u64, digest: u64) -> Result<()> {
+        if !self.armed {
+            return Ok(());
+        }
+        self.save_baseline(crid, digest)
+    }
+
+    /// Writes the state with this baseline (CRID 0: none), or removes it without a
+    /// userfaultfd.
+    fn save_baseline(&self, crid: u64, digest: u64) -> Result<()> {
+        let Some(u) = &self.uffd else {
+            let _ = std::fs::remove_file(&self.state_path);
+            return Ok(());
+        };
+        State {
+            pid: self.pid,
+            start_time: self.start_time,
+            fd: u.target_fd,
+            crid,
+            digest,
+        }
+        .save(&self.state_path)
+    }
+}
+
+impl Tracker for Session {
+    fn usable(&self) -> bool {
+        Session::usable(self)
+    }
+
+    fn scan(&mut self, pid: i32, vmas: &[VmaRec]) -> Result<Vec<Option<Scan>>> {
+        self.scanned = vec![false; vmas.len()];
+        let mut out = vec![None; vmas.len()];
+        let (Some(pv), Some(_)) = (&self.parent_vmas, &self.uffd) else {
+            return Ok(out);
+        };
+        let pagemap = open_pagemap(pid)?;
+        let reg = registered(pid, &pagemap, &trackable_ranges(vmas))?;
+        let ps = sys::page_size() as u64;
+        for (i, v) in vmas.iter().enumerate() {
+            let (a, b) = (v.vma.start.get(), v.vma.end.get());
+            if !v.trackable() || !reg.contains(&(a, b)) {
+                continue;
+            }
+            let same = pv.iter().any(|(r, p)| {
+                r.start.get() == a && {
+                    let then = cr_format::read::Vma { raw: r, path: p };
+                    crate::incremental::same_mapping(&v.vma, &v.path, &then)
+                }
+            });
+            if !same {
+                continue;
+            }
+            match scan(pid, &pagemap, a, b, ps, true) {
+                Ok(sc) => {
+                    out[i] = Some(sc);
+                    self.scanned[i] = true;
+                    self.tracked_vmas += 1;
+                }
+                Err(e) => self
+                    .notes
+                    .push(format!("scan of {a:#x}-{b:#x} failed: {e}")),
+            }
+        }
+        Ok(out)
+    }
+
+    fn arm(&mut self, pid: i32, vmas: &[VmaRec]) -> Result<()> {
+        if !self.arm_wanted {
+            return Ok(());
+        }
+        if self.uffd.is_none() {
+            match create(pid) {
+                Ok(u) => {
+                    self.uffd = Some(u);
+                    // Known from now on, even if this checkpoint fails.
+                    self.save_baseline(0, 0)?;
+                }
+                Err(e) => {
+                    self.notes.push(format!("tracking not armed: {e}"));
+                    return Ok(());
+                }
+            }
+        }
+        let Some(u) = &self.uffd else { return Ok(()) };
+        let reg = registered(pid, &open_pagemap(pid)?, &trackable_ranges(vmas))?;
+        let mut ok = true;
+        for (i, v) in vmas.iter().enumerate() {
+            let (a, b) = (v.vma.start.get(), v.vma.end.get());
+            if !v.trackable() || self.scanned.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let r = if reg.contains(&(a, b)) {
+                sys::uffd_writeprotect(&u.fd, a, b - a)
+                    .map_err(|e| io_err(pid, &format!("UFFDIO_WRITEPROTECT {a:#x}-{b:#x}"), e))
+            } else {
+                arm(pid, u, a, b)
+            };
+            if let Err(e) = r {
+                self.notes.push(format!("tracking not armed: {e}"));
+                ok = false;
+                break;
+            }
+        }
+        self.armed = ok;
+        Ok(())
+    }
+}

@@ -1,0 +1,690 @@
+//! Incremental checkpoints of a real process with the real `cr-dump` binary: a program rewrites a
+//! known 1% of its pages between checkpoints, maps, unmaps, grows, shrinks, moves and remaps
+//! regions; every page of every image's chain must resolve to the program's memory at that
+//! checkpoint, no page of a mapping that is not the parent's may be "in the parent", wrong and
+//! missing parents are refused naming the CRID, and `squash` keeps the memory page for page.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cr_dump::inspect::{self, Page};
+use cr_format::chain::{Chain, ChainIndex};
+use cr_format::raw;
+use cr_format::read::{Image, Record, RunKind};
+use cr_tests::{program, TempDir};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::sync::OnceLock;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
+const PS: u64 = 4096;
+/// Pages of the program's big region; 1% of them are rewritten between checkpoints.
+const PAGES: u64 = 4000;
+const REWRITE: u64 = PAGES / 100;
+
+fn crid_file() -> &'static Path {
+    static F: OnceLock<PathBuf> = OnceLock::new();
+    F.get_or_init(|| {
+        let p = std::env::temp_dir().join(format!("cr-test-incr-crid-{}", std::process::id()));
+        std::env::set_var("CR_CRID_FILE", &p);
+        p
+    })
+}
+
+fn dump(args: &[&str]) -> Output {
+    crid_file();
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "cr-dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+/// The incr program, driven through its stdin.
+struct Prog {
+    child: Child,
+    stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
+    regions: BTreeMap<String, (u64, u64)>,
+}
+
+impl Prog {
+    fn spawn() -> Prog {
+        Prog::spawn_with(PAGES)
+    }
+
+    fn spawn_with(pages: u64) -> Prog {
+        let bin = program("incr");
+        let mut child = Command::new(bin)
+            .arg(pages.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut p = Prog {
+            child,
+            stdin,
+            out,
+            regions: BTreeMap::new(),
+        };
+        p.wait_ready();
+        p
+    }
+
+    fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap()
+    }
+
+    fn wait_ready(&mut self) {
+        loop {
+            let mut l = String::new();
+            assert!(self.out.read_line(&mut l).unwrap() > 0, "incr ended");
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                ["ready"] => return,
+                ["region", n, a, len] => {
+                    self.regions.insert(
+                        n.to_string(),
+                        (
+                            u64::from_str_radix(a, 16).unwrap(),
+                            u64::from_str_radix(len, 16).unwrap(),
+                        ),
+                    );
+                }
+                _ => panic!("incr said {l:?}"),
+            }
+        }
+    }
+
+    /// Sends a command and waits for `ready` (the program must be running).
+    fn cmd(&mut self, c: &str) {
+        self.send(c);
+        self.wait_ready();
+    }
+
+    /// Sends a command without waiting.
+    fn send(&mut self, c: &str) {
+        writeln!(self.stdin, "{c}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn region(&self, n: &str) -> (u64, u64) {
+        self.regions[n]
+    }
+
+    fn cont(&self) {
+        let st = Command::new("kill")
+            .args(["-CONT", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Prog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A mapping of /proc/PID/maps: start, end, path.
+fn maps(pid: i32) -> Vec<(u64, u64, String, bool)> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (s, e) = f[0].split_once('-').unwrap();
+            (
+                u64::from_str_radix(s, 16).unwrap(),
+                u64::from_str_radix(e, 16).unwrap(),
+                f.get(5).map_or(String::new(), |s| s.to_string()),
+                f[1].as_bytes()[3] == b's',
+            )
+        })
+        .collect()
+}
+
+/// The task's memory now, page by page (private mappings but the kernel's special areas).
+fn memory(pid: i32) -> BTreeMap<u64, Vec<u8>> {
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut out = BTreeMap::new();
+    for (s, e, path, shared) in maps(pid) {
+        if shared || path.starts_with("[v") {
+            continue;
+        }
+        let mut a = s;
+        while a < e {
+            let mut b = vec![0u8; PS as usize];
+            mem.read_exact_at(&mut b, a)
+                .unwrap_or_else(|err| panic!("read {a:#x} of {pid}: {err}"));
+            out.insert(a, b);
+            a += PS;
+        }
+    }
+    out
+}
+
+/// Checkpoints `pid` (left stopped) with `extra` options; returns the JSON report and the
+/// memory at that moment; lets the task go on.
+fn checkpoint(p: &Prog, dir: &Path, extra: &[&str]) -> (serde_json::Value, BTreeMap<u64, Vec<u8>>) {
+    let pid = p.pid().to_string();
+    let mut args = vec![
+        "checkpoint",
+        "--pid",
+        &pid,
+        "-o",
+        dir.to_str().unwrap(),
+        "--name",
+        "incr",
+        "--json",
+        "--leave-stopped",
+    ];
+    args.extend_from_slice(extra);
+    let j = json(&dump(&args));
+    let m = memory(p.pid());
+    p.cont();
+    (j, m)
+}
+
+fn image_path(j: &serde_json::Value) -> PathBuf {
+    PathBuf::from(j["image"].as_str().unwrap())
+}
+
+/// Resolves every page of every VMA of `image`'s chain (except the kernel's areas) and checks
+/// it against `mem`; also that the image's VMAs are exactly the mappings `mem` came from.
+fn check_chain_memory(image: &Path, mem: &BTreeMap<u64, Vec<u8>>) {
+    let maps = inspect::load_chain(image).unwrap();
+    let images: Vec<Image<'_>> = maps
+        .iter()
+        .map(|m| Image::parse(m.bytes()).unwrap())
+        .collect();
+    let chain = Chain::new(&images).unwrap();
+    let idx = ChainIndex::new(&chain);
+    idx.check_parent_refs().unwrap();
+    let mut seen = 0usize;
+    for v in images[0].vmas() {
+        if matches!(v.kind(), raw::VMA_VDSO | raw::VMA_VVAR | raw::VMA_VSYSCALL) {
+            continue;
+        }
+        let mut a = v.start();
+        while a < v.end() {
+            let want = mem
+                .get(&a)
+                .unwrap_or_else(|| panic!("{}: page {a:#x} is not in the task", image.display()));
+            match inspect::page_content(&idx, a, PS) {
+                Page::Bytes(b) => assert!(
+                    b.as_ref() == want.as_slice(),
+                    "{}: page {a:#x} differs from the task's memory: {:?} resolves to {:x?}, \
+                     the task has {:x?}",
+                    image.display(),
+                    idx.resolve(a).map(|r| match r {
+                        cr_format::chain::Resolved::Data { crid, .. } => ("data", crid),
+                        cr_format::chain::Resolved::Zero { crid } => ("zero", crid),
+                        cr_format::chain::Resolved::NotPresent { crid, .. } => ("none", crid),
+                    }),
+                    &b[..16],
+                    &want[..16]
+                ),
+                Page::Zero => assert!(
+                    want.iter().all(|&x| x == 0),
+                    "{}: page {a:#x} resolves to zero, the task's is not",
+                    image.display()
+                ),
+                Page::Unavailable(why) => panic!("{}: page {a:#x}: {why}", image.display()),
+            }
+            seen += 1;
+            a += PS;
+        }
+    }
+    assert_eq!(
+        seen,
+        mem.len(),
+        "{}: VMAs cover the task's pages",
+        image.display()
+    );
+}
+
+/// (start, end) of VMAs that hold at least one "in the parent" page, and of every VMA.
+type Bounds = Vec<(u64, u64)>;
+
+fn vmas_with_parent_runs(image: &Path) -> (Bounds, Bounds) {
+    let m = inspect::Mapped::open(image).unwrap();
+    let img = Image::parse(m.bytes()).unwrap();
+    let mut with = Vec::new();
+    let mut all = Vec::new();
+    let mut cur = (0, 0);
+    for r in img.records() {
+        match r.record {
+            Record::Vma(v) => {
+                cur = (v.start(), v.end());
+                all.push(cur);
+            }
+            Record::Pages(p)
+                if p.iter().any(|r| r.kind == RunKind::Parent) && with.last() != Some(&cur) =>
+            {
+                with.push(cur);
+            }
+            _ => {}
+        }
+    }
+    (with, all)
+}
+
+fn header(image: &Path) -> raw::Header {
+    let m = inspect::Mapped::open(image).unwrap();
+    *Image::parse(m.bytes()).unwrap().header()
+}
+
+fn digest(image: &Path) -> u64 {
+    let m = inspect::Mapped::open(image).unwrap();
+    Image::parse(m.bytes()).unwrap().digest()
+}
+
+#[test]
+fn chain_of_three_resolves_to_memory_at_each_crid_and_squashes() {
+    let dir = TempDir::new("incr-chain");
+    let mut p = Prog::spawn();
+    let (j1, m1) = checkpoint(&p, dir.path(), &[]);
+    let i1 = image_path(&j1);
+    p.cmd(&format!("rewrite {REWRITE} 1"));
+    let (j2, m2) = checkpoint(&p, dir.path(), &["--parent", i1.to_str().unwrap()]);
+    let i2 = image_path(&j2);
+    p.cmd(&format!("rewrite {REWRITE} 2"));
+    // --incremental picks the newest image of the name: CRID 2.
+    let (j3, m3) = checkpoint(&p, dir.path(), &["--incremental"]);
+    let i3 = image_path(&j3);
+
+    let c1 = j1["crid"].as_u64().unwrap();
+    let c2 = j2["crid"].as_u64().unwrap();
+    let c3 = j3["crid"].as_u64().unwrap();
+    assert_eq!(j1["parent_crid"], 0);
+    assert_eq!(j2["parent_crid"].as_u64(), Some(c1));
+    assert_eq!(j3["parent_crid"].as_u64(), Some(c2));
+    let h2 = header(&i2);
+    assert_eq!(h2.parent_crid.get(), c1);
+    assert_eq!(h2.parent_digest.get(), digest(&i1));
+    assert_eq!(h2.diff_method.get(), raw::DIFF_CONTENT_COMPARE);
+    assert_eq!(header(&i3).parent_digest.get(), digest(&i2));
+    assert_eq!(header(&i1).diff_method.get(), raw::DIFF_NONE);
+
+    // About 1% of the pages are stored: the rewritten ones, plus the few the program's stack,
+    // stdio buffers and libc data touched.
+    for j in [&j2, &j3] {
+        let data = j["data_pages"].as_u64().unwrap();
+        let parent = j["parent_pages"].as_u64().unwrap();
+        assert!(
+            (REWRITE..REWRITE + 30).contains(&data),
+            "data pages {data}, rewritten {REWRITE}: {j}"
+        );
+        assert!(parent >= PAGES - REWRITE, "parent pages {parent}: {j}");
+    }
+    let s1 = j1["size"].as_u64().unwrap();
+    for j in [&j2, &j3] {
+        let s = j["size"].as_u64().unwrap();
+        assert!(s * 100 < s1 * 3, "incremental {s} bytes, full {s1}");
+    }
+
+    // Each image's chain is the memory at its CRID.
+    check_chain_memory(&i1, &m1);
+    check_chain_memory(&i2, &m2);
+    check_chain_memory(&i3, &m3);
+    assert_ne!(m2, m3);
+
+    // chain: lists 3 → 2 → 1 and checks the links.
+    let c = json(&dump(&["chain", i3.to_str().unwrap(), "--json"]));
+    let crids: Vec<u64> = c["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["crid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(crids, [c3, c2, c1]);
+    assert_eq!(c["ok"], true);
+    assert!(c["parent_pages_checked"].as_u64().unwrap() >= 2 * (PAGES - REWRITE));
+    let text = ok(&dump(&["chain", i3.to_str().unwrap()]));
+    assert!(text.contains("chain ok: 3 image(s)"), "{text}");
+
+    // squash 1-2-3: one full image with the memory of 3.
+    let sq = dir.path().join("squashed.img");
+    let out = ok(&dump(&[
+        "squash",
+        i3.to_str().unwrap(),
+        "-o",
+        sq.to_str().unwrap(),
+    ]));
+    assert!(out.contains("squashed 3 image(s)"), "{out}");
+    let h = header(&sq);
+    assert_eq!(h.parent_crid.get(), 0);
+    assert_eq!(h.parent_digest.get(), 0);
+    assert_eq!(h.diff_method.get(), raw::DIFF_NONE);
+    assert!(h.crid.get() > c3);
+    check_chain_memory(&sq, &m3);
+    let v = json(&dump(&["verify", sq.to_str().unwrap(), "--json"]));
+    assert_eq!(v["images"][0]["pages"][2], 0);
+    // Into a directory: NAME.img.NEWCRID, usable as a parent.
+    let sqdir = dir.path().join("sq");
+    std::fs::create_dir(&sqdir).unwrap();
+    let out = ok(&dump(&[
+        "squash",
+        i3.to_str().unwrap(),
+        "-o",
+        sqdir.to_str().unwrap(),
+    ]));
+    let names = std::fs::read_dir(&sqdir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(names.len(), 1, "{out}");
+    assert!(names[0].starts_with("incr.img."), "{names:?}");
+}
+
+#[test]
+fn mappings_added_removed_grown_shrunk_moved_remapped() {
+    let dir = TempDir::new("incr-maps");
+    let mut p = Prog::spawn();
+    for n in ["a", "b", "c", "d", "e"] {
+        p.cmd(&format!("map {n} 16"));
+    }
+    let (j1, m1) = checkpoint(&p, dir.path(), &[]);
+    let i1 = image_path(&j1);
+    let before = p.regions.clone();
+    p.cmd("unmap a");
+    p.cmd("grow b 8");
+    p.cmd("move c");
+    p.cmd("remap d");
+    p.cmd("shrink e 4");
+    p.cmd("drop big 10");
+    p.cmd("map f 8");
+    p.cmd(&format!("rewrite {REWRITE} 3"));
+    let (j2, m2) = checkpoint(&p, dir.path(), &["--parent", i1.to_str().unwrap()]);
+    let i2 = image_path(&j2);
+    check_chain_memory(&i1, &m1);
+    check_chain_memory(&i2, &m2);
+
+    let (with_parent, all2) = vmas_with_parent_runs(&i2);
+    let (_, all1) = vmas_with_parent_runs(&i1);
+    // A VMA with "in the parent" pages is one the parent has with the same bounds.
+    for v in &with_parent {
+        assert!(
+            all1.contains(v),
+            "VMA {:#x}-{:#x} has parent runs but is not in the parent",
+            v.0,
+            v.1
+        );
+    }
+    let vma_of = |r: (u64, u64)| {
+        *all2
+            .iter()
+            .find(|v| v.0 <= r.0 && r.0 < v.1)
+            .unwrap_or_else(|| panic!("no VMA at {:#x}", r.0))
+    };
+    // Grown (b), moved (c), shrunk (e) and new (f): never in the parent.
+    for n in ["b", "c", "e", "f"] {
+        let v = vma_of(p.region(n));
+        assert!(!with_parent.contains(&v), "{n}: {v:x?} has parent runs");
+        assert!(!all1.contains(&v), "{n}: {v:x?} was in the parent");
+    }
+    assert_eq!(vma_of(p.region("b")).1 - vma_of(p.region("b")).0, 24 * PS);
+    assert_ne!(p.region("c").0, before["c"].0);
+    // The big region is unchanged in its bounds: most of it is in the parent.
+    assert!(with_parent.contains(&vma_of(p.region("big"))));
+    // a is gone: no VMA of the image covers it.
+    let a = before["a"];
+    assert!(!all2
+        .iter()
+        .any(|v| v.0 < a.0 + a.1 && a.0 < v.1 && v.1 - v.0 == a.1));
+    // d, remapped with every other page written: the others read zero (checked above), and
+    // they are not present, so without a run.
+    let m = inspect::Mapped::open(&i2).unwrap();
+    let img = Image::parse(m.bytes()).unwrap();
+    let d = p.region("d");
+    assert!(matches!(
+        img.lookup(d.0 + PS),
+        cr_format::read::Lookup::NotPresent(_)
+    ));
+    // The dropped big pages are not present any more: no run (zero), not the parent's data.
+    let big = p.region("big");
+    assert!(matches!(
+        img.lookup(big.0 + PS),
+        cr_format::read::Lookup::NotPresent(_)
+    ));
+    assert!(j2["data_pages"].as_u64().unwrap() < 200, "{j2}");
+}
+
+#[test]
+fn wrong_or_missing_parent_is_refused_naming_the_crid() {
+    let dir = TempDir::new("incr-refuse");
+    let p = Prog::spawn();
+    let (j1, _) = checkpoint(&p, dir.path(), &[]);
+    let i1 = image_path(&j1);
+    let c1 = j1["crid"].as_u64().unwrap();
+    let (j2, _) = checkpoint(&p, dir.path(), &["--parent", i1.to_str().unwrap()]);
+    let i2 = image_path(&j2);
+    let pid = p.pid().to_string();
+    let d = dir.path().to_str().unwrap();
+    let entries = || {
+        let mut v: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let fails = |parent: &Path, want: &[&str]| {
+        let before = entries();
+        let out = dump(&[
+            "checkpoint",
+            "--pid",
+            &pid,
+            "-o",
+            d,
+            "--name",
+            "incr",
+            "--parent",
+            parent.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        for w in want {
+            assert!(err.contains(w), "{w:?} not in {err:?}");
+        }
+        assert_eq!(entries(), before, "nothing left behind");
+        cr_tests::assert_running(p.pid());
+    };
+    // Missing.
+    fails(
+        &dir.path().join("incr.img.999999"),
+        &["CRID 999999", "missing"],
+    );
+    // A file whose name says one CRID and holds another.
+    let liar = dir.path().join("incr.img.888888");
+    std::fs::copy(&i1, &liar).unwrap();
+    fails(&liar, &["CRID 888888", &format!("holds CRID {c1}")]);
+    std::fs::remove_file(&liar).unwrap();
+    // Its own parent is missing: the chain is broken at CRID c1.
+    let moved = dir.path().join("elsewhere");
+    std::fs::rename(&i1, &moved).unwrap();
+    fails(&i2, &[&format!("CRID {c1}"), "missing"]);
+    std::fs::rename(&moved, &i1).unwrap();
+    // Its parent was replaced by another image of that CRID (digest mismatch).
+    let other = Prog::spawn();
+    let od = TempDir::new("incr-other");
+    let (jo, _) = checkpoint(&other, od.path(), &[]);
+    let io = image_path(&jo);
+    // A checkpoint of another task.
+    fails(&io, &[&format!("CRID {}", jo["crid"]), "pid"]);
+    // The parent of i2 replaced by different bytes under its name (a flipped byte): the digest
+    // i2 names no longer matches, or the image no longer parses.
+    let saved = dir.path().join("saved");
+    std::fs::rename(&i1, &saved).unwrap();
+    let mut bytes = std::fs::read(&saved).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 1;
+    std::fs::write(&i1, &bytes).unwrap();
+    fails(&i2, &[&format!("CRID {}", j2["crid"])]);
+    std::fs::rename(&saved, &i1).unwrap();
+    // And the right parent works.
+    let out = dump(&[
+        "checkpoint",
+        "--pid",
+        &pid,
+        "-o",
+        d,
+        "--name",
+        "incr",
+        "--parent",
+        i2.to_str().unwrap(),
+    ]);
+    ok(&out);
+}
+
+#[test]
+fn chain_reports_a_broken_link() {
+    let dir = TempDir::new("incr-broken");
+    let mut p = Prog::spawn();
+    let (j1, _) = checkpoint(&p, dir.path(), &[]);
+    p.cmd("rewrite 4 1");
+    let (j2, _) = checkpoint(&p, dir.path(), &["--incremental"]);
+    let i1 = image_path(&j1);
+    let i2 = image_path(&j2);
+    std::fs::remove_file(&i1).unwrap();
+    let out = dump(&["chain", i2.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("CRID {}", j1["crid"])), "{err}");
+    let j: serde_json::Value =
+        serde_json::from_slice(&dump(&["chain", i2.to_str().unwrap(), "--json"]).stdout).unwrap();
+    assert_eq!(j["ok"], false);
+    assert_eq!(j["images"].as_array().unwrap().len(), 1);
+}
+
+/// Whether write-protect dirty tracking works here (userfaultfd with WP_ASYNC).
+fn tracking_works(j: &serde_json::Value) -> bool {
+    j["tracking_armed"] == true
+}
+
+#[test]
+fn write_tracking_chain_resolves_to_memory_and_copies_only_written_pages() {
+    let dir = TempDir::new("incr-track");
+    let mut p = Prog::spawn();
+    p.cmd("map a 16");
+    p.cmd("map b 16");
+    let (j1, m1) = checkpoint(&p, dir.path(), &["--track"]);
+    if !tracking_works(&j1) {
+        eprintln!("write-protect tracking unavailable here: {j1}");
+        return;
+    }
+    let i1 = image_path(&j1);
+    p.cmd(&format!("rewrite {REWRITE} 1"));
+    // Dropped and read again: the zero page, never "written".
+    p.cmd("drop a 4");
+    p.cmd("touch a 4");
+    p.cmd("drop b 2");
+    p.cmd("map c 8");
+    let (j2, m2) = checkpoint(&p, dir.path(), &["--incremental"]);
+    let i2 = image_path(&j2);
+    assert_eq!(j2["diff_method"], "write-tracking", "{j2}");
+    assert!(j2["tracked_vmas"].as_u64().unwrap() >= 3, "{j2}");
+    assert_eq!(header(&i2).diff_method.get(), raw::DIFF_WRITE_TRACKING);
+    p.cmd(&format!("rewrite {REWRITE} 2"));
+    p.cmd("grow b 4");
+    // Unmapped and mapped again at the same place with the same size: no longer registered,
+    // so not tracked (and compared instead).
+    p.cmd("remap a");
+    let (j3, m3) = checkpoint(&p, dir.path(), &["--incremental"]);
+    let i3 = image_path(&j3);
+    assert_eq!(j3["diff_method"], "write-tracking", "{j3}");
+    for j in [&j2, &j3] {
+        let data = j["data_pages"].as_u64().unwrap();
+        assert!(
+            (REWRITE..REWRITE + 60).contains(&data),
+            "data pages {data}, rewritten {REWRITE}: {j}"
+        );
+    }
+    check_chain_memory(&i1, &m1);
+    check_chain_memory(&i2, &m2);
+    check_chain_memory(&i3, &m3);
+    // A parent that is not the tracker's baseline: content compare, still right.
+    p.cmd(&format!("rewrite {REWRITE} 3"));
+    let (j4, m4) = checkpoint(&p, dir.path(), &["--parent", i2.to_str().unwrap()]);
+    assert_eq!(j4["diff_method"], "content-compare", "{j4}");
+    check_chain_memory(&image_path(&j4), &m4);
+    // And tracking was armed again there: the next one tracks.
+    p.cmd(&format!("rewrite {REWRITE} 4"));
+    let (j5, m5) = checkpoint(&p, dir.path(), &["--incremental"]);
+    assert_eq!(j5["diff_method"], "write-tracking", "{j5}");
+    check_chain_memory(&image_path(&j5), &m5);
+}
+
+#[test]
+fn write_tracking_with_more_regions_than_one_scan_returns() {
+    // Every other page written: 8192 regions of each kind, more than one PAGEMAP_SCAN call
+    // returns (4096), so the scan is resumed where the kernel says it stopped.
+    let dir = TempDir::new("incr-track-many");
+    let mut p = Prog::spawn_with(16384);
+    let (j1, _) = checkpoint(&p, dir.path(), &["--track"]);
+    if !tracking_works(&j1) {
+        eprintln!("write-protect tracking unavailable here: {j1}");
+        return;
+    }
+    p.cmd("rewrite 8192 1");
+    let (j2, m2) = checkpoint(&p, dir.path(), &["--incremental"]);
+    assert_eq!(j2["diff_method"], "write-tracking", "{j2}");
+    let data = j2["data_pages"].as_u64().unwrap();
+    assert!((8192..8192 + 60).contains(&data), "{j2}");
+    check_chain_memory(&image_path(&j2), &m2);
+}
+
+#[test]
+fn precopy_of_a_task_that_keeps_writing_is_its_state_at_the_final_freeze() {
+    let dir = TempDir::new("incr-precopy");
+    let mut p = Prog::spawn_with(8000);
+    p.cmd("map a 16");
+    // Rewrites 1% of its big region every 2 ms for 3 s, while it is pre-copied.
+    p.send("churn 3000 2");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let pid = p.pid().to_string();
+    let out = dump(&[
+        "checkpoint",
+        "--pid",
+        &pid,
+        "-o",
+        dir.path().to_str().unwrap(),
+        "--name",
+        "incr",
+        "--json",
+        "--leave-stopped",
+        "--precopy",
+        "--max-rounds",
+        "4",
+    ]);
+    let j = json(&out);
+    let m = memory(p.pid());
+    p.cont();
+    let rounds = j["precopy_rounds"].as_array().unwrap();
+    assert!(rounds.len() >= 2, "{j}");
+    assert!(rounds[0].as_u64().unwrap() >= 8000, "{j}");
+    let img = image_path(&j);
+    check_chain_memory(&img, &m);
+    assert_eq!(j["tracking_armed"], true, "{j}");
+    p.wait_ready();
+    // Tracking stays armed with the pre-copy image as its baseline.
+    p.cmd(&format!("rewrite {REWRITE} 9"));
+    let (j2, m2) = checkpoint(&p, dir.path(), &["--incremental"]);
+    assert_eq!(j2["diff_method"], "write-tracking", "{j2}");
+    check_chain_memory(&image_path(&j2), &m2);
+}
