@@ -497,7 +497,7 @@ mod arb {
     //! Arbitrary images that are valid by construction (most of the time), so fuzzing and
     //! property tests exercise the whole format rather than the first check.
     use super::*;
-    use crate::limits::MAX_AUXV;
+    use crate::limits::{MAX_AUXV, MAX_DATA_PER_RECORD};
     use crate::raw::*;
     use arbitrary::{Arbitrary, Result, Unstructured};
 
@@ -612,10 +612,11 @@ mod arb {
                         }
                         let max = ((end - p) / ps).min(4);
                         let n = u.int_in_range(1..=max)?;
+                        // Data up to the record limit (16 pages of 64 KiB); zero runs beyond.
+                        let room = data.len() as u64 + n * ps <= u64::from(MAX_DATA_PER_RECORD);
                         let kind = match u.int_in_range(0..=2u8)? {
-                            0 => RunKind::Data,
-                            1 => RunKind::Zero,
-                            _ if incremental => RunKind::Parent,
+                            0 if room => RunKind::Data,
+                            2 if incremental => RunKind::Parent,
                             _ => RunKind::Zero,
                         };
                         if kind == RunKind::Data {
