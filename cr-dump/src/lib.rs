@@ -22,6 +22,7 @@ pub mod json;
 pub mod output;
 pub mod procfs;
 pub mod registry;
+pub mod restore;
 pub mod show;
 pub mod squash;
 pub mod sys;

@@ -146,6 +146,30 @@ enum Cmd {
         #[arg(short, long, value_name = "OUT")]
         output: PathBuf,
     },
+    /// Restart a task from an image chain (a new process with the image's memory and registers).
+    #[command(
+        after_help = "Verifies the chain, refuses what cannot be restored (changed mapped file, \
+        another architecture or kernel vDSO layout, XSAVE features this CPU lacks) before \
+        anything starts, then builds the task in a child of cr-dump by ptrace syscall \
+        injection. The task gets a new pid; it keeps cr-dump's credentials, working directory \
+        and stdin/stdout/stderr (/dev/null with --detach); no other descriptor is open.\n\
+        Without --detach, cr-dump waits for the task and exits with its status (128+N if \
+        killed by signal N). With --detach it prints the pid and exits.\nExit status: 1 if \
+        the restore failed."
+    )]
+    Restore {
+        /// The image (its parents are found beside it as NAME.img.CRID).
+        image: PathBuf,
+        /// Leave the restored task stopped (SIGSTOP); continue it with SIGCONT.
+        #[arg(long)]
+        stopped: bool,
+        /// Do not wait: stdin/stdout/stderr to /dev/null, print the pid, exit.
+        #[arg(long)]
+        detach: bool,
+        /// Write the restored task's pid to this file.
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+    },
     /// Print shell completions for cr-dump.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -292,6 +316,12 @@ fn main() -> ExitCode {
         Cmd::Core { image, output } => core_cmd(&image, &output),
         Cmd::Chain { image, json } => chain_cmd(&image, json),
         Cmd::Squash { image, output } => squash_cmd(&image, &output),
+        Cmd::Restore {
+            image,
+            stopped,
+            detach,
+            pid_file,
+        } => restore_cmd(&image, stopped, detach, pid_file.as_deref()),
         Cmd::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -490,6 +520,35 @@ fn core_cmd(image: &std::path::Path, out: &std::path::Path) -> Result<(), Fail> 
         out.display()
     );
     Ok(())
+}
+
+fn restore_cmd(
+    image: &std::path::Path,
+    stopped: bool,
+    detach: bool,
+    pid_file: Option<&std::path::Path>,
+) -> Result<(), Fail> {
+    let opts = cr_dump::restore::Options { stopped, detach };
+    let r = cr_dump::restore::restore(image, &opts)?;
+    for w in &r.warnings {
+        eprintln!("cr-dump: warning: {w}");
+    }
+    if let Some(f) = pid_file {
+        std::fs::write(f, format!("{}\n", r.pid))
+            .map_err(|e| Fail::Run(format!("writing {}: {e}", f.display())))?;
+    }
+    if detach {
+        println!("{}", r.pid);
+        return Ok(());
+    }
+    let _ = std::io::stdout().flush();
+    let code = match sys::waitpid(r.pid) {
+        Ok(sys::WaitStatus::Exited(c)) => c,
+        Ok(sys::WaitStatus::Signaled(s)) => 128 + s,
+        Ok(s) => return Err(Fail::Run(format!("restored task {}: {s:?}", r.pid))),
+        Err(e) => return Err(Fail::Run(format!("waiting for pid {}: {e}", r.pid))),
+    };
+    std::process::exit(code);
 }
 
 fn chain_cmd(image: &std::path::Path, json: bool) -> Result<(), Fail> {

@@ -608,3 +608,160 @@ pub fn pagemap_scan(
     unsafe { out.set_len(n) };
     Ok(arg[4])
 }
+
+/// `PTRACE_SETREGSET` of note type `nt` from `buf` (the whole register set).
+pub fn ptrace_setregset(pid: i32, nt: u32, buf: &[u8]) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr().cast_mut().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: `iov` describes `buf`, valid for reads of `buf.len()` bytes for the whole call; for
+    // PTRACE_SETREGSET the kernel only reads through `iov_base` (it may update `iov_len`, which
+    // lives in our local `iov`), and keeps no pointer after the call.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SETREGSET,
+            pid,
+            nt as usize as *mut libc::c_void,
+            (&mut iov as *mut libc::iovec).cast::<libc::c_void>(),
+        )
+    };
+    check(r).map(drop)
+}
+
+/// `PTRACE_SETOPTIONS` with `opts` (`PTRACE_O_*`).
+pub fn ptrace_setoptions(pid: i32, opts: i32) -> io::Result<()> {
+    // SAFETY: PTRACE_SETOPTIONS takes the options as an integer in `data`; no memory is accessed.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SETOPTIONS,
+            pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            opts as libc::c_long as *mut libc::c_void,
+        )
+    };
+    check(r).map(drop)
+}
+
+/// `PTRACE_GET_RSEQ_CONFIGURATION`: the tracee's registered rseq area (address, length,
+/// signature); address 0 if none is registered.
+pub fn ptrace_get_rseq(pid: i32) -> io::Result<(u64, u32, u32)> {
+    const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+    // struct ptrace_rseq_configuration: u64 rseq_abi_pointer; u32 rseq_abi_size; u32 signature;
+    // u32 flags; u32 pad: 24 bytes.
+    let mut c = [0u64; 3];
+    // SAFETY: `addr` is the size of the buffer `data` points to (24 bytes, the size of struct
+    // ptrace_rseq_configuration); the kernel writes at most that many bytes into `c`, which is
+    // valid and writable for the call.
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_GET_RSEQ_CONFIGURATION,
+            pid,
+            std::mem::size_of_val(&c) as *mut libc::c_void,
+            c.as_mut_ptr().cast::<libc::c_void>(),
+        )
+    };
+    check(r)?;
+    Ok((c[0], c[1] as u32, (c[1] >> 32) as u32))
+}
+
+/// Forks a child that only stops itself under ptrace, as the empty shell of a restored task:
+/// in the child, `dup2(stdio, 0/1/2)` if `stdio` is given, `ptrace(PTRACE_TRACEME)`,
+/// `raise(SIGSTOP)`, then `pause()` forever (the tracer replaces its whole address space and
+/// registers before it runs again). Returns the child's pid; the caller waits for its stop.
+///
+/// Between fork and the stop the child calls only async-signal-safe libc functions and
+/// allocates nothing, so the caller may have other threads.
+pub fn fork_traced_child(stdio: Option<i32>) -> io::Result<i32> {
+    // SAFETY: fork has no memory-safety preconditions by itself; in the child (r == 0) only
+    // async-signal-safe functions (dup2, ptrace, raise, pause, _exit) run, with integer
+    // arguments, no allocation and no lock, until the tracer takes the process over; the child
+    // never returns from this function.
+    let r = unsafe { libc::fork() };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if r == 0 {
+        // SAFETY: see above: async-signal-safe calls with integer arguments only.
+        unsafe {
+            if let Some(fd) = stdio {
+                for t in 0..3 {
+                    if libc::dup2(fd, t) == -1 {
+                        libc::_exit(126);
+                    }
+                }
+            }
+            if libc::ptrace(
+                libc::PTRACE_TRACEME,
+                0,
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::null_mut::<libc::c_void>(),
+            ) == -1
+            {
+                libc::_exit(127);
+            }
+            libc::raise(libc::SIGSTOP);
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// XCR0, the state components the OS enabled for XSAVE (`xgetbv(0)`), or `None` if the CPU or
+/// the OS has no XSAVE.
+pub fn xcr0() -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !std::arch::is_x86_feature_detected!("xsave") {
+            return None;
+        }
+        let (lo, hi): (u32, u32);
+        // SAFETY: xgetbv with ecx = 0 reads XCR0; it is valid when CPUID reports OSXSAVE, which
+        // the std feature detection for "xsave" checks (it requires the OS support bit). It
+        // touches no memory and only writes eax and edx.
+        unsafe {
+            std::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi,
+                options(nomem, nostack, preserves_flags));
+        }
+        Some(u64::from(lo) | (u64::from(hi) << 32))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+/// `fork()`, only in a single-threaded process (checked in `/proc/self/status`; refused with
+/// `EWOULDBLOCK` otherwise), so that the child may run any code: no lock can be held by a
+/// thread that does not exist in the child. Returns 0 in the child, its pid in the parent.
+pub fn fork_single_threaded() -> io::Result<i32> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    if threads != Some(1) {
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "fork refused: the process is not single-threaded",
+        ));
+    }
+    // SAFETY: the process has one thread (checked just above; only this thread could create
+    // another meanwhile, and it is here), so the child starts with every lock free and every
+    // data structure consistent, as after any fork of a single-threaded program.
+    let r = unsafe { libc::fork() };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+/// `_exit(code)`: ends the process at once, without running exit handlers or flushing stdio
+/// buffers (for a forked child that must not flush copies of its parent's buffers).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit takes an integer and never returns; no Rust invariant depends on
+    // destructors running.
+    unsafe { libc::_exit(code) }
+}
