@@ -88,3 +88,92 @@ fn huge_claims_cost_no_memory() {
         n + 2
     );
 }
+
+/// An image whose VMAs go on past `MAX_VMAS` (as one claiming 2^32 VMAs would): refused at the
+/// first one too many, with the streaming reader's memory still one record.
+#[test]
+fn vma_count_past_the_limit_is_refused_in_bounded_memory() {
+    use cr_format::limits::MAX_VMAS;
+    use cr_format::raw::*;
+    use zerocopy::FromZeros;
+    let mut img = Vec::new();
+    let mut w = cr_format::write::Writer::new(&mut img);
+    let mut h = Header::new_zeroed();
+    h.magic = MAGIC;
+    h.version_major = VERSION_MAJOR.into();
+    h.arch = ARCH_X86_64.into();
+    h.page_size = 4096.into();
+    h.crid = 1.into();
+    w.header(&h).unwrap();
+    let mut t = Task::new_zeroed();
+    t.pid = 1.into();
+    t.state = b'S';
+    w.task(&t).unwrap();
+    let mut r = RegsX86_64::new_zeroed();
+    r.arch = ARCH_X86_64.into();
+    w.regs(&r, &[]).unwrap();
+    w.mm(&Mm::new_zeroed(), &[], b"").unwrap();
+    let mut v = Vma::new_zeroed();
+    for i in 0..u64::from(MAX_VMAS) {
+        v.start = (0x10000 + 2 * i * 4096).into();
+        v.end = (0x10000 + (2 * i + 1) * 4096).into();
+        w.vma(&v, &[]).unwrap();
+    }
+    // The writer refuses one more; forge it by copying the last Vma record with the next index.
+    let next = u64::from(MAX_VMAS);
+    v.start = (0x10000 + 2 * next * 4096).into();
+    v.end = (0x10000 + (2 * next + 1) * 4096).into();
+    assert!(matches!(
+        w.vma(&v, &[]).unwrap_err().kind,
+        cr_format::ErrorKind::LimitExceeded {
+            limit: "MAX_VMAS",
+            ..
+        }
+    ));
+    drop(w);
+    let last = img.len() - 88;
+    let mut extra = img[last..].to_vec();
+    let index = u32::from_le_bytes(extra[8..12].try_into().unwrap()) + 1;
+    extra[8..12].copy_from_slice(&index.to_le_bytes());
+    let mut c = crc32fast::Hasher::new();
+    c.update(&extra[..12]);
+    c.update(&extra[16..]);
+    let crc = c.finalize();
+    extra[12..16].copy_from_slice(&crc.to_le_bytes());
+    img.extend_from_slice(&extra);
+    let (peak, res) = peak_while_streaming(&img);
+    let e = res.unwrap_err();
+    assert!(
+        matches!(
+            e.kind,
+            cr_format::ErrorKind::LimitExceeded {
+                limit: "MAX_VMAS",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(peak < 96 * 1024, "peak {peak}");
+}
+
+/// A chain of a million images is refused by its depth before any link is looked at.
+#[test]
+fn million_deep_chain_is_refused_at_once() {
+    let full = std::fs::read(format!(
+        "{}/../spec/vectors/valid/full.bin",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let img = cr_format::read::Image::parse(&full).unwrap();
+    let many = vec![img; 1_000_000];
+    // The depth is the first check, so nothing is walked.
+    let e = cr_format::chain::Chain::new(&many).unwrap_err();
+    assert!(matches!(
+        e.kind,
+        cr_format::ErrorKind::LimitExceeded {
+            limit: "MAX_CHAIN_DEPTH",
+            found: 1_000_000,
+            ..
+        }
+    ));
+}
