@@ -130,7 +130,7 @@ fn vma_count_past_the_limit_is_refused_in_bounded_memory() {
             ..
         }
     ));
-    drop(w);
+    let _ = w.into_inner();
     let last = img.len() - 88;
     let mut extra = img[last..].to_vec();
     let index = u32::from_le_bytes(extra[8..12].try_into().unwrap()) + 1;
