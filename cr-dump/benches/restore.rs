@@ -28,8 +28,14 @@ fn fresh_write(len: usize) -> f64 {
 }
 
 fn main() {
-    let mib: usize = std::env::var("CR_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
-    let rounds: usize = std::env::var("CR_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let mib: usize = std::env::var("CR_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let rounds: usize = std::env::var("CR_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let dir = TempDir::new("bench-restore");
     let crid = dir.path().join("crid");
     let fill = program("fill");
@@ -40,7 +46,16 @@ fn main() {
         let out = dir.path().join(format!("r{round}"));
         let t0 = Instant::now();
         let o = Command::new(BIN)
-            .args(["checkpoint", "--pid", &t.pid().to_string(), "-o", out.to_str().unwrap(), "--direct", "--kill", "--json"])
+            .args([
+                "checkpoint",
+                "--pid",
+                &t.pid().to_string(),
+                "-o",
+                out.to_str().unwrap(),
+                "--direct",
+                "--kill",
+                "--json",
+            ])
             .env("CR_CRID_FILE", &crid)
             .output()
             .unwrap();
@@ -53,7 +68,14 @@ fn main() {
         let pidf = dir.path().join("pid");
         let t0 = Instant::now();
         let o = Command::new(BIN)
-            .args(["restore", &img, "--detach", "--stopped", "--pid-file", pidf.to_str().unwrap()])
+            .args([
+                "restore",
+                &img,
+                "--detach",
+                "--stopped",
+                "--pid-file",
+                pidf.to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         rs.push(t0.elapsed().as_secs_f64());
@@ -62,13 +84,22 @@ fn main() {
         let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
         fw.push(fresh_write(mib << 20));
         let _ = std::fs::remove_dir_all(&out);
-        println!("round {round}: checkpoint {:.3} s, restore {:.3} s, fresh write {:.3} s", ck[round], rs[round], fw[round]);
+        println!(
+            "round {round}: checkpoint {:.3} s, restore {:.3} s, fresh write {:.3} s",
+            ck[round], rs[round], fw[round]
+        );
     }
     let (c, r, f) = (median(&mut ck), median(&mut rs), median(&mut fw));
     println!("target {mib} MiB, image {image_len} bytes; medians of {rounds}");
     println!("checkpoint --direct (whole command)   {c:.3} s");
-    println!("restore --detach --stopped (incl. verify) {r:.3} s  {:.2} GiB/s", mib as f64 / 1024.0 / r);
-    println!("write {mib} MiB into fresh memory       {f:.3} s  {:.2} GiB/s", mib as f64 / 1024.0 / f);
+    println!(
+        "restore --detach --stopped (incl. verify) {r:.3} s  {:.2} GiB/s",
+        mib as f64 / 1024.0 / r
+    );
+    println!(
+        "write {mib} MiB into fresh memory       {f:.3} s  {:.2} GiB/s",
+        mib as f64 / 1024.0 / f
+    );
     println!("ratio restore / checkpoint            {:.2}", r / c);
     println!("ratio restore / fresh-memory write    {:.2}", r / f);
 }
