@@ -118,7 +118,7 @@ impl Registry {
         Ok(Lazy { crid, stats })
     }
 
-    /// Pre-copy checkpoint ([`capture::capture_precopy`]), made incremental over `parent` if
+    /// Pre-copy checkpoint (`capture::capture_precopy`), made incremental over `parent` if
     /// given (content compare).
     pub fn checkpoint_precopy(
         &self,
