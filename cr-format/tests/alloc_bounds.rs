@@ -32,6 +32,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
+/// The count is process-wide: the tests of this file run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Peak bytes allocated while the streaming reader walks `bytes`.
 fn peak_while_streaming(bytes: &[u8]) -> (usize, Result<(), cr_format::Error>) {
     let base = NOW.load(Relaxed);
@@ -44,6 +51,7 @@ fn peak_while_streaming(bytes: &[u8]) -> (usize, Result<(), cr_format::Error>) {
 
 #[test]
 fn huge_claims_cost_no_memory() {
+    let _serial = serial();
     let dir = format!("{}/../spec/vectors/invalid", env!("CARGO_MANIFEST_DIR"));
     let mut n = 0;
     for name in [
@@ -93,6 +101,7 @@ fn huge_claims_cost_no_memory() {
 /// first one too many, with the streaming reader's memory still one record.
 #[test]
 fn vma_count_past_the_limit_is_refused_in_bounded_memory() {
+    let _serial = serial();
     use cr_format::limits::MAX_VMAS;
     use cr_format::raw::*;
     use zerocopy::FromZeros;
@@ -159,6 +168,7 @@ fn vma_count_past_the_limit_is_refused_in_bounded_memory() {
 /// A chain of a million images is refused by its depth before any link is looked at.
 #[test]
 fn million_deep_chain_is_refused_at_once() {
+    let _serial = serial();
     let full = std::fs::read(format!(
         "{}/../spec/vectors/valid/full.bin",
         env!("CARGO_MANIFEST_DIR")
