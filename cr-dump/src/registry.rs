@@ -64,15 +64,12 @@ impl Registry {
         crid: u64,
         opts: &Options,
     ) -> Result<Lazy> {
-        // What a pagemap scan says would be copied now (else anonymous resident + swapped
-        // memory); a little slack covers growth until the freeze (a shortfall is still handled,
-        // at page-fault speed).
-        let est = capture::estimate_bytes(ins)
-            .unwrap_or_else(|_| ins.status.rss_anon.saturating_add(ins.status.vm_swap));
-        let est = est.saturating_add(est / 16).saturating_add(4 << 20);
-        let buf = self.buffer(usize::try_from(est).unwrap_or(usize::MAX))?;
-        let snap = capture::capture_lazy(ins, crid, opts, buf)?;
-        let stats = snap.stats;
+        self.checkpoint_with(ins, crid, opts, None, None)
+    }
+
+    /// Keeps `snap` under its CRID.
+    fn keep(&self, snap: Snapshot) -> Result<Lazy> {
+        let (crid, stats) = (snap.crid, snap.stats);
         self.map
             .lock()
             .map_err(|_| Error::Other("registry lock poisoned".into()))?
@@ -93,6 +90,9 @@ impl Registry {
         parent: Option<&crate::incremental::Parent>,
         tracker: Option<&mut dyn capture::Tracker>,
     ) -> Result<Lazy> {
+        // What a pagemap scan says would be copied now (else anonymous resident + swapped
+        // memory); a little slack covers growth until the freeze (a shortfall is still handled,
+        // at page-fault speed).
         let est = capture::estimate_bytes(ins)
             .unwrap_or_else(|_| ins.status.rss_anon.saturating_add(ins.status.vm_swap));
         let est = est.saturating_add(est / 16).saturating_add(4 << 20);
@@ -110,12 +110,7 @@ impl Registry {
             crate::incremental::make_incremental(&mut snap, p)?;
             snap.stats.capture += t.elapsed();
         }
-        let stats = snap.stats;
-        self.map
-            .lock()
-            .map_err(|_| Error::Other("registry lock poisoned".into()))?
-            .insert(crid, Arc::new(snap));
-        Ok(Lazy { crid, stats })
+        self.keep(snap)
     }
 
     /// Pre-copy checkpoint (`capture::capture_precopy`), made incremental over `parent` if
@@ -135,12 +130,7 @@ impl Registry {
             crate::incremental::make_incremental(&mut snap, p)?;
             snap.stats.capture += t.elapsed();
         }
-        let stats = snap.stats;
-        self.map
-            .lock()
-            .map_err(|_| Error::Other("registry lock poisoned".into()))?
-            .insert(crid, Arc::new(snap));
-        Ok((Lazy { crid, stats }, rep))
+        Ok((self.keep(snap)?, rep))
     }
 
     /// The checkpoint kept under `crid`.
