@@ -21,7 +21,7 @@ use crate::procfs::{self, MapsEntry, Stat, Status};
 use crate::sys::{self, WaitStatus};
 use cr_format::limits::{MAX_DATA_PER_RECORD, MAX_RUNS_PER_RECORD};
 use cr_format::raw::{self, AuxvEntry, PageRun};
-use cr_format::write::{IoSink, Sink, Summary, Writer};
+use cr_format::write::{DataCrc, IoSink, Sink, Summary, Writer};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -45,12 +45,19 @@ pub enum After {
 pub struct Options {
     /// What to do with the task afterwards.
     pub after: After,
+    /// Lazy mode: copy the memory while the task is stopped, instead of making a
+    /// copy-on-write twin ([`crate::twin`]) and resuming the task at once.
+    pub copy_memory: bool,
 }
 
 /// Test hook: when this environment variable holds a number of milliseconds, the dumper prints
 /// `cr-dump: test-hook: frozen` to stderr right after the freeze and sleeps that long, so tests
 /// can kill the target (or the dumper) mid-capture.
 pub const TEST_PAUSE_ENV: &str = "CR_DUMP_TEST_PAUSE_MS";
+
+/// Test hook: milliseconds to sleep before the write-back from a copy-on-write twin starts, so
+/// tests can let the task rewrite its memory first.
+pub const TEST_WRITEBACK_PAUSE_ENV: &str = "CR_DUMP_TEST_WRITEBACK_PAUSE_MS";
 
 /// Figures of one capture.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -236,6 +243,19 @@ const PTRACE_EVENT_STOP: i32 = 128;
 
 /// Seizes and stops `pid`.
 pub fn freeze(pid: i32) -> Result<Frozen> {
+    let fr = freeze_quiet(pid)?;
+    if let Some(ms) = std::env::var(TEST_PAUSE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        eprintln!("cr-dump: test-hook: frozen");
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    Ok(fr)
+}
+
+/// [`freeze`] without its test hook.
+pub(crate) fn freeze_quiet(pid: i32) -> Result<Frozen> {
     let since = Instant::now();
     sys::ptrace_seize(pid).map_err(|e| match e.raw_os_error() {
         Some(libc::ESRCH) => Error::NoSuchProcess(pid),
@@ -285,13 +305,6 @@ pub fn freeze(pid: i32) -> Result<Frozen> {
                 });
             }
         }
-    }
-    if let Some(ms) = std::env::var(TEST_PAUSE_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        eprintln!("cr-dump: test-hook: frozen");
-        std::thread::sleep(Duration::from_millis(ms));
     }
     Ok(fr)
 }
@@ -383,6 +396,11 @@ impl VmaRec {
                 self.vma.kind.get(),
                 raw::VMA_ANON | raw::VMA_HEAP | raw::VMA_STACK
             )
+    }
+
+    /// Whether any of its pages are stored (not the vDSO and the like, not a shared mapping).
+    pub fn stored(&self) -> bool {
+        self.policy() != Policy::Skip
     }
 
     fn policy(&self) -> Policy {
@@ -879,6 +897,26 @@ fn read_memory_parallel(
     })
 }
 
+/// [`read_memory`] through `/proc/PID/mem` only (one read per range).
+fn read_memory_mem_file(
+    pid: i32,
+    mem: &File,
+    ranges: &[Range],
+    page_size: u64,
+    buf: &mut [u8],
+) -> Result<()> {
+    let mut off = 0usize;
+    for &(a, n) in ranges {
+        let len = usize::try_from(n * page_size).unwrap_or(usize::MAX);
+        let dst = buf
+            .get_mut(off..off.saturating_add(len))
+            .ok_or_else(|| Error::Other("page buffer too small".into()))?;
+        read_mem_file(pid, mem, a, dst)?;
+        off += len;
+    }
+    Ok(())
+}
+
 fn read_mem_file(pid: i32, mem: &File, addr: u64, dst: &mut [u8]) -> Result<()> {
     let mut done = 0usize;
     while done < dst.len() {
@@ -1031,16 +1069,33 @@ pub struct Snapshot {
     pub meta: Meta,
     /// VMAs and their records.
     pub vmas: Vec<SnapVma>,
-    /// The page data.
+    /// The page data (empty for a snapshot held by a twin).
     pub buf: sys::MapBuf,
     /// Figures of the capture.
     pub stats: Stats,
+    /// The copy-on-write twin holding the pages, when the snapshot was taken that way: then
+    /// `vmas` have no records, and each write-back reads the pages from the twin.
+    pub twin: Option<crate::twin::Twin>,
 }
 
 impl Snapshot {
     /// Writes the image to `out`; returns what was written.
     pub fn write_to<W: Write>(&self, out: W) -> Result<Summary> {
         let mut w = Writer::new(IoSink::new(out));
+        if let Some(t) = &self.twin {
+            if let Some(ms) = std::env::var(TEST_WRITEBACK_PAUSE_ENV)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+            self.meta.write(&mut w).map_err(|e| sink_err(&mut w, e))?;
+            let vmas: Vec<VmaRec> = self.vmas.iter().map(|v| v.vma.clone()).collect();
+            let st = stream_vmas(t.pid(), &mut w, &vmas, true)?;
+            let summary = finish_image(&mut w)?;
+            t.set_counts(st.data_pages, st.zero_pages);
+            return Ok(summary);
+        }
         let r = self.write_records(&mut w);
         if let Some(e) = w.sink_mut().take_error() {
             return Err(Error::io("writing the image", e));
@@ -1065,7 +1120,7 @@ impl Snapshot {
         Ok(w.finish()?)
     }
 
-    /// Bytes of page data held.
+    /// Bytes of page data held (0 for a snapshot held by a twin: known once written).
     pub fn data_bytes(&self) -> u64 {
         self.stats.data_pages * u64::from(self.meta.header.page_size.get())
     }
@@ -1102,6 +1157,62 @@ pub(crate) fn capture_lazy_tracked(
     let frozen = freeze(pid)?;
     capture_frozen(ins, crid, opts, buf, frozen, started, Some(tracker))
         .map_err(|e| frozen_err(pid, e))
+}
+
+/// Lazy capture by a copy-on-write twin ([`crate::twin`]): freeze, make the twin, release the
+/// task. When no twin can stand for the task, the memory is copied while it is stopped, into
+/// `fallback` (grown if too small) as [`capture_lazy`] does, and the reason is in
+/// [`Snapshot::twin`]'s absence and the returned note.
+pub(crate) fn capture_cow(
+    ins: &Inspection,
+    crid: u64,
+    opts: &Options,
+    fallback: impl FnOnce() -> Result<sys::MapBuf>,
+) -> Result<(Snapshot, Option<String>)> {
+    let started = Instant::now();
+    let pid = ins.pid;
+    let page_size = u32::try_from(sys::page_size()).unwrap_or(4096);
+    let frozen = freeze(pid)?;
+    let made = read_frozen(ins, crid, page_size)
+        .and_then(|(meta, vmas)| Ok((crate::twin::make(pid, &vmas)?, meta, vmas)));
+    match made {
+        Ok((Ok(twin), meta, vmas)) => {
+            let downtime = frozen.release(opts.after)?;
+            let stats = Stats {
+                downtime,
+                capture: started.elapsed(),
+                vmas: vmas.len() as u64,
+                ..Stats::default()
+            };
+            let vmas = vmas
+                .into_iter()
+                .map(|vma| SnapVma {
+                    vma,
+                    records: Vec::new(),
+                    tracked: None,
+                })
+                .collect();
+            Ok((
+                Snapshot {
+                    crid,
+                    pid,
+                    meta,
+                    vmas,
+                    buf: sys::MapBuf::empty(),
+                    stats,
+                    twin: Some(twin),
+                },
+                None,
+            ))
+        }
+        Ok((Err(why), _, _)) => {
+            let buf = fallback()?;
+            let snap = capture_frozen(ins, crid, opts, buf, frozen, started, None)
+                .map_err(|e| frozen_err(pid, e))?;
+            Ok((snap, Some(why)))
+        }
+        Err(e) => Err(frozen_err(pid, e)),
+    }
 }
 
 fn capture_frozen(
@@ -1187,6 +1298,7 @@ fn capture_frozen(
         vmas: snap_vmas,
         buf,
         stats,
+        twin: None,
     })
 }
 
@@ -1223,8 +1335,8 @@ const DIRECT_BUFFERS: usize = 3;
 enum Chunk {
     /// Start of VMA number `.0`.
     Vma(usize),
-    /// Pages records over a buffer.
-    Pages(Vec<u8>, Vec<RecordPlan>),
+    /// Pages records over a buffer, with their data CRCs.
+    Pages(Vec<u8>, Vec<(RecordPlan, DataCrc)>),
 }
 
 fn stream_frozen<W: Write>(
@@ -1236,19 +1348,57 @@ fn stream_frozen<W: Write>(
     started: Instant,
 ) -> Result<DirectResult> {
     let pid = ins.pid;
+    let page_size = u32::try_from(sys::page_size()).unwrap_or(4096);
+    let mut w = Writer::new(IoSink::new(out));
+    let (meta, vmas) = read_frozen(ins, crid, page_size)?;
+    meta.write(&mut w).map_err(|e| sink_err(&mut w, e))?;
+    let mut stats = stream_vmas(pid, &mut w, &vmas, false)?;
+    let summary = finish_image(&mut w)?;
+    stats.downtime = frozen.release(opts.after)?;
+    stats.capture = started.elapsed();
+    Ok(DirectResult {
+        crid,
+        summary,
+        stats,
+    })
+}
+
+/// The writer's I/O error if it has one (the real cause), else `e`.
+fn sink_err<W: Write>(w: &mut Writer<IoSink<W>>, e: impl Into<Error>) -> Error {
+    match w.sink_mut().take_error() {
+        Some(io) => Error::io("writing the image", io),
+        None => e.into(),
+    }
+}
+
+/// Writes the tail and flushes.
+fn finish_image<W: Write>(w: &mut Writer<IoSink<W>>) -> Result<Summary> {
+    let summary = w.finish().map_err(|e| sink_err(w, e))?;
+    w.sink_mut()
+        .get_mut()
+        .flush()
+        .map_err(|e| Error::io("writing the image", e))?;
+    Ok(summary)
+}
+
+/// Writes the VMA and Pages records of `vmas`, reading pages from task `src` (the frozen task,
+/// or its copy-on-write twin) in bounded memory. Returns the page counts.
+///
+/// `twin`: read through `/proc/PID/mem`, not `process_vm_readv`. The latter pins the pages it
+/// reads, and the kernel (since 5.19) unshares a copy-on-write page before pinning it: every
+/// page of a twin would be copied, doubling the memory and the time.
+fn stream_vmas<W: Write>(
+    src: i32,
+    w: &mut Writer<IoSink<W>>,
+    vmas: &[VmaRec],
+    twin: bool,
+) -> Result<Stats> {
+    let pid = src;
     let ps = sys::page_size();
     let ps64 = ps as u64;
-    let page_size = u32::try_from(ps).unwrap_or(4096);
     let pagemap = open_proc(pid, "pagemap")?;
     let mem = open_proc(pid, "mem")?;
     let max_pages = u64::from(MAX_DATA_PER_RECORD) / ps64;
-    let mut w = Writer::new(IoSink::new(out));
-    let (meta, vmas) = read_frozen(ins, crid, page_size)?;
-    let io_err = |w: &mut Writer<IoSink<W>>, e: Error| match w.sink_mut().take_error() {
-        Some(io) => Error::io("writing the image", io),
-        None => e,
-    };
-    meta.write(&mut w).map_err(|e| io_err(&mut w, e))?;
 
     // Two stages on two threads: the reader copies memory chunk by chunk (one Pages record
     // each) and plans the records; the writer CRCs and writes them. Buffers go round.
@@ -1257,7 +1407,7 @@ fn stream_frozen<W: Write>(
         let _ = free_tx.send(vec![0u8; MAX_DATA_PER_RECORD as usize]);
     }
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(DIRECT_BUFFERS);
-    let vmas_ref = &vmas;
+    let vmas_ref = vmas;
     let (mem_ref, pagemap_ref) = (&mem, &pagemap);
     let reader = move || -> Stats {
         let mut stats = Stats::default();
@@ -1268,10 +1418,23 @@ fn stream_frozen<W: Write>(
             let Ok(mut buf) = free_rx.recv() else {
                 return Ok(false);
             };
-            read_memory(pid, mem_ref, chunk, ps64, &mut buf)?;
+            if twin {
+                read_memory_mem_file(pid, mem_ref, chunk, ps64, &mut buf)?;
+            } else {
+                read_memory(pid, mem_ref, chunk, ps64, &mut buf)?;
+            }
             let mut plans = Vec::with_capacity(1);
             plan_records(chunk, &mut buf, 0, ps, &mut plans, stats);
             chunk.clear();
+            // The data CRC here, while the pages just read are in this core's cache: the
+            // writer thread then only writes.
+            let plans = plans
+                .into_iter()
+                .map(|r| {
+                    let crc = DataCrc::of(buf.get(r.data.clone()).unwrap_or(&[]));
+                    (r, crc)
+                })
+                .collect();
             Ok(tx.send(Ok(Chunk::Pages(buf, plans))).is_ok())
         };
         let run = |stats: &mut Stats| -> Result<()> {
@@ -1318,14 +1481,13 @@ fn stream_frozen<W: Write>(
                 match msg? {
                     Chunk::Vma(i) => {
                         if let Some(v) = vmas.get(i) {
-                            w.vma(&v.vma, &v.path)
-                                .map_err(|e| io_err(&mut w, Error::from(e)))?;
+                            w.vma(&v.vma, &v.path).map_err(|e| sink_err(w, e))?;
                         }
                     }
                     Chunk::Pages(buf, plans) => {
-                        for r in &plans {
-                            w.pages(&r.runs, buf.get(r.data.clone()).unwrap_or(&[]))
-                                .map_err(|e| io_err(&mut w, Error::from(e)))?;
+                        for (r, crc) in &plans {
+                            w.pages_with_crc(&r.runs, buf.get(r.data.clone()).unwrap_or(&[]), *crc)
+                                .map_err(|e| sink_err(w, e))?;
                         }
                         let _ = free_tx.send(buf);
                     }
@@ -1341,19 +1503,8 @@ fn stream_frozen<W: Write>(
         (r, stats)
     });
     written?;
-    let summary = w.finish().map_err(|e| io_err(&mut w, Error::from(e)))?;
-    w.sink_mut()
-        .get_mut()
-        .flush()
-        .map_err(|e| Error::io("writing the image", e))?;
     stats.vmas = vmas.len() as u64;
-    stats.downtime = frozen.release(opts.after)?;
-    stats.capture = started.elapsed();
-    Ok(DirectResult {
-        crid,
-        summary,
-        stats,
-    })
+    Ok(stats)
 }
 
 /// Bounds of a pre-copy.
@@ -1810,6 +1961,7 @@ pub(crate) fn capture_precopy(
             vmas: snap_vmas,
             buf,
             stats,
+            twin: None,
         },
         rep,
     ))

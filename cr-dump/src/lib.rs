@@ -3,6 +3,7 @@
 //!
 //! - [`capture`]: the checkpointability check, the freeze, direct (streaming) capture;
 //! - [`registry`]: lazy checkpoints kept in memory under their CRID, written back later;
+//! - [`twin`]: copy-on-write snapshots (a stopped copy of the task) that lazy checkpoints use;
 //! - [`crid`]: the node-wide CRID counter;
 //! - [`output`]: image files, unnamed (`O_TMPFILE`) until complete, mode 0600;
 //! - [`show`]: a text rendering of an image; [`json`]: its JSON form and back (`encode`);
@@ -27,6 +28,7 @@ pub mod show;
 pub mod squash;
 pub mod sys;
 pub mod tracking;
+pub mod twin;
 
 pub use capture::{After, Options, Stats};
 pub use error::{Error, Result};

@@ -192,9 +192,14 @@ The image is written to DIR/NAME.img.CRID (mode 0600): unnamed (O_TMPFILE) or un
 temporary name while it is written, named only when complete. On any failure nothing is left \
 in DIR and the task is left running, untraced.
 
-By default the capture is lazy: memory is copied into a pre-faulted buffer, the task resumes \
-at once (the downtime is the copy only), then the image is written. --direct streams the \
-image while the task stays stopped, with bounded memory (a few 1 MiB buffers).
+By default the capture is lazy: while the task is stopped, cr-dump injects clone() into it to \
+make a copy-on-write twin (a stopped copy of its memory, traced by cr-dump, killed after the \
+write-back; the task never sees it), resumes the task, and writes the image from the twin. \
+The downtime is the clone, not a copy of the memory; the task then pays a page copy on its \
+first write to each page until the write-back ends. Where no twin can stand for the task \
+(seccomp, MADV_DONTFORK or MADV_WIPEONFORK memory, clone failing; a note says why) and with \
+--copy, memory is copied into a buffer while the task is stopped instead. --direct streams \
+the image while the task stays stopped, with bounded memory (a few 1 MiB buffers).
 
 With `-- CMD ARGS...`, cr-dump starts CMD (stdin from /dev/null, its stdout sent to cr-dump's \
 stderr), waits --after seconds, checkpoints it, then kills it: the command was started only to \
@@ -233,10 +238,14 @@ struct CheckpointArgs {
     /// Kill the task after the checkpoint (e.g. for migration).
     #[arg(long)]
     kill: bool,
-    /// Stream the image while the task is stopped, with bounded memory, instead of copying
-    /// into memory first.
+    /// Stream the image while the task is stopped, with bounded memory, instead of taking a
+    /// lazy snapshot first.
     #[arg(long)]
     direct: bool,
+    /// Lazy mode: copy the memory into a buffer while the task is stopped, instead of making
+    /// a copy-on-write twin of the task.
+    #[arg(long, conflicts_with = "direct")]
+    copy: bool,
     /// With CMD: seconds to let it run before the checkpoint.
     #[arg(long, value_name = "SECONDS", default_value = "0.5", value_parser = parse_secs)]
     after: Duration,
@@ -741,7 +750,10 @@ fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
     } else {
         After::Continue
     };
-    let opts = Options { after };
+    let opts = Options {
+        after,
+        copy_memory: a.copy,
+    };
     let ins = capture::inspect(pid)?;
     let name = match &a.name {
         Some(n) => n.clone(),
@@ -775,6 +787,7 @@ fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
     let mut precopy: Option<capture::PrecopyReport> = None;
     let mut tmp = TempImage::create(&a.dir, &name)?;
     let crid = crid::next()?;
+    let mut snapshot = "none";
     let (stats, summary, writeback) = if a.direct {
         let mut w = Progress {
             inner: tmp.writer(),
@@ -811,17 +824,27 @@ fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
         let t_wb = Instant::now();
         let mut w = Progress {
             inner: tmp.writer(),
-            bar: bar(Some(snap.data_bytes()), "write-back"),
+            bar: bar(snap.twin.is_none().then(|| snap.data_bytes()), "write-back"),
         };
         let r = snap.write_to(&mut w);
         if let Some(b) = &w.bar {
             b.finish_and_clear();
         }
         drop(w);
+        let mut stats = lazy.stats;
+        // A twin's page counts are known once the image is written.
+        if let Some((data, zero)) = snap.twin.as_ref().and_then(|t| t.counts()) {
+            stats.data_pages = data;
+            stats.zero_pages = zero;
+        }
+        snapshot = if snap.twin.is_some() { "twin" } else { "copy" };
+        if let Some(n) = &lazy.note {
+            eprintln!("cr-dump: note: memory copied while the task was stopped: {n}");
+        }
         drop(snap);
         let _ = reg.discard(crid);
         let summary = r?;
-        (lazy.stats, summary, t_wb.elapsed())
+        (stats, summary, t_wb.elapsed())
     };
     let path = tmp.commit(crid, a.sync)?;
     if let Some(s) = &session {
@@ -870,6 +893,7 @@ fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
             "precopy_arm_downtime_ms": precopy.as_ref().map(|r| ms(r.arm_downtime)),
             "vmas": stats.vmas,
             "mode": if a.direct { "direct" } else { "lazy" },
+            "snapshot": snapshot,
             "downtime_ms": ms(stats.downtime),
             "capture_ms": ms(capture_t),
             "writeback_ms": ms(writeback),

@@ -260,6 +260,8 @@ pub struct Status {
     pub rss_anon: u64,
     /// VmSwap, bytes.
     pub vm_swap: u64,
+    /// Seccomp mode (0 none, 1 strict, 2 filter).
+    pub seccomp: u32,
 }
 
 /// Parses `/proc/PID/status`.
@@ -314,6 +316,7 @@ pub fn parse_status(text: &str) -> Result<Status> {
             "Kthread" => s.kthread = v == "1",
             "RssAnon" => s.rss_anon = kb(),
             "VmSwap" => s.vm_swap = kb(),
+            "Seccomp" => s.seccomp = v.parse().unwrap_or(0),
             _ => {}
         }
     }

@@ -1,8 +1,9 @@
 //! In-memory checkpoints keyed by CRID: the seed's `checkpoint(..., CR_CKPT_LAZY)` followed by
 //! `ckpt_writeback(crid, fd)`.
 //!
-//! [`Registry::checkpoint_lazy`] copies the task's memory into a pre-faulted buffer, resumes the
-//! task at once and keeps the checkpoint under its CRID; [`Registry::writeback`] writes its image
+//! [`Registry::checkpoint_lazy`] makes a copy-on-write twin of the task ([`crate::twin`]), or
+//! else copies the task's memory into a pre-faulted buffer, resumes the task at once and keeps
+//! the checkpoint under its CRID; [`Registry::writeback`] writes its image
 //! to any `io::Write` (file, pipe, socket) later, as often as wanted; [`Registry::discard`] frees
 //! it and keeps its buffer for the next checkpoint, so a later copy does not pay page faults.
 
@@ -25,12 +26,15 @@ pub struct Registry {
 }
 
 /// What a lazy checkpoint reports.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Lazy {
     /// The CRID it is kept under.
     pub crid: u64,
     /// Figures of the capture.
     pub stats: Stats,
+    /// Why the memory was copied while the task was stopped rather than held by a
+    /// copy-on-write twin, if a twin was tried and could not be used.
+    pub note: Option<String>,
 }
 
 impl Registry {
@@ -47,6 +51,15 @@ impl Registry {
             }
         }
         MapBuf::new(len).map_err(|e| Error::io("allocating the page buffer", e))
+    }
+
+    /// The largest pooled buffer, or an empty one.
+    fn pooled(&self) -> MapBuf {
+        let Ok(mut pool) = self.pool.lock() else {
+            return MapBuf::empty();
+        };
+        let best = (0..pool.len()).max_by_key(|&i| pool.get(i).map_or(0, |b| b.len()));
+        best.map_or_else(MapBuf::empty, |i| pool.swap_remove(i))
     }
 
     /// Checks `pid`, issues a CRID, captures the task into memory and resumes it (as
@@ -74,7 +87,11 @@ impl Registry {
             .lock()
             .map_err(|_| Error::Other("registry lock poisoned".into()))?
             .insert(crid, Arc::new(snap));
-        Ok(Lazy { crid, stats })
+        Ok(Lazy {
+            crid,
+            stats,
+            note: None,
+        })
     }
 
     /// [`Registry::checkpoint_inspected`] with a dirty tracker (called while the task is frozen)
@@ -90,6 +107,21 @@ impl Registry {
         parent: Option<&crate::incremental::Parent>,
         tracker: Option<&mut dyn capture::Tracker>,
     ) -> Result<Lazy> {
+        // Not for a task killed after the checkpoint: the twin, its child, would outlive it as
+        // an orphan of init (and a copy costs the task nothing then).
+        if parent.is_none()
+            && tracker.is_none()
+            && !opts.copy_memory
+            && opts.after != capture::After::Kill
+        {
+            // A full checkpoint: a copy-on-write twin, no copy while stopped. Only when no twin
+            // can be made is the memory copied, into a pooled buffer or one allocated then
+            // (at page-fault speed: a rare case is not worth pre-faulting for).
+            let (snap, note) = capture::capture_cow(ins, crid, opts, || Ok(self.pooled()))?;
+            let mut lazy = self.keep(snap)?;
+            lazy.note = note;
+            return Ok(lazy);
+        }
         // What a pagemap scan says would be copied now (else anonymous resident + swapped
         // memory); a little slack covers growth until the freeze (a shortfall is still handled,
         // at page-fault speed).
@@ -158,7 +190,7 @@ impl Registry {
             .ok_or(Error::UnknownCrid(crid))?;
         if let Ok(snap) = Arc::try_unwrap(snap) {
             if let Ok(mut pool) = self.pool.lock() {
-                if pool.len() < POOL_MAX {
+                if pool.len() < POOL_MAX && !snap.buf.is_empty() {
                     pool.push(snap.buf);
                 }
             }

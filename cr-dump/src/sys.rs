@@ -311,12 +311,20 @@ impl MapBuf {
         Ok(buf)
     }
 
+    /// A buffer of no bytes (no mapping).
+    pub fn empty() -> MapBuf {
+        MapBuf {
+            ptr: std::ptr::NonNull::dangling().as_ptr(),
+            len: 0,
+        }
+    }
+
     /// Length of the mapping in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// Whether the mapping is empty (never: at least 2 MiB).
+    /// Whether the buffer is empty ([`MapBuf::empty`]; a mapping has at least 2 MiB).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -340,6 +348,9 @@ impl std::ops::DerefMut for MapBuf {
 
 impl Drop for MapBuf {
     fn drop(&mut self) {
+        if self.len == 0 {
+            return; // MapBuf::empty: nothing mapped
+        }
         // SAFETY: unmaps exactly the mapping this MapBuf created and owns; no borrow outlives
         // self.
         unsafe {
@@ -568,13 +579,16 @@ pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
 
 /// One `PAGEMAP_SCAN` call over `[start, end)` of the task whose `/proc/PID/pagemap` is
 /// `pagemap`: regions (start, end, categories) go to `out` (at most its capacity, at least 1),
-/// covering at most `max_pages` pages (0: no limit); returns where the walk ended.
+/// covering at most `max_pages` pages (0: no limit); returns where the walk ended. A page
+/// matches when its categories, with those of `inverted` flipped, include all of
+/// `category_mask` and (if not 0) one of `anyof_mask`.
 #[allow(clippy::too_many_arguments)]
 pub fn pagemap_scan(
     pagemap: &std::fs::File,
     start: u64,
     end: u64,
     flags: u64,
+    inverted: u64,
     category_mask: u64,
     anyof_mask: u64,
     return_mask: u64,
@@ -593,7 +607,7 @@ pub fn pagemap_scan(
         out.as_mut_ptr() as u64,
         cap as u64,
         max_pages,
-        0,
+        inverted,
         category_mask,
         anyof_mask,
         return_mask,

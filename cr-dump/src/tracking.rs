@@ -51,8 +51,14 @@ fn io_err(pid: i32, what: &str, e: std::io::Error) -> Error {
     Error::io(format!("{what} (dirty tracking of pid {pid})"), e)
 }
 
-/// Address of a `syscall` instruction (0f 05) in the task's vDSO.
-fn vdso_syscall(pid: i32) -> Result<u64> {
+/// Address of a `syscall` instruction (0f 05) in the task's vDSO, preferably one followed by
+/// `ret` (c3) or `leave` (c9); whether it is.
+///
+/// The preference matters for an injected `clone`: the child starts right after the
+/// instruction, with the registers the injection set. With a stack pointer and frame pointer
+/// of (nearly) zero, `ret` or `leave` faults at once, so a child that ever ran (its tracer gone
+/// before it could be killed) dies on its first instruction instead of running the task's code.
+fn vdso_syscall(pid: i32) -> Result<(u64, bool)> {
     let maps = procfs::parse_maps(&String::from_utf8_lossy(&procfs::read(pid, "maps")?))?;
     let v = maps
         .iter()
@@ -62,17 +68,39 @@ fn vdso_syscall(pid: i32) -> Result<u64> {
     let mut b = vec![0u8; usize::try_from(v.end - v.start).unwrap_or(0)];
     mem.read_exact_at(&mut b, v.start)
         .map_err(|e| io_err(pid, "reading the vDSO", e))?;
-    let i = b
-        .windows(2)
-        .position(|w| w == [0x0f, 0x05])
-        .ok_or_else(|| Error::Other(format!("no syscall instruction in the vDSO of pid {pid}")))?;
-    Ok(v.start + i as u64)
+    let faulting = b
+        .windows(3)
+        .position(|w| w[..2] == [0x0f, 0x05] && matches!(w[2], 0xc3 | 0xc9));
+    let i = match faulting {
+        Some(i) => (i, true),
+        None => b
+            .windows(2)
+            .position(|w| w == [0x0f, 0x05])
+            .map(|i| (i, false))
+            .ok_or_else(|| {
+                Error::Other(format!("no syscall instruction in the vDSO of pid {pid}"))
+            })?,
+    };
+    Ok((v.start + i.0 as u64, i.1))
 }
 
 /// Runs system call `nr` with `args` inside a task frozen by us (under `PTRACE_SEIZE`, in a
 /// stop); returns its result (negative errno on failure). The task's registers are restored.
 pub fn inject_syscall(pid: i32, nr: u64, args: [u64; 6]) -> Result<i64> {
-    let at = vdso_syscall(pid)?;
+    inject_syscall_with(pid, nr, args, false)
+}
+
+/// [`inject_syscall`]; with `for_clone`, the system call is a `clone` whose child must never run
+/// the task's code: refused (an error) unless the vDSO has a `syscall` followed by `ret` or
+/// `leave`, and run with the frame pointer zeroed (the caller passes a stack near zero), so the
+/// child faults on its first instruction should it ever be resumed.
+pub fn inject_syscall_with(pid: i32, nr: u64, args: [u64; 6], for_clone: bool) -> Result<i64> {
+    let (at, faulting) = vdso_syscall(pid)?;
+    if for_clone && !faulting {
+        return Err(Error::Other(format!(
+            "no `syscall; ret` or `syscall; leave` in the vDSO of pid {pid}"
+        )));
+    }
     let saved = sys::ptrace_getregs(pid).map_err(|e| io_err(pid, "PTRACE_GETREGS", e))?;
     let mut r = saved;
     r.rip = at;
@@ -84,6 +112,9 @@ pub fn inject_syscall(pid: i32, nr: u64, args: [u64; 6]) -> Result<i64> {
     r.r10 = args[3];
     r.r8 = args[4];
     r.r9 = args[5];
+    if for_clone {
+        r.rbp = 0;
+    }
     sys::ptrace_setregs(pid, &r).map_err(|e| io_err(pid, "PTRACE_SETREGS", e))?;
     let run = || -> Result<i64> {
         let mut pending = Vec::new();
@@ -208,7 +239,7 @@ fn scan_all(
     let mut at = start;
     let mut covered = start;
     while at < end {
-        let walk_end = sys::pagemap_scan(pagemap, at, end, flags, mask, anyof, ret, 0, &mut out)
+        let walk_end = sys::pagemap_scan(pagemap, at, end, flags, 0, mask, anyof, ret, 0, &mut out)
             .map_err(|e| io_err(pid, &format!("PAGEMAP_SCAN {at:#x}-{end:#x}"), e))?;
         // Regions come in address order. When the buffer fills up, the kernel here may report
         // a walk end below the end of the last region it gave (seen on 6.18): resume after
@@ -413,6 +444,7 @@ pub fn registered(pid: i32, pagemap: &File, ranges: &[(u64, u64)]) -> Result<Vec
             pagemap,
             a,
             b,
+            0,
             0,
             sys::PAGE_IS_WPALLOWED,
             0,

@@ -293,8 +293,12 @@ fn lazy_and_direct_store_the_same_pages() {
     let t = Target::spawn(&program("regions"), &[file.to_str().unwrap(), "8"]);
     let pid = t.pid().to_string();
     let o = dir.path().to_str().unwrap();
-    // Stop it so both captures see the same memory.
+    // Stop it so both captures see the same memory (and wait for the stop: a capture racing
+    // it could interrupt a sleep whose remaining time the kernel then writes to the stack).
     cr_tests_kill(t.pid(), "STOP");
+    while !matches!(cr_tests::state(t.pid()), Some(('T', _)) | None) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     let a = json(&dump(&[
         "checkpoint",
         "--pid",

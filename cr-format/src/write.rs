@@ -118,6 +118,29 @@ pub struct Summary {
 
 static ZEROS: [u8; 4096] = [0; 4096];
 
+/// The CRC-32 of a Pages record's data (§8 `data_crc`) and its length, for
+/// [`Writer::pages_with_crc`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataCrc {
+    crc: u32,
+    len: u64,
+}
+
+impl DataCrc {
+    /// Computes it over `data`.
+    pub fn of(data: &[u8]) -> DataCrc {
+        DataCrc {
+            crc: crc32fast::hash(data),
+            len: to_u64(data.len()),
+        }
+    }
+
+    /// The CRC-32.
+    pub fn crc(&self) -> u32 {
+        self.crc
+    }
+}
+
 /// Writes an image record by record, in the order FORMAT.md §2.5 sets.
 pub struct Writer<S> {
     sink: S,
@@ -342,7 +365,28 @@ impl<S: Sink> Writer<S> {
     /// Writes a Pages record (§8) for the most recent Vma: `runs` in address order, `data` the
     /// pages of every data run, concatenated. Padding and CRCs are computed here.
     pub fn pages(&mut self, runs: &[PageRun], data: &[u8]) -> Result<()> {
+        self.pages_with_crc(runs, data, DataCrc::of(data))
+    }
+
+    /// [`Writer::pages`] with the data CRC computed beforehand by [`DataCrc::of`]: a pipeline
+    /// computes it on the thread that just filled `data`, while the bytes are in that core's
+    /// cache, and writes the record on another.
+    ///
+    /// The length is checked; the CRC is trusted. Data changed since `DataCrc::of` gives a
+    /// record every reader rejects (`BadDataCrc`): this is the one way to make the writer
+    /// emit a record its own checks would refuse.
+    pub fn pages_with_crc(&mut self, runs: &[PageRun], data: &[u8], crc: DataCrc) -> Result<()> {
         self.step(|w| {
+            if crc.len != to_u64(data.len()) {
+                return Err(Error::new(
+                    w.v.offset,
+                    ErrorKind::BadLength {
+                        kind: KIND_PAGES,
+                        expected: crc.len,
+                        found: to_u64(data.len()),
+                    },
+                ));
+            }
             let n = u32::try_from(runs.len()).unwrap_or(u32::MAX);
             if n > MAX_RUNS_PER_RECORD {
                 return Err(Error::new(
@@ -367,7 +411,7 @@ impl<S: Sink> Writer<S> {
             let p = raw::Pages {
                 run_count: n.into(),
                 pad_len: u32::try_from(pad).unwrap_or(u32::MAX).into(),
-                data_crc: crc32fast::hash(data).into(),
+                data_crc: crc.crc.into(),
                 _reserved0: 0.into(),
             };
             let len = 16u64

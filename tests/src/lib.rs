@@ -138,6 +138,14 @@ impl Target {
         i32::try_from(self.child.id()).unwrap()
     }
 
+    /// The next line it prints after `ready` (without the newline; empty at end of file).
+    pub fn next_line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut l = String::new();
+        self._stdout.read_line(&mut l).unwrap();
+        l.trim_end().to_string()
+    }
+
     /// The region called `name`.
     pub fn region(&self, name: &str) -> &Region {
         self.regions

@@ -1,0 +1,286 @@
+//! Copy-on-write snapshots: a stopped copy of the frozen task (its "twin"), made by injecting
+//! `clone` into it, keeps the task's memory as it was at the freeze while the task runs on. The
+//! image is then streamed from the twin; the task is stopped for the clone, not for a copy of
+//! its memory. Lazy checkpoints are taken this way by default
+//! ([`crate::registry::Registry::checkpoint_lazy`]).
+//!
+//! While the task is frozen: `clone(0)` is injected into it (nothing shared, no exit signal):
+//! the twin, attached to us at birth (`PTRACE_O_TRACECLONE`) and stopped before it runs, then
+//! given `PTRACE_O_EXITKILL` (if cr-dump dies, the twin dies); `close_range(0, ~0)` is injected
+//! into the twin, so it holds none of the task's descriptors (a pipe the task closes still
+//! reaches end-of-file). When the twin is dropped it is killed and waited for, then the task is
+//! stopped once more, for about 0.1 ms, to reap it by an injected `wait4`: the twin has no exit
+//! signal, so the task gets no `SIGCHLD` and its own `wait` calls never see it (only a
+//! `wait(__WALL)` could, while the twin lives).
+//!
+//! Neither the twin nor its copies of the task's registers ever run the task's code: the clone
+//! is injected at a `syscall` followed by `ret` or `leave`, with stack and frame pointers near
+//! zero, so a twin resumed by accident (its tracer killed in the microseconds before
+//! `PTRACE_O_EXITKILL` is set) faults at once.
+//!
+//! The twin is checked before it is used: every VMA to store must be in it with the same bounds
+//! (`MADV_DONTFORK` memory is not copied to a child), and every anonymous VMA with pages in the
+//! task must have pages in the twin (`MADV_WIPEONFORK` memory is emptied). Otherwise, or when the
+//! task has a seccomp filter (which could kill it for the injected calls), or the clone fails,
+//! [`make`] says why and the caller copies the memory while the task is stopped instead.
+//!
+//! What it costs: the stop copies the task's page tables (a fork); while the twin lives, the
+//! task's first write to each page copies that page (charged to the task's memory cgroup), and
+//! the twin is a process in `ps`, stopped, with the task's name, as a child of the task. The
+//! twin lives as long as the thread that made it (ptrace ties a tracee to its tracer thread).
+//! If the task exits before the twin is dropped, the twin is reaped by init instead; if another
+//! tracer holds the task by then, the twin stays a zombie child of the task until it exits.
+
+use crate::capture::VmaRec;
+use crate::error::{Error, Result};
+use crate::procfs;
+use crate::sys::{self, WaitStatus};
+use crate::tracking::inject_syscall_with;
+use cr_format::raw;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+
+const SYS_CLONE: u64 = 56;
+const SYS_WAIT4: u64 = 61;
+const SYS_CLOSE_RANGE: u64 = 436;
+const PTRACE_EVENT_STOP: i32 = 128;
+/// The stack pointer a clone child starts with: unmapped (below `mmap_min_addr`), so a `ret`
+/// faults.
+const CHILD_SP: u64 = 8;
+
+/// A stopped copy of a task's memory, traced by us. Dropping it kills it and reaps it.
+#[derive(Debug)]
+pub struct Twin {
+    pid: i32,
+    /// The task it is a copy of (its parent).
+    task: i32,
+    /// Data and zero pages found by the last write-back.
+    counts: Mutex<Option<(u64, u64)>>,
+}
+
+impl Twin {
+    /// The twin's pid (its memory is the task's at the freeze).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Records what a write-back found.
+    pub(crate) fn set_counts(&self, data: u64, zero: u64) {
+        if let Ok(mut c) = self.counts.lock() {
+            *c = Some((data, zero));
+        }
+    }
+
+    /// Data and zero pages found by the last write-back, if there was one.
+    pub fn counts(&self) -> Option<(u64, u64)> {
+        self.counts.lock().ok().and_then(|c| *c)
+    }
+}
+
+impl Drop for Twin {
+    fn drop(&mut self) {
+        if self.pid == 0 {
+            return;
+        }
+        // The twin's memory is torn down while the task runs; only the reap stops it.
+        kill_and_reap(self.pid);
+        let (pid, twin) = (self.task, self.pid);
+        let Ok(frozen) = crate::capture::freeze_quiet(pid) else {
+            return; // gone (then init reaps the twin), or traced by someone else
+        };
+        let rseq = save_rseq(pid);
+        let _ = reap_in(pid, twin);
+        let _ = restore_rseq(pid, &rseq);
+        let _ = frozen.release(crate::capture::After::Continue);
+    }
+}
+
+/// Kills a task traced by us and waits for its end as its tracer (its parent still has to
+/// reap it).
+fn kill_and_reap(pid: i32) {
+    let _ = sys::kill(pid, libc::SIGKILL);
+    loop {
+        match sys::waitpid(pid) {
+            Ok(WaitStatus::Exited(_)) | Ok(WaitStatus::Signaled(_)) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Reaps the dead twin `twin` by a `wait4` injected into its parent `pid` (frozen by us).
+fn reap_in(pid: i32, twin: i32) -> Result<()> {
+    let r = inject_syscall_with(
+        pid,
+        SYS_WAIT4,
+        [
+            twin as u64,
+            0,
+            (libc::__WALL | libc::WNOHANG) as u64,
+            0,
+            0,
+            0,
+        ],
+        false,
+    )?;
+    // ECHILD: the task reaped it itself (a wait with __WALL).
+    if r == i64::from(twin) || r == -i64::from(libc::ECHILD) {
+        Ok(())
+    } else {
+        Err(Error::Other(format!(
+            "wait4 for the twin {twin} in pid {pid} returned {r}"
+        )))
+    }
+}
+
+/// The task's rseq area (address and bytes) while it is stopped, if it registered one. The
+/// kernel rewrites its CPU fields whenever the task returns to user mode, as it does for each
+/// injected system call: writing the saved bytes back afterwards leaves the task's memory (and
+/// the twin's) exactly as it was at the freeze.
+fn save_rseq(pid: i32) -> Option<(u64, Vec<u8>)> {
+    let (addr, len, _) = sys::ptrace_get_rseq(pid).ok()?;
+    if addr == 0 {
+        return None;
+    }
+    let mut b = vec![0u8; usize::try_from(len.clamp(32, 256)).unwrap_or(32)];
+    let mem = File::open(procfs::path(pid, "mem")).ok()?;
+    mem.read_exact_at(&mut b, addr).ok()?;
+    Some((addr, b))
+}
+
+/// Writes a saved rseq area into task `pid` (stopped under our ptrace).
+fn restore_rseq(pid: i32, saved: &Option<(u64, Vec<u8>)>) -> Result<()> {
+    let Some((addr, b)) = saved else {
+        return Ok(());
+    };
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open(procfs::path(pid, "mem"))
+        .map_err(|e| procfs::proc_err(pid, "mem", e))?;
+    mem.write_all_at(b, *addr)
+        .map_err(|e| Error::io(format!("restoring the rseq area of pid {pid}"), e))
+}
+
+/// Waits for the first stop of a clone child attached to us at birth.
+fn wait_born(pid: i32) -> Result<()> {
+    loop {
+        match sys::waitpid(pid).map_err(|e| Error::io(format!("waitpid (twin {pid})"), e))? {
+            WaitStatus::Stopped { event, .. } if event == PTRACE_EVENT_STOP => return Ok(()),
+            WaitStatus::Stopped { .. } | WaitStatus::Other => {}
+            WaitStatus::Exited(_) | WaitStatus::Signaled(_) => {
+                return Err(Error::Other(format!("the twin {pid} died at birth")))
+            }
+        }
+    }
+}
+
+/// Makes the twin of `pid` (frozen by this thread, with the VMAs `vmas` read while frozen).
+/// `Ok(Err(reason))` when no twin can stand for the task (then none is left behind); `Err`
+/// when the task failed (it died).
+pub fn make(pid: i32, vmas: &[VmaRec]) -> Result<std::result::Result<Twin, String>> {
+    let status = procfs::parse_status(&String::from_utf8_lossy(&procfs::read(pid, "status")?))?;
+    if status.seccomp != 0 {
+        return Ok(Err(format!(
+            "pid {pid} runs under seccomp (mode {}): no system call is injected",
+            status.seccomp
+        )));
+    }
+    sys::ptrace_setoptions(pid, libc::PTRACE_O_TRACECLONE)
+        .map_err(|e| Error::io(format!("PTRACE_SETOPTIONS of pid {pid}"), e))?;
+    let rseq = save_rseq(pid);
+    let r = inject_syscall_with(pid, SYS_CLONE, [0, CHILD_SP, 0, 0, 0, 0], true);
+    // Back to no options: the task must not stop for clones of its own.
+    let _ = sys::ptrace_setoptions(pid, 0);
+    restore_rseq(pid, &rseq)?;
+    let r = match r {
+        Ok(r) => r,
+        Err(e) if procfs::read(pid, "stat").is_err() => return Err(e),
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    if r <= 0 {
+        return Ok(Err(format!(
+            "clone in pid {pid} failed: {}",
+            std::io::Error::from_raw_os_error(i32::try_from(-r).unwrap_or(0))
+        )));
+    }
+    let twin = Twin {
+        pid: i32::try_from(r).unwrap_or(0),
+        task: pid,
+        counts: Mutex::new(None),
+    };
+    // From here, any failure kills and reaps the twin while the task is still frozen.
+    let ready = (|| -> Result<Option<String>> {
+        let g = twin.pid;
+        wait_born(g)?;
+        sys::ptrace_setoptions(g, libc::PTRACE_O_EXITKILL)
+            .map_err(|e| Error::io(format!("PTRACE_SETOPTIONS of the twin {g}"), e))?;
+        // Best effort: before Linux 5.9 the twin keeps its descriptors until it is killed.
+        let _ = inject_syscall_with(
+            g,
+            SYS_CLOSE_RANGE,
+            [0, u64::from(u32::MAX), 0, 0, 0, 0],
+            false,
+        );
+        // Both went back to user mode for an instant: their rseq CPU fields are rewritten.
+        restore_rseq(g, &rseq)?;
+        check(pid, &twin, vmas)
+    })();
+    let why = match ready {
+        Ok(None) => return Ok(Ok(twin)),
+        Ok(Some(why)) => why,
+        Err(e) => e.to_string(),
+    };
+    let mut twin = twin;
+    let g = std::mem::take(&mut twin.pid); // dropped as done: reaped here, task still frozen
+    kill_and_reap(g);
+    reap_in(pid, g)?;
+    restore_rseq(pid, &rseq)?;
+    Ok(Err(why))
+}
+
+/// Whether the twin holds every stored VMA of the task, with its pages: `Some(reason)` if not.
+fn check(pid: i32, twin: &Twin, vmas: &[VmaRec]) -> Result<Option<String>> {
+    let g = twin.pid;
+    let maps = procfs::parse_maps(&String::from_utf8_lossy(&procfs::read(g, "maps")?))?;
+    let open = |p: i32| {
+        File::open(procfs::path(p, "pagemap")).map_err(|e| procfs::proc_err(p, "pagemap", e))
+    };
+    let (pm_task, pm_twin) = (open(pid)?, open(g)?);
+    let mut out: Vec<[u64; 3]> = Vec::with_capacity(1);
+    // A page that is present or swapped and not the shared zero page (a child gets no page
+    // tables for a VMA that only ever read zeros).
+    let mut has_pages = |pm: &File, p: i32, a: u64, b: u64| -> Result<bool> {
+        sys::pagemap_scan(
+            pm,
+            a,
+            b,
+            0,
+            sys::PAGE_IS_PFNZERO,
+            sys::PAGE_IS_PFNZERO,
+            sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
+            sys::PAGE_IS_PRESENT,
+            1,
+            &mut out,
+        )
+        .map_err(|e| Error::io(format!("PAGEMAP_SCAN of pid {p} at {a:#x}"), e))?;
+        Ok(!out.is_empty())
+    };
+    for v in vmas.iter().filter(|v| v.stored()) {
+        let (a, b) = (v.vma.start.get(), v.vma.end.get());
+        if !maps.iter().any(|m| m.start == a && m.end == b) {
+            return Ok(Some(format!(
+                "VMA {a:#x}-{b:#x} is not copied to a child (MADV_DONTFORK)"
+            )));
+        }
+        let anon = matches!(
+            v.vma.kind.get(),
+            raw::VMA_ANON | raw::VMA_HEAP | raw::VMA_STACK
+        );
+        if anon && has_pages(&pm_task, pid, a, b)? && !has_pages(&pm_twin, g, a, b)? {
+            return Ok(Some(format!(
+                "VMA {a:#x}-{b:#x} is emptied in a child (MADV_WIPEONFORK)"
+            )));
+        }
+    }
+    Ok(None)
+}
