@@ -75,6 +75,72 @@ fn refuses_a_zombie() {
     assert_running(t.pid());
 }
 
+/// A 93-byte static i386 ELF (no libc) that calls pause() in a loop, built here byte by byte
+/// (no multilib compiler needed; the kernel runs it through its IA-32 emulation).
+fn i386_pause_elf() -> Vec<u8> {
+    const BASE: u32 = 0x0804_8000;
+    // mov eax, 29 (pause); int 0x80; jmp back to the mov
+    let code = [0xb8, 29, 0, 0, 0, 0xcd, 0x80, 0xeb, 0xf7];
+    let len = 52 + 32 + code.len() as u32;
+    let mut e = Vec::new();
+    e.extend_from_slice(b"\x7fELF\x01\x01\x01\0\0\0\0\0\0\0\0\0");
+    e.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    e.extend_from_slice(&3u16.to_le_bytes()); // EM_386
+    e.extend_from_slice(&1u32.to_le_bytes());
+    e.extend_from_slice(&(BASE + 84).to_le_bytes()); // entry: the code
+    e.extend_from_slice(&52u32.to_le_bytes()); // phoff
+    e.extend_from_slice(&0u32.to_le_bytes()); // shoff
+    e.extend_from_slice(&0u32.to_le_bytes()); // flags
+    for v in [52u16, 32, 1, 0, 0, 0] {
+        e.extend_from_slice(&v.to_le_bytes()); // ehsize, phentsize, phnum, sh*
+    }
+    for v in [1u32, 0, BASE, BASE, len, len, 5, 0x1000] {
+        e.extend_from_slice(&v.to_le_bytes()); // PT_LOAD of the whole file, R+X
+    }
+    e.extend_from_slice(&code);
+    e
+}
+
+#[test]
+fn refuses_an_i386_task() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = TempDir::new("i386");
+    let bin_dir = TempDir::new("i386-bin");
+    let bin = bin_dir.path().join("pause32");
+    std::fs::write(&bin, i386_pause_elf()).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = match Command::new(&bin).spawn() {
+        Ok(c) => c,
+        // A kernel without IA-32 emulation cannot run it: nothing to test.
+        Err(e) => {
+            eprintln!("cannot run an i386 program here ({e}): skipped");
+            return;
+        }
+    };
+    let pid = i32::try_from(child.id()).unwrap();
+    // Wait until it runs its own code (exe is the new image once execve is done).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .as_deref()
+        != Some(bin.as_path())
+    {
+        assert!(Instant::now() < deadline, "the i386 program did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = dump_in(&d, pid);
+    let alive = child.try_wait().unwrap().is_none();
+    let st = state(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_failed(&out, "unsupported architecture: i386", &d);
+    assert!(alive, "the i386 program died");
+    assert!(
+        matches!(st, Some((c, 0)) if c != 'T' && c != 't'),
+        "left stopped or traced: {st:?}"
+    );
+}
+
 #[test]
 fn refuses_a_kernel_thread() {
     // kthreadd (pid 2) or any task flagged as a kernel thread; none is visible in some pid
