@@ -1327,11 +1327,16 @@ pub fn checkpoint_direct<W: Write>(
     stream_frozen(ins, crid, opts, out, frozen, started).map_err(|e| frozen_err(pid, e))
 }
 
-/// Buffers in flight between the reader and the writer of direct mode: peak memory is this many
+/// Buffers in flight between the readers and the writer of a stream: peak memory is this many
 /// Pages records' data, whatever the task's size.
-const DIRECT_BUFFERS: usize = 3;
+const STREAM_BUFFERS: usize = 4;
 
-/// What the reader thread of direct mode hands the writer.
+/// Threads reading memory for a stream. Reading is the costlier half (through `/proc/PID/mem`
+/// for a twin: two copies per page and a page-table walk), so two readers and the writer share
+/// the CPUs.
+const STREAM_READERS: usize = 2;
+
+/// What the writer of a stream gets, in sequence.
 enum Chunk {
     /// Start of VMA number `.0`.
     Vma(usize),
@@ -1400,106 +1405,154 @@ fn stream_vmas<W: Write>(
     let mem = open_proc(pid, "mem")?;
     let max_pages = u64::from(MAX_DATA_PER_RECORD) / ps64;
 
-    // Two stages on two threads: the reader copies memory chunk by chunk (one Pages record
-    // each) and plans the records; the writer CRCs and writes them. Buffers go round.
-    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(DIRECT_BUFFERS);
-    for _ in 0..DIRECT_BUFFERS {
+    // A planner walks the pagemap and cuts the pages into chunks of one Pages record's data;
+    // readers copy chunks, plan their records and compute their data CRCs (while the pages
+    // are in the reader's cache); the writer takes the results in sequence and writes them.
+    // Buffers go round, so memory stays bounded.
+    type Job = (u64, Vec<Range>, Vec<u8>);
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(STREAM_BUFFERS);
+    for _ in 0..STREAM_BUFFERS {
         let _ = free_tx.send(vec![0u8; MAX_DATA_PER_RECORD as usize]);
     }
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk>>(DIRECT_BUFFERS);
-    let vmas_ref = vmas;
-    let (mem_ref, pagemap_ref) = (&mem, &pagemap);
-    let reader = move || -> Stats {
-        let mut stats = Stats::default();
-        let send_chunk = |chunk: &mut Vec<Range>, stats: &mut Stats| -> Result<bool> {
-            if chunk.is_empty() {
-                return Ok(true);
-            }
-            let Ok(mut buf) = free_rx.recv() else {
-                return Ok(false);
+    let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(STREAM_BUFFERS);
+    let job_rx = std::sync::Mutex::new(job_rx);
+    // Unbounded, but holds at most the buffers in flight plus VMA markers.
+    let (res_tx, res_rx) = std::sync::mpsc::channel::<(u64, Result<Chunk>)>();
+    let (mem_ref, pagemap_ref, job_rx_ref) = (&mem, &pagemap, &job_rx);
+    let planner = {
+        let res_tx = res_tx.clone();
+        move || {
+            let mut seq = 0u64;
+            let send_chunk = |chunk: &mut Vec<Range>, seq: &mut u64| -> bool {
+                if chunk.is_empty() {
+                    return true;
+                }
+                let Ok(buf) = free_rx.recv() else {
+                    return false;
+                };
+                let ok = job_tx.send((*seq, std::mem::take(chunk), buf)).is_ok();
+                *seq += 1;
+                ok
             };
-            if twin {
-                read_memory_mem_file(pid, mem_ref, chunk, ps64, &mut buf)?;
-            } else {
-                read_memory(pid, mem_ref, chunk, ps64, &mut buf)?;
-            }
-            let mut plans = Vec::with_capacity(1);
-            plan_records(chunk, &mut buf, 0, ps, &mut plans, stats);
-            chunk.clear();
-            // The data CRC here, while the pages just read are in this core's cache: the
-            // writer thread then only writes.
-            let plans = plans
-                .into_iter()
-                .map(|r| {
-                    let crc = DataCrc::of(buf.get(r.data.clone()).unwrap_or(&[]));
-                    (r, crc)
-                })
-                .collect();
-            Ok(tx.send(Ok(Chunk::Pages(buf, plans))).is_ok())
-        };
-        let run = |stats: &mut Stats| -> Result<()> {
-            let mut chunk: Vec<Range> = Vec::new();
-            let mut chunk_pages = 0u64;
-            for (i, v) in vmas_ref.iter().enumerate() {
-                if tx.send(Ok(Chunk::Vma(i))).is_err() {
-                    return Ok(());
-                }
-                let mut go_on = true;
-                for_each_range(pid, pagemap_ref, v, ps64, max_pages, |r| {
-                    if go_on
-                        && (chunk_pages + r.1 > max_pages
-                            || chunk.len() >= MAX_RUNS_PER_RECORD as usize / 2)
-                    {
-                        go_on = send_chunk(&mut chunk, stats)?;
-                        chunk_pages = 0;
+            let run = |seq: &mut u64| -> Result<()> {
+                let mut chunk: Vec<Range> = Vec::new();
+                let mut chunk_pages = 0u64;
+                for (i, v) in vmas.iter().enumerate() {
+                    if res_tx.send((*seq, Ok(Chunk::Vma(i)))).is_err() {
+                        return Ok(());
                     }
+                    *seq += 1;
+                    let mut go_on = true;
+                    for_each_range(pid, pagemap_ref, v, ps64, max_pages, |r| {
+                        if go_on
+                            && (chunk_pages + r.1 > max_pages
+                                || chunk.len() >= MAX_RUNS_PER_RECORD as usize / 2)
+                        {
+                            go_on = send_chunk(&mut chunk, seq);
+                            chunk_pages = 0;
+                        }
+                        if go_on {
+                            chunk.push(r);
+                            chunk_pages += r.1;
+                        }
+                        Ok(())
+                    })?;
                     if go_on {
-                        chunk.push(r);
-                        chunk_pages += r.1;
+                        go_on = send_chunk(&mut chunk, seq);
                     }
-                    Ok(())
-                })?;
-                if go_on {
-                    go_on = send_chunk(&mut chunk, stats)?;
+                    chunk_pages = 0;
+                    if !go_on {
+                        return Ok(());
+                    }
                 }
-                chunk_pages = 0;
-                if !go_on {
-                    return Ok(());
-                }
+                Ok(())
+            };
+            if let Err(e) = run(&mut seq) {
+                let _ = res_tx.send((seq, Err(e)));
             }
-            Ok(())
-        };
-        if let Err(e) = run(&mut stats) {
-            let _ = tx.send(Err(e));
         }
-        stats
+    };
+    let reader = |res_tx: std::sync::mpsc::Sender<(u64, Result<Chunk>)>| -> Stats {
+        let mut stats = Stats::default();
+        loop {
+            let job = match job_rx_ref.lock() {
+                Ok(rx) => rx.recv(),
+                Err(_) => return stats,
+            };
+            let Ok((seq, chunk, mut buf)) = job else {
+                return stats;
+            };
+            let read = if twin {
+                read_memory_mem_file(pid, mem_ref, &chunk, ps64, &mut buf)
+            } else {
+                read_memory(pid, mem_ref, &chunk, ps64, &mut buf)
+            };
+            let msg = read.map(|()| {
+                let mut plans = Vec::with_capacity(1);
+                plan_records(&chunk, &mut buf, 0, ps, &mut plans, &mut stats);
+                let plans = plans
+                    .into_iter()
+                    .map(|r| {
+                        let crc = DataCrc::of(buf.get(r.data.clone()).unwrap_or(&[]));
+                        (r, crc)
+                    })
+                    .collect();
+                Chunk::Pages(buf, plans)
+            });
+            if res_tx.send((seq, msg)).is_err() {
+                return stats;
+            }
+        }
     };
     let (written, mut stats) = std::thread::scope(|s| {
-        let h = s.spawn(reader);
+        let p = s.spawn(planner);
+        let readers: Vec<_> = (0..STREAM_READERS)
+            .map(|_| {
+                let tx = res_tx.clone();
+                s.spawn(move || reader(tx))
+            })
+            .collect();
+        drop(res_tx);
         let mut write_all = || -> Result<()> {
-            for msg in &rx {
-                match msg? {
-                    Chunk::Vma(i) => {
-                        if let Some(v) = vmas.get(i) {
-                            w.vma(&v.vma, &v.path).map_err(|e| sink_err(w, e))?;
+            // Results come out of order (two readers): keep them until their turn.
+            let mut next = 0u64;
+            let mut waiting: std::collections::BTreeMap<u64, Chunk> = Default::default();
+            for (seq, msg) in &res_rx {
+                waiting.insert(seq, msg?);
+                while let Some(chunk) = waiting.remove(&next) {
+                    next += 1;
+                    match chunk {
+                        Chunk::Vma(i) => {
+                            if let Some(v) = vmas.get(i) {
+                                w.vma(&v.vma, &v.path).map_err(|e| sink_err(w, e))?;
+                            }
                         }
-                    }
-                    Chunk::Pages(buf, plans) => {
-                        for (r, crc) in &plans {
-                            w.pages_with_crc(&r.runs, buf.get(r.data.clone()).unwrap_or(&[]), *crc)
-                                .map_err(|e| sink_err(w, e))?;
+                        Chunk::Pages(buf, plans) => {
+                            for (r, crc) in &plans {
+                                let data = buf.get(r.data.clone()).unwrap_or(&[]);
+                                w.pages_with_crc(&r.runs, data, *crc)
+                                    .map_err(|e| sink_err(w, e))?;
+                            }
+                            let _ = free_tx.send(buf);
                         }
-                        let _ = free_tx.send(buf);
                     }
                 }
             }
             Ok(())
         };
         let r = write_all();
-        // On a write error, stop the reader: it sees the channels closed.
-        drop(rx);
+        // On a write error, stop the others: they see the channels closed.
+        drop(res_rx);
         drop(free_tx);
-        let stats = h.join().unwrap_or_default();
+        let _ = p.join();
+        let stats = readers
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .fold(Stats::default(), |a, b| Stats {
+                data_pages: a.data_pages + b.data_pages,
+                zero_pages: a.zero_pages + b.zero_pages,
+                ..a
+            });
         (r, stats)
     });
     written?;

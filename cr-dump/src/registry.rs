@@ -3,9 +3,12 @@
 //!
 //! [`Registry::checkpoint_lazy`] makes a copy-on-write twin of the task ([`crate::twin`]), or
 //! else copies the task's memory into a pre-faulted buffer, resumes the task at once and keeps
-//! the checkpoint under its CRID; [`Registry::writeback`] writes its image
-//! to any `io::Write` (file, pipe, socket) later, as often as wanted; [`Registry::discard`] frees
-//! it and keeps its buffer for the next checkpoint, so a later copy does not pay page faults.
+//! the checkpoint under its CRID; [`Registry::writeback`] writes its image to any `io::Write`
+//! (file, pipe, socket) later, as often as wanted; [`Registry::discard`] frees it and keeps its
+//! buffer for the next checkpoint, so a later copy does not pay page faults.
+//!
+//! A twin is traced by the thread that took the checkpoint and dies with it: write back before
+//! that thread ends, or set [`Options::copy_memory`].
 
 use crate::capture::{self, Inspection, Options, Snapshot, Stats};
 use crate::error::{Error, Result};
