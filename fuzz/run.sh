@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target of cr-format for a bounded time, one after the other on one core,
-# seeding each corpus from spec/vectors. Exits non-zero if any target crashed, and prints the
-# crash file and how to reproduce it.
+# Runs every cargo-fuzz target of cr-format and cr-dump for a bounded time, one after the other
+# on one core, seeding each corpus from spec/vectors. Exits non-zero if any target crashed, and
+# prints the crash file and how to reproduce it.
 #
 #   bash fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]    default: 30 s, every target
 #   bash fuzz/run.sh 30                                  CI
@@ -12,7 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-30}
 shift || true
-if [ $# -gt 0 ]; then targets=("$@"); else targets=(parse stream_vs_slice roundtrip chain); fi
+if [ $# -gt 0 ]; then
+    targets=("$@")
+else
+    targets=(parse stream_vs_slice roundtrip chain inspect encode)
+fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "== installing cargo-fuzz"
@@ -21,9 +25,33 @@ fi
 
 # Seeds: every vector, valid and invalid. stream_vs_slice reads chunk sizes from its first
 # bytes (see cr_format::fuzz): its seeds are each vector behind a few chunk-size prefixes.
+# encode takes JSON: its seeds are each valid vector's `show --json` (the golden files) and
+# `show --json --with-pages`, made here from the golden file and the image's page data (compact,
+# so that all but the 16 KiB-page vector fit in its max_len).
 vectors=(../spec/vectors/valid/*.bin ../spec/vectors/invalid/*.bin)
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
+    if [ "$t" = encode ]; then
+        for j in ../spec/vectors/valid/*.show.json; do
+            name=$(basename "$j" .show.json)
+            cp "$j" "corpus/$t/seed-$name-metadata.json"
+            python3 - "$j" "../spec/vectors/valid/$name.bin" >"corpus/$t/seed-$name-pages.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+img = open(sys.argv[2], "rb").read()
+for b in doc["body"]:
+    p = b.get("pages")
+    if p is not None:
+        off = int(p["data_offset"], 16)
+        p["data"] = img[off : off + p["data_len"]].hex()
+sys.stdout.write(json.dumps(doc, separators=(",", ":")))
+PY
+            if [ "$(wc -c <"corpus/$t/seed-$name-pages.json")" -gt 65536 ]; then
+                rm "corpus/$t/seed-$name-pages.json"
+            fi
+        done
+        continue
+    fi
     for v in "${vectors[@]}"; do
         name=$(basename "$(dirname "$v")")-$(basename "$v" .bin)
         if [ "$t" = stream_vs_slice ]; then
@@ -53,11 +81,17 @@ for t in "${targets[@]}"; do
     set +e
     # -jobs=1 -workers=1: one process on one core; libFuzzer writes the job's log to fuzz-0.log.
     # roundtrip and chain build images from arbitrary bytes: 8 KiB of input is plenty (the
-    # vectors seeding them are longer than that); parse and stream_vs_slice take images.
-    case $t in roundtrip | chain) maxlen=(-max_len=8192) ;; *) maxlen=() ;; esac
+    # vectors seeding them are longer than that); parse, stream_vs_slice and inspect take
+    # images; encode takes JSON, whose page data is hex (64 KiB: images up to about 28 KiB),
+    # with a dictionary of its tokens.
+    case $t in
+        roundtrip | chain) opts=(-max_len=8192) ;;
+        encode) opts=(-max_len=65536 -dict=encode.dict) ;;
+        *) opts=() ;;
+    esac
     cargo +nightly fuzz run -s "$sanitizer" "$t" "corpus/$t" -- \
         -max_total_time="$secs" -jobs=1 -workers=1 -print_final_stats=1 \
-        -timeout=30 -rss_limit_mb=2048 "${maxlen[@]}" >"logs/$t.run.log" 2>&1
+        -timeout=30 -rss_limit_mb=2048 "${opts[@]}" >"logs/$t.run.log" 2>&1
     rc=$?
     set -e
     log="logs/$t.log"

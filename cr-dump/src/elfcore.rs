@@ -118,16 +118,30 @@ fn notes(img: &Image<'_>, vmas: &[Vma<'_>]) -> Vec<u8> {
     n
 }
 
-/// Writes the core file of the image at `path` (and its ancestors beside it) to `out`.
+/// Writes the core file of the image at `path` (and its ancestors beside it) to `out`; returns
+/// its length.
 pub fn write_core(path: &Path, out: &mut dyn Write) -> Result<u64> {
     let maps = load_chain(path)?;
-    let images = maps
+    let images: Vec<(&Path, &[u8])> = maps.iter().map(|m| (m.path.as_path(), m.bytes())).collect();
+    write_core_from(&images, true, out)
+}
+
+/// [`write_core`] once the images are in memory: a chain of `(name, bytes)`, newest first (the
+/// first name is the one in chain errors). With `files`, untouched pages of file mappings are
+/// read from the files (as `write_core` does); without, they are written as zeros like any
+/// page not available (no file system access: the fuzz targets).
+pub fn write_core_from(images: &[(&Path, &[u8])], files: bool, out: &mut dyn Write) -> Result<u64> {
+    let path = images.first().map_or(Path::new("-"), |(p, _)| *p);
+    let images = images
         .iter()
-        .map(|m| Image::parse(m.bytes()).map_err(|e| image_error(&m.path, e, None)))
+        .map(|(p, b)| Image::parse(b).map_err(|e| image_error(p, e, None)))
         .collect::<Result<Vec<_>>>()?;
     let chain = Chain::new(&images).map_err(|e| image_error(path, e, None))?;
     let idx = ChainIndex::new(&chain);
-    let top = &images[0];
+    // Chain::new refuses an empty chain.
+    let Some(top) = images.first() else {
+        return Err(Error::Other("no image".into()));
+    };
     let vmas: Vec<Vma<'_>> = top.vmas().collect();
     let page = u64::from(top.page_size());
     let notes = notes(top, &vmas);
@@ -187,7 +201,11 @@ pub fn write_core(path: &Path, out: &mut dyn Write) -> Result<u64> {
             size,
             page,
         );
-        data_off += filesz;
+        // VMAs may cover nearly all of the 64-bit space: their contents then do not fit in
+        // one file.
+        data_off = data_off.checked_add(filesz).ok_or_else(|| {
+            Error::Other("the VMAs are too large for an ELF core (past 2^64 bytes)".into())
+        })?;
     }
     let io = |e| Error::io("write core file", e);
     out.write_all(&h).map_err(io)?;
@@ -201,7 +219,7 @@ pub fn write_core(path: &Path, out: &mut dyn Write) -> Result<u64> {
         while a < v.end() {
             // Pages not available (a mapped file gone or changed) are written as zeros: gdb then
             // reads an executable's own sections from the executable.
-            match crate::inspect::page_content(&idx, a, page) {
+            match crate::inspect::page_content_with(&idx, a, page, files) {
                 crate::inspect::Page::Bytes(b) => out.write_all(&b).map_err(io)?,
                 _ => out.write_all(&zero).map_err(io)?,
             }

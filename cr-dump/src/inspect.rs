@@ -170,6 +170,27 @@ pub fn check_stream(r: impl Read, name: &str, all: bool) -> (ImageReport, Vec<Er
     (rep, errors)
 }
 
+/// Verifies one image read from `r` (`verify -`, and `verify IMAGE` without `--chain`); `name`
+/// names it in messages. Without `all` the first problem is the error; with it, every problem
+/// goes into `Report::problems`.
+pub fn verify_reader(r: impl Read, name: &str, all: bool) -> Result<Report> {
+    let mut report = Report::default();
+    check_into(&mut report, r, name, all)?;
+    Ok(report)
+}
+
+/// Checks one image into `report`: see [`verify_reader`].
+fn check_into(report: &mut Report, r: impl Read, name: &str, all: bool) -> Result<()> {
+    let (rep, errors) = check_stream(r, name, all);
+    report.images.push(rep);
+    let mut errors = errors.into_iter();
+    if !all {
+        return errors.next().map_or(Ok(()), Err);
+    }
+    report.problems.extend(errors.map(|e| e.to_string()));
+    Ok(())
+}
+
 /// Verifies an image file; with `chain`, also its ancestors (found beside it), every link, and
 /// every "parent" page's resolution. With `all`, every problem goes into `Report::problems`
 /// instead of ending the check at the first.
@@ -178,14 +199,7 @@ pub fn verify(path: &Path, chain: bool, all: bool) -> Result<Report> {
     let mut report = Report::default();
     let check = |report: &mut Report, p: &Path| -> Result<()> {
         // The stream reader buffers itself (one record at a time): no BufReader, no extra copy.
-        let (rep, errors) = check_stream(open(p)?, &p.display().to_string(), all);
-        report.images.push(rep);
-        let mut errors = errors.into_iter();
-        if !all {
-            return errors.next().map_or(Ok(()), Err);
-        }
-        report.problems.extend(errors.map(|e| e.to_string()));
-        Ok(())
+        check_into(report, open(p)?, &p.display().to_string(), all)
     };
     check(&mut report, path)?;
     if !chain {
@@ -245,7 +259,8 @@ pub fn extract(path: &Path, addr: u64, len: u64) -> Result<Vec<u8>> {
     while a < end {
         let page = a & !(ps - 1);
         let off = (a - page) as usize;
-        let n = ((page + ps).min(end) - a) as usize;
+        // Saturating: the last page of the address space ends at 2^64.
+        let n = (page.saturating_add(ps).min(end) - a) as usize;
         match page_content(&idx, page, ps) {
             Page::Bytes(b) => out.extend_from_slice(&b[off..off + n]),
             Page::Zero => out.resize(out.len() + n, 0),
@@ -268,12 +283,29 @@ pub enum Page<'a> {
 
 /// The content of the page at `page` (page-aligned) as the chain holds it.
 pub fn page_content<'a>(idx: &ChainIndex<'a>, page: u64, ps: u64) -> Page<'a> {
+    page_content_with(idx, page, ps, true)
+}
+
+/// [`page_content`]; without `files`, an untouched page of a file mapping is unavailable
+/// instead of read from the file (no file system access, for the fuzz targets).
+pub fn page_content_with<'a>(idx: &ChainIndex<'a>, page: u64, ps: u64, files: bool) -> Page<'a> {
     match idx.resolve(page) {
         Ok(Resolved::Data { bytes, .. }) => Page::Bytes(bytes.into()),
         Ok(Resolved::Zero { .. }) => Page::Zero,
         Ok(Resolved::NotPresent { vma, crid }) => match vma.kind() {
             raw::VMA_FILE => {
-                let fo = vma.raw.offset.get() + (page - vma.start());
+                // The offset is the image's (page-aligned, otherwise any value): the page's
+                // file offset may not fit in 64 bits.
+                let Some(fo) = vma.raw.offset.get().checked_add(page - vma.start()) else {
+                    return Page::Unavailable(format!(
+                        "untouched page of a file mapping past file offset 2^64 (image CRID {crid})"
+                    ));
+                };
+                if !files {
+                    return Page::Unavailable(format!(
+                        "untouched page of a file mapping, not read (image CRID {crid})"
+                    ));
+                }
                 match file_page(vma.path, fo, ps, &vma) {
                     Ok(b) => Page::Bytes(b.into()),
                     Err(m) => Page::Unavailable(format!("{m} (image CRID {crid})")),

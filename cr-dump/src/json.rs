@@ -87,6 +87,49 @@ pub fn to_json(img: &Image<'_>, with_pages: bool) -> Value {
     b.finish()
 }
 
+/// `show --json`: the document of the image read from a seekable reader, metadata only (every
+/// record is checked, page data is skipped by seeking). `path` names the image in errors.
+pub fn read_metadata(
+    r: impl std::io::Read + std::io::Seek,
+    path: &std::path::Path,
+) -> crate::Result<Value> {
+    let mut b = JsonBuilder::new(false);
+    crate::show::stream_metadata(r, path, |r| b.record(r))?;
+    Ok(b.finish())
+}
+
+/// `show --json --with-pages`: the document of the image in `bytes`, page data included, after
+/// every check (data CRCs included). `path` names the image in errors.
+pub fn with_pages(bytes: &[u8], path: &std::path::Path) -> crate::Result<Value> {
+    let img =
+        Image::parse(bytes).map_err(|e| crate::Error::Other(format!("{}: {e}", path.display())))?;
+    Ok(to_json(&img, true))
+}
+
+/// A document as `show --json` prints it: indented, with a final newline.
+pub fn pretty(doc: &Value) -> crate::Result<String> {
+    let mut s =
+        serde_json::to_string_pretty(doc).map_err(|e| crate::Error::Other(format!("JSON: {e}")))?;
+    s.push('\n');
+    Ok(s)
+}
+
+/// `encode`, first half: JSON text (any bytes) to an image's owned form.
+pub fn decode(text: &[u8]) -> Result<ImageRepr, String> {
+    let doc: Value = serde_json::from_slice(text).map_err(|e| format!("not JSON: {e}"))?;
+    from_json(&doc)
+}
+
+/// `encode`, second half: writes the image to `out`. The writer checks it like any image, so
+/// a document that describes an invalid image is refused here.
+pub fn encode(
+    repr: &ImageRepr,
+    out: &mut dyn std::io::Write,
+) -> crate::Result<cr_format::write::Summary> {
+    repr.emit(cr_format::write::IoSink::new(out))
+        .map_err(|e| crate::Error::Other(format!("the image the JSON describes is invalid: {e}")))
+}
+
 /// Builds the JSON document record by record (so a streamed image needs no second pass).
 pub struct JsonBuilder {
     doc: Map<String, Value>,

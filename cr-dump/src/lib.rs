@@ -8,7 +8,8 @@
 //! - [`output`]: image files, unnamed (`O_TMPFILE`) until complete, mode 0600;
 //! - [`show`]: a text rendering of an image; [`json`]: its JSON form and back (`encode`);
 //! - [`inspect`]: verify, extract, chains of image files; [`diff`]; [`elfcore`]: ELF cores for gdb;
-//! - [`procfs`]: `/proc` parsers; [`sys`]: the only module with `unsafe` (raw system calls).
+//! - [`procfs`]: `/proc` parsers; [`sys`]: the only module with `unsafe` (raw system calls);
+//! - [`fuzz`]: the fuzz targets' logic over the inspection verbs (`fuzz/`, FUZZING.md).
 //!
 //! Every byte of an image is written and read through `cr-format`.
 
@@ -17,6 +18,7 @@ pub mod crid;
 pub mod diff;
 pub mod elfcore;
 pub mod error;
+pub mod fuzz;
 pub mod incremental;
 pub mod inspect;
 pub mod json;

@@ -380,21 +380,12 @@ fn show_cmd(
             .map_err(|e| Fail::Run(format!("opening {}: {e}", path.display())))?;
         let map = sys::FileMap::new(&file)
             .map_err(|e| Fail::Run(format!("mapping {}: {e}", path.display())))?;
-        let img = cr_format::read::Image::parse(map.bytes())
-            .map_err(|e| Fail::Run(format!("{}: {e}", path.display())))?;
-        pretty(&cr_dump::json::to_json(&img, true))?
+        cr_dump::json::pretty(&cr_dump::json::with_pages(map.bytes(), path)?)?
     } else if json {
         // Metadata only, streamed: page data is skipped by seeking.
         let f = std::fs::File::open(path)
             .map_err(|e| Fail::Run(format!("opening {}: {e}", path.display())))?;
-        let opts = cr_format::read::Options { verify_data: false };
-        let mut rd = cr_format::read::StreamReader::new_seekable(f, opts)
-            .map_err(|e| Fail::Run(format!("reading {}: {e}", path.display())))?;
-        let mut b = cr_dump::json::JsonBuilder::new(false);
-        if let Err(e) = rd.for_each(|r| b.record(r)) {
-            return Err(cr_dump::inspect::image_error(path, e, rd.record_kind()).into());
-        }
-        pretty(&b.finish())?
+        cr_dump::json::pretty(&cr_dump::json::read_metadata(f, path)?)?
     } else {
         let s = show::Shown::read(path)?;
         if verbose {
@@ -408,12 +399,6 @@ fn show_cmd(
     Ok(())
 }
 
-fn pretty(v: &serde_json::Value) -> Result<String, Fail> {
-    let mut s = serde_json::to_string_pretty(v).map_err(|e| Fail::Run(format!("JSON: {e}")))?;
-    s.push('\n');
-    Ok(s)
-}
-
 fn encode_cmd(input: &std::path::Path, output: &std::path::Path) -> Result<(), Fail> {
     let text = if input.as_os_str() == "-" {
         let mut s = String::new();
@@ -422,14 +407,9 @@ fn encode_cmd(input: &std::path::Path, output: &std::path::Path) -> Result<(), F
         std::fs::read_to_string(input)
     }
     .map_err(|e| Fail::Run(format!("reading {}: {e}", input.display())))?;
-    let doc: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Fail::Run(format!("{}: not JSON: {e}", input.display())))?;
-    let repr = cr_dump::json::from_json(&doc)
+    let repr = cr_dump::json::decode(text.as_bytes())
         .map_err(|e| Fail::Run(format!("{}: {e}", input.display())))?;
-    output::write_atomic(output, |w| {
-        repr.emit(cr_format::write::IoSink::new(w))
-            .map_err(|e| Error::Other(format!("the image the JSON describes is invalid: {e}")))
-    })?;
+    output::write_atomic(output, |w| cr_dump::json::encode(&repr, w))?;
     Ok(())
 }
 
@@ -440,16 +420,7 @@ fn verify_cmd(path: &std::path::Path, chain: bool, all: bool, json: bool) -> Res
                 "--chain needs an image file (its parents are found beside it)".into(),
             ));
         }
-        let (r, errors) = cr_dump::inspect::check_stream(std::io::stdin().lock(), "-", all);
-        let mut problems: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        if !all && !problems.is_empty() {
-            return Err(Fail::Run(problems.remove(0)));
-        }
-        cr_dump::inspect::Report {
-            images: vec![r],
-            parent_pages_checked: 0,
-            problems,
-        }
+        cr_dump::inspect::verify_reader(std::io::stdin().lock(), "-", all)?
     } else {
         cr_dump::inspect::verify(path, chain, all)?
     };

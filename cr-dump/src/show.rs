@@ -141,21 +141,42 @@ impl Shown {
     pub fn read(path: &std::path::Path) -> crate::Result<Shown> {
         let f = std::fs::File::open(path)
             .map_err(|e| crate::Error::io(format!("opening {}", path.display()), e))?;
-        let opts = cr_format::read::Options { verify_data: false };
-        let mut rd = cr_format::read::StreamReader::new_seekable(f, opts)
-            .map_err(|e| crate::Error::io(format!("reading {}", path.display()), e))?;
+        Shown::from_reader(f, path)
+    }
+
+    /// [`Shown::read`] over any seekable reader (a file, a `Cursor` over bytes); `path` names
+    /// the image in errors.
+    pub fn from_reader(
+        r: impl std::io::Read + std::io::Seek,
+        path: &std::path::Path,
+    ) -> crate::Result<Shown> {
         let mut s = Shown::default();
-        if let Err(e) = rd.for_each(|r| s.record(r)) {
-            if let Some(io) = rd.io_error() {
-                return Err(crate::Error::Other(format!(
-                    "{}: read error: {io}",
-                    path.display()
-                )));
-            }
-            return Err(crate::inspect::image_error(path, e, rd.record_kind()));
-        }
+        stream_metadata(r, path, |r| s.record(r))?;
         Ok(s)
     }
+}
+
+/// Streams the records of an image from a seekable reader (`show`, `show --json`): every
+/// record is checked and handed to `f`, page data is skipped by seeking. `path` names the image
+/// in errors.
+pub fn stream_metadata(
+    r: impl std::io::Read + std::io::Seek,
+    path: &std::path::Path,
+    f: impl FnMut(&Parsed<'_>),
+) -> crate::Result<()> {
+    let opts = cr_format::read::Options { verify_data: false };
+    let mut rd = cr_format::read::StreamReader::new_seekable(r, opts)
+        .map_err(|e| crate::Error::io(format!("reading {}", path.display()), e))?;
+    if let Err(e) = rd.for_each(f) {
+        if let Some(io) = rd.io_error() {
+            return Err(crate::Error::Other(format!(
+                "{}: read error: {io}",
+                path.display()
+            )));
+        }
+        return Err(crate::inspect::image_error(path, e, rd.record_kind()));
+    }
+    Ok(())
 }
 
 /// Renders an image as text.

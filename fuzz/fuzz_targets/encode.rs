@@ -1,0 +1,5 @@
+//! Arbitrary JSON text (and structural mutations of it) into encode: an image that passes the
+//! reader, or an error (`cr_dump::fuzz::encode`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cr_dump::fuzz::encode(data));
