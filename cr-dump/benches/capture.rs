@@ -1,7 +1,8 @@
 //! Capture benchmark: a target with every page of a large anonymous mapping written with
 //! non-zero data (1 GiB by default), checkpointed to a file by gcore (gdb), by `cr-dump
-//! checkpoint` (lazy, the default) and by `cr-dump checkpoint --direct`; plus the time to write
-//! the same number of bytes to a file. Medians of several rounds; figures are ratios within one
+//! checkpoint` (lazy, the default: a copy-on-write twin), by `cr-dump checkpoint --copy` (lazy,
+//! copying while stopped) and by `cr-dump checkpoint --direct`; plus the time to write the same
+//! number of bytes to a file. Medians of several rounds; figures are ratios within one
 //! run, since the machines are shared and noisy.
 //!
 //! `cargo bench -p cr-dump --bench capture` (env: `CR_BENCH_MIB` size, default 1024;
@@ -70,6 +71,7 @@ fn main() {
 
     let (mut gcore, mut lazy_total, mut lazy_down, mut direct_total, mut plain) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let (mut copy_total, mut copy_down) = (vec![], vec![]);
     let mut direct_rss = 0u64;
     let mut size = 0u64;
     for round in 0..rounds {
@@ -95,11 +97,24 @@ fn main() {
         let wall = secs(s.elapsed());
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(j["snapshot"], "twin", "{j}");
         lazy_total.push(wall);
         lazy_down.push(j["downtime_ms"].as_f64().unwrap() / 1000.0);
         let lazy_wb = j["writeback_ms"].as_f64().unwrap() / 1000.0;
         let lazy_cap = j["capture_ms"].as_f64().unwrap() / 1000.0;
         size = j["size"].as_u64().unwrap();
+
+        clean(dir.path());
+        let s = Instant::now();
+        let o = Command::new(BIN)
+            .args(["checkpoint", "--pid", &pid, "-o", &out, "--json", "--copy"])
+            .output()
+            .unwrap();
+        let wall = secs(s.elapsed());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        copy_total.push(wall);
+        copy_down.push(j["downtime_ms"].as_f64().unwrap() / 1000.0);
 
         clean(dir.path());
         let s = Instant::now();
@@ -136,12 +151,14 @@ fn main() {
         plain.push(secs(s.elapsed()));
         eprintln!(
             "round {round}: gcore {:.3}s lazy {:.3}s (down {:.3}s capture {:.3}s write-back \
-             {:.3}s) direct {:.3}s write {:.3}s",
+             {:.3}s) copy {:.3}s (down {:.3}s) direct {:.3}s write {:.3}s",
             gcore.last().copied().unwrap_or(f64::NAN),
             lazy_total[lazy_total.len() - 1],
             lazy_down[lazy_down.len() - 1],
             lazy_cap,
             lazy_wb,
+            copy_total[copy_total.len() - 1],
+            copy_down[copy_down.len() - 1],
             direct_total[direct_total.len() - 1],
             plain[plain.len() - 1]
         );
@@ -152,11 +169,14 @@ fn main() {
     let lt = median(&mut lazy_total);
     let ld = median(&mut lazy_down);
     let dt = median(&mut direct_total);
+    let ct = median(&mut copy_total);
+    let cd = median(&mut copy_down);
     let pw = median(&mut plain);
     println!(
         "target: {mib} MiB, every page non-zero; image {size} bytes; {rounds} rounds, medians"
     );
-    println!("cr-dump lazy (default): total {lt:.3} s, downtime {ld:.3} s");
+    println!("cr-dump lazy (default, twin): total {lt:.3} s, downtime {ld:.3} s");
+    println!("cr-dump lazy --copy:          total {ct:.3} s, downtime {cd:.3} s");
     println!(
         "cr-dump --direct:       total {dt:.3} s, peak RSS {} MiB",
         direct_rss / 1024
@@ -174,6 +194,11 @@ fn main() {
             ld / g
         );
         println!("ratio direct total / gcore total  {:.2}", dt / g);
+        println!(
+            "ratio --copy total / gcore total   {:.2}, downtime {:.2}",
+            ct / g,
+            cd / g
+        );
     } else {
         println!("gcore not found (install gdb): gcore ratios skipped");
     }

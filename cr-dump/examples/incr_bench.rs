@@ -158,6 +158,27 @@ fn main() {
     for _ in 0..rounds {
         plain.push(io.cmd("bench 1").unwrap());
     }
+    // What a copy-on-write twin costs the target: the same loop while the twin of a lazy
+    // checkpoint lives (its write-back held back by a test hook): each page's first write copies
+    // it. Before any tracking is armed (a tracked task is checkpointed without a twin).
+    let mut cow = vec![];
+    for _ in 0..rounds {
+        for e in std::fs::read_dir(&img).unwrap() {
+            let _ = std::fs::remove_file(e.unwrap().path());
+        }
+        let c = Command::new(&bin)
+            .args(["checkpoint", "--pid", &pid, "-o", &d, "--name", "t", "--json"])
+            .env("CR_DUMP_TEST_WRITEBACK_PAUSE_MS", "4000")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        cow.push(io.cmd("bench 1").unwrap());
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success());
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(j["snapshot"], "twin", "{j}");
+    }
     let mut gen = 0;
     let mut series = |io: &mut Io, track: bool, slow: &mut Vec<f64>| -> Series {
         let mut s = Series::default();
@@ -244,6 +265,14 @@ fn main() {
     println!(
         "  lazy full checkpoint downtime {ld:.1} ms; --precopy final downtime {pd:.1} ms ({:.3}x), plus {ad:.1} ms stopped to arm the tracking; whole command {pt:.2} s; pages per round (last run) {pre_rounds}",
         pd / ld
+    );
+    let (p, c) = (median(&mut plain), median(&mut cow));
+    println!(
+        "target loop writing a word of each of {pages} pages: {:.1} ms alone, {:.1} ms while a copy-on-write twin lives ({:.1}x, {:.2} us per page)",
+        p * 1e3,
+        c * 1e3,
+        c / p,
+        (c - p) * 1e6 / pages as f64
     );
     let (p, s) = (median(&mut plain), median(&mut slow));
     println!(
