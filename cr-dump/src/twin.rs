@@ -29,7 +29,8 @@
 //! the twin is a process in `ps`, stopped, with the task's name, as a child of the task. The
 //! twin lives as long as the thread that made it (ptrace ties a tracee to its tracer thread).
 //! If the task exits before the twin is dropped, the twin is reaped by init instead; if another
-//! tracer holds the task by then, the twin stays a zombie child of the task until it exits.
+//! tracer holds the task by then, or cr-dump is killed before it drops the twin (the twin dies
+//! with it), the twin stays a zombie child of the task until the task exits.
 
 use crate::capture::VmaRec;
 use crate::error::{Error, Result};

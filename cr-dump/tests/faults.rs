@@ -244,6 +244,48 @@ fn dumper_killed_mid_capture_releases_the_target() {
 }
 
 #[test]
+fn dumper_killed_mid_write_back_from_a_twin() {
+    let d = TempDir::new("dkill-twin");
+    let t = Target::spawn(&program("misc"), &["spin"]);
+    crid_file();
+    let mut c = Command::new(BIN)
+        .args(["checkpoint", "--pid", &t.pid().to_string(), "-o"])
+        .arg(d.path())
+        .env("CR_DUMP_TEST_WRITEBACK_PAUSE_MS", "10000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The twin is the task's child while the write-back waits.
+    let children = format!("/proc/{0}/task/{0}/children", t.pid());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let twin: i32 = loop {
+        let s = std::fs::read_to_string(&children).unwrap();
+        if let Some(p) = s.split_whitespace().next() {
+            break p.parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no twin appeared");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert_running(t.pid());
+    c.kill().unwrap();
+    c.wait().unwrap();
+    // PTRACE_O_EXITKILL: the twin dies with its tracer. Nobody reaps it (it has no exit
+    // signal and the task does not know it): it stays a zombie until the task exits.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !matches!(state(twin), None | Some(('Z', _))) {
+        assert!(
+            Instant::now() < deadline,
+            "twin still alive: {:?}",
+            state(twin)
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_running(t.pid());
+    assert_eq!(d.entries(), Vec::<String>::new());
+}
+
+#[test]
 fn output_directory_not_writable() {
     let t = Target::spawn(&program("misc"), &["spin"]);
     // Its parent does not exist (a missing last component would be created).
