@@ -167,7 +167,16 @@ fn main() {
             let _ = std::fs::remove_file(e.unwrap().path());
         }
         let c = Command::new(&bin)
-            .args(["checkpoint", "--pid", &pid, "-o", &d, "--name", "t", "--json"])
+            .args([
+                "checkpoint",
+                "--pid",
+                &pid,
+                "-o",
+                &d,
+                "--name",
+                "t",
+                "--json",
+            ])
             .env("CR_DUMP_TEST_WRITEBACK_PAUSE_MS", "4000")
             .stdout(Stdio::piped())
             .spawn()
