@@ -196,9 +196,10 @@ By default the capture is lazy: while the task is stopped, cr-dump injects clone
 make a copy-on-write twin (a stopped copy of its memory, traced by cr-dump, killed after the \
 write-back; the task never sees it), resumes the task, and writes the image from the twin. \
 The downtime is the clone, not a copy of the memory; the task then pays a page copy on its \
-first write to each page until the write-back ends. Where no twin can stand for the task \
-(seccomp, MADV_DONTFORK or MADV_WIPEONFORK memory, clone failing; a note says why) and with \
---copy, memory is copied into a buffer while the task is stopped instead. --direct streams \
+first write to each page until the write-back ends. The memory is copied into a buffer while \
+the task is stopped instead: with --copy; for a task with less than 32 MiB to copy, for which \
+that is shorter (--twin forces a twin); and where no twin can stand for the task (seccomp, \
+MADV_DONTFORK or MADV_WIPEONFORK memory, clone failing; a note says why). --direct streams \
 the image while the task stays stopped, with bounded memory (a few 1 MiB buffers).
 
 With `-- CMD ARGS...`, cr-dump starts CMD (stdin from /dev/null, its stdout sent to cr-dump's \
@@ -246,6 +247,10 @@ struct CheckpointArgs {
     /// a copy-on-write twin of the task.
     #[arg(long, conflicts_with = "direct")]
     copy: bool,
+    /// Lazy mode: make a copy-on-write twin even for a task with less than 32 MiB to copy
+    /// (by default such a task is copied while stopped: that is shorter).
+    #[arg(long, conflicts_with_all = ["direct", "copy"])]
+    twin: bool,
     /// With CMD: seconds to let it run before the checkpoint.
     #[arg(long, value_name = "SECONDS", default_value = "0.5", value_parser = parse_secs)]
     after: Duration,
@@ -723,7 +728,13 @@ fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
     };
     let opts = Options {
         after,
-        copy_memory: a.copy,
+        lazy: if a.copy {
+            capture::LazyMode::Copy
+        } else if a.twin {
+            capture::LazyMode::Twin
+        } else {
+            capture::LazyMode::Auto
+        },
     };
     let ins = capture::inspect(pid)?;
     let name = match &a.name {

@@ -8,7 +8,7 @@
 //! buffer for the next checkpoint, so a later copy does not pay page faults.
 //!
 //! A twin is traced by the thread that took the checkpoint and dies with it: write back before
-//! that thread ends, or set [`Options::copy_memory`].
+//! that thread ends, or set [`Options::lazy`] to [`capture::LazyMode::Copy`].
 
 use crate::capture::{self, Inspection, Options, Snapshot, Stats};
 use crate::error::{Error, Result};
@@ -110,13 +110,19 @@ impl Registry {
         parent: Option<&crate::incremental::Parent>,
         tracker: Option<&mut dyn capture::Tracker>,
     ) -> Result<Lazy> {
+        // What a pagemap scan says would be copied now (else anonymous resident + swapped
+        // memory); a little slack covers growth until the freeze (a shortfall is still handled,
+        // at page-fault speed).
+        let est = capture::estimate_bytes(ins)
+            .unwrap_or_else(|_| ins.status.rss_anon.saturating_add(ins.status.vm_swap));
+        let twin = match opts.lazy {
+            capture::LazyMode::Auto => est >= capture::TWIN_MIN_BYTES,
+            capture::LazyMode::Twin => true,
+            capture::LazyMode::Copy => false,
+        };
         // Not for a task killed after the checkpoint: the twin, its child, would outlive it as
         // an orphan of init (and a copy costs the task nothing then).
-        if parent.is_none()
-            && tracker.is_none()
-            && !opts.copy_memory
-            && opts.after != capture::After::Kill
-        {
+        if twin && parent.is_none() && tracker.is_none() && opts.after != capture::After::Kill {
             // A full checkpoint: a copy-on-write twin, no copy while stopped. Only when no twin
             // can be made is the memory copied, into a pooled buffer or one allocated then
             // (at page-fault speed: a rare case is not worth pre-faulting for).
@@ -125,11 +131,6 @@ impl Registry {
             lazy.note = note;
             return Ok(lazy);
         }
-        // What a pagemap scan says would be copied now (else anonymous resident + swapped
-        // memory); a little slack covers growth until the freeze (a shortfall is still handled,
-        // at page-fault speed).
-        let est = capture::estimate_bytes(ins)
-            .unwrap_or_else(|_| ins.status.rss_anon.saturating_add(ins.status.vm_swap));
         let est = est.saturating_add(est / 16).saturating_add(4 << 20);
         let tracked = tracker.as_ref().is_some_and(|t| t.usable()) && parent.is_some();
         // With a usable tracker only the written pages are copied: no need to pre-fault a

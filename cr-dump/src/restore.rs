@@ -1027,7 +1027,7 @@ fn self_helper(pid: i32, dir: &Path, name: &str, addr: u64) -> Result<()> {
     let crid = crate::crid::next()?;
     let opts = crate::capture::Options {
         after: crate::capture::After::Continue,
-        copy_memory: false,
+        lazy: crate::capture::LazyMode::Auto,
     };
     crate::capture::checkpoint_direct(&ins, crid, &opts, tmp.writer())?;
     tmp.commit(crid, false)?;

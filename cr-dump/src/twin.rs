@@ -1,8 +1,8 @@
 //! Copy-on-write snapshots: a stopped copy of the frozen task (its "twin"), made by injecting
 //! `clone` into it, keeps the task's memory as it was at the freeze while the task runs on. The
 //! image is then streamed from the twin; the task is stopped for the clone, not for a copy of
-//! its memory. Lazy checkpoints are taken this way by default
-//! ([`crate::registry::Registry::checkpoint_lazy`]).
+//! its memory. Lazy checkpoints of tasks with at least [`crate::capture::TWIN_MIN_BYTES`] to
+//! copy are taken this way by default ([`crate::registry::Registry::checkpoint_lazy`]).
 //!
 //! While the task is frozen: `clone(0)` is injected into it (nothing shared, no exit signal):
 //! the twin, attached to us at birth (`PTRACE_O_TRACECLONE`) and stopped before it runs, then

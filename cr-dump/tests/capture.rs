@@ -79,6 +79,9 @@ fn check_regions(extra: &[&str]) {
     ];
     args.extend_from_slice(extra);
     let j = json(&dump(&args));
+    if extra.contains(&"--twin") {
+        assert_eq!(j["snapshot"], "twin", "{j}");
+    }
     let crid = j["crid"].as_u64().unwrap();
     let path = PathBuf::from(j["image"].as_str().unwrap());
     // NAME defaults to the comm (the program is built as regions-HASH).
@@ -284,6 +287,13 @@ fn regions_lazy() {
 #[test]
 fn regions_direct() {
     check_regions(&["--direct"]);
+}
+
+#[test]
+fn regions_twin() {
+    // Every kind of region through a copy-on-write twin (the program is too small for one by
+    // default).
+    check_regions(&["--twin"]);
 }
 
 #[test]

@@ -249,7 +249,7 @@ fn dumper_killed_mid_write_back_from_a_twin() {
     let t = Target::spawn(&program("misc"), &["spin"]);
     crid_file();
     let mut c = Command::new(BIN)
-        .args(["checkpoint", "--pid", &t.pid().to_string(), "-o"])
+        .args(["checkpoint", "--twin", "--pid", &t.pid().to_string(), "-o"])
         .arg(d.path())
         .env("CR_DUMP_TEST_WRITEBACK_PAUSE_MS", "10000")
         .stdout(Stdio::null())

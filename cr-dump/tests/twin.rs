@@ -130,7 +130,8 @@ fn libc_echild() -> i32 {
 fn dontfork_and_wipeonfork_memory_is_copied_while_stopped() {
     for adv in ["dontfork", "wipeonfork"] {
         let dir = TempDir::new("twin-adv");
-        let t = Target::spawn(&program("sweep"), &["256", adv]);
+        // Big enough for a twin to be tried (32 MiB and more).
+        let t = Target::spawn(&program("sweep"), &["16384", adv]);
         let (j, err, img) = checkpoint(&dir, &t);
         assert_eq!(j["snapshot"], "copy", "{adv}: {j}");
         let want = if adv == "dontfork" {
@@ -148,9 +149,33 @@ fn dontfork_and_wipeonfork_memory_is_copied_while_stopped() {
 }
 
 #[test]
+fn small_tasks_are_copied_unless_twin_is_asked() {
+    let dir = TempDir::new("twin-small");
+    let t = Target::spawn(&program("sweep"), &["256"]);
+    let (j, err, _) = checkpoint(&dir, &t);
+    assert_eq!(j["snapshot"], "copy", "{j}");
+    assert!(err.is_empty(), "a note for a small task: {err}");
+    let pid = t.pid().to_string();
+    let o = dump(
+        &dir,
+        &[
+            "checkpoint",
+            "--pid",
+            &pid,
+            "-o",
+            dir.path().to_str().unwrap(),
+            "--json",
+            "--twin",
+        ],
+    );
+    assert_eq!(json(&o)["snapshot"], "twin");
+    assert_running(t.pid());
+}
+
+#[test]
 fn copy_flag_copies_while_stopped() {
     let dir = TempDir::new("twin-copy");
-    let t = Target::spawn(&program("sweep"), &["256"]);
+    let t = Target::spawn(&program("sweep"), &["16384"]);
     let pid = t.pid().to_string();
     let o = dump(
         &dir,
