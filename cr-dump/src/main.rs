@@ -210,7 +210,8 @@ be checkpointed. --keep lets it run on instead (cr-dump exits without waiting fo
 Printed: CRID, image path, size, page counts, and timings: downtime (how long the task was \
 stopped), capture (start of the capture to the image ready in memory; in --direct mode, \
 to the image written), write-back, total (the whole command). --json prints one object with \
-the same fields (*_ms in milliseconds) plus peak_rss_kib.
+the same fields (*_ms in milliseconds) plus peak_rss_kib and snapshot (how lazy mode held \
+the memory: twin or copy; none with --direct).
 
 Incremental: --parent DIR/NAME.img.K (or --incremental: the newest NAME.img.* in DIR) writes an image that names its parent (CRID and digest) and stores only the pages that differ from the parent chain; the others are marked 'in the parent'. A page of a mapping the parent does not have with the same start, end, kind and backing is never 'in the parent'. How unchanged pages are found (the image records it): by write-protect dirty tracking when it was armed (--track, or --precopy) at the parent's capture; else by comparing contents with the parent. Tracking leaves one userfaultfd open in the task; its state is kept beside the CRID file as cr-track.PID.STARTTIME. --precopy copies memory while the task runs, round after round, and stops it only for the last delta.
 
