@@ -194,3 +194,32 @@ fn copy_flag_copies_while_stopped() {
     assert!(String::from_utf8_lossy(&o.stderr).is_empty());
     assert_running(t.pid());
 }
+
+#[test]
+fn leave_stopped_survives_the_reap_of_the_twin() {
+    // The twin is reaped through a second short stop of the task, after the write-back: the
+    // task must still be stopped (SIGSTOP) afterwards, with no child and no tracer.
+    let dir = TempDir::new("twin-stopped");
+    let t = Target::spawn(&program("sweep"), &[&PAGES.to_string()]);
+    let pid = t.pid().to_string();
+    let o = dump(
+        &dir,
+        &[
+            "checkpoint",
+            "--pid",
+            &pid,
+            "-o",
+            dir.path().to_str().unwrap(),
+            "--json",
+            "--leave-stopped",
+        ],
+    );
+    assert_eq!(json(&o)["snapshot"], "twin");
+    assert_eq!(state(t.pid()), Some(('T', 0)));
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", t.pid())).unwrap();
+    assert_eq!(children.trim(), "");
+    let st = Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    assert!(st.success());
+    assert_running(t.pid());
+}
