@@ -34,22 +34,30 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn checkpoint(dir: &TempDir, t: &Target) -> (serde_json::Value, String, Vec<u8>) {
+/// `cr-dump checkpoint --pid PID -o DIR --json EXTRA...`: its JSON, its stderr, the image.
+fn checkpoint_with(
+    dir: &TempDir,
+    t: &Target,
+    extra: &[&str],
+) -> (serde_json::Value, String, Vec<u8>) {
     let pid = t.pid().to_string();
-    let o = dump(
-        dir,
-        &[
-            "checkpoint",
-            "--pid",
-            &pid,
-            "-o",
-            dir.path().to_str().unwrap(),
-            "--json",
-        ],
-    );
+    let mut args = vec![
+        "checkpoint",
+        "--pid",
+        &pid,
+        "-o",
+        dir.path().to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let o = dump(dir, &args);
     let j = json(&o);
     let img = std::fs::read(j["image"].as_str().unwrap()).unwrap();
     (j, String::from_utf8_lossy(&o.stderr).into_owned(), img)
+}
+
+fn checkpoint(dir: &TempDir, t: &Target) -> (serde_json::Value, String, Vec<u8>) {
+    checkpoint_with(dir, t, &[])
 }
 
 /// The generation word of every page of `big` in the image.
@@ -155,20 +163,7 @@ fn small_tasks_are_copied_unless_twin_is_asked() {
     let (j, err, _) = checkpoint(&dir, &t);
     assert_eq!(j["snapshot"], "copy", "{j}");
     assert!(err.is_empty(), "a note for a small task: {err}");
-    let pid = t.pid().to_string();
-    let o = dump(
-        &dir,
-        &[
-            "checkpoint",
-            "--pid",
-            &pid,
-            "-o",
-            dir.path().to_str().unwrap(),
-            "--json",
-            "--twin",
-        ],
-    );
-    assert_eq!(json(&o)["snapshot"], "twin");
+    assert_eq!(checkpoint_with(&dir, &t, &["--twin"]).0["snapshot"], "twin");
     assert_running(t.pid());
 }
 
@@ -176,22 +171,9 @@ fn small_tasks_are_copied_unless_twin_is_asked() {
 fn copy_flag_copies_while_stopped() {
     let dir = TempDir::new("twin-copy");
     let t = Target::spawn(&program("sweep"), &["16384"]);
-    let pid = t.pid().to_string();
-    let o = dump(
-        &dir,
-        &[
-            "checkpoint",
-            "--pid",
-            &pid,
-            "-o",
-            dir.path().to_str().unwrap(),
-            "--json",
-            "--copy",
-        ],
-    );
-    let j = json(&o);
+    let (j, err, _) = checkpoint_with(&dir, &t, &["--copy"]);
     assert_eq!(j["snapshot"], "copy");
-    assert!(String::from_utf8_lossy(&o.stderr).is_empty());
+    assert!(err.is_empty(), "{err}");
     assert_running(t.pid());
 }
 
@@ -202,19 +184,8 @@ fn leave_stopped_survives_the_reap_of_the_twin() {
     let dir = TempDir::new("twin-stopped");
     let t = Target::spawn(&program("sweep"), &[&PAGES.to_string()]);
     let pid = t.pid().to_string();
-    let o = dump(
-        &dir,
-        &[
-            "checkpoint",
-            "--pid",
-            &pid,
-            "-o",
-            dir.path().to_str().unwrap(),
-            "--json",
-            "--leave-stopped",
-        ],
-    );
-    assert_eq!(json(&o)["snapshot"], "twin");
+    let (j, _, _) = checkpoint_with(&dir, &t, &["--leave-stopped"]);
+    assert_eq!(j["snapshot"], "twin");
     assert_eq!(state(t.pid()), Some(('T', 0)));
     let children =
         std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", t.pid())).unwrap();
