@@ -87,6 +87,15 @@ impl Drop for Twin {
         // The twin's memory is torn down while the task runs; only the reap stops it.
         kill_and_reap(self.pid);
         let (pid, twin) = (self.task, self.pid);
+        // Still the task's child (a zombie)? If the task has exited, init has the twin, and the
+        // pid may name another process by now: leave it alone.
+        let parent = procfs::read(twin, "stat")
+            .ok()
+            .and_then(|b| procfs::parse_stat(&String::from_utf8_lossy(&b)).ok())
+            .map(|st| st.ppid);
+        if parent != Some(pid) {
+            return;
+        }
         let Ok(frozen) = crate::capture::freeze_quiet(pid) else {
             return; // gone (then init reaps the twin), or traced by someone else
         };
