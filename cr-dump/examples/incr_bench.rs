@@ -135,17 +135,19 @@ fn main() {
     io.cmd("");
     let pid = child.id().to_string();
     let d = img.to_str().unwrap().to_string();
+    // `cr-dump checkpoint` of the target into `d`, as `t`, with JSON output.
+    let base = [
+        "checkpoint",
+        "--pid",
+        &pid,
+        "-o",
+        &d,
+        "--name",
+        "t",
+        "--json",
+    ];
     let run = |extra: &[&str]| -> (serde_json::Value, f64) {
-        let mut args = vec![
-            "checkpoint",
-            "--pid",
-            &pid,
-            "-o",
-            &d,
-            "--name",
-            "t",
-            "--json",
-        ];
+        let mut args = base.to_vec();
         args.extend_from_slice(extra);
         let t = Instant::now();
         let o = Command::new(&bin).args(&args).output().unwrap();
@@ -167,16 +169,7 @@ fn main() {
             let _ = std::fs::remove_file(e.unwrap().path());
         }
         let c = Command::new(&bin)
-            .args([
-                "checkpoint",
-                "--pid",
-                &pid,
-                "-o",
-                &d,
-                "--name",
-                "t",
-                "--json",
-            ])
+            .args(base)
             .env("CR_DUMP_TEST_WRITEBACK_PAUSE_MS", "4000")
             .stdout(Stdio::piped())
             .spawn()
