@@ -1096,7 +1096,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Writes the image to `out`; returns what was written.
-    pub fn write_to<W: Write>(&self, out: W) -> Result<Summary> {
+    pub fn write_to<W: Write + Send>(&self, out: W) -> Result<Summary> {
         let mut w = Writer::new(IoSink::new(out));
         if let Some(t) = &self.twin {
             if let Some(ms) = std::env::var(TEST_WRITEBACK_PAUSE_ENV)
@@ -1331,7 +1331,7 @@ pub struct DirectResult {
 
 /// Direct mode: checkpoint `pid` (already inspected) under `crid`, streaming the image to `out`
 /// while the task is frozen. Memory use is bounded (one Pages record's data at a time).
-pub fn checkpoint_direct<W: Write>(
+pub fn checkpoint_direct<W: Write + Send>(
     ins: &Inspection,
     crid: u64,
     opts: &Options,
@@ -1343,24 +1343,34 @@ pub fn checkpoint_direct<W: Write>(
     stream_frozen(ins, crid, opts, out, frozen, started).map_err(|e| frozen_err(pid, e))
 }
 
-/// Buffers in flight between the readers and the writer of a stream: peak memory is this many
-/// Pages records' data, whatever the task's size.
-const STREAM_BUFFERS: usize = 4;
+/// Threads of a stream. Each takes a chunk of pages, reads it, plans its records and computes
+/// their data CRCs while the bytes are in its cache, then waits for its turn and writes the
+/// records itself. Writes are serial (in order, and the file's lock serializes them anyway), but
+/// one thread reads while the other writes. Handing the bytes to a writer thread instead moves
+/// them to another core's cache, and on two CPUs a third busy thread costs more than it gives:
+/// 1 GiB took 0.35 s that way, 0.19 s this way (BENCHMARKS.md).
+const STREAM_WORKERS: usize = 2;
 
-/// Threads reading memory for a stream. Reading is the costlier half (through `/proc/PID/mem`
-/// for a twin: two copies per page and a page-table walk), so two readers and the writer share
-/// the CPUs.
-const STREAM_READERS: usize = 2;
-
-/// What the writer of a stream gets, in sequence.
-enum Chunk {
-    /// Start of VMA number `.0`.
-    Vma(usize),
-    /// Pages records over a buffer, with their data CRCs.
-    Pages(Vec<u8>, Vec<(RecordPlan, DataCrc)>),
+/// A chunk of a stream: the VMA records to write first, then the pages of `ranges` (at most
+/// one Pages record's data, all in the last of those VMAs or the one before).
+struct StreamJob {
+    vmas: Vec<usize>,
+    ranges: Vec<Range>,
 }
 
-fn stream_frozen<W: Write>(
+/// The writer of a stream and its first error, under the stream's lock.
+struct Turn<'a, W> {
+    w: &'a mut Writer<IoSink<W>>,
+    failed: Option<Error>,
+}
+
+/// Jobs the planner of a stream hands over at a time.
+const JOB_BATCH: usize = 32;
+
+/// How long a stream worker spins for its turn before it sleeps.
+const TURN_SPIN: Duration = Duration::from_millis(2);
+
+fn stream_frozen<W: Write + Send>(
     ins: &Inspection,
     crid: u64,
     opts: &Options,
@@ -1408,12 +1418,14 @@ fn finish_image<W: Write>(w: &mut Writer<IoSink<W>>) -> Result<Summary> {
 /// `twin`: read through `/proc/PID/mem`, not `process_vm_readv`. The latter pins the pages it
 /// reads, and the kernel (since 5.19) unshares a copy-on-write page before pinning it: every
 /// page of a twin would be copied, doubling the memory and the time.
-fn stream_vmas<W: Write>(
+fn stream_vmas<W: Write + Send>(
     src: i32,
     w: &mut Writer<IoSink<W>>,
     vmas: &[VmaRec],
     twin: bool,
 ) -> Result<Stats> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
     let pid = src;
     let ps = sys::page_size();
     let ps64 = ps as u64;
@@ -1421,147 +1433,169 @@ fn stream_vmas<W: Write>(
     let mem = open_proc(pid, "mem")?;
     let max_pages = u64::from(MAX_DATA_PER_RECORD) / ps64;
 
-    // A planner walks the pagemap and cuts the pages into chunks of one Pages record's data;
-    // readers copy chunks, plan their records and compute their data CRCs (while the pages
-    // are in the reader's cache); the writer takes the results in sequence and writes them.
-    // Buffers go round, so memory stays bounded.
-    type Job = (u64, Vec<Range>, Vec<u8>);
-    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(STREAM_BUFFERS);
-    for _ in 0..STREAM_BUFFERS {
-        let _ = free_tx.send(vec![0u8; MAX_DATA_PER_RECORD as usize]);
-    }
-    let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(STREAM_BUFFERS);
-    let job_rx = std::sync::Mutex::new(job_rx);
-    // Unbounded, but holds at most the buffers in flight plus VMA markers.
-    let (res_tx, res_rx) = std::sync::mpsc::channel::<(u64, Result<Chunk>)>();
-    let (mem_ref, pagemap_ref, job_rx_ref) = (&mem, &pagemap, &job_rx);
-    let planner = {
-        let res_tx = res_tx.clone();
-        move || {
-            let mut seq = 0u64;
-            let send_chunk = |chunk: &mut Vec<Range>, seq: &mut u64| -> bool {
-                if chunk.is_empty() {
-                    return true;
-                }
-                let Ok(buf) = free_rx.recv() else {
-                    return false;
-                };
-                let ok = job_tx.send((*seq, std::mem::take(chunk), buf)).is_ok();
-                *seq += 1;
-                ok
+    // A planner walks the pagemap and cuts the pages into jobs of one Pages record's data; the
+    // workers take jobs in sequence and write their results in sequence. Memory stays bounded:
+    // one buffer per worker.
+    // Jobs go in batches: a planner woken for every job competes with the workers for the CPUs.
+    type Batch = Vec<(u64, Result<StreamJob>)>;
+    let (job_tx, job_rx) = mpsc::sync_channel::<Batch>(1);
+    // Dropped with the last worker, which stops a planner blocked on a full channel.
+    let jobs = Arc::new(Mutex::new((job_rx, std::collections::VecDeque::new())));
+    let pagemap_ref = &pagemap;
+    let planner = move || {
+        let seq = std::cell::Cell::new(0u64);
+        let batch = std::cell::RefCell::new(Batch::with_capacity(JOB_BATCH));
+        let flush = || {
+            let b = std::mem::take(&mut *batch.borrow_mut());
+            b.is_empty() || job_tx.send(b).is_ok()
+        };
+        let mut pending: Vec<usize> = Vec::new();
+        let mut chunk: Vec<Range> = Vec::new();
+        let send = |pending: &mut Vec<usize>, chunk: &mut Vec<Range>| -> bool {
+            let job = StreamJob {
+                vmas: std::mem::take(pending),
+                ranges: std::mem::take(chunk),
             };
-            let run = |seq: &mut u64| -> Result<()> {
-                let mut chunk: Vec<Range> = Vec::new();
+            let n = seq.replace(seq.get() + 1);
+            batch.borrow_mut().push((n, Ok(job)));
+            batch.borrow().len() < JOB_BATCH || flush()
+        };
+        let mut run = || -> Result<()> {
+            for (i, v) in vmas.iter().enumerate() {
+                pending.push(i);
                 let mut chunk_pages = 0u64;
-                for (i, v) in vmas.iter().enumerate() {
-                    if res_tx.send((*seq, Ok(Chunk::Vma(i)))).is_err() {
-                        return Ok(());
+                let mut go_on = true;
+                for_each_range(pid, pagemap_ref, v, ps64, max_pages, |r| {
+                    if go_on
+                        && (chunk_pages + r.1 > max_pages
+                            || chunk.len() >= MAX_RUNS_PER_RECORD as usize / 2)
+                    {
+                        go_on = send(&mut pending, &mut chunk);
+                        chunk_pages = 0;
                     }
-                    *seq += 1;
-                    let mut go_on = true;
-                    for_each_range(pid, pagemap_ref, v, ps64, max_pages, |r| {
-                        if go_on
-                            && (chunk_pages + r.1 > max_pages
-                                || chunk.len() >= MAX_RUNS_PER_RECORD as usize / 2)
-                        {
-                            go_on = send_chunk(&mut chunk, seq);
-                            chunk_pages = 0;
-                        }
-                        if go_on {
-                            chunk.push(r);
-                            chunk_pages += r.1;
-                        }
-                        Ok(())
-                    })?;
                     if go_on {
-                        go_on = send_chunk(&mut chunk, seq);
+                        chunk.push(r);
+                        chunk_pages += r.1;
                     }
-                    chunk_pages = 0;
-                    if !go_on {
-                        return Ok(());
+                    Ok(())
+                })?;
+                if go_on && !chunk.is_empty() {
+                    go_on = send(&mut pending, &mut chunk);
+                }
+                if !go_on {
+                    return Ok(());
+                }
+            }
+            if !pending.is_empty() {
+                send(&mut pending, &mut chunk);
+            }
+            Ok(())
+        };
+        if let Err(e) = run() {
+            // Reported in sequence, after the jobs sent before it.
+            batch.borrow_mut().push((seq.get(), Err(e)));
+        }
+        flush();
+    };
+
+    let turn = Mutex::new(Turn { w, failed: None });
+    let turn_cv = Condvar::new();
+    // The next job to write, and whether the stream failed: mirrors of the state under the
+    // lock, so that a worker can spin on them instead of sleeping. A write takes about 0.2 ms,
+    // and sleeping and waking on every turn cost a fifth of the stream's time (BENCHMARKS.md).
+    let next = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let spin = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    let (turn_ref, cv_ref, mem_ref, next_ref, stop_ref) = (&turn, &turn_cv, &mem, &next, &stop);
+    let my_turn =
+        |seq: u64| next_ref.load(Ordering::Acquire) == seq || stop_ref.load(Ordering::Acquire);
+    type Jobs = (
+        mpsc::Receiver<Batch>,
+        std::collections::VecDeque<(u64, Result<StreamJob>)>,
+    );
+    let worker = move |jobs: Arc<Mutex<Jobs>>| -> Stats {
+        let mut stats = Stats::default();
+        let mut buf = vec![0u8; MAX_DATA_PER_RECORD as usize];
+        loop {
+            let job = {
+                let mut g = jobs.lock().unwrap_or_else(PoisonError::into_inner);
+                let (rx, queue) = &mut *g;
+                if queue.is_empty() {
+                    if let Ok(b) = rx.recv() {
+                        queue.extend(b);
                     }
                 }
-                Ok(())
+                queue.pop_front()
             };
-            if let Err(e) = run(&mut seq) {
-                let _ = res_tx.send((seq, Err(e)));
-            }
-        }
-    };
-    let reader = |res_tx: std::sync::mpsc::Sender<(u64, Result<Chunk>)>| -> Stats {
-        let mut stats = Stats::default();
-        loop {
-            let job = match job_rx_ref.lock() {
-                Ok(rx) => rx.recv(),
-                Err(_) => return stats,
-            };
-            let Ok((seq, chunk, mut buf)) = job else {
+            let Some((seq, job)) = job else {
                 return stats;
             };
-            let read = if twin {
-                read_memory_mem_file(pid, mem_ref, &chunk, ps64, &mut buf)
-            } else {
-                read_memory(pid, mem_ref, &chunk, ps64, &mut buf)
-            };
-            let msg = read.map(|()| {
+            let work = job.and_then(|j| {
                 let mut plans = Vec::with_capacity(1);
-                plan_records(&chunk, &mut buf, 0, ps, &mut plans, &mut stats);
-                let plans = plans
+                if !j.ranges.is_empty() {
+                    if twin {
+                        read_memory_mem_file(pid, mem_ref, &j.ranges, ps64, &mut buf)?;
+                    } else {
+                        read_memory(pid, mem_ref, &j.ranges, ps64, &mut buf)?;
+                    }
+                    plan_records(&j.ranges, &mut buf, 0, ps, &mut plans, &mut stats);
+                }
+                let plans: Vec<_> = plans
                     .into_iter()
                     .map(|r| {
                         let crc = DataCrc::of(buf.get(r.data.clone()).unwrap_or(&[]));
                         (r, crc)
                     })
                     .collect();
-                Chunk::Pages(buf, plans)
+                Ok((j.vmas, plans))
             });
-            if res_tx.send((seq, msg)).is_err() {
-                return stats;
-            }
-        }
-    };
-    let (written, mut stats) = std::thread::scope(|s| {
-        let p = s.spawn(planner);
-        let readers: Vec<_> = (0..STREAM_READERS)
-            .map(|_| {
-                let tx = res_tx.clone();
-                s.spawn(move || reader(tx))
-            })
-            .collect();
-        drop(res_tx);
-        let mut write_all = || -> Result<()> {
-            // Results come out of order (two readers): keep them until their turn.
-            let mut next = 0u64;
-            let mut waiting: std::collections::BTreeMap<u64, Chunk> = Default::default();
-            for (seq, msg) in &res_rx {
-                waiting.insert(seq, msg?);
-                while let Some(chunk) = waiting.remove(&next) {
-                    next += 1;
-                    match chunk {
-                        Chunk::Vma(i) => {
-                            if let Some(v) = vmas.get(i) {
-                                w.vma(&v.vma, &v.path).map_err(|e| sink_err(w, e))?;
-                            }
-                        }
-                        Chunk::Pages(buf, plans) => {
-                            for (r, crc) in &plans {
-                                let data = buf.get(r.data.clone()).unwrap_or(&[]);
-                                w.pages_with_crc(&r.runs, data, *crc)
-                                    .map_err(|e| sink_err(w, e))?;
-                            }
-                            let _ = free_tx.send(buf);
-                        }
-                    }
+            if spin {
+                let until = Instant::now() + TURN_SPIN;
+                while !my_turn(seq) && Instant::now() < until {
+                    std::hint::spin_loop();
                 }
             }
-            Ok(())
-        };
-        let r = write_all();
-        // On a write error, stop the others: they see the channels closed.
-        drop(res_rx);
-        drop(free_tx);
-        let _ = p.join();
-        let stats = readers
+            let mut t = turn_ref.lock().unwrap_or_else(PoisonError::into_inner);
+            while !my_turn(seq) {
+                t = cv_ref.wait(t).unwrap_or_else(PoisonError::into_inner);
+            }
+            if t.failed.is_some() {
+                return stats;
+            }
+            let written = work.and_then(|(vs, plans)| {
+                for i in vs {
+                    if let Some(v) = vmas.get(i) {
+                        t.w.vma(&v.vma, &v.path).map_err(|e| sink_err(t.w, e))?;
+                    }
+                }
+                for (r, crc) in &plans {
+                    let data = buf.get(r.data.clone()).unwrap_or(&[]);
+                    t.w.pages_with_crc(&r.runs, data, *crc)
+                        .map_err(|e| sink_err(t.w, e))?;
+                }
+                Ok(())
+            });
+            // Under the lock: a worker about to sleep checks these under it too.
+            match written {
+                Ok(()) => next_ref.store(seq + 1, Ordering::Release),
+                Err(e) => {
+                    t.failed = Some(e);
+                    stop_ref.store(true, Ordering::Release);
+                }
+            }
+            cv_ref.notify_all();
+        }
+    };
+    let stats = std::thread::scope(|s| {
+        let p = s.spawn(planner);
+        let workers: Vec<_> = (0..STREAM_WORKERS)
+            .map(|_| {
+                let jobs = Arc::clone(&jobs);
+                s.spawn(move || worker(jobs))
+            })
+            .collect();
+        drop(jobs);
+        let stats = workers
             .into_iter()
             .map(|h| h.join().unwrap_or_default())
             .fold(Stats::default(), |a, b| Stats {
@@ -1569,9 +1603,14 @@ fn stream_vmas<W: Write>(
                 zero_pages: a.zero_pages + b.zero_pages,
                 ..a
             });
-        (r, stats)
+        let _ = p.join();
+        stats
     });
-    written?;
+    let t = turn.into_inner().unwrap_or_else(PoisonError::into_inner);
+    if let Some(e) = t.failed {
+        return Err(e);
+    }
+    let mut stats = stats;
     stats.vmas = vmas.len() as u64;
     Ok(stats)
 }

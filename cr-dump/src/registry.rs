@@ -180,7 +180,7 @@ impl Registry {
     }
 
     /// Writes the image of checkpoint `crid` to `out`. The checkpoint stays in the registry.
-    pub fn writeback<W: Write>(&self, crid: u64, out: W) -> Result<Summary> {
+    pub fn writeback<W: Write + Send>(&self, crid: u64, out: W) -> Result<Summary> {
         self.get(crid)?.write_to(out)
     }
 
@@ -226,7 +226,7 @@ pub fn checkpoint_lazy(pid: i32, opts: &Options) -> Result<u64> {
 }
 
 /// `ckpt_writeback(crid, fd)` on the process-wide registry.
-pub fn writeback<W: Write>(crid: u64, out: W) -> Result<Summary> {
+pub fn writeback<W: Write + Send>(crid: u64, out: W) -> Result<Summary> {
     global().writeback(crid, out)
 }
 

@@ -332,8 +332,9 @@ fn output_directory_not_writable() {
 
 #[test]
 fn disk_full() {
-    // RLIMIT_FSIZE of 64 KiB: the image cannot be written (EFBIG).
-    for extra in [&[][..], &["--direct"][..]] {
+    // RLIMIT_FSIZE of 64 KiB: the image cannot be written (EFBIG). In each way of writing:
+    // from a copy, streamed from the frozen task, streamed from a twin.
+    for extra in [&[][..], &["--direct"][..], &["--twin"][..]] {
         let d = TempDir::new("full");
         let file = d.path().join("mapped");
         let t = Target::spawn(&program("regions"), &[file.to_str().unwrap(), "1"]);
