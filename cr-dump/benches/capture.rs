@@ -28,11 +28,21 @@ fn clean(dir: &std::path::Path) {
         let _ = std::fs::remove_file(e.unwrap().path());
     }
     let _ = Command::new("sync").status();
+    // Let the file system finish the work the removal started (this disk is mounted with
+    // `discard`): otherwise it competes with the next measurement for the CPUs.
+    std::thread::sleep(Duration::from_millis(500));
 }
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
+}
+
+/// The fastest round: this VM hands memory freed for a while back to its host (free page
+/// reporting), and a write into the page cache that lands on such memory can take ten times as
+/// long. Medians hide most of that; the best rounds show what the machine can do.
+fn best(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
 fn secs(d: Duration) -> f64 {
@@ -136,19 +146,27 @@ fn main() {
         direct_total.push(wall);
         direct_rss = direct_rss.max(j["peak_rss_kib"].as_u64().unwrap());
 
-        // Baseline: the same number of bytes written to a file (4 MiB writes, no fsync).
-        clean(dir.path());
-        let buf = vec![0x5au8; 4 << 20];
-        let s = Instant::now();
-        let mut f = std::fs::File::create(dir.path().join("plain")).unwrap();
-        let mut left = size;
-        while left > 0 {
-            let k = left.min(buf.len() as u64) as usize;
-            f.write_all(&buf[..k]).unwrap();
-            left -= k as u64;
+        // Baseline: the same number of bytes written to a file (1 MiB writes, no fsync), twice,
+        // keeping the faster. The first write after a cr-dump run often lands on memory this
+        // VM has handed back to its host (free page reporting) and pays for getting it back:
+        // 1.2-1.5 s for 1 GiB instead of 0.18-0.25 s. A baseline should show what the machine
+        // can do, not that.
+        let buf = vec![0x5au8; 1 << 20];
+        let mut fastest = f64::INFINITY;
+        for _ in 0..2 {
+            clean(dir.path());
+            let s = Instant::now();
+            let mut f = std::fs::File::create(dir.path().join("plain")).unwrap();
+            let mut left = size;
+            while left > 0 {
+                let k = left.min(buf.len() as u64) as usize;
+                f.write_all(&buf[..k]).unwrap();
+                left -= k as u64;
+            }
+            drop(f);
+            fastest = fastest.min(secs(s.elapsed()));
         }
-        drop(f);
-        plain.push(secs(s.elapsed()));
+        plain.push(fastest);
         eprintln!(
             "round {round}: gcore {:.3}s lazy {:.3}s (down {:.3}s capture {:.3}s write-back \
              {:.3}s) copy {:.3}s (down {:.3}s) direct {:.3}s write {:.3}s",
@@ -166,6 +184,7 @@ fn main() {
     clean(dir.path());
     let _ = std::fs::remove_file(&crid);
 
+    let (ltb, dtb, pwb) = (best(&lazy_total), best(&direct_total), best(&plain));
     let lt = median(&mut lazy_total);
     let ld = median(&mut lazy_down);
     let dt = median(&mut direct_total);
@@ -173,21 +192,24 @@ fn main() {
     let cd = median(&mut copy_down);
     let pw = median(&mut plain);
     println!(
-        "target: {mib} MiB, every page non-zero; image {size} bytes; {rounds} rounds, medians"
+        "target: {mib} MiB, every page non-zero; image {size} bytes; {rounds} rounds, medians \
+         (best round)"
     );
-    println!("cr-dump lazy (default, twin): total {lt:.3} s, downtime {ld:.3} s");
+    println!("cr-dump lazy (default, twin): total {lt:.3} s ({ltb:.3}), downtime {ld:.3} s");
     println!("cr-dump lazy --copy:          total {ct:.3} s, downtime {cd:.3} s");
     println!(
-        "cr-dump --direct:       total {dt:.3} s, peak RSS {} MiB",
+        "cr-dump --direct:       total {dt:.3} s ({dtb:.3}), peak RSS {} MiB",
         direct_rss / 1024
     );
-    println!("write {size} bytes:     {pw:.3} s");
+    println!("write {size} bytes:     {pw:.3} s ({pwb:.3})");
     if have_gcore {
+        let gb = best(&gcore);
         let g = median(&mut gcore);
-        println!("gcore:                  total {g:.3} s (target stopped throughout)");
+        println!("gcore:                  total {g:.3} s ({gb:.3}) (target stopped throughout)");
         println!(
-            "ratio lazy total / gcore total    {:.2}  (goal <= 0.6)",
-            lt / g
+            "ratio lazy total / gcore total    {:.2}  (goal <= 0.6; best rounds: {:.2})",
+            lt / g,
+            ltb / gb
         );
         println!(
             "ratio lazy downtime / gcore total {:.2}  (goal <= 0.25)",
@@ -203,8 +225,9 @@ fn main() {
         println!("gcore not found (install gdb): gcore ratios skipped");
     }
     println!(
-        "ratio direct total / plain write  {:.2}  (goal <= 1.3)",
-        dt / pw
+        "ratio direct total / plain write  {:.2}  (goal <= 1.3; best rounds: {:.2})",
+        dt / pw,
+        dtb / pwb
     );
     println!("direct peak RSS {} MiB  (goal <= 64)", direct_rss / 1024);
 }
