@@ -773,16 +773,27 @@ fn for_each_range(
 /// Bytes of page data a capture of `ins` would copy now, from a pagemap scan (not frozen: a
 /// sizing estimate for the buffer, taken before the freeze so the freeze does not pay for it).
 pub fn estimate_bytes(ins: &Inspection) -> Result<u64> {
-    let ps = sys::page_size() as u64;
     let pagemap = open_proc(ins.pid, "pagemap")?;
-    let mut pages = 0u64;
-    for m in &ins.maps {
-        let v = vma_rec(ins.pid, m);
-        for_each_range(ins.pid, &pagemap, &v, ps, u64::MAX, |r| {
-            pages += r.1;
-            Ok(())
-        })?;
+    let mut bytes = 0u64;
+    for v in &vma_recs(ins) {
+        bytes = bytes.saturating_add(vma_bytes(ins.pid, &pagemap, v)?);
     }
+    Ok(bytes)
+}
+
+/// The VMAs of `ins` as a capture would record them.
+pub fn vma_recs(ins: &Inspection) -> Vec<VmaRec> {
+    ins.maps.iter().map(|m| vma_rec(ins.pid, m)).collect()
+}
+
+/// Bytes of page data of `v` a capture would copy now (per the pagemap).
+pub(crate) fn vma_bytes(pid: i32, pagemap: &File, v: &VmaRec) -> Result<u64> {
+    let ps = sys::page_size() as u64;
+    let mut pages = 0u64;
+    for_each_range(pid, pagemap, v, ps, u64::MAX, |r| {
+        pages += r.1;
+        Ok(())
+    })?;
     Ok(pages.saturating_mul(ps))
 }
 
@@ -1071,6 +1082,11 @@ pub trait Tracker {
     /// Whether [`Tracker::scan`] will give scans (then far less than everything is copied).
     fn usable(&self) -> bool {
         false
+    }
+    /// Before the freeze, to size the copy's buffer: the bytes it would copy now (the written
+    /// pages of tracked VMAs, the present pages of the others), or `None` if unknown.
+    fn estimate(&mut self, _pid: i32, _vmas: &[VmaRec]) -> Option<u64> {
+        None
     }
 }
 

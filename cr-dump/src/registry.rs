@@ -131,11 +131,17 @@ impl Registry {
             lazy.note = note;
             return Ok(lazy);
         }
+        let mut tracker = tracker;
+        // With a usable tracker only the written pages of the tracked VMAs are copied: the
+        // buffer is pre-faulted for those (pre-faulting for everything took longer than the
+        // whole incremental checkpoint).
+        let est = match tracker.as_mut() {
+            Some(t) if t.usable() && parent.is_some() => t
+                .estimate(ins.pid, &capture::vma_recs(ins))
+                .unwrap_or(est / 8),
+            _ => est,
+        };
         let est = est.saturating_add(est / 16).saturating_add(4 << 20);
-        let tracked = tracker.as_ref().is_some_and(|t| t.usable()) && parent.is_some();
-        // With a usable tracker only the written pages are copied: no need to pre-fault a
-        // buffer for everything (a shortfall is handled).
-        let est = if tracked { est / 8 } else { est };
         let buf = self.buffer(usize::try_from(est).unwrap_or(usize::MAX))?;
         let mut snap = match tracker {
             Some(t) => capture::capture_lazy_tracked(ins, crid, opts, buf, t)?,

@@ -495,6 +495,36 @@ use crate::capture::{Tracker, VmaRec};
 use cr_format::raw;
 
 impl Session {
+    /// The task's pagemap when this session can scan (it has the parent's VMAs and a
+    /// userfaultfd).
+    fn tracking_pagemap(&self, pid: i32) -> Result<Option<File>> {
+        if self.parent_vmas.is_none() || self.uffd.is_none() {
+            return Ok(None);
+        }
+        open_pagemap(pid).map(Some)
+    }
+
+    /// For each of `vmas`, whether its written pages are known: trackable, registered with
+    /// the userfaultfd, and the same mapping as in the parent.
+    fn tracked(&self, pid: i32, pagemap: &File, vmas: &[VmaRec]) -> Result<Vec<bool>> {
+        let pv = self.parent_vmas.as_deref().unwrap_or(&[]);
+        let reg = registered(pid, pagemap, &trackable_ranges(vmas))?;
+        Ok(vmas
+            .iter()
+            .map(|v| {
+                let a = v.vma.start.get();
+                v.trackable()
+                    && reg.contains(&(a, v.vma.end.get()))
+                    && pv.iter().any(|(r, p)| {
+                        r.start.get() == a && {
+                            let then = cr_format::read::Vma { raw: r, path: p };
+                            crate::incremental::same_mapping(&v.vma, &v.path, &then)
+                        }
+                    })
+            })
+            .collect())
+    }
+
     /// Prepares a session for checkpointing `pid` over `parent` (if any). `want`: arm tracking
     /// after the capture even if no session is active.
     pub fn new(
@@ -603,26 +633,16 @@ impl Tracker for Session {
     fn scan(&mut self, pid: i32, vmas: &[VmaRec]) -> Result<Vec<Option<Scan>>> {
         self.scanned = vec![false; vmas.len()];
         let mut out = vec![None; vmas.len()];
-        let (Some(pv), Some(_)) = (&self.parent_vmas, &self.uffd) else {
+        let Some(pagemap) = self.tracking_pagemap(pid)? else {
             return Ok(out);
         };
-        let pagemap = open_pagemap(pid)?;
-        let reg = registered(pid, &pagemap, &trackable_ranges(vmas))?;
+        let tracked = self.tracked(pid, &pagemap, vmas)?;
         let ps = sys::page_size() as u64;
         for (i, v) in vmas.iter().enumerate() {
+            if !tracked.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             let (a, b) = (v.vma.start.get(), v.vma.end.get());
-            if !v.trackable() || !reg.contains(&(a, b)) {
-                continue;
-            }
-            let same = pv.iter().any(|(r, p)| {
-                r.start.get() == a && {
-                    let then = cr_format::read::Vma { raw: r, path: p };
-                    crate::incremental::same_mapping(&v.vma, &v.path, &then)
-                }
-            });
-            if !same {
-                continue;
-            }
             match scan(pid, &pagemap, a, b, ps, true) {
                 Ok(sc) => {
                     out[i] = Some(sc);
@@ -635,6 +655,35 @@ impl Tracker for Session {
             }
         }
         Ok(out)
+    }
+
+    fn estimate(&mut self, pid: i32, vmas: &[VmaRec]) -> Option<u64> {
+        let pagemap = self.tracking_pagemap(pid).ok()??;
+        let tracked = self.tracked(pid, &pagemap, vmas).ok()?;
+        let ps = sys::page_size() as u64;
+        let mut bytes = 0u64;
+        for (v, &t) in vmas.iter().zip(&tracked) {
+            let (a, b) = (v.vma.start.get(), v.vma.end.get());
+            bytes = bytes.saturating_add(if t {
+                // Written since the parent, counted without touching the protection.
+                let mut w = Vec::new();
+                scan_all(
+                    pid,
+                    &pagemap,
+                    (a, b),
+                    ps,
+                    0,
+                    (sys::PAGE_IS_WRITTEN, 0, sys::PAGE_IS_WRITTEN),
+                    |_| Some(0),
+                    &mut [&mut w],
+                )
+                .ok()?;
+                w.iter().map(|r| r.1).sum::<u64>().saturating_mul(ps)
+            } else {
+                crate::capture::vma_bytes(pid, &pagemap, v).ok()?
+            });
+        }
+        Some(bytes)
     }
 
     fn arm(&mut self, pid: i32, vmas: &[VmaRec]) -> Result<()> {

@@ -650,6 +650,33 @@ fn write_tracking_with_more_regions_than_one_scan_returns() {
 }
 
 #[test]
+fn write_tracking_sizes_the_copy_by_the_written_pages() {
+    // The buffer of a tracked incremental checkpoint is pre-faulted before the freeze for what
+    // the tracker says was written, not for everything present.
+    let dir = TempDir::new("incr-track-estimate");
+    let mut p = Prog::spawn_with(16384);
+    let (j1, _) = checkpoint(&p, dir.path(), &["--track"]);
+    if !tracking_works(&j1) {
+        eprintln!("write-protect tracking unavailable here: {j1}");
+        return;
+    }
+    p.cmd("rewrite 100 1");
+    // The tracking state is found beside the CRID file.
+    std::env::set_var("CR_CRID_FILE", crid_file());
+    let parent = cr_dump::incremental::Parent::open(&image_path(&j1)).unwrap();
+    let ins = cr_dump::capture::inspect(p.pid()).unwrap();
+    let present = cr_dump::capture::estimate_bytes(&ins).unwrap();
+    let mut s = cr_dump::tracking::Session::new(p.pid(), Some(&parent), false).unwrap();
+    assert!(s.usable(), "{:?}", s.notes);
+    let vmas = cr_dump::capture::vma_recs(&ins);
+    let est = cr_dump::capture::Tracker::estimate(&mut s, p.pid(), &vmas).unwrap();
+    assert!(
+        (100 * PS..present / 8).contains(&est),
+        "estimate {est} bytes, present {present}"
+    );
+}
+
+#[test]
 fn precopy_of_a_task_that_keeps_writing_is_its_state_at_the_final_freeze() {
     let dir = TempDir::new("incr-precopy");
     let mut p = Prog::spawn_with(8000);
