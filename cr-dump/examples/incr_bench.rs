@@ -194,10 +194,13 @@ fn main() {
             io.cmd(&format!("rewrite {rewrite} {gen}"));
             let (ji, ti) = run(&["--parent", &full]);
             eprintln!(
-                "{} round {r}: full {tf:.3} s {} B, incremental {ti:.3} s {} B ({} data, {} parent pages, {})",
+                "{} round {r}: full {tf:.3} s {} B, incremental {ti:.3} s {} B (stopped {:.1} ms, capture {:.1} ms, write-back {:.1} ms; {} data, {} parent pages, {})",
                 if track { "tracked" } else { "compare" },
                 jf["size"],
                 ji["size"],
+                ji["downtime_ms"].as_f64().unwrap_or(f64::NAN),
+                ji["capture_ms"].as_f64().unwrap_or(f64::NAN),
+                ji["writeback_ms"].as_f64().unwrap_or(f64::NAN),
                 ji["data_pages"],
                 ji["parent_pages"],
                 ji["diff_method"]
