@@ -113,33 +113,37 @@ impl Registry {
         // What a pagemap scan says would be copied now (else anonymous resident + swapped
         // memory); a little slack covers growth until the freeze (a shortfall is still handled,
         // at page-fault speed).
-        let est = capture::estimate_bytes(ins)
-            .unwrap_or_else(|_| ins.status.rss_anon.saturating_add(ins.status.vm_swap));
-        let twin = match opts.lazy {
-            capture::LazyMode::Auto => est >= capture::TWIN_MIN_BYTES,
-            capture::LazyMode::Twin => true,
-            capture::LazyMode::Copy => false,
+        let present = || {
+            capture::estimate_bytes(ins)
+                .unwrap_or_else(|_| ins.status.rss_anon.saturating_add(ins.status.vm_swap))
         };
         // Not for a task killed after the checkpoint: the twin, its child, would outlive it as
         // an orphan of init (and a copy costs the task nothing then).
-        if twin && parent.is_none() && tracker.is_none() && opts.after != capture::After::Kill {
-            // A full checkpoint: a copy-on-write twin, no copy while stopped. Only when no twin
-            // can be made is the memory copied, into a pooled buffer or one allocated then
-            // (at page-fault speed: a rare case is not worth pre-faulting for).
-            let (snap, note) = capture::capture_cow(ins, crid, opts, || Ok(self.pooled()))?;
-            let mut lazy = self.keep(snap)?;
-            lazy.note = note;
-            return Ok(lazy);
+        if parent.is_none() && tracker.is_none() && opts.after != capture::After::Kill {
+            let twin = match opts.lazy {
+                capture::LazyMode::Auto => present() >= capture::TWIN_MIN_BYTES,
+                capture::LazyMode::Twin => true,
+                capture::LazyMode::Copy => false,
+            };
+            if twin {
+                // A full checkpoint: a copy-on-write twin, no copy while stopped. Only when no
+                // twin can be made is the memory copied, into a pooled buffer or one allocated
+                // then (at page-fault speed: a rare case is not worth pre-faulting for).
+                let (snap, note) = capture::capture_cow(ins, crid, opts, || Ok(self.pooled()))?;
+                let mut lazy = self.keep(snap)?;
+                lazy.note = note;
+                return Ok(lazy);
+            }
         }
         let mut tracker = tracker;
         // With a usable tracker only the written pages of the tracked VMAs are copied: the
         // buffer is pre-faulted for those (pre-faulting for everything took longer than the
-        // whole incremental checkpoint).
+        // whole incremental checkpoint), and the whole pagemap is not read for a size.
         let est = match tracker.as_mut() {
             Some(t) if t.usable() && parent.is_some() => t
                 .estimate(ins.pid, &capture::vma_recs(ins))
-                .unwrap_or(est / 8),
-            _ => est,
+                .unwrap_or_else(|| present() / 8),
+            _ => present(),
         };
         let est = est.saturating_add(est / 16).saturating_add(4 << 20);
         let buf = self.buffer(usize::try_from(est).unwrap_or(usize::MAX))?;
