@@ -1512,6 +1512,7 @@ fn stream_vmas<W: Write + Send>(
             batch.borrow_mut().push((seq.get(), Err(e)));
         }
         flush();
+        seq.get()
     };
 
     let turn = Mutex::new(Turn { w, failed: None });
@@ -1530,6 +1531,9 @@ fn stream_vmas<W: Write + Send>(
         std::collections::VecDeque<(u64, Result<StreamJob>)>,
     );
     let worker = move |jobs: Arc<Mutex<Jobs>>| -> Stats {
+        // A worker that panics stops the others (they would wait for its turn forever); the
+        // stream then ends short, which is reported below.
+        let _stop_on_panic = StopOnPanic(stop_ref, cv_ref, turn_ref);
         let mut stats = Stats::default();
         let mut buf = vec![0u8; MAX_DATA_PER_RECORD as usize];
         loop {
@@ -1575,7 +1579,8 @@ fn stream_vmas<W: Write + Send>(
             while !my_turn(seq) {
                 t = cv_ref.wait(t).unwrap_or_else(PoisonError::into_inner);
             }
-            if t.failed.is_some() {
+            // Failed, or a worker panicked.
+            if stop_ref.load(Ordering::Acquire) {
                 return stats;
             }
             let written = work.and_then(|(vs, plans)| {
@@ -1602,7 +1607,7 @@ fn stream_vmas<W: Write + Send>(
             cv_ref.notify_all();
         }
     };
-    let stats = std::thread::scope(|s| {
+    let (stats, planned, panicked) = std::thread::scope(|s| {
         let p = s.spawn(planner);
         let workers: Vec<_> = (0..STREAM_WORKERS)
             .map(|_| {
@@ -1611,24 +1616,54 @@ fn stream_vmas<W: Write + Send>(
             })
             .collect();
         drop(jobs);
-        let stats = workers
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .fold(Stats::default(), |a, b| Stats {
-                data_pages: a.data_pages + b.data_pages,
-                zero_pages: a.zero_pages + b.zero_pages,
-                ..a
-            });
-        let _ = p.join();
-        stats
+        let mut panicked = false;
+        let mut stats = Stats::default();
+        for h in workers {
+            match h.join() {
+                Ok(b) => {
+                    stats.data_pages += b.data_pages;
+                    stats.zero_pages += b.zero_pages;
+                }
+                Err(_) => panicked = true,
+            }
+        }
+        let planned = p.join().ok();
+        (stats, planned, panicked)
     });
     let t = turn.into_inner().unwrap_or_else(PoisonError::into_inner);
     if let Some(e) = t.failed {
         return Err(e);
     }
+    // Every job planned must have been written: a thread that panicked leaves a hole.
+    if panicked || planned != Some(next.load(Ordering::Acquire)) {
+        return Err(Error::Other(
+            "a thread of the image stream failed: the image is incomplete".into(),
+        ));
+    }
     let mut stats = stats;
     stats.vmas = vmas.len() as u64;
     Ok(stats)
+}
+
+/// Stops a stream's workers when dropped during a panic.
+struct StopOnPanic<'a, T>(
+    &'a std::sync::atomic::AtomicBool,
+    &'a std::sync::Condvar,
+    &'a std::sync::Mutex<T>,
+);
+
+impl<T> Drop for StopOnPanic<'_, T> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, std::sync::atomic::Ordering::Release);
+            // Under the lock, so that no worker is between its check and its wait.
+            let _g = self
+                .2
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.1.notify_all();
+        }
+    }
 }
 
 /// Bounds of a pre-copy.
