@@ -2,10 +2,15 @@
 //! memory, and the image records built from them.
 //!
 //! Two ways to run it:
-//! - [`crate::registry::Registry::checkpoint_lazy`]: copy into memory, resume the task at once,
-//!   build and write the image later (downtime = the memory copy);
+//! - [`crate::registry::Registry::checkpoint_lazy`]: take a snapshot, resume the task at once,
+//!   build and write the image later. The snapshot is a copy-on-write twin of the task
+//!   ([`crate::twin`]; downtime = a fork) or, for small tasks and where no twin can stand for
+//!   the task, a copy into memory (downtime = the copy);
 //! - [`checkpoint_direct`]: stream the image out while the task is frozen, with peak memory that
 //!   does not grow with the task's size.
+//!
+//! A twin's write-back and the direct mode stream the same way: two workers each read a chunk
+//! of pages, compute its records and data CRC, and write it at its turn (`stream_vmas`).
 //!
 //! What is stored: for anonymous memory (and `[heap]`, `[stack]`), every page that is present or
 //! swapped; for private file mappings, only the pages that are anonymous per `/proc/PID/pagemap`
