@@ -24,6 +24,7 @@
 use crate::error::{Error, Result};
 use crate::procfs::{self, MapsEntry, Stat, Status};
 use crate::sys::{self, WaitStatus};
+use cr_format::chain::ChainIndex;
 use cr_format::limits::{MAX_DATA_PER_RECORD, MAX_RUNS_PER_RECORD};
 use cr_format::raw::{self, AuxvEntry, PageRun};
 use cr_format::write::{DataCrc, IoSink, Sink, Summary, Writer};
@@ -1113,6 +1114,9 @@ pub struct Snapshot {
     /// The copy-on-write twin holding the pages, when the snapshot was taken that way: then
     /// `vmas` have no records, and each write-back reads the pages from the twin.
     pub twin: Option<crate::twin::Twin>,
+    /// For an incremental snapshot held by a twin: the parent chain its pages are compared
+    /// with as they are written (the Header already names it).
+    pub parent: Option<crate::incremental::Parent>,
 }
 
 impl Snapshot {
@@ -1128,9 +1132,18 @@ impl Snapshot {
             }
             self.meta.write(&mut w).map_err(|e| sink_err(&mut w, e))?;
             let vmas: Vec<VmaRec> = self.vmas.iter().map(|v| v.vma.clone()).collect();
-            let st = stream_vmas(t.pid(), &mut w, &vmas, true)?;
+            let st = match &self.parent {
+                None => stream_vmas(t.pid(), &mut w, &vmas, true, None)?,
+                Some(p) => p.with_index(|idx, images| {
+                    let in_parent = images
+                        .first()
+                        .map(|top| crate::incremental::vmas_in_parent(top, vmas.iter()))
+                        .unwrap_or_default();
+                    stream_vmas(t.pid(), &mut w, &vmas, true, Some((idx, &in_parent)))
+                })??,
+            };
             let summary = finish_image(&mut w)?;
-            t.set_counts(st.data_pages, st.zero_pages);
+            t.set_counts(st.data_pages, st.zero_pages, st.parent_pages);
             return Ok(summary);
         }
         let r = self.write_records(&mut w);
@@ -1238,6 +1251,7 @@ pub(crate) fn capture_cow(
                     buf: sys::MapBuf::empty(),
                     stats,
                     twin: Some(twin),
+                    parent: None,
                 },
                 None,
             ))
@@ -1336,6 +1350,7 @@ fn capture_frozen(
         buf,
         stats,
         twin: None,
+        parent: None,
     })
 }
 
@@ -1373,9 +1388,11 @@ pub fn checkpoint_direct<W: Write + Send>(
 const STREAM_WORKERS: usize = 2;
 
 /// A chunk of a stream: the VMA records to write first, then the pages of `ranges` (at most
-/// one Pages record's data, all in the last of those VMAs or the one before).
+/// one Pages record's data, all in VMA `vma`).
 struct StreamJob {
     vmas: Vec<usize>,
+    /// The VMA the pages are in.
+    vma: usize,
     ranges: Vec<Range>,
 }
 
@@ -1404,7 +1421,7 @@ fn stream_frozen<W: Write + Send>(
     let mut w = Writer::new(IoSink::new(out));
     let (meta, vmas) = read_frozen(ins, crid, page_size)?;
     meta.write(&mut w).map_err(|e| sink_err(&mut w, e))?;
-    let mut stats = stream_vmas(pid, &mut w, &vmas, false)?;
+    let mut stats = stream_vmas(pid, &mut w, &vmas, false, None)?;
     let summary = finish_image(&mut w)?;
     stats.downtime = frozen.release(opts.after)?;
     stats.capture = started.elapsed();
@@ -1436,6 +1453,9 @@ fn finish_image<W: Write>(w: &mut Writer<IoSink<W>>) -> Result<Summary> {
 /// Writes the VMA and Pages records of `vmas`, reading pages from task `src` (the frozen task,
 /// or its copy-on-write twin) in bounded memory. Returns the page counts.
 ///
+/// `parent`: the parent chain's index and, for each of `vmas`, whether the parent has the same
+/// mapping: pages are compared with the chain as they are read ([`crate::incremental`]).
+///
 /// `twin`: read through `/proc/PID/mem`, not `process_vm_readv`. The latter pins the pages it
 /// reads, and the kernel (since 5.19) unshares a copy-on-write page before pinning it: every
 /// page of a twin would be copied, doubling the memory and the time.
@@ -1444,6 +1464,7 @@ fn stream_vmas<W: Write + Send>(
     w: &mut Writer<IoSink<W>>,
     vmas: &[VmaRec],
     twin: bool,
+    parent: Option<(&ChainIndex<'_>, &[bool])>,
 ) -> Result<Stats> {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
@@ -1472,9 +1493,10 @@ fn stream_vmas<W: Write + Send>(
         };
         let mut pending: Vec<usize> = Vec::new();
         let mut chunk: Vec<Range> = Vec::new();
-        let send = |pending: &mut Vec<usize>, chunk: &mut Vec<Range>| -> bool {
+        let send = |pending: &mut Vec<usize>, chunk: &mut Vec<Range>, vma: usize| -> bool {
             let job = StreamJob {
                 vmas: std::mem::take(pending),
+                vma,
                 ranges: std::mem::take(chunk),
             };
             let n = seq.replace(seq.get() + 1);
@@ -1491,7 +1513,7 @@ fn stream_vmas<W: Write + Send>(
                         && (chunk_pages + r.1 > max_pages
                             || chunk.len() >= MAX_RUNS_PER_RECORD as usize / 2)
                     {
-                        go_on = send(&mut pending, &mut chunk);
+                        go_on = send(&mut pending, &mut chunk, i);
                         chunk_pages = 0;
                     }
                     if go_on {
@@ -1501,14 +1523,14 @@ fn stream_vmas<W: Write + Send>(
                     Ok(())
                 })?;
                 if go_on && !chunk.is_empty() {
-                    go_on = send(&mut pending, &mut chunk);
+                    go_on = send(&mut pending, &mut chunk, i);
                 }
                 if !go_on {
                     return Ok(());
                 }
             }
             if !pending.is_empty() {
-                send(&mut pending, &mut chunk);
+                send(&mut pending, &mut chunk, vmas.len());
             }
             Ok(())
         };
@@ -1563,7 +1585,20 @@ fn stream_vmas<W: Write + Send>(
                     } else {
                         read_memory(pid, mem_ref, &j.ranges, ps64, &mut buf)?;
                     }
-                    plan_records(&j.ranges, &mut buf, 0, ps, &mut plans, &mut stats);
+                    match parent {
+                        None => plan_records(&j.ranges, &mut buf, 0, ps, &mut plans, &mut stats),
+                        Some((idx, in_parent)) => {
+                            let inp = in_parent.get(j.vma).copied().unwrap_or(false);
+                            let mut d = crate::incremental::Delta::default();
+                            plans = crate::incremental::plan_over_parent(
+                                idx, inp, &j.ranges, &mut buf, ps, &mut d,
+                            );
+                            stats.data_pages += d.data;
+                            stats.zero_pages += d.zero;
+                            stats.parent_pages += d.parent;
+                            0
+                        }
+                    };
                 }
                 let plans: Vec<_> = plans
                     .into_iter()
@@ -1628,6 +1663,7 @@ fn stream_vmas<W: Write + Send>(
                 Ok(b) => {
                     stats.data_pages += b.data_pages;
                     stats.zero_pages += b.zero_pages;
+                    stats.parent_pages += b.parent_pages;
                 }
                 Err(_) => panicked = true,
             }
@@ -2126,6 +2162,7 @@ pub(crate) fn capture_precopy(
             buf,
             stats,
             twin: None,
+            parent: None,
         },
         rep,
     ))

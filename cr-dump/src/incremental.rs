@@ -1,9 +1,11 @@
 //! Incremental checkpoints by content comparison (`DIFF_CONTENT_COMPARE`).
 //!
-//! The task is captured as for a full image (every present page copied, the task resumed at
-//! once in lazy mode); then every captured page is compared with what the parent chain holds at
-//! the same address, and the pages found equal become `RUN_PARENT` runs. The parent chain is
-//! mapped, not read: only the metadata and the parent pages compared are paged in.
+//! The task is captured as for a full image; every captured page is compared with what the
+//! parent chain holds at the same address, and the pages found equal become `RUN_PARENT` runs.
+//! With a copy-on-write twin the comparison is made as the image is streamed from the twin
+//! (`plan_over_parent`, chunk by chunk); with a copy, over the copy ([`make_incremental`]).
+//! The same rules decide both. The parent chain is mapped, not read: only the metadata and the
+//! parent pages compared are paged in.
 //!
 //! When a page may be "in the parent" (the rules that keep the CRIU "Missing in parent pagemap"
 //! bug class out):
@@ -45,6 +47,17 @@ pub struct Parent {
     pub pid: u32,
     /// Number of images of the chain (1 = the parent is a full image).
     pub depth: usize,
+}
+
+impl std::fmt::Debug for Parent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parent")
+            .field("crid", &self.crid)
+            .field("digest", &self.digest)
+            .field("path", &self.path)
+            .field("depth", &self.depth)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The CRID a file name `NAME.img.CRID` gives.
@@ -143,6 +156,49 @@ impl Parent {
         })
     }
 
+    /// Refuses this parent for a checkpoint with page size `page_size` under `crid`.
+    pub(crate) fn check_for(&self, page_size: u32, crid: u64) -> Result<()> {
+        if page_size != self.page_size {
+            return Err(parent_err(
+                &self.path,
+                Some(self.crid),
+                format!(
+                    "its page size is {}, the task's {page_size}",
+                    self.page_size
+                ),
+            ));
+        }
+        if self.crid >= crid {
+            return Err(parent_err(
+                &self.path,
+                Some(self.crid),
+                format!("its CRID is not below the new CRID {crid}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Names this parent in `h`, with `method`.
+    pub(crate) fn name_in(&self, h: &mut raw::Header, method: u32) {
+        h.parent_crid = self.crid.into();
+        h.parent_digest = self.digest.into();
+        h.diff_method = method.into();
+    }
+
+    /// The same parent opened again (its own mapping, for a snapshot that outlives the
+    /// caller's), refused if the file is no longer the same image.
+    pub(crate) fn reopen(&self) -> Result<Parent> {
+        let p = Parent::open(&self.path)?;
+        if (p.crid, p.digest) != (self.crid, self.digest) {
+            return Err(parent_err(
+                &self.path,
+                Some(self.crid),
+                "the file changed during the checkpoint",
+            ));
+        }
+        Ok(p)
+    }
+
     /// Runs `f` over the chain's index (newest = the parent).
     pub fn with_index<R>(&self, f: impl FnOnce(&ChainIndex<'_>, &[Image<'_>]) -> R) -> Result<R> {
         let images = parse_all(&self.maps)?;
@@ -194,6 +250,66 @@ fn equal_in_parent(idx: &ChainIndex<'_>, addr: u64, now: Option<&[u8]>) -> bool 
         Ok(Resolved::NotPresent { vma, .. }) => anon_kind(vma.kind()) && now.is_none_or(is_zero),
         Err(_) => false,
     }
+}
+
+/// For each of `vmas`, whether `top` (the parent image) has the same mapping: only then may its
+/// pages be "in the parent".
+pub(crate) fn vmas_in_parent<'v>(
+    top: &Image<'_>,
+    vmas: impl Iterator<Item = &'v VmaRec>,
+) -> Vec<bool> {
+    let pvmas: Vec<Vma<'_>> = top.vmas().collect();
+    vmas.map(|v| {
+        let start = v.vma.start.get();
+        let i = pvmas.partition_point(|p| p.end() <= start);
+        pvmas
+            .get(i)
+            .is_some_and(|p| same_mapping(&v.vma, &v.path, p))
+    })
+    .collect()
+}
+
+/// [`crate::capture`]'s record planning for a chunk of pages compared with the parent chain as
+/// it is read (a stream from a twin): the pages of `ranges` are at `buf[..]`, back to back.
+/// A page equal to what the chain resolves becomes `RUN_PARENT` (only if `in_parent`, the
+/// VMA being the parent's), an all-zero one `RUN_ZERO`, the others data, squeezed to the
+/// front of `buf`. The same decisions as [`make_incremental`] over a copy.
+pub(crate) fn plan_over_parent(
+    idx: &ChainIndex<'_>,
+    in_parent: bool,
+    ranges: &[(u64, u64)],
+    buf: &mut [u8],
+    ps: usize,
+    delta: &mut Delta,
+) -> Vec<RecordPlan> {
+    let ps64 = ps as u64;
+    let mut b = RunBuilder::new(ps64, 0);
+    let mut src = 0usize;
+    for &(a0, n) in ranges {
+        for k in 0..n {
+            let a = a0 + k * ps64;
+            let Some(page) = buf.get(src..src + ps) else {
+                break;
+            };
+            let now = (!is_zero(page)).then_some(page);
+            if in_parent && equal_in_parent(idx, a, now) {
+                b.push(a, raw::RUN_PARENT);
+                delta.parent += 1;
+            } else if now.is_none() {
+                b.push(a, raw::RUN_ZERO);
+                delta.zero += 1;
+            } else {
+                let to = b.data_end();
+                if src != to {
+                    buf.copy_within(src..src + ps, to);
+                }
+                b.push(a, raw::RUN_DATA);
+                delta.data += 1;
+            }
+            src += ps;
+        }
+    }
+    b.finish()
 }
 
 /// Builds Pages records page by page within the format's limits.
@@ -313,20 +429,7 @@ pub struct Delta {
 /// names the parent (CRID, digest) with `DIFF_CONTENT_COMPARE`.
 pub fn make_incremental(snap: &mut Snapshot, parent: &Parent) -> Result<Delta> {
     let ps32 = snap.meta.header.page_size.get();
-    if ps32 != parent.page_size {
-        return Err(parent_err(
-            &parent.path,
-            Some(parent.crid),
-            format!("its page size is {}, the task's {ps32}", parent.page_size),
-        ));
-    }
-    if parent.crid >= snap.crid {
-        return Err(parent_err(
-            &parent.path,
-            Some(parent.crid),
-            format!("its CRID is not below the new CRID {}", snap.crid),
-        ));
-    }
+    parent.check_for(ps32, snap.crid)?;
     let ps = u64::from(ps32);
     let psz = ps as usize;
     let mut delta = Delta::default();
@@ -337,17 +440,9 @@ pub fn make_incremental(snap: &mut Snapshot, parent: &Parent) -> Result<Delta> {
         let Some(top) = images.first() else {
             return;
         };
-        let pvmas: Vec<Vma<'_>> = top.vmas().collect();
+        let in_parent = vmas_in_parent(top, vmas.iter().map(|sv| &sv.vma));
         let mut dst = 0usize;
-        for sv in vmas.iter_mut() {
-            let v: &VmaRec = &sv.vma;
-            let start = v.vma.start.get();
-            let in_parent = {
-                let i = pvmas.partition_point(|p| p.end() <= start);
-                pvmas
-                    .get(i)
-                    .is_some_and(|p| same_mapping(&v.vma, &v.path, p))
-            };
+        for (sv, &in_parent) in vmas.iter_mut().zip(&in_parent) {
             if !in_parent {
                 delta.new_vmas += 1;
             }
@@ -468,15 +563,14 @@ pub fn make_incremental(snap: &mut Snapshot, parent: &Parent) -> Result<Delta> {
             "internal error: a tracked VMA is not in the parent image".into(),
         ));
     }
-    let h = &mut snap.meta.header;
-    h.parent_crid = parent.crid.into();
-    h.parent_digest = parent.digest.into();
-    h.diff_method = if delta.tracked_vmas > 0 {
-        raw::DIFF_WRITE_TRACKING
-    } else {
-        raw::DIFF_CONTENT_COMPARE
-    }
-    .into();
+    parent.name_in(
+        &mut snap.meta.header,
+        if delta.tracked_vmas > 0 {
+            raw::DIFF_WRITE_TRACKING
+        } else {
+            raw::DIFF_CONTENT_COMPARE
+        },
+    );
     snap.stats.data_pages = delta.data;
     snap.stats.zero_pages = delta.zero;
     snap.stats.parent_pages = delta.parent;

@@ -198,8 +198,10 @@ write-back; the task never sees it), resumes the task, and writes the image from
 The downtime is the clone, not a copy of the memory; the task then pays a page copy on its \
 first write to each page until the write-back ends. The memory is copied into a buffer while \
 the task is stopped instead: with --copy; for a task with less than 32 MiB to copy, for which \
-that is shorter (--twin forces a twin); and where no twin can stand for the task (seccomp, \
-MADV_DONTFORK or MADV_WIPEONFORK memory, clone failing; a note says why). --direct streams \
+that is shorter (--twin forces a twin); with write-protect tracking (--track, --precopy, or \
+armed by an earlier checkpoint: a twin would not carry it) and with --kill; and where no twin \
+can stand for the task (seccomp, MADV_DONTFORK or MADV_WIPEONFORK memory, clone failing; a \
+note says why). --direct streams \
 the image while the task stays stopped, with bounded memory (a few 1 MiB buffers).
 
 With `-- CMD ARGS...`, cr-dump starts CMD (stdin from /dev/null, its stdout sent to cr-dump's \
@@ -213,7 +215,7 @@ to the image written), write-back, total (the whole command). --json prints one 
 the same fields (*_ms in milliseconds) plus peak_rss_kib and snapshot (how lazy mode held \
 the memory: twin or copy; none with --direct).
 
-Incremental: --parent DIR/NAME.img.K (or --incremental: the newest NAME.img.* in DIR) writes an image that names its parent (CRID and digest) and stores only the pages that differ from the parent chain; the others are marked 'in the parent'. A page of a mapping the parent does not have with the same start, end, kind and backing is never 'in the parent'. How unchanged pages are found (the image records it): by write-protect dirty tracking when it was armed (--track, or --precopy) at the parent's capture; else by comparing contents with the parent. Tracking leaves one userfaultfd open in the task; its state is kept beside the CRID file as cr-track.PID.STARTTIME. --precopy copies memory while the task runs, round after round, and stops it only for the last delta.
+Incremental: --parent DIR/NAME.img.K (or --incremental: the newest NAME.img.* in DIR) writes an image that names its parent (CRID and digest) and stores only the pages that differ from the parent chain; the others are marked 'in the parent'. A page of a mapping the parent does not have with the same start, end, kind and backing is never 'in the parent'. How unchanged pages are found (the image records it): by write-protect dirty tracking when it was armed (--track, or --precopy) at the parent's capture; else by comparing contents with the parent (from a twin, as the image is written: the stop stays a fork's). Tracking leaves one userfaultfd open in the task; its state is kept beside the CRID file as cr-track.PID.STARTTIME. --precopy copies memory while the task runs, round after round, and stops it only for the last delta.
 
 CRIDs come from a node-wide counter file: $CR_CRID_FILE, else /var/lib/cr/crid, else \
 $XDG_RUNTIME_DIR/cr-crid, else /tmp/cr-crid-$EUID.
@@ -816,9 +818,10 @@ fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
         drop(w);
         let mut stats = lazy.stats;
         // A twin's page counts are known once the image is written.
-        if let Some((data, zero)) = snap.twin.as_ref().and_then(|t| t.counts()) {
+        if let Some((data, zero, parent)) = snap.twin.as_ref().and_then(|t| t.counts()) {
             stats.data_pages = data;
             stats.zero_pages = zero;
+            stats.parent_pages = parent;
         }
         snapshot = if snap.twin.is_some() { "twin" } else { "copy" };
         if let Some(n) = &lazy.note {

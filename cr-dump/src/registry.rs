@@ -118,18 +118,37 @@ impl Registry {
                 .unwrap_or_else(|_| ins.status.rss_anon.saturating_add(ins.status.vm_swap))
         };
         // Not for a task killed after the checkpoint: the twin, its child, would outlive it as
-        // an orphan of init (and a copy costs the task nothing then).
-        if parent.is_none() && tracker.is_none() && opts.after != capture::After::Kill {
+        // an orphan of init (and a copy costs the task nothing then). Not with a tracker: a
+        // twin does not carry the tracking state, and tracking needs the copied pages.
+        if tracker.is_none() && opts.after != capture::After::Kill {
             let twin = match opts.lazy {
                 capture::LazyMode::Auto => present() >= capture::TWIN_MIN_BYTES,
                 capture::LazyMode::Twin => true,
                 capture::LazyMode::Copy => false,
             };
             if twin {
-                // A full checkpoint: a copy-on-write twin, no copy while stopped. Only when no
-                // twin can be made is the memory copied, into a pooled buffer or one allocated
-                // then (at page-fault speed: a rare case is not worth pre-faulting for).
-                let (snap, note) = capture::capture_cow(ins, crid, opts, || Ok(self.pooled()))?;
+                // A copy-on-write twin, no copy while stopped; over a parent, the pages are
+                // compared with it as they are written. Only when no twin can be made is the
+                // memory copied, into a pooled buffer or one allocated then (at page-fault
+                // speed: a rare case is not worth pre-faulting for).
+                let own_parent = match parent {
+                    Some(p) => {
+                        p.check_for(u32::try_from(crate::sys::page_size()).unwrap_or(0), crid)?;
+                        Some(p.reopen()?)
+                    }
+                    None => None,
+                };
+                let (mut snap, note) = capture::capture_cow(ins, crid, opts, || Ok(self.pooled()))?;
+                if let Some(p) = own_parent {
+                    if snap.twin.is_some() {
+                        p.name_in(&mut snap.meta.header, cr_format::raw::DIFF_CONTENT_COMPARE);
+                        snap.parent = Some(p);
+                    } else {
+                        let t = std::time::Instant::now();
+                        crate::incremental::make_incremental(&mut snap, &p)?;
+                        snap.stats.capture += t.elapsed();
+                    }
+                }
                 let mut lazy = self.keep(snap)?;
                 lazy.note = note;
                 return Ok(lazy);

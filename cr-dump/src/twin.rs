@@ -57,7 +57,7 @@ pub struct Twin {
     /// The task it is a copy of (its parent).
     task: i32,
     /// Data and zero pages found by the last write-back.
-    counts: Mutex<Option<(u64, u64)>>,
+    counts: Mutex<Option<(u64, u64, u64)>>,
 }
 
 impl Twin {
@@ -67,14 +67,14 @@ impl Twin {
     }
 
     /// Records what a write-back found.
-    pub(crate) fn set_counts(&self, data: u64, zero: u64) {
+    pub(crate) fn set_counts(&self, data: u64, zero: u64, parent: u64) {
         if let Ok(mut c) = self.counts.lock() {
-            *c = Some((data, zero));
+            *c = Some((data, zero, parent));
         }
     }
 
-    /// Data and zero pages found by the last write-back, if there was one.
-    pub fn counts(&self) -> Option<(u64, u64)> {
+    /// Data, zero and parent pages found by the last write-back, if there was one.
+    pub fn counts(&self) -> Option<(u64, u64, u64)> {
         self.counts.lock().ok().and_then(|c| *c)
     }
 }

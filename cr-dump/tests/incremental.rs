@@ -294,19 +294,51 @@ fn digest(image: &Path) -> u64 {
     Image::parse(m.bytes()).unwrap().digest()
 }
 
+/// `extra` plus more arguments.
+fn with<'a>(extra: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
+    extra.iter().chain(more).copied().collect()
+}
+
+/// Asserts how each checkpoint took its snapshot: a twin when `extra` asks for one.
+fn snapshots(extra: &[&str], js: &[&serde_json::Value]) {
+    let want = if extra.contains(&"--twin") {
+        "twin"
+    } else {
+        "copy"
+    };
+    for j in js {
+        assert_eq!(j["snapshot"], want, "{j}");
+    }
+}
+
 #[test]
 fn chain_of_three_resolves_to_memory_at_each_crid_and_squashes() {
+    chain_of_three(&[]);
+}
+
+#[test]
+fn chain_of_three_through_twins() {
+    // The pages are compared with the parent as they are written from the twin.
+    chain_of_three(&["--twin"]);
+}
+
+fn chain_of_three(extra: &[&str]) {
     let dir = TempDir::new("incr-chain");
     let mut p = Prog::spawn();
-    let (j1, m1) = checkpoint(&p, dir.path(), &[]);
+    let (j1, m1) = checkpoint(&p, dir.path(), extra);
     let i1 = image_path(&j1);
     p.cmd(&format!("rewrite {REWRITE} 1"));
-    let (j2, m2) = checkpoint(&p, dir.path(), &["--parent", i1.to_str().unwrap()]);
+    let (j2, m2) = checkpoint(
+        &p,
+        dir.path(),
+        &with(extra, &["--parent", i1.to_str().unwrap()]),
+    );
     let i2 = image_path(&j2);
     p.cmd(&format!("rewrite {REWRITE} 2"));
     // --incremental picks the newest image of the name: CRID 2.
-    let (j3, m3) = checkpoint(&p, dir.path(), &["--incremental"]);
+    let (j3, m3) = checkpoint(&p, dir.path(), &with(extra, &["--incremental"]));
     let i3 = image_path(&j3);
+    snapshots(extra, &[&j1, &j2, &j3]);
 
     let c1 = j1["crid"].as_u64().unwrap();
     let c2 = j2["crid"].as_u64().unwrap();
@@ -394,12 +426,21 @@ fn chain_of_three_resolves_to_memory_at_each_crid_and_squashes() {
 
 #[test]
 fn mappings_added_removed_grown_shrunk_moved_remapped() {
+    mappings_changed(&[]);
+}
+
+#[test]
+fn mappings_changed_through_twins() {
+    mappings_changed(&["--twin"]);
+}
+
+fn mappings_changed(extra: &[&str]) {
     let dir = TempDir::new("incr-maps");
     let mut p = Prog::spawn();
     for n in ["a", "b", "c", "d", "e"] {
         p.cmd(&format!("map {n} 16"));
     }
-    let (j1, m1) = checkpoint(&p, dir.path(), &[]);
+    let (j1, m1) = checkpoint(&p, dir.path(), extra);
     let i1 = image_path(&j1);
     let before = p.regions.clone();
     p.cmd("unmap a");
@@ -410,8 +451,13 @@ fn mappings_added_removed_grown_shrunk_moved_remapped() {
     p.cmd("drop big 10");
     p.cmd("map f 8");
     p.cmd(&format!("rewrite {REWRITE} 3"));
-    let (j2, m2) = checkpoint(&p, dir.path(), &["--parent", i1.to_str().unwrap()]);
+    let (j2, m2) = checkpoint(
+        &p,
+        dir.path(),
+        &with(extra, &["--parent", i1.to_str().unwrap()]),
+    );
     let i2 = image_path(&j2);
+    snapshots(extra, &[&j1, &j2]);
     check_chain_memory(&i1, &m1);
     check_chain_memory(&i2, &m2);
 
