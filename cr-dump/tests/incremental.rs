@@ -375,6 +375,23 @@ fn chain_of_three(extra: &[&str]) {
     check_chain_memory(&i2, &m2);
     check_chain_memory(&i3, &m3);
     assert_ne!(m2, m3);
+    // The big region, nearly all in the parent, takes one Pages record (its 40 data pages are
+    // one record's worth), however the pages were read.
+    let big = p.region("big");
+    for i in [&i2, &i3] {
+        let m = inspect::Mapped::open(i).unwrap();
+        let img = Image::parse(m.bytes()).unwrap();
+        let mut in_big = false;
+        let mut records = 0;
+        for r in img.records() {
+            match r.record {
+                Record::Vma(v) => in_big = v.start() == big.0,
+                Record::Pages(_) if in_big => records += 1,
+                _ => {}
+            }
+        }
+        assert_eq!(records, 1, "{}", i.display());
+    }
 
     // chain: lists 3 → 2 → 1 and checks the links.
     let c = json(&dump(&["chain", i3.to_str().unwrap(), "--json"]));
