@@ -99,10 +99,10 @@ impl Registry {
 
     /// [`Registry::checkpoint_inspected`] with a dirty tracker (called while the task is frozen)
     /// and, with a parent, made incremental over it: pages the tracker found unchanged, or whose
-    /// content equals the parent's, are "in the parent". Without a tracker the snapshot is a
-    /// copy-on-write twin (as for a full checkpoint) and its pages are compared with the parent
-    /// as each write-back streams them; with one, or when no twin can be made, the memory is
-    /// copied while the task is stopped and compared after it is resumed
+    /// content equals the parent's, are "in the parent". Without a tracker the snapshot is
+    /// taken as for a full checkpoint ([`capture::LazyMode`]); when it is a copy-on-write twin,
+    /// its pages are compared with the parent as each write-back streams them. Otherwise the
+    /// memory is copied while the task is stopped and compared after it is resumed
     /// ([`crate::incremental::make_incremental`]).
     pub fn checkpoint_with(
         &self,
