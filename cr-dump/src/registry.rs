@@ -115,9 +115,12 @@ impl Registry {
         // What a pagemap scan says would be copied now (else anonymous resident + swapped
         // memory); a little slack covers growth until the freeze (a shortfall is still handled,
         // at page-fault speed).
+        let scanned = std::cell::OnceCell::new();
         let present = || {
-            capture::estimate_bytes(ins)
-                .unwrap_or_else(|_| ins.status.rss_anon.saturating_add(ins.status.vm_swap))
+            *scanned.get_or_init(|| {
+                capture::estimate_bytes(ins)
+                    .unwrap_or_else(|_| ins.status.rss_anon.saturating_add(ins.status.vm_swap))
+            })
         };
         // Not for a task killed after the checkpoint: the twin, its child, would outlive it as
         // an orphan of init (and a copy costs the task nothing then). Not with a tracker: a
