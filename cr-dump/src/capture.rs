@@ -1592,20 +1592,18 @@ fn stream_vmas<W: Write + Send>(
                     } else {
                         read_memory(pid, mem_ref, &j.ranges, ps64, &mut buf)?;
                     }
-                    match parent {
-                        None => plan_records(&j.ranges, &mut buf, 0, ps, &mut plans, &mut stats),
-                        Some((idx, in_parent)) => {
-                            let inp = in_parent.get(j.vma).copied().unwrap_or(false);
-                            let mut d = crate::incremental::Delta::default();
-                            plans = crate::incremental::plan_over_parent(
-                                idx, inp, &j.ranges, &mut buf, ps, &mut d,
-                            );
-                            stats.data_pages += d.data;
-                            stats.zero_pages += d.zero;
-                            stats.parent_pages += d.parent;
-                            0
-                        }
-                    };
+                    if let Some((idx, in_parent)) = parent {
+                        let inp = in_parent.get(j.vma).copied().unwrap_or(false);
+                        let mut d = crate::incremental::Delta::default();
+                        plans = crate::incremental::plan_over_parent(
+                            idx, inp, &j.ranges, &mut buf, ps, &mut d,
+                        );
+                        stats.data_pages += d.data;
+                        stats.zero_pages += d.zero;
+                        stats.parent_pages += d.parent;
+                    } else {
+                        plan_records(&j.ranges, &mut buf, 0, ps, &mut plans, &mut stats);
+                    }
                 }
                 let plans: Vec<_> = plans
                     .into_iter()

@@ -473,18 +473,25 @@ fn check_encoded(repr: &ImageRepr, thorough: bool) {
     }
 }
 
-/// xorshift64, seeded from the input: the same input mutates the same way.
-struct Rng(u64);
+/// xorshift64: tiny and deterministic, to pick mutations (here, seeded from the input, so the
+/// same input mutates the same way; the smoke tests seed it with constants).
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
 
 impl Rng {
-    fn new(data: &[u8]) -> Rng {
-        // FNV-1a.
+    /// Seeded from `data` (FNV-1a).
+    pub fn new(data: &[u8]) -> Rng {
         let h = data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         });
         Rng(h | 1)
     }
-    fn next(&mut self) -> u64 {
+    /// Seeded with `seed` (zero, which xorshift never leaves, becomes one).
+    pub fn with_seed(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -492,8 +499,9 @@ impl Rng {
         self.0 = x;
         x
     }
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % to_u64(n.max(1))).unwrap_or(0)
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next_u64() % to_u64(n.max(1))).unwrap_or(0)
     }
 }
 
@@ -552,7 +560,7 @@ fn mutate(doc: &mut Value, rng: &mut Rng) {
     let k = rng.below(n);
     let pick = rng.below(8);
     let edge = EDGES.get(rng.below(EDGES.len())).copied().unwrap_or(0);
-    let r = rng.next();
+    let r = rng.next_u64();
     let Some(v) = nth_node(doc, k) else { return };
     match (pick, &mut *v) {
         // A number or an integer string moved: by one, by a page, one bit, to an edge value.
