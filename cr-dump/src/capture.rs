@@ -245,6 +245,9 @@ pub struct Frozen {
     pid: i32,
     active: bool,
     since: Instant,
+    /// The task was in a job-control stop when seized: after a detach the kernel wakes it to
+    /// enter that stop again, so for a moment it runs.
+    was_stopped: bool,
 }
 
 fn gone_or(pid: i32, e: io::Error, what: &str) -> Error {
@@ -279,6 +282,7 @@ pub fn freeze(pid: i32) -> Result<Frozen> {
 /// [`freeze`] without its test hook.
 pub(crate) fn freeze_quiet(pid: i32) -> Result<Frozen> {
     let since = Instant::now();
+    let was_stopped = task_state(pid) == Some(b'T');
     sys::ptrace_seize(pid).map_err(|e| match e.raw_os_error() {
         Some(libc::ESRCH) => Error::NoSuchProcess(pid),
         // EPERM also when another tracer got there since the check.
@@ -298,6 +302,7 @@ pub(crate) fn freeze_quiet(pid: i32) -> Result<Frozen> {
         pid,
         active: true,
         since,
+        was_stopped,
     };
     sys::ptrace_interrupt(pid).map_err(|e| gone_or(pid, e, "PTRACE_INTERRUPT"))?;
     loop {
@@ -344,6 +349,10 @@ impl Frozen {
         match after {
             After::Continue => {
                 sys::ptrace_detach(pid, 0).map_err(|e| gone_or(pid, e, "PTRACE_DETACH"))?;
+                // Continue means "as it was": a stopped task is stopped again on return.
+                if self.was_stopped {
+                    wait_stopped(pid, Duration::from_secs(2));
+                }
             }
             After::Stop => {
                 // The SIGSTOP stays pending while the task is in its ptrace stop and stops it
@@ -363,14 +372,19 @@ impl Frozen {
     }
 }
 
+/// The task's state letter from `/proc/PID/stat` (`None` if it is gone).
+fn task_state(pid: i32) -> Option<u8> {
+    procfs::read(pid, "stat")
+        .ok()
+        .and_then(|b| procfs::parse_stat(&String::from_utf8_lossy(&b)).ok())
+        .map(|s| s.state)
+}
+
 /// Polls `/proc/PID/stat` until the task is in a stop (`T`), it is gone, or `limit` passes.
 fn wait_stopped(pid: i32, limit: Duration) {
     let t = std::time::Instant::now();
     while t.elapsed() < limit {
-        let stopped = procfs::read(pid, "stat")
-            .ok()
-            .and_then(|b| procfs::parse_stat(&String::from_utf8_lossy(&b)).ok())
-            .is_none_or(|s| s.state == b'T');
+        let stopped = task_state(pid).is_none_or(|s| s == b'T');
         if stopped {
             return;
         }
