@@ -9,6 +9,7 @@
 //! - [`show`]: a text rendering of an image; [`json`]: its JSON form and back (`encode`);
 //! - [`inspect`]: verify, extract, chains of image files; [`diff`]; [`elfcore`]: ELF cores for gdb;
 //! - [`procfs`]: `/proc` parsers; [`sys`]: the only module with `unsafe` (raw system calls);
+//! - [`span`]: address ranges and page spans (types, not tuples);
 //! - [`fuzz`]: the fuzz targets' logic over the inspection verbs (`fuzz/`, FUZZING.md).
 //!
 //! Every byte of an image is written and read through `cr-format`.
@@ -27,6 +28,7 @@ pub mod procfs;
 pub mod registry;
 pub mod restore;
 pub mod show;
+pub mod span;
 pub mod squash;
 pub mod sys;
 pub mod tracking;
