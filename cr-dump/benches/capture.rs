@@ -6,7 +6,8 @@
 //! run, since the machines are shared and noisy.
 //!
 //! `cargo bench -p cr-dump --bench capture` (env: `CR_BENCH_MIB` size, default 1024;
-//! `CR_BENCH_ROUNDS`, default 5; `CR_BENCH_DIR` output directory, default the temp dir).
+//! `CR_BENCH_ROUNDS`, default 5; `CR_BENCH_DIR` output directory, default the temp dir;
+//! `CR_BENCH_BIN` another cr-dump binary to measure).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cr_tests::{program, Target, TempDir};
@@ -15,6 +16,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
+
+/// The cr-dump to measure: this build's, or `CR_BENCH_BIN` (to compare two builds in one
+/// session, e.g. before and after a change).
+fn bin() -> String {
+    std::env::var("CR_BENCH_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 
 fn env_num(k: &str, d: u64) -> u64 {
     std::env::var(k)
@@ -100,7 +107,7 @@ fn main() {
 
         clean(dir.path());
         let s = Instant::now();
-        let o = Command::new(BIN)
+        let o = Command::new(bin())
             .args(["checkpoint", "--pid", &pid, "-o", &out, "--json"])
             .output()
             .unwrap();
@@ -116,7 +123,7 @@ fn main() {
 
         clean(dir.path());
         let s = Instant::now();
-        let o = Command::new(BIN)
+        let o = Command::new(bin())
             .args(["checkpoint", "--pid", &pid, "-o", &out, "--json", "--copy"])
             .output()
             .unwrap();
@@ -128,7 +135,7 @@ fn main() {
 
         clean(dir.path());
         let s = Instant::now();
-        let o = Command::new(BIN)
+        let o = Command::new(bin())
             .args([
                 "checkpoint",
                 "--pid",

@@ -4,7 +4,7 @@
 //! checkpoint's own time, and writing the same number of bytes into freshly mapped memory (the
 //! page-write limit of FACTS.md). Medians of `CR_BENCH_ROUNDS` (default 5).
 //!
-//! `cargo bench -p cr-dump --bench restore`
+//! `cargo bench -p cr-dump --bench restore` (`CR_BENCH_BIN`: another cr-dump binary to measure)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cr_tests::{program, Target, TempDir};
@@ -12,6 +12,12 @@ use std::process::Command;
 use std::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
+
+/// The cr-dump to measure: this build's, or `CR_BENCH_BIN` (to compare two builds in one
+/// session, e.g. before and after a change).
+fn bin() -> String {
+    std::env::var("CR_BENCH_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -45,7 +51,7 @@ fn main() {
         let t = Target::spawn(&fill, &[&mib.to_string()]);
         let out = dir.path().join(format!("r{round}"));
         let t0 = Instant::now();
-        let o = Command::new(BIN)
+        let o = Command::new(bin())
             .args([
                 "checkpoint",
                 "--pid",
@@ -67,7 +73,7 @@ fn main() {
         drop(t);
         let pidf = dir.path().join("pid");
         let t0 = Instant::now();
-        let o = Command::new(BIN)
+        let o = Command::new(bin())
             .args([
                 "restore",
                 &img,
