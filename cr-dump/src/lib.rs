@@ -6,8 +6,9 @@
 //! - [`twin`]: copy-on-write snapshots (a stopped copy of the task) that lazy checkpoints use;
 //! - [`crid`]: the node-wide CRID counter;
 //! - [`output`]: image files, unnamed (`O_TMPFILE`) until complete, mode 0600;
-//! - [`show`]: a text rendering of an image; [`json`]: its JSON form and back (`encode`);
-//! - [`inspect`]: verify, extract, chains of image files; [`diff`]; [`elfcore`]: ELF cores for gdb;
+//! - [`inspect`]: what the inspection verbs do, pure code with no ptrace: chains of image files
+//!   ([`inspect::chain`]: the one chain loader), `show`, JSON and back (`encode`), `verify` and
+//!   `chain`, `extract`, `diff`, `core` (ELF cores for gdb), `squash`;
 //! - [`procfs`]: `/proc` parsers; [`sys`]: the only module with `unsafe` (raw system calls);
 //! - [`span`]: address ranges and page spans (types, not tuples);
 //! - [`fuzz`]: the fuzz targets' logic over the inspection verbs (`fuzz/`, FUZZING.md).
@@ -30,8 +31,11 @@ pub mod tracking;
 pub mod twin;
 
 pub use capture::{After, Options, Stats};
-// The inspection modules' old paths, for callers not moved yet.
-pub use inspect::core as elfcore;
-pub use inspect::{diff, json, show, squash};
+// The inspection modules' old paths, kept until the callers outside `inspect` (fuzz.rs and
+// tests not moved yet) use `inspect::…`; then these go.
 pub use error::{Error, Result};
+#[doc(hidden)]
+pub use inspect::core as elfcore;
+#[doc(hidden)]
+pub use inspect::{diff, json, show, squash};
 pub use registry::{checkpoint_lazy, discard, writeback, Registry};

@@ -66,7 +66,7 @@ fn padded_value(b: &[u8]) -> Value {
 
 fn regs_json(r: &cr_format::read::Regs<'_>) -> Value {
     let mut gpr = Map::new();
-    for (name, v) in crate::show::GPR_NAMES.iter().zip(r.raw.gpr.iter()) {
+    for (name, v) in super::show::GPR_NAMES.iter().zip(r.raw.gpr.iter()) {
         gpr.insert((*name).to_string(), x(v.get()));
     }
     json!({
@@ -94,7 +94,7 @@ pub fn read_metadata(
     path: &std::path::Path,
 ) -> crate::Result<Value> {
     let mut b = JsonBuilder::new(false);
-    crate::show::stream_metadata(r, path, |r| b.record(r))?;
+    super::show::stream_metadata(r, path, |r| b.record(r))?;
     Ok(b.finish())
 }
 
@@ -417,7 +417,7 @@ pub fn from_json(doc: &Value) -> Result<ImageRepr, String> {
     let r = d.obj("regs")?;
     let g = r.obj("gpr")?;
     let mut gpr = [0u64; X86_64_GPR_COUNT];
-    for (v, name) in gpr.iter_mut().zip(crate::show::GPR_NAMES) {
+    for (v, name) in gpr.iter_mut().zip(super::show::GPR_NAMES) {
         *v = g.u64(name)?;
     }
     let fx = r.hex("fxsave")?;

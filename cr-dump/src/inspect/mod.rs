@@ -1,10 +1,34 @@
-//! Inspection of image files (pure code, no ptrace).
+//! Inspection of image files: what `show`, `encode`, `verify`, `chain`, `extract`, `diff`, `core`
+//! and `squash` do, as library functions. Pure code over image bytes: no ptrace, no task is
+//! touched; the only files read are the images (and, to resolve an untouched page of a file
+//! mapping, the mapped file).
+//!
+//! - [`chain`]: image files mapped, the parent found beside its child, and [`ChainFiles`] /
+//!   [`LoadedChain`]: the one way to read, parse and link a chain;
+//! - [`show`]: the text rendering (`show`, `show -v`); [`json`]: the JSON form and back
+//!   (`show --json`, `encode`);
+//! - [`verify`]: one image streamed with bounded memory, or a chain (`verify`, `chain`);
+//! - [`extract`]: memory through the chain, page by page; [`diff`]: two images compared;
+//! - [`core`]: an ELF core file for gdb; [`squash`]: a chain folded into one full image.
+//!
+//! Dependencies run one way: `chain` ← `show` ← `json`, `extract`, `diff`; `verify` and
+//! `extract` ← `core`, `squash`.
 
+pub mod chain;
 pub mod core;
 pub mod diff;
+pub mod extract;
 pub mod json;
 pub mod show;
 pub mod squash;
-mod verify;
+pub mod verify;
 
-pub use verify::*;
+pub use chain::{
+    image_error, load_chain, parent_path, sibling, with_chain, ChainFiles, LoadedChain, Mapped,
+    Parse,
+};
+pub use extract::{extract, hexdump, page_content, page_content_with, Page};
+pub use verify::{
+    chain_report, check_stream, verify, verify_reader, verify_stream, ChainReport, ImageReport,
+    Report,
+};

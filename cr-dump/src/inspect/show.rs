@@ -174,7 +174,7 @@ pub fn stream_metadata(
                 path.display()
             )));
         }
-        return Err(crate::inspect::image_error(path, e, rd.record_kind()));
+        return Err(super::chain::image_error(path, e, rd.record_kind()));
     }
     Ok(())
 }

@@ -1,90 +1,12 @@
-//! Inspection verbs over image files: verify (one image streamed with bounded memory, or a
-//! whole chain), extract (memory through the chain). Images of a chain are found next to each
-//! other by name, `NAME.img.CRID`, and mapped rather than read, so only the metadata they walk
-//! is paged in.
+//! `verify` and `chain`: one image streamed through every check with bounded memory, or a whole
+//! chain (each image, every link, every "parent" page's resolution).
 
+use super::chain::{image_error, parent_path, ChainFiles, Parse};
 use crate::error::{Error, Result};
-use cr_format::chain::{Chain, ChainIndex, Resolved};
-use cr_format::raw;
-use cr_format::read::{Image, Options, Record, RecordKind, RunKind, StreamReader};
+use cr_format::read::{Options, Record, RunKind, StreamReader};
 use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-
-/// An image file mapped read-only.
-pub struct Mapped {
-    /// Where it is.
-    pub path: PathBuf,
-    map: crate::sys::FileMap,
-}
-
-impl Mapped {
-    /// Maps `path`.
-    pub fn open(path: &Path) -> Result<Mapped> {
-        let file =
-            File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-        let map = crate::sys::FileMap::new(&file)
-            .map_err(|e| Error::io(format!("map {}", path.display()), e))?;
-        Ok(Mapped {
-            path: path.to_path_buf(),
-            map,
-        })
-    }
-
-    /// The file's bytes.
-    pub fn bytes(&self) -> &[u8] {
-        self.map.bytes()
-    }
-}
-
-/// `DIR/NAME.img.CRID` → `DIR/NAME.img.OTHER`.
-pub fn sibling(path: &Path, crid: u64) -> Option<PathBuf> {
-    let name = path.file_name()?.to_str()?;
-    let (stem, _) = name.rsplit_once(".img.")?;
-    Some(path.with_file_name(format!("{stem}.img.{crid}")))
-}
-
-/// Maps an image and its ancestors, newest first, following each Header's parent CRID to the
-/// file of that CRID beside it. Stops at a full image, a missing file, or the depth limit.
-pub fn load_chain(path: &Path) -> Result<Vec<Mapped>> {
-    let mut out = vec![Mapped::open(path)?];
-    loop {
-        let last = out
-            .last()
-            .map(|m| (m.path.clone(), Image::parse_metadata(m.bytes())));
-        let Some((p, parsed)) = last else { break };
-        let img = parsed.map_err(|e| image_error(&p, e, None))?;
-        let parent = img.parent_crid();
-        if parent == 0 || out.len() > cr_format::limits::MAX_CHAIN_DEPTH as usize {
-            break;
-        }
-        let Some(pp) = sibling(&p, parent) else {
-            return Err(Error::Other(format!(
-                "{}: parent image CRID {parent} cannot be found: the file name is not NAME.img.CRID",
-                p.display()
-            )));
-        };
-        if !pp.exists() {
-            return Err(Error::Other(format!(
-                "{}: parent image CRID {parent} is missing (expected {})",
-                p.display(),
-                pp.display()
-            )));
-        }
-        out.push(Mapped::open(&pp)?);
-    }
-    Ok(out)
-}
-
-/// An image error with the file, offset and record kind.
-pub fn image_error(path: &Path, e: cr_format::Error, kind: Option<RecordKind>) -> Error {
-    let kind = match kind {
-        Some(RecordKind::Unknown(k)) => format!(" (record kind {k})"),
-        Some(k) => format!(" ({k:?} record)"),
-        None => String::new(),
-    };
-    Error::Other(format!("{}: {e}{kind}", path.display()))
-}
+use std::path::Path;
 
 /// What verify found.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -205,27 +127,22 @@ pub fn verify(path: &Path, chain: bool, all: bool) -> Result<Report> {
     if !chain {
         return Ok(report);
     }
-    let maps = match load_chain(path) {
-        Ok(m) => m,
+    let files = match ChainFiles::open(path) {
+        Ok(f) => f,
         Err(e) if all => {
             report.problems.push(e.to_string());
             return Ok(report);
         }
         Err(e) => return Err(e),
     };
-    for m in maps.iter().skip(1) {
+    for m in files.files().iter().skip(1) {
         check(&mut report, &m.path)?;
     }
-    let linked = (|| {
-        let images = maps
-            .iter()
-            .map(|m| Image::parse_metadata(m.bytes()).map_err(|e| image_error(&m.path, e, None)))
-            .collect::<Result<Vec<_>>>()?;
-        let c = Chain::new(&images).map_err(|e| image_error(&path_of(&maps, &e), e, None))?;
-        ChainIndex::new(&c)
+    let linked = files.parse(Parse::Metadata).and_then(|c| {
+        c.index()
             .check_parent_refs()
             .map_err(|e| image_error(path, e, None))
-    })();
+    });
     match linked {
         Ok(n) => report.parent_pages_checked = n,
         Err(e) if all => report.problems.push(e.to_string()),
@@ -234,156 +151,59 @@ pub fn verify(path: &Path, chain: bool, all: bool) -> Result<Report> {
     Ok(report)
 }
 
-fn path_of(maps: &[Mapped], _e: &cr_format::Error) -> PathBuf {
-    maps.first().map(|m| m.path.clone()).unwrap_or_default()
+/// What `chain` found.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ChainReport {
+    /// The images found, newest first (each verified on its own).
+    pub images: Vec<ImageReport>,
+    /// "In the parent" pages resolved through the chain.
+    pub parent_pages_checked: u64,
+    /// Whether every image and every link holds.
+    pub ok: bool,
+    /// The first problem, if any.
+    pub error: Option<String>,
 }
 
-/// Reads `len` bytes of the task's memory at `addr` as the image chain holds them: data pages
-/// from the images, zero for zero and untouched anonymous pages, the mapped file's bytes for
-/// untouched pages of a file mapping (refused if the file changed since the checkpoint).
-pub fn extract(path: &Path, addr: u64, len: u64) -> Result<Vec<u8>> {
-    let maps = load_chain(path)?;
-    let images = maps
-        .iter()
-        .map(|m| Image::parse(m.bytes()).map_err(|e| image_error(&m.path, e, None)))
-        .collect::<Result<Vec<_>>>()?;
-    let chain = Chain::new(&images).map_err(|e| image_error(path, e, None))?;
-    let idx = ChainIndex::new(&chain);
-    let ps = u64::from(images[0].page_size());
-    let end = addr
-        .checked_add(len)
-        .ok_or_else(|| Error::Other(format!("range {addr:#x}+{len:#x} overflows")))?;
-    let cap = usize::try_from(len).map_err(|_| Error::Other("length too large".into()))?;
-    let mut out = Vec::with_capacity(cap.min(1 << 30));
-    let mut a = addr;
-    while a < end {
-        let page = a & !(ps - 1);
-        let off = (a - page) as usize;
-        // Saturating: the last page of the address space ends at 2^64.
-        let n = (page.saturating_add(ps).min(end) - a) as usize;
-        match page_content(&idx, page, ps) {
-            Page::Bytes(b) => out.extend_from_slice(&b[off..off + n]),
-            Page::Zero => out.resize(out.len() + n, 0),
-            Page::Unavailable(why) => return Err(Error::Other(format!("address {a:#x}: {why}"))),
+/// Lists the chain ending at `image` (parents found beside it by name), verifying each image
+/// and every link. Never fails: a problem is reported in `error`, with the images found up to
+/// it.
+pub fn chain_report(image: &Path) -> ChainReport {
+    let mut rep = ChainReport::default();
+    if let Err(e) = walk_chain(image, &mut rep) {
+        rep.error = Some(e.to_string());
+    } else {
+        rep.ok = true;
+    }
+    rep
+}
+
+fn walk_chain(image: &Path, rep: &mut ChainReport) -> Result<()> {
+    let open = |p: &Path| File::open(p).map_err(|e| Error::io(format!("open {}", p.display()), e));
+    let mut path = image.to_path_buf();
+    loop {
+        let r = verify_stream(
+            std::io::BufReader::with_capacity(1 << 20, open(&path)?),
+            &path.display().to_string(),
+        )?;
+        let parent = r.parent_crid;
+        rep.images.push(r);
+        if parent == 0 {
+            break;
         }
-        a += n as u64;
-    }
-    Ok(out)
-}
-
-/// A page's content, resolved through a chain.
-pub enum Page<'a> {
-    /// These bytes (stored in an image, or read from a mapped file).
-    Bytes(std::borrow::Cow<'a, [u8]>),
-    /// Zeros (known zero, or untouched anonymous memory).
-    Zero,
-    /// Not available, and why.
-    Unavailable(String),
-}
-
-/// The content of the page at `page` (page-aligned) as the chain holds it.
-pub fn page_content<'a>(idx: &ChainIndex<'a>, page: u64, ps: u64) -> Page<'a> {
-    page_content_with(idx, page, ps, true)
-}
-
-/// [`page_content`]; without `files`, an untouched page of a file mapping is unavailable
-/// instead of read from the file (no file system access, for the fuzz targets).
-pub fn page_content_with<'a>(idx: &ChainIndex<'a>, page: u64, ps: u64, files: bool) -> Page<'a> {
-    match idx.resolve(page) {
-        Ok(Resolved::Data { bytes, .. }) => Page::Bytes(bytes.into()),
-        Ok(Resolved::Zero { .. }) => Page::Zero,
-        Ok(Resolved::NotPresent { vma, crid }) => match vma.kind() {
-            raw::VMA_FILE => {
-                // The offset is the image's (page-aligned, otherwise any value): the page's
-                // file offset may not fit in 64 bits.
-                let Some(fo) = vma.raw.offset.get().checked_add(page - vma.start()) else {
-                    return Page::Unavailable(format!(
-                        "untouched page of a file mapping past file offset 2^64 (image CRID {crid})"
-                    ));
-                };
-                if !files {
-                    return Page::Unavailable(format!(
-                        "untouched page of a file mapping, not read (image CRID {crid})"
-                    ));
-                }
-                match file_page(vma.path, fo, ps, &vma) {
-                    Ok(b) => Page::Bytes(b.into()),
-                    Err(m) => Page::Unavailable(format!("{m} (image CRID {crid})")),
-                }
-            }
-            raw::VMA_VDSO | raw::VMA_VVAR | raw::VMA_VSYSCALL => Page::Unavailable(format!(
-                "in the {} area, which images record but do not copy",
-                crate::show::vma_kind_name(vma.kind())
-            )),
-            _ => Page::Zero,
-        },
-        Err(_) => Page::Unavailable("not in any VMA of the image".into()),
-    }
-}
-
-/// One page of a mapped file, if the file is still the one the image recorded.
-fn file_page(
-    path: &[u8],
-    offset: u64,
-    ps: u64,
-    vma: &cr_format::read::Vma<'_>,
-) -> std::result::Result<Vec<u8>, String> {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::{FileExt, MetadataExt};
-    let p = Path::new(std::ffi::OsStr::from_bytes(path));
-    let f = File::open(p).map_err(|e| format!("untouched page of {}: {e}", p.display()))?;
-    let md = f.metadata().map_err(|e| format!("{}: {e}", p.display()))?;
-    let mtime = (md.mtime() as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(md.mtime_nsec() as u64);
-    if md.ino() != vma.raw.inode.get()
-        || md.size() != vma.raw.file_size.get()
-        || mtime != vma.raw.file_mtime_ns.get()
-    {
-        return Err(format!(
-            "untouched page of {}, which changed since the checkpoint (inode, size or mtime)",
-            p.display()
-        ));
-    }
-    let mut buf = vec![0u8; ps as usize];
-    // Past the end of the file a mapping reads zeros.
-    let mut done = 0;
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(k) => done += k,
-            Err(e) => return Err(format!("{}: {e}", p.display())),
+        if rep.images.len() > cr_format::limits::MAX_CHAIN_DEPTH as usize {
+            return Err(Error::Other(format!(
+                "the chain is longer than {} images",
+                cr_format::limits::MAX_CHAIN_DEPTH
+            )));
         }
+        let pp = parent_path(&path, parent)?;
+        path = pp;
     }
-    Ok(buf)
-}
-
-/// A classic hexdump of `bytes` as if they sat at `addr`.
-pub fn hexdump(addr: u64, bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    for (i, line) in bytes.chunks(16).enumerate() {
-        let _ = write!(s, "{:016x}  ", addr + 16 * i as u64);
-        for j in 0..16 {
-            match line.get(j) {
-                Some(b) => {
-                    let _ = write!(s, "{b:02x} ");
-                }
-                None => s.push_str("   "),
-            }
-            if j == 7 {
-                s.push(' ');
-            }
-        }
-        s.push_str(" |");
-        s.extend(line.iter().map(|&b| {
-            if b.is_ascii_graphic() || b == b' ' {
-                char::from(b)
-            } else {
-                '.'
-            }
-        }));
-        s.push_str("|\n");
-    }
-    s
+    let files = ChainFiles::open(image)?;
+    let chain = files.parse(Parse::Metadata)?;
+    rep.parent_pages_checked = chain
+        .index()
+        .check_parent_refs()
+        .map_err(|e| image_error(image, e, None))?;
+    Ok(())
 }
