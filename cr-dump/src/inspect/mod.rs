@@ -7,12 +7,15 @@
 //!   [`LoadedChain`]: the one way to read, parse and link a chain;
 //! - [`show`]: the text rendering (`show`, `show -v`); [`json`]: the JSON form and back
 //!   (`show --json`, `encode`);
-//! - [`verify`]: one image streamed with bounded memory, or a chain (`verify`, `chain`);
-//! - [`extract`]: memory through the chain, page by page; [`diff`]: two images compared;
+//! - `verify` (its items are re-exported here, the module is private: `inspect::verify` is the
+//!   function): one image streamed with bounded memory ([`verify_stream`]), or a chain
+//!   ([`verify()`], [`chain_report`]);
+//! - [`extract`](mod@extract): memory through the chain, page by page; [`diff`]: two images
+//!   compared;
 //! - [`core`]: an ELF core file for gdb; [`squash`]: a chain folded into one full image.
 //!
-//! Dependencies run one way: `chain` ← `show` ← `json`, `extract`, `diff`; `verify` and
-//! `extract` ← `core`, `squash`.
+//! Dependencies run one way (A ← B: B uses A): `chain` ← `show` ← `json`, `extract`, `diff`;
+//! `chain` ← `verify`; `extract` ← `core`, `squash`. This file only declares and re-exports.
 
 pub mod chain;
 pub mod core;
@@ -21,7 +24,8 @@ pub mod extract;
 pub mod json;
 pub mod show;
 pub mod squash;
-pub mod verify;
+// Private: its items are re-exported below, and `inspect::verify` names the function.
+mod verify;
 
 pub use chain::{
     image_error, load_chain, parent_path, sibling, with_chain, ChainFiles, LoadedChain, Mapped,
