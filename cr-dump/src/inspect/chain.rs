@@ -201,7 +201,11 @@ pub fn with_chain<R>(
 /// The index of the first image whose link to the next fails.
 fn wrong_link(images: &[Image<'_>]) -> Option<usize> {
     images.windows(2).position(|w| match w {
-        [c, p] => c.parent_crid() != p.crid() || c.header().parent_digest.get() != p.digest(),
+        [c, p] => {
+            c.parent_crid() != p.crid()
+                || c.header().parent_digest.get() != p.digest()
+                || c.page_size() != p.page_size()
+        }
         _ => false,
     })
 }
