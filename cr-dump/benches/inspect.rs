@@ -107,8 +107,8 @@ fn child(job: &str, path: &Path) {
             cr_dump::inspect::verify_stream(f, "bench").unwrap();
         }
         "show" => {
-            let s = cr_dump::show::Shown::read(path).unwrap();
-            assert!(!cr_dump::show::render(&s).is_empty());
+            let s = cr_dump::inspect::show::Shown::read(path).unwrap();
+            assert!(!cr_dump::inspect::show::render(&s).is_empty());
         }
         _ => panic!("unknown job {job}"),
     }

@@ -5,8 +5,9 @@
 
 use clap::{Args, Parser, Subcommand};
 use cr_dump::capture::{self, After, Options};
+use cr_dump::inspect::{self, diff, json, show, squash};
 use cr_dump::output::TempImage;
-use cr_dump::{crid, incremental, output, registry, show, sys, Error};
+use cr_dump::{crid, incremental, output, registry, sys, Error};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -388,12 +389,12 @@ fn show_cmd(
             .map_err(|e| Fail::Run(format!("opening {}: {e}", path.display())))?;
         let map = sys::FileMap::new(&file)
             .map_err(|e| Fail::Run(format!("mapping {}: {e}", path.display())))?;
-        cr_dump::json::pretty(&cr_dump::json::with_pages(map.bytes(), path)?)?
+        json::pretty(&json::with_pages(map.bytes(), path)?)?
     } else if json {
         // Metadata only, streamed: page data is skipped by seeking.
         let f = std::fs::File::open(path)
             .map_err(|e| Fail::Run(format!("opening {}: {e}", path.display())))?;
-        cr_dump::json::pretty(&cr_dump::json::read_metadata(f, path)?)?
+        json::pretty(&json::read_metadata(f, path)?)?
     } else {
         let s = show::Shown::read(path)?;
         if verbose {
@@ -415,9 +416,9 @@ fn encode_cmd(input: &std::path::Path, output: &std::path::Path) -> Result<(), F
         std::fs::read_to_string(input)
     }
     .map_err(|e| Fail::Run(format!("reading {}: {e}", input.display())))?;
-    let repr = cr_dump::json::decode(text.as_bytes())
+    let repr = json::decode(text.as_bytes())
         .map_err(|e| Fail::Run(format!("{}: {e}", input.display())))?;
-    output::write_atomic(output, |w| cr_dump::json::encode(&repr, w))?;
+    output::write_atomic(output, |w| json::encode(&repr, w))?;
     Ok(())
 }
 
@@ -428,9 +429,9 @@ fn verify_cmd(path: &std::path::Path, chain: bool, all: bool, json: bool) -> Res
                 "--chain needs an image file (its parents are found beside it)".into(),
             ));
         }
-        cr_dump::inspect::verify_reader(std::io::stdin().lock(), "-", all)?
+        inspect::verify_reader(std::io::stdin().lock(), "-", all)?
     } else {
-        cr_dump::inspect::verify(path, chain, all)?
+        inspect::verify(path, chain, all)?
     };
     if json {
         println!(
@@ -471,9 +472,9 @@ fn extract_cmd(
     out: Option<PathBuf>,
     hex: bool,
 ) -> Result<(), Fail> {
-    let bytes = cr_dump::inspect::extract(path, addr, len)?;
+    let bytes = inspect::extract(path, addr, len)?;
     let data = if hex {
-        cr_dump::inspect::hexdump(addr, &bytes).into_bytes()
+        inspect::hexdump(addr, &bytes).into_bytes()
     } else {
         bytes
     };
@@ -491,7 +492,7 @@ fn extract_cmd(
 }
 
 fn diff_cmd(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<(), Fail> {
-    let d = cr_dump::diff::diff(a, b)?;
+    let d = diff::diff(a, b)?;
     if json {
         println!("{}", d.to_json());
     } else {
@@ -501,7 +502,7 @@ fn diff_cmd(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<(), 
 }
 
 fn core_cmd(image: &std::path::Path, out: &std::path::Path) -> Result<(), Fail> {
-    let n = output::write_atomic(out, |w| cr_dump::elfcore::write_core(image, w))?;
+    let n = output::write_atomic(out, |w| inspect::core::write_core(image, w))?;
     println!(
         "core file {} ({n} bytes): open it with `gdb PROGRAM {}`",
         out.display(),
@@ -540,7 +541,7 @@ fn restore_cmd(
 }
 
 fn chain_cmd(image: &std::path::Path, json: bool) -> Result<(), Fail> {
-    let rep = cr_dump::squash::chain_report(image);
+    let rep = inspect::chain_report(image);
     if json {
         println!(
             "{}",
@@ -588,7 +589,7 @@ fn squash_cmd(image: &std::path::Path, out: &std::path::Path) -> Result<(), Fail
     } else {
         out.to_path_buf()
     };
-    let s = output::write_atomic(&dst, |w| cr_dump::squash::squash(image, crid, w))?;
+    let s = output::write_atomic(&dst, |w| squash::squash(image, crid, w))?;
     println!(
         "squashed {} image(s) (newest CRID {}) into {}: CRID {}, {} bytes, {} data and {} zero pages",
         s.depth,

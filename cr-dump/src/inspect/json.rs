@@ -66,7 +66,7 @@ fn padded_value(b: &[u8]) -> Value {
 
 fn regs_json(r: &cr_format::read::Regs<'_>) -> Value {
     let mut gpr = Map::new();
-    for (name, v) in crate::show::GPR_NAMES.iter().zip(r.raw.gpr.iter()) {
+    for (name, v) in super::show::GPR_NAMES.iter().zip(r.raw.gpr.iter()) {
         gpr.insert((*name).to_string(), x(v.get()));
     }
     json!({
@@ -94,7 +94,7 @@ pub fn read_metadata(
     path: &std::path::Path,
 ) -> crate::Result<Value> {
     let mut b = JsonBuilder::new(false);
-    crate::show::stream_metadata(r, path, |r| b.record(r))?;
+    super::show::stream_metadata(r, path, |r| b.record(r))?;
     Ok(b.finish())
 }
 
@@ -371,12 +371,30 @@ pub fn from_json(doc: &Value) -> Result<ImageRepr, String> {
         Some(SCHEMA) => {}
         s => return Err(format!("$.schema: expected {SCHEMA:?}, found {s:?}")),
     }
+    let header = header_from(&d)?;
+    let task = task_from(&d)?;
+    let regs = regs_from(&d)?;
+    let mm = mm_from(&d)?;
+    let mut body = Vec::new();
+    for (i, b) in d.arr("body")?.iter().enumerate() {
+        body.push(body_from(b, &format!("$.body[{i}]"))?);
+    }
+    Ok(ImageRepr {
+        header,
+        task,
+        regs,
+        mm,
+        body,
+    })
+}
+
+fn header_from(d: &Obj<'_>) -> Result<HeaderRepr, String> {
     let h = d.obj("header")?;
     let version: [u16; 2] = ints(h.get("version")?, "$.header.version")?;
     if version[0] != raw::VERSION_MAJOR {
         return Err(format!("$.header.version: major {} is not 1", version[0]));
     }
-    let header = HeaderRepr {
+    Ok(HeaderRepr {
         version_minor: version[1],
         arch: h.n("arch")?,
         page_size: h.n("page_size")?,
@@ -386,10 +404,13 @@ pub fn from_json(doc: &Value) -> Result<ImageRepr, String> {
         created_ns: h.u64("created_ns")?,
         diff_method: h.n("diff_method")?,
         producer: padded(h.get("producer")?, "$.header.producer")?,
-    };
+    })
+}
+
+fn task_from(d: &Obj<'_>) -> Result<TaskRepr, String> {
     let t = d.obj("task")?;
     let state = t.bytes("state")?;
-    let task = TaskRepr {
+    Ok(TaskRepr {
         pid: t.n("pid")?,
         tgid: t.n("tgid")?,
         ppid: t.n("ppid")?,
@@ -413,31 +434,37 @@ pub fn from_json(doc: &Value) -> Result<ImageRepr, String> {
         cap_effective: t.u64("cap_effective")?,
         comm: padded(t.get("comm")?, "$.task.comm")?,
         umask: t.n("umask")?,
-    };
+    })
+}
+
+fn regs_from(d: &Obj<'_>) -> Result<RegsRepr, String> {
     let r = d.obj("regs")?;
     let g = r.obj("gpr")?;
     let mut gpr = [0u64; X86_64_GPR_COUNT];
-    for (v, name) in gpr.iter_mut().zip(crate::show::GPR_NAMES) {
+    for (v, name) in gpr.iter_mut().zip(super::show::GPR_NAMES) {
         *v = g.u64(name)?;
     }
     let fx = r.hex("fxsave")?;
     let fxsave: [u8; FXSAVE_LEN] = fx
         .try_into()
         .map_err(|_| format!("$.regs.fxsave: expected {FXSAVE_LEN} bytes"))?;
-    let regs = RegsRepr {
+    Ok(RegsRepr {
         arch: r.n("arch")?,
         xfeatures: r.u64("xfeatures")?,
         gpr,
         fxsave,
         xsave: r.hex("xsave")?,
-    };
+    })
+}
+
+fn mm_from(d: &Obj<'_>) -> Result<MmRepr, String> {
     let m = d.obj("mm")?;
     let mut auxv = Vec::new();
     for (i, e) in m.arr("auxv")?.iter().enumerate() {
         let [k, v]: [u64; 2] = ints(e, &format!("$.mm.auxv[{i}]"))?;
         auxv.push((k, v));
     }
-    let mm = MmRepr {
+    Ok(MmRepr {
         start_code: m.u64("start_code")?,
         end_code: m.u64("end_code")?,
         start_data: m.u64("start_data")?,
@@ -451,74 +478,67 @@ pub fn from_json(doc: &Value) -> Result<ImageRepr, String> {
         env_end: m.u64("env_end")?,
         auxv,
         exe: m.bytes("exe")?,
-    };
-    let mut body = Vec::new();
-    for (i, b) in d.arr("body")?.iter().enumerate() {
-        let p = format!("$.body[{i}]");
-        let o = Obj::new(b, &p)?;
-        if let Ok(v) = o.obj("vma") {
-            let dev: [u32; 2] = ints(v.get("dev")?, &format!("{p}.vma.dev"))?;
-            body.push(BodyRepr::Vma(VmaRepr {
-                start: v.u64("start")?,
-                end: v.u64("end")?,
-                offset: v.u64("offset")?,
-                inode: v.u64("inode")?,
-                file_size: v.u64("file_size")?,
-                file_mtime_ns: v.u64("file_mtime_ns")?,
-                dev_major: dev[0],
-                dev_minor: dev[1],
-                prot: v.n("prot")?,
-                flags: v.n("flags")?,
-                kind: v.n("kind")?,
-                path: v.bytes("path")?,
-            }));
-        } else if let Ok(pg) = o.obj("pages") {
-            let mut runs = Vec::new();
-            for (j, r) in pg.arr("runs")?.iter().enumerate() {
-                let ro = Obj::new(r, &format!("{p}.pages.runs[{j}]"))?;
-                let kind = match ro.get("kind")?.as_str() {
-                    Some("data") => RunKind::Data,
-                    Some("zero") => RunKind::Zero,
-                    Some("parent") => RunKind::Parent,
-                    _ => {
-                        return Err(format!(
-                            "{}.kind: expected \"data\", \"zero\" or \"parent\"",
-                            ro.path
-                        ))
-                    }
-                };
-                runs.push(RunRepr {
-                    addr: ro.u64("addr")?,
-                    pages: ro.n("pages")?,
-                    kind,
-                });
-            }
-            let data = match pg.v.get("data") {
-                Some(_) => pg.hex("data")?,
-                None if runs.iter().all(|r| r.kind != RunKind::Data) => Vec::new(),
-                None => {
+    })
+}
+
+/// One element of `body`: a VMA, a Pages record or an unknown record.
+fn body_from(b: &Value, p: &str) -> Result<BodyRepr, String> {
+    let o = Obj::new(b, p)?;
+    if let Ok(v) = o.obj("vma") {
+        let dev: [u32; 2] = ints(v.get("dev")?, &format!("{p}.vma.dev"))?;
+        Ok(BodyRepr::Vma(VmaRepr {
+            start: v.u64("start")?,
+            end: v.u64("end")?,
+            offset: v.u64("offset")?,
+            inode: v.u64("inode")?,
+            file_size: v.u64("file_size")?,
+            file_mtime_ns: v.u64("file_mtime_ns")?,
+            dev_major: dev[0],
+            dev_minor: dev[1],
+            prot: v.n("prot")?,
+            flags: v.n("flags")?,
+            kind: v.n("kind")?,
+            path: v.bytes("path")?,
+        }))
+    } else if let Ok(pg) = o.obj("pages") {
+        let mut runs = Vec::new();
+        for (j, r) in pg.arr("runs")?.iter().enumerate() {
+            let ro = Obj::new(r, &format!("{p}.pages.runs[{j}]"))?;
+            let kind = match ro.get("kind")?.as_str() {
+                Some("data") => RunKind::Data,
+                Some("zero") => RunKind::Zero,
+                Some("parent") => RunKind::Parent,
+                _ => {
                     return Err(format!(
-                    "{p}.pages.data: missing: the JSON must come from `show --json --with-pages`"
-                ))
+                        "{}.kind: expected \"data\", \"zero\" or \"parent\"",
+                        ro.path
+                    ))
                 }
             };
-            body.push(BodyRepr::Pages(PagesRepr { runs, data }));
-        } else if let Ok(u) = o.obj("unknown") {
-            body.push(BodyRepr::Unknown {
-                kind: u.n("kind")?,
-                payload: u.hex("payload")?,
+            runs.push(RunRepr {
+                addr: ro.u64("addr")?,
+                pages: ro.n("pages")?,
+                kind,
             });
-        } else {
-            return Err(format!(
-                "{p}: expected {{\"vma\"}}, {{\"pages\"}} or {{\"unknown\"}}"
-            ));
         }
+        let data = match pg.v.get("data") {
+            Some(_) => pg.hex("data")?,
+            None if runs.iter().all(|r| r.kind != RunKind::Data) => Vec::new(),
+            None => {
+                return Err(format!(
+                    "{p}.pages.data: missing: the JSON must come from `show --json --with-pages`"
+                ))
+            }
+        };
+        Ok(BodyRepr::Pages(PagesRepr { runs, data }))
+    } else if let Ok(u) = o.obj("unknown") {
+        Ok(BodyRepr::Unknown {
+            kind: u.n("kind")?,
+            payload: u.hex("payload")?,
+        })
+    } else {
+        Err(format!(
+            "{p}: expected {{\"vma\"}}, {{\"pages\"}} or {{\"unknown\"}}"
+        ))
     }
-    Ok(ImageRepr {
-        header,
-        task,
-        regs,
-        mm,
-        body,
-    })
 }

@@ -174,7 +174,7 @@ pub fn stream_metadata(
                 path.display()
             )));
         }
-        return Err(crate::inspect::image_error(path, e, rd.record_kind()));
+        return Err(super::chain::image_error(path, e, rd.record_kind()));
     }
     Ok(())
 }
@@ -183,6 +183,22 @@ pub fn stream_metadata(
 pub fn render(s: &Shown) -> String {
     let mut o = String::new();
     let Some(h) = &s.header else { return o };
+    render_header(&mut o, h, s.tail.as_ref());
+    if let Some(t) = &s.task {
+        render_task(&mut o, t);
+    }
+    if let Some((r, xsave_len)) = &s.regs {
+        render_regs(&mut o, r, *xsave_len);
+    }
+    if let Some((r, auxv, exe)) = &s.mm {
+        render_mm(&mut o, r, *auxv, exe);
+    }
+    render_vmas(&mut o, &s.vmas);
+    o
+}
+
+/// The image's header (and the tail's length and digest: 0 if the image has no tail).
+fn render_header(o: &mut String, h: &raw::Header, tail: Option<&raw::Tail>) {
     let _ = writeln!(o, "image");
     let _ = writeln!(o, "  crid          {}", h.crid.get());
     let _ = writeln!(o, "  parent        {}", h.parent_crid.get());
@@ -204,99 +220,103 @@ pub fn render(s: &Shown) -> String {
     let _ = writeln!(
         o,
         "  length        {} bytes",
-        s.tail.map_or(0, |t| t.image_len.get())
+        tail.map_or(0, |t| t.image_len.get())
     );
     let _ = writeln!(
         o,
         "  digest        {:016x}",
-        s.tail.map_or(0, |t| t.digest.get())
+        tail.map_or(0, |t| t.digest.get())
     );
-    if let Some(t) = &s.task {
-        let _ = writeln!(o, "task");
-        let _ = writeln!(
-            o,
-            "  pid {} tgid {} ppid {} pgid {} sid {}",
-            t.pid.get(),
-            t.tgid.get(),
-            t.ppid.get(),
-            t.pgid.get(),
-            t.sid.get()
-        );
-        let _ = writeln!(o, "  comm          {}", text(&t.comm));
-        let _ = writeln!(o, "  state         {}", char::from(t.state));
-        let uid: Vec<String> = t.uid.iter().map(|u| u.get().to_string()).collect();
-        let gid: Vec<String> = t.gid.iter().map(|u| u.get().to_string()).collect();
-        let _ = writeln!(o, "  uid           {}", uid.join(" "));
-        let _ = writeln!(o, "  gid           {}", gid.join(" "));
-        let _ = writeln!(
-            o,
-            "  signals       blocked {:016x} ignored {:016x} caught {:016x} pending {:016x} shared {:016x}",
-            t.sig_blocked.get(),
-            t.sig_ignored.get(),
-            t.sig_caught.get(),
-            t.sig_pending.get(),
-            t.sig_shared_pending.get()
-        );
-        let _ = writeln!(o, "  umask         {:04o}", t.umask.get());
-        let _ = writeln!(o, "  exit signal   {}", t.exit_signal.get());
-        let _ = writeln!(o, "  personality   {:#x}", t.personality.get());
-    }
-    if let Some((r, xsave_len)) = &s.regs {
-        let _ = writeln!(o, "registers");
-        for (i, chunk) in GPR_NAMES.chunks(3).enumerate() {
-            let mut line = String::from(" ");
-            for (j, name) in chunk.iter().enumerate() {
-                let _ = write!(
-                    line,
-                    " {name:>8} {:016x}",
-                    r.gpr.get(i * 3 + j).map_or(0, |g| g.get())
-                );
-            }
-            let _ = writeln!(o, "{line}");
+}
+
+fn render_task(o: &mut String, t: &raw::Task) {
+    let _ = writeln!(o, "task");
+    let _ = writeln!(
+        o,
+        "  pid {} tgid {} ppid {} pgid {} sid {}",
+        t.pid.get(),
+        t.tgid.get(),
+        t.ppid.get(),
+        t.pgid.get(),
+        t.sid.get()
+    );
+    let _ = writeln!(o, "  comm          {}", text(&t.comm));
+    let _ = writeln!(o, "  state         {}", char::from(t.state));
+    let uid: Vec<String> = t.uid.iter().map(|u| u.get().to_string()).collect();
+    let gid: Vec<String> = t.gid.iter().map(|u| u.get().to_string()).collect();
+    let _ = writeln!(o, "  uid           {}", uid.join(" "));
+    let _ = writeln!(o, "  gid           {}", gid.join(" "));
+    let _ = writeln!(
+        o,
+        "  signals       blocked {:016x} ignored {:016x} caught {:016x} pending {:016x} shared {:016x}",
+        t.sig_blocked.get(),
+        t.sig_ignored.get(),
+        t.sig_caught.get(),
+        t.sig_pending.get(),
+        t.sig_shared_pending.get()
+    );
+    let _ = writeln!(o, "  umask         {:04o}", t.umask.get());
+    let _ = writeln!(o, "  exit signal   {}", t.exit_signal.get());
+    let _ = writeln!(o, "  personality   {:#x}", t.personality.get());
+}
+
+fn render_regs(o: &mut String, r: &raw::RegsX86_64, xsave_len: usize) {
+    let _ = writeln!(o, "registers");
+    // GPR_NAMES has one name per register of the image.
+    for (names, values) in GPR_NAMES.chunks(3).zip(r.gpr.chunks(3)) {
+        let mut line = String::from(" ");
+        for (name, v) in names.iter().zip(values) {
+            let _ = write!(line, " {name:>8} {:016x}", v.get());
         }
-        let _ = writeln!(
-            o,
-            "  xsave         {} bytes, xfeatures {:#x}",
-            xsave_len,
-            r.xfeatures.get()
-        );
+        let _ = writeln!(o, "{line}");
     }
-    if let Some((r, auxv, exe)) = &s.mm {
-        let _ = writeln!(o, "mm");
-        let _ = writeln!(
-            o,
-            "  code          {:x}-{:x}",
-            r.start_code.get(),
-            r.end_code.get()
-        );
-        let _ = writeln!(
-            o,
-            "  data          {:x}-{:x}",
-            r.start_data.get(),
-            r.end_data.get()
-        );
-        let _ = writeln!(
-            o,
-            "  brk           {:x}-{:x}",
-            r.start_brk.get(),
-            r.brk.get()
-        );
-        let _ = writeln!(o, "  stack         {:x}", r.start_stack.get());
-        let _ = writeln!(
-            o,
-            "  args          {:x}-{:x}",
-            r.arg_start.get(),
-            r.arg_end.get()
-        );
-        let _ = writeln!(
-            o,
-            "  env           {:x}-{:x}",
-            r.env_start.get(),
-            r.env_end.get()
-        );
-        let _ = writeln!(o, "  auxv          {} entries", auxv);
-        let _ = writeln!(o, "  exe           {}", String::from_utf8_lossy(exe));
-    }
+    let _ = writeln!(
+        o,
+        "  xsave         {} bytes, xfeatures {:#x}",
+        xsave_len,
+        r.xfeatures.get()
+    );
+}
+
+fn render_mm(o: &mut String, r: &raw::Mm, auxv: usize, exe: &[u8]) {
+    let _ = writeln!(o, "mm");
+    let _ = writeln!(
+        o,
+        "  code          {:x}-{:x}",
+        r.start_code.get(),
+        r.end_code.get()
+    );
+    let _ = writeln!(
+        o,
+        "  data          {:x}-{:x}",
+        r.start_data.get(),
+        r.end_data.get()
+    );
+    let _ = writeln!(
+        o,
+        "  brk           {:x}-{:x}",
+        r.start_brk.get(),
+        r.brk.get()
+    );
+    let _ = writeln!(o, "  stack         {:x}", r.start_stack.get());
+    let _ = writeln!(
+        o,
+        "  args          {:x}-{:x}",
+        r.arg_start.get(),
+        r.arg_end.get()
+    );
+    let _ = writeln!(
+        o,
+        "  env           {:x}-{:x}",
+        r.env_start.get(),
+        r.env_end.get()
+    );
+    let _ = writeln!(o, "  auxv          {} entries", auxv);
+    let _ = writeln!(o, "  exe           {}", String::from_utf8_lossy(exe));
+}
+
+/// The maps-like VMA table, with page counts per VMA and in all.
+fn render_vmas(o: &mut String, vmas: &[(raw::Vma, Vec<u8>, Counts)]) {
     let _ = writeln!(o, "vmas");
     let _ = writeln!(
         o,
@@ -304,7 +324,7 @@ pub fn render(s: &Shown) -> String {
         "range", "perm", "kind", "offset", "data", "zero", "parent"
     );
     let mut total = Counts::default();
-    for (r, path, c) in &s.vmas {
+    for (r, path, c) in vmas {
         let p = r.prot.get();
         let perm = format!(
             "{}{}{}{}",
@@ -342,7 +362,6 @@ pub fn render(s: &Shown) -> String {
         "pages: {} data, {} zero, {} parent",
         total.data, total.zero, total.parent
     );
-    o
 }
 
 /// Every record with its byte offset, kind, payload length and CRC (`show -v`).

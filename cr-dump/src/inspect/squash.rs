@@ -11,10 +11,11 @@
 //! laundered into a fresh checksum. Memory: the images are mapped; one Pages record of data is
 //! held at a time.
 
+use super::chain::{ChainFiles, Parse};
+use super::extract::{page_content, Page};
 use crate::error::{Error, Result};
 use crate::incremental::{same_mapping, RunBuilder};
-use crate::inspect::{self, image_error, Page};
-use cr_format::chain::{Chain, ChainIndex, Resolved};
+use cr_format::chain::{ChainIndex, Resolved};
 use cr_format::raw;
 use cr_format::read::{Image, Record, RunKind, Vma};
 use cr_format::write::{IoSink, Sink, Summary, Writer};
@@ -41,18 +42,11 @@ pub struct Squashed {
 /// Folds the chain ending at `image` (parents found beside it) into one full image with CRID
 /// `crid`, written to `out`.
 pub fn squash<W: Write>(image: &Path, crid: u64, out: W) -> Result<Squashed> {
-    let maps = inspect::load_chain(image)?;
-    let images = maps
-        .iter()
-        .map(|m| Image::parse(m.bytes()).map_err(|e| image_error(&m.path, e, None)))
-        .collect::<Result<Vec<_>>>()?;
-    let chain = Chain::new(&images).map_err(|e| image_error(image, e, None))?;
-    let idx = ChainIndex::new(&chain);
-    let top = images
-        .first()
-        .ok_or_else(|| Error::Other("empty chain".into()))?;
+    let files = ChainFiles::open(image)?;
+    let chain = files.parse(Parse::Full)?;
+    let top = chain.top();
     let mut w = Writer::new(IoSink::new(out));
-    let r = write_squashed(&mut w, top, &idx, crid);
+    let r = write_squashed(&mut w, top, chain.index(), crid);
     if let Some(e) = w.sink_mut().take_error() {
         return Err(Error::io("writing the squashed image", e));
     }
@@ -64,7 +58,7 @@ pub fn squash<W: Write>(image: &Path, crid: u64, out: W) -> Result<Squashed> {
     Ok(Squashed {
         crid,
         from_crid: top.crid(),
-        depth: images.len(),
+        depth: chain.images().len(),
         summary,
         data_pages,
         zero_pages,
@@ -87,8 +81,7 @@ impl<S: Sink> Out<'_, S> {
             return Ok(());
         }
         for r in &done {
-            self.w
-                .pages(&r.runs, self.data.get(r.data.clone()).unwrap_or(&[]))?;
+            self.w.pages(&r.runs, buffered(&self.data, &r.data)?)?;
         }
         let keep = self.b.open_data_start();
         self.data.drain(..keep);
@@ -99,8 +92,7 @@ impl<S: Sink> Out<'_, S> {
     fn end_vma(&mut self) -> Result<()> {
         let b = std::mem::replace(&mut self.b, RunBuilder::new(self.ps, 0));
         for r in b.finish() {
-            self.w
-                .pages(&r.runs, self.data.get(r.data.clone()).unwrap_or(&[]))?;
+            self.w.pages(&r.runs, buffered(&self.data, &r.data)?)?;
         }
         self.data.clear();
         Ok(())
@@ -116,6 +108,17 @@ impl<S: Sink> Out<'_, S> {
         self.b.push(addr, kind);
         self.flush_done()
     }
+}
+
+/// The data of one finished Pages record: a range the run builder handed out over the bytes
+/// buffered since; outside them is a bug in the builder, not a silently empty record.
+fn buffered<'d>(data: &'d [u8], range: &std::ops::Range<usize>) -> Result<&'d [u8]> {
+    data.get(range.clone()).ok_or_else(|| {
+        Error::Other(format!(
+            "squash: page data {range:?} is not in the {} bytes buffered",
+            data.len()
+        ))
+    })
 }
 
 fn write_squashed<S: Sink>(
@@ -165,13 +168,9 @@ fn write_squashed<S: Sink>(
                         let a = run.addr + k * ps;
                         match run.kind {
                             RunKind::Data => {
-                                let off = usize::try_from(k * ps).unwrap_or(usize::MAX);
-                                let bytes = run
-                                    .data
-                                    .and_then(|d| d.get(off..off + ps as usize))
-                                    .ok_or_else(|| {
-                                        Error::Other(format!("page {a:#x}: data missing"))
-                                    })?;
+                                let bytes = run_page(run.data, k, ps).ok_or_else(|| {
+                                    Error::Other(format!("page {a:#x}: data missing"))
+                                })?;
                                 o.page(a, raw::RUN_DATA, Some(bytes))?;
                             }
                             RunKind::Zero => o.page(a, raw::RUN_ZERO, None)?,
@@ -189,6 +188,13 @@ fn write_squashed<S: Sink>(
     Ok((s, dp, zp))
 }
 
+/// Page `k` of a data run's bytes, if it is there.
+fn run_page(data: Option<&[u8]>, k: u64, ps: u64) -> Option<&[u8]> {
+    let off = usize::try_from(k.checked_mul(ps)?).ok()?;
+    let end = off.checked_add(usize::try_from(ps).ok()?)?;
+    data?.get(off..end)
+}
+
 /// A page the newest image says is the parent's: what the chain resolves it to.
 fn resolve_parent<S: Sink>(
     o: &mut Out<'_, S>,
@@ -204,7 +210,7 @@ fn resolve_parent<S: Sink>(
             raw::VMA_ANON | raw::VMA_HEAP | raw::VMA_STACK => o.page(a, raw::RUN_ZERO, None),
             // The same file page at the same place: "not present" means the same here.
             raw::VMA_FILE if same_mapping(vma.raw, vma.path, &pv) => Ok(()),
-            _ => match inspect::page_content(idx, a, o.ps) {
+            _ => match page_content(idx, a, o.ps) {
                 Page::Bytes(b) => o.page(a, raw::RUN_DATA, Some(&b)),
                 Page::Zero => o.page(a, raw::RUN_ZERO, None),
                 Page::Unavailable(why) => Err(Error::Other(format!(
@@ -213,93 +219,4 @@ fn resolve_parent<S: Sink>(
             },
         },
     }
-}
-
-/// What `chain` found.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct ChainReport {
-    /// The images found, newest first (each verified on its own).
-    pub images: Vec<inspect::ImageReport>,
-    /// "In the parent" pages resolved through the chain.
-    pub parent_pages_checked: u64,
-    /// Whether every image and every link holds.
-    pub ok: bool,
-    /// The first problem, if any.
-    pub error: Option<String>,
-}
-
-/// Lists the chain ending at `image` (parents found beside it by name), verifying each image
-/// and every link. Never fails: a problem is reported in `error`, with the images found up to
-/// it.
-pub fn chain_report(image: &Path) -> ChainReport {
-    let mut rep = ChainReport::default();
-    if let Err(e) = walk_chain(image, &mut rep) {
-        rep.error = Some(e.to_string());
-    } else {
-        rep.ok = true;
-    }
-    rep
-}
-
-fn walk_chain(image: &Path, rep: &mut ChainReport) -> Result<()> {
-    let open = |p: &Path| {
-        std::fs::File::open(p).map_err(|e| Error::io(format!("open {}", p.display()), e))
-    };
-    let mut path = image.to_path_buf();
-    loop {
-        let r = inspect::verify_stream(
-            std::io::BufReader::with_capacity(1 << 20, open(&path)?),
-            &path.display().to_string(),
-        )?;
-        let parent = r.parent_crid;
-        rep.images.push(r);
-        if parent == 0 {
-            break;
-        }
-        if rep.images.len() > cr_format::limits::MAX_CHAIN_DEPTH as usize {
-            return Err(Error::Other(format!(
-                "the chain is longer than {} images",
-                cr_format::limits::MAX_CHAIN_DEPTH
-            )));
-        }
-        let Some(pp) = inspect::sibling(&path, parent) else {
-            return Err(Error::Other(format!(
-                "{}: parent image CRID {parent} cannot be found: the file name is not \
-                 NAME.img.CRID",
-                path.display()
-            )));
-        };
-        if !pp.exists() {
-            return Err(Error::Other(format!(
-                "{}: parent image CRID {parent} is missing (expected {})",
-                path.display(),
-                pp.display()
-            )));
-        }
-        path = pp;
-    }
-    let maps = inspect::load_chain(image)?;
-    let images = maps
-        .iter()
-        .map(|m| Image::parse_metadata(m.bytes()).map_err(|e| image_error(&m.path, e, None)))
-        .collect::<Result<Vec<_>>>()?;
-    let chain = Chain::new(&images).map_err(|e| {
-        // Name the child whose header the error is about.
-        let at = wrong_link(&images).unwrap_or(0);
-        let p = maps.get(at).map_or(image, |m| m.path.as_path());
-        image_error(p, e, None)
-    })?;
-    let idx = ChainIndex::new(&chain);
-    rep.parent_pages_checked = idx
-        .check_parent_refs()
-        .map_err(|e| image_error(image, e, None))?;
-    Ok(())
-}
-
-/// The index of the first image whose link to the next fails.
-fn wrong_link(images: &[Image<'_>]) -> Option<usize> {
-    images.windows(2).position(|w| match w {
-        [c, p] => c.parent_crid() != p.crid() || c.header().parent_digest.get() != p.digest(),
-        _ => false,
-    })
 }

@@ -1,9 +1,11 @@
 //! `cr-dump diff A B`: what differs between two images (each resolved through its own chain):
 //! VMAs added, removed or changed; pages whose content differs; registers, mm and task fields.
 
+use super::chain::{ChainFiles, Parse};
+use super::show::GPR_NAMES;
 use crate::error::Result;
-use crate::inspect::{image_error, load_chain};
-use cr_format::chain::{Chain, ChainIndex, Resolved};
+use crate::span::AddrRange;
+use cr_format::chain::Resolved;
 use cr_format::raw;
 use cr_format::read::{Image, Vma};
 use serde_json::{json, Value};
@@ -37,12 +39,24 @@ pub struct DiffReport {
     pub removed: Vec<VmaKey>,
     /// VMAs at the same range whose attributes differ, with what differs.
     pub changed: Vec<(VmaKey, String)>,
-    /// Ranges `[start, end)` of pages, in VMAs both have, whose contents differ.
-    pub pages: Vec<(u64, u64)>,
+    /// Ranges of pages, in VMAs both have, whose contents differ.
+    #[serde(serialize_with = "ranges_as_pairs")]
+    pub pages: Vec<AddrRange>,
     /// Number of pages compared.
     pub pages_compared: u64,
     /// Fields that differ: (name, A, B).
     pub fields: Vec<(String, String, String)>,
+    /// The page size of A (the unit of `pages_compared`).
+    #[serde(skip)]
+    pub page_size: u64,
+}
+
+/// Ranges as `[start, end]` pairs, the form the report always had.
+fn ranges_as_pairs<S: serde::Serializer>(
+    r: &[AddrRange],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(r.iter().map(|r| (r.start, r.end)))
 }
 
 impl DiffReport {
@@ -60,7 +74,7 @@ impl DiffReport {
         json!({
             "added": self.added, "removed": self.removed,
             "changed": self.changed.iter().map(|(k, w)| json!({"vma": k, "what": w})).collect::<Vec<_>>(),
-            "pages": self.pages.iter().map(|(s, e)| json!({"start": format!("{s:#x}"), "end": format!("{e:#x}")})).collect::<Vec<_>>(),
+            "pages": self.pages.iter().map(|r| json!({"start": format!("{:#x}", r.start), "end": format!("{:#x}", r.end)})).collect::<Vec<_>>(),
             "pages_compared": self.pages_compared,
             "fields": self.fields.iter().map(|(n, a, b)| json!({"field": n, "a": a, "b": b})).collect::<Vec<_>>(),
         })
@@ -82,8 +96,14 @@ impl DiffReport {
         for (v, w) in &self.changed {
             let _ = writeln!(s, "~ vma {:#x}-{:#x} {}: {w}", v.start, v.end, v.path);
         }
-        for (a, b) in &self.pages {
-            let _ = writeln!(s, "pages {a:#x}-{b:#x} differ ({} pages)", (b - a) / 4096);
+        for r in &self.pages {
+            // `diff` sets the image's page size, never 0 (the format refuses it).
+            let pages = r.len() / self.page_size.max(1);
+            let _ = writeln!(
+                s,
+                "pages {:#x}-{:#x} differ ({pages} pages)",
+                r.start, r.end
+            );
         }
         let _ = writeln!(
             s,
@@ -126,7 +146,7 @@ fn fields(a: &Image<'_>, b: &Image<'_>, out: &mut Vec<(String, String, String)>)
         }
     };
     if let (Some(ra), Some(rb)) = (a.regs(), b.regs()) {
-        for (i, n) in crate::show::GPR_NAMES.iter().enumerate() {
+        for (i, n) in GPR_NAMES.iter().enumerate() {
             cmp(n, format!("{:#x}", ra.gpr(i)), format!("{:#x}", rb.gpr(i)));
         }
         cmp(
@@ -186,24 +206,20 @@ fn fields(a: &Image<'_>, b: &Image<'_>, out: &mut Vec<(String, String, String)>)
     }
 }
 
-fn parse_all(maps: &[crate::inspect::Mapped]) -> Result<Vec<Image<'_>>> {
-    maps.iter()
-        .map(|m| Image::parse(m.bytes()).map_err(|e| image_error(&m.path, e, None)))
-        .collect()
-}
-
 /// Compares two images, each resolved through the chain found beside it.
 pub fn diff(pa: &Path, pb: &Path) -> Result<DiffReport> {
-    let (ma, mb) = (load_chain(pa)?, load_chain(pb)?);
-    let (ia, ib) = (parse_all(&ma)?, parse_all(&mb)?);
-    let ca = Chain::new(&ia).map_err(|e| image_error(pa, e, None))?;
-    let cb = Chain::new(&ib).map_err(|e| image_error(pb, e, None))?;
-    let (xa, xb) = (ChainIndex::new(&ca), ChainIndex::new(&cb));
-    let mut r = DiffReport::default();
-    fields(&ia[0], &ib[0], &mut r.fields);
-    let va: Vec<Vma<'_>> = ia[0].vmas().collect();
-    let vb: Vec<Vma<'_>> = ib[0].vmas().collect();
-    let ps = u64::from(ia[0].page_size());
+    let (fa, fb) = (ChainFiles::open(pa)?, ChainFiles::open(pb)?);
+    let (ca, cb) = (fa.parse(Parse::Full)?, fb.parse(Parse::Full)?);
+    let (xa, xb) = (ca.index(), cb.index());
+    let (ta, tb) = (ca.top(), cb.top());
+    let mut r = DiffReport {
+        page_size: ca.page_size(),
+        ..DiffReport::default()
+    };
+    fields(ta, tb, &mut r.fields);
+    let va: Vec<Vma<'_>> = ta.vmas().collect();
+    let vb: Vec<Vma<'_>> = tb.vmas().collect();
+    let ps = r.page_size;
     for v in &va {
         match vb
             .iter()
@@ -211,27 +227,19 @@ pub fn diff(pa: &Path, pb: &Path) -> Result<DiffReport> {
         {
             None => r.removed.push(key(v)),
             Some(w) => {
-                let (x, y) = (v.raw, w.raw);
-                let mut what = vec![];
-                if x.prot != y.prot {
-                    what.push(format!("prot {} -> {}", x.prot, y.prot));
-                }
-                if x.flags != y.flags || x.kind != y.kind {
-                    what.push("flags or kind".to_string());
-                }
-                if v.path != w.path || x.offset != y.offset || x.inode != y.inode {
-                    what.push("mapped file".to_string());
-                }
-                if !what.is_empty() {
-                    r.changed.push((key(v), what.join(", ")));
+                if let Some(what) = vma_changes(v, w) {
+                    r.changed.push((key(v), what));
                 }
                 let mut page = v.start();
                 while page < v.end() {
                     r.pages_compared += 1;
                     if content(xa.resolve(page)) != content(xb.resolve(page)) {
                         match r.pages.last_mut() {
-                            Some((_, e)) if *e == page => *e = page + ps,
-                            _ => r.pages.push((page, page + ps)),
+                            Some(last) if last.end == page => last.end = page + ps,
+                            _ => r.pages.push(AddrRange {
+                                start: page,
+                                end: page + ps,
+                            }),
                         }
                     }
                     page += ps;
@@ -248,4 +256,20 @@ pub fn diff(pa: &Path, pb: &Path) -> Result<DiffReport> {
         }
     }
     Ok(r)
+}
+
+/// What differs between two VMAs at the same range, if anything.
+fn vma_changes(v: &Vma<'_>, w: &Vma<'_>) -> Option<String> {
+    let (x, y) = (v.raw, w.raw);
+    let mut what = vec![];
+    if x.prot != y.prot {
+        what.push(format!("prot {} -> {}", x.prot, y.prot));
+    }
+    if x.flags != y.flags || x.kind != y.kind {
+        what.push("flags or kind".to_string());
+    }
+    if v.path != w.path || x.offset != y.offset || x.inode != y.inode {
+        what.push("mapped file".to_string());
+    }
+    (!what.is_empty()).then(|| what.join(", "))
 }

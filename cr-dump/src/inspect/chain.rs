@@ -1,0 +1,211 @@
+//! Image files and the chains they form: an image is `NAME.img.CRID`, its parent the file of the
+//! parent CRID beside it. Files are mapped rather than read, so only what is walked is paged in.
+//!
+//! [`ChainFiles`] owns the mapped files; [`ChainFiles::parse`] gives a [`LoadedChain`] that
+//! borrows them: the parsed images, their links checked, and the index that resolves a page
+//! through them. This is the one place that reads, parses and links a chain, and the one place
+//! that names the file an error is about.
+
+use crate::error::{Error, Result};
+use cr_format::chain::{Chain, ChainIndex};
+use cr_format::read::{Image, RecordKind};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// An image file mapped read-only.
+pub struct Mapped {
+    /// Where it is.
+    pub path: PathBuf,
+    map: crate::sys::FileMap,
+}
+
+impl Mapped {
+    /// Maps `path`.
+    pub fn open(path: &Path) -> Result<Mapped> {
+        let file =
+            File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let map = crate::sys::FileMap::new(&file)
+            .map_err(|e| Error::io(format!("map {}", path.display()), e))?;
+        Ok(Mapped {
+            path: path.to_path_buf(),
+            map,
+        })
+    }
+
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.map.bytes()
+    }
+}
+
+/// `DIR/NAME.img.CRID` → `DIR/NAME.img.OTHER`.
+pub fn sibling(path: &Path, crid: u64) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let (stem, _) = name.rsplit_once(".img.")?;
+    Some(path.with_file_name(format!("{stem}.img.{crid}")))
+}
+
+/// The file of `child`'s parent CRID `parent`, beside it; an error if it is not there.
+pub fn parent_path(child: &Path, parent: u64) -> Result<PathBuf> {
+    let Some(pp) = sibling(child, parent) else {
+        return Err(Error::Other(format!(
+            "{}: parent image CRID {parent} cannot be found: the file name is not NAME.img.CRID",
+            child.display()
+        )));
+    };
+    if !pp.exists() {
+        return Err(Error::Other(format!(
+            "{}: parent image CRID {parent} is missing (expected {})",
+            child.display(),
+            pp.display()
+        )));
+    }
+    Ok(pp)
+}
+
+/// Maps an image and its ancestors, newest first, following each Header's parent CRID to the
+/// file of that CRID beside it. Stops at a full image or the depth limit ([`Chain`] then
+/// refuses a chain too deep); a missing parent is an error.
+pub fn load_chain(path: &Path) -> Result<Vec<Mapped>> {
+    let mut out = vec![Mapped::open(path)?];
+    while let Some(last) = out.last() {
+        let img =
+            Image::parse_metadata(last.bytes()).map_err(|e| image_error(&last.path, e, None))?;
+        let parent = img.parent_crid();
+        if parent == 0 || out.len() > cr_format::limits::MAX_CHAIN_DEPTH as usize {
+            break;
+        }
+        let pp = parent_path(&last.path, parent)?;
+        out.push(Mapped::open(&pp)?);
+    }
+    Ok(out)
+}
+
+/// An image error with the file, offset and record kind.
+pub fn image_error(path: &Path, e: cr_format::Error, kind: Option<RecordKind>) -> Error {
+    let kind = match kind {
+        Some(RecordKind::Unknown(k)) => format!(" (record kind {k})"),
+        Some(k) => format!(" ({k:?} record)"),
+        None => String::new(),
+    };
+    Error::Other(format!("{}: {e}{kind}", path.display()))
+}
+
+/// How much of each image [`ChainFiles::parse`] checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parse {
+    /// Everything, page data CRCs included ([`Image::parse`]): for whoever reads page data.
+    Full,
+    /// Everything but the page data CRCs ([`Image::parse_metadata`]).
+    Metadata,
+}
+
+/// An image and its ancestors, mapped, newest first.
+pub struct ChainFiles {
+    files: Vec<Mapped>,
+}
+
+impl ChainFiles {
+    /// Maps the image at `path` and its ancestors beside it ([`load_chain`]).
+    pub fn open(path: &Path) -> Result<ChainFiles> {
+        Ok(ChainFiles {
+            files: load_chain(path)?,
+        })
+    }
+
+    /// The files, newest first (never empty).
+    pub fn files(&self) -> &[Mapped] {
+        &self.files
+    }
+
+    /// Parses every image and checks the links between them.
+    pub fn parse(&self, how: Parse) -> Result<LoadedChain<'_>> {
+        let named: Vec<(&Path, &[u8])> = self
+            .files
+            .iter()
+            .map(|m| (m.path.as_path(), m.bytes()))
+            .collect();
+        LoadedChain::parse(&named, how)
+    }
+}
+
+/// A parsed chain whose links hold, with its index: what the inspection verbs work on.
+pub struct LoadedChain<'a> {
+    top: Image<'a>,
+    images: Vec<Image<'a>>,
+    index: ChainIndex<'a>,
+}
+
+impl<'a> LoadedChain<'a> {
+    /// Parses a chain of `(name, bytes)`, newest first, and checks its links. Errors name the
+    /// file they are about: the image that fails to parse, or the child whose link to its
+    /// parent fails (the newest one for a chain too deep or without its full image).
+    pub fn parse(named: &[(&Path, &'a [u8])], how: Parse) -> Result<LoadedChain<'a>> {
+        let images = named
+            .iter()
+            .map(|(p, b)| {
+                match how {
+                    Parse::Full => Image::parse(b),
+                    Parse::Metadata => Image::parse_metadata(b),
+                }
+                .map_err(|e| image_error(p, e, None))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let index = match Chain::new(&images) {
+            Ok(chain) => ChainIndex::new(&chain),
+            Err(e) => {
+                let at = wrong_link(&images).unwrap_or(0);
+                let p = named.get(at).map_or(Path::new("-"), |(p, _)| *p);
+                return Err(image_error(p, e, None));
+            }
+        };
+        // Chain::new refused an empty chain.
+        let top = *images
+            .first()
+            .ok_or_else(|| Error::Other("empty image chain".into()))?;
+        Ok(LoadedChain { top, images, index })
+    }
+
+    /// The images, newest first (never empty: [`Chain`] refuses an empty chain).
+    pub fn images(&self) -> &[Image<'a>] {
+        &self.images
+    }
+
+    /// The newest image.
+    pub fn top(&self) -> &Image<'a> {
+        &self.top
+    }
+
+    /// The index resolving a page through the chain.
+    pub fn index(&self) -> &ChainIndex<'a> {
+        &self.index
+    }
+
+    /// The page size of every image of the chain.
+    pub fn page_size(&self) -> u64 {
+        u64::from(self.top().page_size())
+    }
+}
+
+/// Opens and parses the chain ending at `path` and runs `f` over it.
+pub fn with_chain<R>(
+    path: &Path,
+    how: Parse,
+    f: impl FnOnce(&LoadedChain<'_>) -> Result<R>,
+) -> Result<R> {
+    let files = ChainFiles::open(path)?;
+    let chain = files.parse(how)?;
+    f(&chain)
+}
+
+/// The index of the first image whose link to the next fails.
+fn wrong_link(images: &[Image<'_>]) -> Option<usize> {
+    images.windows(2).position(|w| match w {
+        [c, p] => {
+            c.parent_crid() != p.crid()
+                || c.header().parent_digest.get() != p.digest()
+                || c.page_size() != p.page_size()
+        }
+        _ => false,
+    })
+}

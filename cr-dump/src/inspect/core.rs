@@ -1,0 +1,407 @@
+//! `cr-dump core`: an ELF core file (ET_CORE) of the checkpointed task, which gdb opens with the
+//! original executable: `gdb PROGRAM CORE`.
+//!
+//! Layout, as the kernel's own core dumps: the ELF header; program headers, a PT_NOTE first, then
+//! one PT_LOAD per VMA; the notes (NT_PRSTATUS, NT_PRPSINFO, NT_SIGINFO, NT_AUXV, NT_FILE,
+//! NT_FPREGSET, NT_X86_XSTATE); then each VMA's contents, page-aligned, resolved through the image
+//! chain (stored pages, zeros, and for untouched pages of file mappings the file's bytes). The
+//! vDSO, vvar and vsyscall areas are not in images, so their PT_LOADs have no file contents.
+
+use super::chain::{ChainFiles, LoadedChain, Parse};
+use super::extract::{page_content_with, Page};
+use crate::error::{Error, Result};
+use cr_format::raw;
+use cr_format::read::{Image, Vma};
+use std::io::Write;
+use std::mem::size_of;
+use std::path::Path;
+use zerocopy::little_endian::{I16, I32, U16, U32, U64};
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// The ELF structures a core file is made of, as `<elf.h>` and the kernel's
+/// `include/uapi/linux/elfcore.h` declare them for x86-64 (little-endian, 64-bit). Fields keep
+/// the C names; holes the C compiler leaves are explicit `_pad` fields.
+mod elf {
+    use super::*;
+
+    /// `e_type` of a core file.
+    pub const ET_CORE: u16 = 4;
+    /// Program header: loadable segment.
+    pub const PT_LOAD: u32 = 1;
+    /// Program header: notes.
+    pub const PT_NOTE: u32 = 4;
+    /// Segment flags.
+    pub const PF_X: u32 = 1;
+    /// Segment flags.
+    pub const PF_W: u32 = 2;
+    /// Segment flags.
+    pub const PF_R: u32 = 4;
+    /// `e_ident`: magic, ELFCLASS64, ELFDATA2LSB, EV_CURRENT, ELFOSABI_NONE, padding.
+    pub const IDENT: [u8; 16] = [0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    /// Note types.
+    pub const NT_PRSTATUS: u32 = 1;
+    /// Note types.
+    pub const NT_FPREGSET: u32 = 2;
+    /// Note types.
+    pub const NT_PRPSINFO: u32 = 3;
+    /// Note types.
+    pub const NT_AUXV: u32 = 6;
+    /// Note types.
+    pub const NT_SIGINFO: u32 = 0x5349_4749;
+    /// Note types.
+    pub const NT_FILE: u32 = 0x4649_4c45;
+    /// Note types.
+    pub const NT_X86_XSTATE: u32 = 0x202;
+
+    /// `Elf64_Ehdr`.
+    #[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    #[repr(C)]
+    pub struct Ehdr {
+        pub e_ident: [u8; 16],
+        pub e_type: U16,
+        pub e_machine: U16,
+        pub e_version: U32,
+        pub e_entry: U64,
+        pub e_phoff: U64,
+        pub e_shoff: U64,
+        pub e_flags: U32,
+        pub e_ehsize: U16,
+        pub e_phentsize: U16,
+        pub e_phnum: U16,
+        pub e_shentsize: U16,
+        pub e_shnum: U16,
+        pub e_shstrndx: U16,
+    }
+    const _: () = assert!(size_of::<Ehdr>() == 64);
+
+    /// `Elf64_Phdr`.
+    #[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    #[repr(C)]
+    pub struct Phdr {
+        pub p_type: U32,
+        pub p_flags: U32,
+        pub p_offset: U64,
+        pub p_vaddr: U64,
+        pub p_paddr: U64,
+        pub p_filesz: U64,
+        pub p_memsz: U64,
+        pub p_align: U64,
+    }
+    const _: () = assert!(size_of::<Phdr>() == 56);
+
+    /// `Elf64_Nhdr`: a note's header, followed by its name and its descriptor, each padded
+    /// to 4 bytes.
+    #[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    #[repr(C)]
+    pub struct Nhdr {
+        pub n_namesz: U32,
+        pub n_descsz: U32,
+        pub n_type: U32,
+    }
+    const _: () = assert!(size_of::<Nhdr>() == 12);
+
+    /// `struct elf_prstatus` (`NT_PRSTATUS`), x86-64.
+    #[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    #[repr(C)]
+    pub struct Prstatus {
+        /// `pr_info`: `struct elf_siginfo { si_signo, si_code, si_errno }`.
+        pub si_signo: I32,
+        pub si_code: I32,
+        pub si_errno: I32,
+        pub pr_cursig: I16,
+        pub _pad0: [u8; 2],
+        pub pr_sigpend: U64,
+        pub pr_sighold: U64,
+        pub pr_pid: U32,
+        pub pr_ppid: U32,
+        pub pr_pgrp: U32,
+        pub pr_sid: U32,
+        /// `pr_utime`, `pr_stime`, `pr_cutime`, `pr_cstime`: `struct timeval` each.
+        pub pr_times: [U64; 8],
+        /// `elf_gregset_t`: `struct user_regs_struct`, the image's register order.
+        pub pr_reg: [U64; raw::X86_64_GPR_COUNT],
+        pub pr_fpvalid: I32,
+        pub _pad1: [u8; 4],
+    }
+    const _: () = assert!(size_of::<Prstatus>() == 336);
+
+    /// `struct elf_prpsinfo` (`NT_PRPSINFO`), x86-64.
+    #[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    #[repr(C)]
+    pub struct Prpsinfo {
+        pub pr_state: u8,
+        pub pr_sname: u8,
+        pub pr_zomb: u8,
+        pub pr_nice: u8,
+        pub _pad0: [u8; 4],
+        pub pr_flag: U64,
+        pub pr_uid: U32,
+        pub pr_gid: U32,
+        pub pr_pid: U32,
+        pub pr_ppid: U32,
+        pub pr_pgrp: U32,
+        pub pr_sid: U32,
+        pub pr_fname: [u8; 16],
+        pub pr_psargs: [u8; 80],
+    }
+    const _: () = assert!(size_of::<Prpsinfo>() == 136);
+
+    /// `siginfo_t` (`NT_SIGINFO`): the three common fields, the union left zero.
+    #[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    #[repr(C)]
+    pub struct Siginfo {
+        pub si_signo: I32,
+        pub si_errno: I32,
+        pub si_code: I32,
+        pub _fields: [u8; 116],
+    }
+    const _: () = assert!(size_of::<Siginfo>() == 128);
+
+    /// `NT_FILE`'s descriptor starts with this, then one [`FileEntry`] per file mapping, then
+    /// their paths, each NUL-terminated.
+    #[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    #[repr(C)]
+    pub struct FileHeader {
+        pub count: U64,
+        pub page_size: U64,
+    }
+    const _: () = assert!(size_of::<FileHeader>() == 16);
+
+    /// One mapping of `NT_FILE`: where it is and its file offset in pages.
+    #[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    #[repr(C)]
+    pub struct FileEntry {
+        pub start: U64,
+        pub end: U64,
+        pub file_ofs: U64,
+    }
+    const _: () = assert!(size_of::<FileEntry>() == 24);
+
+    /// `Elf64_auxv_t` (`NT_AUXV`): the image's auxv entries are this layout already.
+    const _: () = assert!(size_of::<raw::AuxvEntry>() == 16);
+}
+
+use elf::*;
+
+/// The signal gdb reports the task stopped by: SIGSTOP, the task was frozen.
+const SIGSTOP: i32 = 19;
+
+/// A length in a 64-bit field: `usize` is at most 64 bits on every target Linux runs.
+fn len64(n: usize) -> u64 {
+    n as u64
+}
+
+/// Appends one note: header, name (NUL-terminated), descriptor, each part padded to 4 bytes.
+fn note(out: &mut Vec<u8>, name: &[u8], kind: u32, desc: &[u8]) -> Result<()> {
+    let size = |n: usize| {
+        u32::try_from(n).map_err(|_| Error::Other(format!("ELF note of {n} bytes: too large")))
+    };
+    let h = Nhdr {
+        n_namesz: size(name.len() + 1)?.into(),
+        n_descsz: size(desc.len())?.into(),
+        n_type: kind.into(),
+    };
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(name);
+    out.push(0);
+    out.resize(out.len().next_multiple_of(4), 0);
+    out.extend_from_slice(desc);
+    out.resize(out.len().next_multiple_of(4), 0);
+    Ok(())
+}
+
+fn dumped(v: &Vma<'_>) -> bool {
+    !matches!(v.kind(), raw::VMA_VDSO | raw::VMA_VVAR | raw::VMA_VSYSCALL)
+}
+
+/// `NT_PRSTATUS` of the task: ids, signal masks, registers.
+fn prstatus(img: &Image<'_>, task: Option<&raw::Task>) -> Prstatus {
+    let mut st = Prstatus::new_zeroed();
+    st.si_signo = SIGSTOP.into();
+    st.pr_cursig = (SIGSTOP as i16).into();
+    if let Some(t) = task {
+        st.pr_sigpend = t.sig_pending;
+        st.pr_sighold = t.sig_blocked;
+        st.pr_pid = t.pid;
+        st.pr_ppid = t.ppid;
+        st.pr_pgrp = t.pgid;
+        st.pr_sid = t.sid;
+    }
+    if let Some(r) = img.regs() {
+        st.pr_reg = r.raw.gpr;
+        st.pr_fpvalid = 1.into();
+    }
+    st
+}
+
+/// `NT_PRPSINFO` of the task: state, ids, command name.
+fn prpsinfo(task: Option<&raw::Task>) -> Prpsinfo {
+    let mut ps = Prpsinfo::new_zeroed();
+    if let Some(t) = task {
+        ps.pr_sname = t.state;
+        ps.pr_uid = t.uid[0];
+        ps.pr_gid = t.gid[0];
+        ps.pr_pid = t.pid;
+        ps.pr_ppid = t.ppid;
+        ps.pr_pgrp = t.pgid;
+        ps.pr_sid = t.sid;
+        ps.pr_fname = t.comm;
+        // The arguments are not in the image: the command name stands for them.
+        for (d, s) in ps.pr_psargs.iter_mut().zip(t.comm) {
+            *d = s;
+        }
+    }
+    ps
+}
+
+/// `NT_FILE`: which file each file mapping maps, so gdb finds shared libraries.
+fn file_note(vmas: &[Vma<'_>], page: u64) -> Vec<u8> {
+    let files: Vec<&Vma<'_>> = vmas.iter().filter(|v| v.kind() == raw::VMA_FILE).collect();
+    let mut f = Vec::new();
+    let h = FileHeader {
+        count: len64(files.len()).into(),
+        page_size: page.into(),
+    };
+    f.extend_from_slice(h.as_bytes());
+    for v in &files {
+        let e = FileEntry {
+            start: v.start().into(),
+            end: v.end().into(),
+            file_ofs: (v.raw.offset.get() / page).into(),
+        };
+        f.extend_from_slice(e.as_bytes());
+    }
+    for v in &files {
+        f.extend_from_slice(v.path);
+        f.push(0);
+    }
+    f
+}
+
+/// Builds the notes of the top image.
+fn notes(img: &Image<'_>, vmas: &[Vma<'_>]) -> Result<Vec<u8>> {
+    let mut n = Vec::new();
+    let task = img.task();
+    note(&mut n, b"CORE", NT_PRSTATUS, prstatus(img, task).as_bytes())?;
+    note(&mut n, b"CORE", NT_PRPSINFO, prpsinfo(task).as_bytes())?;
+    let mut si = Siginfo::new_zeroed();
+    si.si_signo = SIGSTOP.into();
+    note(&mut n, b"CORE", NT_SIGINFO, si.as_bytes())?;
+    if let Some(m) = img.mm() {
+        note(&mut n, b"CORE", NT_AUXV, m.auxv.as_bytes())?;
+    }
+    let page = u64::from(img.page_size());
+    note(&mut n, b"CORE", NT_FILE, &file_note(vmas, page))?;
+    if let Some(r) = img.regs() {
+        note(&mut n, b"CORE", NT_FPREGSET, &r.raw.fxsave)?;
+        if !r.xsave.is_empty() {
+            note(&mut n, b"LINUX", NT_X86_XSTATE, r.xsave)?;
+        }
+    }
+    Ok(n)
+}
+
+/// Writes the core file of the image at `path` (and its ancestors beside it) to `out`; returns
+/// its length.
+pub fn write_core(path: &Path, out: &mut dyn Write) -> Result<u64> {
+    let files = ChainFiles::open(path)?;
+    write_chain_core(&files.parse(Parse::Full)?, true, out)
+}
+
+/// [`write_core`] once the images are in memory: a chain of `(name, bytes)`, newest first (the
+/// names are the ones errors give). With `files`, untouched pages of file mappings are read
+/// from the files (as `write_core` does); without, they are written as zeros like any page not
+/// available (no file system access: the fuzz targets).
+pub fn write_core_from(images: &[(&Path, &[u8])], files: bool, out: &mut dyn Write) -> Result<u64> {
+    write_chain_core(&LoadedChain::parse(images, Parse::Full)?, files, out)
+}
+
+/// The ELF header and program headers of a core whose notes are `notes_len` bytes, and the
+/// file's length. One PT_LOAD per VMA; their contents follow the notes, page-aligned.
+fn headers(vmas: &[Vma<'_>], page: u64, notes_len: u64) -> Result<(Vec<u8>, u64)> {
+    let phnum = u16::try_from(1 + vmas.len())
+        .ok()
+        .filter(|&n| n < 0xffff)
+        .ok_or_else(|| Error::Other("too many VMAs for an ELF core (65535)".into()))?;
+    let notes_off = len64(size_of::<Ehdr>() + size_of::<Phdr>() * usize::from(phnum));
+    let mut h = Vec::with_capacity(size_of::<Ehdr>() + size_of::<Phdr>() * usize::from(phnum));
+    let mut eh = Ehdr::new_zeroed();
+    eh.e_ident = IDENT;
+    eh.e_type = ET_CORE.into();
+    eh.e_machine = raw::ARCH_X86_64.into();
+    eh.e_version = 1.into();
+    eh.e_phoff = len64(size_of::<Ehdr>()).into();
+    eh.e_ehsize = (size_of::<Ehdr>() as u16).into();
+    eh.e_phentsize = (size_of::<Phdr>() as u16).into();
+    eh.e_phnum = phnum.into();
+    h.extend_from_slice(eh.as_bytes());
+    let phdr = |kind: u32, flags: u32, off: u64, vaddr: u64, filesz: u64, memsz: u64, align| Phdr {
+        p_type: kind.into(),
+        p_flags: flags.into(),
+        p_offset: off.into(),
+        p_vaddr: vaddr.into(),
+        p_paddr: 0.into(),
+        p_filesz: filesz.into(),
+        p_memsz: memsz.into(),
+        p_align: U64::new(align),
+    };
+    let notes = phdr(PT_NOTE, 0, notes_off, 0, notes_len, 0, 4);
+    h.extend_from_slice(notes.as_bytes());
+    let too_large =
+        || Error::Other("the VMAs are too large for an ELF core (past 2^64 bytes)".into());
+    let mut data_off = notes_off
+        .checked_add(notes_len)
+        .ok_or_else(too_large)?
+        .next_multiple_of(page);
+    for v in vmas {
+        let prot = v.raw.prot.get();
+        let flags = [
+            (raw::PROT_READ, PF_R),
+            (raw::PROT_WRITE, PF_W),
+            (raw::PROT_EXEC, PF_X),
+        ]
+        .iter()
+        .filter(|(p, _)| prot & p != 0)
+        .fold(0, |f, (_, pf)| f | pf);
+        let size = v.end() - v.start();
+        let filesz = if dumped(v) { size } else { 0 };
+        let load = phdr(PT_LOAD, flags, data_off, v.start(), filesz, size, page);
+        h.extend_from_slice(load.as_bytes());
+        // VMAs may cover nearly all of the 64-bit space: their contents then do not fit in
+        // one file.
+        data_off = data_off.checked_add(filesz).ok_or_else(too_large)?;
+    }
+    Ok((h, data_off))
+}
+
+/// Writes the core of a parsed chain; returns its length.
+fn write_chain_core(chain: &LoadedChain<'_>, files: bool, out: &mut dyn Write) -> Result<u64> {
+    let top = chain.top();
+    let vmas: Vec<Vma<'_>> = top.vmas().collect();
+    let page = chain.page_size();
+    let notes = notes(top, &vmas)?;
+    let (h, len) = headers(&vmas, page, len64(notes.len()))?;
+    let io = |e| Error::io("write core file", e);
+    out.write_all(&h).map_err(io)?;
+    out.write_all(&notes).map_err(io)?;
+    let page_len =
+        usize::try_from(page).map_err(|_| Error::Other(format!("page size {page}: too large")))?;
+    let end = h.len() + notes.len();
+    out.write_all(&vec![0u8; end.next_multiple_of(page_len) - end])
+        .map_err(io)?;
+    let zero = vec![0u8; page_len];
+    for v in vmas.iter().filter(|v| dumped(v)) {
+        let mut a = v.start();
+        while a < v.end() {
+            // Pages not available (a mapped file gone or changed) are written as zeros: gdb then
+            // reads an executable's own sections from the executable.
+            match page_content_with(chain.index(), a, page, files) {
+                Page::Bytes(b) => out.write_all(&b).map_err(io)?,
+                _ => out.write_all(&zero).map_err(io)?,
+            }
+            a += page;
+        }
+    }
+    out.flush().map_err(io)?;
+    Ok(len)
+}

@@ -1,0 +1,38 @@
+//! Inspection of image files: what `show`, `encode`, `verify`, `chain`, `extract`, `diff`, `core`
+//! and `squash` do, as library functions. Pure code over image bytes: no ptrace, no task is
+//! touched; the only files read are the images (and, to resolve an untouched page of a file
+//! mapping, the mapped file).
+//!
+//! - [`chain`]: image files mapped, the parent found beside its child, and [`ChainFiles`] /
+//!   [`LoadedChain`]: the one way to read, parse and link a chain;
+//! - [`show`]: the text rendering (`show`, `show -v`); [`json`]: the JSON form and back
+//!   (`show --json`, `encode`);
+//! - `verify` (its items are re-exported here, the module is private: `inspect::verify` is the
+//!   function): one image streamed with bounded memory ([`verify_stream`]), or a chain
+//!   ([`verify()`], [`chain_report`]);
+//! - [`extract`](mod@extract): memory through the chain, page by page; [`diff`]: two images
+//!   compared;
+//! - [`core`]: an ELF core file for gdb; [`squash`]: a chain folded into one full image.
+//!
+//! Dependencies run one way (A ← B: B uses A): `chain` ← `show` ← `json`, `extract`, `diff`;
+//! `chain` ← `verify`; `extract` ← `core`, `squash`. This file only declares and re-exports.
+
+pub mod chain;
+pub mod core;
+pub mod diff;
+pub mod extract;
+pub mod json;
+pub mod show;
+pub mod squash;
+// Private: its items are re-exported below, and `inspect::verify` names the function.
+mod verify;
+
+pub use chain::{
+    image_error, load_chain, parent_path, sibling, with_chain, ChainFiles, LoadedChain, Mapped,
+    Parse,
+};
+pub use extract::{extract, hexdump, page_content, page_content_with, Page};
+pub use verify::{
+    chain_report, check_stream, verify, verify_reader, verify_stream, ChainReport, ImageReport,
+    Report,
+};
