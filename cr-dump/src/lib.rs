@@ -24,13 +24,13 @@ pub mod incremental;
 pub mod inspect;
 pub mod json;
 pub mod output;
-pub mod procfs;
 pub mod registry;
 pub mod restore;
 pub mod show;
 pub mod span;
 pub mod squash;
 pub mod sys;
+pub use sys::procfs;
 pub mod tracking;
 pub mod twin;
 

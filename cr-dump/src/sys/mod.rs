@@ -3,6 +3,8 @@
 //! Every function here is a thin, safe wrapper that returns `io::Result`; every `unsafe` block
 //! carries a `// SAFETY:` argument. Nothing else in the crate uses `unsafe`.
 
+pub mod procfs;
+
 use std::io;
 use std::os::fd::AsRawFd;
 
