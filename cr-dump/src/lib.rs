@@ -8,11 +8,18 @@
 //! - [`output`]: image files, unnamed (`O_TMPFILE`) until complete, mode 0600;
 //! - [`show`]: a text rendering of an image; [`json`]: its JSON form and back (`encode`);
 //! - [`inspect`]: verify, extract, chains of image files; [`diff`]; [`elfcore`]: ELF cores for gdb;
-//! - [`procfs`]: `/proc` parsers; [`sys`]: the only module with `unsafe` (raw system calls);
+//! - [`sys`]: every system call, ptrace ([`sys::Tracee`]), the one syscall injector
+//!   ([`sys::inject`]), kernel ABI structs, `/proc` parsers ([`procfs`], re-exported): the only
+//!   module with `unsafe`;
+//! - [`restore`]: restart a task from an image chain;
 //! - [`span`]: address ranges and page spans (types, not tuples);
 //! - [`fuzz`]: the fuzz targets' logic over the inspection verbs (`fuzz/`, FUZZING.md).
 //!
 //! Every byte of an image is written and read through `cr-format`.
+
+// `unsafe` lives in `sys` only, and every block there says why it is sound.
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod capture;
 pub mod crid;
@@ -29,6 +36,7 @@ pub mod restore;
 pub mod show;
 pub mod span;
 pub mod squash;
+#[allow(unsafe_code)]
 pub mod sys;
 pub use sys::procfs;
 pub mod tracking;
