@@ -43,7 +43,8 @@ pub fn process_vm_readv(pid: i32, local: &mut [u8], remote: &[(u64, usize)]) -> 
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(usize::try_from(r).unwrap_or(0))
+    // r >= 0 here, and at most `total`.
+    usize::try_from(r).map_err(|_| io::Error::other("process_vm_readv: bad count"))
 }
 
 /// An anonymous private memory mapping used as a page buffer: populated (faulted in) once, so
