@@ -13,9 +13,12 @@
 //! signal, so the task gets no `SIGCHLD` and its own `wait` calls never see it (only a
 //! `wait(__WALL)` could, while the twin lives).
 //!
+//! Every system call here is injected by [`crate::sys::inject`] (the task's registers restored
+//! afterwards, signals that arrive meanwhile sent again).
+//!
 //! Neither the twin nor its copies of the task's registers ever run the task's code: the clone
-//! is injected at a `syscall` followed by `ret` or `leave`, with stack and frame pointers near
-//! zero, so a twin resumed by accident (its tracer killed in the microseconds before
+//! is injected ([`crate::sys::inject::Injector::call_clone`]) at a `syscall` followed by `ret`
+//! or `leave`, with stack and frame pointers near zero, so a twin resumed by accident (its tracer killed in the microseconds before
 //! `PTRACE_O_EXITKILL` is set) faults at once.
 //!
 //! The twin is checked before it is used: every VMA to store must be in it with the same bounds

@@ -10,8 +10,8 @@
 //! images do not hold) are refused.
 //!
 //! Then cr-dump opens every mapped file and the executable, and forks a child that does only
-//! `ptrace(PTRACE_TRACEME)` and `raise(SIGSTOP)` ([`sys::fork_traced_child`]; with `--detach`
-//! it first points 0/1/2 at `/dev/null`). The child inherits the open files at the same
+//! `ptrace(PTRACE_TRACEME)` and `raise(SIGSTOP)` ([`crate::sys::fork_traced_child`]; with
+//! `--detach` it first points 0/1/2 at `/dev/null`). The child inherits the open files at the same
 //! descriptor numbers, so it never needs a path. From then on the child runs no code of its
 //! own: cr-dump drives it with system calls injected by [`crate::sys::inject`] (the registers
 //! set to a `syscall` instruction of the child's vDSO, one `PTRACE_SINGLESTEP`, the result read
@@ -60,13 +60,13 @@
 //!
 //! # Where the code is
 //!
-//! [`plan`](self) (private) checks the image and opens its files before the fork; `child` is
-//! the forked shell and its injector; `build` runs steps 1-5 and 7-10; `pages` is step 6;
-//! [`selfckpt`] is [`checkpoint_self`].
+//! `plan.rs` checks the image and opens its files before the fork; `child.rs` is the forked
+//! shell with its injector; `build.rs` runs steps 1-5 and 7-10; `pages.rs` is step 6;
+//! `selfckpt.rs` is [`checkpoint_self`].
 //!
 //! # Self-checkpoint
 //!
-//! [`checkpoint_self`] ([`selfckpt`]) is the seed's contract: a single-threaded program checkpoints itself,
+//! [`checkpoint_self`] is the seed's contract: a single-threaded program checkpoints itself,
 //! gets the CRID back, and a task restored from that image returns from the same call with 0.
 //!
 //! # What differs from the original
@@ -92,7 +92,7 @@ mod build;
 mod child;
 mod pages;
 mod plan;
-pub mod selfckpt;
+mod selfckpt;
 
 pub use selfckpt::checkpoint_self;
 
