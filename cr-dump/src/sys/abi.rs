@@ -150,3 +150,37 @@ pub struct PrctlMmMap {
 const _: () = assert!(
     std::mem::size_of::<PrctlMmMap>() == std::mem::size_of::<linux_raw_sys::prctl::prctl_mm_map>()
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerocopy::IntoBytes;
+
+    #[test]
+    fn restart_results() {
+        for e in ERESTART {
+            assert!(interrupted_syscall(e.wrapping_neg() as u64, 0));
+        }
+        // Not in a system call, or a plain error.
+        assert!(!interrupted_syscall(512u64.wrapping_neg(), u64::MAX));
+        assert!(!interrupted_syscall(4u64.wrapping_neg(), 0));
+        assert!(!interrupted_syscall(i64::MIN as u64, 0));
+    }
+
+    #[test]
+    fn struct_bytes() {
+        let a = KernelSigaction {
+            handler: SIG_IGN,
+            ..KernelSigaction::default()
+        };
+        let mut want = vec![0u8; 32];
+        want[0] = 1;
+        assert_eq!(a.as_bytes(), want);
+        let ss = StackT {
+            flags: SS_DISABLE,
+            ..StackT::default()
+        };
+        assert_eq!(ss.as_bytes()[8..12], 2i32.to_le_bytes());
+        assert_eq!(std::mem::offset_of!(PrctlMmMap, auxv_size), 96);
+    }
+}
