@@ -9,11 +9,18 @@
 //! - [`inspect`]: what the inspection verbs do, pure code with no ptrace: chains of image files
 //!   ([`inspect::chain`]: the one chain loader), `show`, JSON and back (`encode`), `verify` and
 //!   `chain`, `extract`, `diff`, `core` (ELF cores for gdb), `squash`;
-//! - [`procfs`]: `/proc` parsers; [`sys`]: the only module with `unsafe` (raw system calls);
+//! - [`sys`]: every system call, ptrace ([`sys::Tracee`]), the one syscall injector
+//!   ([`sys::inject`]), kernel ABI structs, `/proc` parsers ([`procfs`], re-exported): the only
+//!   module with `unsafe`;
+//! - [`restore`]: restart a task from an image chain;
 //! - [`span`]: address ranges and page spans (types, not tuples);
 //! - [`fuzz`]: the fuzz targets' logic over the inspection verbs (`fuzz/`, FUZZING.md).
 //!
 //! Every byte of an image is written and read through `cr-format`.
+
+// `unsafe` lives in `sys` only, and every block there says why it is sound.
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod capture;
 pub mod crid;
@@ -22,11 +29,12 @@ pub mod fuzz;
 pub mod incremental;
 pub mod inspect;
 pub mod output;
-pub mod procfs;
 pub mod registry;
 pub mod restore;
 pub mod span;
+#[allow(unsafe_code)]
 pub mod sys;
+pub use sys::procfs;
 pub mod tracking;
 pub mod twin;
 

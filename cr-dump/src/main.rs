@@ -2,6 +2,8 @@
 //!
 //! Exit status: 0 fine, 1 the task or the image failed (message on stderr as
 //! `cr-dump: error: ...`), 2 usage error.
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 use clap::{Args, Parser, Subcommand};
 use cr_dump::capture::{self, After, Options};

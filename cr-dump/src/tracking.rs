@@ -3,10 +3,9 @@
 //! written since the last scan and write-protect them again, atomically.
 //!
 //! The userfaultfd must belong to the task's mm, so it is created inside the task: while the
-//! task is frozen, a `userfaultfd()` system call is injected with ptrace (registers saved, the
-//! instruction pointer set to a `syscall` instruction of the vDSO, one single step, registers
-//! restored, so an interrupted system call of the task still restarts), and the new descriptor is
-//! fetched with `pidfd_getfd`.
+//! task is frozen, a `userfaultfd()` system call is injected ([`crate::sys::inject`]: the task's
+//! registers are restored afterwards, so an interrupted system call of the task still
+//! restarts), and the new descriptor is fetched with `pidfd_getfd`.
 //!
 //! **How tracking survives between checkpoints**: the task keeps its copy of the userfaultfd
 //! open (close-on-exec): the registration lives as long as that descriptor, across separate
@@ -36,121 +35,18 @@
 
 use crate::error::{Error, Result};
 use crate::procfs;
-use crate::sys;
+use crate::span::AddrRange;
+use crate::sys::inject::{Injector, Signals};
+use crate::sys::{self, abi::nr, ScanQuery, Tracee};
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// `userfaultfd()` on x86-64.
-const SYS_USERFAULTFD: u64 = 323;
 /// `UFFD_USER_MODE_ONLY`: faults from user mode only (no privilege needed).
 const UFFD_USER_MODE_ONLY: u64 = 1;
 
 fn io_err(pid: i32, what: &str, e: std::io::Error) -> Error {
     Error::io(format!("{what} (dirty tracking of pid {pid})"), e)
-}
-
-/// Address of a `syscall` instruction (0f 05) in the task's vDSO, preferably one followed by
-/// `ret` (c3) or `leave` (c9); whether it is.
-///
-/// The preference matters for an injected `clone`: the child starts right after the
-/// instruction, with the registers the injection set. With a stack pointer and frame pointer
-/// of (nearly) zero, `ret` or `leave` faults at once, so a child that ever ran (its tracer gone
-/// before it could be killed) dies on its first instruction instead of running the task's code.
-fn vdso_syscall(pid: i32) -> Result<(u64, bool)> {
-    let maps = procfs::parse_maps(&String::from_utf8_lossy(&procfs::read(pid, "maps")?))?;
-    let v = maps
-        .iter()
-        .find(|m| m.path == "[vdso]")
-        .ok_or_else(|| Error::Other(format!("pid {pid} has no vDSO to inject a system call")))?;
-    let mem = File::open(procfs::path(pid, "mem")).map_err(|e| procfs::proc_err(pid, "mem", e))?;
-    let mut b = vec![0u8; usize::try_from(v.end - v.start).unwrap_or(0)];
-    mem.read_exact_at(&mut b, v.start)
-        .map_err(|e| io_err(pid, "reading the vDSO", e))?;
-    let faulting = b
-        .windows(3)
-        .position(|w| w[..2] == [0x0f, 0x05] && matches!(w[2], 0xc3 | 0xc9));
-    let i = match faulting {
-        Some(i) => (i, true),
-        None => b
-            .windows(2)
-            .position(|w| w == [0x0f, 0x05])
-            .map(|i| (i, false))
-            .ok_or_else(|| {
-                Error::Other(format!("no syscall instruction in the vDSO of pid {pid}"))
-            })?,
-    };
-    Ok((v.start + i.0 as u64, i.1))
-}
-
-/// Runs system call `nr` with `args` inside a task frozen by us (under `PTRACE_SEIZE`, in a
-/// stop); returns its result (negative errno on failure). The task's registers are restored.
-pub fn inject_syscall(pid: i32, nr: u64, args: [u64; 6]) -> Result<i64> {
-    inject_syscall_with(pid, nr, args, false)
-}
-
-/// [`inject_syscall`]; with `for_clone`, the system call is a `clone` whose child must never run
-/// the task's code: refused (an error) unless the vDSO has a `syscall` followed by `ret` or
-/// `leave`, and run with the frame pointer zeroed (the caller passes a stack near zero), so the
-/// child faults on its first instruction should it ever be resumed.
-pub fn inject_syscall_with(pid: i32, nr: u64, args: [u64; 6], for_clone: bool) -> Result<i64> {
-    let (at, faulting) = vdso_syscall(pid)?;
-    if for_clone && !faulting {
-        return Err(Error::Other(format!(
-            "no `syscall; ret` or `syscall; leave` in the vDSO of pid {pid}"
-        )));
-    }
-    let saved = sys::ptrace_getregs(pid).map_err(|e| io_err(pid, "PTRACE_GETREGS", e))?;
-    let mut r = saved;
-    r.rip = at;
-    r.rax = nr;
-    r.orig_rax = u64::MAX; // not in a system call: no restart logic on the way out
-    r.rdi = args[0];
-    r.rsi = args[1];
-    r.rdx = args[2];
-    r.r10 = args[3];
-    r.r8 = args[4];
-    r.r9 = args[5];
-    if for_clone {
-        r.rbp = 0;
-    }
-    sys::ptrace_setregs(pid, &r).map_err(|e| io_err(pid, "PTRACE_SETREGS", e))?;
-    let run = || -> Result<i64> {
-        let mut pending = Vec::new();
-        loop {
-            sys::ptrace_singlestep(pid).map_err(|e| io_err(pid, "PTRACE_SINGLESTEP", e))?;
-            match sys::waitpid(pid).map_err(|e| io_err(pid, "waitpid", e))? {
-                sys::WaitStatus::Stopped { sig, event: 0 } if sig == libc::SIGTRAP => {
-                    let now =
-                        sys::ptrace_getregs(pid).map_err(|e| io_err(pid, "PTRACE_GETREGS", e))?;
-                    if now.rip == at + 2 {
-                        for s in pending {
-                            let _ = sys::kill(pid, s);
-                        }
-                        return Ok(now.rax as i64);
-                    }
-                    return Err(Error::Other(format!(
-                        "injected system call in pid {pid} stopped at {:#x}, not {:#x}",
-                        now.rip,
-                        at + 2
-                    )));
-                }
-                // A signal came first: keep it for later (sent again) and step again.
-                sys::WaitStatus::Stopped { sig, event: 0 } => pending.push(sig),
-                sys::WaitStatus::Stopped { .. } | sys::WaitStatus::Other => {}
-                sys::WaitStatus::Exited(_) | sys::WaitStatus::Signaled(_) => {
-                    return Err(Error::TargetExited {
-                        pid,
-                        how: "died during an injected system call".into(),
-                    })
-                }
-            }
-        }
-    };
-    let res = run();
-    sys::ptrace_setregs(pid, &saved).map_err(|e| io_err(pid, "PTRACE_SETREGS (restore)", e))?;
-    res
 }
 
 /// A userfaultfd of the task, as seen from here.
@@ -165,15 +61,20 @@ pub struct Uffd {
 /// enables asynchronous write protection.
 pub fn create(pid: i32) -> Result<Uffd> {
     let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY;
-    let r = inject_syscall(pid, SYS_USERFAULTFD, [flags, 0, 0, 0, 0, 0])?;
-    if r < 0 {
+    let inj = Injector::new(Tracee::new(pid), Signals::Resend)?;
+    let r = inj.call(nr::USERFAULTFD, [flags, 0, 0, 0, 0, 0])?;
+    let target_fd = i32::try_from(r).map_err(|_| {
+        Error::Other(format!(
+            "userfaultfd() in pid {pid} returned {r}, not a descriptor"
+        ))
+    })?;
+    if target_fd < 0 {
         return Err(io_err(
             pid,
             "userfaultfd() in the task",
-            std::io::Error::from_raw_os_error(i32::try_from(-r).unwrap_or(libc::EINVAL)),
+            std::io::Error::from_raw_os_error(-target_fd),
         ));
     }
-    let target_fd = i32::try_from(r).unwrap_or(-1);
     let u = fetch(pid, target_fd)?;
     // Without WP_UNPOPULATED: protecting a range then allocates no page tables for its holes
     // (a large sparse reservation costs nothing), and a page first faulted in after the arming
@@ -224,29 +125,30 @@ pub struct Scan {
 
 /// All regions of `[start, end)` matching a `PAGEMAP_SCAN` query, merged by class: `class`
 /// maps a region's categories to a list index (or `None` to drop it).
-#[allow(clippy::too_many_arguments)]
 fn scan_all(
     pid: i32,
     pagemap: &File,
-    (start, end): (u64, u64),
+    range: AddrRange,
     ps: u64,
-    flags: u64,
-    (mask, anyof, ret): (u64, u64, u64),
+    q: &ScanQuery,
     class: impl Fn(u64) -> Option<usize>,
     lists: &mut [&mut Vec<(u64, u64)>],
 ) -> Result<()> {
-    let mut out: Vec<[u64; 3]> = Vec::with_capacity(4096);
-    let mut at = start;
-    let mut covered = start;
+    let mut out: Vec<sys::PageRegion> = Vec::with_capacity(4096);
+    let end = range.end;
+    let mut at = range.start;
+    let mut covered = range.start;
     while at < end {
-        let walk_end = sys::pagemap_scan(pagemap, at, end, flags, 0, mask, anyof, ret, 0, &mut out)
+        let walk = AddrRange { start: at, end };
+        let walk_end = sys::pagemap_scan(pagemap, walk, q, &mut out)
             .map_err(|e| io_err(pid, &format!("PAGEMAP_SCAN {at:#x}-{end:#x}"), e))?;
         // Regions come in address order. When the buffer fills up, the kernel here may report
         // a walk end below the end of the last region it gave (seen on 6.18): resume after
         // both, and never take a page twice (the second time it would look unwritten, having
         // just been protected again).
-        for &[a, b, cat] in &out {
-            let a = a.max(covered);
+        for reg in &out {
+            let (b, cat) = (reg.end, reg.categories);
+            let a = reg.start.max(covered);
             if b <= a {
                 continue;
             }
@@ -282,14 +184,20 @@ pub fn scan(
     ps: u64,
     present: bool,
 ) -> Result<Scan> {
+    let range = AddrRange::new(start, end)
+        .ok_or_else(|| Error::Other(format!("scan of pid {pid}: bad range {start:#x}-{end:#x}")))?;
     let mut s = Scan::default();
     scan_all(
         pid,
         pagemap,
-        (start, end),
+        range,
         ps,
-        sys::PM_SCAN_WP_MATCHING | sys::PM_SCAN_CHECK_WPASYNC,
-        (sys::PAGE_IS_WRITTEN, 0, sys::PAGE_IS_WRITTEN),
+        &ScanQuery {
+            flags: sys::PM_SCAN_WP_MATCHING | sys::PM_SCAN_CHECK_WPASYNC,
+            category_mask: sys::PAGE_IS_WRITTEN,
+            return_mask: sys::PAGE_IS_WRITTEN,
+            ..ScanQuery::default()
+        },
         |_| Some(0),
         &mut [&mut s.written],
     )?;
@@ -301,14 +209,13 @@ pub fn scan(
     scan_all(
         pid,
         pagemap,
-        (start, end),
+        range,
         ps,
-        0,
-        (
-            0,
-            sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
-            sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED | sys::PAGE_IS_PFNZERO,
-        ),
+        &ScanQuery {
+            anyof_mask: sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
+            return_mask: sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED | sys::PAGE_IS_PFNZERO,
+            ..ScanQuery::default()
+        },
         |cat| Some(usize::from(cat & sys::PAGE_IS_PFNZERO == 0)),
         &mut [&mut zero, &mut other],
     )?;
@@ -437,23 +344,20 @@ impl State {
 /// a `PAGEMAP_SCAN` for `PAGE_IS_WPALLOWED` limited to one page per range (cheap, unlike
 /// reading `/proc/PID/smaps`, which walks every page table: 15 ms for 1 GiB here).
 pub fn registered(pid: i32, pagemap: &File, ranges: &[(u64, u64)]) -> Result<Vec<(u64, u64)>> {
-    let mut out: Vec<[u64; 3]> = Vec::with_capacity(1);
+    let mut out: Vec<sys::PageRegion> = Vec::with_capacity(1);
     let mut reg = Vec::new();
+    let q = ScanQuery {
+        category_mask: sys::PAGE_IS_WPALLOWED,
+        return_mask: sys::PAGE_IS_WPALLOWED,
+        max_pages: 1,
+        ..ScanQuery::default()
+    };
     for &(a, b) in ranges {
-        sys::pagemap_scan(
-            pagemap,
-            a,
-            b,
-            0,
-            0,
-            sys::PAGE_IS_WPALLOWED,
-            0,
-            sys::PAGE_IS_WPALLOWED,
-            1,
-            &mut out,
-        )
-        .map_err(|e| io_err(pid, &format!("PAGEMAP_SCAN {a:#x}-{b:#x}"), e))?;
-        if out.first().is_some_and(|r| r[0] == a) {
+        let range = AddrRange::new(a, b)
+            .ok_or_else(|| Error::Other(format!("pid {pid}: bad range {a:#x}-{b:#x}")))?;
+        sys::pagemap_scan(pagemap, range, &q, &mut out)
+            .map_err(|e| io_err(pid, &format!("PAGEMAP_SCAN {a:#x}-{b:#x}"), e))?;
+        if out.first().is_some_and(|r| r.start == a) {
             reg.push((a, b));
         }
     }
@@ -667,13 +571,17 @@ impl Tracker for Session {
             bytes = bytes.saturating_add(if t {
                 // Written since the parent, counted without touching the protection.
                 let mut w = Vec::new();
+                let q = ScanQuery {
+                    category_mask: sys::PAGE_IS_WRITTEN,
+                    return_mask: sys::PAGE_IS_WRITTEN,
+                    ..ScanQuery::default()
+                };
                 scan_all(
                     pid,
                     &pagemap,
-                    (a, b),
+                    AddrRange::new(a, b)?,
                     ps,
-                    0,
-                    (sys::PAGE_IS_WRITTEN, 0, sys::PAGE_IS_WRITTEN),
+                    &q,
                     |_| Some(0),
                     &mut [&mut w],
                 )

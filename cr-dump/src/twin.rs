@@ -13,9 +13,12 @@
 //! signal, so the task gets no `SIGCHLD` and its own `wait` calls never see it (only a
 //! `wait(__WALL)` could, while the twin lives).
 //!
+//! Every system call here is injected by [`crate::sys::inject`] (the task's registers restored
+//! afterwards, signals that arrive meanwhile sent again).
+//!
 //! Neither the twin nor its copies of the task's registers ever run the task's code: the clone
-//! is injected at a `syscall` followed by `ret` or `leave`, with stack and frame pointers near
-//! zero, so a twin resumed by accident (its tracer killed in the microseconds before
+//! is injected ([`crate::sys::inject::Injector::call_clone`]) at a `syscall` followed by `ret`
+//! or `leave`, with stack and frame pointers near zero, so a twin resumed by accident (its tracer killed in the microseconds before
 //! `PTRACE_O_EXITKILL` is set) faults at once.
 //!
 //! The twin is checked before it is used: every VMA to store must be in it with the same bounds
@@ -35,17 +38,14 @@
 use crate::capture::VmaRec;
 use crate::error::{Error, Result};
 use crate::procfs;
-use crate::sys::{self, WaitStatus};
-use crate::tracking::inject_syscall_with;
+use crate::span::AddrRange;
+use crate::sys::abi::nr;
+use crate::sys::inject::{Injector, Signals};
+use crate::sys::{self, ScanQuery, Stop, Tracee};
 use cr_format::raw;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
-
-const SYS_CLONE: u64 = 56;
-const SYS_WAIT4: u64 = 61;
-const SYS_CLOSE_RANGE: u64 = 436;
-const PTRACE_EVENT_STOP: i32 = 128;
 /// The stack pointer a clone child starts with: unmapped (below `mmap_min_addr`), so a `ret`
 /// faults.
 const CHILD_SP: u64 = 8;
@@ -109,20 +109,26 @@ impl Drop for Twin {
 /// Kills a task traced by us and waits for its end as its tracer (its parent still has to
 /// reap it).
 fn kill_and_reap(pid: i32) {
-    let _ = sys::kill(pid, libc::SIGKILL);
+    let t = Tracee::new(pid);
+    let _ = t.kill(libc::SIGKILL);
     loop {
-        match sys::waitpid(pid) {
-            Ok(WaitStatus::Exited(_)) | Ok(WaitStatus::Signaled(_)) | Err(_) => return,
-            Ok(_) => {}
+        match t.wait() {
+            Ok(s) if !s.is_end() => {}
+            _ => return,
         }
     }
 }
 
+/// An injector for a task or twin stopped under our ptrace (signals that arrive meanwhile are
+/// sent again).
+fn injector(pid: i32) -> Result<Injector> {
+    Injector::new(Tracee::new(pid), Signals::Resend)
+}
+
 /// Reaps the dead twin `twin` by a `wait4` injected into its parent `pid` (frozen by us).
 fn reap_in(pid: i32, twin: i32) -> Result<()> {
-    let r = inject_syscall_with(
-        pid,
-        SYS_WAIT4,
+    let r = injector(pid)?.call(
+        nr::WAIT4,
         [
             twin as u64,
             0,
@@ -131,7 +137,6 @@ fn reap_in(pid: i32, twin: i32) -> Result<()> {
             0,
             0,
         ],
-        false,
     )?;
     // ECHILD: the task reaped it itself (a wait with __WALL).
     if r == i64::from(twin) || r == -i64::from(libc::ECHILD) {
@@ -148,11 +153,13 @@ fn reap_in(pid: i32, twin: i32) -> Result<()> {
 /// injected system call: writing the saved bytes back afterwards leaves the task's memory (and
 /// the twin's) exactly as it was at the freeze.
 fn save_rseq(pid: i32) -> Option<(u64, Vec<u8>)> {
-    let (addr, len, _) = sys::ptrace_get_rseq(pid).ok()?;
+    let c = Tracee::new(pid).rseq().ok()?;
+    let addr = c.rseq_abi_pointer;
     if addr == 0 {
         return None;
     }
-    let mut b = vec![0u8; usize::try_from(len.clamp(32, 256)).unwrap_or(32)];
+    // At least the 32 bytes of struct rseq, at most what any kernel registers.
+    let mut b = vec![0u8; usize::try_from(c.rseq_abi_size.clamp(32, 256)).ok()?];
     let mem = File::open(procfs::path(pid, "mem")).ok()?;
     mem.read_exact_at(&mut b, addr).ok()?;
     Some((addr, b))
@@ -173,13 +180,17 @@ fn restore_rseq(pid: i32, saved: &Option<(u64, Vec<u8>)>) -> Result<()> {
 
 /// Waits for the first stop of a clone child attached to us at birth.
 fn wait_born(pid: i32) -> Result<()> {
+    let t = Tracee::new(pid);
     loop {
-        match sys::waitpid(pid).map_err(|e| Error::io(format!("waitpid (twin {pid})"), e))? {
-            WaitStatus::Stopped { event, .. } if event == PTRACE_EVENT_STOP => return Ok(()),
-            WaitStatus::Stopped { .. } | WaitStatus::Other => {}
-            WaitStatus::Exited(_) | WaitStatus::Signaled(_) => {
+        match t
+            .wait()
+            .map_err(|e| Error::io(format!("waitpid (twin {pid})"), e))?
+        {
+            Stop::Group { .. } => return Ok(()),
+            Stop::Exited(_) | Stop::Killed(_) => {
                 return Err(Error::Other(format!("the twin {pid} died at birth")))
             }
+            Stop::Signal { .. } | Stop::Event { .. } | Stop::Continued => {}
         }
     }
 }
@@ -195,26 +206,31 @@ pub fn make(pid: i32, vmas: &[VmaRec]) -> Result<std::result::Result<Twin, Strin
             status.seccomp
         )));
     }
-    sys::ptrace_setoptions(pid, libc::PTRACE_O_TRACECLONE)
+    let task = Tracee::new(pid);
+    task.set_options(libc::PTRACE_O_TRACECLONE)
         .map_err(|e| Error::io(format!("PTRACE_SETOPTIONS of pid {pid}"), e))?;
     let rseq = save_rseq(pid);
-    let r = inject_syscall_with(pid, SYS_CLONE, [0, CHILD_SP, 0, 0, 0, 0], true);
+    let r = injector(pid).and_then(|inj| inj.call_clone(nr::CLONE, [0, CHILD_SP, 0, 0, 0, 0]));
     // Back to no options: the task must not stop for clones of its own.
-    let _ = sys::ptrace_setoptions(pid, 0);
+    let _ = task.set_options(0);
     restore_rseq(pid, &rseq)?;
     let r = match r {
         Ok(r) => r,
         Err(e) if procfs::read(pid, "stat").is_err() => return Err(e),
         Err(e) => return Ok(Err(e.to_string())),
     };
-    if r <= 0 {
-        return Ok(Err(format!(
-            "clone in pid {pid} failed: {}",
-            std::io::Error::from_raw_os_error(i32::try_from(-r).unwrap_or(0))
-        )));
-    }
+    let child = match i32::try_from(r) {
+        Ok(c) if c > 0 => c,
+        Ok(e) if e < 0 => {
+            return Ok(Err(format!(
+                "clone in pid {pid} failed: {}",
+                std::io::Error::from_raw_os_error(-e)
+            )))
+        }
+        _ => return Ok(Err(format!("clone in pid {pid} returned {r}"))),
+    };
     let twin = Twin {
-        pid: i32::try_from(r).unwrap_or(0),
+        pid: child,
         task: pid,
         counts: Mutex::new(None),
     };
@@ -222,15 +238,11 @@ pub fn make(pid: i32, vmas: &[VmaRec]) -> Result<std::result::Result<Twin, Strin
     let ready = (|| -> Result<Option<String>> {
         let g = twin.pid;
         wait_born(g)?;
-        sys::ptrace_setoptions(g, libc::PTRACE_O_EXITKILL)
+        Tracee::new(g)
+            .set_options(libc::PTRACE_O_EXITKILL)
             .map_err(|e| Error::io(format!("PTRACE_SETOPTIONS of the twin {g}"), e))?;
         // Best effort: before Linux 5.9 the twin keeps its descriptors until it is killed.
-        let _ = inject_syscall_with(
-            g,
-            SYS_CLOSE_RANGE,
-            [0, u64::from(u32::MAX), 0, 0, 0, 0],
-            false,
-        );
+        let _ = injector(g)?.call(nr::CLOSE_RANGE, [0, u64::from(u32::MAX), 0, 0, 0, 0]);
         // Both went back to user mode for an instant: their rseq CPU fields are rewritten.
         restore_rseq(g, &rseq)?;
         check(pid, &twin, vmas)
@@ -256,27 +268,26 @@ fn check(pid: i32, twin: &Twin, vmas: &[VmaRec]) -> Result<Option<String>> {
         File::open(procfs::path(p, "pagemap")).map_err(|e| procfs::proc_err(p, "pagemap", e))
     };
     let (pm_task, pm_twin) = (open(pid)?, open(g)?);
-    let mut out: Vec<[u64; 3]> = Vec::with_capacity(1);
+    let mut out: Vec<sys::PageRegion> = Vec::with_capacity(1);
     // A page that is present or swapped and not the shared zero page (a child gets no page
     // tables for a VMA that only ever read zeros).
-    let mut has_pages = |pm: &File, p: i32, a: u64, b: u64| -> Result<bool> {
-        sys::pagemap_scan(
-            pm,
-            a,
-            b,
-            0,
-            sys::PAGE_IS_PFNZERO,
-            sys::PAGE_IS_PFNZERO,
-            sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
-            sys::PAGE_IS_PRESENT,
-            1,
-            &mut out,
-        )
-        .map_err(|e| Error::io(format!("PAGEMAP_SCAN of pid {p} at {a:#x}"), e))?;
+    let q = ScanQuery {
+        inverted: sys::PAGE_IS_PFNZERO,
+        category_mask: sys::PAGE_IS_PFNZERO,
+        anyof_mask: sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
+        return_mask: sys::PAGE_IS_PRESENT,
+        max_pages: 1,
+        ..ScanQuery::default()
+    };
+    let mut has_pages = |pm: &File, p: i32, r: AddrRange| -> Result<bool> {
+        sys::pagemap_scan(pm, r, &q, &mut out)
+            .map_err(|e| Error::io(format!("PAGEMAP_SCAN of pid {p} at {:#x}", r.start), e))?;
         Ok(!out.is_empty())
     };
     for v in vmas.iter().filter(|v| v.stored()) {
         let (a, b) = (v.vma.start.get(), v.vma.end.get());
+        let r = AddrRange::new(a, b)
+            .ok_or_else(|| Error::Other(format!("VMA {a:#x}-{b:#x} of pid {pid} is inverted")))?;
         if !maps.iter().any(|m| m.start == a && m.end == b) {
             return Ok(Some(format!(
                 "VMA {a:#x}-{b:#x} is not copied to a child (MADV_DONTFORK)"
@@ -286,7 +297,7 @@ fn check(pid: i32, twin: &Twin, vmas: &[VmaRec]) -> Result<Option<String>> {
             v.vma.kind.get(),
             raw::VMA_ANON | raw::VMA_HEAP | raw::VMA_STACK
         );
-        if anon && has_pages(&pm_task, pid, a, b)? && !has_pages(&pm_twin, g, a, b)? {
+        if anon && has_pages(&pm_task, pid, r)? && !has_pages(&pm_twin, g, r)? {
             return Ok(Some(format!(
                 "VMA {a:#x}-{b:#x} is emptied in a child (MADV_WIPEONFORK)"
             )));

@@ -110,8 +110,10 @@ fn parse_maps_line(line: &str) -> Result<MapsEntry> {
         exec: flag(2, b'x'),
         shared: flag(3, b's'),
         offset: hex(offset, "offset")?,
-        dev_major: u32::try_from(hex(major, "device major")?).unwrap_or(u32::MAX),
-        dev_minor: u32::try_from(hex(minor, "device minor")?).unwrap_or(u32::MAX),
+        dev_major: u32::try_from(hex(major, "device major")?)
+            .map_err(|_| bad("maps", format_args!("bad device major in {line:?}")))?,
+        dev_minor: u32::try_from(hex(minor, "device minor")?)
+            .map_err(|_| bad("maps", format_args!("bad device minor in {line:?}")))?,
         inode: inode
             .parse()
             .map_err(|_| bad("maps", format_args!("bad inode in {line:?}")))?,
@@ -204,7 +206,7 @@ pub fn parse_stat(text: &str) -> Result<Stat> {
         start_code: num(26)?,
         end_code: num(27)?,
         start_stack: num(28)?,
-        exit_signal: u32::try_from(num(38)?).unwrap_or(0),
+        exit_signal: u32::try_from(num(38)?).map_err(|_| bad("stat", "bad exit signal"))?,
         start_data: num(45)?,
         end_data: num(46)?,
         start_brk: num(47)?,
@@ -285,12 +287,12 @@ pub fn parse_status(text: &str) -> Result<Status> {
             }
             Ok(out)
         };
-        let kb = || -> u64 {
+        let kb = || -> Result<u64> {
             v.split_ascii_whitespace()
                 .next()
                 .and_then(|x| x.parse::<u64>().ok())
-                .unwrap_or(0)
-                .saturating_mul(1024)
+                .map(|n| n.saturating_mul(1024))
+                .ok_or_else(|| bad("status", format_args!("{k}")))
         };
         match k {
             "Name" => s.name = v.to_string(),
@@ -304,7 +306,9 @@ pub fn parse_status(text: &str) -> Result<Status> {
             "TracerPid" => s.tracer_pid = dec()?,
             "Uid" => s.uid = ids()?,
             "Gid" => s.gid = ids()?,
-            "Threads" => s.threads = u64::try_from(dec()?).unwrap_or(0),
+            "Threads" => {
+                s.threads = u64::try_from(dec()?).map_err(|_| bad("status", "Threads"))?;
+            }
             "SigPnd" => s.sig_pnd = hexv()?,
             "ShdPnd" => s.shd_pnd = hexv()?,
             "SigBlk" => s.sig_blk = hexv()?,
@@ -314,9 +318,9 @@ pub fn parse_status(text: &str) -> Result<Status> {
             "CapPrm" => s.cap_prm = hexv()?,
             "CapEff" => s.cap_eff = hexv()?,
             "Kthread" => s.kthread = v == "1",
-            "RssAnon" => s.rss_anon = kb(),
-            "VmSwap" => s.vm_swap = kb(),
-            "Seccomp" => s.seccomp = v.parse().unwrap_or(0),
+            "RssAnon" => s.rss_anon = kb()?,
+            "VmSwap" => s.vm_swap = kb()?,
+            "Seccomp" => s.seccomp = v.parse().map_err(|_| bad("status", "Seccomp"))?,
             _ => {}
         }
     }

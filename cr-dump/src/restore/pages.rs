@@ -1,0 +1,167 @@
+//! Step 6 of the module docs: the pages, written through `/proc/PID/mem`.
+
+use super::child::Child;
+use super::other;
+use super::plan::{Plan, VmaPlan};
+use crate::error::Result;
+use cr_format::chain::{ChainIndex, Resolved};
+use cr_format::raw;
+use cr_format::read::{Image, Record, Run, RunKind};
+
+/// A write not yet made: pages that are contiguous both in the task and in one image file are
+/// written together.
+#[derive(Clone, Copy)]
+struct Pending {
+    /// Target address.
+    addr: u64,
+    /// Which image.
+    image: usize,
+    /// Offset in its bytes.
+    off: usize,
+    len: usize,
+}
+
+/// Writes pages into the child, coalescing the pages of a chain that lie one after the other
+/// in the same image file.
+struct Writer<'a, 'i> {
+    c: &'a Child,
+    images: &'a [Image<'i>],
+    pending: Option<Pending>,
+    zero: Vec<u8>,
+}
+
+impl Writer<'_, '_> {
+    fn flush(&mut self) -> Result<()> {
+        if let Some(p) = self.pending.take() {
+            let bytes = self.images[p.image]
+                .bytes()
+                .get(p.off..p.off + p.len)
+                .ok_or_else(|| other(format!("page data at {:#x} outside its image", p.addr)))?;
+            self.c.write(p.addr, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// `len` zero bytes at `addr`.
+    fn zeros(&mut self, addr: u64, len: u64) -> Result<()> {
+        self.flush()?;
+        let mut a = addr;
+        while a < addr + len {
+            let n = (addr + len - a).min(self.zero.len() as u64);
+            self.c.write(a, &self.zero[..n as usize])?;
+            a += n;
+        }
+        Ok(())
+    }
+
+    /// `bytes` at `addr`, now.
+    fn now(&mut self, addr: u64, bytes: &[u8]) -> Result<()> {
+        self.flush()?;
+        self.c.write(addr, bytes)
+    }
+
+    /// `bytes` (a page of one of the images) at `addr`, joined to the pending write if it
+    /// continues it.
+    fn page(&mut self, addr: u64, bytes: &[u8]) -> Result<()> {
+        let Some((image, off)) = self.locate(bytes) else {
+            return self.now(addr, bytes);
+        };
+        if let Some(p) = &mut self.pending {
+            if p.addr + p.len as u64 == addr && p.image == image && p.off + p.len == off {
+                p.len += bytes.len();
+                return Ok(());
+            }
+        }
+        self.flush()?;
+        self.pending = Some(Pending {
+            addr,
+            image,
+            off,
+            len: bytes.len(),
+        });
+        Ok(())
+    }
+
+    /// Where `b` lies: (image index, offset in its bytes).
+    fn locate(&self, b: &[u8]) -> Option<(usize, usize)> {
+        let p = b.as_ptr() as usize;
+        self.images.iter().enumerate().find_map(|(i, img)| {
+            let base = img.bytes().as_ptr() as usize;
+            (p >= base && p + b.len() <= base + img.bytes().len()).then(|| (i, p - base))
+        })
+    }
+}
+
+/// Writes every page the chain holds with data (and zero pages of file mappings).
+pub(super) fn fill_pages(
+    c: &Child,
+    plan: &Plan,
+    idx: &ChainIndex<'_>,
+    images: &[Image<'_>],
+) -> Result<()> {
+    let top = images.first().ok_or_else(|| other("an empty chain"))?;
+    let ps = u64::from(top.page_size());
+    let mut w = Writer {
+        c,
+        images,
+        pending: None,
+        zero: vec![0u8; 1 << 20],
+    };
+    let mut cur: Option<&VmaPlan> = None;
+    let mut vi = 0usize;
+    for r in top.records() {
+        match r.record {
+            Record::Vma(v) => {
+                cur = plan.vmas.get(vi).filter(|p| p.range.start == v.start());
+                vi += 1;
+            }
+            Record::Pages(p) => {
+                let Some(v) = cur else { continue };
+                if v.special() || v.shared() {
+                    continue;
+                }
+                let file = v.kind == raw::VMA_FILE;
+                for run in p.iter() {
+                    write_run(&mut w, idx, &run, ps, file)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    w.flush()
+}
+
+/// One page run of the top image: data written, zero pages written for file mappings only
+/// (fresh anonymous pages are zero), pages "in the parent" resolved through the chain.
+fn write_run(
+    w: &mut Writer<'_, '_>,
+    idx: &ChainIndex<'_>,
+    run: &Run<'_>,
+    ps: u64,
+    file: bool,
+) -> Result<()> {
+    match run.kind {
+        RunKind::Data => match run.data {
+            Some(d) => w.now(run.addr, d),
+            None => w.flush(),
+        },
+        RunKind::Zero if file => w.zeros(run.addr, u64::from(run.pages) * ps),
+        RunKind::Zero => Ok(()),
+        RunKind::Parent => {
+            for i in 0..u64::from(run.pages) {
+                let a = run.addr + i * ps;
+                match idx.resolve(a) {
+                    Ok(Resolved::Data { bytes, .. }) => w.page(a, bytes)?,
+                    Ok(Resolved::Zero { .. }) if file => w.zeros(a, ps)?,
+                    Ok(Resolved::Zero { .. }) | Ok(Resolved::NotPresent { .. }) => {}
+                    Err(e) => {
+                        return Err(other(format!(
+                            "page {a:#x} does not resolve through the chain: {e}"
+                        )))
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! Everything checked and opened before the fork: a restore that cannot succeed is refused
+//! here, before a process exists.
+
+use super::{other, SCRATCH_LEN};
+use crate::error::{Error, Result};
+use crate::procfs;
+use crate::span::AddrRange;
+use crate::sys;
+use cr_format::raw;
+use cr_format::read::Image;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// One VMA to create.
+#[derive(Clone, Debug)]
+pub(super) struct VmaPlan {
+    pub range: AddrRange,
+    pub offset: u64,
+    pub prot: u32,
+    pub flags: u32,
+    pub kind: u16,
+    /// Index into the opened files (file mappings).
+    pub file: Option<usize>,
+}
+
+impl VmaPlan {
+    /// The vDSO, vvar or vsyscall area (moved, not created).
+    pub fn special(&self) -> bool {
+        matches!(self.kind, raw::VMA_VDSO | raw::VMA_VVAR | raw::VMA_VSYSCALL)
+    }
+    /// `MAP_SHARED`.
+    pub fn shared(&self) -> bool {
+        self.flags & raw::VMA_SHARED != 0
+    }
+}
+
+/// Everything taken from the image before the fork.
+pub(super) struct Plan {
+    pub vmas: Vec<VmaPlan>,
+    pub files: Vec<File>,
+    pub exe: Option<File>,
+    pub gpr: [u64; raw::X86_64_GPR_COUNT],
+    pub fxsave: Vec<u8>,
+    pub xsave: Vec<u8>,
+    pub mm: raw::Mm,
+    /// The auxiliary vector as the kernel takes it (pairs of u64).
+    pub auxv: Vec<u8>,
+    pub task: raw::Task,
+    /// How far the image's vDSO and vvar lie from ours (and the child's, a fork of us).
+    pub delta: u64,
+    /// Where the scratch area goes: free in the child's layout and the image's.
+    pub scratch: u64,
+    pub warnings: Vec<String>,
+}
+
+fn mtime_ns(md: &std::fs::Metadata) -> u64 {
+    (md.mtime() as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(md.mtime_nsec() as u64)
+}
+
+/// A free place of `len` bytes, avoiding `ranges`, between 4 GiB and 64 TiB, 1 GiB apart.
+pub(super) fn hole(ranges: &[AddrRange], len: u64) -> Option<u64> {
+    (4u64..64 * 1024)
+        .map(|g| g << 30)
+        .find(|&a| AddrRange::at(a, len).is_some_and(|r| !ranges.iter().any(|b| b.overlaps(&r))))
+}
+
+/// A task's mappings: range and path.
+pub(super) fn task_maps(pid: i32) -> Result<Vec<(AddrRange, String)>> {
+    let maps = procfs::parse_maps(&String::from_utf8_lossy(&procfs::read(pid, "maps")?))?;
+    maps.into_iter()
+        .map(|m| {
+            let r = AddrRange::new(m.start, m.end)
+                .ok_or_else(|| other(format!("pid {pid}: mapping {:#x}-{:#x}", m.start, m.end)))?;
+            Ok((r, m.path))
+        })
+        .collect()
+}
+
+/// The vDSO and vvar areas among `maps`.
+pub(super) fn special_areas(maps: &[(AddrRange, String)]) -> Vec<AddrRange> {
+    maps.iter()
+        .filter(|m| m.1 == "[vdso]" || m.1.starts_with("[vvar"))
+        .map(|m| m.0)
+        .collect()
+}
+
+/// Checks the image against this machine and opens its files.
+pub(super) fn plan(path: &Path, images: &[Image<'_>]) -> Result<Plan> {
+    let top = images
+        .first()
+        .ok_or_else(|| other(format!("{}: an empty chain", path.display())))?;
+    let ps = sys::page_size();
+    if top.page_size() as usize != ps {
+        return Err(other(format!(
+            "{}: page size {} differs from this machine's ({ps})",
+            path.display(),
+            top.page_size()
+        )));
+    }
+    if !cfg!(target_arch = "x86_64") {
+        return Err(other(
+            "restore needs an x86-64 machine (the image is x86-64)",
+        ));
+    }
+    let regs = top
+        .regs()
+        .ok_or_else(|| other("the image has no registers"))?;
+    let mm = top
+        .mm()
+        .ok_or_else(|| other("the image has no Mm record"))?;
+    let task = *top
+        .task()
+        .ok_or_else(|| other("the image has no Task record"))?;
+    let xf = regs.raw.xfeatures.get();
+    if !regs.xsave.is_empty() {
+        // No XSAVE on this machine: no component enabled.
+        let cpu = sys::xcr0().unwrap_or(0);
+        if xf & !cpu != 0 {
+            return Err(other(format!(
+                "the image uses XSAVE features {:#x} (XCR0 {xf:#x}) that this CPU does not enable (XCR0 {cpu:#x})",
+                xf & !cpu
+            )));
+        }
+    }
+    let mut gpr = [0u64; raw::X86_64_GPR_COUNT];
+    for (i, g) in gpr.iter_mut().enumerate() {
+        *g = regs.gpr(i);
+    }
+    let (vmas, files) = vma_plans(top)?;
+    let mut warnings = Vec::new();
+    let exe = if mm.exe.is_empty() {
+        None
+    } else {
+        let ep = Path::new(std::ffi::OsStr::from_bytes(mm.exe));
+        match File::open(ep) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                warnings.push(format!(
+                    "executable {} cannot be opened ({e}): /proc/PID/exe stays cr-dump's",
+                    ep.display()
+                ));
+                None
+            }
+        }
+    };
+    let mut auxv = Vec::new();
+    for e in mm.auxv {
+        auxv.extend(e.key.get().to_le_bytes());
+        auxv.extend(e.value.get().to_le_bytes());
+    }
+    let (delta, scratch) = layout(&vmas)?;
+    let mut plan = Plan {
+        vmas,
+        files,
+        exe,
+        gpr,
+        fxsave: regs.raw.fxsave.to_vec(),
+        xsave: regs.xsave.to_vec(),
+        mm: *mm.raw,
+        auxv,
+        task,
+        delta,
+        scratch,
+        warnings,
+    };
+    task_warnings(&mut plan)?;
+    Ok(plan)
+}
+
+/// The VMAs to create, and the files they map (opened now, inherited by the child).
+fn vma_plans(top: &Image<'_>) -> Result<(Vec<VmaPlan>, Vec<File>)> {
+    let mut files: Vec<File> = Vec::new();
+    let mut file_paths: Vec<(Vec<u8>, bool)> = Vec::new();
+    let mut vmas = Vec::new();
+    for v in top.vmas() {
+        let range = AddrRange::new(v.start(), v.end())
+            .ok_or_else(|| other(format!("VMA {:#x}-{:#x} is inverted", v.start(), v.end())))?;
+        let mut p = VmaPlan {
+            range,
+            offset: v.raw.offset.get(),
+            prot: v.raw.prot.get(),
+            flags: v.raw.flags.get(),
+            kind: v.kind(),
+            file: None,
+        };
+        let shared = p.shared();
+        if shared && p.kind != raw::VMA_FILE && !p.special() {
+            return Err(other(format!(
+                "shared anonymous mapping {:#x}-{:#x}: images do not hold its contents",
+                range.start, range.end
+            )));
+        }
+        if p.kind == raw::VMA_FILE {
+            let fp = Path::new(std::ffi::OsStr::from_bytes(v.path));
+            let md = std::fs::metadata(fp).map_err(|e| {
+                other(format!(
+                    "mapped file {} ({:#x}-{:#x}): {e}",
+                    fp.display(),
+                    range.start,
+                    range.end
+                ))
+            })?;
+            if md.ino() != v.raw.inode.get()
+                || md.size() != v.raw.file_size.get()
+                || mtime_ns(&md) != v.raw.file_mtime_ns.get()
+            {
+                return Err(other(format!(
+                    "mapped file {} changed since the checkpoint (inode {} size {} mtime {} ns, \
+                     recorded {} {} {})",
+                    fp.display(),
+                    md.ino(),
+                    md.size(),
+                    mtime_ns(&md),
+                    v.raw.inode.get(),
+                    v.raw.file_size.get(),
+                    v.raw.file_mtime_ns.get()
+                )));
+            }
+            let rw = shared && p.prot & raw::PROT_WRITE != 0;
+            let i = match file_paths.iter().position(|(q, w)| q == v.path && *w == rw) {
+                Some(i) => i,
+                None => {
+                    let f = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(rw)
+                        .open(fp)
+                        .map_err(|e| other(format!("open {}: {e}", fp.display())))?;
+                    files.push(f);
+                    file_paths.push((v.path.to_vec(), rw));
+                    files.len() - 1
+                }
+            };
+            p.file = Some(i);
+        }
+        vmas.push(p);
+    }
+    Ok((vmas, files))
+}
+
+/// The image's vDSO and vvar against this kernel's (ours are the child's: a fork), and a place
+/// for the scratch area: (distance from ours to the image's, scratch address).
+fn layout(vmas: &[VmaPlan]) -> Result<(u64, u64)> {
+    let own = task_maps(i32::try_from(std::process::id()).map_err(|_| other("our pid"))?)?;
+    let own_special = special_areas(&own);
+    let img_special: Vec<AddrRange> = vmas
+        .iter()
+        .filter(|v| matches!(v.kind, raw::VMA_VDSO | raw::VMA_VVAR))
+        .map(|v| v.range)
+        .collect();
+    let mismatch = || {
+        other(format!(
+            "the image's vDSO and vvar areas {img_special:x?} do not match this kernel's \
+             {own_special:x?} (captured on another kernel?)"
+        ))
+    };
+    let (Some(own0), Some(img0)) = (own_special.first(), img_special.first()) else {
+        return Err(mismatch());
+    };
+    let delta = img0.start.wrapping_sub(own0.start);
+    let same_layout = own_special.len() == img_special.len()
+        && own_special
+            .iter()
+            .zip(&img_special)
+            .all(|(a, b)| b.start.wrapping_sub(a.start) == delta && a.len() == b.len());
+    if !same_layout {
+        return Err(mismatch());
+    }
+    let mut busy: Vec<AddrRange> = own.iter().map(|m| m.0).collect();
+    busy.extend(vmas.iter().map(|v| v.range));
+    let scratch = hole(&busy, SCRATCH_LEN).ok_or_else(|| other("no room for the scratch area"))?;
+    Ok((delta, scratch))
+}
+
+/// Warnings for what the task had that the restored one will not: its credentials, its
+/// signal handlers, its pending signals.
+fn task_warnings(plan: &mut Plan) -> Result<()> {
+    // Credentials: the task keeps ours.
+    let uid = sys::geteuid();
+    // The owner group of /proc/self is our effective gid.
+    let gid = std::fs::metadata("/proc/self")
+        .map_err(|e| Error::io("stat /proc/self", e))?
+        .gid();
+    let t = &plan.task;
+    if t.uid.iter().any(|u| u.get() != uid) || t.gid.iter().any(|g| g.get() != gid) {
+        let u: Vec<u32> = t.uid.iter().map(|u| u.get()).collect();
+        let g: Vec<u32> = t.gid.iter().map(|u| u.get()).collect();
+        plan.warnings.push(format!(
+            "the image recorded uids {u:?} gids {g:?}; the restored task runs with the \
+             credentials of cr-dump (euid {uid}, egid {gid})"
+        ));
+    }
+    let caught = t.sig_caught.get();
+    if caught != 0 {
+        plan.warnings.push(format!(
+            "the task had handlers for signals {}; images do not record handlers: they are \
+             SIG_DFL now",
+            sig_list(caught)
+        ));
+    }
+    let pending = t.sig_pending.get() | t.sig_shared_pending.get();
+    if pending != 0 {
+        plan.warnings.push(format!(
+            "pending signals {} are not restored",
+            sig_list(pending)
+        ));
+    }
+    Ok(())
+}
+
+fn sig_list(mask: u64) -> String {
+    (0..64)
+        .filter(|i| mask & (1 << i) != 0)
+        .map(|i| (i + 1).to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,0 +1,229 @@
+//! The one way cr-dump runs a system call inside another task: capture's twin (`clone`,
+//! `wait4`, `close_range`), dirty tracking (`userfaultfd`) and restore (every call that builds
+//! the restored task) all go through [`Injector::call`].
+//!
+//! # How a system call is injected
+//!
+//! The task is stopped under our ptrace. [`Injector::call`]:
+//!
+//! 1. saves the task's general registers (`PTRACE_GETREGS`);
+//! 2. sets `rip` to a `syscall` instruction of the task's vDSO (found once, by
+//!    [`Injector::new`]), `rax` to the call's number, `rdi, rsi, rdx, r10, r8, r9` to its
+//!    arguments, and `orig_rax` to -1: "not in a system call", so that the kernel applies no
+//!    restart logic to these registers on the way back to user mode;
+//! 3. single-steps (`PTRACE_SINGLESTEP`) until the step's `SIGTRAP` stop, with `rip` just
+//!    past the instruction; other stops on the way are signals that arrived meanwhile (kept and
+//!    sent again afterwards for a live task, [`Signals::Resend`]; dropped for a fresh child that
+//!    nothing else knows, [`Signals::Drop`]) or ptrace events (a `clone` with
+//!    `PTRACE_O_TRACECLONE`): stepped over;
+//! 4. reads the result from `rax` (a negative errno on failure);
+//! 5. writes the saved registers back, on every path: success, error, unexpected stop (if the
+//!    task died, there is nothing left to restore).
+//!
+//! **A task stopped inside a system call** (a `read`, a `nanosleep`) shows `rax` =
+//! -ERESTARTSYS (or another -ERESTART*) and `orig_rax` = the call. The injected call runs with
+//! `orig_rax` = -1, so it is not mistaken for a restart; the saved registers written back in
+//! step 5 hold the task's own `rax` and `orig_rax` again, so when the task is resumed the
+//! kernel restarts its call exactly as if nothing had been injected.
+//!
+//! **The trap flag.** A single step sets `TF` in the task's flags and marks it as set by the
+//! tracer (`TIF_FORCED_TF`). The kernel hides that flag from `PTRACE_GETREGS` and keeps it
+//! when `PTRACE_SETREGS` writes flags without it, so neither the saved registers nor the
+//! written-back ones carry it; it is cleared by the kernel at the next resume that is not a
+//! step (`PTRACE_CONT`, `PTRACE_DETACH`: `user_disable_single_step`). Every owner of a
+//! stopped task ends with one of those (or kills it), so no task is left single-stepping.
+//!
+//! **Clone.** A twin made by an injected `clone` starts right after the `syscall` instruction
+//! with the registers of step 2. [`Injector::call_clone`] needs a `syscall` followed by `ret`
+//! or `leave` and zeroes the frame pointer (the caller passes a stack near zero), so such a
+//! child, should it ever run, faults on its first instruction instead of running the task's
+//! code.
+
+use super::procfs;
+use super::ptrace::{Stop, Tracee};
+use crate::error::{Error, Result};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+/// What to do with a signal that reaches the task during an injected call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signals {
+    /// Keep it and send it again after the call (a live task must not lose signals).
+    Resend,
+    /// Drop it (a fresh child that nothing else knows: none is expected).
+    Drop,
+}
+
+/// Runs system calls inside one task stopped under our ptrace.
+#[derive(Debug)]
+pub struct Injector {
+    tracee: Tracee,
+    /// A `syscall` instruction (0f 05) in the task's vDSO.
+    at: u64,
+    /// Whether the instruction after it is `ret` or `leave` (see [`Injector::call_clone`]).
+    then_faults: bool,
+    signals: Signals,
+}
+
+/// Length of the `syscall` instruction.
+const SYSCALL_LEN: u64 = 2;
+
+impl Injector {
+    /// An injector for `tracee` (stopped under our ptrace), at a `syscall` instruction of its
+    /// vDSO (preferably one followed by `ret` or `leave`).
+    pub fn new(tracee: Tracee, signals: Signals) -> Result<Injector> {
+        let (at, then_faults) = vdso_syscall(tracee.pid())?;
+        Ok(Injector {
+            tracee,
+            at,
+            then_faults,
+            signals,
+        })
+    }
+
+    /// The task.
+    pub fn tracee(&self) -> Tracee {
+        self.tracee
+    }
+
+    /// The address of the `syscall` instruction used.
+    pub fn at(&self) -> u64 {
+        self.at
+    }
+
+    /// Moves the instruction used to `at` (the caller moved the vDSO in the task).
+    pub fn set_at(&mut self, at: u64) {
+        self.at = at;
+    }
+
+    /// Runs system call `nr` with `args`; its result (a negative errno on failure). The task's
+    /// registers are as before afterwards, whatever happens (see the module docs).
+    pub fn call(&self, nr: u64, args: [u64; 6]) -> Result<i64> {
+        self.run(nr, args, false)
+    }
+
+    /// [`Injector::call`] for a `clone` whose child must never run the task's code: refused
+    /// unless the instruction after the `syscall` is `ret` or `leave`; the frame pointer is
+    /// zeroed (the caller passes a stack near zero).
+    pub fn call_clone(&self, nr: u64, args: [u64; 6]) -> Result<i64> {
+        if !self.then_faults {
+            return Err(Error::Other(format!(
+                "no `syscall; ret` or `syscall; leave` in the vDSO of pid {}",
+                self.tracee.pid()
+            )));
+        }
+        self.run(nr, args, true)
+    }
+
+    fn err(&self, what: &str, nr: u64, e: std::io::Error) -> Error {
+        let pid = self.tracee.pid();
+        Error::io(
+            format!("{what} (injecting system call {nr} into pid {pid})"),
+            e,
+        )
+    }
+
+    fn run(&self, nr: u64, args: [u64; 6], clone: bool) -> Result<i64> {
+        let t = self.tracee;
+        let saved = t.regs().map_err(|e| self.err("PTRACE_GETREGS", nr, e))?;
+        let mut r = saved;
+        r.rip = self.at;
+        r.rax = nr;
+        r.orig_rax = u64::MAX; // not in a system call: no restart logic for these registers
+        [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9] = args;
+        if clone {
+            r.rbp = 0;
+        }
+        let mut pending = Vec::new();
+        let res = t
+            .set_regs(&r)
+            .map_err(|e| self.err("PTRACE_SETREGS", nr, e))
+            .and_then(|()| self.step_through(nr, &mut pending));
+        // Every path: the task's own registers back (it fails only if the task is gone).
+        let back = t
+            .set_regs(&saved)
+            .map_err(|e| self.err("PTRACE_SETREGS (the task's own)", nr, e));
+        for s in pending {
+            let _ = t.kill(s);
+        }
+        let v = res?;
+        back?;
+        Ok(v)
+    }
+
+    /// Steps until the `syscall` instruction has run; its result.
+    fn step_through(&self, nr: u64, pending: &mut Vec<i32>) -> Result<i64> {
+        let t = self.tracee;
+        let after = self.at + SYSCALL_LEN;
+        loop {
+            t.step().map_err(|e| self.err("PTRACE_SINGLESTEP", nr, e))?;
+            match t.wait().map_err(|e| self.err("waitpid", nr, e))? {
+                Stop::Signal { signal } if signal == libc::SIGTRAP => {
+                    let now = t.regs().map_err(|e| self.err("PTRACE_GETREGS", nr, e))?;
+                    if now.rip == after {
+                        return Ok(now.rax as i64);
+                    }
+                    if now.rip != self.at {
+                        return Err(Error::Other(format!(
+                            "injected system call {nr} in pid {} stopped at {:#x}, not {after:#x}",
+                            t.pid(),
+                            now.rip
+                        )));
+                    }
+                    // Not moved: a SIGTRAP sent to the task came before the step.
+                    self.keep(pending, signal);
+                }
+                Stop::Signal { signal } => self.keep(pending, signal),
+                Stop::Group { .. } | Stop::Event { .. } | Stop::Continued => {}
+                Stop::Exited(c) => return Err(self.died(nr, format!("exited ({c})"))),
+                Stop::Killed(s) => return Err(self.died(nr, format!("killed by signal {s}"))),
+            }
+        }
+    }
+
+    fn keep(&self, pending: &mut Vec<i32>, signal: i32) {
+        if self.signals == Signals::Resend {
+            pending.push(signal);
+        }
+    }
+
+    fn died(&self, nr: u64, how: String) -> Error {
+        Error::TargetExited {
+            pid: self.tracee.pid(),
+            how: format!("{how} during injected system call {nr}"),
+        }
+    }
+}
+
+/// Address of a `syscall` instruction (0f 05) in the task's vDSO, preferably one followed by
+/// `ret` (c3) or `leave` (c9); whether it is.
+fn vdso_syscall(pid: i32) -> Result<(u64, bool)> {
+    let maps = procfs::parse_maps(&String::from_utf8_lossy(&procfs::read(pid, "maps")?))?;
+    let v = maps
+        .iter()
+        .find(|m| m.path == "[vdso]")
+        .ok_or_else(|| Error::Other(format!("pid {pid} has no vDSO to inject a system call")))?;
+    let len = v
+        .end
+        .checked_sub(v.start)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| Error::Other(format!("vDSO of pid {pid}: bad bounds")))?;
+    let mem = File::open(procfs::path(pid, "mem")).map_err(|e| procfs::proc_err(pid, "mem", e))?;
+    let mut b = vec![0u8; len];
+    mem.read_exact_at(&mut b, v.start)
+        .map_err(|e| Error::io(format!("reading the vDSO of pid {pid}"), e))?;
+    let faulting = b
+        .windows(3)
+        .position(|w| w[..2] == [0x0f, 0x05] && matches!(w[2], 0xc3 | 0xc9));
+    let (i, then_faults) = match faulting {
+        Some(i) => (i, true),
+        None => b
+            .windows(2)
+            .position(|w| w == [0x0f, 0x05])
+            .map(|i| (i, false))
+            .ok_or_else(|| {
+                Error::Other(format!("no syscall instruction in the vDSO of pid {pid}"))
+            })?,
+    };
+    Ok((v.start + i as u64, then_faults))
+}

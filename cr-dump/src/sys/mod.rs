@@ -1,0 +1,103 @@
+//! Everything that talks to the kernel: system calls, ptrace, `/proc`, and the kernel's ABI
+//! structs. This is the only module with `unsafe` (the crate denies `unsafe_code` everywhere
+//! else); every `unsafe` block carries a `// SAFETY:` argument, and every function here is a
+//! safe wrapper.
+//!
+//! Where things are:
+//!
+//! | file | what |
+//! |---|---|
+//! | [`ptrace`] | raw ptrace requests and `waitpid`; [`Tracee`], the typed handle (seize, interrupt, wait for a [`Stop`], step, continue, registers, detach) |
+//! | [`inject`] | **how a system call is injected into a stopped task**: [`inject::Injector`], used by the twin, dirty tracking and restore |
+//! | [`abi`] | kernel structs built for injected calls (`sigaction`, `stack_t`, `prctl_mm_map`), system call numbers, `-ERESTART*` |
+//! | [`uffd`] | userfaultfd ioctls (`uffdio_api`, `uffdio_register`, `uffdio_writeprotect`) |
+//! | [`pagemap`] | the `PAGEMAP_SCAN` ioctl (`pm_scan_arg`, `page_region`) |
+//! | [`mem`] | [`MapBuf`] (page buffers), [`FileMap`] (read-only file maps), [`process_vm_readv`] |
+//! | [`process`] | `kill`, the forks (the restore's traced child, the self-checkpoint helper), pidfds, `_exit` |
+//! | [`fs`] | `flock`, naming an `O_TMPFILE` file |
+//! | [`procfs`] | `/proc/PID/*` parsers |
+//!
+//! Kernel structs come from `linux-raw-sys` where it has them; the few built here are
+//! `#[repr(C)]` with their size asserted against the kernel's.
+
+pub mod abi;
+pub mod fs;
+pub mod inject;
+pub mod mem;
+pub mod pagemap;
+pub mod process;
+pub mod procfs;
+pub mod ptrace;
+pub mod uffd;
+
+pub use fs::{flock_exclusive, link_tmpfile};
+pub use mem::{process_vm_readv, FileMap, MapBuf, IOV_MAX};
+pub use pagemap::{
+    pagemap_scan, PageRegion, ScanQuery, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
+    PAGE_IS_WPALLOWED, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING,
+};
+pub use process::{
+    exit_now, fork_single_threaded, fork_traced_child, kill, pidfd_getfd, pidfd_open,
+};
+pub use ptrace::{
+    ptrace_cont, ptrace_detach, ptrace_get_rseq, ptrace_getregs, ptrace_getregset,
+    ptrace_interrupt, ptrace_seize, ptrace_setoptions, ptrace_setregs, ptrace_setregset,
+    ptrace_singlestep, waitpid, Stop, Tracee, WaitStatus, NT_PRFPREG, NT_PRSTATUS, NT_X86_XSTATE,
+};
+pub use uffd::{uffd_api, uffd_register_wp, uffd_writeprotect, UFFD_FEATURE_WP_ASYNC};
+
+use std::io;
+
+fn check(r: libc::c_long) -> io::Result<libc::c_long> {
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// The system page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf takes only an integer.
+    let r = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(r).unwrap_or(4096).max(4096)
+}
+
+/// Ignores `SIGXFSZ`, so that a write past `RLIMIT_FSIZE` fails with `EFBIG` instead of killing
+/// the dumper (which must then clean up: detach the target, remove its temporary file).
+pub fn ignore_sigxfsz() {
+    // SAFETY: installing SIG_IGN for SIGXFSZ runs no code in a signal context.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
+/// The effective uid.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// XCR0, the state components the OS enabled for XSAVE (`xgetbv(0)`), or `None` if the CPU or
+/// the OS has no XSAVE.
+pub fn xcr0() -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !std::arch::is_x86_feature_detected!("xsave") {
+            return None;
+        }
+        let (lo, hi): (u32, u32);
+        // SAFETY: xgetbv with ecx = 0 reads XCR0; it is valid when CPUID reports OSXSAVE, which
+        // the std feature detection for "xsave" checks (it requires the OS support bit). It
+        // touches no memory and only writes eax and edx.
+        unsafe {
+            std::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi,
+                options(nomem, nostack, preserves_flags));
+        }
+        Some(u64::from(lo) | (u64::from(hi) << 32))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}

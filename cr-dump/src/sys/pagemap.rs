@@ -1,0 +1,97 @@
+//! The `PAGEMAP_SCAN` ioctl on `/proc/PID/pagemap`, over the kernel's `pm_scan_arg` and
+//! `page_region`.
+
+use super::check;
+use crate::span::AddrRange;
+use linux_raw_sys::general::{self as k, pm_scan_arg};
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// One region a scan reports: `[start, end)` and its `PAGE_IS_*` categories.
+pub use linux_raw_sys::general::page_region as PageRegion;
+
+/// `PAGEMAP_SCAN`'s request code: `_IOWR('f', 16, struct pm_scan_arg)`.
+const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
+const _: () = assert!(std::mem::size_of::<pm_scan_arg>() == 96);
+const _: () = assert!((PAGEMAP_SCAN >> 16) & 0x3fff == 96);
+const _: () = assert!(std::mem::size_of::<PageRegion>() == 24);
+
+/// `PM_SCAN_WP_MATCHING`: write-protect the pages that match.
+pub const PM_SCAN_WP_MATCHING: u64 = k::PM_SCAN_WP_MATCHING as u64;
+/// `PM_SCAN_CHECK_WPASYNC`: fail on a page without asynchronous write protection.
+pub const PM_SCAN_CHECK_WPASYNC: u64 = k::PM_SCAN_CHECK_WPASYNC as u64;
+/// `PAGE_IS_WPALLOWED`: in a range registered for asynchronous write protection.
+pub const PAGE_IS_WPALLOWED: u64 = k::PAGE_IS_WPALLOWED as u64;
+/// `PAGE_IS_WRITTEN`.
+pub const PAGE_IS_WRITTEN: u64 = k::PAGE_IS_WRITTEN as u64;
+/// `PAGE_IS_PRESENT`.
+pub const PAGE_IS_PRESENT: u64 = k::PAGE_IS_PRESENT as u64;
+/// `PAGE_IS_SWAPPED`.
+pub const PAGE_IS_SWAPPED: u64 = k::PAGE_IS_SWAPPED as u64;
+/// `PAGE_IS_PFNZERO`.
+pub const PAGE_IS_PFNZERO: u64 = k::PAGE_IS_PFNZERO as u64;
+
+/// What one scan asks for (the fields of `pm_scan_arg` besides the range and the buffer). A
+/// page matches when its categories, with those of `inverted` flipped, include all of
+/// `category_mask` and (if not 0) one of `anyof_mask`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanQuery {
+    /// `PM_SCAN_*` flags.
+    pub flags: u64,
+    /// Most pages to report (0: no limit).
+    pub max_pages: u64,
+    /// `category_inverted`.
+    pub inverted: u64,
+    /// `category_mask`.
+    pub category_mask: u64,
+    /// `category_anyof_mask`.
+    pub anyof_mask: u64,
+    /// `return_mask`: the categories reported.
+    pub return_mask: u64,
+}
+
+/// One `PAGEMAP_SCAN` call over `range` of the task whose `/proc/PID/pagemap` is `pagemap`:
+/// matching regions go to `out` (at most its capacity, at least 1); returns where the walk
+/// ended.
+pub fn pagemap_scan(
+    pagemap: &std::fs::File,
+    range: AddrRange,
+    q: &ScanQuery,
+    out: &mut Vec<PageRegion>,
+) -> io::Result<u64> {
+    out.clear();
+    let cap = out.capacity().max(1);
+    out.reserve(cap);
+    let mut arg = pm_scan_arg {
+        size: std::mem::size_of::<pm_scan_arg>() as u64,
+        flags: q.flags,
+        start: range.start,
+        end: range.end,
+        walk_end: 0,
+        vec: out.as_mut_ptr() as u64,
+        vec_len: cap as u64,
+        max_pages: q.max_pages,
+        category_inverted: q.inverted,
+        category_mask: q.category_mask,
+        category_anyof_mask: q.anyof_mask,
+        return_mask: q.return_mask,
+    };
+    // SAFETY: `arg` is a struct pm_scan_arg whose `vec` points to `out`'s buffer, valid for
+    // writes of `cap` page_region structs for the call; the kernel writes at most `vec_len` of
+    // them and returns their count.
+    let r = unsafe {
+        libc::ioctl(
+            pagemap.as_raw_fd(),
+            PAGEMAP_SCAN,
+            &mut arg as *mut pm_scan_arg,
+        )
+    };
+    let n = check(libc::c_long::from(r))?;
+    let n = usize::try_from(n)
+        .ok()
+        .filter(|&n| n <= cap)
+        .ok_or_else(|| io::Error::other(format!("PAGEMAP_SCAN returned {n} regions for {cap}")))?;
+    // SAFETY: the kernel initialised the first `n` regions (n <= cap <= capacity).
+    unsafe { out.set_len(n) };
+    Ok(arg.walk_end)
+}

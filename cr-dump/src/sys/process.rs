@@ -1,0 +1,110 @@
+//! Process-level calls: signals, forks, pidfds, `_exit`.
+
+use super::check;
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// `kill(pid, sig)`.
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill takes only integers.
+    let r = unsafe { libc::kill(pid, sig) };
+    check(r.into()).map(drop)
+}
+
+/// `pidfd_open(pid, 0)`.
+pub fn pidfd_open(pid: i32) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open takes two integers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = check(fd)?;
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// `pidfd_getfd(pidfd, targetfd, 0)`: a duplicate of file descriptor `targetfd` of the task.
+pub fn pidfd_getfd(
+    pidfd: &std::os::fd::OwnedFd,
+    targetfd: i32,
+) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_getfd takes three integers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), targetfd, 0) };
+    let fd = check(fd)?;
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// Forks a child that only stops itself under ptrace, as the empty shell of a restored task:
+/// in the child, `dup2(stdio, 0/1/2)` if `stdio` is given, `ptrace(PTRACE_TRACEME)`,
+/// `raise(SIGSTOP)`, then `pause()` forever (the tracer replaces its whole address space and
+/// registers before it runs again). Returns the child's pid; the caller waits for its stop.
+///
+/// Between fork and the stop the child calls only async-signal-safe libc functions and
+/// allocates nothing, so the caller may have other threads.
+pub fn fork_traced_child(stdio: Option<i32>) -> io::Result<i32> {
+    // SAFETY: fork has no memory-safety preconditions by itself; in the child (r == 0) only
+    // async-signal-safe functions (dup2, ptrace, raise, pause, _exit) run, with integer
+    // arguments, no allocation and no lock, until the tracer takes the process over; the child
+    // never returns from this function.
+    let r = unsafe { libc::fork() };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if r == 0 {
+        // SAFETY: see above: async-signal-safe calls with integer arguments only.
+        unsafe {
+            if let Some(fd) = stdio {
+                for t in 0..3 {
+                    if libc::dup2(fd, t) == -1 {
+                        libc::_exit(126);
+                    }
+                }
+            }
+            if libc::ptrace(
+                libc::PTRACE_TRACEME,
+                0,
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::null_mut::<libc::c_void>(),
+            ) == -1
+            {
+                libc::_exit(127);
+            }
+            libc::raise(libc::SIGSTOP);
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// `fork()`, only in a single-threaded process (checked in `/proc/self/status`; refused with
+/// `EWOULDBLOCK` otherwise), so that the child may run any code: no lock can be held by a
+/// thread that does not exist in the child. Returns 0 in the child, its pid in the parent.
+pub fn fork_single_threaded() -> io::Result<i32> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    if threads != Some(1) {
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "fork refused: the process is not single-threaded",
+        ));
+    }
+    // SAFETY: the process has one thread (checked just above; only this thread could create
+    // another meanwhile, and it is here), so the child starts with every lock free and every
+    // data structure consistent, as after any fork of a single-threaded program.
+    let r = unsafe { libc::fork() };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+/// `_exit(code)`: ends the process at once, without running exit handlers or flushing stdio
+/// buffers (for a forked child that must not flush copies of its parent's buffers).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit takes an integer and never returns; no Rust invariant depends on
+    // destructors running.
+    unsafe { libc::_exit(code) }
+}
