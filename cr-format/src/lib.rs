@@ -94,6 +94,7 @@ pub mod raw;
 pub mod read;
 #[cfg(feature = "alloc")]
 pub mod repr;
+mod validate;
 pub mod write;
 
 pub use error::{Error, ErrorKind, Result};
