@@ -10,7 +10,6 @@
 //! - [`inspect`]: verify, extract, chains of image files; [`diff`]; [`elfcore`]: ELF cores for gdb;
 //! - [`procfs`]: `/proc` parsers; [`sys`]: the only module with `unsafe` (raw system calls);
 //! - [`span`]: address ranges and page spans (types, not tuples);
-//! - [`fuzz`]: the fuzz targets' logic over the inspection verbs (`fuzz/`, FUZZING.md).
 //!
 //! Every byte of an image is written and read through `cr-format`.
 
@@ -19,7 +18,6 @@ pub mod crid;
 pub mod diff;
 pub mod elfcore;
 pub mod error;
-pub mod fuzz;
 pub mod incremental;
 pub mod inspect;
 pub mod json;

@@ -87,8 +87,6 @@ extern crate std;
 
 pub mod chain;
 pub mod error;
-#[cfg(feature = "arbitrary")]
-pub mod fuzz;
 pub mod limits;
 pub mod raw;
 pub mod read;

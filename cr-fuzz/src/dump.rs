@@ -1,6 +1,6 @@
-//! Fuzz logic of the inspection verbs as plain functions: the cargo-fuzz targets `inspect` and
-//! `encode` in `fuzz/` are one-line wrappers, and `cargo test` runs the same functions over the
-//! vectors and seeded mutations of them (`tests/fuzz_smoke.rs`). FUZZING.md has both.
+//! The oracles of `cr-dump`'s inspection verbs: the cargo-fuzz targets `inspect` and `encode`
+//! in `fuzz/` are one-line wrappers, and `cargo test` runs the same functions over the vectors
+//! and seeded mutations of them (`tests/dump_smoke.rs`). FUZZING.md has both.
 //!
 //! Each function returns normally on any input and panics only when a property is violated: a
 //! panic is the fuzzer's signal. They go through the functions the CLI calls, on bytes in
@@ -29,13 +29,12 @@
 //! `core` writes the image's whole address space, so for it the sink stops with an error after
 //! [`CORE_LIMIT`] bytes, and an image is only required to succeed when it fits.
 
-// The asserts are the point of this module: a failed property must panic.
-#![allow(clippy::panic)]
-
-use crate::elfcore;
-use crate::inspect;
-use crate::json;
-use crate::show::{self, Shown};
+// cr-dump's inspection modules, in one place: their paths change when cr-dump's `inspect/`
+// folder lands.
+use cr_dump::{
+    elfcore, inspect, json,
+    show::{self, Shown},
+};
 use cr_format::raw;
 use cr_format::read::{Image, Record, RunKind};
 use cr_format::repr::ImageRepr;
@@ -284,7 +283,7 @@ impl Write for CoreSink {
 
 /// `core` of a valid image: a full one small enough must succeed, an incremental one alone
 /// must fail; what succeeds wrote what it says, an ELF core with a segment per VMA.
-fn check_core(img: &Image<'_>, core: crate::Result<u64>, sink: &CoreSink) {
+fn check_core(img: &Image<'_>, core: cr_dump::Result<u64>, sink: &CoreSink) {
     let vmas: Vec<_> = img.vmas().collect();
     let dumped = vmas
         .iter()

@@ -1,4 +1,4 @@
-//! The fuzz functions of `cr_dump::fuzz` under plain `cargo test`: `inspect` over every vector,
+//! The fuzz functions of `cr_fuzz::dump` under plain `cargo test`: `inspect` over every vector,
 //! its truncations and bit flips; `encode` over the JSON of every valid vector (made here with
 //! the library, with and without page data) and seeded byte mutations of it; and the crash
 //! inputs kept in `fuzz/regressions/{inspect,encode}/`. Deterministic; the cargo-fuzz targets
@@ -10,8 +10,8 @@
     clippy::as_conversions
 )]
 
-use cr_dump::fuzz::{self, Rng};
 use cr_dump::json;
+use cr_fuzz::dump::{self as fuzz, Rng};
 use std::path::Path;
 
 fn vectors(kind: &str) -> Vec<(String, Vec<u8>)> {
