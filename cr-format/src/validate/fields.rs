@@ -352,9 +352,18 @@ impl Validator {
         payload_len: u64,
     ) -> Result<u64> {
         let at = self.payload_off();
-        let (vstart, vend) = self
-            .vma
-            .unwrap_or(if self.orphan { (0, u64::MAX) } else { (0, 0) });
+        // check_record_header admits Pages only after a Vma, or after one `Parser::resync`
+        // stepped over (an orphan: its runs are bounded by nothing but the address space).
+        let (vstart, vend) = match (self.vma, self.orphan) {
+            (Some(v), _) => v,
+            (None, true) => (0, u64::MAX),
+            (None, false) => {
+                return Err(self.err(ErrorKind::UnexpectedRecord {
+                    found: KIND_PAGES,
+                    expected: "a Vma before Pages",
+                }))
+            }
+        };
         if p._reserved0.get() != 0 {
             return Err(bad(
                 at.saturating_add(12),
@@ -368,57 +377,8 @@ impl Validator {
         let mut floor = self.run_floor;
         let mut run_at = at.saturating_add(16);
         for r in runs {
-            let (addr, pages, kind) = (r.addr.get(), r.pages.get(), r.kind.get());
-            if kind > RUN_PARENT {
-                return Err(bad(
-                    run_at.saturating_add(12),
-                    "run kind",
-                    "0 (data), 1 (zero) or 2 (parent)",
-                    kind.into(),
-                ));
-            }
-            if kind == RUN_PARENT && !self.incremental {
-                return Err(bad(
-                    run_at.saturating_add(12),
-                    "run kind",
-                    "no parent runs in a full image",
-                    kind.into(),
-                ));
-            }
-            if r._reserved0.get() != 0 {
-                return Err(bad(
-                    run_at.saturating_add(14),
-                    "_reserved0",
-                    "0",
-                    r._reserved0.get().into(),
-                ));
-            }
-            if addr & self.page_mask() != 0 {
-                return Err(bad(run_at, "run addr", "page-aligned", addr));
-            }
-            if pages == 0 {
-                return Err(bad(run_at.saturating_add(8), "run pages", "at least 1", 0));
-            }
-            if addr < floor || addr < vstart {
-                return Err(bad(
-                    run_at,
-                    "run addr",
-                    "inside the VMA, above the previous run",
-                    addr,
-                ));
-            }
-            let end = u64::from(pages)
-                .checked_mul(ps)
-                .and_then(|len| addr.checked_add(len))
-                .filter(|&e| e <= vend)
-                .ok_or_else(|| {
-                    bad(
-                        run_at.saturating_add(8),
-                        "run pages",
-                        "a run that ends inside the VMA",
-                        pages.into(),
-                    )
-                })?;
+            let (pages, kind) = (r.pages.get(), r.kind.get());
+            let end = self.check_run(r, run_at, floor, (vstart, vend))?;
             if kind == RUN_DATA {
                 data_pages = data_pages.saturating_add(pages.into());
                 if data_pages.saturating_mul(ps) > u64::from(MAX_DATA_PER_RECORD) {
@@ -468,6 +428,64 @@ impl Validator {
         }
         self.run_floor = floor;
         Ok(data_len)
+    }
+
+    /// Checks one run of a Pages record (its table entry at `run_at`) against the runs before
+    /// it (they end at `floor`) and the VMA; returns where the run ends.
+    fn check_run(&self, r: &PageRun, run_at: u64, floor: u64, vma: (u64, u64)) -> Result<u64> {
+        let (addr, pages, kind) = (r.addr.get(), r.pages.get(), r.kind.get());
+        let (vstart, vend) = vma;
+        let ps = u64::from(self.page_size);
+        if kind > RUN_PARENT {
+            return Err(bad(
+                run_at.saturating_add(12),
+                "run kind",
+                "0 (data), 1 (zero) or 2 (parent)",
+                kind.into(),
+            ));
+        }
+        if kind == RUN_PARENT && !self.incremental {
+            return Err(bad(
+                run_at.saturating_add(12),
+                "run kind",
+                "no parent runs in a full image",
+                kind.into(),
+            ));
+        }
+        if r._reserved0.get() != 0 {
+            return Err(bad(
+                run_at.saturating_add(14),
+                "_reserved0",
+                "0",
+                r._reserved0.get().into(),
+            ));
+        }
+        if addr & self.page_mask() != 0 {
+            return Err(bad(run_at, "run addr", "page-aligned", addr));
+        }
+        if pages == 0 {
+            return Err(bad(run_at.saturating_add(8), "run pages", "at least 1", 0));
+        }
+        if addr < floor || addr < vstart {
+            return Err(bad(
+                run_at,
+                "run addr",
+                "inside the VMA, above the previous run",
+                addr,
+            ));
+        }
+        u64::from(pages)
+            .checked_mul(ps)
+            .and_then(|len| addr.checked_add(len))
+            .filter(|&e| e <= vend)
+            .ok_or_else(|| {
+                bad(
+                    run_at.saturating_add(8),
+                    "run pages",
+                    "a run that ends inside the VMA",
+                    pages.into(),
+                )
+            })
     }
 }
 
