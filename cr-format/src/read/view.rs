@@ -1,5 +1,6 @@
-//! The checked zero-copy views of records. A view is only ever built by the [`Parser`](super::Parser)
-//! after the record passed every check, so no accessor here can fail or panic.
+//! The checked zero-copy views of records. A view is only ever built by the
+//! [`Parser`](super::Parser) after the record passed every check, so no accessor here can fail
+//! or panic.
 
 use crate::raw::{self, *};
 use crate::validate::{to_usize, REC_HDR};
