@@ -7,8 +7,8 @@
 //! wrappers), under `cargo test` over the vectors and a seeded generator (`tests/`), and by
 //! hand on a crash input (FUZZING.md).
 //!
-//! - [`format`](mod@format): the reader, streaming reader, writer and chain resolution of `cr-format`
-//!   (targets `parse`, `stream_vs_slice`, `roundtrip`, `chain`);
+//! - [`format`](mod@format): the reader, streaming reader, writer and chain resolution of
+//!   `cr-format` (targets `parse`, `stream_vs_slice`, `roundtrip`, `chain`);
 //! - [`dump`]: the inspection verbs of `cr-dump` on images and on JSON (targets `inspect`,
 //!   `encode`).
 
