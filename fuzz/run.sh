@@ -24,7 +24,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 # Seeds: every vector, valid and invalid. stream_vs_slice reads chunk sizes from its first
-# bytes (see cr_format::fuzz): its seeds are each vector behind a few chunk-size prefixes.
+# bytes (see cr_fuzz::format): its seeds are each vector behind a few chunk-size prefixes.
 # encode takes JSON: its seeds are each valid vector's `show --json` (the golden files) and
 # `show --json --with-pages`, made here from the golden file and the image's page data (compact,
 # so that all but the 16 KiB-page vector fit in its max_len).

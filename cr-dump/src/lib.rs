@@ -14,7 +14,6 @@
 //!   module with `unsafe`;
 //! - [`restore`]: restart a task from an image chain;
 //! - [`span`]: address ranges and page spans (types, not tuples);
-//! - [`fuzz`]: the fuzz targets' logic over the inspection verbs (`fuzz/`, FUZZING.md).
 //!
 //! Every byte of an image is written and read through `cr-format`.
 
@@ -25,7 +24,6 @@
 pub mod capture;
 pub mod crid;
 pub mod error;
-pub mod fuzz;
 pub mod incremental;
 pub mod inspect;
 pub mod output;
@@ -39,11 +37,5 @@ pub mod tracking;
 pub mod twin;
 
 pub use capture::{After, Options, Stats};
-// The inspection modules' old paths, kept until the callers outside `inspect` (fuzz.rs and
-// tests not moved yet) use `inspect::…`; then these go.
 pub use error::{Error, Result};
-#[doc(hidden)]
-pub use inspect::core as elfcore;
-#[doc(hidden)]
-pub use inspect::{diff, json, show, squash};
 pub use registry::{checkpoint_lazy, discard, writeback, Registry};

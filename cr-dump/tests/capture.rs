@@ -269,7 +269,7 @@ fn check_regions(extra: &[&str]) {
             regs.gpr(i),
             v,
             "register {} differs from ptrace",
-            cr_dump::show::GPR_NAMES[i]
+            cr_dump::inspect::show::GPR_NAMES[i]
         );
     }
     assert_eq!(

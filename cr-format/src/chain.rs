@@ -237,8 +237,8 @@ mod index {
                         RunKind::Parent => continue,
                         RunKind::Zero => return Ok(Resolved::Zero { crid: l.crid }),
                         RunKind::Data => {
-                            let off = crate::read::to_usize(page.saturating_sub(r.addr));
-                            let n = crate::read::to_usize(ps);
+                            let off = crate::validate::to_usize(page.saturating_sub(r.addr));
+                            let n = crate::validate::to_usize(ps);
                             let bytes = r
                                 .data
                                 .and_then(|d| d.get(off..off.saturating_add(n)))

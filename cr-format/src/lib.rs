@@ -8,12 +8,19 @@
 //!
 //! Layers, as in `object` and `smoltcp`:
 //! - [`raw`]: on-disk structs and constants, no logic;
-//! - [`read`]: the validating [`Parser`](read::Parser) (sans-I/O), the slice reader
+//! - [`read`]: the checked zero-copy record views ([`Record`](read::Record) and the views it
+//!   holds), the validating [`Parser`](read::Parser) (sans-I/O), the slice reader
 //!   [`Image`](read::Image) and, under `std`, [`StreamReader`](read::StreamReader);
+//! - `validate` (crate-private): the rules of FORMAT.md, checked once; the reader runs them on
+//!   what it parses and the writer on what it emits, so both accept the same images;
 //! - [`write`](mod@write): the [`Writer`](write::Writer) over a [`Sink`](write::Sink);
 //! - [`repr`] (under `alloc`): owned values that parse and emit;
 //! - [`chain`]: resolution of pages through incremental images;
 //! - [`limits`] and [`error`].
+//!
+//! The fuzz oracles of this crate are in the `cr-fuzz` crate of the workspace (they panic when a
+//! property breaks, so they are not shipped here); the `arbitrary` feature gives them, and
+//! property tests, arbitrary valid images ([`repr`]).
 //!
 //! # Example: write an image and read it back
 //!
@@ -87,13 +94,12 @@ extern crate std;
 
 pub mod chain;
 pub mod error;
-#[cfg(feature = "arbitrary")]
-pub mod fuzz;
 pub mod limits;
 pub mod raw;
 pub mod read;
 #[cfg(feature = "alloc")]
 pub mod repr;
+mod validate;
 pub mod write;
 
 pub use error::{Error, ErrorKind, Result};

@@ -8,7 +8,7 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::*;
 use crate::raw::{self, *};
-use crate::read::{pad8, record_crc_start, to_u64, to_usize, Stage, Validator, REC_HDR};
+use crate::validate::{pad8, record_crc_start, to_u64, to_usize, Stage, Validator, REC_HDR};
 use zerocopy::IntoBytes;
 
 /// Where the writer's bytes go.

@@ -1,7 +1,7 @@
 //! Arbitrary sets of images resolved as a chain: wrong parents, cycles, depth
-//! (`cr_format::fuzz::chain`).
+//! (`cr_fuzz::format::chain`).
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    cr_format::fuzz::chain(&mut arbitrary::Unstructured::new(data))
+    cr_fuzz::format::chain(&mut arbitrary::Unstructured::new(data))
 });

@@ -1,4 +1,4 @@
-//! The fuzz functions of `cr_dump::fuzz` under plain `cargo test`: `inspect` over every vector,
+//! The fuzz functions of `cr_fuzz::dump` under plain `cargo test`: `inspect` over every vector,
 //! its truncations and bit flips; `encode` over the JSON of every valid vector (made here with
 //! the library, with and without page data) and seeded byte mutations of it; and the crash
 //! inputs kept in `fuzz/regressions/{inspect,encode}/`. Deterministic; the cargo-fuzz targets
@@ -10,8 +10,9 @@
     clippy::as_conversions
 )]
 
-use cr_dump::fuzz::{self, Rng};
-use cr_dump::json;
+// cr-dump's inspection modules, in one place: their paths change with cr-dump's `inspect/`.
+use cr_dump::inspect::{core, json};
+use cr_fuzz::dump::{self as fuzz, Rng};
 use std::path::Path;
 
 fn vectors(kind: &str) -> Vec<(String, Vec<u8>)> {
@@ -217,14 +218,14 @@ fn core_at_the_edges_of_the_address_space() {
     );
     assert!(fuzz::inspect_image(&img));
     let mut out = Limited(Vec::new());
-    let n = cr_dump::elfcore::write_core_from(&[(Path::new("x"), &img)], true, &mut out);
+    let n = core::write_core_from(&[(Path::new("x"), &img)], true, &mut out);
     assert_eq!(n.unwrap(), out.0.len() as u64);
     // One VMA over all of the address space but its last page: with the headers, the core
     // would be longer than 2^64 bytes.
     let img = with_vma("no-vmas.bin", 0, 0xffff_ffff_ffff_f000, 0, 0);
     assert!(fuzz::inspect_image(&img));
     let mut out = Limited(Vec::new());
-    let e = cr_dump::elfcore::write_core_from(&[(Path::new("x"), &img)], false, &mut out);
+    let e = core::write_core_from(&[(Path::new("x"), &img)], false, &mut out);
     let e = e.unwrap_err().to_string();
     assert!(e.contains("too large for an ELF core"), "{e}");
 }

@@ -1,8 +1,7 @@
-//! The fuzz functions of `cr_format::fuzz` under plain `cargo test`: over every vector, its
+//! The fuzz functions of `cr_fuzz::format` under plain `cargo test`: over every vector, its
 //! truncations and bit flips, the vectors in chunks, and a few thousand inputs from a seeded
 //! generator. Deterministic; the cargo-fuzz targets in `fuzz/` run the same functions for
 //! longer (FUZZING.md).
-#![cfg(feature = "arbitrary")]
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,
@@ -11,7 +10,7 @@
 )]
 
 use arbitrary::Unstructured;
-use cr_format::fuzz;
+use cr_fuzz::format as fuzz;
 use std::path::Path;
 
 /// xorshift64: tiny, deterministic, good enough to pick inputs.

@@ -1,6 +1,6 @@
-//! Fuzz logic of the inspection verbs as plain functions: the cargo-fuzz targets `inspect` and
-//! `encode` in `fuzz/` are one-line wrappers, and `cargo test` runs the same functions over the
-//! vectors and seeded mutations of them (`tests/fuzz_smoke.rs`). FUZZING.md has both.
+//! The oracles of `cr-dump`'s inspection verbs: the cargo-fuzz targets `inspect` and `encode`
+//! in `fuzz/` are one-line wrappers, and `cargo test` runs the same functions over the vectors
+//! and seeded mutations of them (`tests/dump_smoke.rs`). FUZZING.md has both.
 //!
 //! Each function returns normally on any input and panics only when a property is violated: a
 //! panic is the fuzzer's signal. They go through the functions the CLI calls, on bytes in
@@ -8,7 +8,7 @@
 //!
 //! - [`inspect()`] (input: an image): `show` and `show -v` ([`Shown::from_reader`]), `show --json`
 //!   ([`json::read_metadata`]), `show --json --with-pages` ([`json::with_pages`]), `verify` and
-//!   `verify --all` ([`inspect::verify_reader`]) and `core` ([`elfcore::write_core_from`], into
+//!   `verify --all` ([`inspect::verify_reader`]) and `core` ([`core::write_core_from`], into
 //!   a counting sink) never panic, and each succeeds exactly when the image is valid
 //!   ([`Image::parse`]; [`Image::parse_metadata`] for the verbs that skip page data). On a valid
 //!   image: `show` renders as from the parsed image; the metadata JSON is the with-pages JSON
@@ -29,13 +29,10 @@
 //! `core` writes the image's whole address space, so for it the sink stops with an error after
 //! [`CORE_LIMIT`] bytes, and an image is only required to succeed when it fits.
 
-// The asserts are the point of this module: a failed property must panic.
-#![allow(clippy::panic)]
-
-use crate::elfcore;
-use crate::inspect;
-use crate::json;
-use crate::show::{self, Shown};
+use cr_dump::inspect::{
+    self, core, json,
+    show::{self, Shown},
+};
 use cr_format::raw;
 use cr_format::read::{Image, Record, RunKind};
 use cr_format::repr::ImageRepr;
@@ -131,7 +128,7 @@ pub fn inspect_image(data: &[u8]) -> bool {
 
     // core, into a sink that counts (and fails past CORE_LIMIT).
     let mut sink = CoreSink::default();
-    let core = elfcore::write_core_from(&[(name, data)], false, &mut sink);
+    let core = core::write_core_from(&[(name, data)], false, &mut sink);
 
     let Ok(img) = full else {
         assert!(core.is_err(), "core of an invalid image succeeded");
@@ -284,7 +281,7 @@ impl Write for CoreSink {
 
 /// `core` of a valid image: a full one small enough must succeed, an incremental one alone
 /// must fail; what succeeds wrote what it says, an ELF core with a segment per VMA.
-fn check_core(img: &Image<'_>, core: crate::Result<u64>, sink: &CoreSink) {
+fn check_core(img: &Image<'_>, core: cr_dump::Result<u64>, sink: &CoreSink) {
     let vmas: Vec<_> = img.vmas().collect();
     let dumped = vmas
         .iter()

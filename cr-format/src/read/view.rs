@@ -1,0 +1,266 @@
+//! The checked zero-copy views of records. A view is only ever built by the
+//! [`Parser`](super::Parser) after the record passed every check, so no accessor here can fail
+//! or panic.
+
+use crate::raw::{self, *};
+use crate::validate::{to_usize, REC_HDR};
+
+/// What kind of page run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RunKind {
+    /// Data stored in the record.
+    Data,
+    /// Present pages, all zero.
+    Zero,
+    /// Unchanged since the parent image.
+    Parent,
+}
+
+impl RunKind {
+    /// Decodes a validated `RUN_*` value.
+    pub(crate) fn from_raw(k: u16) -> Self {
+        match k {
+            RUN_ZERO => RunKind::Zero,
+            RUN_PARENT => RunKind::Parent,
+            _ => RunKind::Data,
+        }
+    }
+
+    /// The on-disk value.
+    pub fn to_raw(self) -> u16 {
+        match self {
+            RunKind::Data => RUN_DATA,
+            RunKind::Zero => RUN_ZERO,
+            RunKind::Parent => RUN_PARENT,
+        }
+    }
+}
+
+/// A record kind; unknown values survive as `Unknown`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    /// §3.
+    Header,
+    /// §4.
+    Task,
+    /// §5.
+    Regs,
+    /// §6.
+    Mm,
+    /// §7.
+    Vma,
+    /// §8.
+    Pages,
+    /// §9.
+    Tail,
+    /// A kind this version does not define.
+    Unknown(u16),
+}
+
+impl From<u16> for RecordKind {
+    fn from(k: u16) -> Self {
+        match k {
+            KIND_HEADER => RecordKind::Header,
+            KIND_TASK => RecordKind::Task,
+            KIND_REGS => RecordKind::Regs,
+            KIND_MM => RecordKind::Mm,
+            KIND_VMA => RecordKind::Vma,
+            KIND_PAGES => RecordKind::Pages,
+            KIND_TAIL => RecordKind::Tail,
+            n => RecordKind::Unknown(n),
+        }
+    }
+}
+
+/// Registers view (§5).
+#[derive(Clone, Copy, Debug)]
+pub struct Regs<'a> {
+    /// Fixed part.
+    pub raw: &'a RegsX86_64,
+    /// The XSAVE area, `xsave_len` bytes.
+    pub xsave: &'a [u8],
+}
+
+impl Regs<'_> {
+    /// General register `i` in `NT_PRSTATUS` order (0 past the end).
+    pub fn gpr(&self, i: usize) -> u64 {
+        self.raw.gpr.get(i).map_or(0, |r| r.get())
+    }
+}
+
+/// Mm view (§6).
+#[derive(Clone, Copy, Debug)]
+pub struct Mm<'a> {
+    /// Fixed part.
+    pub raw: &'a raw::Mm,
+    /// Auxiliary vector.
+    pub auxv: &'a [AuxvEntry],
+    /// Executable path (bytes, no NUL).
+    pub exe: &'a [u8],
+}
+
+/// Vma view (§7).
+#[derive(Clone, Copy, Debug)]
+pub struct Vma<'a> {
+    /// Fixed part.
+    pub raw: &'a raw::Vma,
+    /// File path (empty unless a file mapping).
+    pub path: &'a [u8],
+}
+
+impl Vma<'_> {
+    /// First address.
+    pub fn start(&self) -> u64 {
+        self.raw.start.get()
+    }
+    /// One past the last address.
+    pub fn end(&self) -> u64 {
+        self.raw.end.get()
+    }
+    /// `VMA_*` kind.
+    pub fn kind(&self) -> u16 {
+        self.raw.kind.get()
+    }
+}
+
+/// One run of a Pages record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run<'a> {
+    /// First address.
+    pub addr: u64,
+    /// Number of pages.
+    pub pages: u32,
+    /// What the pages are.
+    pub kind: RunKind,
+    /// The pages' data for a data run, when the record was read with its data.
+    pub data: Option<&'a [u8]>,
+}
+
+impl Run<'_> {
+    /// One past the last address (cannot overflow: checked when parsed).
+    pub fn end(&self, page_size: u32) -> u64 {
+        self.addr
+            .saturating_add(u64::from(self.pages).saturating_mul(page_size.into()))
+    }
+}
+
+/// Pages view (§8).
+#[derive(Clone, Copy, Debug)]
+pub struct Pages<'a> {
+    /// Fixed part.
+    pub raw: &'a raw::Pages,
+    /// Run table.
+    pub runs: &'a [PageRun],
+    /// Data area, if read (None when parsed without data).
+    pub data: Option<&'a [u8]>,
+    /// Byte offset of the data area in the image (a multiple of the page size when nonempty).
+    pub data_offset: u64,
+    /// Page size of the image.
+    pub page_size: u32,
+}
+
+impl<'a> Pages<'a> {
+    /// The runs, each with its slice of the data area.
+    pub fn iter(&self) -> RunIter<'a> {
+        RunIter {
+            runs: self.runs.iter(),
+            data: self.data,
+            page_size: self.page_size,
+        }
+    }
+    /// Total bytes of page data in this record.
+    pub fn data_len(&self) -> u64 {
+        self.iter()
+            .filter(|r| r.kind == RunKind::Data)
+            .map(|r| u64::from(r.pages).saturating_mul(self.page_size.into()))
+            .sum()
+    }
+}
+
+/// Iterator over the runs of a Pages record.
+#[derive(Clone, Debug)]
+pub struct RunIter<'a> {
+    runs: core::slice::Iter<'a, PageRun>,
+    data: Option<&'a [u8]>,
+    page_size: u32,
+}
+
+impl<'a> Iterator for RunIter<'a> {
+    type Item = Run<'a>;
+    fn next(&mut self) -> Option<Run<'a>> {
+        let r = self.runs.next()?;
+        let kind = RunKind::from_raw(r.kind.get());
+        let pages = r.pages.get();
+        let mut data = None;
+        if kind == RunKind::Data {
+            if let Some(d) = self.data {
+                let n = to_usize(u64::from(pages).saturating_mul(self.page_size.into()));
+                let (here, rest) = d.split_at_checked(n).unwrap_or((d, &[]));
+                data = Some(here);
+                self.data = Some(rest);
+            }
+        }
+        Some(Run {
+            addr: r.addr.get(),
+            pages,
+            kind,
+            data,
+        })
+    }
+}
+
+/// A record of a kind this version does not know, not critical (skipped by readers).
+#[derive(Clone, Copy, Debug)]
+pub struct Unknown<'a> {
+    /// Record kind.
+    pub kind: u16,
+    /// Payload.
+    pub payload: &'a [u8],
+}
+
+/// A validated record's view.
+#[derive(Clone, Copy, Debug)]
+pub enum Record<'a> {
+    /// §3.
+    Header(&'a raw::Header),
+    /// §4.
+    Task(&'a raw::Task),
+    /// §5.
+    Regs(Regs<'a>),
+    /// §6.
+    Mm(Mm<'a>),
+    /// §7.
+    Vma(Vma<'a>),
+    /// §8.
+    Pages(Pages<'a>),
+    /// A non-critical record of unknown kind.
+    Unknown(Unknown<'a>),
+    /// §9.
+    Tail(&'a raw::Tail),
+}
+
+/// A validated record with its place in the image.
+#[derive(Clone, Copy, Debug)]
+pub struct Parsed<'a> {
+    /// Byte offset of the record header.
+    pub offset: u64,
+    /// The record header.
+    pub header: RecordHeader,
+    /// The view.
+    pub record: Record<'a>,
+}
+
+impl Parsed<'_> {
+    /// Total bytes of the record, header included.
+    pub fn len(&self) -> u64 {
+        REC_HDR.saturating_add(self.header.len.get().into())
+    }
+    /// Never true: a record has at least its header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+    /// The record's kind.
+    pub fn kind(&self) -> RecordKind {
+        self.header.kind.get().into()
+    }
+}
