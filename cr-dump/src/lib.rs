@@ -1,9 +1,12 @@
 //! Linux userspace side of cr: capture of a live task into a cr-format image, the registry of
 //! in-memory (lazy) checkpoints, checkpoint ids, and image inspection.
 //!
-//! - [`capture`]: the checkpointability check, the freeze, direct (streaming) capture;
-//! - [`registry`]: lazy checkpoints kept in memory under their CRID, written back later;
-//! - [`twin`]: copy-on-write snapshots (a stopped copy of the task) that lazy checkpoints use;
+//! - [`capture`]: everything that takes a checkpoint: the checkpointability check, the freeze,
+//!   the task's state and memory, the page planner and the image stream, lazy checkpoints kept
+//!   in memory under their CRID ([`capture::registry`]), copy-on-write twins
+//!   ([`capture::twin`]), incremental images ([`capture::incremental`]), dirty tracking
+//!   ([`capture::tracking`]), pre-copy, and a whole checkpoint as the CLI takes it
+//!   ([`capture::checkpoint`]);
 //! - [`crid`]: the node-wide CRID counter;
 //! - [`output`]: image files, unnamed (`O_TMPFILE`) until complete, mode 0600;
 //! - [`show`]: a text rendering of an image; [`json`]: its JSON form and back (`encode`);
@@ -20,20 +23,24 @@ pub mod diff;
 pub mod elfcore;
 pub mod error;
 pub mod fuzz;
-pub mod incremental;
 pub mod inspect;
 pub mod json;
 pub mod output;
 pub mod procfs;
-pub mod registry;
 pub mod restore;
 pub mod show;
 pub mod span;
 pub mod squash;
 pub mod sys;
-pub mod tracking;
-pub mod twin;
 
+pub use capture::registry::{checkpoint_lazy, discard, writeback, Registry};
 pub use capture::{After, Options, Stats};
 pub use error::{Error, Result};
-pub use registry::{checkpoint_lazy, discard, writeback, Registry};
+
+/// The old path of [`capture::incremental`] (and of [`capture::plan::RunBuilder`]), for
+/// callers not yet switched to the new one.
+#[doc(hidden)]
+pub mod incremental {
+    pub use crate::capture::incremental::*;
+    pub use crate::capture::plan::RunBuilder;
+}

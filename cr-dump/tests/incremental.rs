@@ -726,10 +726,10 @@ fn write_tracking_sizes_the_copy_by_the_written_pages() {
     p.cmd("rewrite 100 1");
     // The tracking state is found beside the CRID file.
     std::env::set_var("CR_CRID_FILE", crid_file());
-    let parent = cr_dump::incremental::Parent::open(&image_path(&j1)).unwrap();
+    let parent = cr_dump::capture::incremental::Parent::open(&image_path(&j1)).unwrap();
     let ins = cr_dump::capture::inspect(p.pid()).unwrap();
     let present = cr_dump::capture::estimate_bytes(&ins).unwrap();
-    let mut s = cr_dump::tracking::Session::new(p.pid(), Some(&parent), false).unwrap();
+    let mut s = cr_dump::capture::tracking::Session::new(p.pid(), Some(&parent), false).unwrap();
     assert!(s.usable(), "{:?}", s.notes);
     let vmas = cr_dump::capture::vma_recs(&ins);
     let est = cr_dump::capture::Tracker::estimate(&mut s, p.pid(), &vmas).unwrap();
