@@ -6,7 +6,7 @@
 //!   in memory under their CRID ([`capture::registry`]), copy-on-write twins
 //!   ([`capture::twin`]), incremental images ([`capture::incremental`]), dirty tracking
 //!   ([`capture::tracking`]), pre-copy, and a whole checkpoint as the CLI takes it
-//!   ([`capture::checkpoint`]);
+//!   ([`mod@capture::checkpoint`]);
 //! - [`crid`]: the node-wide CRID counter;
 //! - [`output`]: image files, unnamed (`O_TMPFILE`) until complete, mode 0600;
 //! - [`show`]: a text rendering of an image; [`json`]: its JSON form and back (`encode`);

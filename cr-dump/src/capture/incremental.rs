@@ -240,7 +240,7 @@ fn anon_kind(k: u16) -> bool {
 
 /// Whether a page now (`bytes`, or `None` when known zero) equals what the parent chain
 /// resolves at `addr`.
-pub(crate) fn equal_in_parent(idx: &ChainIndex<'_>, addr: u64, now: Option<&[u8]>) -> bool {
+pub fn equal_in_parent(idx: &ChainIndex<'_>, addr: u64, now: Option<&[u8]>) -> bool {
     match idx.resolve(addr) {
         Ok(Resolved::Data { bytes, .. }) => match now {
             Some(b) => b == bytes,

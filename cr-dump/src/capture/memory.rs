@@ -182,7 +182,9 @@ pub(crate) fn read_memory(
             total += p.1;
             j += 1;
         }
-        let batch = pieces.get(i..j).unwrap_or(&[]);
+        let batch = pieces
+            .get(i..j)
+            .ok_or_else(|| Error::Other("internal: read batch out of range".into()))?;
         let blen = buf.len();
         let dst = buf
             .get_mut(off..off + total)

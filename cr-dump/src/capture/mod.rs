@@ -25,11 +25,11 @@
 //!
 //! # How page bytes travel from the task to the image
 //!
-//! 1. Which pages: [`memory::for_each_span`] walks `/proc/PID/pagemap` over each VMA as its
+//! 1. Which pages: `memory::for_each_span` walks `/proc/PID/pagemap` over each VMA as its
 //!    [`vma::Policy`] says (present or swapped anonymous pages; only the copied-on-write pages
 //!    of a private file mapping; nothing of shared mappings and the vDSO), or a tracker's
 //!    [`Scan`] says which were written.
-//! 2. Read: `process_vm_readv` from the frozen task ([`memory::read_memory`], split over two
+//! 2. Read: `process_vm_readv` from the frozen task (`memory::read_memory`, split over two
 //!    threads for a large copy), or `/proc/PID/mem` from a twin (pinning would unshare its
 //!    copy-on-write pages).
 //! 3. Plan: [`plan::plan_pages`] turns the pages, back to back in a buffer, into Pages
@@ -37,7 +37,7 @@
 //!    parent's parent runs, and the data of the others is squeezed together in place, so each
 //!    record's data is one slice of the buffer.
 //! 4. Write: in a stream ([`stream`]), two workers each read and plan a chunk and compute its
-//!    data CRC, then write it at its turn ([`pipeline`]); from a copy, [`Snapshot::write_to`]
+//!    data CRC, then write it at its turn (`pipeline`, generic); from a copy, [`Snapshot::write_to`]
 //!    writes the planned records from the buffer. Every byte goes through `cr-format`'s writer.
 //!
 //! # Layering

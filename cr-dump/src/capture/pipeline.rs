@@ -8,13 +8,13 @@
 //! result to a committing thread instead would move the bytes to another core's cache, and on
 //! two CPUs a third busy thread costs more than it gives (BENCHMARKS.md).
 //!
-//! Waiting for the turn: a worker spins for up to [`Config::spin`] on mirrors of the state under
+//! Waiting for the turn: a worker spins for up to `Config::spin` on mirrors of the state under
 //! the lock (the next job to commit, whether the pipeline stopped), then sleeps on a condition
 //! variable. A commit takes about 0.2 ms, and sleeping and waking on every turn cost a fifth of
 //! a stream's time.
 //!
 //! Failure: the first error, from the producer, a job's work or its commit, is reported in job
-//! order and stops every worker; a worker that panics stops the others too ([`StopOnPanic`]:
+//! order and stops every worker; a worker that panics stops the others too (`StopOnPanic`:
 //! they would wait for its turn forever); and the number of jobs committed is checked against
 //! the number produced, so a hole is never taken for a complete output.
 

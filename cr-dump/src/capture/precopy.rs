@@ -5,8 +5,8 @@
 //! snapshot is the task's state at that last freeze. Tracking stays armed with the snapshot as
 //! its baseline.
 //!
-//! Pages copied while the task runs wait in a [`PageStore`]; each pre-copied VMA has a table of
-//! slots, one per page ([`PreVma`]). At the end the pages are laid out in address order in one
+//! Pages copied while the task runs wait in a `PageStore`; each pre-copied VMA has a table of
+//! slots, one per page (`PreVma`). At the end the pages are laid out in address order in one
 //! buffer and planned as a copy is.
 
 use super::check::{check_maps, read_text, Inspection};
@@ -113,8 +113,8 @@ impl PageStore {
         }
         let ps = self.ps;
         let mut i = 0;
-        while let Some(&first) = slots.get(i) {
-            let first = first as usize;
+        while let Some(&first_slot) = slots.get(i) {
+            let first = first_slot as usize;
             let off = first % self.per_chunk;
             let mut j = i + 1;
             while slots.get(j).is_some_and(|&s| s as usize == first + (j - i))
@@ -124,7 +124,7 @@ impl PageStore {
             }
             let n = j - i;
             let span = PageSpan::new(addr + (i * ps) as u64, n as u64);
-            let dst = self.slot_mut(first as u32, n)?;
+            let dst = self.slot_mut(first_slot, n)?;
             read_memory(pid, mem, &[span], ps as u64, dst)?;
             i = j;
         }

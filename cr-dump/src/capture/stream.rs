@@ -1,7 +1,7 @@
 //! The image stream: the VMA and Pages records of a task written in bounded memory, read from
 //! the frozen task (direct mode) or from its copy-on-write twin (a lazy write-back). The steps
 //! here (cut the pages into chunks, read a chunk, plan its records, CRC their data, write them)
-//! run on the ordered [`super::pipeline`].
+//! run on the ordered worker pipeline (`pipeline.rs`).
 
 use super::incremental::equal_in_parent;
 use super::memory::{buf_len, for_each_span, open_proc, read_memory, read_memory_mem_file};
