@@ -1,9 +1,12 @@
 //! Linux userspace side of cr: capture of a live task into a cr-format image, the registry of
 //! in-memory (lazy) checkpoints, checkpoint ids, and image inspection.
 //!
-//! - [`capture`]: the checkpointability check, the freeze, direct (streaming) capture;
-//! - [`registry`]: lazy checkpoints kept in memory under their CRID, written back later;
-//! - [`twin`]: copy-on-write snapshots (a stopped copy of the task) that lazy checkpoints use;
+//! - [`capture`]: everything that takes a checkpoint: the checkpointability check, the freeze,
+//!   the task's state and memory, the page planner and the image stream, lazy checkpoints kept
+//!   in memory under their CRID ([`capture::registry`]), copy-on-write twins
+//!   ([`capture::twin`]), incremental images ([`capture::incremental`]), dirty tracking
+//!   ([`capture::tracking`]), pre-copy, and a whole checkpoint as the CLI takes it
+//!   ([`mod@capture::checkpoint`]);
 //! - [`crid`]: the node-wide CRID counter;
 //! - [`output`]: image files, unnamed (`O_TMPFILE`) until complete, mode 0600;
 //! - [`inspect`]: what the inspection verbs do, pure code with no ptrace: chains of image files
@@ -13,6 +16,7 @@
 //!   ([`sys::inject`]), kernel ABI structs, `/proc` parsers ([`procfs`], re-exported): the only
 //!   module with `unsafe`;
 //! - [`restore`]: restart a task from an image chain;
+//! - [`records`]: Pages records built page by page (capture and squash share it);
 //! - [`span`]: address ranges and page spans (types, not tuples);
 //!
 //! Every byte of an image is written and read through `cr-format`.
@@ -24,18 +28,15 @@
 pub mod capture;
 pub mod crid;
 pub mod error;
-pub mod incremental;
 pub mod inspect;
 pub mod output;
-pub mod registry;
+pub mod records;
 pub mod restore;
 pub mod span;
 #[allow(unsafe_code)]
 pub mod sys;
 pub use sys::procfs;
-pub mod tracking;
-pub mod twin;
 
+pub use capture::registry::{checkpoint_lazy, discard, writeback, Registry};
 pub use capture::{After, Options, Stats};
 pub use error::{Error, Result};
-pub use registry::{checkpoint_lazy, discard, writeback, Registry};

@@ -6,10 +6,10 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 use clap::{Args, Parser, Subcommand};
-use cr_dump::capture::{self, After, Options};
+use cr_dump::capture::checkpoint::{millis, DiffMethod};
+use cr_dump::capture::{self, After, CheckpointOptions, LazyMode, PrecopyLimits, Report};
 use cr_dump::inspect::{self, diff, json, show, squash};
-use cr_dump::output::TempImage;
-use cr_dump::{crid, incremental, output, registry, sys, Error};
+use cr_dump::{crid, output, sys, Error};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -654,22 +654,26 @@ impl FdClone for std::io::Stderr {
     }
 }
 
-/// Counts bytes through a writer and moves a progress bar, if any.
-struct Progress<W> {
-    inner: W,
-    bar: Option<indicatif::ProgressBar>,
-}
+/// Shows the long steps of a checkpoint as a progress bar on a terminal, and prints its notes.
+#[derive(Default)]
+struct Bar(Option<indicatif::ProgressBar>);
 
-impl<W: Write> Write for Progress<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        if let Some(b) = &self.bar {
-            b.inc(n as u64);
-        }
-        Ok(n)
+impl capture::Progress for Bar {
+    fn start(&mut self, step: &'static str, len: Option<u64>) {
+        self.0 = bar(len, step);
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
+    fn advance(&mut self, bytes: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(bytes);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.finish_and_clear();
+        }
+    }
+    fn note(&mut self, note: &str) {
+        eprintln!("cr-dump: note: {note}");
     }
 }
 
@@ -702,8 +706,38 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+/// The library's options from the command line's.
+fn checkpoint_options(a: &CheckpointArgs, pid: i32) -> CheckpointOptions {
+    let after = if a.kill {
+        After::Kill
+    } else if a.leave_stopped {
+        After::Stop
+    } else {
+        After::Continue
+    };
+    let lazy = if a.copy {
+        LazyMode::Copy
+    } else if a.twin {
+        LazyMode::Twin
+    } else {
+        LazyMode::Auto
+    };
+    CheckpointOptions {
+        pid,
+        dir: a.dir.clone(),
+        name: a.name.clone(),
+        after,
+        lazy,
+        direct: a.direct,
+        sync: a.sync,
+        parent: a.parent.clone(),
+        incremental: a.incremental,
+        track: a.track,
+        precopy: a.precopy.then_some(PrecopyLimits {
+            max_rounds: a.max_rounds,
+            max_time: a.max_seconds,
+        }),
+    }
 }
 
 fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
@@ -725,130 +759,7 @@ fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
         (_, Some(p)) => p,
         _ => return Err(Fail::Usage("give --pid PID or -- CMD ARGS...".into())),
     };
-    let after = if a.kill {
-        After::Kill
-    } else if a.leave_stopped {
-        After::Stop
-    } else {
-        After::Continue
-    };
-    let opts = Options {
-        after,
-        lazy: if a.copy {
-            capture::LazyMode::Copy
-        } else if a.twin {
-            capture::LazyMode::Twin
-        } else {
-            capture::LazyMode::Auto
-        },
-    };
-    let ins = capture::inspect(pid)?;
-    let name = match &a.name {
-        Some(n) => n.clone(),
-        None => ins.stat.comm.replace('/', "_"),
-    };
-    let parent_path = match (&a.parent, a.incremental) {
-        (Some(p), _) => Some(p.clone()),
-        (None, true) => incremental::latest(&a.dir, &name)?,
-        (None, false) => None,
-    };
-    let parent = parent_path
-        .map(|p| incremental::Parent::open(&p))
-        .transpose()?;
-    if let Some(p) = &parent {
-        if i64::from(p.pid) != i64::from(pid) {
-            return Err(Fail::Run(format!(
-                "parent image CRID {} ({}) refused: it is a checkpoint of pid {}, not of pid {pid}",
-                p.crid,
-                p.path.display(),
-                p.pid
-            )));
-        }
-    }
-    // Dirty tracking: used when armed with the parent as baseline, armed again after.
-    let mut session = if a.direct || after == After::Kill {
-        None
-    } else {
-        let s = cr_dump::tracking::Session::new(pid, parent.as_ref(), a.track || a.precopy)?;
-        (a.track || a.precopy || s.usable() || s.armed_before()).then_some(s)
-    };
-    let mut precopy: Option<capture::PrecopyReport> = None;
-    let mut tmp = TempImage::create(&a.dir, &name)?;
-    let crid = crid::next()?;
-    let mut snapshot = "none";
-    let (stats, summary, writeback) = if a.direct {
-        let mut w = Progress {
-            inner: tmp.writer(),
-            bar: bar(None, "capture"),
-        };
-        let r = capture::checkpoint_direct(&ins, crid, &opts, &mut w)?;
-        if let Some(b) = &w.bar {
-            b.finish_and_clear();
-        }
-        (r.stats, r.summary, Duration::ZERO)
-    } else {
-        let reg = registry::global();
-        let lazy = match session.as_mut() {
-            Some(s) if a.precopy => {
-                let limits = capture::PrecopyLimits {
-                    max_rounds: a.max_rounds,
-                    max_time: a.max_seconds,
-                };
-                let (l, r) =
-                    reg.checkpoint_precopy(&ins, crid, &opts, parent.as_ref(), s, limits)?;
-                precopy = Some(r);
-                l
-            }
-            Some(s) => reg.checkpoint_with(
-                &ins,
-                crid,
-                &opts,
-                parent.as_ref(),
-                Some(s as &mut dyn capture::Tracker),
-            )?,
-            None => reg.checkpoint_with(&ins, crid, &opts, parent.as_ref(), None)?,
-        };
-        let snap = reg.get(crid)?;
-        let t_wb = Instant::now();
-        let mut w = Progress {
-            inner: tmp.writer(),
-            bar: bar(snap.twin.is_none().then(|| snap.data_bytes()), "write-back"),
-        };
-        let r = snap.write_to(&mut w);
-        if let Some(b) = &w.bar {
-            b.finish_and_clear();
-        }
-        drop(w);
-        let mut stats = lazy.stats;
-        // A twin's page counts are known once the image is written.
-        if let Some((data, zero, parent)) = snap.twin.as_ref().and_then(|t| t.counts()) {
-            stats.data_pages = data;
-            stats.zero_pages = zero;
-            stats.parent_pages = parent;
-        }
-        snapshot = if snap.twin.is_some() { "twin" } else { "copy" };
-        if let Some(n) = &lazy.note {
-            eprintln!("cr-dump: note: memory copied while the task was stopped: {n}");
-        }
-        drop(snap);
-        let _ = reg.discard(crid);
-        let summary = r?;
-        (stats, summary, t_wb.elapsed())
-    };
-    let path = tmp.commit(crid, a.sync)?;
-    if let Some(s) = &session {
-        s.commit(crid, summary.digest)?;
-        for n in &s.notes {
-            eprintln!("cr-dump: note: {n}");
-        }
-    }
-    let method = match (&parent, stats.tracked_vmas) {
-        (None, _) => "none",
-        (Some(_), 0) => "content-compare",
-        (Some(_), _) => "write-tracking",
-    };
-    let tracking = session.as_ref().is_some_and(|s| s.armed);
-    let capture_t = stats.capture;
+    let r = capture::checkpoint(&checkpoint_options(&a, pid), &mut Bar::default())?;
     // The command we started: killed unless --keep / --leave-stopped.
     if let Some(s) = &mut started {
         if a.keep || a.leave_stopped {
@@ -860,77 +771,67 @@ fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
         }
     }
     let total = t0.elapsed();
-    let size = summary.image_len;
     if a.json {
-        let j = serde_json::json!({
-            "crid": crid,
-            "pid": pid,
-            "image": path.display().to_string(),
-            "size": size,
-            "records": summary.records,
-            "digest": format!("{:016x}", summary.digest),
-            "data_pages": stats.data_pages,
-            "zero_pages": stats.zero_pages,
-            "parent_pages": stats.parent_pages,
-            "parent_crid": parent.as_ref().map_or(0, |p| p.crid),
-            "parent_image": parent.as_ref().map(|p| p.path.display().to_string()),
-            "diff_method": method,
-            "tracked_vmas": stats.tracked_vmas,
-            "tracking_armed": tracking,
-            "precopy_rounds": precopy.as_ref().map(|r| r.rounds.clone()),
-            "precopy_final_pages": precopy.as_ref().map(|r| r.final_pages),
-            "precopy_arm_downtime_ms": precopy.as_ref().map(|r| ms(r.arm_downtime)),
-            "vmas": stats.vmas,
-            "mode": if a.direct { "direct" } else { "lazy" },
-            "snapshot": snapshot,
-            "downtime_ms": ms(stats.downtime),
-            "capture_ms": ms(capture_t),
-            "writeback_ms": ms(writeback),
-            "total_ms": ms(total),
-            "peak_rss_kib": peak_rss_kib(),
-        });
+        let mut j = serde_json::to_value(&r)
+            .map_err(|e| Fail::Run(format!("internal: the report as JSON: {e}")))?;
+        if let Some(o) = j.as_object_mut() {
+            o.insert("total_ms".into(), millis(total).into());
+            o.insert("peak_rss_kib".into(), peak_rss_kib().into());
+        }
         println!("{j}");
     } else {
-        println!("crid       {crid}");
-        println!("image      {}", path.display());
-        println!("size       {size} bytes");
-        match &parent {
-            Some(p) => {
-                println!(
-                    "parent     CRID {} ({}), {method} ({} VMAs tracked)",
-                    p.crid,
-                    p.path.display(),
-                    stats.tracked_vmas
-                );
-                println!(
-                    "pages      {} data, {} zero, {} in parent, {} vmas",
-                    stats.data_pages, stats.zero_pages, stats.parent_pages, stats.vmas
-                );
-            }
-            None => println!(
-                "pages      {} data, {} zero, {} vmas",
-                stats.data_pages, stats.zero_pages, stats.vmas
-            ),
-        }
-        if let Some(r) = &precopy {
-            println!(
-                "pre-copy   pages per round {:?} while running, {} frozen; arming stopped the task {:.3} ms",
-                r.rounds,
-                r.final_pages,
-                ms(r.arm_downtime)
-            );
-        }
-        if tracking {
-            println!("tracking   armed: the next incremental checkpoint copies written pages");
-        }
-        println!("downtime   {:.3} ms", ms(stats.downtime));
-        println!("capture    {:.3} ms", ms(capture_t));
-        println!("write-back {:.3} ms", ms(writeback));
-        println!("total      {:.3} ms", ms(total));
+        print_report(&r, total);
     }
     if a.show {
         println!();
-        show_cmd(&path, false, false, false)?;
+        show_cmd(&r.image, false, false, false)?;
     }
     Ok(())
+}
+
+/// The text form of a checkpoint's report.
+fn print_report(r: &Report, total: Duration) {
+    let method = match r.diff_method {
+        DiffMethod::None => "none",
+        DiffMethod::ContentCompare => "content-compare",
+        DiffMethod::WriteTracking => "write-tracking",
+    };
+    println!("crid       {}", r.crid);
+    println!("image      {}", r.image.display());
+    println!("size       {} bytes", r.size);
+    match &r.parent_image {
+        Some(p) => {
+            println!(
+                "parent     CRID {} ({}), {method} ({} VMAs tracked)",
+                r.parent_crid,
+                p.display(),
+                r.tracked_vmas
+            );
+            println!(
+                "pages      {} data, {} zero, {} in parent, {} vmas",
+                r.data_pages, r.zero_pages, r.parent_pages, r.vmas
+            );
+        }
+        None => println!(
+            "pages      {} data, {} zero, {} vmas",
+            r.data_pages, r.zero_pages, r.vmas
+        ),
+    }
+    if let (Some(rounds), Some(fin), Some(arm)) = (
+        &r.precopy_rounds,
+        r.precopy_final_pages,
+        r.precopy_arm_downtime,
+    ) {
+        println!(
+            "pre-copy   pages per round {rounds:?} while running, {fin} frozen; arming stopped the task {:.3} ms",
+            millis(arm)
+        );
+    }
+    if r.tracking_armed {
+        println!("tracking   armed: the next incremental checkpoint copies written pages");
+    }
+    println!("downtime   {:.3} ms", millis(r.downtime));
+    println!("capture    {:.3} ms", millis(r.capture));
+    println!("write-back {:.3} ms", millis(r.writeback));
+    println!("total      {:.3} ms", millis(total));
 }

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cr_dump::inspect::{self, Page};
-use cr_format::chain::{Chain, ChainIndex};
 use cr_format::raw;
 use cr_format::read::{Image, Record, RunKind};
 use cr_tests::{program, TempDir};
@@ -207,16 +206,12 @@ fn image_path(j: &serde_json::Value) -> PathBuf {
 /// Resolves every page of every VMA of `image`'s chain (except the kernel's areas) and checks
 /// it against `mem`; also that the image's VMAs are exactly the mappings `mem` came from.
 fn check_chain_memory(image: &Path, mem: &BTreeMap<u64, Vec<u8>>) {
-    let maps = inspect::load_chain(image).unwrap();
-    let images: Vec<Image<'_>> = maps
-        .iter()
-        .map(|m| Image::parse(m.bytes()).unwrap())
-        .collect();
-    let chain = Chain::new(&images).unwrap();
-    let idx = ChainIndex::new(&chain);
+    let files = inspect::ChainFiles::open(image).unwrap();
+    let chain = files.parse(inspect::Parse::Full).unwrap();
+    let idx = chain.index();
     idx.check_parent_refs().unwrap();
     let mut seen = 0usize;
-    for v in images[0].vmas() {
+    for v in chain.top().vmas() {
         if matches!(v.kind(), raw::VMA_VDSO | raw::VMA_VVAR | raw::VMA_VSYSCALL) {
             continue;
         }
@@ -225,7 +220,7 @@ fn check_chain_memory(image: &Path, mem: &BTreeMap<u64, Vec<u8>>) {
             let want = mem
                 .get(&a)
                 .unwrap_or_else(|| panic!("{}: page {a:#x} is not in the task", image.display()));
-            match inspect::page_content(&idx, a, PS) {
+            match inspect::page_content(idx, a, PS) {
                 Page::Bytes(b) => assert!(
                     b.as_ref() == want.as_slice(),
                     "{}: page {a:#x} differs from the task's memory: {:?} resolves to {:x?}, \
@@ -726,10 +721,10 @@ fn write_tracking_sizes_the_copy_by_the_written_pages() {
     p.cmd("rewrite 100 1");
     // The tracking state is found beside the CRID file.
     std::env::set_var("CR_CRID_FILE", crid_file());
-    let parent = cr_dump::incremental::Parent::open(&image_path(&j1)).unwrap();
+    let parent = cr_dump::capture::incremental::Parent::open(&image_path(&j1)).unwrap();
     let ins = cr_dump::capture::inspect(p.pid()).unwrap();
     let present = cr_dump::capture::estimate_bytes(&ins).unwrap();
-    let mut s = cr_dump::tracking::Session::new(p.pid(), Some(&parent), false).unwrap();
+    let mut s = cr_dump::capture::tracking::Session::new(p.pid(), Some(&parent), false).unwrap();
     assert!(s.usable(), "{:?}", s.notes);
     let vmas = cr_dump::capture::vma_recs(&ins);
     let est = cr_dump::capture::Tracker::estimate(&mut s, p.pid(), &vmas).unwrap();

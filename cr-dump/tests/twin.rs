@@ -1,4 +1,4 @@
-//! Lazy checkpoints through a copy-on-write twin (`cr_dump::twin`), on real processes with the
+//! Lazy checkpoints through a copy-on-write twin (`cr_dump::capture::twin`), on real processes with the
 //! real `cr-dump` binary: the image is the memory at the freeze although the task rewrites it
 //! throughout the write-back; the task never sees the twin (no SIGCHLD, nothing to wait for,
 //! no child left, not traced); memory the kernel does not copy to a child (MADV_DONTFORK,

@@ -14,7 +14,7 @@
 use super::chain::{ChainFiles, Parse};
 use super::extract::{page_content, Page};
 use crate::error::{Error, Result};
-use crate::incremental::{same_mapping, RunBuilder};
+use crate::records::{same_mapping, RunBuilder};
 use cr_format::chain::{ChainIndex, Resolved};
 use cr_format::raw;
 use cr_format::read::{Image, Record, RunKind, Vma};

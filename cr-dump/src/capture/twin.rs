@@ -2,7 +2,7 @@
 //! `clone` into it, keeps the task's memory as it was at the freeze while the task runs on. The
 //! image is then streamed from the twin; the task is stopped for the clone, not for a copy of
 //! its memory. Lazy checkpoints of tasks with at least [`crate::capture::TWIN_MIN_BYTES`] to
-//! copy are taken this way by default ([`crate::registry::Registry::checkpoint_lazy`]).
+//! copy are taken this way by default ([`super::registry::Registry::checkpoint_lazy`]).
 //!
 //! While the task is frozen: `clone(0)` is injected into it (nothing shared, no exit signal):
 //! the twin, attached to us at birth (`PTRACE_O_TRACECLONE`) and stopped before it runs, then
@@ -35,7 +35,7 @@
 //! tracer holds the task by then, or cr-dump is killed before it drops the twin (the twin dies
 //! with it), the twin stays a zombie child of the task until the task exits.
 
-use crate::capture::VmaRec;
+use super::vma::VmaRec;
 use crate::error::{Error, Result};
 use crate::procfs;
 use crate::span::AddrRange;
@@ -96,13 +96,13 @@ impl Drop for Twin {
         if parent != Some(pid) {
             return;
         }
-        let Ok(frozen) = crate::capture::freeze_quiet(pid) else {
+        let Ok(frozen) = super::freeze::freeze_quiet(pid) else {
             return; // gone (then init reaps the twin), or traced by someone else
         };
         let rseq = save_rseq(pid);
         let _ = reap_in(pid, twin);
         let _ = restore_rseq(pid, &rseq);
-        let _ = frozen.release(crate::capture::After::Continue);
+        let _ = frozen.release(super::options::After::Continue);
     }
 }
 

@@ -1,16 +1,25 @@
 //! In-memory checkpoints keyed by CRID: the seed's `checkpoint(..., CR_CKPT_LAZY)` followed by
 //! `ckpt_writeback(crid, fd)`.
 //!
-//! [`Registry::checkpoint_lazy`] makes a copy-on-write twin of the task ([`crate::twin`]), or
+//! [`Registry::checkpoint_lazy`] makes a copy-on-write twin of the task ([`super::twin`]), or
 //! else copies the task's memory into a pre-faulted buffer, resumes the task at once and keeps
 //! the checkpoint under its CRID; [`Registry::writeback`] writes its image to any `io::Write`
 //! (file, pipe, socket) later, as often as wanted; [`Registry::discard`] frees it and keeps its
 //! buffer for the next checkpoint, so a later copy does not pay page faults.
 //!
 //! A twin is traced by the thread that took the checkpoint and dies with it: write back before
-//! that thread ends, or set [`Options::lazy`] to [`capture::LazyMode::Copy`].
+//! that thread ends, or set [`Options::lazy`] to [`LazyMode::Copy`].
 
-use crate::capture::{self, Inspection, Options, Snapshot, Stats};
+use super::check::{self, Inspection};
+use super::delta::make_incremental;
+use super::incremental::Parent;
+use super::lazy;
+use super::memory::{estimate_bytes, page_size};
+use super::options::{After, LazyMode, Options, Stats, TWIN_MIN_BYTES};
+use super::precopy::{self, PrecopyLimits, PrecopyReport};
+use super::snapshot::Snapshot;
+use super::tracking::Session;
+use super::vma::{vma_recs, Tracker};
 use crate::error::{Error, Result};
 use crate::sys::MapBuf;
 use cr_format::write::Summary;
@@ -68,7 +77,7 @@ impl Registry {
     /// Checks `pid`, issues a CRID, captures the task into memory and resumes it (as
     /// `opts.after` says). Returns the CRID.
     pub fn checkpoint_lazy(&self, pid: i32, opts: &Options) -> Result<Lazy> {
-        let ins = capture::inspect(pid)?;
+        let ins = check::inspect(pid)?;
         let crid = crate::crid::next()?;
         self.checkpoint_inspected(&ins, crid, opts)
     }
@@ -100,17 +109,17 @@ impl Registry {
     /// [`Registry::checkpoint_inspected`] with a dirty tracker (called while the task is frozen)
     /// and, with a parent, made incremental over it: pages the tracker found unchanged, or whose
     /// content equals the parent's, are "in the parent". Without a tracker the snapshot is
-    /// taken as for a full checkpoint ([`capture::LazyMode`]); when it is a copy-on-write twin,
+    /// taken as for a full checkpoint ([`LazyMode`]); when it is a copy-on-write twin,
     /// its pages are compared with the parent as each write-back streams them. Otherwise the
     /// memory is copied while the task is stopped and compared after it is resumed
-    /// ([`crate::incremental::make_incremental`]).
+    /// ([`make_incremental`]).
     pub fn checkpoint_with(
         &self,
         ins: &Inspection,
         crid: u64,
         opts: &Options,
-        parent: Option<&crate::incremental::Parent>,
-        tracker: Option<&mut dyn capture::Tracker>,
+        parent: Option<&Parent>,
+        tracker: Option<&mut dyn Tracker>,
     ) -> Result<Lazy> {
         // What a pagemap scan says would be copied now (else anonymous resident + swapped
         // memory); a little slack covers growth until the freeze (a shortfall is still handled,
@@ -118,18 +127,18 @@ impl Registry {
         let scanned = std::cell::OnceCell::new();
         let present = || {
             *scanned.get_or_init(|| {
-                capture::estimate_bytes(ins)
+                estimate_bytes(ins)
                     .unwrap_or_else(|_| ins.status.rss_anon.saturating_add(ins.status.vm_swap))
             })
         };
         // Not for a task killed after the checkpoint: the twin, its child, would outlive it as
         // an orphan of init (and a copy costs the task nothing then). Not with a tracker: a
         // twin does not carry the tracking state, and tracking needs the copied pages.
-        if tracker.is_none() && opts.after != capture::After::Kill {
+        if tracker.is_none() && opts.after != After::Kill {
             let twin = match opts.lazy {
-                capture::LazyMode::Auto => present() >= capture::TWIN_MIN_BYTES,
-                capture::LazyMode::Twin => true,
-                capture::LazyMode::Copy => false,
+                LazyMode::Auto => present() >= TWIN_MIN_BYTES,
+                LazyMode::Twin => true,
+                LazyMode::Copy => false,
             };
             if twin {
                 // A copy-on-write twin, no copy while stopped; over a parent, the pages are
@@ -138,19 +147,19 @@ impl Registry {
                 // speed: a rare case is not worth pre-faulting for).
                 let own_parent = match parent {
                     Some(p) => {
-                        p.check_for(u32::try_from(crate::sys::page_size()).unwrap_or(0), crid)?;
+                        p.check_for(page_size()?.1, crid)?;
                         Some(p.reopen()?)
                     }
                     None => None,
                 };
-                let (mut snap, note) = capture::capture_cow(ins, crid, opts, || Ok(self.pooled()))?;
+                let (mut snap, note) = lazy::capture_cow(ins, crid, opts, || Ok(self.pooled()))?;
                 if let Some(p) = own_parent {
                     if snap.twin.is_some() {
                         p.name_in(&mut snap.meta.header, cr_format::raw::DIFF_CONTENT_COMPARE);
                         snap.parent = Some(p);
                     } else {
                         let t = std::time::Instant::now();
-                        crate::incremental::make_incremental(&mut snap, &p)?;
+                        make_incremental(&mut snap, &p)?;
                         snap.stats.capture += t.elapsed();
                     }
                 }
@@ -165,39 +174,39 @@ impl Registry {
         // whole incremental checkpoint), and the whole pagemap is not read for a size.
         let est = match tracker.as_mut() {
             Some(t) if t.usable() && parent.is_some() => t
-                .estimate(ins.pid, &capture::vma_recs(ins))
+                .estimate(ins.pid, &vma_recs(ins))
                 .unwrap_or_else(|| present() / 8),
             _ => present(),
         };
         let est = est.saturating_add(est / 16).saturating_add(4 << 20);
         let buf = self.buffer(usize::try_from(est).unwrap_or(usize::MAX))?;
         let mut snap = match tracker {
-            Some(t) => capture::capture_lazy_tracked(ins, crid, opts, buf, t)?,
-            None => capture::capture_lazy(ins, crid, opts, buf)?,
+            Some(t) => lazy::capture_lazy_tracked(ins, crid, opts, buf, t)?,
+            None => lazy::capture_lazy(ins, crid, opts, buf)?,
         };
         if let Some(p) = parent {
             let t = std::time::Instant::now();
-            crate::incremental::make_incremental(&mut snap, p)?;
+            make_incremental(&mut snap, p)?;
             snap.stats.capture += t.elapsed();
         }
         self.keep(snap)
     }
 
-    /// Pre-copy checkpoint (`capture::capture_precopy`), made incremental over `parent` if
+    /// Pre-copy checkpoint ([`super::precopy`]), made incremental over `parent` if
     /// given (content compare).
     pub fn checkpoint_precopy(
         &self,
         ins: &Inspection,
         crid: u64,
         opts: &Options,
-        parent: Option<&crate::incremental::Parent>,
-        session: &mut crate::tracking::Session,
-        limits: capture::PrecopyLimits,
-    ) -> Result<(Lazy, capture::PrecopyReport)> {
-        let (mut snap, rep) = capture::capture_precopy(ins, crid, opts, session, limits)?;
+        parent: Option<&Parent>,
+        session: &mut Session,
+        limits: PrecopyLimits,
+    ) -> Result<(Lazy, PrecopyReport)> {
+        let (mut snap, rep) = precopy::capture_precopy(ins, crid, opts, session, limits)?;
         if let Some(p) = parent {
             let t = std::time::Instant::now();
-            crate::incremental::make_incremental(&mut snap, p)?;
+            make_incremental(&mut snap, p)?;
             snap.stats.capture += t.elapsed();
         }
         Ok((self.keep(snap)?, rep))

@@ -18,7 +18,7 @@
 //! contents.
 //!
 //! Which pages of a tracked VMA (registered, with the same bounds and backing as in the parent,
-//! per [`crate::incremental::same_mapping`]) go where, from one scan while frozen:
+//! per [`super::incremental::same_mapping`]) go where, from one scan while frozen:
 //! - present or swapped and written since the last scan: copied (data, or zero if all zero);
 //! - present, not written, the shared zero page: a zero run;
 //! - present or swapped, not written: "in the parent", not copied;
@@ -110,17 +110,6 @@ pub fn arm(pid: i32, u: &Uffd, start: u64, end: u64) -> Result<()> {
         .map_err(|e| io_err(pid, &format!("UFFDIO_REGISTER {start:#x}-{end:#x}"), e))?;
     sys::uffd_writeprotect(&u.fd, start, end - start)
         .map_err(|e| io_err(pid, &format!("UFFDIO_WRITEPROTECT {start:#x}-{end:#x}"), e))
-}
-
-/// Page ranges of one tracked VMA, from one scan.
-#[derive(Clone, Debug, Default)]
-pub struct Scan {
-    /// Present or swapped pages written since the last scan: (first address, pages).
-    pub written: Vec<(u64, u64)>,
-    /// Present pages not written that map the zero page.
-    pub zero: Vec<(u64, u64)>,
-    /// Present or swapped pages not written.
-    pub unchanged: Vec<(u64, u64)>,
 }
 
 /// All regions of `[start, end)` matching a `PAGEMAP_SCAN` query, merged by class: `class`
@@ -395,7 +384,7 @@ pub struct Session {
     pub notes: Vec<String>,
 }
 
-use crate::capture::{Tracker, VmaRec};
+use super::vma::{Scan, Tracker, VmaRec};
 use cr_format::raw;
 
 impl Session {
@@ -422,7 +411,7 @@ impl Session {
                     && pv.iter().any(|(r, p)| {
                         r.start.get() == a && {
                             let then = cr_format::read::Vma { raw: r, path: p };
-                            crate::incremental::same_mapping(&v.vma, &v.path, &then)
+                            crate::records::same_mapping(&v.vma, &v.path, &then)
                         }
                     })
             })
@@ -433,7 +422,7 @@ impl Session {
     /// after the capture even if no session is active.
     pub fn new(
         pid: i32,
-        parent: Option<&crate::incremental::Parent>,
+        parent: Option<&super::incremental::Parent>,
         want: bool,
     ) -> Result<Session> {
         let start_time = start_time(pid).ok_or(Error::NoSuchProcess(pid))?;
@@ -588,7 +577,7 @@ impl Tracker for Session {
                 .ok()?;
                 w.iter().map(|r| r.1).sum::<u64>().saturating_mul(ps)
             } else {
-                crate::capture::vma_bytes(pid, &pagemap, v).ok()?
+                super::memory::vma_bytes(pid, &pagemap, v).ok()?
             });
         }
         Some(bytes)

@@ -1,0 +1,148 @@
+//! Checkpointability: what is read of a task before the freeze, and every reason it cannot be
+//! checkpointed, said precisely.
+
+use crate::error::{Error, Result};
+use crate::procfs::{self, MapsEntry, Stat, Status};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+/// The state of the task read before the freeze, which passed the checkpointability check.
+#[derive(Clone, Debug)]
+pub struct Inspection {
+    /// The pid.
+    pub pid: i32,
+    /// `/proc/PID/stat`.
+    pub stat: Stat,
+    /// `/proc/PID/status`.
+    pub status: Status,
+    /// `/proc/PID/maps`.
+    pub maps: Vec<MapsEntry>,
+}
+
+/// The refusal of `pid`, with its reason.
+pub(crate) fn refuse(pid: i32, reason: impl Into<String>) -> Error {
+    Error::NotCheckpointable {
+        pid,
+        reason: reason.into(),
+    }
+}
+
+/// `/proc/PID/NAME` as text.
+pub(crate) fn read_text(pid: i32, name: &str) -> Result<String> {
+    let b = procfs::read(pid, name)?;
+    String::from_utf8(b).map_err(|_| Error::Proc(format!("/proc/{pid}/{name} is not UTF-8")))
+}
+
+/// Checks that `pid` can be checkpointed, refusing with the precise reason; returns what it read.
+pub fn inspect(pid: i32) -> Result<Inspection> {
+    if pid <= 0 {
+        return Err(Error::NoSuchProcess(pid));
+    }
+    if !cfg!(target_arch = "x86_64") {
+        return Err(refuse(
+            pid,
+            "unsupported architecture: cr-dump captures x86-64 tasks on x86-64 hosts only",
+        ));
+    }
+    if u32::try_from(pid).ok() == Some(std::process::id()) {
+        return Err(refuse(pid, "it is cr-dump itself"));
+    }
+    let status = procfs::parse_status(&read_text(pid, "status")?)?;
+    let stat = procfs::parse_stat(&read_text(pid, "stat")?)?;
+    if status.kthread || stat.flags & procfs::PF_KTHREAD != 0 {
+        return Err(refuse(pid, "it is a kernel thread"));
+    }
+    if matches!(stat.state, b'Z' | b'X') {
+        return Err(refuse(
+            pid,
+            "it is a zombie (it has exited and not been reaped)",
+        ));
+    }
+    if status.tgid != status.pid {
+        return Err(refuse(
+            pid,
+            format!("it is a thread of process {}, not a process", status.tgid),
+        ));
+    }
+    if status.tracer_pid != 0 {
+        return Err(refuse(
+            pid,
+            format!("it is already traced by pid {}", status.tracer_pid),
+        ));
+    }
+    check_threads(pid, &status)?;
+    let maps = procfs::parse_maps(&read_text(pid, "maps")?)?;
+    check_maps(pid, &maps)?;
+    check_arch(pid)?;
+    Ok(Inspection {
+        pid,
+        stat,
+        status,
+        maps,
+    })
+}
+
+/// Refuses a multi-threaded task.
+pub(crate) fn check_threads(pid: i32, status: &Status) -> Result<()> {
+    if status.threads > 1 {
+        return Err(refuse(
+            pid,
+            format!(
+                "it has {} threads; only single-threaded tasks can be checkpointed",
+                status.threads
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a task without memory or with shared writable memory.
+pub(crate) fn check_maps(pid: i32, maps: &[MapsEntry]) -> Result<()> {
+    if maps.is_empty() {
+        return Err(refuse(pid, "it has no memory map (a kernel thread?)"));
+    }
+    if let Some(m) = maps.iter().find(|m| m.shared && m.write) {
+        let what = if m.path.is_empty() {
+            "anonymous shared memory"
+        } else {
+            m.path.as_str()
+        };
+        return Err(refuse(
+            pid,
+            format!(
+                "it has a shared writable mapping {:x}-{:x} ({what}): shared memory cannot be \
+                 captured consistently",
+                m.start, m.end
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a task whose executable is not x86-64 ELF.
+fn check_arch(pid: i32) -> Result<()> {
+    let f = File::open(procfs::path(pid, "exe")).map_err(|e| procfs::proc_err(pid, "exe", e))?;
+    let mut h = [0u8; 20];
+    let n = f
+        .read_at(&mut h, 0)
+        .map_err(|e| procfs::proc_err(pid, "exe", e))?;
+    if n < 20 || h.get(..4) != Some(b"\x7fELF".as_slice()) {
+        return Err(refuse(
+            pid,
+            "unsupported architecture: its executable is not ELF",
+        ));
+    }
+    // `h` is 20 bytes: e_ident[EI_CLASS] at 4, e_machine at 18..20.
+    let [_, _, _, _, class, ..] = h;
+    let [.., m0, m1] = h;
+    let machine = u16::from_le_bytes([m0, m1]);
+    match (class, machine) {
+        (2, 62) => Ok(()),
+        (1, 62) => Err(refuse(pid, "unsupported architecture: x32")),
+        (1, 3) => Err(refuse(pid, "unsupported architecture: i386 (32-bit)")),
+        (c, m) => Err(refuse(
+            pid,
+            format!("unsupported architecture: ELF class {c}, e_machine {m} (only x86-64)"),
+        )),
+    }
+}

@@ -1,0 +1,400 @@
+//! A whole checkpoint as `cr-dump checkpoint` takes it: inspect the task, find the parent, pick
+//! the mode (direct, lazy twin or copy, tracked, pre-copy), write the image under a temporary
+//! name and name it when complete, keep dirty tracking's state, and report ([`Report`]).
+//!
+//! The caller parses its arguments into [`CheckpointOptions`], may show progress through
+//! [`Progress`], and prints the [`Report`] (it serializes to the `--json` form, less the
+//! caller's own `total_ms` and `peak_rss_kib`).
+
+use super::check::{inspect, Inspection};
+use super::direct::checkpoint_direct;
+use super::incremental::{latest, Parent};
+use super::options::{After, LazyMode, Options, Stats};
+use super::precopy::{PrecopyLimits, PrecopyReport};
+use super::registry::{self, Lazy};
+use super::tracking::Session;
+use super::vma::Tracker;
+use crate::error::{Error, Result};
+use crate::output::TempImage;
+use cr_format::write::Summary;
+use serde::{Serialize, Serializer};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What to checkpoint, how, and where.
+#[derive(Clone, Debug, Default)]
+pub struct CheckpointOptions {
+    /// The task.
+    pub pid: i32,
+    /// The directory of the image (created, mode 0700, if only its last component is missing).
+    pub dir: PathBuf,
+    /// Image name; default: the task's comm.
+    pub name: Option<String>,
+    /// What happens to the task afterwards.
+    pub after: After,
+    /// How a lazy checkpoint holds the memory.
+    pub lazy: LazyMode,
+    /// Stream the image while the task is stopped instead of taking a lazy snapshot first.
+    pub direct: bool,
+    /// fsync the image before naming it.
+    pub sync: bool,
+    /// Incremental over this parent image.
+    pub parent: Option<PathBuf>,
+    /// Incremental over the newest `NAME.img.CRID` in `dir` (full if there is none).
+    pub incremental: bool,
+    /// Arm write-protect dirty tracking after this checkpoint.
+    pub track: bool,
+    /// Pre-copy within these bounds.
+    pub precopy: Option<PrecopyLimits>,
+}
+
+/// Progress of the long steps and notes for the user, as they happen.
+pub trait Progress: Send {
+    /// A step that writes about `len` bytes (`None`: unknown) starts: `"capture"` (direct
+    /// mode) or `"write-back"`.
+    fn start(&mut self, _step: &'static str, _len: Option<u64>) {}
+    /// `bytes` more were written.
+    fn advance(&mut self, _bytes: u64) {}
+    /// The step ended.
+    fn finish(&mut self) {}
+    /// Something the user should know (also kept in [`Report::notes`]).
+    fn note(&mut self, _note: &str) {}
+}
+
+/// No progress shown.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// How unchanged pages were found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiffMethod {
+    /// A full image.
+    None,
+    /// By comparing contents with the parent chain.
+    ContentCompare,
+    /// By write-protect dirty tracking.
+    WriteTracking,
+}
+
+/// How the checkpoint was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Streamed while frozen.
+    Direct,
+    /// Held in memory, written afterwards.
+    Lazy,
+}
+
+/// How a lazy checkpoint held the memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    /// Not lazy (direct mode).
+    None,
+    /// A copy-on-write twin.
+    Twin,
+    /// A copy while the task was stopped.
+    Copy,
+}
+
+/// What a checkpoint did. Serialized, it is the `--json` output of `cr-dump checkpoint`
+/// (durations as `*_ms` in milliseconds), less `total_ms` and `peak_rss_kib`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// CRID.
+    pub crid: u64,
+    /// The task.
+    pub pid: i32,
+    /// The image written.
+    #[serde(serialize_with = "display_path")]
+    pub image: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Records before the tail.
+    pub records: u64,
+    /// Tail digest.
+    #[serde(serialize_with = "hex16")]
+    pub digest: u64,
+    /// Pages stored with their data.
+    pub data_pages: u64,
+    /// Pages stored as known zero.
+    pub zero_pages: u64,
+    /// Pages unchanged since the parent.
+    pub parent_pages: u64,
+    /// The parent's CRID (0 for a full image).
+    pub parent_crid: u64,
+    /// The parent image.
+    #[serde(serialize_with = "display_opt_path")]
+    pub parent_image: Option<PathBuf>,
+    /// How unchanged pages were found.
+    pub diff_method: DiffMethod,
+    /// VMAs whose pages came from dirty tracking.
+    pub tracked_vmas: u64,
+    /// Whether tracking is armed after this checkpoint.
+    pub tracking_armed: bool,
+    /// Pre-copy: pages copied per round while the task ran.
+    pub precopy_rounds: Option<Vec<u64>>,
+    /// Pre-copy: pages copied while frozen at the end.
+    pub precopy_final_pages: Option<u64>,
+    /// Pre-copy: how long arming stopped the task.
+    #[serde(rename = "precopy_arm_downtime_ms", serialize_with = "opt_ms")]
+    pub precopy_arm_downtime: Option<Duration>,
+    /// VMAs recorded.
+    pub vmas: u64,
+    /// Direct or lazy.
+    pub mode: Mode,
+    /// How lazy mode held the memory.
+    pub snapshot: SnapshotKind,
+    /// How long the task was stopped.
+    #[serde(rename = "downtime_ms", serialize_with = "ms")]
+    pub downtime: Duration,
+    /// Start of the capture to the image ready in memory (direct: written).
+    #[serde(rename = "capture_ms", serialize_with = "ms")]
+    pub capture: Duration,
+    /// The write-back (zero in direct mode).
+    #[serde(rename = "writeback_ms", serialize_with = "ms")]
+    pub writeback: Duration,
+    /// The notes given to [`Progress::note`], in order.
+    #[serde(skip)]
+    pub notes: Vec<String>,
+}
+
+/// Milliseconds, as a float.
+pub fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn ms<S: Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(millis(*d))
+}
+
+fn opt_ms<S: Serializer>(d: &Option<Duration>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    d.map(millis).serialize(s)
+}
+
+fn hex16<S: Serializer>(v: &u64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:016x}"))
+}
+
+fn display_path<S: Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&p.display().to_string())
+}
+
+fn display_opt_path<S: Serializer>(
+    p: &Option<PathBuf>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    p.as_ref().map(|p| p.display().to_string()).serialize(s)
+}
+
+/// Counts bytes through a writer for a [`Progress`].
+struct Counting<'p, W> {
+    inner: W,
+    progress: &'p mut dyn Progress,
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// What the capture and write gave.
+struct Written {
+    stats: Stats,
+    summary: Summary,
+    writeback: Duration,
+    snapshot: SnapshotKind,
+    precopy: Option<PrecopyReport>,
+}
+
+/// Takes a checkpoint as `o` says; see the module docs.
+pub fn checkpoint(o: &CheckpointOptions, progress: &mut dyn Progress) -> Result<Report> {
+    let pid = o.pid;
+    if o.precopy.is_some() && (o.direct || o.after == After::Kill) {
+        return Err(Error::Other(
+            "pre-copy needs a lazy checkpoint of a task that runs on (not direct, not kill)".into(),
+        ));
+    }
+    let opts = Options {
+        after: o.after,
+        lazy: o.lazy,
+    };
+    let ins = inspect(pid)?;
+    let name = match &o.name {
+        Some(n) => n.clone(),
+        None => ins.stat.comm.replace('/', "_"),
+    };
+    let parent = open_parent(o, &name, pid)?;
+    // Dirty tracking: used when armed with the parent as baseline, armed again after.
+    let mut session = if o.direct || o.after == After::Kill {
+        None
+    } else {
+        let want = o.track || o.precopy.is_some();
+        let s = Session::new(pid, parent.as_ref(), want)?;
+        (want || s.usable() || s.armed_before()).then_some(s)
+    };
+    let mut tmp = TempImage::create(&o.dir, &name)?;
+    let crid = crate::crid::next()?;
+    let mut notes = Vec::new();
+    let w = if o.direct {
+        progress.start("capture", None);
+        let mut out = Counting {
+            inner: tmp.writer(),
+            progress: &mut *progress,
+        };
+        let r = checkpoint_direct(&ins, crid, &opts, &mut out);
+        progress.finish();
+        let r = r?;
+        Written {
+            stats: r.stats,
+            summary: r.summary,
+            writeback: Duration::ZERO,
+            snapshot: SnapshotKind::None,
+            precopy: None,
+        }
+    } else {
+        let lazy = take_lazy(o, &ins, crid, &opts, parent.as_ref(), session.as_mut())?;
+        write_back(lazy, &mut tmp, progress, &mut notes)?
+    };
+    let image = tmp.commit(crid, o.sync)?;
+    if let Some(s) = &session {
+        s.commit(crid, w.summary.digest)?;
+        for n in &s.notes {
+            progress.note(n);
+            notes.push(n.clone());
+        }
+    }
+    let diff_method = match (&parent, w.stats.tracked_vmas) {
+        (None, _) => DiffMethod::None,
+        (Some(_), 0) => DiffMethod::ContentCompare,
+        (Some(_), _) => DiffMethod::WriteTracking,
+    };
+    Ok(Report {
+        crid,
+        pid,
+        image,
+        size: w.summary.image_len,
+        records: w.summary.records,
+        digest: w.summary.digest,
+        data_pages: w.stats.data_pages,
+        zero_pages: w.stats.zero_pages,
+        parent_pages: w.stats.parent_pages,
+        parent_crid: parent.as_ref().map_or(0, |p| p.crid),
+        parent_image: parent.as_ref().map(|p| p.path.clone()),
+        diff_method,
+        tracked_vmas: w.stats.tracked_vmas,
+        tracking_armed: session.as_ref().is_some_and(|s| s.armed),
+        precopy_rounds: w.precopy.as_ref().map(|r| r.rounds.clone()),
+        precopy_final_pages: w.precopy.as_ref().map(|r| r.final_pages),
+        precopy_arm_downtime: w.precopy.as_ref().map(|r| r.arm_downtime),
+        vmas: w.stats.vmas,
+        mode: if o.direct { Mode::Direct } else { Mode::Lazy },
+        snapshot: w.snapshot,
+        downtime: w.stats.downtime,
+        capture: w.stats.capture,
+        writeback: w.writeback,
+        notes,
+    })
+}
+
+/// The parent image `o` names (by path, or the newest in the directory), checked to be a
+/// checkpoint of the same pid.
+fn open_parent(o: &CheckpointOptions, name: &str, pid: i32) -> Result<Option<Parent>> {
+    let path = match (&o.parent, o.incremental) {
+        (Some(p), _) => Some(p.clone()),
+        (None, true) => latest(&o.dir, name)?,
+        (None, false) => None,
+    };
+    let parent = path.map(|p| Parent::open(&p)).transpose()?;
+    if let Some(p) = &parent {
+        if i64::from(p.pid) != i64::from(pid) {
+            return Err(Error::Other(format!(
+                "parent image CRID {} ({}) refused: it is a checkpoint of pid {}, not of pid {pid}",
+                p.crid,
+                p.path.display(),
+                p.pid
+            )));
+        }
+    }
+    Ok(parent)
+}
+
+/// A lazy checkpoint into the process-wide registry: pre-copy, tracked, or plain.
+fn take_lazy(
+    o: &CheckpointOptions,
+    ins: &Inspection,
+    crid: u64,
+    opts: &Options,
+    parent: Option<&Parent>,
+    session: Option<&mut Session>,
+) -> Result<(Lazy, Option<PrecopyReport>)> {
+    let reg = registry::global();
+    Ok(match (session, o.precopy) {
+        (Some(s), Some(limits)) => {
+            let (l, r) = reg.checkpoint_precopy(ins, crid, opts, parent, s, limits)?;
+            (l, Some(r))
+        }
+        (Some(s), None) => {
+            let l = reg.checkpoint_with(ins, crid, opts, parent, Some(s as &mut dyn Tracker))?;
+            (l, None)
+        }
+        (None, _) => (reg.checkpoint_with(ins, crid, opts, parent, None)?, None),
+    })
+}
+
+/// Writes a lazy checkpoint's image to `tmp`, then drops the checkpoint.
+fn write_back(
+    (lazy, precopy): (Lazy, Option<PrecopyReport>),
+    tmp: &mut TempImage,
+    progress: &mut dyn Progress,
+    notes: &mut Vec<String>,
+) -> Result<Written> {
+    let reg = registry::global();
+    let crid = lazy.crid;
+    let snap = reg.get(crid)?;
+    let t_wb = Instant::now();
+    progress.start("write-back", snap.twin.is_none().then(|| snap.data_bytes()));
+    let r = snap.write_to(Counting {
+        inner: tmp.writer(),
+        progress: &mut *progress,
+    });
+    progress.finish();
+    let mut stats = lazy.stats;
+    // A twin's page counts are known once the image is written.
+    if let Some((data, zero, parent)) = snap.twin.as_ref().and_then(|t| t.counts()) {
+        stats.data_pages = data;
+        stats.zero_pages = zero;
+        stats.parent_pages = parent;
+    }
+    let snapshot = if snap.twin.is_some() {
+        SnapshotKind::Twin
+    } else {
+        SnapshotKind::Copy
+    };
+    if let Some(n) = &lazy.note {
+        let n = format!("memory copied while the task was stopped: {n}");
+        progress.note(&n);
+        notes.push(n);
+    }
+    drop(snap);
+    let _ = reg.discard(crid);
+    let summary = r?;
+    Ok(Written {
+        stats,
+        summary,
+        writeback: t_wb.elapsed(),
+        snapshot,
+        precopy,
+    })
+}

@@ -1,0 +1,193 @@
+//! The freeze: `PTRACE_SEIZE` + `PTRACE_INTERRUPT`, and the release as [`After`] says. A
+//! [`Frozen`] task is let go when dropped, so every failure path leaves it running, untraced.
+
+use super::check::refuse;
+use super::options::{test_pause, After, TEST_PAUSE_ENV};
+use crate::error::{Error, Result};
+use crate::procfs;
+use crate::sys::{self, WaitStatus};
+use std::io;
+use std::time::{Duration, Instant};
+
+/// A task stopped under `PTRACE_SEIZE`. Dropping it detaches, so every failure path leaves the
+/// task running and untraced.
+#[derive(Debug)]
+pub struct Frozen {
+    pid: i32,
+    active: bool,
+    since: Instant,
+    /// The task was in a job-control stop when seized: after a detach the kernel wakes it to
+    /// enter that stop again, so for a moment it runs.
+    was_stopped: bool,
+}
+
+/// The error of a ptrace or process call on `pid`: gone, refused, or else.
+pub(crate) fn gone_or(pid: i32, e: io::Error, what: &str) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ESRCH) => Error::TargetExited {
+            pid,
+            how: format!("gone during {what}"),
+        },
+        Some(libc::EPERM) | Some(libc::EACCES) => Error::PermissionDenied {
+            pid,
+            what: what.to_string(),
+        },
+        _ => Error::io(format!("{what} of pid {pid}"), e),
+    }
+}
+
+const PTRACE_EVENT_STOP: i32 = 128;
+
+/// Seizes and stops `pid`.
+pub fn freeze(pid: i32) -> Result<Frozen> {
+    let fr = freeze_quiet(pid)?;
+    if let Some(pause) = test_pause(TEST_PAUSE_ENV) {
+        eprintln!("cr-dump: test-hook: frozen");
+        std::thread::sleep(pause);
+    }
+    Ok(fr)
+}
+
+/// [`freeze`] without its test hook.
+pub(crate) fn freeze_quiet(pid: i32) -> Result<Frozen> {
+    let since = Instant::now();
+    let was_stopped = task_state(pid) == Some(b'T');
+    sys::ptrace_seize(pid).map_err(|e| match e.raw_os_error() {
+        Some(libc::ESRCH) => Error::NoSuchProcess(pid),
+        // EPERM also when another tracer got there since the check.
+        Some(libc::EPERM) => match procfs::read(pid, "status")
+            .ok()
+            .and_then(|b| procfs::parse_status(&String::from_utf8_lossy(&b)).ok())
+        {
+            Some(st) if st.tracer_pid != 0 => refuse(
+                pid,
+                format!("it is already traced by pid {}", st.tracer_pid),
+            ),
+            _ => gone_or(pid, e, "PTRACE_SEIZE"),
+        },
+        _ => gone_or(pid, e, "PTRACE_SEIZE"),
+    })?;
+    let mut fr = Frozen {
+        pid,
+        active: true,
+        since,
+        was_stopped,
+    };
+    sys::ptrace_interrupt(pid).map_err(|e| gone_or(pid, e, "PTRACE_INTERRUPT"))?;
+    loop {
+        match sys::waitpid(pid).map_err(|e| gone_or(pid, e, "waitpid"))? {
+            WaitStatus::Stopped { event, .. } if event == PTRACE_EVENT_STOP => break,
+            WaitStatus::Stopped { sig, event: 0 } => {
+                // A signal arrived first: deliver it and stop again.
+                sys::ptrace_cont(pid, sig).map_err(|e| gone_or(pid, e, "PTRACE_CONT"))?;
+                sys::ptrace_interrupt(pid).map_err(|e| gone_or(pid, e, "PTRACE_INTERRUPT"))?;
+            }
+            WaitStatus::Stopped { .. } | WaitStatus::Other => {
+                sys::ptrace_cont(pid, 0).map_err(|e| gone_or(pid, e, "PTRACE_CONT"))?;
+                sys::ptrace_interrupt(pid).map_err(|e| gone_or(pid, e, "PTRACE_INTERRUPT"))?;
+            }
+            WaitStatus::Exited(c) => {
+                fr.active = false;
+                return Err(Error::TargetExited {
+                    pid,
+                    how: format!("exit status {c}"),
+                });
+            }
+            WaitStatus::Signaled(s) => {
+                fr.active = false;
+                return Err(Error::TargetExited {
+                    pid,
+                    how: format!("killed by signal {s}"),
+                });
+            }
+        }
+    }
+    Ok(fr)
+}
+
+impl Frozen {
+    /// The pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Releases the task as `after` says; returns how long it was stopped.
+    pub fn release(mut self, after: After) -> Result<Duration> {
+        let pid = self.pid;
+        self.active = false;
+        match after {
+            After::Continue => {
+                sys::ptrace_detach(pid, 0).map_err(|e| gone_or(pid, e, "PTRACE_DETACH"))?;
+                // Continue means "as it was": a stopped task is stopped again on return.
+                if self.was_stopped {
+                    wait_stopped(pid, Duration::from_secs(2));
+                }
+            }
+            After::Stop => {
+                // The SIGSTOP stays pending while the task is in its ptrace stop and stops it
+                // for good after the detach.
+                sys::kill(pid, libc::SIGSTOP).map_err(|e| gone_or(pid, e, "kill(SIGSTOP)"))?;
+                sys::ptrace_detach(pid, 0).map_err(|e| gone_or(pid, e, "PTRACE_DETACH"))?;
+                // The stop happens when the task next runs: wait for it (briefly), so that the
+                // task is stopped by the time the caller is told so.
+                wait_stopped(pid, Duration::from_secs(2));
+            }
+            After::Kill => {
+                sys::kill(pid, libc::SIGKILL).map_err(|e| gone_or(pid, e, "kill(SIGKILL)"))?;
+                let _ = sys::ptrace_detach(pid, 0);
+            }
+        }
+        Ok(self.since.elapsed())
+    }
+}
+
+/// The task's state letter from `/proc/PID/stat` (`None` if it is gone).
+fn task_state(pid: i32) -> Option<u8> {
+    procfs::read(pid, "stat")
+        .ok()
+        .and_then(|b| procfs::parse_stat(&String::from_utf8_lossy(&b)).ok())
+        .map(|s| s.state)
+}
+
+/// Polls `/proc/PID/stat` until the task is in a stop (`T`), it is gone, or `limit` passes.
+fn wait_stopped(pid: i32, limit: Duration) {
+    let t = std::time::Instant::now();
+    while t.elapsed() < limit {
+        let stopped = task_state(pid).is_none_or(|s| s == b'T');
+        if stopped {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if self.active {
+            let _ = sys::ptrace_detach(self.pid, 0);
+        }
+    }
+}
+
+/// Whether `pid` is gone or a zombie.
+pub(crate) fn is_gone(pid: i32) -> bool {
+    match procfs::read(pid, "stat") {
+        Ok(b) => String::from_utf8(b)
+            .ok()
+            .and_then(|t| procfs::parse_stat(&t).ok())
+            .is_none_or(|s| matches!(s.state, b'Z' | b'X')),
+        Err(_) => true,
+    }
+}
+
+/// An error met while the task is frozen: if the task died meanwhile, that is the error.
+pub(crate) fn frozen_err(pid: i32, e: Error) -> Error {
+    if matches!(e, Error::TargetExited { .. }) || !is_gone(pid) {
+        e
+    } else {
+        Error::TargetExited {
+            pid,
+            how: "killed or exited while frozen".into(),
+        }
+    }
+}

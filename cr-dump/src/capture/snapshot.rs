@@ -1,0 +1,130 @@
+//! A checkpoint held in memory ([`Snapshot`]) and how its image is written: from its page
+//! buffer (a copy) or streamed from its copy-on-write twin, compared with the parent chain on
+//! the way when it is incremental.
+
+use super::incremental::{vmas_in_parent, Parent};
+use super::options::{test_pause, Stats, TEST_WRITEBACK_PAUSE_ENV};
+use super::plan::RecordPlan;
+use super::stream::{finish_image, sink_err, stream_vmas, Source};
+use super::task::Meta;
+use super::twin::Twin;
+use super::vma::{Scan, VmaRec};
+use crate::error::{Error, Result};
+use crate::sys;
+use cr_format::write::{IoSink, Sink, Summary, Writer};
+use std::io::Write;
+
+/// One VMA of a snapshot with its planned Pages records.
+#[derive(Clone, Debug)]
+pub struct SnapVma {
+    /// The VMA.
+    pub vma: VmaRec,
+    /// Its Pages records.
+    pub records: Vec<RecordPlan>,
+    /// For a VMA under dirty tracking: what the scan found (only its written pages were
+    /// copied into `records`).
+    pub tracked: Option<Scan>,
+}
+
+/// A checkpoint held in memory: everything needed to write its image.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// CRID.
+    pub crid: u64,
+    /// The task's pid.
+    pub pid: i32,
+    /// Header, task, registers, mm.
+    pub meta: Meta,
+    /// VMAs and their records.
+    pub vmas: Vec<SnapVma>,
+    /// The page data (empty for a snapshot held by a twin).
+    pub buf: sys::MapBuf,
+    /// Figures of the capture.
+    pub stats: Stats,
+    /// The copy-on-write twin holding the pages, when the snapshot was taken that way: then
+    /// `vmas` have no records, and each write-back reads the pages from the twin.
+    pub twin: Option<Twin>,
+    /// For an incremental snapshot held by a twin: the parent chain its pages are compared
+    /// with as they are written (the Header already names it).
+    pub parent: Option<Parent>,
+}
+
+impl Snapshot {
+    /// Writes the image to `out`; returns what was written.
+    pub fn write_to<W: Write + Send>(&self, out: W) -> Result<Summary> {
+        let mut w = Writer::new(IoSink::new(out));
+        if let Some(t) = &self.twin {
+            return self.write_from_twin(t, &mut w);
+        }
+        let r = self.write_records(&mut w);
+        if let Some(e) = w.sink_mut().take_error() {
+            return Err(Error::io("writing the image", e));
+        }
+        let s = r?;
+        w.sink_mut()
+            .get_mut()
+            .flush()
+            .map_err(|e| Error::io("writing the image", e))?;
+        Ok(s)
+    }
+
+    /// Streams the image from the twin, compared with the parent if there is one.
+    fn write_from_twin<W: Write + Send>(
+        &self,
+        t: &Twin,
+        w: &mut Writer<IoSink<W>>,
+    ) -> Result<Summary> {
+        if let Some(pause) = test_pause(TEST_WRITEBACK_PAUSE_ENV) {
+            std::thread::sleep(pause);
+        }
+        self.meta.write(w).map_err(|e| sink_err(w, e))?;
+        let vmas: Vec<VmaRec> = self.vmas.iter().map(|v| v.vma.clone()).collect();
+        let st = match &self.parent {
+            None => {
+                let src = Source {
+                    pid: t.pid(),
+                    twin: true,
+                    parent: None,
+                };
+                stream_vmas(&src, w, &vmas)?
+            }
+            Some(p) => p.with_index(|idx, images| {
+                let top = images.first().ok_or_else(|| {
+                    Error::Other("internal: the parent chain has no image".into())
+                })?;
+                let in_parent = vmas_in_parent(top, vmas.iter());
+                let src = Source {
+                    pid: t.pid(),
+                    twin: true,
+                    parent: Some((idx, &in_parent)),
+                };
+                stream_vmas(&src, w, &vmas)
+            })??,
+        };
+        let summary = finish_image(w)?;
+        t.set_counts(st.data_pages, st.zero_pages, st.parent_pages);
+        Ok(summary)
+    }
+
+    fn write_records<S: Sink>(&self, w: &mut Writer<S>) -> Result<Summary> {
+        self.meta.write(w)?;
+        for v in &self.vmas {
+            w.vma(&v.vma.vma, &v.vma.path)?;
+            for r in &v.records {
+                let data = self.buf.get(r.data.clone()).ok_or_else(|| {
+                    Error::Other(format!(
+                        "internal: record data {:?} is past the page buffer",
+                        r.data
+                    ))
+                })?;
+                w.pages(&r.runs, data)?;
+            }
+        }
+        Ok(w.finish()?)
+    }
+
+    /// Bytes of page data held (0 for a snapshot held by a twin: known once written).
+    pub fn data_bytes(&self) -> u64 {
+        self.stats.data_pages * u64::from(self.meta.header.page_size.get())
+    }
+}

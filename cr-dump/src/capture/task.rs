@@ -1,0 +1,224 @@
+//! The task's state besides its memory, read while it is frozen: registers, `/proc` fields, the
+//! Header, Task and Mm records ([`Meta`]), and its VMAs.
+//!
+//! `Mm::brk`: `/proc` does not show the current program break; this crate records the end of
+//! the `[heap]` VMA (the page-aligned upper bound of the break), or `start_brk` without a heap.
+
+use super::check::{check_maps, check_threads, read_text, Inspection};
+use super::freeze::gone_or;
+use super::vma::VmaRec;
+use crate::error::{Error, Result};
+use crate::procfs::{self, Stat, Status};
+use crate::sys;
+use cr_format::raw::{self, AuxvEntry};
+use cr_format::write::{Sink, Writer};
+use std::time::SystemTime;
+use zerocopy::FromZeros;
+
+/// Everything of an image but the VMAs and pages.
+#[derive(Clone, Debug)]
+pub struct Meta {
+    /// Header.
+    pub header: raw::Header,
+    /// Task.
+    pub task: raw::Task,
+    /// Registers.
+    pub regs: raw::RegsX86_64,
+    /// XSAVE area.
+    pub xsave: Vec<u8>,
+    /// Mm fields.
+    pub mm: raw::Mm,
+    /// Auxiliary vector.
+    pub auxv: Vec<AuxvEntry>,
+    /// Executable path.
+    pub exe: Vec<u8>,
+}
+
+impl Meta {
+    /// Writes Header, Task, Regs and Mm.
+    pub fn write<S: Sink>(&self, w: &mut Writer<S>) -> Result<()> {
+        w.header(&self.header)?;
+        w.task(&self.task)?;
+        w.regs(&self.regs, &self.xsave)?;
+        w.mm(&self.mm, &self.auxv, &self.exe)?;
+        Ok(())
+    }
+}
+
+/// The producer string in the header.
+pub const PRODUCER: &str = concat!("cr-dump ", env!("CARGO_PKG_VERSION"));
+
+fn header(crid: u64, page_size: u32) -> raw::Header {
+    let mut h = raw::Header::new_zeroed();
+    h.magic = raw::MAGIC;
+    h.version_major = raw::VERSION_MAJOR.into();
+    h.version_minor = raw::VERSION_MINOR.into();
+    h.arch = raw::ARCH_X86_64.into();
+    h.page_size = page_size.into();
+    h.crid = crid.into();
+    // A clock before 1970 says 0 ("unknown"); past 2554 it saturates.
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    h.created_ns = now.into();
+    let p = PRODUCER.as_bytes();
+    for (d, s) in h.producer.iter_mut().zip(p) {
+        *d = *s;
+    }
+    h
+}
+
+fn read_regs(pid: i32) -> Result<(raw::RegsX86_64, Vec<u8>)> {
+    let mut r = raw::RegsX86_64::new_zeroed();
+    r.arch = raw::ARCH_X86_64.into();
+    let mut gpr = [0u8; raw::X86_64_GPR_COUNT * 8];
+    let n = sys::ptrace_getregset(pid, sys::NT_PRSTATUS, &mut gpr)
+        .map_err(|e| gone_or(pid, e, "PTRACE_GETREGSET(NT_PRSTATUS)"))?;
+    if n != gpr.len() {
+        return Err(Error::Other(format!(
+            "PTRACE_GETREGSET(NT_PRSTATUS) gave {n} bytes, expected {}",
+            gpr.len()
+        )));
+    }
+    for (d, s) in r.gpr.iter_mut().zip(gpr.chunks_exact(8)) {
+        let b: [u8; 8] = s
+            .try_into()
+            .map_err(|_| Error::Other("internal: register chunk is not 8 bytes".into()))?;
+        *d = u64::from_le_bytes(b).into();
+    }
+    let n = sys::ptrace_getregset(pid, sys::NT_PRFPREG, &mut r.fxsave)
+        .map_err(|e| gone_or(pid, e, "PTRACE_GETREGSET(NT_PRFPREG)"))?;
+    if n != raw::FXSAVE_LEN {
+        return Err(Error::Other(format!(
+            "PTRACE_GETREGSET(NT_PRFPREG) gave {n} bytes, expected {}",
+            raw::FXSAVE_LEN
+        )));
+    }
+    let mut xsave = vec![0u8; cr_format::limits::MAX_XSAVE_LEN as usize];
+    match sys::ptrace_getregset(pid, sys::NT_X86_XSTATE, &mut xsave) {
+        Ok(n) => xsave.truncate(n),
+        Err(e)
+            if e.raw_os_error() == Some(libc::ENODEV) || e.raw_os_error() == Some(libc::EINVAL) =>
+        {
+            xsave.clear()
+        }
+        Err(e) => return Err(gone_or(pid, e, "PTRACE_GETREGSET(NT_X86_XSTATE)")),
+    }
+    // The kernel stores XCR0 in the software-reserved bytes 464..472 of the area; without an
+    // XSAVE area (no XSAVE on this CPU) there are no extended features: 0.
+    let xcr0 = xsave
+        .get(464..472)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0);
+    r.xfeatures = xcr0.into();
+    Ok((r, xsave))
+}
+
+/// The Task record from `/proc`; `before` is the state letter before the freeze.
+fn task_record(status: &Status, stat: &Stat, before: u8, personality: u32) -> Result<raw::Task> {
+    let mut t = raw::Task::new_zeroed();
+    let u32of = |what: &str, v: i32| {
+        u32::try_from(v).map_err(|_| Error::Proc(format!("{what} {v} is negative")))
+    };
+    t.pid = u32of("pid", status.pid)?.into();
+    t.tgid = u32of("tgid", status.tgid)?.into();
+    t.ppid = u32of("ppid", stat.ppid)?.into();
+    t.pgid = u32of("pgrp", stat.pgrp)?.into();
+    t.sid = u32of("session", stat.session)?.into();
+    // The state before the freeze (now it is a tracing stop).
+    t.state = if before.is_ascii_alphabetic() {
+        before
+    } else {
+        b'S'
+    };
+    t.exit_signal = stat.exit_signal.into();
+    t.personality = personality.into();
+    for (d, s) in t.uid.iter_mut().zip(status.uid) {
+        *d = s.into();
+    }
+    for (d, s) in t.gid.iter_mut().zip(status.gid) {
+        *d = s.into();
+    }
+    t.sig_blocked = status.sig_blk.into();
+    t.sig_ignored = status.sig_ign.into();
+    t.sig_caught = status.sig_cgt.into();
+    t.sig_pending = status.sig_pnd.into();
+    t.sig_shared_pending = status.shd_pnd.into();
+    t.cap_inheritable = status.cap_inh.into();
+    t.cap_permitted = status.cap_prm.into();
+    t.cap_effective = status.cap_eff.into();
+    for (d, s) in t
+        .comm
+        .iter_mut()
+        .zip(stat.comm.bytes().take_while(|&b| b != 0))
+    {
+        *d = s;
+    }
+    t.umask = status.umask.into();
+    Ok(t)
+}
+
+/// The Mm record; `heap_end` is the end of `[heap]` if there is one.
+fn mm_record(stat: &Stat, heap_end: Option<u64>) -> raw::Mm {
+    let heap_end = heap_end.unwrap_or(stat.start_brk);
+    let mut mm = raw::Mm::new_zeroed();
+    mm.start_code = stat.start_code.into();
+    mm.end_code = stat.end_code.max(stat.start_code).into();
+    mm.start_data = stat.start_data.into();
+    mm.end_data = stat.end_data.max(stat.start_data).into();
+    mm.start_brk = stat.start_brk.into();
+    mm.brk = heap_end.max(stat.start_brk).into();
+    mm.start_stack = stat.start_stack.into();
+    mm.arg_start = stat.arg_start.into();
+    mm.arg_end = stat.arg_end.max(stat.arg_start).into();
+    mm.env_start = stat.env_start.into();
+    mm.env_end = stat.env_end.max(stat.env_start).into();
+    mm
+}
+
+/// Reads the task's state while it is frozen; re-checks what could have changed since
+/// [`crate::capture::inspect`]. Returns the metadata and the VMAs.
+pub(crate) fn read_frozen(
+    ins: &Inspection,
+    crid: u64,
+    page_size: u32,
+) -> Result<(Meta, Vec<VmaRec>)> {
+    let pid = ins.pid;
+    let status = procfs::parse_status(&read_text(pid, "status")?)?;
+    let stat = procfs::parse_stat(&read_text(pid, "stat")?)?;
+    check_threads(pid, &status)?;
+    let maps = procfs::parse_maps(&read_text(pid, "maps")?)?;
+    check_maps(pid, &maps)?;
+    let (regs, xsave) = read_regs(pid)?;
+    let personality = procfs::parse_personality(&read_text(pid, "personality")?)?;
+    let auxv: Vec<AuxvEntry> = procfs::parse_auxv(&procfs::read(pid, "auxv")?)
+        .into_iter()
+        .take(cr_format::limits::MAX_AUXV as usize)
+        .map(|(k, v)| AuxvEntry {
+            key: k.into(),
+            value: v.into(),
+        })
+        .collect();
+    let exe = std::fs::read_link(procfs::path(pid, "exe"))
+        .map_err(|e| procfs::proc_err(pid, "exe", e))?;
+    let mut exe = exe.into_os_string().into_encoded_bytes();
+    exe.truncate(cr_format::limits::MAX_PATH as usize);
+    let task = task_record(&status, &stat, ins.stat.state, personality)?;
+    let heap_end = maps.iter().find(|m| m.path == "[heap]").map(|m| m.end);
+    let mm = mm_record(&stat, heap_end);
+    let vmas = maps.iter().map(|m| VmaRec::of(pid, m)).collect();
+    Ok((
+        Meta {
+            header: header(crid, page_size),
+            task,
+            regs,
+            xsave,
+            mm,
+            auxv,
+            exe,
+        },
+        vmas,
+    ))
+}
