@@ -251,18 +251,21 @@ fn check_regions(extra: &[&str]) {
 
     // Registers through ptrace: seize the stopped task, read them, compare everything.
     use cr_dump::sys;
-    sys::ptrace_seize(pid).unwrap();
-    sys::ptrace_interrupt(pid).unwrap();
-    let st = sys::waitpid(pid).unwrap();
-    assert!(matches!(st, sys::WaitStatus::Stopped { .. }), "{st:?}");
-    let mut gpr = [0u8; raw::X86_64_GPR_COUNT * 8];
-    assert_eq!(
-        sys::ptrace_getregset(pid, sys::NT_PRSTATUS, &mut gpr).unwrap(),
-        gpr.len()
+    let t = sys::Tracee::seize(pid).unwrap();
+    t.interrupt().unwrap();
+    let st = t.wait().unwrap();
+    assert!(
+        matches!(
+            st,
+            sys::Stop::Group { .. } | sys::Stop::Signal { .. } | sys::Stop::Event { .. }
+        ),
+        "{st:?}"
     );
+    let mut gpr = [0u8; raw::X86_64_GPR_COUNT * 8];
+    assert_eq!(t.regset(sys::NT_PRSTATUS, &mut gpr).unwrap(), gpr.len());
     let mut fx = [0u8; 512];
-    sys::ptrace_getregset(pid, sys::NT_PRFPREG, &mut fx).unwrap();
-    sys::ptrace_detach(pid, 0).unwrap();
+    t.regset(sys::NT_PRFPREG, &mut fx).unwrap();
+    t.detach(0).unwrap();
     for (i, c) in gpr.chunks_exact(8).enumerate() {
         let v = u64::from_le_bytes(c.try_into().unwrap());
         assert_eq!(

@@ -1,11 +1,13 @@
-//! The freeze: `PTRACE_SEIZE` + `PTRACE_INTERRUPT`, and the release as [`After`] says. A
-//! [`Frozen`] task is let go when dropped, so every failure path leaves it running, untraced.
+//! How a task is frozen and let go: `PTRACE_SEIZE` + `PTRACE_INTERRUPT` through the one ptrace
+//! layer ([`Tracee`]), and the release as [`After`] says. A [`Frozen`] task is let go when
+//! dropped, so every failure path leaves it running, untraced. What is read or injected while
+//! it is frozen goes through [`Frozen::tracee`].
 
 use super::check::refuse;
 use super::options::{test_pause, After, TEST_PAUSE_ENV};
 use crate::error::{Error, Result};
 use crate::procfs;
-use crate::sys::{self, WaitStatus};
+use crate::sys::{Stop, Tracee};
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 /// task running and untraced.
 #[derive(Debug)]
 pub struct Frozen {
-    pid: i32,
+    tracee: Tracee,
     active: bool,
     since: Instant,
     /// The task was in a job-control stop when seized: after a detach the kernel wakes it to
@@ -36,8 +38,6 @@ pub(crate) fn gone_or(pid: i32, e: io::Error, what: &str) -> Error {
     }
 }
 
-const PTRACE_EVENT_STOP: i32 = 128;
-
 /// Seizes and stops `pid`.
 pub fn freeze(pid: i32) -> Result<Frozen> {
     let fr = freeze_quiet(pid)?;
@@ -52,7 +52,7 @@ pub fn freeze(pid: i32) -> Result<Frozen> {
 pub(crate) fn freeze_quiet(pid: i32) -> Result<Frozen> {
     let since = Instant::now();
     let was_stopped = task_state(pid) == Some(b'T');
-    sys::ptrace_seize(pid).map_err(|e| match e.raw_os_error() {
+    let tracee = Tracee::seize(pid).map_err(|e| match e.raw_os_error() {
         Some(libc::ESRCH) => Error::NoSuchProcess(pid),
         // EPERM also when another tracer got there since the check.
         Some(libc::EPERM) => match procfs::read(pid, "status")
@@ -68,32 +68,37 @@ pub(crate) fn freeze_quiet(pid: i32) -> Result<Frozen> {
         _ => gone_or(pid, e, "PTRACE_SEIZE"),
     })?;
     let mut fr = Frozen {
-        pid,
+        tracee,
         active: true,
         since,
         was_stopped,
     };
-    sys::ptrace_interrupt(pid).map_err(|e| gone_or(pid, e, "PTRACE_INTERRUPT"))?;
+    let t = tracee;
+    let interrupt = || {
+        t.interrupt()
+            .map_err(|e| gone_or(pid, e, "PTRACE_INTERRUPT"))
+    };
+    interrupt()?;
     loop {
-        match sys::waitpid(pid).map_err(|e| gone_or(pid, e, "waitpid"))? {
-            WaitStatus::Stopped { event, .. } if event == PTRACE_EVENT_STOP => break,
-            WaitStatus::Stopped { sig, event: 0 } => {
+        match t.wait().map_err(|e| gone_or(pid, e, "waitpid"))? {
+            Stop::Group { .. } => break,
+            Stop::Signal { signal } => {
                 // A signal arrived first: deliver it and stop again.
-                sys::ptrace_cont(pid, sig).map_err(|e| gone_or(pid, e, "PTRACE_CONT"))?;
-                sys::ptrace_interrupt(pid).map_err(|e| gone_or(pid, e, "PTRACE_INTERRUPT"))?;
+                t.cont(signal).map_err(|e| gone_or(pid, e, "PTRACE_CONT"))?;
+                interrupt()?;
             }
-            WaitStatus::Stopped { .. } | WaitStatus::Other => {
-                sys::ptrace_cont(pid, 0).map_err(|e| gone_or(pid, e, "PTRACE_CONT"))?;
-                sys::ptrace_interrupt(pid).map_err(|e| gone_or(pid, e, "PTRACE_INTERRUPT"))?;
+            Stop::Event { .. } | Stop::Continued => {
+                t.cont(0).map_err(|e| gone_or(pid, e, "PTRACE_CONT"))?;
+                interrupt()?;
             }
-            WaitStatus::Exited(c) => {
+            Stop::Exited(c) => {
                 fr.active = false;
                 return Err(Error::TargetExited {
                     pid,
                     how: format!("exit status {c}"),
                 });
             }
-            WaitStatus::Signaled(s) => {
+            Stop::Killed(s) => {
                 fr.active = false;
                 return Err(Error::TargetExited {
                     pid,
@@ -108,16 +113,21 @@ pub(crate) fn freeze_quiet(pid: i32) -> Result<Frozen> {
 impl Frozen {
     /// The pid.
     pub fn pid(&self) -> i32 {
-        self.pid
+        self.tracee.pid()
+    }
+
+    /// The task, to read its registers or inject a system call while it is frozen.
+    pub fn tracee(&self) -> Tracee {
+        self.tracee
     }
 
     /// Releases the task as `after` says; returns how long it was stopped.
     pub fn release(mut self, after: After) -> Result<Duration> {
-        let pid = self.pid;
+        let (t, pid) = (self.tracee, self.tracee.pid());
         self.active = false;
         match after {
             After::Continue => {
-                sys::ptrace_detach(pid, 0).map_err(|e| gone_or(pid, e, "PTRACE_DETACH"))?;
+                t.detach(0).map_err(|e| gone_or(pid, e, "PTRACE_DETACH"))?;
                 // Continue means "as it was": a stopped task is stopped again on return.
                 if self.was_stopped {
                     wait_stopped(pid, Duration::from_secs(2));
@@ -126,15 +136,17 @@ impl Frozen {
             After::Stop => {
                 // The SIGSTOP stays pending while the task is in its ptrace stop and stops it
                 // for good after the detach.
-                sys::kill(pid, libc::SIGSTOP).map_err(|e| gone_or(pid, e, "kill(SIGSTOP)"))?;
-                sys::ptrace_detach(pid, 0).map_err(|e| gone_or(pid, e, "PTRACE_DETACH"))?;
+                t.kill(libc::SIGSTOP)
+                    .map_err(|e| gone_or(pid, e, "kill(SIGSTOP)"))?;
+                t.detach(0).map_err(|e| gone_or(pid, e, "PTRACE_DETACH"))?;
                 // The stop happens when the task next runs: wait for it (briefly), so that the
                 // task is stopped by the time the caller is told so.
                 wait_stopped(pid, Duration::from_secs(2));
             }
             After::Kill => {
-                sys::kill(pid, libc::SIGKILL).map_err(|e| gone_or(pid, e, "kill(SIGKILL)"))?;
-                let _ = sys::ptrace_detach(pid, 0);
+                t.kill(libc::SIGKILL)
+                    .map_err(|e| gone_or(pid, e, "kill(SIGKILL)"))?;
+                let _ = t.detach(0);
             }
         }
         Ok(self.since.elapsed())
@@ -164,7 +176,7 @@ fn wait_stopped(pid: i32, limit: Duration) {
 impl Drop for Frozen {
     fn drop(&mut self) {
         if self.active {
-            let _ = sys::ptrace_detach(self.pid, 0);
+            let _ = self.tracee.detach(0);
         }
     }
 }

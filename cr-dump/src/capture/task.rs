@@ -9,7 +9,7 @@ use super::freeze::gone_or;
 use super::vma::VmaRec;
 use crate::error::{Error, Result};
 use crate::procfs::{self, Stat, Status};
-use crate::sys;
+use crate::sys::{self, Tracee};
 use cr_format::raw::{self, AuxvEntry};
 use cr_format::write::{Sink, Writer};
 use std::time::SystemTime;
@@ -69,11 +69,14 @@ fn header(crid: u64, page_size: u32) -> raw::Header {
     h
 }
 
-fn read_regs(pid: i32) -> Result<(raw::RegsX86_64, Vec<u8>)> {
+/// The registers of the frozen task `t`, as the image keeps them, and its XSAVE area.
+fn read_regs(t: Tracee) -> Result<(raw::RegsX86_64, Vec<u8>)> {
+    let pid = t.pid();
     let mut r = raw::RegsX86_64::new_zeroed();
     r.arch = raw::ARCH_X86_64.into();
     let mut gpr = [0u8; raw::X86_64_GPR_COUNT * 8];
-    let n = sys::ptrace_getregset(pid, sys::NT_PRSTATUS, &mut gpr)
+    let n = t
+        .regset(sys::NT_PRSTATUS, &mut gpr)
         .map_err(|e| gone_or(pid, e, "PTRACE_GETREGSET(NT_PRSTATUS)"))?;
     if n != gpr.len() {
         return Err(Error::Other(format!(
@@ -87,7 +90,8 @@ fn read_regs(pid: i32) -> Result<(raw::RegsX86_64, Vec<u8>)> {
             .map_err(|_| Error::Other("internal: register chunk is not 8 bytes".into()))?;
         *d = u64::from_le_bytes(b).into();
     }
-    let n = sys::ptrace_getregset(pid, sys::NT_PRFPREG, &mut r.fxsave)
+    let n = t
+        .regset(sys::NT_PRFPREG, &mut r.fxsave)
         .map_err(|e| gone_or(pid, e, "PTRACE_GETREGSET(NT_PRFPREG)"))?;
     if n != raw::FXSAVE_LEN {
         return Err(Error::Other(format!(
@@ -96,7 +100,7 @@ fn read_regs(pid: i32) -> Result<(raw::RegsX86_64, Vec<u8>)> {
         )));
     }
     let mut xsave = vec![0u8; cr_format::limits::MAX_XSAVE_LEN as usize];
-    match sys::ptrace_getregset(pid, sys::NT_X86_XSTATE, &mut xsave) {
+    match t.regset(sys::NT_X86_XSTATE, &mut xsave) {
         Ok(n) => xsave.truncate(n),
         Err(e)
             if e.raw_os_error() == Some(libc::ENODEV) || e.raw_os_error() == Some(libc::EINVAL) =>
@@ -191,7 +195,8 @@ pub(crate) fn read_frozen(
     check_threads(pid, &status)?;
     let maps = procfs::parse_maps(&read_text(pid, "maps")?)?;
     check_maps(pid, &maps)?;
-    let (regs, xsave) = read_regs(pid)?;
+    // Frozen by the caller: `ins` was taken before the freeze, and so only names the task.
+    let (regs, xsave) = read_regs(Tracee::new(pid))?;
     let personality = procfs::parse_personality(&read_text(pid, "personality")?)?;
     let auxv: Vec<AuxvEntry> = procfs::parse_auxv(&procfs::read(pid, "auxv")?)
         .into_iter()

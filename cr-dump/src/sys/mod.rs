@@ -7,7 +7,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | [`ptrace`] | raw ptrace requests and `waitpid`; [`Tracee`], the typed handle (seize, interrupt, wait for a [`Stop`], step, continue, registers, detach) |
+//! | [`ptrace`] | [`Tracee`], the one ptrace handle (seize, interrupt, wait for a [`Stop`], step, continue, registers, detach): the raw requests are private to it; `waitpid` |
 //! | [`inject`] | **how a system call is injected into a stopped task**: [`inject::Injector`], used by the twin, dirty tracking and restore |
 //! | [`abi`] | kernel structs built for injected calls (`sigaction`, `stack_t`, `prctl_mm_map`), system call numbers, `-ERESTART*` |
 //! | [`uffd`] | userfaultfd ioctls (`uffdio_api`, `uffdio_register`, `uffdio_writeprotect`) |
@@ -39,11 +39,7 @@ pub use pagemap::{
 pub use process::{
     exit_now, fork_single_threaded, fork_traced_child, kill, pidfd_getfd, pidfd_open,
 };
-pub use ptrace::{
-    ptrace_cont, ptrace_detach, ptrace_get_rseq, ptrace_getregs, ptrace_getregset,
-    ptrace_interrupt, ptrace_seize, ptrace_setoptions, ptrace_setregs, ptrace_setregset,
-    ptrace_singlestep, waitpid, Stop, Tracee, WaitStatus, NT_PRFPREG, NT_PRSTATUS, NT_X86_XSTATE,
-};
+pub use ptrace::{waitpid, Stop, Tracee, WaitStatus, NT_PRFPREG, NT_PRSTATUS, NT_X86_XSTATE};
 pub use uffd::{uffd_api, uffd_register_wp, uffd_writeprotect, UFFD_FEATURE_WP_ASYNC};
 
 use std::io;

@@ -16,7 +16,7 @@ pub const NT_X86_XSTATE: u32 = 0x202;
 
 /// `PTRACE_SEIZE` with no options: the tracee is not stopped, and is released (not killed) if
 /// the tracer dies.
-pub fn ptrace_seize(pid: i32) -> io::Result<()> {
+fn ptrace_seize(pid: i32) -> io::Result<()> {
     // SAFETY: PTRACE_SEIZE takes no pointers (addr and data are 0: no options).
     let r = unsafe {
         libc::ptrace(
@@ -30,7 +30,7 @@ pub fn ptrace_seize(pid: i32) -> io::Result<()> {
 }
 
 /// `PTRACE_INTERRUPT`: ask a seized tracee to stop.
-pub fn ptrace_interrupt(pid: i32) -> io::Result<()> {
+fn ptrace_interrupt(pid: i32) -> io::Result<()> {
     // SAFETY: PTRACE_INTERRUPT takes no pointers.
     let r = unsafe {
         libc::ptrace(
@@ -44,7 +44,7 @@ pub fn ptrace_interrupt(pid: i32) -> io::Result<()> {
 }
 
 /// `PTRACE_CONT` with signal `sig` (0 for none).
-pub fn ptrace_cont(pid: i32, sig: i32) -> io::Result<()> {
+fn ptrace_cont(pid: i32, sig: i32) -> io::Result<()> {
     // SAFETY: PTRACE_CONT takes the signal number as an integer in `data`; no memory is accessed.
     let r = unsafe {
         libc::ptrace(
@@ -58,7 +58,7 @@ pub fn ptrace_cont(pid: i32, sig: i32) -> io::Result<()> {
 }
 
 /// `PTRACE_DETACH`, delivering `sig` (0 for none).
-pub fn ptrace_detach(pid: i32, sig: i32) -> io::Result<()> {
+fn ptrace_detach(pid: i32, sig: i32) -> io::Result<()> {
     // SAFETY: PTRACE_DETACH takes the signal number as an integer in `data`; no memory is
     // accessed.
     let r = unsafe {
@@ -73,7 +73,7 @@ pub fn ptrace_detach(pid: i32, sig: i32) -> io::Result<()> {
 }
 
 /// `PTRACE_GETREGSET` of note type `nt` into `buf`; returns the number of bytes the kernel filled.
-pub fn ptrace_getregset(pid: i32, nt: u32, buf: &mut [u8]) -> io::Result<usize> {
+fn ptrace_getregset(pid: i32, nt: u32, buf: &mut [u8]) -> io::Result<usize> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -140,7 +140,7 @@ pub fn waitpid(pid: i32) -> io::Result<WaitStatus> {
 }
 
 /// `PTRACE_GETREGS`: the general registers of a stopped tracee.
-pub fn ptrace_getregs(pid: i32) -> io::Result<libc::user_regs_struct> {
+fn ptrace_getregs(pid: i32) -> io::Result<libc::user_regs_struct> {
     // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
     let mut r: libc::user_regs_struct = unsafe { std::mem::zeroed() };
     // SAFETY: `data` points to a writable user_regs_struct, the size PTRACE_GETREGS writes.
@@ -157,7 +157,7 @@ pub fn ptrace_getregs(pid: i32) -> io::Result<libc::user_regs_struct> {
 }
 
 /// `PTRACE_SETREGS`: sets the general registers of a stopped tracee.
-pub fn ptrace_setregs(pid: i32, r: &libc::user_regs_struct) -> io::Result<()> {
+fn ptrace_setregs(pid: i32, r: &libc::user_regs_struct) -> io::Result<()> {
     // SAFETY: `data` points to a readable user_regs_struct, the size PTRACE_SETREGS reads; the
     // kernel does not keep the pointer.
     let rc = unsafe {
@@ -174,7 +174,7 @@ pub fn ptrace_setregs(pid: i32, r: &libc::user_regs_struct) -> io::Result<()> {
 }
 
 /// `PTRACE_SINGLESTEP` with no signal.
-pub fn ptrace_singlestep(pid: i32) -> io::Result<()> {
+fn ptrace_singlestep(pid: i32) -> io::Result<()> {
     // SAFETY: PTRACE_SINGLESTEP with data 0 takes no pointers.
     let rc = unsafe {
         libc::ptrace(
@@ -188,7 +188,7 @@ pub fn ptrace_singlestep(pid: i32) -> io::Result<()> {
 }
 
 /// `PTRACE_SETREGSET` of note type `nt` from `buf` (the whole register set).
-pub fn ptrace_setregset(pid: i32, nt: u32, buf: &[u8]) -> io::Result<()> {
+fn ptrace_setregset(pid: i32, nt: u32, buf: &[u8]) -> io::Result<()> {
     let mut iov = libc::iovec {
         iov_base: buf.as_ptr().cast_mut().cast(),
         iov_len: buf.len(),
@@ -208,7 +208,7 @@ pub fn ptrace_setregset(pid: i32, nt: u32, buf: &[u8]) -> io::Result<()> {
 }
 
 /// `PTRACE_SETOPTIONS` with `opts` (`PTRACE_O_*`).
-pub fn ptrace_setoptions(pid: i32, opts: i32) -> io::Result<()> {
+fn ptrace_setoptions(pid: i32, opts: i32) -> io::Result<()> {
     // SAFETY: PTRACE_SETOPTIONS takes the options as an integer in `data`; no memory is accessed.
     let r = unsafe {
         libc::ptrace(
@@ -227,7 +227,7 @@ const _: () = assert!(std::mem::size_of::<RseqConfiguration>() == 24);
 
 /// `PTRACE_GET_RSEQ_CONFIGURATION`: the tracee's registered rseq area; `rseq_abi_pointer` is 0
 /// if none is registered.
-pub fn ptrace_get_rseq(pid: i32) -> io::Result<RseqConfiguration> {
+fn ptrace_get_rseq(pid: i32) -> io::Result<RseqConfiguration> {
     let mut c = RseqConfiguration {
         rseq_abi_pointer: 0,
         rseq_abi_size: 0,
