@@ -157,7 +157,6 @@ fn replan_tracked(
     sc: &Scan,
     ps: usize,
 ) -> Result<()> {
-    let span = |&(a, n): &(u64, u64)| PageSpan::new(a, n);
     let mut items: Vec<(PageSpan, Source)> = Vec::new();
     for rec in records {
         for run in &rec.runs {
@@ -165,8 +164,8 @@ fn replan_tracked(
             items.push((s, Source::Copied));
         }
     }
-    items.extend(sc.unchanged.iter().map(|r| (span(r), Source::Unchanged)));
-    items.extend(sc.zero.iter().map(|r| (span(r), Source::ZeroPage)));
+    items.extend(sc.unchanged.iter().map(|&r| (r, Source::Unchanged)));
+    items.extend(sc.zero.iter().map(|&r| (r, Source::ZeroPage)));
     items.sort_unstable_by_key(|i| i.0.addr);
     // Each copied page: for data, where its bytes are.
     let mut copied: Vec<Option<usize>> = Vec::new();

@@ -130,11 +130,7 @@ fn capture_frozen(
     let mut per_vma: Vec<Vec<PageSpan>> = Vec::with_capacity(vmas.len());
     for (v, sc) in vmas.iter().zip(&scans) {
         per_vma.push(match sc {
-            Some(sc) => sc
-                .written
-                .iter()
-                .map(|&(a, n)| PageSpan::new(a, n))
-                .collect(),
+            Some(sc) => sc.written.clone(),
             None => spans_of(pid, &pagemap, v, ps64)?,
         });
     }

@@ -172,12 +172,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// Which of `ranges` are registered for write protection.
     fn registered(&self, ranges: &[AddrRange]) -> Result<Vec<AddrRange>> {
-        let r: Vec<(u64, u64)> = ranges.iter().map(|r| (r.start, r.end)).collect();
-        let reg = tracking::registered(self.pid, self.pagemap, &r)?;
-        Ok(reg
-            .into_iter()
-            .map(|(start, end)| AddrRange { start, end })
-            .collect())
+        tracking::registered(self.pid, self.pagemap, ranges)
     }
 
     /// Copies the pages of `pre` written since the last scan (for registered VMAs); returns how
@@ -199,9 +194,9 @@ impl Ctx<'_> {
             }
             let (a, b) = (pv.range.start, pv.range.end);
             let sc = tracking::scan(self.pid, self.pagemap, a, b, ps64, present)?;
-            for &(ra, rn) in &sc.written {
-                store.copy(self.pid, self.mem, ra, pv.slots(ra, rn, ps64)?)?;
-                n += rn;
+            for w in &sc.written {
+                store.copy(self.pid, self.mem, w.addr, pv.slots(w.addr, w.pages, ps64)?)?;
+                n += w.pages;
             }
             scans.push(Some(sc));
         }
@@ -439,9 +434,9 @@ fn copy_late(
     let mut nlate = 0u64;
     for (pv, sc) in keep.iter_mut().zip(scans) {
         let Some(sc) = sc else { continue };
-        for &(ra, rn) in sc.unchanged.iter() {
-            for k in 0..rn {
-                let a = ra + k * ps64;
+        for u in sc.unchanged.iter() {
+            for k in 0..u.pages {
+                let a = u.addr + k * ps64;
                 let sl = pv.slots(a, 1, ps64)?;
                 if sl.first() == Some(&NO_SLOT) {
                     store.copy(ctx.pid, ctx.mem, a, sl)?;
@@ -463,7 +458,7 @@ fn present_spans(scan: Option<&Scan>, full: &[PageSpan], ps64: u64) -> Vec<PageS
                 .iter()
                 .chain(&sc.unchanged)
                 .chain(&sc.zero)
-                .map(|&(a, n)| PageSpan::new(a, n))
+                .copied()
                 .collect();
             p.sort_unstable();
             p
@@ -500,7 +495,7 @@ fn lay_out(ctx: &Ctx<'_>, crid: u64, fin: Final, store: &mut PageStore) -> Resul
     let mut dst = 0usize;
     for ((v, rs), scan) in fin.vmas.into_iter().zip(order).zip(&fin.scans) {
         let table = fin.tables.iter().find(|p| p.range == v.range());
-        let zero_pages: &[(u64, u64)] = scan.as_ref().map_or(&[], |s| &s.zero);
+        let zero_pages: &[PageSpan] = scan.as_ref().map_or(&[], |s| &s.zero);
         let base = dst;
         for s in &rs {
             for k in 0..s.pages {
@@ -511,7 +506,7 @@ fn lay_out(ctx: &Ctx<'_>, crid: u64, fin: Final, store: &mut PageStore) -> Resul
                 })?;
                 let is_zero_page = zero_pages
                     .iter()
-                    .any(|&(za, zn)| za <= addr && addr < za + zn * ps64);
+                    .any(|z| z.addr <= addr && addr < z.addr + z.pages * ps64);
                 let slot = match table {
                     Some(t) if !is_zero_page => slot_of(t, addr, ps64)?,
                     _ => NO_SLOT,

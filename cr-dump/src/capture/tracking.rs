@@ -35,7 +35,7 @@
 
 use crate::error::{Error, Result};
 use crate::procfs;
-use crate::span::AddrRange;
+use crate::span::{AddrRange, PageSpan};
 use crate::sys::inject::{Injector, Signals};
 use crate::sys::{self, abi::nr, ScanQuery, Tracee};
 use std::fs::File;
@@ -121,7 +121,7 @@ fn scan_all(
     ps: u64,
     q: &ScanQuery,
     class: impl Fn(u64) -> Option<usize>,
-    lists: &mut [&mut Vec<(u64, u64)>],
+    lists: &mut [&mut Vec<PageSpan>],
 ) -> Result<()> {
     let mut out: Vec<sys::PageRegion> = Vec::with_capacity(4096);
     let end = range.end;
@@ -145,9 +145,9 @@ fn scan_all(
             let Some(v) = class(cat).and_then(|i| lists.get_mut(i)) else {
                 continue;
             };
-            let r = (a, (b - a) / ps);
+            let r = PageSpan::new(a, (b - a) / ps);
             match v.last_mut() {
-                Some(l) if l.0 + l.1 * ps == r.0 => l.1 += r.1,
+                Some(l) if l.end(ps) == Some(r.addr) => l.pages += r.pages,
                 _ => v.push(r),
             }
         }
@@ -213,29 +213,31 @@ pub fn scan(
     Ok(s)
 }
 
-/// The pages of `a` not in `b` (both sorted, as (first address, pages)).
-fn subtract(a: &[(u64, u64)], b: &[(u64, u64)], ps: u64) -> Vec<(u64, u64)> {
+/// The pages of `a` not in `b` (both sorted; spans the kernel gave, so their ends do not
+/// overflow).
+fn subtract(a: &[PageSpan], b: &[PageSpan], ps: u64) -> Vec<PageSpan> {
+    let end = |x: &PageSpan| x.addr + x.pages * ps;
     let mut out = Vec::new();
     let mut j = 0;
-    for &(s0, n) in a {
-        let e0 = s0 + n * ps;
+    for x in a {
+        let (s0, e0) = (x.addr, end(x));
         let mut s = s0;
-        while j < b.len() && b[j].0 + b[j].1 * ps <= s {
+        while j < b.len() && end(&b[j]) <= s {
             j += 1;
         }
         let mut k = j;
         while s < e0 {
             match b.get(k) {
-                Some(&(bs, bn)) if bs < e0 => {
-                    let be = bs + bn * ps;
+                Some(y) if y.addr < e0 => {
+                    let (bs, be) = (y.addr, end(y));
                     if bs > s {
-                        out.push((s, (bs - s) / ps));
+                        out.push(PageSpan::new(s, (bs - s) / ps));
                     }
                     s = s.max(be);
                     k += 1;
                 }
                 _ => {
-                    out.push((s, (e0 - s) / ps));
+                    out.push(PageSpan::new(s, (e0 - s) / ps));
                     s = e0;
                 }
             }
@@ -247,21 +249,26 @@ fn subtract(a: &[(u64, u64)], b: &[(u64, u64)], ps: u64) -> Vec<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::subtract;
+    use crate::span::PageSpan;
+
+    fn spans(v: &[(u64, u64)]) -> Vec<PageSpan> {
+        v.iter().map(|&(a, n)| PageSpan::new(a, n)).collect()
+    }
 
     #[test]
     fn subtract_ranges() {
         let p = 0x1000;
-        let a = [(0x10000, 10), (0x30000, 2)];
-        let b = [
+        let a = spans(&[(0x10000, 10), (0x30000, 2)]);
+        let b = spans(&[
             (0x9000, 2),
             (0x12000, 1),
             (0x14000, 3),
             (0x19000, 5),
             (0x31000, 1),
-        ];
+        ]);
         assert_eq!(
             subtract(&a, &b, p),
-            vec![(0x10000, 2), (0x13000, 1), (0x17000, 2), (0x30000, 1)]
+            spans(&[(0x10000, 2), (0x13000, 1), (0x17000, 2), (0x30000, 1)])
         );
         assert_eq!(subtract(&a, &[], p), a.to_vec());
         assert_eq!(subtract(&[], &b, p), vec![]);
@@ -332,7 +339,7 @@ impl State {
 /// Which of `ranges` (each exactly a VMA) are registered for asynchronous write protection:
 /// a `PAGEMAP_SCAN` for `PAGE_IS_WPALLOWED` limited to one page per range (cheap, unlike
 /// reading `/proc/PID/smaps`, which walks every page table: 15 ms for 1 GiB here).
-pub fn registered(pid: i32, pagemap: &File, ranges: &[(u64, u64)]) -> Result<Vec<(u64, u64)>> {
+pub fn registered(pid: i32, pagemap: &File, ranges: &[AddrRange]) -> Result<Vec<AddrRange>> {
     let mut out: Vec<sys::PageRegion> = Vec::with_capacity(1);
     let mut reg = Vec::new();
     let q = ScanQuery {
@@ -341,22 +348,24 @@ pub fn registered(pid: i32, pagemap: &File, ranges: &[(u64, u64)]) -> Result<Vec
         max_pages: 1,
         ..ScanQuery::default()
     };
-    for &(a, b) in ranges {
-        let range = AddrRange::new(a, b)
-            .ok_or_else(|| Error::Other(format!("pid {pid}: bad range {a:#x}-{b:#x}")))?;
+    for &range in ranges {
+        let (a, b) = (range.start, range.end);
         sys::pagemap_scan(pagemap, range, &q, &mut out)
             .map_err(|e| io_err(pid, &format!("PAGEMAP_SCAN {a:#x}-{b:#x}"), e))?;
         if out.first().is_some_and(|r| r.start == a) {
-            reg.push((a, b));
+            reg.push(range);
         }
     }
     Ok(reg)
 }
 
-fn trackable_ranges(vmas: &[VmaRec]) -> Vec<(u64, u64)> {
+fn trackable_ranges(vmas: &[VmaRec]) -> Vec<AddrRange> {
     vmas.iter()
         .filter(|v| v.trackable())
-        .map(|v| (v.vma.start.get(), v.vma.end.get()))
+        .map(|v| AddrRange {
+            start: v.vma.start.get(),
+            end: v.vma.end.get(),
+        })
         .collect()
 }
 
@@ -407,7 +416,10 @@ impl Session {
             .map(|v| {
                 let a = v.vma.start.get();
                 v.trackable()
-                    && reg.contains(&(a, v.vma.end.get()))
+                    && reg.contains(&AddrRange {
+                        start: a,
+                        end: v.vma.end.get(),
+                    })
                     && pv.iter().any(|(r, p)| {
                         r.start.get() == a && {
                             let then = cr_format::read::Vma { raw: r, path: p };
@@ -575,7 +587,7 @@ impl Tracker for Session {
                     &mut [&mut w],
                 )
                 .ok()?;
-                w.iter().map(|r| r.1).sum::<u64>().saturating_mul(ps)
+                w.iter().map(|r| r.pages).sum::<u64>().saturating_mul(ps)
             } else {
                 super::memory::vma_bytes(pid, &pagemap, v).ok()?
             });
@@ -608,7 +620,7 @@ impl Tracker for Session {
             if !v.trackable() || self.scanned.get(i).copied().unwrap_or(false) {
                 continue;
             }
-            let r = if reg.contains(&(a, b)) {
+            let r = if reg.contains(&AddrRange { start: a, end: b }) {
                 sys::uffd_writeprotect(&u.fd, a, b - a)
                     .map_err(|e| io_err(pid, &format!("UFFDIO_WRITEPROTECT {a:#x}-{b:#x}"), e))
             } else {

@@ -10,7 +10,7 @@
 use super::check::Inspection;
 use crate::error::Result;
 use crate::procfs::{self, MapsEntry};
-use crate::span::AddrRange;
+use crate::span::{AddrRange, PageSpan};
 use cr_format::raw;
 use std::os::unix::fs::MetadataExt;
 use zerocopy::FromZeros;
@@ -207,16 +207,15 @@ pub fn vma_recs(ins: &Inspection) -> Vec<VmaRec> {
     ins.maps.iter().map(|m| VmaRec::of(ins.pid, m)).collect()
 }
 
-/// Page ranges of one tracked VMA, from one scan ([`crate::capture::tracking::scan`]), each
-/// as (first address, pages).
+/// Page spans of one tracked VMA, from one scan ([`crate::capture::tracking::scan`]), sorted.
 #[derive(Clone, Debug, Default)]
 pub struct Scan {
-    /// Present or swapped pages written since the last scan: (first address, pages).
-    pub written: Vec<(u64, u64)>,
+    /// Present or swapped pages written since the last scan.
+    pub written: Vec<PageSpan>,
     /// Present pages not written that map the zero page.
-    pub zero: Vec<(u64, u64)>,
+    pub zero: Vec<PageSpan>,
     /// Present or swapped pages not written.
-    pub unchanged: Vec<(u64, u64)>,
+    pub unchanged: Vec<PageSpan>,
 }
 
 /// A dirty tracker, called while the task is frozen.
