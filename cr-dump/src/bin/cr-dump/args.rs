@@ -1,0 +1,297 @@
+//! The command line: every verb, its arguments and its `--help` text (clap).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "cr-dump",
+    version,
+    about = "Checkpoint a live Linux task into a cr image"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Cmd {
+    /// Checkpoint a task: `--pid PID`, or start `-- CMD ARGS...` and checkpoint it.
+    #[command(after_help = CHECKPOINT_HELP)]
+    Checkpoint(CheckpointArgs),
+    /// Print an image: header, task, registers, mm, VMAs with page counts.
+    #[command(
+        after_help = "Reads only metadata (page data is not touched) unless --with-pages.\n\
+        The JSON schema is spec/JSON.md (cr-image/1); `encode` turns `show --json --with-pages` \
+        back into the identical image."
+    )]
+    Show {
+        /// The image file.
+        image: PathBuf,
+        /// List every record with its byte offset, kind, length and CRC.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Print the whole structure as JSON (schema cr-image/1).
+        #[arg(long)]
+        json: bool,
+        /// With --json: include page data (hex), so that `encode` can rebuild the image.
+        #[arg(long, requires = "json")]
+        with_pages: bool,
+    },
+    /// Build an image from the JSON of `show --json --with-pages` (byte-identical to the original).
+    Encode {
+        /// The JSON file, or - for stdin.
+        json: PathBuf,
+        /// The image to write (written to a temporary name, renamed when complete).
+        #[arg(short, long, value_name = "IMAGE")]
+        output: PathBuf,
+    },
+    /// Check an image: structure, order, every CRC, limits, the tail; with --chain, its parents.
+    #[command(
+        after_help = "Exit status: 0 if every check holds; 1 with the first error (byte \
+        offset, record kind) otherwise.\nA single image is streamed with bounded memory, so IMAGE \
+        may be - (stdin) or larger than memory. --chain finds the parents beside IMAGE by name \
+        (NAME.img.CRID), verifies each, checks every link (CRID, digest) and resolves every \
+        \"unchanged since parent\" page."
+    )]
+    Verify {
+        /// The image file, or - for stdin.
+        image: PathBuf,
+        /// Also verify the chain of parent images found beside it.
+        #[arg(long)]
+        chain: bool,
+        /// Go on after a problem and list every one (later ones may follow from earlier ones).
+        #[arg(long)]
+        all: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the task's memory in [ADDR, ADDR+LEN) as the image chain holds it.
+    #[command(
+        after_help = "Zero for known-zero and untouched anonymous pages; untouched pages of \
+        a file mapping are read from the file if it is unchanged. An address in no VMA is an \
+        error that names it. ADDR and LEN take decimal or 0x-hex."
+    )]
+    Extract {
+        /// The image (its parents are found beside it).
+        image: PathBuf,
+        /// First address.
+        #[arg(long, value_parser = parse_u64)]
+        addr: u64,
+        /// Number of bytes.
+        #[arg(long, value_parser = parse_u64)]
+        len: u64,
+        /// Write to FILE instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Print a hexdump instead of raw bytes.
+        #[arg(long)]
+        hex: bool,
+    },
+    /// Compare two images: VMAs added/removed/changed, pages that differ, registers, mm, task.
+    Diff {
+        /// First image.
+        a: PathBuf,
+        /// Second image.
+        b: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an ELF core file of the checkpointed task: `gdb PROGRAM CORE` then works.
+    Core {
+        /// The image (its parents are found beside it).
+        image: PathBuf,
+        /// The core file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// List an image chain, newest first, and check every link.
+    #[command(
+        after_help = "Finds the parents beside IMAGE by name (NAME.img.CRID). For each image: \
+        CRID, parent CRID, file, size, pages stored with data / known zero / in the parent. \
+        Checks every link (CRID, digest, page size, a full image at the end) and that every \
+        \"in the parent\" page resolves.\nExit status: 0 if the chain holds, 1 if it is \
+        broken (with the reason), 2 usage error."
+    )]
+    Chain {
+        /// The newest image of the chain.
+        image: PathBuf,
+        /// Print the listing as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fold an image chain into one full image with the same memory, page for page.
+    #[command(
+        after_help = "The new image gets a fresh CRID (it is a new image), no parent, and the \
+        newest image's task, registers, Mm, VMAs and creation time. Every image of the chain \
+        is checked in full first. If OUT is a directory, the image is written to \
+        OUT/NAME.img.NEWCRID (NAME from IMAGE's file name); otherwise to OUT. Written to a \
+        temporary name and renamed when complete."
+    )]
+    Squash {
+        /// The newest image of the chain (its parents are found beside it).
+        image: PathBuf,
+        /// The image file (or directory) to write.
+        #[arg(short, long, value_name = "OUT")]
+        output: PathBuf,
+    },
+    /// Restart a task from an image chain (a new process with the image's memory and registers).
+    #[command(
+        after_help = "Verifies the chain, refuses what cannot be restored (changed mapped file, \
+        another architecture or kernel vDSO layout, XSAVE features this CPU lacks) before \
+        anything starts, then builds the task in a child of cr-dump by ptrace syscall \
+        injection. The task gets a new pid; it keeps cr-dump's credentials, working directory \
+        and stdin/stdout/stderr (/dev/null with --detach); no other descriptor is open.\n\
+        Without --detach, cr-dump waits for the task and exits with its status (128+N if \
+        killed by signal N). With --detach it prints the pid and exits.\nExit status: 1 if \
+        the restore failed."
+    )]
+    Restore {
+        /// The image (its parents are found beside it as NAME.img.CRID).
+        image: PathBuf,
+        /// Leave the restored task stopped (SIGSTOP); continue it with SIGCONT.
+        #[arg(long)]
+        stopped: bool,
+        /// Do not wait: stdin/stdout/stderr to /dev/null, print the pid, exit.
+        #[arg(long)]
+        detach: bool,
+        /// Write the restored task's pid to this file.
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+    },
+    /// Print shell completions for cr-dump.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) of cr-dump.
+    Man,
+}
+
+pub(crate) fn parse_u64(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(&h.replace('_', ""), 16),
+        None => s.replace('_', "").parse(),
+    };
+    r.map_err(|_| format!("{s:?} is not a number (decimal or 0x-hex)"))
+}
+
+pub(crate) const CHECKPOINT_HELP: &str = "\
+The image is written to DIR/NAME.img.CRID (mode 0600): unnamed (O_TMPFILE) or under a \
+temporary name while it is written, named only when complete. On any failure nothing is left \
+in DIR and the task is left running, untraced.
+
+By default the capture is lazy: while the task is stopped, cr-dump injects clone() into it to \
+make a copy-on-write twin (a stopped copy of its memory, traced by cr-dump, killed after the \
+write-back; the task never sees it), resumes the task, and writes the image from the twin. \
+The downtime is the clone, not a copy of the memory; the task then pays a page copy on its \
+first write to each page until the write-back ends. The memory is copied into a buffer while \
+the task is stopped instead: with --copy; for a task with less than 32 MiB to copy, for which \
+that is shorter (--twin forces a twin); with write-protect tracking (--track, --precopy, or \
+armed by an earlier checkpoint: a twin would not carry it) and with --kill; and where no twin \
+can stand for the task (seccomp, MADV_DONTFORK or MADV_WIPEONFORK memory, clone failing; a \
+note says why). --direct streams \
+the image while the task stays stopped, with bounded memory (a few 1 MiB buffers).
+
+With `-- CMD ARGS...`, cr-dump starts CMD (stdin from /dev/null, its stdout sent to cr-dump's \
+stderr), waits --after seconds, checkpoints it, then kills it: the command was started only to \
+be checkpointed. --keep lets it run on instead (cr-dump exits without waiting for it); \
+--leave-stopped leaves it stopped.
+
+Printed: CRID, image path, size, page counts, and timings: downtime (how long the task was \
+stopped), capture (start of the capture to the image ready in memory; in --direct mode, \
+to the image written), write-back, total (the whole command). --json prints one object with \
+the same fields (*_ms in milliseconds) plus peak_rss_kib and snapshot (how lazy mode held \
+the memory: twin or copy; none with --direct).
+
+Incremental: --parent DIR/NAME.img.K (or --incremental: the newest NAME.img.* in DIR) writes an image that names its parent (CRID and digest) and stores only the pages that differ from the parent chain; the others are marked 'in the parent'. A page of a mapping the parent does not have with the same start, end, kind and backing is never 'in the parent'. How unchanged pages are found (the image records it): by write-protect dirty tracking when it was armed (--track, or --precopy) at the parent's capture; else by comparing contents with the parent (from a twin, as the image is written: the stop stays a fork's). Tracking leaves one userfaultfd open in the task; its state is kept beside the CRID file as cr-track.PID.STARTTIME. --precopy copies memory while the task runs, round after round, and stops it only for the last delta.
+
+CRIDs come from a node-wide counter file: $CR_CRID_FILE, else /var/lib/cr/crid, else \
+$XDG_RUNTIME_DIR/cr-crid, else /tmp/cr-crid-$EUID.
+
+Exit status: 0 done, 1 the checkpoint failed, 2 usage error.";
+
+#[derive(Args)]
+pub(crate) struct CheckpointArgs {
+    /// The task to checkpoint.
+    #[arg(long, conflicts_with = "command")]
+    pub(crate) pid: Option<i32>,
+    /// Output directory (created, mode 0700, if only its last component is missing).
+    #[arg(short = 'o', long = "output", value_name = "DIR", default_value = ".")]
+    pub(crate) dir: PathBuf,
+    /// Image name (default: the task's comm).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Leave the task stopped (SIGSTOP) after the checkpoint, untraced.
+    #[arg(long, conflicts_with = "kill")]
+    pub(crate) leave_stopped: bool,
+    /// Kill the task after the checkpoint (e.g. for migration).
+    #[arg(long)]
+    pub(crate) kill: bool,
+    /// Stream the image while the task is stopped, with bounded memory, instead of taking a
+    /// lazy snapshot first.
+    #[arg(long)]
+    pub(crate) direct: bool,
+    /// Lazy mode: copy the memory into a buffer while the task is stopped, instead of making
+    /// a copy-on-write twin of the task.
+    #[arg(long, conflicts_with = "direct")]
+    pub(crate) copy: bool,
+    /// Lazy mode: make a copy-on-write twin even for a task with less than 32 MiB to copy
+    /// (by default such a task is copied while stopped: that is shorter).
+    #[arg(long, conflicts_with_all = ["direct", "copy"])]
+    pub(crate) twin: bool,
+    /// With CMD: seconds to let it run before the checkpoint.
+    #[arg(long, value_name = "SECONDS", default_value = "0.5", value_parser = parse_secs)]
+    pub(crate) after: Duration,
+    /// With CMD: let it run on after the checkpoint instead of killing it.
+    #[arg(long, conflicts_with_all = ["kill", "leave_stopped"])]
+    pub(crate) keep: bool,
+    /// fsync the image before naming it.
+    #[arg(long)]
+    pub(crate) sync: bool,
+    /// Then print the image as `cr-dump show` does.
+    #[arg(long, conflicts_with = "json")]
+    pub(crate) show: bool,
+    /// Incremental checkpoint over this parent image (DIR/NAME.img.CRID; its own parents are
+    /// found beside it): only pages that differ from the parent chain are stored.
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["incremental", "direct"])]
+    pub(crate) parent: Option<PathBuf>,
+    /// Incremental checkpoint over the newest NAME.img.CRID in the output directory (a full
+    /// one if there is none).
+    #[arg(long, conflicts_with = "direct")]
+    pub(crate) incremental: bool,
+    /// Arm write-protect dirty tracking (userfaultfd WP_ASYNC + PAGEMAP_SCAN) after this
+    /// checkpoint, so that the next incremental one over this image copies only the pages
+    /// written since. Once armed, incremental checkpoints over the latest tracked image use
+    /// it and keep it armed.
+    #[arg(long, conflicts_with = "direct")]
+    pub(crate) track: bool,
+    /// Pre-copy: copy memory while the task runs (write-protect tracking finds what it
+    /// rewrites meanwhile), round after round, then freeze only to copy the last delta.
+    /// Leaves tracking armed.
+    #[arg(long, conflicts_with_all = ["direct", "kill"])]
+    pub(crate) precopy: bool,
+    /// With --precopy: at most this many rounds while the task runs (the first copies
+    /// everything).
+    #[arg(long, value_name = "N", default_value = "8", requires = "precopy")]
+    pub(crate) max_rounds: u32,
+    /// With --precopy: at most this long for the rounds while the task runs.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_secs, requires = "precopy")]
+    pub(crate) max_seconds: Duration,
+    /// The command to start and checkpoint.
+    #[arg(last = true, value_name = "CMD")]
+    pub(crate) command: Vec<String>,
+}
+
+pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(v).map_err(|_| format!("{s:?} is not a duration"))
+}
