@@ -40,3 +40,6 @@ pub use sys::procfs;
 pub use capture::registry::{checkpoint_lazy, discard, writeback, Registry};
 pub use capture::{After, Options, Stats};
 pub use error::{Error, Result};
+
+/// The producer named in the Header of every image cr-dump writes (checkpoint, squash).
+pub const PRODUCER: &str = concat!("cr-dump ", env!("CARGO_PKG_VERSION"));

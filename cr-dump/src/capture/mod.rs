@@ -68,6 +68,7 @@ pub mod tracking;
 pub mod twin;
 pub mod vma;
 
+pub use crate::PRODUCER;
 pub use check::{inspect, Inspection};
 pub use checkpoint::{checkpoint, CheckpointOptions, Progress, Report};
 pub use delta::{make_incremental, Delta};
@@ -82,5 +83,5 @@ pub use plan::RecordPlan;
 pub use precopy::{PrecopyLimits, PrecopyReport};
 pub use registry::Registry;
 pub use snapshot::{SnapVma, Snapshot};
-pub use task::{Meta, PRODUCER};
+pub use task::Meta;
 pub use vma::{vma_recs, Scan, Tracker, VmaKind, VmaRec};

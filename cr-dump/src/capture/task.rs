@@ -45,9 +45,6 @@ impl Meta {
     }
 }
 
-/// The producer string in the header.
-pub const PRODUCER: &str = concat!("cr-dump ", env!("CARGO_PKG_VERSION"));
-
 fn header(crid: u64, page_size: u32) -> raw::Header {
     let mut h = raw::Header::new_zeroed();
     h.magic = raw::MAGIC;
@@ -62,7 +59,7 @@ fn header(crid: u64, page_size: u32) -> raw::Header {
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0);
     h.created_ns = now.into();
-    let p = PRODUCER.as_bytes();
+    let p = crate::PRODUCER.as_bytes();
     for (d, s) in h.producer.iter_mut().zip(p) {
         *d = *s;
     }

@@ -134,11 +134,7 @@ fn write_squashed<S: Sink>(
     h.parent_digest = 0.into();
     h.diff_method = raw::DIFF_NONE.into();
     h.producer = [0; 32];
-    for (d, s) in h
-        .producer
-        .iter_mut()
-        .zip(crate::capture::PRODUCER.as_bytes())
-    {
+    for (d, s) in h.producer.iter_mut().zip(crate::PRODUCER.as_bytes()) {
         *d = *s;
     }
     let mut o = Out {
