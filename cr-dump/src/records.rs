@@ -31,7 +31,7 @@ pub fn is_zero(page: &[u8]) -> bool {
 }
 
 /// Builds Pages records page by page within the format's limits. It only tracks where data
-/// goes ([`RunBuilder::data_end`]); moving the bytes is the caller's (see [`Planner`]).
+/// goes ([`RunBuilder::data_end`]); moving the bytes is the caller's (see [`crate::capture::plan::Planner`]).
 pub struct RunBuilder {
     ps: u64,
     max_data_pages: usize,

@@ -1,5 +1,5 @@
 //! The one page planner: pages, one at a time and in address order, become the runs of Pages
-//! records within the format's limits ([`MAX_RUNS_PER_RECORD`], [`MAX_DATA_PER_RECORD`]), and
+//! records within the format's limits ([`crate::records`]), and
 //! the bytes of data pages are squeezed together in place in the page buffer, so each record's
 //! data is one slice of it.
 //!

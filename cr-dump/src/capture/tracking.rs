@@ -18,7 +18,7 @@
 //! contents.
 //!
 //! Which pages of a tracked VMA (registered, with the same bounds and backing as in the parent,
-//! per [`super::incremental::same_mapping`]) go where, from one scan while frozen:
+//! per [`crate::records::same_mapping`]) go where, from one scan while frozen:
 //! - present or swapped and written since the last scan: copied (data, or zero if all zero);
 //! - present, not written, the shared zero page: a zero run;
 //! - present or swapped, not written: "in the parent", not copied;
