@@ -1,5 +1,11 @@
-//! Linux userspace side of cr: capture of a live task into a cr-format image, the registry of
-//! in-memory (lazy) checkpoints, checkpoint ids, and image inspection.
+//! Linux userspace side of cr: capture of a live task into a cr-format image, inspection of
+//! images, and restore. The folders show the layers: `capture/` and `restore/` work on live
+//! tasks, `inspect/` only on images (no ptrace), and `sys/` is the one place that talks to the
+//! kernel. Where to look first:
+//!
+//! - how a task is frozen and let go: [`capture::freeze`];
+//! - how a system call is injected into a stopped task: [`sys::inject`];
+//! - how page bytes travel from the task to the image: the [`capture`] module docs.
 //!
 //! - [`capture`]: everything that takes a checkpoint: the checkpointability check, the freeze,
 //!   the task's state and memory, the page planner and the image stream, lazy checkpoints kept
@@ -17,7 +23,7 @@
 //!   module with `unsafe`;
 //! - [`restore`]: restart a task from an image chain;
 //! - [`records`]: Pages records built page by page (capture and squash share it);
-//! - [`span`]: address ranges and page spans (types, not tuples);
+//! - [`span`]: address ranges and page spans (types, not tuples).
 //!
 //! Every byte of an image is written and read through `cr-format`.
 
