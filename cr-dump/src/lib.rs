@@ -3,7 +3,7 @@
 //! tasks, `inspect/` only on images (no ptrace), and `sys/` is the one place that talks to the
 //! kernel. Where to look first:
 //!
-//! - how a task is frozen and let go: [`capture::freeze`];
+//! - how a task is frozen and let go: [`mod@capture::freeze`];
 //! - how a system call is injected into a stopped task: [`sys::inject`];
 //! - how page bytes travel from the task to the image: the [`capture`] module docs.
 //!
