@@ -158,7 +158,8 @@ pub(crate) enum Cmd {
         /// Do not wait: stdin/stdout/stderr to /dev/null, print the pid, exit.
         #[arg(long)]
         detach: bool,
-        /// Write the restored task's pid to this file.
+        /// Write the restored task's pid to this file (written whole under a temporary name and
+        /// renamed over FILE: a symlink at FILE is replaced, never followed).
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
     },
@@ -210,7 +211,10 @@ the memory: twin or copy; none with --direct).
 Incremental: --parent DIR/NAME.img.K (or --incremental: the newest NAME.img.* in DIR) writes an image that names its parent (CRID and digest) and stores only the pages that differ from the parent chain; the others are marked 'in the parent'. A page of a mapping the parent does not have with the same start, end, kind and backing is never 'in the parent'. How unchanged pages are found (the image records it): by write-protect dirty tracking when it was armed (--track, or --precopy) at the parent's capture; else by comparing contents with the parent (from a twin, as the image is written: the stop stays a fork's). Tracking leaves one userfaultfd open in the task; its state is kept beside the CRID file as cr-track.PID.STARTTIME. --precopy copies memory while the task runs, round after round, and stops it only for the last delta.
 
 CRIDs come from a node-wide counter file: $CR_CRID_FILE, else /var/lib/cr/crid, else \
-$XDG_RUNTIME_DIR/cr-crid, else /tmp/cr-crid-$EUID.
+$XDG_RUNTIME_DIR/cr-crid, else /tmp/cr-$EUID/crid (in a private 0700 directory). It must be \
+a regular file owned by you (a symlink, FIFO or another user's file is refused); its lock is \
+waited for at most 3 s. A file already at the image's final name is never overwritten: the \
+checkpoint takes the next free CRID.
 
 Exit status: 0 done, 1 the checkpoint failed, 2 usage error.";
 
