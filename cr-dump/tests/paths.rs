@@ -498,3 +498,65 @@ fn tracking_state_no_temp_after_sigkill_and_dead_tasks_swept() {
         "tracking was not armed: its state file is missing"
     );
 }
+
+/// `core`, `squash` and `extract -o` interrupted by SIGINT, SIGTERM, SIGHUP or SIGKILL at
+/// spread moments, with the output name free or taken: no temporary file is ever left, and
+/// what is at the output name is either what was there before or the complete output.
+#[test]
+fn interrupted_outputs_leave_no_temp_file() {
+    let d = TempDir::new("paths-intr");
+    let crid = d.path().join("crid");
+    let t = cr_tests::Target::spawn(&cr_tests::program("fill"), &["48"]);
+    let o = succeeds(&mut cr(
+        &crid,
+        &["checkpoint", "--pid", &t.pid().to_string(), "-o", d.path().to_str().unwrap(), "--name", "f"],
+    ));
+    let img = o.lines().nth(1).unwrap().split_whitespace().nth(1).unwrap().to_string();
+    let big = t.region("big");
+    let (addr, len) = (format!("{:#x}", big.addr), format!("{}", big.len));
+    let out = d.path().join("o");
+    std::fs::create_dir(&out).unwrap();
+    let dst = out.join("out");
+    let ds = dst.to_str().unwrap();
+    let verbs: [Vec<&str>; 3] = [
+        vec!["core", &img, "-o", ds],
+        vec!["squash", &img, "-o", ds],
+        vec!["extract", &img, "--addr", &addr, "--len", &len, "-o", ds],
+    ];
+    let mut interrupted = 0;
+    for v in &verbs {
+        // The complete output's size, for what may be found at the name after a signal.
+        succeeds(&mut cr(&crid, v));
+        let full = std::fs::metadata(&dst).unwrap().len();
+        for taken in [false, true] {
+            for sig in ["INT", "TERM", "HUP", "KILL"] {
+                for delay_ms in [2u64, 10, 30] {
+                    if taken {
+                        std::fs::write(&dst, b"before").unwrap();
+                    } else {
+                        let _ = std::fs::remove_file(&dst);
+                    }
+                    let mut c = cr(&crid, v)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .unwrap();
+                    std::thread::sleep(Duration::from_millis(delay_ms));
+                    let _ = Command::new("kill")
+                        .args(["-s", sig, &c.id().to_string()])
+                        .status();
+                    let st = c.wait().unwrap();
+                    interrupted += usize::from(!st.success());
+                    assert_eq!(temps(&out), Vec::<String>::new(), "{v:?} SIG{sig} at {delay_ms} ms");
+                    match std::fs::read(&dst) {
+                        Ok(b) if b == b"before" => assert!(taken),
+                        Ok(b) => assert_eq!(b.len() as u64, full, "{v:?}: a partial output"),
+                        Err(_) => assert!(!taken, "{v:?}: the old output was removed"),
+                    }
+                }
+            }
+        }
+    }
+    // The check above means something only if signals landed while work was in progress.
+    assert!(interrupted > 20, "only {interrupted} runs were interrupted");
+}
