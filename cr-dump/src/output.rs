@@ -168,7 +168,12 @@ fn unnamed_in(dir: &Path) -> Result<Option<File>> {
     {
         Ok(f) => {
             f.set_permissions(fs::Permissions::from_mode(0o600))
-                .map_err(|e| Error::io(format!("setting the mode of a file in {}", dir.display()), e))?;
+                .map_err(|e| {
+                    Error::io(
+                        format!("setting the mode of a file in {}", dir.display()),
+                        e,
+                    )
+                })?;
             Ok(Some(f))
         }
         Err(e)
@@ -179,7 +184,10 @@ fn unnamed_in(dir: &Path) -> Result<Option<File>> {
         {
             Ok(None)
         }
-        Err(e) => Err(Error::io(format!("creating a file in {}", dir.display()), e)),
+        Err(e) => Err(Error::io(
+            format!("creating a file in {}", dir.display()),
+            e,
+        )),
     }
 }
 
@@ -221,7 +229,10 @@ pub fn is_stale_temp(file_name: &str, prefix: &str) -> bool {
     };
     pid > 0
         && pid != std::process::id() as i32
-        && crate::sys::kill(pid, 0).err().and_then(|e| e.raw_os_error()) == Some(libc::ESRCH)
+        && crate::sys::kill(pid, 0)
+            .err()
+            .and_then(|e| e.raw_os_error())
+            == Some(libc::ESRCH)
 }
 
 /// Writes a file (a core file, an encoded image, extracted bytes, a pid file) as a whole:

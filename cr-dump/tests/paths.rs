@@ -57,7 +57,10 @@ fn fails(cmd: &mut Command, needle: &str) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{cmd:?}: {err}");
     assert!(err.starts_with("cr-dump: error: "), "{cmd:?}: {err}");
-    assert!(err.contains(needle), "{cmd:?}: expected {needle:?} in {err}");
+    assert!(
+        err.contains(needle),
+        "{cmd:?}: expected {needle:?} in {err}"
+    );
     assert!(took < Duration::from_secs(1), "{cmd:?} took {took:?}");
     err
 }
@@ -136,14 +139,33 @@ fn chain(dir: &Path, crid: &Path) -> (PathBuf, PathBuf) {
     let t = Sleeper::new();
     let pid = t.pid().to_string();
     let d = dir.to_str().unwrap();
-    let img = |out: &str| PathBuf::from(out.lines().nth(1).unwrap().split_whitespace().nth(1).unwrap());
+    let img = |out: &str| {
+        PathBuf::from(
+            out.lines()
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .nth(1)
+                .unwrap(),
+        )
+    };
     let a = img(&succeeds(&mut cr(
         crid,
         &["checkpoint", "--pid", &pid, "-o", d, "--name", "s"],
     )));
     let b = img(&succeeds(&mut cr(
         crid,
-        &["checkpoint", "--pid", &pid, "-o", d, "--name", "s", "--parent", a.to_str().unwrap()],
+        &[
+            "checkpoint",
+            "--pid",
+            &pid,
+            "-o",
+            d,
+            "--name",
+            "s",
+            "--parent",
+            a.to_str().unwrap(),
+        ],
     )));
     (a, b)
 }
@@ -156,7 +178,12 @@ fn crid_file_symlink_fifo_and_foreign_file_are_refused() {
     let pid = t.pid().to_string();
     let victim = Victim::new(d.path());
     let crid = d.path().join("crid");
-    let ckpt = |crid: &Path| cr(crid, &["checkpoint", "--pid", &pid, "-o", out.to_str().unwrap()]);
+    let ckpt = |crid: &Path| {
+        cr(
+            crid,
+            &["checkpoint", "--pid", &pid, "-o", out.to_str().unwrap()],
+        )
+    };
 
     std::os::unix::fs::symlink(&victim.0, &crid).unwrap();
     fails(&mut ckpt(&crid), "symbolic link");
@@ -170,7 +197,10 @@ fn crid_file_symlink_fifo_and_foreign_file_are_refused() {
     std::fs::write(&crid, "00000000000000000041\n").unwrap();
     chown(&crid, NOBODY);
     fails(&mut ckpt(&crid), "owned by uid 65534");
-    assert_eq!(std::fs::read_to_string(&crid).unwrap(), "00000000000000000041\n");
+    assert_eq!(
+        std::fs::read_to_string(&crid).unwrap(),
+        "00000000000000000041\n"
+    );
 
     assert_running(t.pid());
     assert!(
@@ -197,7 +227,13 @@ fn crid_lock_wait_is_bounded() {
     let (o, took) = run_within(
         &mut cr(
             &crid,
-            &["checkpoint", "--pid", &t.pid().to_string(), "-o", out.to_str().unwrap()],
+            &[
+                "checkpoint",
+                "--pid",
+                &t.pid().to_string(),
+                "-o",
+                out.to_str().unwrap(),
+            ],
         ),
         Duration::from_secs(20),
     );
@@ -205,7 +241,10 @@ fn crid_lock_wait_is_bounded() {
     let _ = holder.wait();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("locking CRID file") && err.contains("holds its lock"), "{err}");
+    assert!(
+        err.contains("locking CRID file") && err.contains("holds its lock"),
+        "{err}"
+    );
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(6),
         "waited {took:?}"
@@ -315,9 +354,15 @@ fn mapped_file_replaced_by_a_fifo_or_symlink_is_refused_before_restore() {
     // A private copy of sleep: its mapping names a file this test may replace.
     let exe = d.path().join("sleeper");
     std::fs::copy(
-        String::from_utf8(Command::new("sh").args(["-c", "command -v sleep"]).output().unwrap().stdout)
-            .unwrap()
-            .trim(),
+        String::from_utf8(
+            Command::new("sh")
+                .args(["-c", "command -v sleep"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim(),
         &exe,
     )
     .unwrap();
@@ -325,11 +370,26 @@ fn mapped_file_replaced_by_a_fifo_or_symlink_is_refused_before_restore() {
     std::thread::sleep(Duration::from_millis(100));
     let o = succeeds(&mut cr(
         &crid,
-        &["checkpoint", "--pid", &t.id().to_string(), "-o", d.path().to_str().unwrap(), "--name", "m"],
+        &[
+            "checkpoint",
+            "--pid",
+            &t.id().to_string(),
+            "-o",
+            d.path().to_str().unwrap(),
+            "--name",
+            "m",
+        ],
     ));
     let _ = t.kill();
     let _ = t.wait();
-    let img = o.lines().nth(1).unwrap().split_whitespace().nth(1).unwrap().to_string();
+    let img = o
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
     let kept = d.path().join("sleeper.kept");
     std::fs::rename(&exe, &kept).unwrap();
     mkfifo(&exe);
@@ -360,7 +420,15 @@ fn outputs_replace_a_planted_symlink_or_fifo_and_leave_no_temp_file() {
     let verbs: Vec<Vec<String>> = vec![
         vec!["core".into(), bs.into(), "-o".into()],
         vec!["squash".into(), bs.into(), "-o".into()],
-        vec!["extract".into(), bs.into(), "--addr".into(), format!("0x{addr}"), "--len".into(), "4096".into(), "-o".into()],
+        vec![
+            "extract".into(),
+            bs.into(),
+            "--addr".into(),
+            format!("0x{addr}"),
+            "--len".into(),
+            "4096".into(),
+            "-o".into(),
+        ],
     ];
     for v in &verbs {
         for planted in ["symlink", "fifo"] {
@@ -399,7 +467,13 @@ fn pid_file_replaces_a_planted_symlink() {
     std::os::unix::fs::symlink(&victim.0, &pf).unwrap();
     let out = succeeds(&mut cr(
         &crid,
-        &["restore", "--detach", "--pid-file", pf.to_str().unwrap(), b.to_str().unwrap()],
+        &[
+            "restore",
+            "--detach",
+            "--pid-file",
+            pf.to_str().unwrap(),
+            b.to_str().unwrap(),
+        ],
     ));
     let pid: i32 = out.trim().parse().unwrap();
     let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
@@ -423,7 +497,15 @@ fn a_file_planted_at_the_next_image_name_costs_a_crid_not_the_checkpoint() {
     let t = Sleeper::new();
     let out = succeeds(&mut cr(
         &crid,
-        &["checkpoint", "--pid", &t.pid().to_string(), "-o", d.path().to_str().unwrap(), "--name", "s"],
+        &[
+            "checkpoint",
+            "--pid",
+            &t.pid().to_string(),
+            "-o",
+            d.path().to_str().unwrap(),
+            "--name",
+            "s",
+        ],
     ));
     assert!(out.starts_with("crid       13\n"), "{out}");
     for n in [11, 12] {
@@ -449,7 +531,17 @@ fn tracking_state_no_temp_after_sigkill_and_dead_tasks_swept() {
     let ckpt = || {
         cr(
             &crid,
-            &["checkpoint", "--pid", &pid, "-o", out.to_str().unwrap(), "--name", "t", "--track", "--incremental"],
+            &[
+                "checkpoint",
+                "--pid",
+                &pid,
+                "-o",
+                out.to_str().unwrap(),
+                "--name",
+                "t",
+                "--track",
+                "--incremental",
+            ],
         )
     };
     let leftovers = || -> Vec<String> {
@@ -462,11 +554,19 @@ fn tracking_state_no_temp_after_sigkill_and_dead_tasks_swept() {
     succeeds(&mut ckpt());
     // SIGKILL at spread moments of --track checkpoints.
     for i in 0..30u64 {
-        let mut c = ckpt().stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut c = ckpt()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_micros(500 + i * 700));
         let _ = c.kill();
         let _ = c.wait();
-        assert_eq!(leftovers(), Vec::<String>::new(), "after a kill at trial {i}");
+        assert_eq!(
+            leftovers(),
+            Vec::<String>::new(),
+            "after a kill at trial {i}"
+        );
     }
     // Planted state of tasks that are gone: a reaped pid, a live pid with another start
     // time, and a temporary file of a dead writer.
@@ -483,16 +583,27 @@ fn tracking_state_no_temp_after_sigkill_and_dead_tasks_swept() {
     }
     let t2 = Sleeper::new();
     let live = std::fs::read_to_string(format!("/proc/{}/stat", t2.pid())).unwrap();
-    let st = live[live.rfind(')').unwrap() + 1..].split_whitespace().nth(19).unwrap().to_string();
+    let st = live[live.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
     let live_state = format!("cr-track.{}.{st}", t2.pid());
     std::fs::write(sd.join(&live_state), "1 2 3 4 5\n").unwrap();
     succeeds(&mut ckpt());
     for n in &dead {
         assert!(!sd.join(n).exists(), "{n} was not removed");
     }
-    assert!(sd.join(&live_state).exists(), "a live task's state was removed");
+    assert!(
+        sd.join(&live_state).exists(),
+        "a live task's state was removed"
+    );
     let st = std::fs::read_to_string(format!("/proc/{}/stat", t.pid())).unwrap();
-    let st = st[st.rfind(')').unwrap() + 1..].split_whitespace().nth(19).unwrap().to_string();
+    let st = st[st.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
     assert!(
         sd.join(format!("cr-track.{}.{st}", t.pid())).is_file(),
         "tracking was not armed: its state file is missing"
@@ -509,9 +620,24 @@ fn interrupted_outputs_leave_no_temp_file() {
     let t = cr_tests::Target::spawn(&cr_tests::program("fill"), &["48"]);
     let o = succeeds(&mut cr(
         &crid,
-        &["checkpoint", "--pid", &t.pid().to_string(), "-o", d.path().to_str().unwrap(), "--name", "f"],
+        &[
+            "checkpoint",
+            "--pid",
+            &t.pid().to_string(),
+            "-o",
+            d.path().to_str().unwrap(),
+            "--name",
+            "f",
+        ],
     ));
-    let img = o.lines().nth(1).unwrap().split_whitespace().nth(1).unwrap().to_string();
+    let img = o
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
     let big = t.region("big");
     let (addr, len) = (format!("{:#x}", big.addr), format!("{}", big.len));
     let out = d.path().join("o");
@@ -547,7 +673,11 @@ fn interrupted_outputs_leave_no_temp_file() {
                         .status();
                     let st = c.wait().unwrap();
                     interrupted += usize::from(!st.success());
-                    assert_eq!(temps(&out), Vec::<String>::new(), "{v:?} SIG{sig} at {delay_ms} ms");
+                    assert_eq!(
+                        temps(&out),
+                        Vec::<String>::new(),
+                        "{v:?} SIG{sig} at {delay_ms} ms"
+                    );
                     match std::fs::read(&dst) {
                         Ok(b) if b == b"before" => assert!(taken),
                         Ok(b) => assert_eq!(b.len() as u64, full, "{v:?}: a partial output"),

@@ -115,7 +115,11 @@ pub fn open_owned_dir(path: &Path, private: bool) -> io::Result<File> {
             format!(
                 "mode {:04o}: open to other users (want {})",
                 md.mode() & 0o7777,
-                if private { "0700" } else { "no group or other write" }
+                if private {
+                    "0700"
+                } else {
+                    "no group or other write"
+                }
             ),
         ));
     }
