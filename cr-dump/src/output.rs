@@ -60,7 +60,7 @@ impl TempImage {
                 dir.display()
             )));
         }
-        let (path, f) = match unnamed_in(dir)? {
+        let (path, f) = match unnamed_in(dir, "an image file")? {
             Some(f) => (PathBuf::new(), f),
             None => named_in(dir, &format!("{name}.img"))?,
         };
@@ -159,7 +159,7 @@ impl Drop for TempImage {
 
 /// Opens an unnamed file (`O_TMPFILE`, mode 0600) in `dir`; `None` where the file system has
 /// none.
-fn unnamed_in(dir: &Path) -> Result<Option<File>> {
+fn unnamed_in(dir: &Path, what: &str) -> Result<Option<File>> {
     match OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
@@ -185,7 +185,7 @@ fn unnamed_in(dir: &Path) -> Result<Option<File>> {
             Ok(None)
         }
         Err(e) => Err(Error::io(
-            format!("creating a file in {}", dir.display()),
+            format!("creating {what} in {}", dir.display()),
             e,
         )),
     }
@@ -266,7 +266,7 @@ fn write_file<T>(
     };
     let name = dst.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let mut guard = None;
-    let (named, file) = match unnamed_in(dir)? {
+    let (named, file) = match unnamed_in(dir, "a file")? {
         Some(f) => (None, f),
         None => {
             let (p, f) = named_in(dir, name)?;

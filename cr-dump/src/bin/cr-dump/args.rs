@@ -43,7 +43,8 @@ pub(crate) enum Cmd {
     Encode {
         /// The JSON file, or - for stdin.
         json: PathBuf,
-        /// The image to write (written to a temporary name, renamed when complete).
+        /// The image to write (written unnamed, named only when complete: an interrupted
+        /// encode leaves no file; a symlink at IMAGE is replaced, not followed).
         #[arg(short, long, value_name = "IMAGE")]
         output: PathBuf,
     },
@@ -83,7 +84,8 @@ pub(crate) enum Cmd {
         /// Number of bytes.
         #[arg(long, value_parser = parse_u64)]
         len: u64,
-        /// Write to FILE instead of stdout.
+        /// Write to FILE instead of stdout (written unnamed, named only when complete; a
+        /// symlink at FILE is replaced, not followed).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Print a hexdump instead of raw bytes.
@@ -104,7 +106,8 @@ pub(crate) enum Cmd {
     Core {
         /// The image (its parents are found beside it).
         image: PathBuf,
-        /// The core file to write.
+        /// The core file to write (written unnamed, named only when complete; a symlink at
+        /// FILE is replaced, not followed).
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
@@ -128,8 +131,10 @@ pub(crate) enum Cmd {
         after_help = "The new image gets a fresh CRID (it is a new image), no parent, and the \
         newest image's task, registers, Mm, VMAs and creation time. Every image of the chain \
         is checked in full first. If OUT is a directory, the image is written to \
-        OUT/NAME.img.NEWCRID (NAME from IMAGE's file name); otherwise to OUT. Written to a \
-        temporary name and renamed when complete."
+        OUT/NAME.img.NEWCRID (NAME from IMAGE's file name; a CRID whose name is taken is skipped, \
+        no file is overwritten); otherwise to OUT (replaced by a rename: a symlink there is \
+        not followed). Written unnamed (O_TMPFILE) and named only when complete: an \
+        interrupted squash leaves no file."
     )]
     Squash {
         /// The newest image of the chain (its parents are found beside it).
@@ -182,8 +187,9 @@ pub(crate) fn parse_u64(s: &str) -> Result<u64, String> {
 
 pub(crate) const CHECKPOINT_HELP: &str = "\
 The image is written to DIR/NAME.img.CRID (mode 0600): unnamed (O_TMPFILE) or under a \
-temporary name while it is written, named only when complete. On any failure nothing is left \
-in DIR and the task is left running, untraced.
+temporary name while it is written, named only when complete, never over a file already at \
+that name (a CRID whose name is taken is skipped). On any failure nothing is left in DIR and \
+the task is left running, untraced.
 
 By default the capture is lazy: while the task is stopped, cr-dump injects clone() into it to \
 make a copy-on-write twin (a stopped copy of its memory, traced by cr-dump, killed after the \
