@@ -104,8 +104,14 @@ fn mkfifo(p: &Path) {
     assert!(Command::new("mkfifo").arg(p).status().unwrap().success());
 }
 
+/// Gives `p` to `uid`: root only, and a missing prerequisite fails the test (never a skip).
 fn chown(p: &Path, uid: u32) {
-    std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap();
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap_or_else(|e| {
+        panic!(
+            "chown {} to uid {uid}: {e} (this test runs as root: it plants files of another user)",
+            p.display()
+        )
+    });
 }
 
 /// A file that must stay as it is: its bytes and mode, checked by [`Victim::intact`].
@@ -340,6 +346,15 @@ fn parent_at_its_name_must_be_a_regular_file() {
         }
         // The image given itself: the same rule.
         fails(&mut cr(&crid, &["show", a.to_str().unwrap()]), needle);
+        let enc = d.path().join("enc.out");
+        fails(
+            &mut cr(
+                &crid,
+                &["encode", a.to_str().unwrap(), "-o", enc.to_str().unwrap()],
+            ),
+            needle,
+        );
+        assert!(!enc.exists());
         std::fs::remove_file(&a).unwrap();
     }
     // Put back, the chain is whole again: the refusals were about the planted files.
@@ -400,7 +415,7 @@ fn mapped_file_replaced_by_a_fifo_or_symlink_is_refused_before_restore() {
 }
 
 #[test]
-fn outputs_replace_a_planted_symlink_or_fifo_and_leave_no_temp_file() {
+fn outputs_of_encode_core_squash_extract_replace_a_planted_symlink_or_fifo() {
     let d = TempDir::new("paths-out");
     let crid = d.path().join("crid");
     let imgs = d.path().join("imgs");
@@ -417,7 +432,14 @@ fn outputs_replace_a_planted_symlink_or_fifo_and_leave_no_temp_file() {
         let start = img.vmas().next().unwrap().start();
         format!("{start:x}")
     };
+    let json = d.path().join("img.json");
+    std::fs::write(
+        &json,
+        succeeds(&mut cr(&crid, &["show", "--json", "--with-pages", bs])),
+    )
+    .unwrap();
     let verbs: Vec<Vec<String>> = vec![
+        vec!["encode".into(), json.to_str().unwrap().into(), "-o".into()],
         vec!["core".into(), bs.into(), "-o".into()],
         vec!["squash".into(), bs.into(), "-o".into()],
         vec![
