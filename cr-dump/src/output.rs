@@ -2,7 +2,11 @@
 //! name `DIR/NAME.img.CRID` only when complete (`linkat`). A failure, even a SIGKILL of the
 //! dumper, then leaves nothing behind. Where the file system has no `O_TMPFILE`, the image is
 //! written to a temporary name `DIR/.NAME.img.tmp.PID.N` and renamed when complete; dropping an
-//! uncommitted [`TempImage`] removes that file.
+//! uncommitted [`TempImage`] removes that file (the checkpoint unwinds on SIGINT, SIGTERM and
+//! SIGHUP, so it is dropped then). A file already at the final name is never replaced.
+//!
+//! Other outputs ([`write_atomic`]) are written the same way; they replace a file at their
+//! name by a rename, which never follows a symlink there.
 
 use crate::error::{Error, Result};
 use std::fs::{self, File, OpenOptions};
@@ -36,7 +40,8 @@ pub struct TempImage {
 }
 
 impl TempImage {
-    /// Creates `DIR/.NAME.img.tmp.PID.N` (exclusive, mode 0600).
+    /// Creates an unnamed image file in `dir` (or `DIR/.NAME.img.tmp.PID.N`, exclusive, mode
+    /// 0600, where the file system has no `O_TMPFILE`).
     pub fn create(dir: &Path, name: &str) -> Result<TempImage> {
         check_name(name)?;
         // A missing last component is created (mode 0700), as `mkdir` would; a missing parent
@@ -55,66 +60,37 @@ impl TempImage {
                 dir.display()
             )));
         }
-        match OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_TMPFILE)
-            .mode(0o600)
-            .open(dir)
-        {
-            Ok(f) => {
-                f.set_permissions(fs::Permissions::from_mode(0o600))
-                    .map_err(|e| Error::io("setting the image's mode", e))?;
-                return Ok(TempImage {
-                    dir: dir.to_path_buf(),
-                    name: name.to_string(),
-                    path: PathBuf::new(),
-                    file: Some(BufWriter::with_capacity(1 << 20, f)),
-                });
-            }
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
-                ) => {}
-            Err(e) => {
-                return Err(Error::io(
-                    format!("creating an image file in {}", dir.display()),
-                    e,
-                ))
+        let (path, f) = match unnamed_in(dir, "an image file")? {
+            Some(f) => (PathBuf::new(), f),
+            None => named_in(dir, &format!("{name}.img"))?,
+        };
+        Ok(TempImage {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            path,
+            file: Some(BufWriter::with_capacity(1 << 20, f)),
+        })
+    }
+
+    /// The next CRID ([`crate::crid::next`]) whose final name `DIR/NAME.img.CRID` is free: a
+    /// file planted at the name costs a CRID, not the checkpoint. Drawn before the capture,
+    /// because the CRID is inside the image; a file planted at the name during the capture
+    /// still fails [`TempImage::commit`] (it never overwrites).
+    pub fn next_crid(&self) -> Result<u64> {
+        for _ in 0..1000 {
+            let crid = crate::crid::next()?;
+            let dst = self.dir.join(image_name(&self.name, crid));
+            match fs::symlink_metadata(&dst) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(crid),
+                Err(e) => return Err(Error::io(format!("checking {}", dst.display()), e)),
+                Ok(_) => {}
             }
         }
-        let mut n = 0u32;
-        loop {
-            let path = dir.join(format!(".{name}.img.tmp.{}.{n}", std::process::id()));
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
-                Ok(f) => {
-                    let t = TempImage {
-                        dir: dir.to_path_buf(),
-                        name: name.to_string(),
-                        path,
-                        file: Some(BufWriter::with_capacity(1 << 20, f)),
-                    };
-                    if let Some(f) = &t.file {
-                        f.get_ref()
-                            .set_permissions(fs::Permissions::from_mode(0o600))
-                            .map_err(|e| Error::io("setting the image's mode", e))?;
-                    }
-                    return Ok(t);
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
-                Err(e) => {
-                    return Err(Error::io(
-                        format!("creating an image file in {}", dir.display()),
-                        e,
-                    ))
-                }
-            }
-        }
+        Err(Error::Other(format!(
+            "1000 CRIDs in a row are taken by files {}/{}.img.* ",
+            self.dir.display(),
+            self.name
+        )))
     }
 
     /// The temporary path (`None` for an unnamed file).
@@ -127,7 +103,8 @@ impl TempImage {
         WriteRef(self.file.as_mut())
     }
 
-    /// Flushes, optionally syncs, and renames to `DIR/NAME.img.CRID`; returns the final path.
+    /// Flushes, optionally syncs, and names the file `DIR/NAME.img.CRID`, never replacing a
+    /// file there (`EEXIST`); returns the final path.
     pub fn commit(mut self, crid: u64, sync: bool) -> Result<PathBuf> {
         let f = self
             .file
@@ -147,7 +124,7 @@ impl TempImage {
             return Ok(dst);
         }
         drop(f);
-        fs::rename(&self.path, &dst)
+        crate::sys::rename_noreplace(&self.path, &dst)
             .map_err(|e| Error::io(format!("renaming the image to {}", dst.display()), e))?;
         self.path = PathBuf::new();
         Ok(dst)
@@ -180,33 +157,177 @@ impl Drop for TempImage {
     }
 }
 
-/// Writes a file (a core file, an encoded image, extracted bytes) to a temporary name beside
-/// `dst`, mode 0600, and renames it to `dst` only when `write` succeeded; on failure nothing is
-/// left behind.
+/// Opens an unnamed file (`O_TMPFILE`, mode 0600) in `dir`; `None` where the file system has
+/// none.
+fn unnamed_in(dir: &Path, what: &str) -> Result<Option<File>> {
+    match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .mode(0o600)
+        .open(dir)
+    {
+        Ok(f) => {
+            f.set_permissions(fs::Permissions::from_mode(0o600))
+                .map_err(|e| {
+                    Error::io(
+                        format!("setting the mode of a file in {}", dir.display()),
+                        e,
+                    )
+                })?;
+            Ok(Some(f))
+        }
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(Error::io(
+            format!("creating {what} in {}", dir.display()),
+            e,
+        )),
+    }
+}
+
+/// Creates `DIR/.NAME.tmp.PID.N` exclusively (mode 0600; `O_EXCL` follows no symlink).
+fn named_in(dir: &Path, name: &str) -> Result<(PathBuf, File)> {
+    let mut n = 0u32;
+    loop {
+        let path = dir.join(format!(".{name}.tmp.{}.{n}", std::process::id()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(f) => {
+                f.set_permissions(fs::Permissions::from_mode(0o600))
+                    .map_err(|e| Error::io(format!("setting the mode of {}", path.display()), e))?;
+                return Ok((path, f));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+            Err(e) => return Err(Error::io(format!("creating {}", path.display()), e)),
+        }
+    }
+}
+
+/// Whether a name in a directory is a temporary file of [`write_atomic`]/[`replace_file`]
+/// (`.NAME.tmp.PID.N`) whose writer no longer runs: what a SIGKILL between naming and renaming
+/// could leave.
+pub fn is_stale_temp(file_name: &str, prefix: &str) -> bool {
+    let Some(rest) = file_name.strip_prefix(prefix) else {
+        return false;
+    };
+    let Some((_, tail)) = rest.rsplit_once(".tmp.") else {
+        return false;
+    };
+    let Some(pid) = tail.split('.').next().and_then(|p| p.parse::<i32>().ok()) else {
+        return false;
+    };
+    pid > 0
+        && pid != std::process::id() as i32
+        && crate::sys::kill(pid, 0)
+            .err()
+            .and_then(|e| e.raw_os_error())
+            == Some(libc::ESRCH)
+}
+
+/// Writes a file (a core file, an encoded image, extracted bytes, a pid file) as a whole:
+/// unnamed (`O_TMPFILE`, mode 0600) beside `dst`, named `dst` only when `write` succeeded.
+/// `dst` is replaced, never opened: a symlink or FIFO there is replaced, not followed. A
+/// failure or a signal leaves no file: where a temporary name is needed (no `O_TMPFILE`, or
+/// `dst` exists and is replaced by a rename), SIGINT, SIGTERM and SIGHUP remove it first.
 pub fn write_atomic<T>(dst: &Path, write: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
-    use std::os::unix::fs::OpenOptionsExt;
+    write_file(dst, true, write)
+}
+
+/// [`write_atomic`] without signal handlers, for a small file written while the caller
+/// handles signals itself (the tracking state of a checkpoint): the only window in which a
+/// temporary name exists is between a `linkat` and a `rename`; [`is_stale_temp`] finds what a
+/// SIGKILL there leaves.
+pub fn replace_file(dst: &Path, bytes: &[u8]) -> Result<()> {
+    write_file(dst, false, |w| {
+        w.write_all(bytes)
+            .map_err(|e| Error::io(format!("writing {}", dst.display()), e))
+    })
+}
+
+fn write_file<T>(
+    dst: &Path,
+    on_signal: bool,
+    write: impl FnOnce(&mut dyn Write) -> Result<T>,
+) -> Result<T> {
     let dir = match dst.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let name = dst.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    let r = write(&mut w).and_then(|v| {
-        w.flush()
-            .map_err(|e| Error::io(format!("writing {}", dst.display()), e))?;
-        fs::rename(&tmp, dst)
-            .map_err(|e| Error::io(format!("renaming to {}", dst.display()), e))?;
-        Ok(v)
-    });
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
+    let mut guard = None;
+    let (named, file) = match unnamed_in(dir, "a file")? {
+        Some(f) => (None, f),
+        None => {
+            let (p, f) = named_in(dir, name)?;
+            if on_signal {
+                guard = Some(
+                    crate::sys::RemoveOnSignal::new(&p)
+                        .map_err(|e| Error::io("installing signal handlers", e))?,
+                );
+            }
+            (Some(p), f)
+        }
+    };
+    // Removes the named temporary file on every early return.
+    struct Remove(Option<PathBuf>);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            if let Some(p) = &self.0 {
+                let _ = fs::remove_file(p);
+            }
+        }
     }
-    r
+    let mut tmp = Remove(named);
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let v = write(&mut w)?;
+    let file = w
+        .into_inner()
+        .map_err(|e| Error::io(format!("writing {}", dst.display()), e.into_error()))?;
+    let src = match tmp.0.clone() {
+        Some(p) => p,
+        None => match crate::sys::link_tmpfile(&file, dst) {
+            Ok(()) => return Ok(v),
+            // `dst` exists: name the file beside it, then rename over it.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                let mut n = 0u32;
+                loop {
+                    let p = dir.join(format!(".{name}.tmp.{}.{n}", std::process::id()));
+                    // Recorded before the link: a signal right after it removes the name.
+                    if on_signal {
+                        // The old guard first: its drop puts back the actions it replaced.
+                        drop(guard.take());
+                        guard = Some(
+                            crate::sys::RemoveOnSignal::new(&p)
+                                .map_err(|e| Error::io("installing signal handlers", e))?,
+                        );
+                    }
+                    match crate::sys::link_tmpfile(&file, &p) {
+                        Ok(()) => {
+                            tmp.0 = Some(p.clone());
+                            break p;
+                        }
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) && n < 1000 => n += 1,
+                        Err(e) => return Err(Error::io(format!("naming {}", p.display()), e)),
+                    }
+                }
+            }
+            Err(e) => return Err(Error::io(format!("naming {}", dst.display()), e)),
+        },
+    };
+    drop(file);
+    fs::rename(&src, dst).map_err(|e| Error::io(format!("renaming to {}", dst.display()), e))?;
+    tmp.0 = None;
+    drop(guard);
+    Ok(v)
 }

@@ -245,7 +245,7 @@ pub fn checkpoint(o: &CheckpointOptions, progress: &mut dyn Progress) -> Result<
         (want || s.usable() || s.armed_before()).then_some(s)
     };
     let mut tmp = TempImage::create(&o.dir, &name)?;
-    let crid = crate::crid::next()?;
+    let crid = tmp.next_crid()?;
     let mut notes = Vec::new();
     let w = if o.direct {
         progress.start("capture", None);

@@ -307,9 +307,16 @@ pub fn start_time(pid: i32) -> Option<u64> {
 }
 
 impl State {
-    /// Reads the state file, if any and well-formed.
+    /// Reads the state file, if any, well-formed and ours (a regular file owned by the user,
+    /// not a symlink: a planted state would name a baseline that is not one).
     pub fn load(path: &Path) -> Option<State> {
-        let t = std::fs::read_to_string(path).ok()?;
+        use std::os::unix::fs::MetadataExt;
+        let mut f = sys::open_regular(path, sys::Access::Read).ok()?;
+        if f.metadata().ok()?.uid() != sys::geteuid() {
+            return None;
+        }
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut f, &mut t).ok()?;
         let mut it = t.split_whitespace();
         let mut next = || it.next()?.parse::<u64>().ok();
         Some(State {
@@ -321,18 +328,49 @@ impl State {
         })
     }
 
-    /// Writes the state file (mode 0600, replaced atomically).
+    /// Writes the state file (mode 0600, replaced atomically: unnamed until complete, so a
+    /// SIGKILL leaves no temporary file but in the instant between its link and its rename),
+    /// then removes what dead tasks left beside it ([`sweep`]).
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::output::write_atomic(path, |w| {
-            std::io::Write::write_fmt(
-                w,
-                format_args!(
-                    "{} {} {} {} {}\n",
-                    self.pid, self.start_time, self.fd, self.crid, self.digest
-                ),
-            )
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))
-        })
+        let text = format!(
+            "{} {} {} {} {}\n",
+            self.pid, self.start_time, self.fd, self.crid, self.digest
+        );
+        crate::output::replace_file(path, text.as_bytes())?;
+        if let Some(dir) = path.parent() {
+            sweep(dir);
+        }
+        Ok(())
+    }
+}
+
+/// Removes from `dir` the state files of tasks that no longer exist (`cr-track.PID.START`
+/// whose pid is gone or now has another start time) and the temporary files of writers that
+/// died (`.cr-track.*.tmp.PID.N`). Best effort: what cannot be removed stays.
+pub fn sweep(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stale = if let Some(rest) = name.strip_prefix("cr-track.") {
+            let mut it = rest.split('.');
+            match (
+                it.next().and_then(|p| p.parse::<i32>().ok()),
+                it.next().and_then(|s| s.parse::<u64>().ok()),
+                it.next(),
+            ) {
+                (Some(pid), Some(st), None) => pid > 0 && start_time(pid) != Some(st),
+                _ => false,
+            }
+        } else {
+            crate::output::is_stale_temp(name, ".cr-track.")
+        };
+        if stale {
+            // unlink removes the name, whatever it is; it follows nothing.
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 

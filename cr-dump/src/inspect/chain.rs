@@ -20,10 +20,10 @@ pub struct Mapped {
 }
 
 impl Mapped {
-    /// Maps `path`.
+    /// Maps `path`: a regular file, not reached through a symlink, opened without waiting on a
+    /// FIFO ([`crate::sys::open_regular`]).
     pub fn open(path: &Path) -> Result<Mapped> {
-        let file =
-            File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let file = open_image(path)?;
         let map = crate::sys::FileMap::new(&file)
             .map_err(|e| Error::io(format!("map {}", path.display()), e))?;
         Ok(Mapped {
@@ -36,6 +36,13 @@ impl Mapped {
     pub fn bytes(&self) -> &[u8] {
         self.map.bytes()
     }
+}
+
+/// Opens an image file by name for reading: a regular file, never through a symlink at the
+/// last component, never waiting on a FIFO. Errors name the file.
+pub fn open_image(path: &Path) -> Result<File> {
+    crate::sys::open_regular(path, crate::sys::Access::Read)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))
 }
 
 /// `DIR/NAME.img.CRID` → `DIR/NAME.img.OTHER`.
@@ -53,7 +60,8 @@ pub fn parent_path(child: &Path, parent: u64) -> Result<PathBuf> {
             child.display()
         )));
     };
-    if !pp.exists() {
+    // lstat: a symlink or a FIFO is there, not missing; opening it says what it is.
+    if std::fs::symlink_metadata(&pp).is_err() {
         return Err(Error::Other(format!(
             "{}: parent image CRID {parent} is missing (expected {})",
             child.display(),

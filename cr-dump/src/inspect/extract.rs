@@ -5,7 +5,6 @@ use super::show::vma_kind_name;
 use crate::error::{Error, Result};
 use cr_format::chain::{ChainIndex, Resolved};
 use cr_format::raw;
-use std::fs::File;
 use std::path::Path;
 
 /// Reads `len` bytes of the task's memory at `addr` as the image chain holds them: data pages
@@ -106,7 +105,8 @@ fn file_page(
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::{FileExt, MetadataExt};
     let p = Path::new(std::ffi::OsStr::from_bytes(path));
-    let f = File::open(p).map_err(|e| format!("untouched page of {}: {e}", p.display()))?;
+    let f = crate::sys::open_regular(p, crate::sys::Access::Read)
+        .map_err(|e| format!("untouched page of {}: {e}", p.display()))?;
     let md = f.metadata().map_err(|e| format!("{}: {e}", p.display()))?;
     let mtime = (md.mtime() as u64)
         .wrapping_mul(1_000_000_000)

@@ -28,8 +28,8 @@ pub mod squash;
 mod verify;
 
 pub use chain::{
-    image_error, load_chain, parent_path, sibling, with_chain, ChainFiles, LoadedChain, Mapped,
-    Parse,
+    image_error, load_chain, open_image, parent_path, sibling, with_chain, ChainFiles, LoadedChain,
+    Mapped, Parse,
 };
 pub use extract::{extract, hexdump, page_content, page_content_with, Page};
 pub use verify::{

@@ -139,8 +139,7 @@ impl Shown {
     /// Reads the image file at `path`: every record is checked, page data is skipped by
     /// seeking (its CRCs are `verify`'s job).
     pub fn read(path: &std::path::Path) -> crate::Result<Shown> {
-        let f = std::fs::File::open(path)
-            .map_err(|e| crate::Error::io(format!("opening {}", path.display()), e))?;
+        let f = super::open_image(path)?;
         Shown::from_reader(f, path)
     }
 

@@ -4,7 +4,6 @@
 use super::chain::{image_error, parent_path, ChainFiles, Parse};
 use crate::error::{Error, Result};
 use cr_format::read::{Options, Record, RunKind, StreamReader};
-use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
@@ -117,7 +116,7 @@ fn check_into(report: &mut Report, r: impl Read, name: &str, all: bool) -> Resul
 /// every "parent" page's resolution. With `all`, every problem goes into `Report::problems`
 /// instead of ending the check at the first.
 pub fn verify(path: &Path, chain: bool, all: bool) -> Result<Report> {
-    let open = |p: &Path| File::open(p).map_err(|e| Error::io(format!("open {}", p.display()), e));
+    let open = |p: &Path| super::open_image(p);
     let mut report = Report::default();
     let check = |report: &mut Report, p: &Path| -> Result<()> {
         // The stream reader buffers itself (one record at a time): no BufReader, no extra copy.
@@ -178,7 +177,7 @@ pub fn chain_report(image: &Path) -> ChainReport {
 }
 
 fn walk_chain(image: &Path, rep: &mut ChainReport) -> Result<()> {
-    let open = |p: &Path| File::open(p).map_err(|e| Error::io(format!("open {}", p.display()), e));
+    let open = |p: &Path| super::open_image(p);
     let mut path = image.to_path_buf();
     loop {
         let r = verify_stream(

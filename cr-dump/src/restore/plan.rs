@@ -136,7 +136,7 @@ pub(super) fn plan(path: &Path, images: &[Image<'_>]) -> Result<Plan> {
         None
     } else {
         let ep = Path::new(std::ffi::OsStr::from_bytes(mm.exe));
-        match File::open(ep) {
+        match sys::open_regular(ep, sys::Access::Read) {
             Ok(f) => Some(f),
             Err(e) => {
                 warnings.push(format!(
@@ -196,7 +196,16 @@ fn vma_plans(top: &Image<'_>) -> Result<(Vec<VmaPlan>, Vec<File>)> {
         }
         if p.kind == raw::VMA_FILE {
             let fp = Path::new(std::ffi::OsStr::from_bytes(v.path));
-            let md = std::fs::metadata(fp).map_err(|e| {
+            let rw = shared && p.prot & raw::PROT_WRITE != 0;
+            // Opened first and checked through the descriptor: the file checked is the file
+            // mapped. Never through a symlink, never waiting on a FIFO.
+            let access = if rw {
+                sys::Access::ReadWrite
+            } else {
+                sys::Access::Read
+            };
+            let f = sys::open_regular(fp, access).and_then(|f| f.metadata().map(|m| (f, m)));
+            let (f, md) = f.map_err(|e| {
                 other(format!(
                     "mapped file {} ({:#x}-{:#x}): {e}",
                     fp.display(),
@@ -220,15 +229,9 @@ fn vma_plans(top: &Image<'_>) -> Result<(Vec<VmaPlan>, Vec<File>)> {
                     v.raw.file_mtime_ns.get()
                 )));
             }
-            let rw = shared && p.prot & raw::PROT_WRITE != 0;
             let i = match file_paths.iter().position(|(q, w)| q == v.path && *w == rw) {
                 Some(i) => i,
                 None => {
-                    let f = std::fs::OpenOptions::new()
-                        .read(true)
-                        .write(rw)
-                        .open(fp)
-                        .map_err(|e| other(format!("open {}: {e}", fp.display())))?;
                     files.push(f);
                     file_paths.push((v.path.to_vec(), rw));
                     files.len() - 1

@@ -66,7 +66,7 @@ fn self_helper(pid: i32, dir: &Path, name: &str, addr: u64) -> Result<()> {
     }
     let ins = crate::capture::inspect(pid)?;
     let mut tmp = crate::output::TempImage::create(dir, name)?;
-    let crid = crate::crid::next()?;
+    let crid = tmp.next_crid()?;
     let opts = crate::capture::Options {
         after: crate::capture::After::Continue,
         lazy: crate::capture::LazyMode::Auto,

@@ -14,7 +14,7 @@
 //! | [`pagemap`] | the `PAGEMAP_SCAN` ioctl (`pm_scan_arg`, `page_region`) |
 //! | [`mem`] | [`MapBuf`] (page buffers), [`FileMap`] (read-only file maps), [`process_vm_readv`] |
 //! | [`process`] | `kill`, the forks (the restore's traced child, the self-checkpoint helper), pidfds, `_exit` |
-//! | [`fs`] | `flock`, naming an `O_TMPFILE` file |
+//! | [`fs`] | opening by name (no symlink, no FIFO), owned directories, `flock` with a time limit, naming an `O_TMPFILE` file, removing a temporary file on a signal |
 //! | [`procfs`] | `/proc/PID/*` parsers |
 //!
 //! Kernel structs come from `linux-raw-sys` where it has them; the few built here are
@@ -30,7 +30,10 @@ pub mod procfs;
 pub mod ptrace;
 pub mod uffd;
 
-pub use fs::{flock_exclusive, link_tmpfile};
+pub use fs::{
+    flock_exclusive, flock_exclusive_timeout, link_tmpfile, open_owned_dir, open_regular,
+    rename_noreplace, Access, RemoveOnSignal,
+};
 pub use mem::{process_vm_readv, FileMap, MapBuf, IOV_MAX};
 pub use pagemap::{
     pagemap_scan, PageRegion, ScanQuery, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,

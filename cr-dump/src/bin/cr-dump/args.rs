@@ -43,7 +43,8 @@ pub(crate) enum Cmd {
     Encode {
         /// The JSON file, or - for stdin.
         json: PathBuf,
-        /// The image to write (written to a temporary name, renamed when complete).
+        /// The image to write (written unnamed, named only when complete: an interrupted
+        /// encode leaves no file; a symlink at IMAGE is replaced, not followed).
         #[arg(short, long, value_name = "IMAGE")]
         output: PathBuf,
     },
@@ -83,7 +84,8 @@ pub(crate) enum Cmd {
         /// Number of bytes.
         #[arg(long, value_parser = parse_u64)]
         len: u64,
-        /// Write to FILE instead of stdout.
+        /// Write to FILE instead of stdout (written unnamed, named only when complete; a
+        /// symlink at FILE is replaced, not followed).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Print a hexdump instead of raw bytes.
@@ -104,7 +106,8 @@ pub(crate) enum Cmd {
     Core {
         /// The image (its parents are found beside it).
         image: PathBuf,
-        /// The core file to write.
+        /// The core file to write (written unnamed, named only when complete; a symlink at
+        /// FILE is replaced, not followed).
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
@@ -128,8 +131,10 @@ pub(crate) enum Cmd {
         after_help = "The new image gets a fresh CRID (it is a new image), no parent, and the \
         newest image's task, registers, Mm, VMAs and creation time. Every image of the chain \
         is checked in full first. If OUT is a directory, the image is written to \
-        OUT/NAME.img.NEWCRID (NAME from IMAGE's file name); otherwise to OUT. Written to a \
-        temporary name and renamed when complete."
+        OUT/NAME.img.NEWCRID (NAME from IMAGE's file name; a CRID whose name is taken is skipped, \
+        no file is overwritten); otherwise to OUT (replaced by a rename: a symlink there is \
+        not followed). Written unnamed (O_TMPFILE) and named only when complete: an \
+        interrupted squash leaves no file."
     )]
     Squash {
         /// The newest image of the chain (its parents are found beside it).
@@ -158,7 +163,8 @@ pub(crate) enum Cmd {
         /// Do not wait: stdin/stdout/stderr to /dev/null, print the pid, exit.
         #[arg(long)]
         detach: bool,
-        /// Write the restored task's pid to this file.
+        /// Write the restored task's pid to this file (written whole under a temporary name and
+        /// renamed over FILE: a symlink at FILE is replaced, never followed).
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
     },
@@ -181,8 +187,9 @@ pub(crate) fn parse_u64(s: &str) -> Result<u64, String> {
 
 pub(crate) const CHECKPOINT_HELP: &str = "\
 The image is written to DIR/NAME.img.CRID (mode 0600): unnamed (O_TMPFILE) or under a \
-temporary name while it is written, named only when complete. On any failure nothing is left \
-in DIR and the task is left running, untraced.
+temporary name while it is written, named only when complete, never over a file already at \
+that name (a CRID whose name is taken is skipped). On any failure nothing is left in DIR and \
+the task is left running, untraced.
 
 By default the capture is lazy: while the task is stopped, cr-dump injects clone() into it to \
 make a copy-on-write twin (a stopped copy of its memory, traced by cr-dump, killed after the \
@@ -210,7 +217,10 @@ the memory: twin or copy; none with --direct).
 Incremental: --parent DIR/NAME.img.K (or --incremental: the newest NAME.img.* in DIR) writes an image that names its parent (CRID and digest) and stores only the pages that differ from the parent chain; the others are marked 'in the parent'. A page of a mapping the parent does not have with the same start, end, kind and backing is never 'in the parent'. How unchanged pages are found (the image records it): by write-protect dirty tracking when it was armed (--track, or --precopy) at the parent's capture; else by comparing contents with the parent (from a twin, as the image is written: the stop stays a fork's). Tracking leaves one userfaultfd open in the task; its state is kept beside the CRID file as cr-track.PID.STARTTIME. --precopy copies memory while the task runs, round after round, and stops it only for the last delta.
 
 CRIDs come from a node-wide counter file: $CR_CRID_FILE, else /var/lib/cr/crid, else \
-$XDG_RUNTIME_DIR/cr-crid, else /tmp/cr-crid-$EUID.
+$XDG_RUNTIME_DIR/cr-crid, else /tmp/cr-$EUID/crid (in a private 0700 directory). It must be \
+a regular file owned by you (a symlink, FIFO or another user's file is refused); its lock is \
+waited for at most 3 s. A file already at the image's final name is never overwritten: the \
+checkpoint takes the next free CRID.
 
 Exit status: 0 done, 1 the checkpoint failed, 2 usage error.";
 

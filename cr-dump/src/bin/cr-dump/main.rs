@@ -98,15 +98,13 @@ fn show_cmd(
 ) -> Result<(), Fail> {
     let text = if with_pages {
         // Page data wanted: map the file and check everything, data CRCs included.
-        let file = std::fs::File::open(path)
-            .map_err(|e| Fail::Run(format!("opening {}: {e}", path.display())))?;
+        let file = inspect::open_image(path)?;
         let map = sys::FileMap::new(&file)
             .map_err(|e| Fail::Run(format!("mapping {}: {e}", path.display())))?;
         json::pretty(&json::with_pages(map.bytes(), path)?)?
     } else if json {
         // Metadata only, streamed: page data is skipped by seeking.
-        let f = std::fs::File::open(path)
-            .map_err(|e| Fail::Run(format!("opening {}: {e}", path.display())))?;
+        let f = inspect::open_image(path)?;
         json::pretty(&json::read_metadata(f, path)?)?
     } else {
         let s = show::Shown::read(path)?;
@@ -126,7 +124,10 @@ fn encode_cmd(input: &std::path::Path, output: &std::path::Path) -> Result<(), F
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map(|_| s)
     } else {
-        std::fs::read_to_string(input)
+        sys::open_regular(input, sys::Access::Read).and_then(|mut f| {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut f, &mut s).map(|_| s)
+        })
     }
     .map_err(|e| Fail::Run(format!("reading {}: {e}", input.display())))?;
     let repr = json::decode(text.as_bytes())
@@ -236,8 +237,13 @@ fn restore_cmd(
         eprintln!("cr-dump: warning: {w}");
     }
     if let Some(f) = pid_file {
-        std::fs::write(f, format!("{}\n", r.pid))
-            .map_err(|e| Fail::Run(format!("writing {}: {e}", f.display())))?;
+        // Written whole and renamed over FILE: a symlink planted there is replaced, not
+        // followed.
+        let text = format!("{}\n", r.pid);
+        output::write_atomic(f, |w| {
+            w.write_all(text.as_bytes())
+                .map_err(|e| Error::io(format!("writing {}", f.display()), e))
+        })?;
     }
     if detach {
         println!("{}", r.pid);
@@ -286,8 +292,7 @@ fn chain_cmd(image: &std::path::Path, json: bool) -> Result<(), Fail> {
 }
 
 fn squash_cmd(image: &std::path::Path, out: &std::path::Path) -> Result<(), Fail> {
-    let crid = crid::next()?;
-    let dst = if out.is_dir() {
+    let (s, dst) = if out.is_dir() {
         let stem = image
             .file_name()
             .and_then(|n| n.to_str())
@@ -298,11 +303,18 @@ fn squash_cmd(image: &std::path::Path, out: &std::path::Path) -> Result<(), Fail
                     image.display()
                 ))
             })?;
-        out.join(output::image_name(&stem, crid))
+        // An image in a directory: named like a checkpoint's, never over a file there.
+        let mut tmp = output::TempImage::create(out, &stem)?;
+        let crid = tmp.next_crid()?;
+        let s = squash::squash(image, crid, &mut tmp.writer())?;
+        (s, tmp.commit(crid, false)?)
     } else {
-        out.to_path_buf()
+        let crid = crid::next()?;
+        (
+            output::write_atomic(out, |w| squash::squash(image, crid, w))?,
+            out.to_path_buf(),
+        )
     };
-    let s = output::write_atomic(&dst, |w| squash::squash(image, crid, w))?;
     println!(
         "squashed {} image(s) (newest CRID {}) into {}: CRID {}, {} bytes, {} data and {} zero pages",
         s.depth,
