@@ -3,6 +3,7 @@
 //! `CR_BLESS=1 cargo test -p cr-dump --test golden` rewrites them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use cr_tests::Run;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -29,8 +30,7 @@ fn run(kind: &str, args: &[&str]) -> (i32, String, String) {
     let o = Command::new(BIN)
         .args(args)
         .current_dir(dir(kind))
-        .output()
-        .unwrap();
+        .run();
     (
         o.status.code().unwrap_or(-1),
         String::from_utf8(o.stdout).unwrap(),
