@@ -119,9 +119,9 @@ fn refuses_an_i386_task() {
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut child = match Command::new(&bin).spawn() {
         Ok(c) => c,
-        // A kernel without IA-32 emulation cannot run it: nothing to test.
+        // A kernel without IA-32 emulation cannot run it: nothing to test, and said so.
         Err(e) => {
-            eprintln!("cannot run an i386 program here ({e}): skipped");
+            cr_tests::skipped("refuses_an_i386_task", &format!("no IA-32 emulation ({e})"));
             return;
         }
     };
@@ -162,7 +162,7 @@ fn refuses_a_kernel_thread() {
                 .unwrap_or(false)
         });
     let Some(kt) = kt else {
-        eprintln!("no kernel thread visible: skipped");
+        cr_tests::skipped("refuses_a_kernel_thread", "no kernel thread in this pid namespace");
         return;
     };
     let d = TempDir::new("kthread");
@@ -319,7 +319,10 @@ fn output_directory_not_writable() {
         assert_failed(&out, "creating an image file", &d);
         assert_running(t.pid());
     } else {
-        eprintln!("chattr +i not available here: immutable-directory case skipped");
+        cr_tests::skipped(
+            "output_directory_not_writable (immutable directory)",
+            "chattr +i refused here (filesystem or CAP_LINUX_IMMUTABLE)",
+        );
     }
     // Not a directory.
     let d = TempDir::new("notdir");
@@ -371,7 +374,7 @@ fn permission_denied() {
         .ok()
         != Some(0)
     {
-        eprintln!("not root: skipped");
+        cr_tests::skipped("permission_denied", "needs root to run the dumper as nobody");
         return;
     }
     let t = Target::spawn(&program("misc"), &["spin"]);
