@@ -194,6 +194,67 @@ fn walk_agrees_with_the_reader_on_valid_vectors() {
     }
 }
 
+/// The kind walk.c names for an error of the Rust reader (its `Display` text, as in
+/// `spec/vectors/invalid/*.err`).
+fn walk_kind(rust: &str) -> &'static str {
+    const KINDS: [(&str, &str); 16] = [
+        ("image truncated", "truncated"),
+        ("bad magic", "magic"),
+        ("unsupported format version", "version"),
+        ("unsupported architecture", "arch"),
+        ("bad page_size", "page_size"),
+        ("bad crid", "crid"),
+        ("bad parent_crid", "parent_crid"),
+        ("not allowed here", "order"),
+        ("unknown critical record kind", "unknown_critical"),
+        ("record CRC mismatch", "record_crc"),
+        ("page data CRC mismatch", "page_data_crc"),
+        ("tail digest", "tail_digest"),
+        ("data after the tail", "trailing_data"),
+        ("exceeds MAX_", "limit"),
+        ("bad _reserved", "reserved"),
+        ("bad ", "field"),
+    ];
+    KINDS
+        .iter()
+        .find(|(needle, _)| rust.contains(needle))
+        .map(|&(_, k)| k)
+        .unwrap_or_else(|| panic!("no walk.c kind for the error {rust:?}"))
+}
+
+/// Every invalid vector: walk.c fails (exit 1) with the same kind of error at the same byte
+/// offset as the Rust reader (its first error, as `spec/vectors/invalid/NAME.err` records it).
+#[test]
+fn walk_agrees_with_the_reader_on_invalid_vectors() {
+    let bin = walk_binary();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(spec_dir().join("vectors/invalid"))
+        .expect("spec/vectors/invalid")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 30, "{} invalid vectors", v.len());
+    for path in v {
+        let err = std::fs::read_to_string(path.with_extension("err")).unwrap();
+        let (off, msg) = err
+            .trim()
+            .strip_prefix("offset ")
+            .and_then(|r| r.split_once(": "))
+            .unwrap_or_else(|| panic!("{}: {err:?}", path.display()));
+        let want = format!("error {off} {}", walk_kind(msg));
+        let out = run_walk(bin, &path);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            stdout.lines().last(),
+            Some(want.as_str()),
+            "{}: the Rust reader says {err:?}; walk: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", path.display());
+    }
+}
+
 #[test]
 fn walk_flags_corruption_and_survives_bad_input() {
     let bin = walk_binary();
