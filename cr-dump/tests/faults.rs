@@ -319,7 +319,7 @@ fn output_directory_not_writable() {
         assert_failed(&out, "creating an image file", &d);
         assert_running(t.pid());
     } else {
-        cr_tests::skipped(
+        cr_tests::skipped_part(
             "output_directory_not_writable (immutable directory)",
             "chattr +i refused here (filesystem or CAP_LINUX_IMMUTABLE)",
         );

@@ -148,7 +148,14 @@ pub fn next_line_timeout(rx: &Receiver<String>, what: &str) -> Option<String> {
 /// what the machine cannot provide (no IA-32 emulation, not root); a missing tool CI installs is
 /// a failure instead.
 pub fn skipped(test: &str, why: &str) {
+    // One write of the whole line, so that lines of parallel tests do not interleave.
     let _ = std::io::stderr().write_all(format!("SKIPPED: {test}: {why}\n").as_bytes());
+}
+
+/// Like [`skipped`] for one case of a test whose other cases ran (the test still counts as
+/// passed): `SKIPPED (part): <test>: <why>`.
+pub fn skipped_part(test: &str, why: &str) {
+    let _ = std::io::stderr().write_all(format!("SKIPPED (part): {test}: {why}\n").as_bytes());
 }
 
 /// The directory of the C test programs.
