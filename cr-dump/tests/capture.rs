@@ -5,7 +5,7 @@
 
 use cr_format::raw;
 use cr_format::read::Image;
-use cr_tests::{Run, assert_running, program, read_mem, state, Page, PageIndex, Target, TempDir};
+use cr_tests::{assert_running, program, read_mem, state, Page, PageIndex, Run, Target, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -24,7 +24,6 @@ pub fn crid_file() -> &'static Path {
         std::env::temp_dir().join(format!("cr-test-crid-{}", std::process::id()))
     })
 }
-
 
 /// `cr-dump` with this binary's CRID file in its environment (never set in this process, whose
 /// other test threads start processes).

@@ -4,7 +4,7 @@
 //! library check runs on all of them, the CLI on a sample. Prints the counts.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use cr_tests::{Run, program, Target, TempDir};
+use cr_tests::{program, Run, Target, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -3,8 +3,7 @@
 //! file appears in the output directory (neither at the final name nor as a temporary).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use cr_tests::{Run, assert_running, program, state, Target, TempDir};
-use std::io::{BufRead, BufReader};
+use cr_tests::{assert_running, program, state, Run, Target, TempDir};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -24,7 +23,6 @@ fn crid_file() -> PathBuf {
     .clone()
 }
 
-
 /// `cr-dump` with this binary's CRID file in its environment (never set in this process, whose
 /// other test threads start processes).
 fn cr() -> Command {
@@ -33,8 +31,7 @@ fn cr() -> Command {
     c
 }
 fn dump_in(dir: &TempDir, pid: i32) -> Output {
-    cr()
-        .args(["checkpoint", "--pid", &pid.to_string(), "-o"])
+    cr().args(["checkpoint", "--pid", &pid.to_string(), "-o"])
         .arg(dir.path())
         .run()
 }
@@ -162,7 +159,10 @@ fn refuses_a_kernel_thread() {
                 .unwrap_or(false)
         });
     let Some(kt) = kt else {
-        cr_tests::skipped("refuses_a_kernel_thread", "no kernel thread in this pid namespace");
+        cr_tests::skipped(
+            "refuses_a_kernel_thread",
+            "no kernel thread in this pid namespace",
+        );
         return;
     };
     let d = TempDir::new("kthread");
@@ -183,7 +183,7 @@ fn start_paused(
     dir: &TempDir,
     pid: i32,
     extra: &[&str],
-) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let mut c = cr()
         .args(["checkpoint", "--pid", &pid.to_string(), "-o"])
         .arg(dir.path())
@@ -193,9 +193,8 @@ fn start_paused(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = BufReader::new(c.stderr.take().unwrap());
-    let mut l = String::new();
-    err.read_line(&mut l).unwrap();
+    let err = cr_tests::line_reader(c.stderr.take().unwrap());
+    let l = cr_tests::next_line_timeout(&err, "cr-dump's test hook").unwrap_or_default();
     assert!(l.contains("test-hook: frozen"), "{l}");
     (c, err)
 }
@@ -220,12 +219,15 @@ fn target_killed_mid_capture() {
     for extra in [&[][..], &["--direct"][..]] {
         let d = TempDir::new("tkill");
         let mut t = Target::spawn(&program("misc"), &["spin"]);
-        let (c, mut err) = start_paused(&d, t.pid(), extra);
+        let (c, err) = start_paused(&d, t.pid(), extra);
         t.child.kill().unwrap();
         t.child.wait().unwrap();
         let out = cr_tests::output_timeout(c, cr_tests::process_timeout());
         let mut msg = String::new();
-        std::io::Read::read_to_string(&mut err, &mut msg).unwrap();
+        while let Some(l) = cr_tests::next_line_timeout(&err, "cr-dump's stderr") {
+            msg += &l;
+            msg.push('\n');
+        }
         assert_eq!(out.status.code(), Some(1), "{msg}");
         assert!(msg.starts_with("cr-dump: error: "), "{msg}");
         assert!(msg.contains("exited during the checkpoint"), "{msg}");
@@ -374,7 +376,10 @@ fn permission_denied() {
         .ok()
         != Some(0)
     {
-        cr_tests::skipped("permission_denied", "needs root to run the dumper as nobody");
+        cr_tests::skipped(
+            "permission_denied",
+            "needs root to run the dumper as nobody",
+        );
         return;
     }
     let t = Target::spawn(&program("misc"), &["spin"]);

@@ -27,10 +27,7 @@ fn names(kind: &str) -> Vec<String> {
 
 /// Runs cr-dump in the vectors directory with a relative path, so outputs name no machine path.
 fn run(kind: &str, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(BIN)
-        .args(args)
-        .current_dir(dir(kind))
-        .run();
+    let o = Command::new(BIN).args(args).current_dir(dir(kind)).run();
     (
         o.status.code().unwrap_or(-1),
         String::from_utf8(o.stdout).unwrap(),

@@ -8,7 +8,7 @@
 use cr_dump::inspect::{self, Page};
 use cr_format::raw;
 use cr_format::read::{Image, Record, RunKind};
-use cr_tests::{Run, program, TempDir};
+use cr_tests::{program, Run, TempDir};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -33,7 +33,6 @@ fn crid_file() -> &'static Path {
         std::env::temp_dir().join(format!("cr-test-incr-crid-{}", std::process::id()))
     })
 }
-
 
 /// `cr-dump` with this binary's CRID file in its environment (never set in this process, whose
 /// other test threads start processes).
@@ -785,7 +784,10 @@ fn precopy_of_a_task_that_keeps_writing_is_its_state_at_the_final_freeze() {
     assert!(rounds[0] >= big_pages, "{j}");
     // The task wrote while round 0 copied: the pages it rewrote were copied again, in round 1
     // (the tracker saw them written after their first copy).
-    assert!(rounds.len() >= 2 && rounds[1] > 0, "no page copied again: {j}");
+    assert!(
+        rounds.len() >= 2 && rounds[1] > 0,
+        "no page copied again: {j}"
+    );
     // What is left for the freeze is a small delta, not the whole.
     assert!(
         fin * 10 < rounds[0],

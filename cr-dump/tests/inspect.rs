@@ -3,7 +3,7 @@
 //! real gdb.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use cr_tests::{Run, program, Target, TempDir};
+use cr_tests::{program, Run, Target, TempDir};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -25,10 +25,7 @@ fn vectors(kind: &str) -> Vec<PathBuf> {
 
 fn run(args: &[&str]) -> Output {
     let crid = std::env::temp_dir().join(format!("cr-test-crid-inspect-{}", std::process::id()));
-    Command::new(BIN)
-        .args(args)
-        .env("CR_CRID_FILE", crid)
-        .run()
+    Command::new(BIN).args(args).env("CR_CRID_FILE", crid).run()
 }
 
 fn ok(out: &Output) -> String {

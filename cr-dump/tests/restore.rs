@@ -5,7 +5,7 @@
 //! mapped file is refused before anything starts; --detach, --pid-file and --stopped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use cr_tests::{Run, program, TempDir};
+use cr_tests::{program, Run, TempDir};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -27,7 +27,6 @@ fn crid_file() -> &'static Path {
     })
 }
 
-
 /// `cr-dump` with this binary's CRID file in its environment (never set in this process, whose
 /// other test threads start processes).
 fn cr() -> Command {
@@ -43,9 +42,7 @@ fn dump(args: &[&str]) -> Output {
 fn reference(args: &[&str]) -> Vec<String> {
     static R: OnceLock<Vec<String>> = OnceLock::new();
     let run = || {
-        let out = Command::new(program("restore_count"))
-            .args(args)
-            .run();
+        let out = Command::new(program("restore_count")).args(args).run();
         assert!(out.status.success());
         String::from_utf8(out.stdout)
             .unwrap()

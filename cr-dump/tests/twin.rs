@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cr_format::read::Image;
-use cr_tests::{Run, assert_running, program, state, Page, PageIndex, Target, TempDir};
+use cr_tests::{assert_running, program, state, Page, PageIndex, Run, Target, TempDir};
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");

@@ -17,8 +17,8 @@ use cr_format::limits::*;
 use cr_format::raw::*;
 use cr_format::read::{Options, Record, Records};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -45,8 +45,14 @@ fn require_gcc() {
     static HAVE: OnceLock<()> = OnceLock::new();
     HAVE.get_or_init(|| {
         // `output_within` panics if gcc is missing, naming it.
-        let o = output_within(Command::new("gcc").arg("--version"), Duration::from_secs(30));
-        assert!(o.status.success(), "gcc is needed for the C header and walk.c tests");
+        let o = output_within(
+            Command::new("gcc").arg("--version"),
+            Duration::from_secs(30),
+        );
+        assert!(
+            o.status.success(),
+            "gcc is needed for the C header and walk.c tests"
+        );
     });
 }
 
@@ -68,8 +74,18 @@ fn output_within(cmd: &mut Command, limit: Duration) -> Output {
             b
         })
     };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {

@@ -50,8 +50,14 @@ pub fn output_timeout(mut child: Child, limit: Duration) -> Output {
     let deadline = Instant::now() + limit;
     let (tx, rx) = channel();
     for (i, pipe) in [
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
     ]
     .into_iter()
     .enumerate()
@@ -73,9 +79,9 @@ pub fn output_timeout(mut child: Child, limit: Duration) -> Output {
         let left = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(5));
-        let (i, b) = rx.recv_timeout(left).unwrap_or_else(|_| {
-            panic!("pid {}: output still open after it exited", child.id())
-        });
+        let (i, b) = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("pid {}: output still open after it exited", child.id()));
         bufs[i] = b;
     }
     let [stdout, stderr] = bufs;
