@@ -5,7 +5,7 @@
 
 use cr_format::raw;
 use cr_format::read::Image;
-use cr_tests::{assert_running, program, read_mem, state, Page, PageIndex, Target, TempDir};
+use cr_tests::{assert_running, program, read_mem, state, Page, PageIndex, Run, Target, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -17,15 +17,23 @@ const PS: u64 = 4096;
 pub fn crid_file() -> &'static Path {
     static F: OnceLock<PathBuf> = OnceLock::new();
     F.get_or_init(|| {
-        let p = std::env::temp_dir().join(format!("cr-test-crid-{}", std::process::id()));
-        std::env::set_var("CR_CRID_FILE", &p);
-        p
+        // Given by the environment (a test run again in a child process): used as is.
+        if let Some(p) = std::env::var_os("CR_CRID_FILE") {
+            return PathBuf::from(p);
+        }
+        std::env::temp_dir().join(format!("cr-test-crid-{}", std::process::id()))
     })
 }
 
+/// `cr-dump` with this binary's CRID file in its environment (never set in this process, whose
+/// other test threads start processes).
+fn cr() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("CR_CRID_FILE", crid_file());
+    c
+}
 fn dump(args: &[&str]) -> Output {
-    crid_file();
-    Command::new(BIN).args(args).output().unwrap()
+    cr().args(args).run()
 }
 
 fn json(out: &Output) -> serde_json::Value {
@@ -343,8 +351,7 @@ fn lazy_and_direct_store_the_same_pages() {
 fn cr_tests_kill(pid: i32, sig: &str) {
     let st = Command::new("kill")
         .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap();
+        .run_status();
     assert!(st.success());
 }
 
@@ -459,12 +466,19 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn concurrent_checkpoints_get_unique_crids() {
+    // Its in-process part draws CRIDs from the file named by the environment.
+    if !cr_tests::in_child_with_env(
+        "concurrent_checkpoints_get_unique_crids",
+        "CR_CRID_FILE",
+        crid_file(),
+    ) {
+        return;
+    }
     let dir = TempDir::new("crids");
     let targets: Vec<Target> = (0..4)
         .map(|_| Target::spawn(&program("misc"), &["spin"]))
         .collect();
     let o = dir.path().to_str().unwrap().to_string();
-    crid_file();
     let handles: Vec<_> = targets
         .iter()
         .flat_map(|t| {
@@ -478,10 +492,9 @@ fn concurrent_checkpoints_get_unique_crids() {
                     let _ = k;
                     (0..2)
                         .map(|_| {
-                            let out = Command::new(BIN)
+                            let out = cr()
                                 .args(["checkpoint", "--pid", &pid, "-o", &o, "--json"])
-                                .output()
-                                .unwrap();
+                                .run();
                             let crid = serde_json::from_slice::<serde_json::Value>(&out.stdout)
                                 .ok()
                                 .and_then(|j| j["crid"].as_u64());
@@ -535,7 +548,10 @@ fn concurrent_checkpoints_get_unique_crids() {
 
 #[test]
 fn lazy_library_api() {
-    crid_file();
+    // The library draws the CRIDs from the file named by the environment.
+    if !cr_tests::in_child_with_env("lazy_library_api", "CR_CRID_FILE", crid_file()) {
+        return;
+    }
     let t = Target::spawn(&program("misc"), &["spin"]);
     let reg = cr_dump::Registry::new();
     let lazy = reg
@@ -588,7 +604,7 @@ fn kill_after_checkpoint() {
         "--kill",
     ]));
     Image::parse(&std::fs::read(j["image"].as_str().unwrap()).unwrap()).unwrap();
-    let st = t.child.wait().unwrap();
+    let st = cr_tests::wait_timeout(&mut t.child, cr_tests::process_timeout());
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(st.signal(), Some(9), "{st:?}");
 }

@@ -4,7 +4,7 @@
 //! library check runs on all of them, the CLI on a sample. Prints the counts.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use cr_tests::{program, Target, TempDir};
+use cr_tests::{program, Run, Target, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -40,8 +40,7 @@ fn capture(dir: &Path, tag: &str) -> Vec<u8> {
             "--json",
         ])
         .env("CR_CRID_FILE", crid)
-        .output()
-        .unwrap();
+        .run();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     std::fs::read(PathBuf::from(j["image"].as_str().unwrap())).unwrap()
@@ -87,8 +86,7 @@ fn verify_rejects_every_corruption_of_real_images() {
             std::fs::write(&p, &bytes).unwrap();
             let o = Command::new(BIN)
                 .args(["verify", p.to_str().unwrap()])
-                .output()
-                .unwrap();
+                .run();
             assert_eq!(o.status.code(), Some(1), "{what}");
             assert!(
                 String::from_utf8_lossy(&o.stderr).contains("cr-dump: error:"),

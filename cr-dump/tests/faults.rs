@@ -3,8 +3,7 @@
 //! file appears in the output directory (neither at the final name nor as a temporary).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use cr_tests::{assert_running, program, state, Target, TempDir};
-use std::io::{BufRead, BufReader};
+use cr_tests::{assert_running, program, state, Run, Target, TempDir};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -15,20 +14,26 @@ const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
 fn crid_file() -> PathBuf {
     static F: OnceLock<PathBuf> = OnceLock::new();
     F.get_or_init(|| {
-        let p = std::env::temp_dir().join(format!("cr-test-crid-faults-{}", std::process::id()));
-        std::env::set_var("CR_CRID_FILE", &p);
-        p
+        // Given by the environment (a test run again in a child process): used as is.
+        if let Some(p) = std::env::var_os("CR_CRID_FILE") {
+            return PathBuf::from(p);
+        }
+        std::env::temp_dir().join(format!("cr-test-crid-faults-{}", std::process::id()))
     })
     .clone()
 }
 
+/// `cr-dump` with this binary's CRID file in its environment (never set in this process, whose
+/// other test threads start processes).
+fn cr() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("CR_CRID_FILE", crid_file());
+    c
+}
 fn dump_in(dir: &TempDir, pid: i32) -> Output {
-    crid_file();
-    Command::new(BIN)
-        .args(["checkpoint", "--pid", &pid.to_string(), "-o"])
+    cr().args(["checkpoint", "--pid", &pid.to_string(), "-o"])
         .arg(dir.path())
-        .output()
-        .unwrap()
+        .run()
 }
 
 /// Exit 1, `cr-dump: error:` with `needle`, empty output directory.
@@ -111,9 +116,9 @@ fn refuses_an_i386_task() {
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut child = match Command::new(&bin).spawn() {
         Ok(c) => c,
-        // A kernel without IA-32 emulation cannot run it: nothing to test.
+        // A kernel without IA-32 emulation cannot run it: nothing to test, and said so.
         Err(e) => {
-            eprintln!("cannot run an i386 program here ({e}): skipped");
+            cr_tests::skipped("refuses_an_i386_task", &format!("no IA-32 emulation ({e})"));
             return;
         }
     };
@@ -154,7 +159,10 @@ fn refuses_a_kernel_thread() {
                 .unwrap_or(false)
         });
     let Some(kt) = kt else {
-        eprintln!("no kernel thread visible: skipped");
+        cr_tests::skipped(
+            "refuses_a_kernel_thread",
+            "no kernel thread in this pid namespace",
+        );
         return;
     };
     let d = TempDir::new("kthread");
@@ -175,9 +183,8 @@ fn start_paused(
     dir: &TempDir,
     pid: i32,
     extra: &[&str],
-) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
-    crid_file();
-    let mut c = Command::new(BIN)
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut c = cr()
         .args(["checkpoint", "--pid", &pid.to_string(), "-o"])
         .arg(dir.path())
         .args(extra)
@@ -186,9 +193,8 @@ fn start_paused(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = BufReader::new(c.stderr.take().unwrap());
-    let mut l = String::new();
-    err.read_line(&mut l).unwrap();
+    let err = cr_tests::line_reader(c.stderr.take().unwrap());
+    let l = cr_tests::next_line_timeout(&err, "cr-dump's test hook").unwrap_or_default();
     assert!(l.contains("test-hook: frozen"), "{l}");
     (c, err)
 }
@@ -204,7 +210,7 @@ fn refuses_a_task_already_traced() {
     assert_eq!(tracer, first.id() as i32);
     assert_failed(&dump_in(&d2, t.pid()), "already traced by pid", &d2);
     // The first one finishes fine.
-    assert!(first.wait().unwrap().success());
+    assert!(cr_tests::wait_timeout(&mut first, cr_tests::process_timeout()).success());
     assert_running(t.pid());
 }
 
@@ -213,12 +219,15 @@ fn target_killed_mid_capture() {
     for extra in [&[][..], &["--direct"][..]] {
         let d = TempDir::new("tkill");
         let mut t = Target::spawn(&program("misc"), &["spin"]);
-        let (c, mut err) = start_paused(&d, t.pid(), extra);
+        let (c, err) = start_paused(&d, t.pid(), extra);
         t.child.kill().unwrap();
         t.child.wait().unwrap();
-        let out = c.wait_with_output().unwrap();
+        let out = cr_tests::output_timeout(c, cr_tests::process_timeout());
         let mut msg = String::new();
-        std::io::Read::read_to_string(&mut err, &mut msg).unwrap();
+        while let Some(l) = cr_tests::next_line_timeout(&err, "cr-dump's stderr") {
+            msg += &l;
+            msg.push('\n');
+        }
         assert_eq!(out.status.code(), Some(1), "{msg}");
         assert!(msg.starts_with("cr-dump: error: "), "{msg}");
         assert!(msg.contains("exited during the checkpoint"), "{msg}");
@@ -247,8 +256,7 @@ fn dumper_killed_mid_capture_releases_the_target() {
 fn dumper_killed_mid_write_back_from_a_twin() {
     let d = TempDir::new("dkill-twin");
     let t = Target::spawn(&program("misc"), &["spin"]);
-    crid_file();
-    let mut c = Command::new(BIN)
+    let mut c = cr()
         .args(["checkpoint", "--twin", "--pid", &t.pid().to_string(), "-o"])
         .arg(d.path())
         .env("CR_DUMP_TEST_WRITEBACK_PAUSE_MS", "10000")
@@ -291,12 +299,11 @@ fn output_directory_not_writable() {
     // Its parent does not exist (a missing last component would be created).
     let d = TempDir::new("nodir");
     let missing = d.path().join("missing").join("out");
-    let out = Command::new(BIN)
+    let out = cr()
         .args(["checkpoint", "--pid", &t.pid().to_string(), "-o"])
         .arg(&missing)
         .env("CR_CRID_FILE", crid_file())
-        .output()
-        .unwrap();
+        .run();
     assert_failed(&out, "output directory", &d);
     assert_running(t.pid());
     // Immutable (root ignores mode bits, not the immutable attribute).
@@ -304,26 +311,30 @@ fn output_directory_not_writable() {
     if Command::new("chattr")
         .arg("+i")
         .arg(d.path())
-        .status()
-        .is_ok_and(|s| s.success())
+        .stdin(Stdio::null())
+        .run()
+        .status
+        .success()
     {
         let out = dump_in(&d, t.pid());
-        let _ = Command::new("chattr").arg("-i").arg(d.path()).status();
+        Command::new("chattr").arg("-i").arg(d.path()).run();
         assert_failed(&out, "creating an image file", &d);
         assert_running(t.pid());
     } else {
-        eprintln!("chattr +i not available here: immutable-directory case skipped");
+        cr_tests::skipped_part(
+            "output_directory_not_writable (immutable directory)",
+            "chattr +i refused here (filesystem or CAP_LINUX_IMMUTABLE)",
+        );
     }
     // Not a directory.
     let d = TempDir::new("notdir");
     let f = d.path().join("file");
     std::fs::write(&f, b"x").unwrap();
-    let out = Command::new(BIN)
+    let out = cr()
         .args(["checkpoint", "--pid", &t.pid().to_string(), "-o"])
         .arg(&f)
         .env("CR_CRID_FILE", crid_file())
-        .output()
-        .unwrap();
+        .run();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
     assert_eq!(d.entries(), vec!["file".to_string()]);
@@ -346,8 +357,7 @@ fn disk_full() {
             .arg(out_dir.path())
             .args(extra)
             .env("CR_CRID_FILE", crid_file())
-            .output()
-            .unwrap();
+            .run();
         assert_failed(&out, "writing the image", &out_dir);
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("File too large"),
@@ -366,7 +376,10 @@ fn permission_denied() {
         .ok()
         != Some(0)
     {
-        eprintln!("not root: skipped");
+        cr_tests::skipped(
+            "permission_denied",
+            "needs root to run the dumper as nobody",
+        );
         return;
     }
     let t = Target::spawn(&program("misc"), &["spin"]);
@@ -382,8 +395,7 @@ fn permission_denied() {
         .args(["checkpoint", "--pid", &t.pid().to_string(), "-o"])
         .arg(d.path())
         .env("CR_CRID_FILE", &crid)
-        .output()
-        .unwrap();
+        .run();
     assert_failed(&out, "permission denied", &d);
     assert!(String::from_utf8_lossy(&out.stderr).contains("ptrace permission"));
     assert_running(t.pid());

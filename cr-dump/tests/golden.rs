@@ -3,6 +3,7 @@
 //! `CR_BLESS=1 cargo test -p cr-dump --test golden` rewrites them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use cr_tests::Run;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,11 +27,7 @@ fn names(kind: &str) -> Vec<String> {
 
 /// Runs cr-dump in the vectors directory with a relative path, so outputs name no machine path.
 fn run(kind: &str, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(BIN)
-        .args(args)
-        .current_dir(dir(kind))
-        .output()
-        .unwrap();
+    let o = Command::new(BIN).args(args).current_dir(dir(kind)).run();
     (
         o.status.code().unwrap_or(-1),
         String::from_utf8(o.stdout).unwrap(),

@@ -86,7 +86,7 @@ fn injected_calls_leave_the_task_as_it_was() {
     out.read_line(&mut line).unwrap();
     assert_eq!(line, "after the injection\n");
     drop(stdin);
-    assert!(cat.wait().unwrap().success());
+    assert!(cr_tests::wait_timeout(&mut cat, cr_tests::process_timeout()).success());
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! real gdb.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use cr_tests::{program, Target, TempDir};
+use cr_tests::{program, Run, Target, TempDir};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -25,11 +25,7 @@ fn vectors(kind: &str) -> Vec<PathBuf> {
 
 fn run(args: &[&str]) -> Output {
     let crid = std::env::temp_dir().join(format!("cr-test-crid-inspect-{}", std::process::id()));
-    Command::new(BIN)
-        .args(args)
-        .env("CR_CRID_FILE", crid)
-        .output()
-        .unwrap()
+    Command::new(BIN).args(args).env("CR_CRID_FILE", crid).run()
 }
 
 fn ok(out: &Output) -> String {
@@ -126,7 +122,9 @@ fn verify_accepts_valid_and_rejects_invalid_vectors_with_offset() {
         .unwrap()
         .write_all(&std::fs::read(v).unwrap())
         .unwrap();
-    assert!(c.wait_with_output().unwrap().status.success());
+    assert!(cr_tests::output_timeout(c, cr_tests::process_timeout())
+        .status
+        .success());
 }
 
 fn chain_dir() -> TempDir {
@@ -293,8 +291,7 @@ fn core_and_gdb(bin: &Path) {
         ])
         .arg(bin)
         .arg(&core)
-        .output()
-        .unwrap();
+        .run();
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     for want in ["inner_loop", "outer", "main", "= 42", "= 778", "= 1"] {
@@ -322,8 +319,7 @@ fn gdb_opens_the_core_of_a_non_pie_program() {
         .args(["-O0", "-g", "-no-pie", "-o"])
         .arg(&bin)
         .arg(&src)
-        .status()
-        .unwrap();
+        .run_status();
     assert!(st.success());
     core_and_gdb(&bin);
 }

@@ -5,7 +5,7 @@
 //! mapped file is refused before anything starts; --detach, --pid-file and --stopped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use cr_tests::{program, TempDir};
+use cr_tests::{program, Run, TempDir};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -19,25 +19,30 @@ const STEPS: &str = "150";
 fn crid_file() -> &'static Path {
     static F: OnceLock<PathBuf> = OnceLock::new();
     F.get_or_init(|| {
-        let p = std::env::temp_dir().join(format!("cr-test-crid-restore-{}", std::process::id()));
-        std::env::set_var("CR_CRID_FILE", &p);
-        p
+        // Given by the environment (a test run again in a child process): used as is.
+        if let Some(p) = std::env::var_os("CR_CRID_FILE") {
+            return PathBuf::from(p);
+        }
+        std::env::temp_dir().join(format!("cr-test-crid-restore-{}", std::process::id()))
     })
 }
 
+/// `cr-dump` with this binary's CRID file in its environment (never set in this process, whose
+/// other test threads start processes).
+fn cr() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("CR_CRID_FILE", crid_file());
+    c
+}
 fn dump(args: &[&str]) -> Output {
-    crid_file();
-    Command::new(BIN).args(args).output().unwrap()
+    cr().args(args).run()
 }
 
 /// The lines of an uninterrupted run.
 fn reference(args: &[&str]) -> Vec<String> {
     static R: OnceLock<Vec<String>> = OnceLock::new();
     let run = || {
-        let out = Command::new(program("restore_count"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = Command::new(program("restore_count")).args(args).run();
         assert!(out.status.success());
         String::from_utf8(out.stdout)
             .unwrap()
@@ -368,8 +373,7 @@ fn detach_pid_file_and_stopped() {
     // Continue it: it runs (its output goes to /dev/null), then kill it.
     Command::new("kill")
         .args(["-CONT", &pid.to_string()])
-        .status()
-        .unwrap();
+        .run_status();
     let deadline = Instant::now() + Duration::from_secs(5);
     while state(pid) == 'T' {
         assert!(Instant::now() < deadline, "still stopped");
@@ -386,7 +390,11 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-KILL", &self.0.to_string()])
-            .status();
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map(|mut c| cr_tests::wait_timeout(&mut c, cr_tests::process_timeout()));
     }
 }
 
@@ -395,16 +403,23 @@ impl Drop for KillOnDrop {
 /// returns from the same call with 0 and says "restarted".
 #[test]
 fn self_checkpoint_returns_crid_then_zero() {
-    crid_file();
     let dir = TempDir::new("selfckpt");
     let log = dir.path().join("log");
     let d = dir.path().to_path_buf();
+    let crid = crid_file();
     // SAFETY: fork of this multi-threaded test process: the child uses only what the library's
     // self-checkpoint needs (glibc's malloc is fork-safe; no lock of the test harness is taken)
     // and ends with _exit, never returning into the harness.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
+        // The library finds the CRID file through the environment; set here, in the child,
+        // alone in its process since the fork (libc's setenv: std's environment lock may have
+        // been held by another thread at the fork).
+        let key = std::ffi::CString::new("CR_CRID_FILE").unwrap();
+        let val = std::ffi::CString::new(crid.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: both are NUL-terminated strings; no other thread exists in this child.
+        assert_eq!(unsafe { libc::setenv(key.as_ptr(), val.as_ptr(), 1) }, 0);
         let line = match cr_dump::restore::checkpoint_self(&d, "selfckpt") {
             Ok(0) => "restarted".to_string(),
             Ok(n) => format!("checkpoint CRID={n}"),

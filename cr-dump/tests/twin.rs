@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cr_format::read::Image;
-use cr_tests::{assert_running, program, state, Page, PageIndex, Target, TempDir};
+use cr_tests::{assert_running, program, state, Page, PageIndex, Run, Target, TempDir};
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
@@ -21,8 +21,7 @@ fn dump(dir: &TempDir, args: &[&str]) -> Output {
         .env("CR_CRID_FILE", dir.path().join("crid"))
         // The task sweeps its memory many times before the write-back reads it.
         .env("CR_DUMP_TEST_WRITEBACK_PAUSE_MS", "300")
-        .output()
-        .unwrap()
+        .run()
 }
 
 fn json(out: &Output) -> serde_json::Value {
@@ -119,8 +118,7 @@ fn image_is_the_memory_at_the_freeze_while_the_task_rewrites_it() {
     assert_eq!(state(t.pid()).unwrap().1, 0, "still traced");
     let st = Command::new("kill")
         .args(["-USR1", &t.pid().to_string()])
-        .status()
-        .unwrap();
+        .run_status();
     assert!(st.success());
     let line = t.next_line();
     assert_eq!(
@@ -190,7 +188,7 @@ fn leave_stopped_survives_the_reap_of_the_twin() {
     let children =
         std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", t.pid())).unwrap();
     assert_eq!(children.trim(), "");
-    let st = Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    let st = Command::new("kill").args(["-CONT", &pid]).run_status();
     assert!(st.success());
     assert_running(t.pid());
 }

@@ -236,12 +236,15 @@ fn fuzz_regressions_replay() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions");
     let mut n = 0;
     for target in ["inspect", "encode"] {
-        let Ok(dir) = std::fs::read_dir(root.join(target)) else {
-            continue;
-        };
+        // Every target has inputs in the repository: a missing or empty directory is a lost
+        // regression set, not a reason to replay nothing.
+        let dir = std::fs::read_dir(root.join(target))
+            .unwrap_or_else(|e| panic!("{}: {e}", root.join(target).display()));
         let mut paths: Vec<_> = dir.map(|e| e.unwrap().path()).collect();
+        paths.retain(|p| p.is_file());
         paths.sort();
-        for p in paths.iter().filter(|p| p.is_file()) {
+        assert!(!paths.is_empty(), "no regression input for {target}");
+        for p in &paths {
             eprintln!("{}", p.display());
             let data = std::fs::read(p).unwrap();
             match target {
@@ -252,4 +255,5 @@ fn fuzz_regressions_replay() {
         }
     }
     println!("{n} fuzz regressions replayed");
+    assert!(n >= 2, "{n} regression inputs");
 }

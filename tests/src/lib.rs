@@ -4,12 +4,165 @@
 
 use cr_format::read::{Image, Record, RunKind};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// How long a test waits for a process (or a line from it) before it calls it a hang: long
+/// enough for the slowest checkpoint or restore on a loaded 2-core machine, short enough that a
+/// hang fails in a minute instead of using CI's whole budget. `CR_TEST_TIMEOUT` (seconds)
+/// overrides it.
+pub fn process_timeout() -> Duration {
+    let secs = std::env::var("CR_TEST_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(90);
+    Duration::from_secs(secs)
+}
+
+/// Waits for `child` at most `limit`; a child still running then is killed, reaped, and the
+/// test fails naming it.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    let mut nap = Duration::from_millis(1);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pid {} still running after {limit:?}: killed", child.id());
+        }
+        std::thread::sleep(nap);
+        // Short processes are seen at once, long ones are not polled a thousand times a second.
+        nap = (nap * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// `Child::wait_with_output` with a time limit ([`wait_timeout`]); the pipes are drained by
+/// threads so a child that writes much never blocks on a full pipe.
+pub fn output_timeout(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    let (tx, rx) = channel();
+    for (i, pipe) in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut b);
+            }
+            let _ = tx.send((i, b));
+        });
+    }
+    drop(tx);
+    let status = wait_timeout(&mut child, limit);
+    let mut bufs = [Vec::new(), Vec::new()];
+    for _ in 0..2 {
+        // A process it left behind may still hold the pipes: that is a hang too.
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(5));
+        let (i, b) = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("pid {}: output still open after it exited", child.id()));
+        bufs[i] = b;
+    }
+    let [stdout, stderr] = bufs;
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// `Command::output` and `Command::status` with the time limit of [`process_timeout`].
+pub trait Run {
+    /// Runs to completion with stdout and stderr captured and stdin from /dev/null.
+    fn run(&mut self) -> Output;
+    /// Runs to completion with the test's stdio.
+    fn run_status(&mut self) -> ExitStatus;
+}
+
+impl Run for Command {
+    fn run(&mut self) -> Output {
+        let child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{self:?}: {e}"));
+        output_timeout(child, process_timeout())
+    }
+    fn run_status(&mut self) -> ExitStatus {
+        let mut child = self.spawn().unwrap_or_else(|e| panic!("{self:?}: {e}"));
+        wait_timeout(&mut child, process_timeout())
+    }
+}
+
+/// Reads `r` line by line on a thread, so the lines can be waited for with a time limit
+/// ([`next_line_timeout`]); the channel closes at end of file.
+pub fn line_reader<R: Read + Send + 'static>(r: R) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(r);
+        loop {
+            let mut l = String::new();
+            match r.read_line(&mut l) {
+                Ok(n) if n > 0 => {
+                    if tx.send(l.trim_end().to_string()).is_err() {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+    });
+    rx
+}
+
+/// The next line from a [`line_reader`], `None` at end of file; a line that does not come within
+/// [`process_timeout`] fails the test.
+pub fn next_line_timeout(rx: &Receiver<String>, what: &str) -> Option<String> {
+    match rx.recv_timeout(process_timeout()) {
+        Ok(l) => Some(l),
+        Err(RecvTimeoutError::Disconnected) => None,
+        Err(RecvTimeoutError::Timeout) => {
+            panic!("{what}: no line within {:?}", process_timeout())
+        }
+    }
+}
+
+/// Reports a legitimately skipped test (or part of one) where CI's closing line counts it:
+/// `SKIPPED: <test>: <why>` on stderr, written past the test harness's output capture. Only for
+/// what the machine cannot provide (no IA-32 emulation, not root); a missing tool CI installs is
+/// a failure instead.
+pub fn skipped(test: &str, why: &str) {
+    // One write of the whole line, so that lines of parallel tests do not interleave.
+    let _ = std::io::stderr().write_all(format!("SKIPPED: {test}: {why}\n").as_bytes());
+}
+
+/// Like [`skipped`] for one case of a test whose other cases ran (the test still counts as
+/// passed): `SKIPPED (part): <test>: <why>`.
+pub fn skipped_part(test: &str, why: &str) {
+    let _ = std::io::stderr().write_all(format!("SKIPPED (part): {test}: {why}\n").as_bytes());
+}
 
 /// The directory of the C test programs.
 pub fn programs_dir() -> PathBuf {
@@ -35,8 +188,7 @@ pub fn program(name: &str) -> PathBuf {
         .args(["-O0", "-g", "-pthread", "-o"])
         .arg(&tmp)
         .arg(&src)
-        .output()
-        .expect("gcc must be installed to build the test programs");
+        .run();
     assert!(
         out.status.success(),
         "gcc {}: {}",
@@ -89,7 +241,7 @@ pub struct Target {
     pub regions: Vec<Region>,
     /// Other lines it printed before `ready`.
     pub lines: Vec<String>,
-    _stdout: BufReader<ChildStdout>,
+    stdout: Receiver<String>,
 }
 
 impl Target {
@@ -101,16 +253,15 @@ impl Target {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let out = line_reader(child.stdout.take().unwrap());
         let mut regions = Vec::new();
         let mut lines = Vec::new();
         loop {
-            let mut l = String::new();
-            if out.read_line(&mut l).unwrap() == 0 {
+            let Ok(l) = out.recv_timeout(process_timeout()) else {
                 let _ = child.kill();
-                panic!("{} ended before `ready`: {lines:?}", bin.display());
-            }
-            let l = l.trim_end().to_string();
+                let _ = child.wait();
+                panic!("{} ended or hung before `ready`: {lines:?}", bin.display());
+            };
             if l == "ready" {
                 break;
             }
@@ -129,7 +280,7 @@ impl Target {
             child,
             regions,
             lines,
-            _stdout: out,
+            stdout: out,
         }
     }
 
@@ -138,12 +289,10 @@ impl Target {
         i32::try_from(self.child.id()).unwrap()
     }
 
-    /// The next line it prints after `ready` (without the newline; empty at end of file).
+    /// The next line it prints after `ready` (without the newline; empty at end of file); one
+    /// that does not come within [`process_timeout`] fails the test.
     pub fn next_line(&mut self) -> String {
-        use std::io::BufRead;
-        let mut l = String::new();
-        self._stdout.read_line(&mut l).unwrap();
-        l.trim_end().to_string()
+        next_line_timeout(&self.stdout, "target output").unwrap_or_default()
     }
 
     /// The region called `name`.
@@ -293,4 +442,29 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// For an in-process test of the library that needs an environment variable (the library reads
+/// `CR_CRID_FILE` from the environment): returns `true` in a child process of this test binary
+/// that runs test `name` alone with `key=value` set, where the caller runs its body; elsewhere
+/// runs that child, asserts that the test passed there, and returns `false`. Setting the variable
+/// in this process instead would race with other test threads starting processes.
+pub fn in_child_with_env(name: &str, key: &str, value: &Path) -> bool {
+    if std::env::var_os(key).as_deref() == Some(value.as_os_str()) {
+        return true;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env(key, value)
+        .run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name} in a child with {key}={}: {}\n{stdout}\n{}",
+        value.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
 }
