@@ -183,7 +183,10 @@ impl Drop for TempImage {
 /// Writes a file (a core file, an encoded image, extracted bytes) to a temporary name beside
 /// `dst`, mode 0600, and renames it to `dst` only when `write` succeeded; on failure nothing is
 /// left behind.
-pub fn write_atomic<T>(dst: &Path, write: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
+pub fn write_atomic<T>(
+    dst: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<T>,
+) -> Result<T> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = match dst.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
