@@ -324,7 +324,29 @@ fn restore_refuses_a_kernel_address_vma_before_forking() {
     }
 }
 
-/// A full image of one small VMA at `BASE` and the VMA `bad` after it.
+/// This kernel's vDSO and vvar areas (those of every process, at other addresses), as VMAs:
+/// with them an image passes restore's layout check, so only the address check stands
+/// between it and the fork.
+fn special_vmas() -> Vec<(u64, u64, u16)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let v: Vec<(u64, u64, u16)> = maps
+        .lines()
+        .filter_map(|l| {
+            let kind = match l.split_whitespace().nth(5)? {
+                "[vdso]" => raw::VMA_VDSO,
+                n if n.starts_with("[vvar") => raw::VMA_VVAR,
+                _ => return None,
+            };
+            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+            let hex = |x| u64::from_str_radix(x, 16).unwrap();
+            Some((hex(a), hex(b), kind))
+        })
+        .collect();
+    assert!(!v.is_empty(), "no vDSO in /proc/self/maps");
+    v
+}
+
+/// A full image of one small VMA at `BASE`, this kernel's vDSO and vvar, and the VMA `bad`.
 fn kernel_image(bad: (u64, u64, u16)) -> Vec<u8> {
     let mut w = Writer::new(Vec::new());
     let mut h = raw::Header::new_zeroed();
@@ -342,7 +364,10 @@ fn kernel_image(bad: (u64, u64, u16)) -> Vec<u8> {
     r.arch = raw::ARCH_X86_64.into();
     w.regs(&r, &[]).unwrap();
     w.mm(&raw::Mm::new_zeroed(), &[], b"").unwrap();
-    for (start, end, kind) in [(BASE, BASE + PS, raw::VMA_ANON), bad] {
+    let mut vmas = vec![(BASE, BASE + PS, raw::VMA_ANON), bad];
+    vmas.extend(special_vmas());
+    vmas.sort();
+    for (start, end, kind) in vmas {
         let mut v = raw::Vma::new_zeroed();
         (v.start, v.end, v.kind) = (start.into(), end.into(), kind.into());
         v.prot = (raw::PROT_READ | raw::PROT_WRITE).into();
