@@ -343,7 +343,7 @@ mod index {
                         // An extent ends past its start: progress is certain; `max` keeps it
                         // so even if it did not.
                         let next = e.end.min(r.end).max(a.saturating_add(ps));
-                        n = n.saturating_add(next.saturating_sub(a) / ps);
+                        n = n.saturating_add(next.saturating_sub(a).checked_div(ps).unwrap_or(0));
                         if next == a {
                             break;
                         }
