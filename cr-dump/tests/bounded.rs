@@ -240,6 +240,17 @@ fn extract_through_a_huge_parent_run_is_quick() {
     }
 }
 
+/// `diff` of the full image and its child compares the 2^32-1 pages by runs: one page differs.
+#[test]
+fn diff_of_huge_runs_is_quick() {
+    let dir = TempDir::new("bounded-diff");
+    let (full, child) = crafted(dir.path());
+    let out = quick_ok(&["diff", s(&full), s(&child)], dir.path());
+    let one = format!("pages {BASE:#x}-{:#x} differ (1 pages)", BASE + PS);
+    assert!(out.contains(&one), "diff: {out}");
+    assert_eq!(out.matches("differ (").count(), 1, "diff: {out}");
+}
+
 /// `squash` folds the 2^32-1 parent pages into a zero run: a small image whose memory is the
 /// chain's.
 #[test]
