@@ -47,7 +47,11 @@ fn output(cmd: &mut Command) -> (Output, Duration) {
 }
 
 fn run(args: &[&str], dir: &Path) -> (Output, Duration) {
-    let (out, took) = output(Command::new(BIN).args(args).env("CR_CRID_FILE", dir.join("crid")));
+    let (out, took) = output(
+        Command::new(BIN)
+            .args(args)
+            .env("CR_CRID_FILE", dir.join("crid")),
+    );
     eprintln!(
         "cr-dump {}: {:?} in {took:?}\n{}",
         args.join(" "),
@@ -78,12 +82,7 @@ fn allocated(p: &Path) -> (u64, u64) {
 /// An image of one anonymous VMA `[BASE, VMA_END)` holding a data
 /// page of `fill` at `BASE` and one run of `kind` over the 2^32-1 pages after it; a child of
 /// `parent` (CRID, digest) if given. Returns the bytes and the tail digest.
-fn image(
-    crid: u64,
-    parent: Option<(u64, u64)>,
-    fill: u8,
-    kind: u16,
-) -> (Vec<u8>, u64) {
+fn image(crid: u64, parent: Option<(u64, u64)>, fill: u8, kind: u16) -> (Vec<u8>, u64) {
     let mut w = Writer::new(Vec::new());
     let mut h = raw::Header::new_zeroed();
     h.magic = raw::MAGIC;
@@ -161,7 +160,10 @@ fn core_of_a_huge_run_is_sparse() {
             let core = shm.join("core");
             quick_ok(&["core", s(img), "-o", s(&core)], dir.path());
             let (blocks, len) = allocated(&core);
-            eprintln!("core of {}: {len} bytes long, {blocks} allocated", img.display());
+            eprintln!(
+                "core of {}: {len} bytes long, {blocks} allocated",
+                img.display()
+            );
             assert!(blocks <= WRITE_LIMIT, "core allocated {blocks} bytes");
             assert!(len > (1 + HUGE as u64) * PS, "core of {len} bytes");
             // The first PT_LOAD (after the ELF header and the PT_NOTE) is the crafted VMA.
@@ -173,7 +175,11 @@ fn core_of_a_huge_run_is_sparse() {
             let vaddr = u64::from_le_bytes(ph[16..24].try_into().unwrap());
             let filesz = u64::from_le_bytes(ph[32..40].try_into().unwrap());
             assert_eq!((vaddr, filesz), (BASE, VMA_END - BASE));
-            assert_eq!(off + filesz, len, "the run's hole reaches the end of the core");
+            assert_eq!(
+                off + filesz,
+                len,
+                "the run's hole reaches the end of the core"
+            );
             let mut page = vec![0u8; PS as usize];
             f.read_exact_at(&mut page, off).unwrap();
             assert!(page.iter().all(|&b| b == fill), "data page");
@@ -190,6 +196,29 @@ fn core_of_a_huge_run_is_sparse() {
     }
 }
 
+/// On a file system whose files cannot be that long (ext4: 16 TiB - 4 KiB), `core` of the
+/// huge VMA fails at once with the reason and leaves no file; where they can, it is sparse.
+#[test]
+fn core_of_a_huge_run_fails_cleanly_where_files_are_shorter() {
+    let dir = TempDir::new("bounded-core-fs");
+    let (_, child) = crafted(dir.path());
+    let before = dir.entries();
+    let core = dir.path().join("core");
+    let (out, took) = run(&["core", s(&child), "-o", s(&core)], dir.path());
+    assert!(took < TIME_LIMIT, "core took {took:?}");
+    if out.status.success() {
+        let (blocks, _) = allocated(&core);
+        assert!(blocks <= WRITE_LIMIT, "core allocated {blocks} bytes");
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("past what this file system allows in a file"),
+            "core failed otherwise: {err}"
+        );
+        assert_eq!(dir.entries(), before, "core left a file behind");
+    }
+}
+
 /// `verify --chain` and `chain` resolve the 2^32-1 parent pages by runs, not one by one.
 #[test]
 fn verify_and_chain_of_a_huge_parent_run_are_quick() {
@@ -202,7 +231,9 @@ fn verify_and_chain_of_a_huge_parent_run_are_quick() {
     );
     let out = quick_ok(&["chain", s(&child)], dir.path());
     assert!(
-        out.contains(&format!("chain ok: 2 image(s), {HUGE} parent page(s) resolved")),
+        out.contains(&format!(
+            "chain ok: 2 image(s), {HUGE} parent page(s) resolved"
+        )),
         "chain: {out}"
     );
 }
@@ -231,7 +262,13 @@ fn extract_through_a_huge_parent_run_is_quick() {
             );
             let got = std::fs::read(&out).unwrap();
             assert_eq!(got.len() as u64, len);
-            let want_fill = |i: usize| if addr == BASE && i < PS as usize { fill } else { 0 };
+            let want_fill = |i: usize| {
+                if addr == BASE && i < PS as usize {
+                    fill
+                } else {
+                    0
+                }
+            };
             assert!(
                 got.iter().enumerate().all(|(i, &b)| b == want_fill(i)),
                 "extract {addr:#x}"
@@ -261,7 +298,10 @@ fn squash_of_a_huge_parent_run_is_small() {
     quick_ok(&["squash", s(&child), "-o", s(&sq)], dir.path());
     let (blocks, len) = allocated(&sq);
     eprintln!("squashed: {len} bytes, {blocks} allocated");
-    assert!(len <= WRITE_LIMIT && blocks <= WRITE_LIMIT, "squash wrote {len} bytes");
+    assert!(
+        len <= WRITE_LIMIT && blocks <= WRITE_LIMIT,
+        "squash wrote {len} bytes"
+    );
     let out = quick_ok(&["verify", "--json", s(&sq)], dir.path());
     // One data page, the rest known zero.
     assert!(
@@ -308,7 +348,11 @@ fn restore_of_a_huge_parent_run_answers_quickly() {
 #[test]
 fn restore_refuses_a_kernel_address_vma_before_forking() {
     let dir = TempDir::new("bounded-kernel");
-    let kernel = (0xffff_8880_0000_0000u64, 0xffff_8880_0000_2000u64, raw::VMA_ANON);
+    let kernel = (
+        0xffff_8880_0000_0000u64,
+        0xffff_8880_0000_2000u64,
+        raw::VMA_ANON,
+    );
     let beyond = (0x7fff_ffff_e000u64, 0x8000_0000_1000u64, raw::VMA_ANON);
     for (tag, vma) in [("kernel", kernel), ("straddling", beyond)] {
         let img = kernel_image(vma);
@@ -317,7 +361,14 @@ fn restore_refuses_a_kernel_address_vma_before_forking() {
         let trace = dir.path().join("trace");
         let (out, took) = output(
             Command::new("strace")
-                .args(["-f", "-qq", "-o", s(&trace), "-e", "trace=fork,vfork,clone,clone3"])
+                .args([
+                    "-f",
+                    "-qq",
+                    "-o",
+                    s(&trace),
+                    "-e",
+                    "trace=fork,vfork,clone,clone3",
+                ])
                 .args([BIN, "restore", "--detach", s(&p)])
                 .env("CR_CRID_FILE", dir.path().join("crid")),
         );

@@ -321,11 +321,11 @@ fn extents_agree_with_pages_on_the_chain_vectors() {
         }
     }
     // Fewer extents than pages: runs are walked whole.
-    let pages: u64 = imgs[0]
-        .vmas()
-        .map(|v| (v.end() - v.start()) / ps)
-        .sum();
-    assert!(extents < pages as usize, "{extents} extents for {pages} pages");
+    let pages: u64 = imgs[0].vmas().map(|v| (v.end() - v.start()) / ps).sum();
+    assert!(
+        extents < pages as usize,
+        "{extents} extents for {pages} pages"
+    );
     let mut parent_pages = 0u64;
     for img in &imgs {
         for r in img.records() {

@@ -9,8 +9,8 @@
 
 use super::chain::{ChainFiles, LoadedChain, Parse};
 use super::extract::{file_range, RangeError};
-use cr_format::chain::Resolved;
 use crate::error::{Error, Result};
+use cr_format::chain::Resolved;
 use cr_format::raw;
 use cr_format::read::{Image, Vma};
 use std::io::{Seek, SeekFrom, Write};
@@ -308,7 +308,15 @@ fn notes(img: &Image<'_>, vmas: &[Vma<'_>]) -> Result<Vec<u8>> {
 /// the headers, whatever the VMAs' sizes.
 pub fn write_core(path: &Path, out: &mut (impl Write + Seek)) -> Result<u64> {
     let files = ChainFiles::open(path)?;
-    write_chain_core(&files.parse(Parse::Full)?, true, &mut Sparse { w: out, hole: 0 })
+    write_chain_core(
+        &files.parse(Parse::Full)?,
+        true,
+        &mut Sparse {
+            w: out,
+            hole: 0,
+            pos: 0,
+        },
+    )
 }
 
 /// [`write_core`] once the images are in memory: a chain of `(name, bytes)`, newest first (the
@@ -317,7 +325,11 @@ pub fn write_core(path: &Path, out: &mut (impl Write + Seek)) -> Result<u64> {
 /// available (no file system access: the fuzz targets). `out` cannot seek, so zeros are written
 /// out: give it a sink that bounds what it takes.
 pub fn write_core_from(images: &[(&Path, &[u8])], files: bool, out: &mut dyn Write) -> Result<u64> {
-    write_chain_core(&LoadedChain::parse(images, Parse::Full)?, files, &mut Dense(out))
+    write_chain_core(
+        &LoadedChain::parse(images, Parse::Full)?,
+        files,
+        &mut Dense(out),
+    )
 }
 
 /// Where a core goes: bytes, and runs of zeros that a file can leave as holes.
@@ -355,12 +367,26 @@ struct Sparse<'w, W: Write + Seek> {
     w: &'w mut W,
     /// Zeros not yet skipped.
     hole: u64,
+    /// Bytes written or skipped so far.
+    pos: u64,
 }
 
 impl<W: Write + Seek> Sparse<'_, W> {
+    /// Skips `n` bytes, or says why the file cannot be that long.
     fn skip(&mut self, n: u64) -> std::io::Result<()> {
-        let n = i64::try_from(n).map_err(|_| std::io::Error::other("hole past 2^63 bytes"))?;
-        self.w.seek(SeekFrom::Current(n))?;
+        let to = self.pos.saturating_add(n);
+        let too_long = |e: std::io::Error| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "the core reaches byte {to}, past what this file system allows in a file \
+                     ({e}): write it where files may be that long (tmpfs, XFS)"
+                ),
+            )
+        };
+        let n = i64::try_from(n).map_err(|_| too_long(std::io::Error::other("hole past 2^63")))?;
+        self.w.seek(SeekFrom::Current(n)).map_err(too_long)?;
+        self.pos = to;
         Ok(())
     }
 }
@@ -372,7 +398,9 @@ impl<W: Write + Seek> CoreOut for Sparse<'_, W> {
         }
         let h = std::mem::take(&mut self.hole);
         self.skip(h)?;
-        self.w.write_all(b)
+        self.w.write_all(b)?;
+        self.pos = self.pos.saturating_add(len64(b.len()));
+        Ok(())
     }
     fn zeros(&mut self, n: u64) -> std::io::Result<()> {
         self.hole = self
@@ -473,7 +501,9 @@ fn write_chain_core(chain: &LoadedChain<'_>, files: bool, out: &mut dyn CoreOut)
             // executable's own sections from the executable.
             match e.resolved {
                 Some(Resolved::Data { bytes, .. }) => {
-                    let b = bytes.get(..usize::try_from(n).unwrap_or(usize::MAX)).unwrap_or(bytes);
+                    let b = bytes
+                        .get(..usize::try_from(n).unwrap_or(usize::MAX))
+                        .unwrap_or(bytes);
                     out.bytes(b).map_err(io)?;
                     out.zeros(n - len64(b.len())).map_err(io)?;
                 }

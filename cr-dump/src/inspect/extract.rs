@@ -4,8 +4,8 @@ use super::chain::{with_chain, Parse};
 use super::show::vma_kind_name;
 use crate::error::{Error, Result};
 use cr_format::chain::{ChainIndex, Resolved};
-use cr_format::read::Vma;
 use cr_format::raw;
+use cr_format::read::Vma;
 use std::fs::File;
 use std::path::Path;
 
@@ -42,7 +42,10 @@ fn read_range(idx: &ChainIndex<'_>, ps: u64, addr: u64, len: u64) -> Result<Vec<
                     .checked_add(n_usize)
                     .and_then(|to| bytes.get(off..to))
                     .ok_or_else(|| {
-                        Error::Other(format!("address {a:#x}: the image holds {} bytes of it", bytes.len()))
+                        Error::Other(format!(
+                            "address {a:#x}: the image holds {} bytes of it",
+                            bytes.len()
+                        ))
                     })?;
                 out.extend_from_slice(part);
             }
@@ -55,7 +58,9 @@ fn read_range(idx: &ChainIndex<'_>, ps: u64, addr: u64, len: u64) -> Result<Vec<
                     });
                     if let Some(why) = stopped {
                         let why = why.text();
-                        return Err(Error::Other(format!("address {a:#x}: {why} (image CRID {crid})")));
+                        return Err(Error::Other(format!(
+                            "address {a:#x}: {why} (image CRID {crid})"
+                        )));
                     }
                     // Past the end of the file a mapping reads zeros.
                     out.resize(out.len() + (n - got) as usize, 0);
@@ -133,7 +138,9 @@ pub fn page_content_with<'a>(idx: &ChainIndex<'a>, page: u64, ps: u64, files: bo
 /// recorded; past the file's end, zeros.
 fn file_page(offset: u64, ps: u64, vma: &Vma<'_>) -> std::result::Result<Vec<u8>, String> {
     let mut buf = Vec::with_capacity(usize::try_from(ps).unwrap_or(0));
-    let addr = vma.start().saturating_add(offset.saturating_sub(vma.raw.offset.get()));
+    let addr = vma
+        .start()
+        .saturating_add(offset.saturating_sub(vma.raw.offset.get()));
     let (_, stopped) = file_range(vma, addr, ps, &mut |b| {
         buf.extend_from_slice(b);
         Ok(())
@@ -209,7 +216,12 @@ pub fn file_range(
 ) -> (u64, Option<RangeError>) {
     use std::os::unix::fs::FileExt;
     // The offset is the image's (page-aligned, otherwise any value): it may not fit in 64 bits.
-    let Some(fo) = vma.raw.offset.get().checked_add(addr.saturating_sub(vma.start())) else {
+    let Some(fo) = vma
+        .raw
+        .offset
+        .get()
+        .checked_add(addr.saturating_sub(vma.start()))
+    else {
         return (
             0,
             Some(RangeError::Unavailable(

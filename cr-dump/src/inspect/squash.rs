@@ -185,7 +185,9 @@ fn write_squashed<S: Sink>(
                     match run.kind {
                         RunKind::Data => o.data_pages_of(run.addr, n, run.data)?,
                         RunKind::Zero => o.zero_run(run.addr, n)?,
-                        RunKind::Parent => resolve_parent(&mut o, idx, &vma, run.addr, run.end(top.page_size()))?,
+                        RunKind::Parent => {
+                            resolve_parent(&mut o, idx, &vma, run.addr, run.end(top.page_size()))?
+                        }
                     }
                 }
             }
@@ -279,5 +281,8 @@ fn file_pages<S: Sink>(o: &mut Out<'_, S>, pv: &Vma<'_>, a: u64, pages: u64) -> 
         o.page(at, raw::RUN_DATA, Some(&pend))?;
     }
     let full = got.div_ceil(ps);
-    o.zero_run(a.saturating_add(full.saturating_mul(ps)), pages.saturating_sub(full))
+    o.zero_run(
+        a.saturating_add(full.saturating_mul(ps)),
+        pages.saturating_sub(full),
+    )
 }

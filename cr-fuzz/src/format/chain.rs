@@ -308,7 +308,11 @@ pub(super) fn check_resolve(c: &Chain<'_, '_>, addrs: &[u64]) {
 fn check_extent(index: &ChainIndex<'_>, a: u64, at: &Result<Resolved<'_>>, ps: u32) {
     let ps = u64::from(ps);
     let e = index.extent(a);
-    assert_eq!(e.start, a & !ps.saturating_sub(1), "extent start for {a:#x}");
+    assert_eq!(
+        e.start,
+        a & !ps.saturating_sub(1),
+        "extent start for {a:#x}"
+    );
     assert!(e.end > e.start, "empty extent at {a:#x}");
     let from_extent = e
         .resolved
@@ -322,7 +326,10 @@ fn check_extent(index: &ChainIndex<'_>, a: u64, at: &Result<Resolved<'_>>, ps: u
         .ok_or(());
     let page = at.as_ref().map(|r| *r).map_err(|_| ());
     assert!(
-        same_resolution(&from_extent.map_err(|()| err(a)), &page.map_err(|()| err(a))),
+        same_resolution(
+            &from_extent.map_err(|()| err(a)),
+            &page.map_err(|()| err(a))
+        ),
         "extent at {a:#x}: {e:?}, page: {at:?}"
     );
     // The last page of the extent, unless it reaches the end of the address space.
@@ -334,7 +341,9 @@ fn check_extent(index: &ChainIndex<'_>, a: u64, at: &Result<Resolved<'_>>, ps: u
                 let off = to_usize(last - e.start);
                 Resolved::Data {
                     crid,
-                    bytes: bytes.get(off..off.saturating_add(to_usize(ps))).unwrap_or(&[]),
+                    bytes: bytes
+                        .get(off..off.saturating_add(to_usize(ps)))
+                        .unwrap_or(&[]),
                 }
             }
             r => r,
