@@ -283,8 +283,8 @@ fn extents_agree_with_pages_on_the_chain_vectors() {
     let idx = ChainIndex::new(&chain);
     let ps = u64::from(imgs[0].page_size());
     let mut extents = 0;
-    for level in 0..imgs.len() {
-        for v in imgs[level].vmas() {
+    for (level, img) in imgs.iter().enumerate() {
+        for v in img.vmas() {
             let mut a = v.start();
             while a < v.end() {
                 let e = idx.extent_from(level, a);

@@ -234,7 +234,7 @@ pub fn diff(pa: &Path, pb: &Path) -> Result<DiffReport> {
                 if let Some(what) = vma_changes(v, w) {
                     r.changed.push((key(v), what));
                 }
-                compare_vma(xa, xb, v, u64::from(ps), &mut r);
+                compare_vma(xa, xb, v, ps, &mut r);
             }
         }
     }
