@@ -231,13 +231,14 @@ fn resolve_parent<S: Sink>(
                 // The same file pages at the same place: "not present" means the same here.
                 raw::VMA_FILE if same_mapping(vma.raw, vma.path, &pv) => {}
                 raw::VMA_FILE => file_pages(o, &pv, a, pages)?,
-                k => {
+                k @ (raw::VMA_VDSO | raw::VMA_VVAR | raw::VMA_VSYSCALL) => {
                     return Err(Error::Other(format!(
                         "page {a:#x} cannot be squashed: in the {} area, which images record \
                          but do not copy",
                         vma_kind_name(k)
                     )))
                 }
+                _ => o.zero_run(a, pages)?,
             },
             None => {
                 return Err(Error::Other(format!(
