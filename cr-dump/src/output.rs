@@ -240,7 +240,11 @@ pub fn is_stale_temp(file_name: &str, prefix: &str) -> bool {
 /// `dst` is replaced, never opened: a symlink or FIFO there is replaced, not followed. A
 /// failure or a signal leaves no file: where a temporary name is needed (no `O_TMPFILE`, or
 /// `dst` exists and is replaced by a rename), SIGINT, SIGTERM and SIGHUP remove it first.
-pub fn write_atomic<T>(dst: &Path, write: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
+/// The writer can seek (a core file leaves holes).
+pub fn write_atomic<T>(
+    dst: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<T>,
+) -> Result<T> {
     write_file(dst, true, write)
 }
 
@@ -258,7 +262,7 @@ pub fn replace_file(dst: &Path, bytes: &[u8]) -> Result<()> {
 fn write_file<T>(
     dst: &Path,
     on_signal: bool,
-    write: impl FnOnce(&mut dyn Write) -> Result<T>,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<T>,
 ) -> Result<T> {
     let dir = match dst.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

@@ -105,6 +105,40 @@ impl RunBuilder {
         }
     }
 
+    /// Adds `pages` pages of the non-data kind `kind` from `addr` on: a run of any length costs
+    /// a run per `u32::MAX` pages, not a push per page (a hostile chain may hold 2^32-1).
+    pub fn push_run(&mut self, addr: u64, pages: u64, kind: u16) {
+        if pages == 0 || kind == raw::RUN_DATA {
+            return;
+        }
+        self.push(addr, kind);
+        let mut left = pages - 1;
+        let mut a = addr.saturating_add(self.ps);
+        while left > 0 {
+            // `push` just added the page before `a` to the last run.
+            let room = self
+                .cur
+                .runs
+                .last()
+                .map_or(0, |r| u64::from(u32::MAX - r.pages.get()));
+            let k = left.min(room);
+            match self.cur.runs.last_mut() {
+                Some(r) if k > 0 => {
+                    // k <= u32::MAX - r.pages.
+                    r.pages = (r.pages.get() + k as u32).into();
+                }
+                _ => {
+                    self.push(a, kind);
+                    left -= 1;
+                    a = a.saturating_add(self.ps);
+                    continue;
+                }
+            }
+            left -= k;
+            a = a.saturating_add(k.saturating_mul(self.ps));
+        }
+    }
+
     /// Takes the records closed so far.
     pub fn take_done(&mut self) -> Vec<RecordPlan> {
         std::mem::take(&mut self.records)

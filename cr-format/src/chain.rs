@@ -18,11 +18,11 @@ pub struct Chain<'c, 'a> {
 /// Where a page's content lives.
 #[derive(Clone, Copy, Debug)]
 pub enum Resolved<'a> {
-    /// In this image's data (one page).
+    /// In this image's data (one page; in an [`Extent`], every page of the extent).
     Data {
         /// CRID of the image that holds it.
         crid: u64,
-        /// The page.
+        /// The page (the pages).
         bytes: &'a [u8],
     },
     /// Known zero.
@@ -144,7 +144,7 @@ impl<'c, 'a> Chain<'c, 'a> {
 }
 
 #[cfg(feature = "alloc")]
-pub use index::ChainIndex;
+pub use index::{ChainIndex, Extent};
 
 #[cfg(feature = "alloc")]
 mod index {
@@ -254,22 +254,119 @@ mod index {
             Err(Error::new(0, ErrorKind::NotMapped { addr }))
         }
 
-        /// Checks that every "parent" page of every image resolves in its ancestors; returns the
-        /// number of such pages, or the first dangling one.
-        pub fn check_parent_refs(&self) -> Result<u64> {
+        /// The longest stretch from the page holding `addr` on whose pages the chain, starting
+        /// at image `level` (0 = newest), answers the same way: same image, same kind, and for
+        /// data, consecutive bytes of one run. Its cost is a binary search per image, whatever
+        /// the stretch's length, so callers walk a range run by run instead of page by page
+        /// (a hostile image may hold a run of 2^32-1 pages).
+        pub fn extent_from(&self, level: usize, addr: u64) -> Extent<'a> {
             let ps = u64::from(self.page_size);
+            let start = addr & !ps.saturating_sub(1);
+            // Every image passed through narrows the stretch to where it still says "parent".
+            let mut end = u64::MAX;
+            for l in self.levels.iter().skip(level) {
+                let i = l.vmas.partition_point(|v| v.end() <= start);
+                let Some(vma) = l.vmas.get(i).filter(|v| v.start() <= start) else {
+                    // Unmapped up to this image's next VMA.
+                    let gap_end = l.vmas.get(i).map_or(u64::MAX, |v| v.start());
+                    return Extent {
+                        start,
+                        end: end.min(gap_end),
+                        resolved: None,
+                    };
+                };
+                end = end.min(vma.end());
+                let j = l.runs.partition_point(|r| r.end <= start);
+                let run = l.runs.get(j);
+                let Some(r) = run.filter(|r| r.addr <= start) else {
+                    // Not present up to the next run (or the VMA's end).
+                    let next = run.map_or(u64::MAX, |r| r.addr);
+                    return Extent {
+                        start,
+                        end: end.min(next),
+                        resolved: Some(Resolved::NotPresent {
+                            crid: l.crid,
+                            vma: *vma,
+                        }),
+                    };
+                };
+                end = end.min(r.end);
+                let resolved = match r.kind {
+                    RunKind::Parent => continue,
+                    RunKind::Zero => Resolved::Zero { crid: l.crid },
+                    RunKind::Data => {
+                        let off = crate::validate::to_usize(start.saturating_sub(r.addr));
+                        let n = crate::validate::to_usize(end.saturating_sub(start));
+                        let bytes = r
+                            .data
+                            .and_then(|d| d.get(off..off.saturating_add(n)))
+                            .unwrap_or(&[]);
+                        Resolved::Data {
+                            crid: l.crid,
+                            bytes,
+                        }
+                    }
+                };
+                return Extent {
+                    start,
+                    end,
+                    resolved: Some(resolved),
+                };
+            }
+            // Every image said "parent" (or there is none below `level`): nothing holds it.
+            Extent {
+                start,
+                end,
+                resolved: None,
+            }
+        }
+
+        /// [`ChainIndex::extent_from`] from the newest image.
+        pub fn extent(&self, addr: u64) -> Extent<'a> {
+            self.extent_from(0, addr)
+        }
+
+        /// Checks that every "parent" page of every image resolves in its ancestors; returns the
+        /// number of such pages, or the first dangling one. Walks extents, not pages: the cost
+        /// is per run and VMA of the chain, not per page they cover.
+        pub fn check_parent_refs(&self) -> Result<u64> {
+            let ps = u64::from(self.page_size).max(1);
             let mut n: u64 = 0;
             for (i, l) in self.levels.iter().enumerate() {
                 for r in l.runs.iter().filter(|r| r.kind == RunKind::Parent) {
                     let mut a = r.addr;
                     while a < r.end {
-                        self.resolve_from(i.saturating_add(1), a)?;
-                        n = n.saturating_add(1);
-                        a = a.saturating_add(ps);
+                        let e = self.extent_from(i.saturating_add(1), a);
+                        if e.resolved.is_none() {
+                            return Err(Error::new(0, ErrorKind::NotMapped { addr: a }));
+                        }
+                        // An extent ends past its start: progress is certain; `max` keeps it
+                        // so even if it did not.
+                        let next = e.end.min(r.end).max(a.saturating_add(ps));
+                        n = n.saturating_add(next.saturating_sub(a).checked_div(ps).unwrap_or(0));
+                        if next == a {
+                            break;
+                        }
+                        a = next;
                     }
                 }
             }
             Ok(n)
         }
+    }
+
+    /// A stretch of pages that the chain resolves the same way: see
+    /// [`ChainIndex::extent_from`].
+    #[derive(Clone, Copy, Debug)]
+    pub struct Extent<'a> {
+        /// First address (page-aligned).
+        pub start: u64,
+        /// End address (exclusive; `u64::MAX` when the stretch reaches the end of the address
+        /// space).
+        pub end: u64,
+        /// How its pages resolve; `None` where no image of the chain maps them (the newest
+        /// image has no VMA there, or a "parent" reference dangles). For data, `bytes` are the
+        /// whole stretch's (`end - start` bytes, or fewer if the run's data is short).
+        pub resolved: Option<Resolved<'a>>,
     }
 }

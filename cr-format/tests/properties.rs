@@ -265,3 +265,77 @@ fn unknown_records_may_sit_between_pages_of_one_vma() {
     let bytes = r.to_vec().unwrap();
     assert_eq!(ImageRepr::parse(&Image::parse(&bytes).unwrap()), r);
 }
+
+/// Extents agree with page-by-page resolution on every page of the chain vectors (each page of
+/// an extent resolves as the extent says), they tile every VMA, and `check_parent_refs` counts
+/// exactly the "parent" pages a page-by-page walk finds.
+#[test]
+fn extents_agree_with_pages_on_the_chain_vectors() {
+    use cr_format::chain::ChainIndex;
+    use cr_format::read::{Record, RunKind};
+    let (b1, b2, b3) = (vector("chain-1"), vector("chain-2"), vector("chain-3"));
+    let imgs = [
+        Image::parse(&b3).unwrap(),
+        Image::parse(&b2).unwrap(),
+        Image::parse(&b1).unwrap(),
+    ];
+    let chain = Chain::new(&imgs).unwrap();
+    let idx = ChainIndex::new(&chain);
+    let ps = u64::from(imgs[0].page_size());
+    let mut extents = 0;
+    for (level, img) in imgs.iter().enumerate() {
+        for v in img.vmas() {
+            let mut a = v.start();
+            while a < v.end() {
+                let e = idx.extent_from(level, a);
+                assert_eq!(e.start, a);
+                assert!(e.end > a, "empty extent at {a:#x}");
+                if level == 0 {
+                    extents += 1;
+                }
+                let stop = e.end.min(v.end());
+                for (k, p) in (a..stop).step_by(ps as usize).enumerate() {
+                    let page = idx.resolve_from(level, p);
+                    match (e.resolved, page) {
+                        (None, Err(_)) => {}
+                        (Some(Resolved::Zero { crid }), Ok(Resolved::Zero { crid: c })) => {
+                            assert_eq!(crid, c)
+                        }
+                        (
+                            Some(Resolved::NotPresent { crid, vma }),
+                            Ok(Resolved::NotPresent { crid: c, vma: w }),
+                        ) => assert_eq!((crid, vma.start()), (c, w.start())),
+                        (
+                            Some(Resolved::Data { crid, bytes }),
+                            Ok(Resolved::Data { crid: c, bytes: b }),
+                        ) => {
+                            assert_eq!(crid, c);
+                            let off = k * ps as usize;
+                            assert_eq!(&bytes[off..off + ps as usize], b, "page {p:#x}");
+                        }
+                        (e, p) => panic!("at {p:?}: extent {e:?}"),
+                    }
+                }
+                a = stop;
+            }
+        }
+    }
+    // Fewer extents than pages: runs are walked whole.
+    let pages: u64 = imgs[0].vmas().map(|v| (v.end() - v.start()) / ps).sum();
+    assert!(
+        extents < pages as usize,
+        "{extents} extents for {pages} pages"
+    );
+    let mut parent_pages = 0u64;
+    for img in &imgs {
+        for r in img.records() {
+            if let Record::Pages(p) = r.record {
+                for run in p.iter().filter(|r| r.kind == RunKind::Parent) {
+                    parent_pages += u64::from(run.pages);
+                }
+            }
+        }
+    }
+    assert!(parent_pages > 0);
+    assert_eq!(idx.check_parent_refs().unwrap(), parent_pages);
+}

@@ -8,11 +8,12 @@
 //! vDSO, vvar and vsyscall areas are not in images, so their PT_LOADs have no file contents.
 
 use super::chain::{ChainFiles, LoadedChain, Parse};
-use super::extract::{page_content_with, Page};
+use super::extract::{file_range, RangeError};
 use crate::error::{Error, Result};
+use cr_format::chain::Resolved;
 use cr_format::raw;
 use cr_format::read::{Image, Vma};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::mem::size_of;
 use std::path::Path;
 use zerocopy::little_endian::{I16, I32, U16, U32, U64};
@@ -302,18 +303,120 @@ fn notes(img: &Image<'_>, vmas: &[Vma<'_>]) -> Result<Vec<u8>> {
 }
 
 /// Writes the core file of the image at `path` (and its ancestors beside it) to `out`; returns
-/// its length.
-pub fn write_core(path: &Path, out: &mut dyn Write) -> Result<u64> {
+/// its length. Zeros (known-zero and untouched anonymous pages, file pages past the file's end)
+/// are left as holes: the bytes written are bounded by the chain's data, its mapped files and
+/// the headers, whatever the VMAs' sizes.
+pub fn write_core(path: &Path, out: &mut (impl Write + Seek)) -> Result<u64> {
     let files = ChainFiles::open(path)?;
-    write_chain_core(&files.parse(Parse::Full)?, true, out)
+    write_chain_core(
+        &files.parse(Parse::Full)?,
+        true,
+        &mut Sparse {
+            w: out,
+            hole: 0,
+            pos: 0,
+        },
+    )
 }
 
 /// [`write_core`] once the images are in memory: a chain of `(name, bytes)`, newest first (the
 /// names are the ones errors give). With `files`, untouched pages of file mappings are read
 /// from the files (as `write_core` does); without, they are written as zeros like any page not
-/// available (no file system access: the fuzz targets).
+/// available (no file system access: the fuzz targets). `out` cannot seek, so zeros are written
+/// out: give it a sink that bounds what it takes.
 pub fn write_core_from(images: &[(&Path, &[u8])], files: bool, out: &mut dyn Write) -> Result<u64> {
-    write_chain_core(&LoadedChain::parse(images, Parse::Full)?, files, out)
+    write_chain_core(
+        &LoadedChain::parse(images, Parse::Full)?,
+        files,
+        &mut Dense(out),
+    )
+}
+
+/// Where a core goes: bytes, and runs of zeros that a file can leave as holes.
+trait CoreOut {
+    fn bytes(&mut self, b: &[u8]) -> std::io::Result<()>;
+    fn zeros(&mut self, n: u64) -> std::io::Result<()>;
+    fn finish(&mut self) -> std::io::Result<()>;
+}
+
+/// Zeros written out.
+struct Dense<'w>(&'w mut dyn Write);
+
+impl CoreOut for Dense<'_> {
+    fn bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(b)
+    }
+    fn zeros(&mut self, n: u64) -> std::io::Result<()> {
+        let zero = [0u8; 65536];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(len64(zero.len()));
+            // k <= 65536.
+            self.0.write_all(&zero[..k as usize])?;
+            left -= k;
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Zeros skipped over (holes); a hole at the end is closed by its last byte, written.
+struct Sparse<'w, W: Write + Seek> {
+    w: &'w mut W,
+    /// Zeros not yet skipped.
+    hole: u64,
+    /// Bytes written or skipped so far.
+    pos: u64,
+}
+
+impl<W: Write + Seek> Sparse<'_, W> {
+    /// Skips `n` bytes, or says why the file cannot be that long.
+    fn skip(&mut self, n: u64) -> std::io::Result<()> {
+        let to = self.pos.saturating_add(n);
+        let too_long = |e: std::io::Error| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "the core reaches byte {to}, past what this file system allows in a file \
+                     ({e}): write it where files may be that long (tmpfs, XFS)"
+                ),
+            )
+        };
+        let n = i64::try_from(n).map_err(|_| too_long(std::io::Error::other("hole past 2^63")))?;
+        self.w.seek(SeekFrom::Current(n)).map_err(too_long)?;
+        self.pos = to;
+        Ok(())
+    }
+}
+
+impl<W: Write + Seek> CoreOut for Sparse<'_, W> {
+    fn bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
+        if b.is_empty() {
+            return Ok(());
+        }
+        let h = std::mem::take(&mut self.hole);
+        self.skip(h)?;
+        self.w.write_all(b)?;
+        self.pos = self.pos.saturating_add(len64(b.len()));
+        Ok(())
+    }
+    fn zeros(&mut self, n: u64) -> std::io::Result<()> {
+        self.hole = self
+            .hole
+            .checked_add(n)
+            .ok_or_else(|| std::io::Error::other("hole past 2^64 bytes"))?;
+        Ok(())
+    }
+    fn finish(&mut self) -> std::io::Result<()> {
+        if self.hole > 0 {
+            let h = std::mem::take(&mut self.hole);
+            self.skip(h - 1)?;
+            self.w.write_all(&[0])?;
+        }
+        self.w.flush()
+    }
 }
 
 /// The ELF header and program headers of a core whose notes are `notes_len` bytes, and the
@@ -374,34 +477,48 @@ fn headers(vmas: &[Vma<'_>], page: u64, notes_len: u64) -> Result<(Vec<u8>, u64)
     Ok((h, data_off))
 }
 
-/// Writes the core of a parsed chain; returns its length.
-fn write_chain_core(chain: &LoadedChain<'_>, files: bool, out: &mut dyn Write) -> Result<u64> {
+/// Writes the core of a parsed chain; returns its length. The contents are walked extent by
+/// extent ([`cr_format::chain::ChainIndex::extent`]): the cost is per run, not per page.
+fn write_chain_core(chain: &LoadedChain<'_>, files: bool, out: &mut dyn CoreOut) -> Result<u64> {
     let top = chain.top();
     let vmas: Vec<Vma<'_>> = top.vmas().collect();
     let page = chain.page_size();
     let notes = notes(top, &vmas)?;
     let (h, len) = headers(&vmas, page, len64(notes.len()))?;
     let io = |e| Error::io("write core file", e);
-    out.write_all(&h).map_err(io)?;
-    out.write_all(&notes).map_err(io)?;
-    let page_len =
-        usize::try_from(page).map_err(|_| Error::Other(format!("page size {page}: too large")))?;
-    let end = h.len() + notes.len();
-    out.write_all(&vec![0u8; end.next_multiple_of(page_len) - end])
-        .map_err(io)?;
-    let zero = vec![0u8; page_len];
+    out.bytes(&h).map_err(io)?;
+    out.bytes(&notes).map_err(io)?;
+    let end = len64(h.len() + notes.len());
+    out.zeros(end.next_multiple_of(page) - end).map_err(io)?;
     for v in vmas.iter().filter(|v| dumped(v)) {
         let mut a = v.start();
         while a < v.end() {
-            // Pages not available (a mapped file gone or changed) are written as zeros: gdb then
-            // reads an executable's own sections from the executable.
-            match page_content_with(chain.index(), a, page, files) {
-                Page::Bytes(b) => out.write_all(&b).map_err(io)?,
-                _ => out.write_all(&zero).map_err(io)?,
+            let e = chain.index().extent(a);
+            // An extent ends past its start; `max` keeps the walk going even if one did not.
+            let stop = e.end.min(v.end()).max(a.saturating_add(page));
+            let n = stop - a;
+            // Pages not available (a mapped file gone or changed) are zeros: gdb then reads an
+            // executable's own sections from the executable.
+            match e.resolved {
+                Some(Resolved::Data { bytes, .. }) => {
+                    let b = bytes
+                        .get(..usize::try_from(n).unwrap_or(usize::MAX))
+                        .unwrap_or(bytes);
+                    out.bytes(b).map_err(io)?;
+                    out.zeros(n - len64(b.len())).map_err(io)?;
+                }
+                Some(Resolved::NotPresent { vma, .. }) if files && vma.kind() == raw::VMA_FILE => {
+                    let (got, stopped) = file_range(&vma, a, n, &mut |b| out.bytes(b));
+                    if let Some(RangeError::Sink(m)) = stopped {
+                        return Err(Error::Other(format!("write core file: {m}")));
+                    }
+                    out.zeros(n - got).map_err(io)?;
+                }
+                _ => out.zeros(n).map_err(io)?,
             }
-            a += page;
+            a = stop;
         }
     }
-    out.flush().map_err(io)?;
+    out.finish().map_err(io)?;
     Ok(len)
 }

@@ -5,7 +5,7 @@ use super::chain::{ChainFiles, Parse};
 use super::show::GPR_NAMES;
 use crate::error::Result;
 use crate::span::AddrRange;
-use cr_format::chain::Resolved;
+use cr_format::chain::{ChainIndex, Extent, Resolved};
 use cr_format::raw;
 use cr_format::read::{Image, Vma};
 use serde_json::{json, Value};
@@ -221,41 +221,95 @@ pub fn diff(pa: &Path, pb: &Path) -> Result<DiffReport> {
     let vb: Vec<Vma<'_>> = tb.vmas().collect();
     let ps = r.page_size;
     for v in &va {
-        match vb
-            .iter()
-            .find(|w| w.start() == v.start() && w.end() == v.end())
-        {
+        // VMAs are in address order (the reader checks it): a binary search, not a scan, so
+        // two images of 65536 VMAs each cost 65536 searches.
+        let found = vb
+            .binary_search_by_key(&v.start(), |w| w.start())
+            .ok()
+            .and_then(|i| vb.get(i))
+            .filter(|w| w.end() == v.end());
+        match found {
             None => r.removed.push(key(v)),
             Some(w) => {
                 if let Some(what) = vma_changes(v, w) {
                     r.changed.push((key(v), what));
                 }
-                let mut page = v.start();
-                while page < v.end() {
-                    r.pages_compared += 1;
-                    if content(xa.resolve(page)) != content(xb.resolve(page)) {
-                        match r.pages.last_mut() {
-                            Some(last) if last.end == page => last.end = page + ps,
-                            _ => r.pages.push(AddrRange {
-                                start: page,
-                                end: page + ps,
-                            }),
-                        }
-                    }
-                    page += ps;
-                }
+                compare_vma(xa, xb, v, ps, &mut r);
             }
         }
     }
     for w in &vb {
-        if !va
-            .iter()
-            .any(|v| v.start() == w.start() && v.end() == w.end())
-        {
+        let found = va
+            .binary_search_by_key(&w.start(), |v| v.start())
+            .ok()
+            .and_then(|i| va.get(i))
+            .is_some_and(|v| v.end() == w.end());
+        if !found {
             r.added.push(key(w));
         }
     }
     Ok(r)
+}
+
+/// Compares the contents of a VMA both images have, stretch by stretch where both chains
+/// resolve uniformly ([`ChainIndex::extent`]), page by page only where one of them holds data:
+/// the cost is per run and per stored page, not per page the VMA covers.
+fn compare_vma(xa: &ChainIndex<'_>, xb: &ChainIndex<'_>, v: &Vma<'_>, ps: u64, r: &mut DiffReport) {
+    let mut differs = |start: u64, end: u64| match r.pages.last_mut() {
+        Some(last) if last.end == start => last.end = end,
+        _ => r.pages.push(AddrRange { start, end }),
+    };
+    let mut compared = 0u64;
+    let mut page = v.start();
+    while page < v.end() {
+        let (ea, eb) = (xa.extent(page), xb.extent(page));
+        // Extents end past their start; `max` keeps the walk going even if one did not.
+        let stop = ea.end.min(eb.end).min(v.end()).max(page.saturating_add(ps));
+        compared = compared.saturating_add((stop - page) / ps);
+        match (uniform(&ea), uniform(&eb)) {
+            (Some(x), Some(y)) => {
+                if x != y {
+                    differs(page, stop);
+                }
+            }
+            _ => {
+                let mut p = page;
+                while p < stop {
+                    if page_of(&ea, p, ps) != page_of(&eb, p, ps) {
+                        differs(p, p + ps);
+                    }
+                    p += ps;
+                }
+            }
+        }
+        page = stop;
+    }
+    r.pages_compared += compared;
+}
+
+/// The content of every page of an extent, unless it holds data (which differs page by page).
+fn uniform<'a>(e: &Extent<'a>) -> Option<Content<'a>> {
+    match e.resolved {
+        Some(Resolved::Data { .. }) => None,
+        Some(x) => Some(content(Ok(x))),
+        None => Some(Content::Missing),
+    }
+}
+
+/// The content of the page at `p` of an extent.
+fn page_of<'a>(e: &Extent<'a>, p: u64, ps: u64) -> Content<'a> {
+    match e.resolved {
+        Some(Resolved::Data { crid, bytes }) => {
+            let off = usize::try_from(p - e.start).unwrap_or(usize::MAX);
+            let page = off
+                .checked_add(usize::try_from(ps).unwrap_or(usize::MAX))
+                .and_then(|end| bytes.get(off..end))
+                .unwrap_or(&[]);
+            content(Ok(Resolved::Data { crid, bytes: page }))
+        }
+        Some(x) => content(Ok(x)),
+        None => Content::Missing,
+    }
 }
 
 /// What differs between two VMAs at the same range, if anything.

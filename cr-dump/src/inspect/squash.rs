@@ -12,7 +12,8 @@
 //! held at a time.
 
 use super::chain::{ChainFiles, Parse};
-use super::extract::{page_content, Page};
+use super::extract::file_range;
+use super::show::vma_kind_name;
 use crate::error::{Error, Result};
 use crate::records::{same_mapping, RunBuilder};
 use cr_format::chain::{ChainIndex, Resolved};
@@ -98,6 +99,24 @@ impl<S: Sink> Out<'_, S> {
         Ok(())
     }
 
+    /// `pages` known-zero pages from `addr` on.
+    fn zero_run(&mut self, addr: u64, pages: u64) -> Result<()> {
+        self.zero_pages = self.zero_pages.saturating_add(pages);
+        self.b.push_run(addr, pages, raw::RUN_ZERO);
+        self.flush_done()
+    }
+
+    /// The `pages` data pages of `data` from `addr` on.
+    fn data_pages_of(&mut self, addr: u64, pages: u64, data: Option<&[u8]>) -> Result<()> {
+        for k in 0..pages {
+            let a = addr.saturating_add(k.saturating_mul(self.ps));
+            let bytes = run_page(data, k, self.ps)
+                .ok_or_else(|| Error::Other(format!("page {a:#x}: data missing")))?;
+            self.page(a, raw::RUN_DATA, Some(bytes))?;
+        }
+        Ok(())
+    }
+
     fn page(&mut self, addr: u64, kind: u16, bytes: Option<&[u8]>) -> Result<()> {
         if let Some(b) = bytes {
             self.data.extend_from_slice(b);
@@ -159,18 +178,15 @@ fn write_squashed<S: Sink>(
             }
             Record::Pages(p) => {
                 let Some(vma) = cur_vma else { continue };
+                // Data pages one by one (each is in the image); zero and parent runs as a
+                // whole, whatever their length.
                 for run in p.iter() {
-                    for k in 0..u64::from(run.pages) {
-                        let a = run.addr + k * ps;
-                        match run.kind {
-                            RunKind::Data => {
-                                let bytes = run_page(run.data, k, ps).ok_or_else(|| {
-                                    Error::Other(format!("page {a:#x}: data missing"))
-                                })?;
-                                o.page(a, raw::RUN_DATA, Some(bytes))?;
-                            }
-                            RunKind::Zero => o.page(a, raw::RUN_ZERO, None)?,
-                            RunKind::Parent => resolve_parent(&mut o, idx, &vma, a)?,
+                    let n = u64::from(run.pages);
+                    match run.kind {
+                        RunKind::Data => o.data_pages_of(run.addr, n, run.data)?,
+                        RunKind::Zero => o.zero_run(run.addr, n)?,
+                        RunKind::Parent => {
+                            resolve_parent(&mut o, idx, &vma, run.addr, run.end(top.page_size()))?
                         }
                     }
                 }
@@ -191,28 +207,83 @@ fn run_page(data: Option<&[u8]>, k: u64, ps: u64) -> Option<&[u8]> {
     data?.get(off..end)
 }
 
-/// A page the newest image says is the parent's: what the chain resolves it to.
+/// Pages `start..end` the newest image says are the parent's: what the chain resolves them to,
+/// extent by extent ([`ChainIndex::extent`]), so the cost is per run, not per page.
 fn resolve_parent<S: Sink>(
     o: &mut Out<'_, S>,
     idx: &ChainIndex<'_>,
     vma: &Vma<'_>,
-    a: u64,
+    start: u64,
+    end: u64,
 ) -> Result<()> {
-    let crid_err = |e: cr_format::Error| Error::Other(format!("page {a:#x}: {e}"));
-    match idx.resolve(a).map_err(crid_err)? {
-        Resolved::Data { bytes, .. } => o.page(a, raw::RUN_DATA, Some(bytes)),
-        Resolved::Zero { .. } => o.page(a, raw::RUN_ZERO, None),
-        Resolved::NotPresent { vma: pv, .. } => match pv.kind() {
-            raw::VMA_ANON | raw::VMA_HEAP | raw::VMA_STACK => o.page(a, raw::RUN_ZERO, None),
-            // The same file page at the same place: "not present" means the same here.
-            raw::VMA_FILE if same_mapping(vma.raw, vma.path, &pv) => Ok(()),
-            _ => match page_content(idx, a, o.ps) {
-                Page::Bytes(b) => o.page(a, raw::RUN_DATA, Some(&b)),
-                Page::Zero => o.page(a, raw::RUN_ZERO, None),
-                Page::Unavailable(why) => Err(Error::Other(format!(
-                    "page {a:#x} cannot be squashed: {why}"
-                ))),
+    let ps = o.ps;
+    let mut a = start;
+    while a < end {
+        let e = idx.extent(a);
+        // An extent ends past its start; `max` keeps the walk going even if one did not.
+        let stop = e.end.min(end).max(a.saturating_add(ps));
+        let pages = (stop - a) / ps;
+        match e.resolved {
+            Some(Resolved::Data { bytes, .. }) => o.data_pages_of(a, pages, Some(bytes))?,
+            Some(Resolved::Zero { .. }) => o.zero_run(a, pages)?,
+            Some(Resolved::NotPresent { vma: pv, .. }) => match pv.kind() {
+                raw::VMA_ANON | raw::VMA_HEAP | raw::VMA_STACK => o.zero_run(a, pages)?,
+                // The same file pages at the same place: "not present" means the same here.
+                raw::VMA_FILE if same_mapping(vma.raw, vma.path, &pv) => {}
+                raw::VMA_FILE => file_pages(o, &pv, a, pages)?,
+                k @ (raw::VMA_VDSO | raw::VMA_VVAR | raw::VMA_VSYSCALL) => {
+                    return Err(Error::Other(format!(
+                        "page {a:#x} cannot be squashed: in the {} area, which images record \
+                         but do not copy",
+                        vma_kind_name(k)
+                    )))
+                }
+                _ => o.zero_run(a, pages)?,
             },
-        },
+            None => {
+                return Err(Error::Other(format!(
+                    "page {a:#x} cannot be squashed: it does not resolve through the chain"
+                )))
+            }
+        }
+        a = stop;
     }
+    Ok(())
+}
+
+/// `pages` untouched pages of a file mapping at `a` that the newest image maps otherwise: the
+/// file's bytes as data, zero runs past the file's end (so what is stored is bounded by the
+/// file's size).
+fn file_pages<S: Sink>(o: &mut Out<'_, S>, pv: &Vma<'_>, a: u64, pages: u64) -> Result<()> {
+    let ps = o.ps;
+    let page_len = usize::try_from(ps).map_err(|_| Error::Other("page size".into()))?;
+    let mut pend: Vec<u8> = Vec::new();
+    let mut at = a;
+    let len = pages.saturating_mul(ps);
+    let (got, stopped) = file_range(pv, a, len, &mut |b| {
+        pend.extend_from_slice(b);
+        while pend.len() >= page_len {
+            o.page(at, raw::RUN_DATA, pend.get(..page_len))
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            pend.drain(..page_len);
+            at = at.saturating_add(ps);
+        }
+        Ok(())
+    });
+    if let Some(why) = stopped {
+        return Err(Error::Other(format!(
+            "page {at:#x} cannot be squashed: {}",
+            why.text()
+        )));
+    }
+    // The file ends within this page: the rest of it reads zeros.
+    if !pend.is_empty() {
+        pend.resize(page_len, 0);
+        o.page(at, raw::RUN_DATA, Some(&pend))?;
+    }
+    let full = got.div_ceil(ps);
+    o.zero_run(
+        a.saturating_add(full.saturating_mul(ps)),
+        pages.saturating_sub(full),
+    )
 }

@@ -68,7 +68,7 @@ pub fn check_stream(r: impl Read, name: &str, all: bool) -> (ImageReport, Vec<Er
                         RunKind::Zero => 1,
                         RunKind::Parent => 2,
                     };
-                    rep.pages[i] += u64::from(run.pages);
+                    rep.pages[i] = rep.pages[i].saturating_add(u64::from(run.pages));
                 }
             }
             Record::Tail(t) => {

@@ -7,7 +7,10 @@
 //! ([`crate::inspect::verify`] with `--chain`), the page size must be this machine's, the CPU
 //! (XCR0) must enable every XSAVE component the image's XCR0 has, every mapped file must still
 //! be the captured one (inode, size and mtime), shared anonymous mappings (whose contents
-//! images do not hold) are refused.
+//! images do not hold) are refused, and so is any VMA or page run that is empty, inverted or
+//! outside the user address space (past `0x7fff_ffff_f000`; only the vsyscall page, never
+//! created, lies above, at its fixed address). The chain's "parent" pages are resolved run by
+//! run, so a run of 2^32-1 pages costs what a run of one does.
 //!
 //! Then cr-dump opens every mapped file and the executable, and forks a child that does only
 //! `ptrace(PTRACE_TRACEME)` and `raise(SIGSTOP)` ([`crate::sys::fork_traced_child`]; with

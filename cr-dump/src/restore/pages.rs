@@ -147,19 +147,25 @@ fn write_run(
         },
         RunKind::Zero if file => w.zeros(run.addr, u64::from(run.pages) * ps),
         RunKind::Zero => Ok(()),
+        // Extent by extent ([`ChainIndex::extent`]): the cost is per run, not per page.
         RunKind::Parent => {
-            for i in 0..u64::from(run.pages) {
-                let a = run.addr + i * ps;
-                match idx.resolve(a) {
-                    Ok(Resolved::Data { bytes, .. }) => w.page(a, bytes)?,
-                    Ok(Resolved::Zero { .. }) if file => w.zeros(a, ps)?,
-                    Ok(Resolved::Zero { .. }) | Ok(Resolved::NotPresent { .. }) => {}
-                    Err(e) => {
+            let end = run.end(ps.try_into().unwrap_or(u32::MAX));
+            let mut a = run.addr;
+            while a < end {
+                let e = idx.extent(a);
+                // An extent ends past its start; `max` keeps the walk going even if one did not.
+                let stop = e.end.min(end).max(a.saturating_add(ps));
+                match e.resolved {
+                    Some(Resolved::Data { bytes, .. }) => w.page(a, bytes)?,
+                    Some(Resolved::Zero { .. }) if file => w.zeros(a, stop - a)?,
+                    Some(Resolved::Zero { .. } | Resolved::NotPresent { .. }) => {}
+                    None => {
                         return Err(other(format!(
-                            "page {a:#x} does not resolve through the chain: {e}"
+                            "page {a:#x} does not resolve through the chain"
                         )))
                     }
                 }
+                a = stop;
             }
             Ok(())
         }

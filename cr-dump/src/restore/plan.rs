@@ -130,6 +130,7 @@ pub(super) fn plan(path: &Path, images: &[Image<'_>]) -> Result<Plan> {
     for (i, g) in gpr.iter_mut().enumerate() {
         *g = regs.gpr(i);
     }
+    check_user_space(path, top)?;
     let (vmas, files) = vma_plans(top)?;
     let mut warnings = Vec::new();
     let exe = if mm.exe.is_empty() {
@@ -169,6 +170,61 @@ pub(super) fn plan(path: &Path, images: &[Image<'_>]) -> Result<Plan> {
     };
     task_warnings(&mut plan)?;
     Ok(plan)
+}
+
+/// End of the x86-64 user address space with 4-level paging (`TASK_SIZE`): the kernel maps
+/// nothing of a task's own at or above it (5-level paging gives more only on request, through
+/// a hint address above it, which restore does not give).
+pub(super) const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+
+/// The vsyscall page: the one mapping above [`TASK_SIZE`], the kernel's, at a fixed address.
+const VSYSCALL: (u64, u64) = (0xffff_ffff_ff60_0000, 0xffff_ffff_ff60_1000);
+
+/// Refuses, before anything starts, a VMA or a page run that the child could not have: empty
+/// or inverted, or outside the user address space (only the vsyscall VMA, which is never
+/// created, lies above it, at its fixed address).
+fn check_user_space(path: &Path, top: &Image<'_>) -> Result<()> {
+    use cr_format::read::Record;
+    let ps = top.page_size();
+    for r in top.records() {
+        let (start, end, what) = match r.record {
+            Record::Vma(v) if v.kind() == raw::VMA_VSYSCALL => {
+                if (v.start(), v.end()) == VSYSCALL {
+                    continue;
+                }
+                (v.start(), v.end(), "vsyscall VMA".to_string())
+            }
+            Record::Vma(v) => (
+                v.start(),
+                v.end(),
+                format!("{} VMA", crate::inspect::show::vma_kind_name(v.kind())),
+            ),
+            Record::Pages(p) => {
+                let bad = p
+                    .iter()
+                    .find(|run| run.addr >= TASK_SIZE || run.end(ps) > TASK_SIZE);
+                match bad {
+                    Some(run) => (run.addr, run.end(ps), "page run".to_string()),
+                    None => continue,
+                }
+            }
+            _ => continue,
+        };
+        if start >= end || end > TASK_SIZE {
+            return Err(other(format!(
+                "{}: {what} {start:#x}-{end:#x} (record at offset {}) is {}: refused before \
+                 anything starts",
+                path.display(),
+                r.offset,
+                if start >= end {
+                    "empty or inverted".to_string()
+                } else {
+                    format!("outside the user address space (which ends at {TASK_SIZE:#x})")
+                }
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The VMAs to create, and the files they map (opened now, inherited by the child).

@@ -282,6 +282,7 @@ pub(super) fn check_resolve(c: &Chain<'_, '_>, addrs: &[u64]) {
     for &a in addrs.iter().take(MAX_LOOKUPS) {
         let walk = c.resolve(a);
         let idx = index.resolve(a);
+        check_extent(&index, a, &idx, ps);
         assert!(
             same_resolution(&walk, &idx),
             "resolve({a:#x}): Chain {walk:?}, ChainIndex {idx:?}"
@@ -300,6 +301,62 @@ pub(super) fn check_resolve(c: &Chain<'_, '_>, addrs: &[u64]) {
             Err(e) => assert_eq!(e.kind, ErrorKind::NotMapped { addr: a }),
         }
     }
+}
+
+/// The extent holding `a` starts at its page, is not empty, resolves as the page does (its
+/// first page), and its last page resolves the same way too.
+fn check_extent(index: &ChainIndex<'_>, a: u64, at: &Result<Resolved<'_>>, ps: u32) {
+    let ps = u64::from(ps);
+    let e = index.extent(a);
+    assert_eq!(
+        e.start,
+        a & !ps.saturating_sub(1),
+        "extent start for {a:#x}"
+    );
+    assert!(e.end > e.start, "empty extent at {a:#x}");
+    let from_extent = e
+        .resolved
+        .map(|r| match r {
+            Resolved::Data { crid, bytes } => Resolved::Data {
+                crid,
+                bytes: bytes.get(..to_usize(ps)).unwrap_or(bytes),
+            },
+            r => r,
+        })
+        .ok_or(());
+    let page = at.as_ref().map(|r| *r).map_err(|_| ());
+    assert!(
+        same_resolution(
+            &from_extent.map_err(|()| err(a)),
+            &page.map_err(|()| err(a))
+        ),
+        "extent at {a:#x}: {e:?}, page: {at:?}"
+    );
+    // The last page of the extent, unless it reaches the end of the address space.
+    if e.end != u64::MAX && e.end.saturating_sub(e.start) >= ps {
+        let last = e.end - ps;
+        let lr = index.resolve(last);
+        let want = e.resolved.map(|r| match r {
+            Resolved::Data { crid, bytes } => {
+                let off = to_usize(last - e.start);
+                Resolved::Data {
+                    crid,
+                    bytes: bytes
+                        .get(off..off.saturating_add(to_usize(ps)))
+                        .unwrap_or(&[]),
+                }
+            }
+            r => r,
+        });
+        assert!(
+            same_resolution(&want.ok_or_else(|| err(last)), &lr.map_err(|_| err(last))),
+            "last page {last:#x} of the extent at {a:#x}: {e:?}"
+        );
+    }
+}
+
+fn err(addr: u64) -> cr_format::Error {
+    cr_format::Error::new(0, ErrorKind::NotMapped { addr })
 }
 
 fn same_resolution(a: &Result<Resolved<'_>>, b: &Result<Resolved<'_>>) -> bool {

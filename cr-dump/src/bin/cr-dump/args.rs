@@ -103,6 +103,13 @@ pub(crate) enum Cmd {
         json: bool,
     },
     /// Write an ELF core file of the checkpointed task: `gdb PROGRAM CORE` then works.
+    #[command(
+        after_help = "The core is a sparse file: zero pages (known zero, untouched anonymous \
+        memory, file pages past the file's end) are holes, so what is written is bounded by the \
+        images' data and the mapped files, whatever the VMAs' sizes. A core is as long as the \
+        task's address space: one of a VMA near 16 TiB needs a file system that allows such a \
+        length (tmpfs, XFS; not ext4)."
+    )]
     Core {
         /// The image (its parents are found beside it).
         image: PathBuf,
@@ -146,8 +153,8 @@ pub(crate) enum Cmd {
     /// Restart a task from an image chain (a new process with the image's memory and registers).
     #[command(
         after_help = "Verifies the chain, refuses what cannot be restored (changed mapped file, \
-        another architecture or kernel vDSO layout, XSAVE features this CPU lacks) before \
-        anything starts, then builds the task in a child of cr-dump by ptrace syscall \
+        another architecture or kernel vDSO layout, XSAVE features this CPU lacks, a VMA or \
+        page run outside the user address space) before anything starts, then builds the task in a child of cr-dump by ptrace syscall \
         injection. The task gets a new pid; it keeps cr-dump's credentials, working directory \
         and stdin/stdout/stderr (/dev/null with --detach); no other descriptor is open.\n\
         Without --detach, cr-dump waits for the task and exits with its status (128+N if \
