@@ -206,13 +206,13 @@ pub fn make(pid: i32, vmas: &[VmaRec]) -> Result<std::result::Result<Twin, Strin
             status.seccomp
         )));
     }
-    let task = Tracee::new(pid);
-    task.set_options(libc::PTRACE_O_TRACECLONE)
-        .map_err(|e| Error::io(format!("PTRACE_SETOPTIONS of pid {pid}"), e))?;
+    let inj = injector(pid)?;
+    // The twin is attached at birth with the task's options, stopped before it runs.
+    inj.set_options(libc::PTRACE_O_TRACECLONE)?;
     let rseq = save_rseq(pid);
-    let r = injector(pid).and_then(|inj| inj.call_clone(nr::CLONE, [0, CHILD_SP, 0, 0, 0, 0]));
+    let r = inj.call_clone(nr::CLONE, [0, CHILD_SP, 0, 0, 0, 0]);
     // Back to no options: the task must not stop for clones of its own.
-    let _ = task.set_options(0);
+    let _ = inj.set_options(0);
     restore_rseq(pid, &rseq)?;
     let r = match r {
         Ok(r) => r,
@@ -238,11 +238,10 @@ pub fn make(pid: i32, vmas: &[VmaRec]) -> Result<std::result::Result<Twin, Strin
     let ready = (|| -> Result<Option<String>> {
         let g = twin.pid;
         wait_born(g)?;
-        Tracee::new(g)
-            .set_options(libc::PTRACE_O_EXITKILL)
-            .map_err(|e| Error::io(format!("PTRACE_SETOPTIONS of the twin {g}"), e))?;
+        let twin_inj = injector(g)?;
+        twin_inj.set_options(libc::PTRACE_O_EXITKILL)?;
         // Best effort: before Linux 5.9 the twin keeps its descriptors until it is killed.
-        let _ = injector(g)?.call(nr::CLOSE_RANGE, [0, u64::from(u32::MAX), 0, 0, 0, 0]);
+        let _ = twin_inj.call(nr::CLOSE_RANGE, [0, u64::from(u32::MAX), 0, 0, 0, 0]);
         // Both went back to user mode for an instant: their rseq CPU fields are rewritten.
         restore_rseq(g, &rseq)?;
         check(pid, &twin, vmas)

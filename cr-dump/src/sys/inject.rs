@@ -40,7 +40,7 @@
 //! code.
 
 use super::procfs;
-use super::ptrace::{Stop, Tracee};
+use super::ptrace::{Stop, Tracee, SYSCALL_STOP};
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -73,12 +73,26 @@ impl Injector {
     /// vDSO (preferably one followed by `ret` or `leave`).
     pub fn new(tracee: Tracee, signals: Signals) -> Result<Injector> {
         let (at, then_faults) = vdso_syscall(tracee.pid())?;
-        Ok(Injector {
+        let inj = Injector {
             tracee,
             at,
             then_faults,
             signals,
-        })
+        };
+        if signals == Signals::Resend {
+            inj.set_options(0)?;
+        }
+        Ok(inj)
+    }
+
+    /// Sets the task's ptrace options to `opts` plus `PTRACE_O_TRACESYSGOOD`, which a live
+    /// task's injections need (see the module docs); options set directly on the tracee would
+    /// drop it.
+    pub fn set_options(&self, opts: i32) -> Result<()> {
+        let pid = self.tracee.pid();
+        self.tracee
+            .set_options(opts | libc::PTRACE_O_TRACESYSGOOD)
+            .map_err(|e| Error::io(format!("PTRACE_SETOPTIONS of pid {pid}"), e))
     }
 
     /// The task.
@@ -138,11 +152,17 @@ impl Injector {
         let res = t
             .set_regs(&r)
             .map_err(|e| self.err("PTRACE_SETREGS", nr, e))
-            .and_then(|()| self.step_through(nr, &mut pending));
+            .and_then(|()| match self.signals {
+                Signals::Resend => self.syscall_through(nr, &mut pending),
+                Signals::Drop => self.step_through(nr, &mut pending),
+            });
         // Every path: the task's own registers back (it fails only if the task is gone).
-        let back = t
-            .set_regs(&saved)
-            .map_err(|e| self.err("PTRACE_SETREGS (the task's own)", nr, e));
+        let back = match self.signals {
+            Signals::Resend => self.settle(nr, &saved, &mut pending),
+            Signals::Drop => t
+                .set_regs(&saved)
+                .map_err(|e| self.err("PTRACE_SETREGS (the task's own)", nr, e)),
+        };
         for s in pending {
             let _ = t.kill(s);
         }
@@ -151,7 +171,70 @@ impl Injector {
         Ok(v)
     }
 
-    /// Steps until the `syscall` instruction has run; its result.
+    /// Runs the call with `PTRACE_SYSCALL` (entry stop, exit stop); its result. No trap flag.
+    fn syscall_through(&self, nr: u64, pending: &mut Vec<i32>) -> Result<i64> {
+        let t = self.tracee;
+        let after = self.at + SYSCALL_LEN;
+        let mut entered = false;
+        loop {
+            t.syscall(0)
+                .map_err(|e| self.err("PTRACE_SYSCALL", nr, e))?;
+            match t.wait().map_err(|e| self.err("waitpid", nr, e))? {
+                Stop::Signal { signal } if signal == SYSCALL_STOP && !entered => entered = true,
+                Stop::Signal { signal } if signal == SYSCALL_STOP => {
+                    let now = t.regs().map_err(|e| self.err("PTRACE_GETREGS", nr, e))?;
+                    if now.rip != after {
+                        return Err(Error::Other(format!(
+                            "injected system call {nr} in pid {} stopped at {:#x}, not {after:#x}",
+                            t.pid(),
+                            now.rip
+                        )));
+                    }
+                    return Ok(now.rax as i64);
+                }
+                Stop::Signal { signal } => self.keep(pending, signal),
+                Stop::Group { .. } | Stop::Event { .. } | Stop::Continued => {}
+                Stop::Exited(c) => return Err(self.died(nr, format!("exited ({c})"))),
+                Stop::Killed(s) => return Err(self.died(nr, format!("killed by signal {s}"))),
+            }
+        }
+    }
+
+    /// Puts the task's own registers back and brings it to an interrupt stop again, in the
+    /// order that keeps a vanished tracer harmless from the moment they are back: first
+    /// `PTRACE_INTERRUPT`, which marks a signal check pending (`TIF_SIGPENDING`), then the
+    /// registers, then `PTRACE_CONT` to the interrupt stop. Freed at any point after the
+    /// registers, the task goes through the kernel's signal path on its way out, where a call
+    /// it was stopped in is restarted from those registers as after any stop.
+    fn settle(
+        &self,
+        nr: u64,
+        saved: &libc::user_regs_struct,
+        pending: &mut Vec<i32>,
+    ) -> Result<()> {
+        let t = self.tracee;
+        t.interrupt()
+            .map_err(|e| self.err("PTRACE_INTERRUPT", nr, e))?;
+        t.set_regs(saved)
+            .map_err(|e| self.err("PTRACE_SETREGS (the task's own)", nr, e))?;
+        loop {
+            t.cont(0).map_err(|e| self.err("PTRACE_CONT", nr, e))?;
+            match t.wait().map_err(|e| self.err("waitpid", nr, e))? {
+                Stop::Group { .. } => return Ok(()),
+                Stop::Signal { signal } if signal != SYSCALL_STOP => self.keep(pending, signal),
+                Stop::Signal { .. } | Stop::Event { .. } | Stop::Continued => {}
+                Stop::Exited(c) => return Err(self.died(nr, format!("exited ({c})"))),
+                Stop::Killed(s) => return Err(self.died(nr, format!("killed by signal {s}"))),
+            }
+            // Stopped elsewhere on the way (a signal): ask for the interrupt stop again.
+            t.interrupt()
+                .map_err(|e| self.err("PTRACE_INTERRUPT", nr, e))?;
+        }
+    }
+
+    /// Steps until the `syscall` instruction has run; its result (a `PTRACE_TRACEME` child,
+    /// which `PTRACE_INTERRUPT` cannot stop; nothing else knows it, so a trap flag left by a
+    /// vanished tracer harms no one).
     fn step_through(&self, nr: u64, pending: &mut Vec<i32>) -> Result<i64> {
         let t = self.tracee;
         let after = self.at + SYSCALL_LEN;

@@ -22,7 +22,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     sys::ignore_sigxfsz();
     let r = match cli.cmd {
-        Cmd::Checkpoint(a) => checkpoint(a),
+        Cmd::Checkpoint(a) => match sys::catch_interrupts() {
+            // Only a checkpoint holds a task: the other verbs keep the default actions.
+            Ok(()) => checkpoint(a),
+            Err(e) => Err(Fail::Run(format!("installing signal handlers: {e}"))),
+        },
         Cmd::Show {
             image,
             verbose,
@@ -72,10 +76,20 @@ fn main() -> ExitCode {
             eprintln!("cr-dump: usage error: {m}");
             ExitCode::from(2)
         }
-        Err(Fail::Run(m)) => {
-            eprintln!("cr-dump: error: {m}");
-            ExitCode::from(1)
-        }
+        Err(Fail::Run(m)) => match sys::interrupted() {
+            // The shell's convention for a command ended by a signal: 128 + its number.
+            Some(s) => {
+                eprintln!(
+                    "cr-dump: interrupted by {}: the task was let go as it was, nothing written ({m})",
+                    sys::signal_name(s)
+                );
+                ExitCode::from(u8::try_from(128 + s).unwrap_or(1))
+            }
+            None => {
+                eprintln!("cr-dump: error: {m}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 
