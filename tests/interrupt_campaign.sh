@@ -33,7 +33,10 @@ flags() {
 	track) echo "--track" ;; incremental) echo "--incremental" ;; precopy) echo "--precopy" ;;
 	esac
 }
-start() { "$W/checksum" 64 >/dev/null 2>"$W/err" & P=$!; sleep 0.1; }
+# Tracking is armed (a userfaultfd injected) by a task's first checkpoint only: a fresh
+# target per trial for the modes that arm it.
+fresh() { case $1 in track | precopy) kill "$P" 2>/dev/null; wait "$P" 2>/dev/null; start ;; esac; }
+start() { "$W/checksum" "$PAGES" >/dev/null 2>"$W/err" & P=$!; sleep 0.1; }
 # 0 if the target is fine; else prints why and replaces it.
 judge() {
 	local why=""
@@ -57,6 +60,8 @@ judge() {
 total_bad=0
 for m in $MODES; do
 	F=$(flags "$m")
+	# The default lazy mode makes a twin only for 32 MiB or more to copy.
+	PAGES=64; [ "$m" = lazy ] && PAGES=9000
 	rm -rf "$W/o"; mkdir "$W/o"
 	start
 	# shellcheck disable=SC2086
@@ -65,12 +70,14 @@ for m in $MODES; do
 	for sig in ${SIGNALS:-KILL INT TERM}; do
 		runs=0 bad=0
 		for K in $(seq 1 "$N"); do
+			fresh "$m"
 			# shellcheck disable=SC2086
 			strace -f -qq -o /dev/null -e trace=ptrace -e inject=ptrace:signal=$sig:when=$K \
 				"$B" checkpoint --pid $P $F -o "$W/o" >/dev/null 2>&1
 			runs=$((runs + 1)); judge "$m, SIG$sig at ptrace call $K" || bad=$((bad + 1))
 		done
 		for _ in $(seq 1 "$TRIALS"); do
+			fresh "$m"
 			d=$(printf '0.%03d' $((RANDOM % 40 + 1)))
 			# shellcheck disable=SC2086
 			timeout -s "$sig" "$d" "$B" checkpoint --pid $P $F -o "$W/o" >/dev/null 2>&1

@@ -125,15 +125,17 @@ extern "C" fn note_interrupt(sig: libc::c_int) {
 
 /// Installs handlers for [`INTERRUPT_SIGNALS`] that only note the signal ([`interrupted`]):
 /// the work in progress notices it at its next safe point and unwinds (a task let go as it
-/// was, a twin killed and reaped, no temporary file). Each handler is one-shot
-/// (`SA_RESETHAND`): a second signal of the same kind acts as if no handler were installed.
-/// `SA_RESTART` keeps blocking calls from failing with `EINTR` meanwhile.
+/// was, a twin killed and reaped, no temporary file). A second signal is noted the same way,
+/// not acted on: `timeout` sends its signal twice (to the command, then to its process group),
+/// and a default action taken mid-injection would do what this unwinding avoids; SIGKILL
+/// remains for whoever must stop cr-dump at once. `SA_RESTART` keeps blocking calls from
+/// failing with `EINTR` meanwhile.
 pub fn catch_interrupts() -> io::Result<()> {
     for sig in INTERRUPT_SIGNALS {
         // SAFETY: sigaction is plain data; all-zero is a valid value (empty mask, no flags).
         let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
         sa.sa_sigaction = note_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        sa.sa_flags = libc::SA_RESTART | libc::SA_RESETHAND;
+        sa.sa_flags = libc::SA_RESTART;
         // SAFETY: `sa` is a valid sigaction whose handler only does an atomic store
         // (async-signal-safe); the old action is not asked for (null).
         let r = unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) };
