@@ -32,8 +32,11 @@
 //! the twin is a process in `ps`, stopped, with the task's name, as a child of the task. The
 //! twin lives as long as the thread that made it (ptrace ties a tracee to its tracer thread).
 //! If the task exits before the twin is dropped, the twin is reaped by init instead; if another
-//! tracer holds the task by then, or cr-dump is killed before it drops the twin (the twin dies
-//! with it), the twin stays a zombie child of the task until the task exits.
+//! tracer holds the task by then, or cr-dump is killed (SIGKILL) before it drops the twin (the
+//! twin dies with it, `PTRACE_O_EXITKILL`), the twin stays a zombie child of the task until the
+//! task exits: only the task can reap it, and only a live cr-dump can make it. SIGINT, SIGTERM,
+//! SIGHUP and SIGQUIT are noted and unwound ([`crate::sys::catch_interrupts`]): the twin is
+//! dropped, so killed and reaped, as on any error.
 
 use super::vma::VmaRec;
 use crate::error::{Error, Result};

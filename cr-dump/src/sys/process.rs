@@ -157,10 +157,10 @@ pub fn check_interrupt() -> io::Result<()> {
     match interrupted() {
         None => Ok(()),
         // Not `ErrorKind::Interrupted`: `write_all` and friends retry that one forever.
-        Some(s) => Err(io::Error::new(
-            io::ErrorKind::Other,
-            format!("interrupted by {}", signal_name(s)),
-        )),
+        Some(s) => Err(io::Error::other(format!(
+            "interrupted by {}",
+            signal_name(s)
+        ))),
     }
 }
 

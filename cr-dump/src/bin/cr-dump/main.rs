@@ -1,7 +1,8 @@
 //! `cr-dump`: checkpoint a live Linux task into a cr image; show an image.
 //!
 //! Exit status: 0 fine, 1 the task or the image failed (message on stderr as
-//! `cr-dump: error: ...`), 2 usage error.
+//! `cr-dump: error: ...`), 2 usage error, 128 + N a checkpoint interrupted by signal N (SIGINT,
+//! SIGTERM, SIGHUP, SIGQUIT: the task let go as it was, nothing written).
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
