@@ -200,6 +200,8 @@ struct Counting<'p, W> {
 
 impl<W: Write> Write for Counting<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The write-back is the long step: a signal stops it between two writes.
+        crate::sys::check_interrupt()?;
         let n = self.inner.write(buf)?;
         self.progress.advance(n as u64);
         Ok(n)
@@ -207,6 +209,13 @@ impl<W: Write> Write for Counting<'_, W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// A safe point: `Err` if a signal asked cr-dump to stop ([`crate::sys::catch_interrupts`]).
+/// Returning it unwinds through the owners' drops: the task let go as it was, a twin killed
+/// and reaped, the unnamed image file discarded.
+fn safe_point() -> Result<()> {
+    crate::sys::check_interrupt().map_err(|e| Error::io("checkpoint", e))
 }
 
 /// What the capture and write gave.
@@ -230,12 +239,14 @@ pub fn checkpoint(o: &CheckpointOptions, progress: &mut dyn Progress) -> Result<
         after: o.after,
         lazy: o.lazy,
     };
+    safe_point()?;
     let ins = inspect(pid)?;
     let name = match &o.name {
         Some(n) => n.clone(),
         None => ins.stat.comm.replace('/', "_"),
     };
     let parent = open_parent(o, &name, pid)?;
+    safe_point()?;
     // Dirty tracking: used when armed with the parent as baseline, armed again after.
     let mut session = if o.direct || o.after == After::Kill {
         None
@@ -244,6 +255,7 @@ pub fn checkpoint(o: &CheckpointOptions, progress: &mut dyn Progress) -> Result<
         let s = Session::new(pid, parent.as_ref(), want)?;
         (want || s.usable() || s.armed_before()).then_some(s)
     };
+    safe_point()?;
     let mut tmp = TempImage::create(&o.dir, &name)?;
     let crid = tmp.next_crid()?;
     let mut notes = Vec::new();
@@ -265,8 +277,15 @@ pub fn checkpoint(o: &CheckpointOptions, progress: &mut dyn Progress) -> Result<
         }
     } else {
         let lazy = take_lazy(o, &ins, crid, &opts, parent.as_ref(), session.as_mut())?;
+        if let Err(e) = safe_point() {
+            // Held in the registry: dropping it kills and reaps a twin.
+            let _ = registry::global().discard(lazy.0.crid);
+            return Err(e);
+        }
         write_back(lazy, &mut tmp, progress, &mut notes)?
     };
+    // Not named if a signal came meanwhile: the interrupted checkpoint leaves nothing.
+    safe_point()?;
     let image = tmp.commit(crid, o.sync)?;
     if let Some(s) = &session {
         s.commit(crid, w.summary.digest)?;

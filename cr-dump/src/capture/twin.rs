@@ -32,8 +32,11 @@
 //! the twin is a process in `ps`, stopped, with the task's name, as a child of the task. The
 //! twin lives as long as the thread that made it (ptrace ties a tracee to its tracer thread).
 //! If the task exits before the twin is dropped, the twin is reaped by init instead; if another
-//! tracer holds the task by then, or cr-dump is killed before it drops the twin (the twin dies
-//! with it), the twin stays a zombie child of the task until the task exits.
+//! tracer holds the task by then, or cr-dump is killed (SIGKILL) before it drops the twin (the
+//! twin dies with it, `PTRACE_O_EXITKILL`), the twin stays a zombie child of the task until the
+//! task exits: only the task can reap it, and only a live cr-dump can make it. SIGINT, SIGTERM,
+//! SIGHUP and SIGQUIT are noted and unwound ([`crate::sys::catch_interrupts`]): the twin is
+//! dropped, so killed and reaped, as on any error.
 
 use super::vma::VmaRec;
 use crate::error::{Error, Result};
@@ -206,13 +209,13 @@ pub fn make(pid: i32, vmas: &[VmaRec]) -> Result<std::result::Result<Twin, Strin
             status.seccomp
         )));
     }
-    let task = Tracee::new(pid);
-    task.set_options(libc::PTRACE_O_TRACECLONE)
-        .map_err(|e| Error::io(format!("PTRACE_SETOPTIONS of pid {pid}"), e))?;
+    let inj = injector(pid)?;
+    // The twin is attached at birth with the task's options, stopped before it runs.
+    inj.set_options(libc::PTRACE_O_TRACECLONE)?;
     let rseq = save_rseq(pid);
-    let r = injector(pid).and_then(|inj| inj.call_clone(nr::CLONE, [0, CHILD_SP, 0, 0, 0, 0]));
+    let r = inj.call_clone(nr::CLONE, [0, CHILD_SP, 0, 0, 0, 0]);
     // Back to no options: the task must not stop for clones of its own.
-    let _ = task.set_options(0);
+    let _ = inj.set_options(0);
     restore_rseq(pid, &rseq)?;
     let r = match r {
         Ok(r) => r,
@@ -238,11 +241,10 @@ pub fn make(pid: i32, vmas: &[VmaRec]) -> Result<std::result::Result<Twin, Strin
     let ready = (|| -> Result<Option<String>> {
         let g = twin.pid;
         wait_born(g)?;
-        Tracee::new(g)
-            .set_options(libc::PTRACE_O_EXITKILL)
-            .map_err(|e| Error::io(format!("PTRACE_SETOPTIONS of the twin {g}"), e))?;
+        let twin_inj = injector(g)?;
+        twin_inj.set_options(libc::PTRACE_O_EXITKILL)?;
         // Best effort: before Linux 5.9 the twin keeps its descriptors until it is killed.
-        let _ = injector(g)?.call(nr::CLOSE_RANGE, [0, u64::from(u32::MAX), 0, 0, 0, 0]);
+        let _ = twin_inj.call(nr::CLOSE_RANGE, [0, u64::from(u32::MAX), 0, 0, 0, 0]);
         // Both went back to user mode for an instant: their rseq CPU fields are rewritten.
         restore_rseq(g, &rseq)?;
         check(pid, &twin, vmas)

@@ -11,14 +11,17 @@
 //!    [`Injector::new`]), `rax` to the call's number, `rdi, rsi, rdx, r10, r8, r9` to its
 //!    arguments, and `orig_rax` to -1: "not in a system call", so that the kernel applies no
 //!    restart logic to these registers on the way back to user mode;
-//! 3. single-steps (`PTRACE_SINGLESTEP`) until the step's `SIGTRAP` stop, with `rip` just
-//!    past the instruction; other stops on the way are signals that arrived meanwhile (kept and
-//!    sent again afterwards for a live task, [`Signals::Resend`]; dropped for a fresh child that
-//!    nothing else knows, [`Signals::Drop`]) or ptrace events (a `clone` with
-//!    `PTRACE_O_TRACECLONE`): stepped over;
+//! 3. runs it: for a live task (seized, [`Signals::Resend`]) with `PTRACE_SYSCALL` to the
+//!    system-call entry stop, then to the exit stop, with `rip` just past the instruction;
+//!    for a fresh `PTRACE_TRACEME` child of the restore ([`Signals::Drop`]), which
+//!    `PTRACE_INTERRUPT` cannot stop, by single-stepping (`PTRACE_SINGLESTEP`). Other stops on
+//!    the way are signals that arrived meanwhile (kept and sent again afterwards for a live
+//!    task; dropped for a fresh child that nothing else knows) or ptrace events (a `clone`
+//!    with `PTRACE_O_TRACECLONE`): stepped over;
 //! 4. reads the result from `rax` (a negative errno on failure);
 //! 5. writes the saved registers back, on every path: success, error, unexpected stop (if the
-//!    task died, there is nothing left to restore).
+//!    task died, there is nothing left to restore); a live task is then brought back to an
+//!    interrupt stop (see below).
 //!
 //! **A task stopped inside a system call** (a `read`, a `nanosleep`) shows `rax` =
 //! -ERESTARTSYS (or another -ERESTART*) and `orig_rax` = the call. The injected call runs with
@@ -26,13 +29,27 @@
 //! step 5 hold the task's own `rax` and `orig_rax` again, so when the task is resumed the
 //! kernel restarts its call exactly as if nothing had been injected.
 //!
-//! **The trap flag.** A single step sets `TF` in the task's flags and marks it as set by the
-//! tracer (`TIF_FORCED_TF`). The kernel hides that flag from `PTRACE_GETREGS` and keeps it
-//! when `PTRACE_SETREGS` writes flags without it, so neither the saved registers nor the
-//! written-back ones carry it; it is cleared by the kernel at the next resume that is not a
-//! step (`PTRACE_CONT`, `PTRACE_DETACH`: `user_disable_single_step`). Every owner of a
-//! stopped task ends with one of those (or kills it), so no task is left single-stepping.
-//!
+//! **If cr-dump dies (SIGKILL) in the middle.** A dying tracer lets its tracees go
+//! (`exit_ptrace` -> `__ptrace_detach` -> `__ptrace_unlink`) without what `PTRACE_DETACH` does
+//! besides: it neither clears a single step's trap flag (`ptrace_disable` ->
+//! `user_disable_single_step` is only on the `PTRACE_DETACH` path) nor resets the stop's code
+//! (`exit_code`, which the woken task then acts on). After a single step that code is
+//! `SIGTRAP`: the task dies of it (exit 133), which is why a live task is never stepped. A
+//! system-call stop's code under `PTRACE_O_TRACESYSGOOD` (set by [`Injector::new`]) is
+//! `SIGTRAP | 0x80`, not a valid signal, so the kernel drops it; an interrupt stop's code is
+//! never delivered. So the task is harmed by a vanished tracer only between writing the
+//! injection registers and writing its own back: it then runs the injected call and returns
+//! through a `ret` into its own stack (the window: 4 to 6 ptrace requests, some tens of
+//! microseconds per injection; measured by `tests/interrupt_campaign.sh`). Closing it needs a
+//! second party that outlives cr-dump; it is not done. Outside it: before the injection
+//! registers are written the task sits in an interrupt stop with its own registers; after its
+//! own are written back, `PTRACE_INTERRUPT` has already marked a signal check pending
+//! (`TIF_SIGPENDING`), so even freed from the exit stop the task goes through the kernel's
+//! signal path, where a call it was stopped in is restarted from its registers as after any
+//! stop; `PTRACE_CONT` then brings it to that interrupt stop. SIGINT, SIGTERM, SIGHUP and
+//! SIGQUIT never hit the window: cr-dump only notes them and unwinds at a safe point
+//! ([`crate::sys::catch_interrupts`]).
+
 //! **Clone.** A twin made by an injected `clone` starts right after the `syscall` instruction
 //! with the registers of step 2. [`Injector::call_clone`] needs a `syscall` followed by `ret`
 //! or `leave` and zeroes the frame pointer (the caller passes a stack near zero), so such a
@@ -40,7 +57,7 @@
 //! code.
 
 use super::procfs;
-use super::ptrace::{Stop, Tracee};
+use super::ptrace::{Stop, Tracee, SYSCALL_STOP};
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -70,15 +87,31 @@ const SYSCALL_LEN: u64 = 2;
 
 impl Injector {
     /// An injector for `tracee` (stopped under our ptrace), at a `syscall` instruction of its
-    /// vDSO (preferably one followed by `ret` or `leave`).
+    /// vDSO (preferably one followed by `ret` or `leave`). For a live task
+    /// ([`Signals::Resend`]) it sets the options to `PTRACE_O_TRACESYSGOOD` (see the module
+    /// docs); other options go through [`Injector::set_options`].
     pub fn new(tracee: Tracee, signals: Signals) -> Result<Injector> {
         let (at, then_faults) = vdso_syscall(tracee.pid())?;
-        Ok(Injector {
+        let inj = Injector {
             tracee,
             at,
             then_faults,
             signals,
-        })
+        };
+        if signals == Signals::Resend {
+            inj.set_options(0)?;
+        }
+        Ok(inj)
+    }
+
+    /// Sets the task's ptrace options to `opts` plus `PTRACE_O_TRACESYSGOOD`, which a live
+    /// task's injections need (see the module docs); options set directly on the tracee would
+    /// drop it.
+    pub fn set_options(&self, opts: i32) -> Result<()> {
+        let pid = self.tracee.pid();
+        self.tracee
+            .set_options(opts | libc::PTRACE_O_TRACESYSGOOD)
+            .map_err(|e| Error::io(format!("PTRACE_SETOPTIONS of pid {pid}"), e))
     }
 
     /// The task.
@@ -138,11 +171,17 @@ impl Injector {
         let res = t
             .set_regs(&r)
             .map_err(|e| self.err("PTRACE_SETREGS", nr, e))
-            .and_then(|()| self.step_through(nr, &mut pending));
+            .and_then(|()| match self.signals {
+                Signals::Resend => self.syscall_through(nr, &mut pending),
+                Signals::Drop => self.step_through(nr, &mut pending),
+            });
         // Every path: the task's own registers back (it fails only if the task is gone).
-        let back = t
-            .set_regs(&saved)
-            .map_err(|e| self.err("PTRACE_SETREGS (the task's own)", nr, e));
+        let back = match self.signals {
+            Signals::Resend => self.settle(nr, &saved, &mut pending),
+            Signals::Drop => t
+                .set_regs(&saved)
+                .map_err(|e| self.err("PTRACE_SETREGS (the task's own)", nr, e)),
+        };
         for s in pending {
             let _ = t.kill(s);
         }
@@ -151,7 +190,70 @@ impl Injector {
         Ok(v)
     }
 
-    /// Steps until the `syscall` instruction has run; its result.
+    /// Runs the call with `PTRACE_SYSCALL` (entry stop, exit stop); its result. No trap flag.
+    fn syscall_through(&self, nr: u64, pending: &mut Vec<i32>) -> Result<i64> {
+        let t = self.tracee;
+        let after = self.at + SYSCALL_LEN;
+        let mut entered = false;
+        loop {
+            t.syscall(0)
+                .map_err(|e| self.err("PTRACE_SYSCALL", nr, e))?;
+            match t.wait().map_err(|e| self.err("waitpid", nr, e))? {
+                Stop::Signal { signal } if signal == SYSCALL_STOP && !entered => entered = true,
+                Stop::Signal { signal } if signal == SYSCALL_STOP => {
+                    let now = t.regs().map_err(|e| self.err("PTRACE_GETREGS", nr, e))?;
+                    if now.rip != after {
+                        return Err(Error::Other(format!(
+                            "injected system call {nr} in pid {} stopped at {:#x}, not {after:#x}",
+                            t.pid(),
+                            now.rip
+                        )));
+                    }
+                    return Ok(now.rax as i64);
+                }
+                Stop::Signal { signal } => self.keep(pending, signal),
+                Stop::Group { .. } | Stop::Event { .. } | Stop::Continued => {}
+                Stop::Exited(c) => return Err(self.died(nr, format!("exited ({c})"))),
+                Stop::Killed(s) => return Err(self.died(nr, format!("killed by signal {s}"))),
+            }
+        }
+    }
+
+    /// Puts the task's own registers back and brings it to an interrupt stop again, in the
+    /// order that keeps a vanished tracer harmless from the moment they are back: first
+    /// `PTRACE_INTERRUPT`, which marks a signal check pending (`TIF_SIGPENDING`), then the
+    /// registers, then `PTRACE_CONT` to the interrupt stop. Freed at any point after the
+    /// registers, the task goes through the kernel's signal path on its way out, where a call
+    /// it was stopped in is restarted from those registers as after any stop.
+    fn settle(
+        &self,
+        nr: u64,
+        saved: &libc::user_regs_struct,
+        pending: &mut Vec<i32>,
+    ) -> Result<()> {
+        let t = self.tracee;
+        t.interrupt()
+            .map_err(|e| self.err("PTRACE_INTERRUPT", nr, e))?;
+        t.set_regs(saved)
+            .map_err(|e| self.err("PTRACE_SETREGS (the task's own)", nr, e))?;
+        loop {
+            t.cont(0).map_err(|e| self.err("PTRACE_CONT", nr, e))?;
+            match t.wait().map_err(|e| self.err("waitpid", nr, e))? {
+                Stop::Group { .. } => return Ok(()),
+                Stop::Signal { signal } if signal != SYSCALL_STOP => self.keep(pending, signal),
+                Stop::Signal { .. } | Stop::Event { .. } | Stop::Continued => {}
+                Stop::Exited(c) => return Err(self.died(nr, format!("exited ({c})"))),
+                Stop::Killed(s) => return Err(self.died(nr, format!("killed by signal {s}"))),
+            }
+            // Stopped elsewhere on the way (a signal): ask for the interrupt stop again.
+            t.interrupt()
+                .map_err(|e| self.err("PTRACE_INTERRUPT", nr, e))?;
+        }
+    }
+
+    /// Steps until the `syscall` instruction has run; its result (a `PTRACE_TRACEME` child,
+    /// which `PTRACE_INTERRUPT` cannot stop; nothing else knows it, so a trap flag left by a
+    /// vanished tracer harms no one).
     fn step_through(&self, nr: u64, pending: &mut Vec<i32>) -> Result<i64> {
         let t = self.tracee;
         let after = self.at + SYSCALL_LEN;

@@ -40,7 +40,8 @@ pub use pagemap::{
     PAGE_IS_WPALLOWED, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING,
 };
 pub use process::{
-    exit_now, fork_single_threaded, fork_traced_child, kill, pidfd_getfd, pidfd_open,
+    catch_interrupts, check_interrupt, exit_now, fork_single_threaded, fork_traced_child,
+    interrupted, kill, pidfd_getfd, pidfd_open, signal_name, INTERRUPT_SIGNALS,
 };
 pub use ptrace::{waitpid, Stop, Tracee, WaitStatus, NT_PRFPREG, NT_PRSTATUS, NT_X86_XSTATE};
 pub use uffd::{uffd_api, uffd_register_wp, uffd_writeprotect, UFFD_FEATURE_WP_ASYNC};

@@ -1,8 +1,10 @@
-//! Process-level calls: signals, forks, pidfds, `_exit`.
+//! Process-level calls: signals, forks, pidfds, `_exit`, and the handlers that turn an
+//! interrupting signal into a clean unwind ([`catch_interrupts`]).
 
 use super::check;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// `kill(pid, sig)`.
 pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
@@ -107,4 +109,68 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit takes an integer and never returns; no Rust invariant depends on
     // destructors running.
     unsafe { libc::_exit(code) }
+}
+
+/// The first of [`INTERRUPT_SIGNALS`] that arrived since [`catch_interrupts`] (0: none).
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+/// The signals that ask cr-dump to stop: a terminal's Ctrl-C and Ctrl-\, `kill` and `timeout`'s
+/// default, a hang-up.
+pub const INTERRUPT_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+extern "C" fn note_interrupt(sig: libc::c_int) {
+    // Only an atomic store: async-signal-safe. The first signal wins.
+    let _ = INTERRUPTED.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+/// Installs handlers for [`INTERRUPT_SIGNALS`] that only note the signal ([`interrupted`]):
+/// the work in progress notices it at its next safe point and unwinds (a task let go as it
+/// was, a twin killed and reaped, no temporary file). A second signal is noted the same way,
+/// not acted on: `timeout` sends its signal twice (to the command, then to its process group),
+/// and a default action taken mid-injection would do what this unwinding avoids; SIGKILL
+/// remains for whoever must stop cr-dump at once. `SA_RESTART` keeps blocking calls from
+/// failing with `EINTR` meanwhile.
+pub fn catch_interrupts() -> io::Result<()> {
+    for sig in INTERRUPT_SIGNALS {
+        // SAFETY: sigaction is plain data; all-zero is a valid value (empty mask, no flags).
+        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+        sa.sa_sigaction = note_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        // SAFETY: `sa` is a valid sigaction whose handler only does an atomic store
+        // (async-signal-safe); the old action is not asked for (null).
+        let r = unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) };
+        check(r.into())?;
+    }
+    Ok(())
+}
+
+/// The signal that asked cr-dump to stop, if one did (see [`catch_interrupts`]).
+pub fn interrupted() -> Option<i32> {
+    match INTERRUPTED.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// `Err(Interrupted)` if a signal asked cr-dump to stop: for the checks at safe points.
+pub fn check_interrupt() -> io::Result<()> {
+    match interrupted() {
+        None => Ok(()),
+        // Not `ErrorKind::Interrupted`: `write_all` and friends retry that one forever.
+        Some(s) => Err(io::Error::other(format!(
+            "interrupted by {}",
+            signal_name(s)
+        ))),
+    }
+}
+
+/// The name of an interrupting signal (`SIGINT`, ...).
+pub fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGQUIT => "SIGQUIT".into(),
+        s => format!("signal {s}"),
+    }
 }

@@ -187,6 +187,21 @@ fn ptrace_singlestep(pid: i32) -> io::Result<()> {
     check(rc).map(drop)
 }
 
+/// `PTRACE_SYSCALL` delivering `sig` (0 for none): run to the next system-call entry or exit.
+fn ptrace_syscall(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: PTRACE_SYSCALL takes the signal number as an integer in `data`; no memory is
+    // accessed.
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SYSCALL,
+            pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            sig as libc::c_long as *mut libc::c_void,
+        )
+    };
+    check(rc).map(drop)
+}
+
 /// `PTRACE_SETREGSET` of note type `nt` from `buf` (the whole register set).
 fn ptrace_setregset(pid: i32, nt: u32, buf: &[u8]) -> io::Result<()> {
     let mut iov = libc::iovec {
@@ -248,6 +263,12 @@ fn ptrace_get_rseq(pid: i32) -> io::Result<RseqConfiguration> {
     check(r)?;
     Ok(c)
 }
+
+/// The signal of a system-call stop under `PTRACE_O_TRACESYSGOOD`: `SIGTRAP | 0x80`. Not a
+/// valid signal number, which matters if the tracer dies during such a stop: the kernel then
+/// "sends" the stop's code to the task, and an invalid number is dropped where a plain
+/// `SIGTRAP` would kill it.
+pub const SYSCALL_STOP: i32 = libc::SIGTRAP | 0x80;
 
 /// `PTRACE_EVENT_STOP`: the event of a seized task's interrupt stop or group stop.
 pub const PTRACE_EVENT_STOP: i32 = 128;
@@ -355,6 +376,13 @@ impl Tracee {
     /// [`Tracee::detach`].
     pub fn step(&self) -> io::Result<()> {
         ptrace_singlestep(self.0)
+    }
+
+    /// `PTRACE_SYSCALL`, delivering `signal` (0 for none): runs to the next system-call entry
+    /// or exit stop ([`Stop::Signal`] with [`SYSCALL_STOP`] once `PTRACE_O_TRACESYSGOOD` is
+    /// set). Unlike [`Tracee::step`] it sets no trap flag.
+    pub fn syscall(&self, signal: i32) -> io::Result<()> {
+        ptrace_syscall(self.0, signal)
     }
 
     /// `PTRACE_DETACH`, delivering `signal` (0 for none). Clears a single step.

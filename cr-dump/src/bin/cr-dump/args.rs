@@ -229,7 +229,14 @@ a regular file owned by you (a symlink, FIFO or another user's file is refused);
 waited for at most 3 s. A file already at the image's final name is never overwritten: the \
 checkpoint takes the next free CRID.
 
-Exit status: 0 done, 1 the checkpoint failed, 2 usage error.";
+SIGINT, SIGTERM, SIGHUP and SIGQUIT interrupt a checkpoint cleanly: the task is let go as it \
+was (a twin is killed and reaped) and nothing is written. SIGKILL cannot be caught: it is \
+harmless with --direct, --copy and content-compare incrementals; in the modes that inject a \
+system call into the task (the default twin, --twin, --track, --precopy) a kill during one of \
+the few injections can still harm the task.
+
+Exit status: 0 done, 1 the checkpoint failed, 2 usage error, 128+N interrupted by signal N \
+(130 for Ctrl-C).";
 
 #[derive(Args)]
 pub(crate) struct CheckpointArgs {

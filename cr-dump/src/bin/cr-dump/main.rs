@@ -1,7 +1,8 @@
 //! `cr-dump`: checkpoint a live Linux task into a cr image; show an image.
 //!
 //! Exit status: 0 fine, 1 the task or the image failed (message on stderr as
-//! `cr-dump: error: ...`), 2 usage error.
+//! `cr-dump: error: ...`), 2 usage error, 128 + N a checkpoint interrupted by signal N (SIGINT,
+//! SIGTERM, SIGHUP, SIGQUIT: the task let go as it was, nothing written).
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -22,7 +23,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     sys::ignore_sigxfsz();
     let r = match cli.cmd {
-        Cmd::Checkpoint(a) => checkpoint(a),
+        Cmd::Checkpoint(a) => match sys::catch_interrupts() {
+            // Only a checkpoint holds a task: the other verbs keep the default actions.
+            Ok(()) => checkpoint(a),
+            Err(e) => Err(Fail::Run(format!("installing signal handlers: {e}"))),
+        },
         Cmd::Show {
             image,
             verbose,
@@ -72,10 +77,20 @@ fn main() -> ExitCode {
             eprintln!("cr-dump: usage error: {m}");
             ExitCode::from(2)
         }
-        Err(Fail::Run(m)) => {
-            eprintln!("cr-dump: error: {m}");
-            ExitCode::from(1)
-        }
+        Err(Fail::Run(m)) => match sys::interrupted() {
+            // The shell's convention for a command ended by a signal: 128 + its number.
+            Some(s) => {
+                eprintln!(
+                    "cr-dump: interrupted by {}: the task was let go as it was, nothing written ({m})",
+                    sys::signal_name(s)
+                );
+                ExitCode::from(u8::try_from(128 + s).unwrap_or(1))
+            }
+            None => {
+                eprintln!("cr-dump: error: {m}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 
