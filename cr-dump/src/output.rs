@@ -235,6 +235,20 @@ pub fn is_stale_temp(file_name: &str, prefix: &str) -> bool {
             == Some(libc::ESRCH)
 }
 
+/// Removes `DIR/.NAME.tmp.PID.N` files whose writer is dead: a SIGKILL between the link of a
+/// temporary name and the rename over an existing `dst` leaves one (no signal handler runs for
+/// SIGKILL), and the next write of the same name takes it away.
+fn sweep_stale(dir: &Path, name: &str) {
+    let prefix = format!(".{name}");
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let f = e.file_name();
+        if f.to_str().is_some_and(|n| is_stale_temp(n, &prefix)) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Writes a file (a core file, an encoded image, extracted bytes, a pid file) as a whole:
 /// unnamed (`O_TMPFILE`, mode 0600) beside `dst`, named `dst` only when `write` succeeded.
 /// `dst` is replaced, never opened: a symlink or FIFO there is replaced, not followed. A
@@ -269,6 +283,7 @@ fn write_file<T>(
         _ => Path::new("."),
     };
     let name = dst.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    sweep_stale(dir, name);
     let mut guard = None;
     let (named, file) = match unnamed_in(dir, "a file")? {
         Some(f) => (None, f),
