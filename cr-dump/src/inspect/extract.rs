@@ -179,13 +179,8 @@ fn open_mapped(vma: &Vma<'_>) -> std::result::Result<File, String> {
     let p = Path::new(std::ffi::OsStr::from_bytes(vma.path));
     let f = crate::sys::open_regular(p, crate::sys::Access::Read)
         .map_err(|e| format!("untouched page of {}: {e}", p.display()))?;
+    // `open_regular` refused anything but a regular file.
     let md = f.metadata().map_err(|e| format!("{}: {e}", p.display()))?;
-    if !md.file_type().is_file() {
-        return Err(format!(
-            "untouched page of {}, which is not a regular file",
-            p.display()
-        ));
-    }
     let mtime = (md.mtime() as u64)
         .wrapping_mul(1_000_000_000)
         .wrapping_add(md.mtime_nsec() as u64);
