@@ -25,3 +25,16 @@ pub const MAX_PAYLOAD_LEN: u32 =
     16 + 16 * MAX_RUNS_PER_RECORD + MAX_PAGE_SIZE + MAX_DATA_PER_RECORD;
 /// Longest chain of images, the top one included.
 pub const MAX_CHAIN_DEPTH: u32 = 64;
+/// Most File records in one image (Linux's `fs.nr_open` default is 1048576; a task with more
+/// open descriptors than this is refused at capture).
+pub const MAX_FILES: u32 = 65536;
+/// Most epoll entries in one File record's data.
+pub const MAX_EPOLL_ENTRIES: u32 = 65536;
+/// Most bytes of contents in one FileData record (1 MiB, as [`MAX_DATA_PER_RECORD`]).
+pub const MAX_FILE_DATA: u32 = MAX_DATA_PER_RECORD;
+/// Most pending signals in a Signals record.
+pub const MAX_PENDING_SIGNALS: u32 = 4096;
+/// Most POSIX timers in a Timers record.
+pub const MAX_POSIX_TIMERS: u32 = 4096;
+/// Most supplementary groups in a Process record (Linux's `NGROUPS_MAX`).
+pub const MAX_GROUPS: u32 = 65536;

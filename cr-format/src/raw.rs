@@ -14,7 +14,7 @@ pub const MAGIC: [u8; 8] = [0x89, b'C', b'R', b'I', b'\r', b'\n', 0x1a, b'\n'];
 /// The major format version this crate reads and writes.
 pub const VERSION_MAJOR: u16 = 1;
 /// The minor format version this crate writes (it reads any minor of [`VERSION_MAJOR`]).
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 
 /// Record kind: image header (§3).
 pub const KIND_HEADER: u16 = 1;
@@ -30,6 +30,24 @@ pub const KIND_VMA: u16 = 5;
 pub const KIND_PAGES: u16 = 6;
 /// Record kind: tail (§9).
 pub const KIND_TAIL: u16 = 7;
+/// Record kind (1.1, non-critical): one open file descriptor, or the working directory or root
+/// (§15).
+pub const KIND_FILE: u16 = 8;
+/// Record kind (1.1, non-critical): a piece of the contents of the File record before it (§16).
+pub const KIND_FILE_DATA: u16 = 9;
+/// Record kind (1.1, non-critical): signal dispositions, alternate stack, pending signals (§17).
+pub const KIND_SIGNALS: u16 = 10;
+/// Record kind (1.1, non-critical): interval and POSIX timers (§18).
+pub const KIND_TIMERS: u16 = 11;
+/// Record kind (1.1, non-critical): limits, groups and per-process attributes (§19).
+pub const KIND_PROCESS: u16 = 12;
+/// Record kind (1.1, non-critical): madvise and mlock attributes of the Vma before it (§20).
+pub const KIND_VMA_ATTR: u16 = 13;
+/// The kinds 1.0 defines, all critical: `KIND_HEADER..=KIND_CORE_LAST`.
+pub const KIND_CORE_LAST: u16 = KIND_TAIL;
+/// The highest kind this version defines; the kinds of 1.1 (`KIND_FILE..=KIND_LAST`) are
+/// non-critical (a 1.0 reader skips them).
+pub const KIND_LAST: u16 = KIND_VMA_ATTR;
 
 /// Record flag: a reader that does not know this record's kind must reject the image (§2.2).
 pub const RECORD_CRITICAL: u16 = 1;
@@ -71,6 +89,102 @@ pub const VMA_VDSO: u16 = 4;
 pub const VMA_VVAR: u16 = 5;
 /// VMA kind: the legacy vsyscall page (recorded, never copied).
 pub const VMA_VSYSCALL: u16 = 6;
+
+/// File role: an open file descriptor (`fd` is its number).
+pub const ROLE_FD: u16 = 0;
+/// File role: the working directory (`fd` is 0).
+pub const ROLE_CWD: u16 = 1;
+/// File role: the root directory (`fd` is 0).
+pub const ROLE_ROOT: u16 = 2;
+
+/// File type: something this version cannot describe (recorded so that it is named; not
+/// restorable). `path` holds what `/proc/PID/fd/N` shows.
+pub const FILE_UNSUPPORTED: u16 = 0;
+/// File type: a regular file.
+pub const FILE_REG: u16 = 1;
+/// File type: a directory.
+pub const FILE_DIR: u16 = 2;
+/// File type: a character device.
+pub const FILE_CHR: u16 = 3;
+/// File type: a named FIFO (opened by path).
+pub const FILE_FIFO: u16 = 4;
+/// File type: one end of an anonymous pipe.
+pub const FILE_PIPE: u16 = 5;
+/// File type: a socket.
+pub const FILE_SOCKET: u16 = 6;
+/// File type: an eventfd.
+pub const FILE_EVENTFD: u16 = 7;
+/// File type: a timerfd.
+pub const FILE_TIMERFD: u16 = 8;
+/// File type: a signalfd.
+pub const FILE_SIGNALFD: u16 = 9;
+/// File type: an epoll instance.
+pub const FILE_EPOLL: u16 = 10;
+/// File type: a memfd.
+pub const FILE_MEMFD: u16 = 11;
+/// The highest file type this version defines.
+pub const FILE_TYPE_LAST: u16 = FILE_MEMFD;
+
+/// File flag: the file was deleted (its path no longer names it); its contents follow in
+/// FileData records.
+pub const FILE_DELETED: u32 = 1;
+/// File flag: the file is a terminal.
+pub const FILE_TTY: u32 = 2;
+/// File flag: the contents follow in FileData records (deleted files, memfds, unread pipe
+/// bytes).
+pub const FILE_HAS_DATA: u32 = 4;
+/// Every File flag this version defines.
+pub const FILE_FLAGS_KNOWN: u32 = FILE_DELETED | FILE_TTY | FILE_HAS_DATA;
+/// `dup_of` of a File that shares its open file description with no earlier descriptor.
+pub const DUP_NONE: u32 = u32::MAX;
+
+/// Socket state (`params[3]` of a socket File): neither bound nor connected.
+pub const SOCKET_UNBOUND: u64 = 0;
+/// Socket state: bound to the address in the data, not listening nor connected.
+pub const SOCKET_BOUND: u64 = 1;
+/// Socket state: listening on the address in the data (`params[4]` is the backlog).
+pub const SOCKET_LISTENING: u64 = 2;
+/// Socket state: connected (a peer exists outside the image: not restorable as it was).
+pub const SOCKET_CONNECTED: u64 = 3;
+
+/// Pending-signal queue: the thread's own.
+pub const QUEUE_THREAD: u32 = 0;
+/// Pending-signal queue: the thread group's (shared).
+pub const QUEUE_SHARED: u32 = 1;
+
+/// Process attribute flag: the process is a child subreaper.
+pub const ATTR_CHILD_SUBREAPER: u32 = 1;
+/// Process attribute flag: `no_new_privs` is set.
+pub const ATTR_NO_NEW_PRIVS: u32 = 2;
+/// Process attribute flag: transparent huge pages are disabled (`PR_SET_THP_DISABLE`).
+pub const ATTR_THP_DISABLE: u32 = 4;
+/// Process attribute flag: `mlockall(MCL_FUTURE)` is in effect.
+pub const ATTR_MLOCK_FUTURE: u32 = 8;
+/// Process attribute flag: `mlockall(MCL_ONFAULT)` is in effect.
+pub const ATTR_MLOCK_ONFAULT: u32 = 16;
+/// Every process attribute flag this version defines.
+pub const ATTR_FLAGS_KNOWN: u32 = 31;
+/// Number of resource limits recorded (`RLIMIT_CPU`..=`RLIMIT_RTTIME`, Linux numbering).
+pub const RLIMIT_COUNT: usize = 16;
+
+/// VMA attribute: `MADV_DONTFORK`.
+pub const VMA_ATTR_DONTFORK: u32 = 1;
+/// VMA attribute: `MADV_DONTDUMP`.
+pub const VMA_ATTR_DONTDUMP: u32 = 2;
+/// VMA attribute: `MADV_WIPEONFORK`.
+pub const VMA_ATTR_WIPEONFORK: u32 = 4;
+/// VMA attribute: `MADV_HUGEPAGE`.
+pub const VMA_ATTR_HUGEPAGE: u32 = 8;
+/// VMA attribute: `MADV_NOHUGEPAGE`.
+pub const VMA_ATTR_NOHUGEPAGE: u32 = 16;
+/// VMA attribute: `MADV_MERGEABLE` (KSM).
+pub const VMA_ATTR_MERGEABLE: u32 = 32;
+/// VMA attribute: locked (`mlock`).
+pub const VMA_ATTR_LOCKED: u32 = 64;
+/// VMA attribute: locked on fault (`mlock2(MLOCK_ONFAULT)`).
+pub const VMA_ATTR_LOCKONFAULT: u32 = 128;
+/// Every VMA attribute this version defines.
+pub const VMA_ATTR_KNOWN: u32 = 255;
 
 /// Page-run kind: the pages' data follows in this record.
 pub const RUN_DATA: u16 = 0;
@@ -344,7 +458,281 @@ pub struct Tail {
     pub digest: U64,
 }
 
+/// File payload, fixed part (§15). 152 bytes; `path_len` bytes of path follow, zero-padded to a
+/// multiple of 8, then `data_len` bytes of type-specific data, zero-padded to a multiple of 8.
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct File {
+    /// Descriptor number (`ROLE_FD`), else 0.
+    pub fd: U32,
+    /// `ROLE_*`.
+    pub role: U16,
+    /// `FILE_*` type.
+    pub ftype: U16,
+    /// `FILE_DELETED`, `FILE_TTY`, `FILE_HAS_DATA`.
+    pub flags: U32,
+    /// Descriptor flags (`FD_CLOEXEC` = 1).
+    pub fd_flags: U32,
+    /// Open flags as `/proc/PID/fdinfo` shows them (`O_*`, Linux x86-64 values).
+    pub open_flags: U32,
+    /// `st_mode` of the file.
+    pub mode: U32,
+    /// File offset.
+    pub pos: U64,
+    /// Inode number.
+    pub inode: U64,
+    /// Size at capture, bytes.
+    pub size: U64,
+    /// Modification time at capture, ns since the epoch.
+    pub mtime_ns: U64,
+    /// Major of the device that holds the file (`st_dev`).
+    pub dev_major: U32,
+    /// Minor of the device that holds the file.
+    pub dev_minor: U32,
+    /// Major of the device the file is (`st_rdev`, character devices).
+    pub rdev_major: U32,
+    /// Minor of the device the file is.
+    pub rdev_minor: U32,
+    /// The earlier descriptor that shares this open file description, or `DUP_NONE`.
+    pub dup_of: U32,
+    /// Length of the path that follows.
+    pub path_len: U16,
+    /// Must be zero.
+    pub _reserved0: U16,
+    /// Length of the type-specific data that follows the path.
+    pub data_len: U32,
+    /// Must be zero.
+    pub _reserved1: U32,
+    /// Type-specific values (§15); unused ones are zero:
+    /// - `FILE_PIPE`, `FILE_FIFO`: `[0]` the pipe's capacity (`F_GETPIPE_SZ`); the unread
+    ///   bytes follow in FileData records (`FILE_HAS_DATA`) of the first File of the pipe;
+    ///   both ends of one pipe have the same `inode`;
+    /// - `FILE_EVENTFD`: `[0]` the counter, `[1]` `EFD_SEMAPHORE` (1) or 0;
+    /// - `FILE_TIMERFD`: `[0]` clock id, `[1]` ticks not yet read, `[2]` interval ns, `[3]`
+    ///   time to the next expiry ns (0: disarmed);
+    /// - `FILE_SIGNALFD`: `[0]` the signal mask;
+    /// - `FILE_SOCKET`: `[0]` family (`AF_*`), `[1]` type (`SOCK_*`), `[2]` protocol, `[3]`
+    ///   state (`SOCKET_*`), `[4]` listen backlog; the data is the bound address (the
+    ///   `sockaddr` bytes `getsockname` gives), empty when unbound;
+    /// - `FILE_MEMFD`: `[0]` seals (`F_GET_SEALS`); the contents follow in FileData;
+    /// - `FILE_EPOLL`: none; the data is the interest list, [`EpollEntry`]s.
+    pub params: [U64; 8],
+}
+
+/// FileData payload, fixed part (§16). 16 bytes; `len` bytes follow, zero-padded to a multiple
+/// of 8.
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct FileData {
+    /// Offset of these bytes in the contents: 0 for the first FileData of a File, then where the
+    /// previous one ended.
+    pub offset: U64,
+    /// Number of bytes that follow.
+    pub len: U32,
+    /// Must be zero.
+    pub _reserved0: U32,
+}
+
+/// One epoll interest-list entry in an epoll File's data (§15). 16 bytes.
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct EpollEntry {
+    /// The watched descriptor.
+    pub fd: U32,
+    /// `EPOLL*` event mask.
+    pub events: U32,
+    /// The user data returned with events.
+    pub data: U64,
+}
+
+/// One signal's disposition (§17), the kernel's `struct sigaction` on x86-64. 32 bytes.
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct SigAction {
+    /// Handler address, or `SIG_DFL` (0) / `SIG_IGN` (1).
+    pub handler: U64,
+    /// `SA_*` flags.
+    pub flags: U64,
+    /// `sa_restorer`.
+    pub restorer: U64,
+    /// Signals blocked while the handler runs (bit n-1 is signal n).
+    pub mask: U64,
+}
+
+/// Signals payload, fixed part (§17). 2072 bytes; `pending_count` [`PendingSignal`]s follow.
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct Signals {
+    /// Alternate signal stack: `ss_sp`.
+    pub altstack_sp: U64,
+    /// `ss_size`.
+    pub altstack_size: U64,
+    /// `ss_flags` (`SS_DISABLE` = 2, `SS_AUTODISARM`, ...).
+    pub altstack_flags: U32,
+    /// Number of pending signals that follow.
+    pub pending_count: U32,
+    /// Dispositions of signals 1..=64: `actions[n - 1]` is signal n's.
+    pub actions: [SigAction; 64],
+}
+
+/// One pending signal (§17). 136 bytes.
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct PendingSignal {
+    /// `QUEUE_THREAD` or `QUEUE_SHARED`.
+    pub queue: U32,
+    /// Must be zero.
+    pub _reserved0: U32,
+    /// The `siginfo_t` as `PTRACE_PEEKSIGINFO` returns it.
+    pub siginfo: [u8; 128],
+}
+
+/// One interval timer (§18). 16 bytes.
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct ITimer {
+    /// Interval, ns (0: one-shot).
+    pub interval_ns: U64,
+    /// Time to the next expiry, ns (0: disarmed).
+    pub value_ns: U64,
+}
+
+/// Timers payload, fixed part (§18). 56 bytes; `posix_count` [`PosixTimer`]s follow.
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct Timers {
+    /// `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`, in that order.
+    pub itimers: [ITimer; 3],
+    /// Number of POSIX timers that follow.
+    pub posix_count: U32,
+    /// Must be zero.
+    pub _reserved0: U32,
+}
+
+/// One POSIX timer (§18). 48 bytes.
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct PosixTimer {
+    /// Timer id (`timer_t`).
+    pub id: U32,
+    /// Clock id.
+    pub clock: U32,
+    /// `sigev_notify`.
+    pub sigev_notify: U32,
+    /// `sigev_signo`.
+    pub sigev_signo: U32,
+    /// `sigev_value`.
+    pub sigev_value: U64,
+    /// Thread to notify (`SIGEV_THREAD_ID`), else 0.
+    pub notify_tid: U32,
+    /// Overruns not yet read (`timer_getoverrun`).
+    pub overrun: U32,
+    /// Interval, ns.
+    pub interval_ns: U64,
+    /// Time to the next expiry, ns (0: disarmed).
+    pub value_ns: U64,
+}
+
+/// One resource limit (§19). 16 bytes; `u64::MAX` is `RLIM_INFINITY`.
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct Rlimit {
+    /// Soft limit.
+    pub cur: U64,
+    /// Hard limit.
+    pub max: U64,
+}
+
+/// Process payload, fixed part (§19). 352 bytes; `group_count` supplementary group ids (`u32`)
+/// follow, zero-padded to a multiple of 8.
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct Process {
+    /// `RLIMIT_CPU`..=`RLIMIT_RTTIME`, Linux numbering.
+    pub rlimits: [Rlimit; RLIMIT_COUNT],
+    /// Timer slack, ns (`PR_GET_TIMERSLACK`).
+    pub timer_slack_ns: U64,
+    /// rseq area address, 0 if none registered.
+    pub rseq_addr: U64,
+    /// rseq area length.
+    pub rseq_len: U32,
+    /// rseq signature.
+    pub rseq_sig: U32,
+    /// Robust futex list head, 0 if none.
+    pub robust_list: U64,
+    /// Robust futex list head length.
+    pub robust_list_len: U64,
+    /// `set_tid_address` (clear-child-tid) address, 0 if none.
+    pub clear_child_tid: U64,
+    /// Capability bounding set.
+    pub cap_bounding: U64,
+    /// Ambient capabilities.
+    pub cap_ambient: U64,
+    /// `PR_GET_SECUREBITS`.
+    pub securebits: U32,
+    /// Parent-death signal (0: none).
+    pub pdeathsig: U32,
+    /// `PR_GET_DUMPABLE` (0, 1 or 2).
+    pub dumpable: U32,
+    /// `ATTR_*` flags.
+    pub attr_flags: U32,
+    /// `oom_score_adj`, -1000..=1000, stored as its 32-bit two's complement.
+    pub oom_score_adj: U32,
+    /// Seccomp mode: 0 none, 1 strict, 2 filter.
+    pub seccomp_mode: U32,
+    /// Number of supplementary groups that follow.
+    pub group_count: U32,
+    /// Must be zero.
+    pub _reserved0: U32,
+}
+
+/// VmaAttr payload (§20). 8 bytes.
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct VmaAttr {
+    /// `VMA_ATTR_*` bits.
+    pub attrs: U32,
+    /// Must be zero.
+    pub _reserved0: U32,
+}
+
 const _: () = {
+    assert!(size_of::<File>() == 152);
+    assert!(size_of::<FileData>() == 16);
+    assert!(size_of::<EpollEntry>() == 16);
+    assert!(size_of::<SigAction>() == 32);
+    assert!(size_of::<Signals>() == 2072);
+    assert!(size_of::<PendingSignal>() == 136);
+    assert!(size_of::<ITimer>() == 16);
+    assert!(size_of::<Timers>() == 56);
+    assert!(size_of::<PosixTimer>() == 48);
+    assert!(size_of::<Rlimit>() == 16);
+    assert!(size_of::<Process>() == 352);
+    assert!(size_of::<VmaAttr>() == 8);
     assert!(size_of::<RecordHeader>() == 16);
     assert!(size_of::<Header>() == 96);
     assert!(size_of::<Task>() == 152);

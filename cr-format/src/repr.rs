@@ -406,6 +406,13 @@ impl ImageRepr {
         for r in img.records() {
             match r.record {
                 Record::Header(_) | Record::Tail(_) => {}
+                // TODO(format helper): owned forms of the 1.1 state records.
+                Record::File(_)
+                | Record::FileData(_)
+                | Record::Signals(_)
+                | Record::Timers(_)
+                | Record::Process(_)
+                | Record::VmaAttr(_) => {}
                 Record::Task(t) => out.task = TaskRepr::parse(t),
                 Record::Regs(x) => {
                     out.regs = RegsRepr {

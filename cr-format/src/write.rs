@@ -9,6 +9,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::limits::*;
 use crate::raw::{self, *};
 use crate::validate::{pad8, record_crc_start, to_u64, to_usize, Stage, Validator, REC_HDR};
+use zerocopy::little_endian::U32;
 use zerocopy::IntoBytes;
 
 /// Where the writer's bytes go.
@@ -435,12 +436,120 @@ impl<S: Sink> Writer<S> {
         })
     }
 
+    /// Emits a fixed part and variable parts, each zero-padded to a multiple of 8.
+    fn state_record(
+        &mut self,
+        kind: u16,
+        parts: &[&[u8]],
+        check: impl FnOnce(&mut Validator, u64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.step(|w| {
+            let len = parts
+                .iter()
+                .fold(0u64, |a, p| a.saturating_add(pad8(to_u64(p.len()))));
+            let rh = w.record_header(kind, 0, len)?;
+            // The variable parts are checked by the caller's closure from the slices it has;
+            // padding is written here, so it is zero.
+            check(&mut w.v, len, &[])?;
+            let mut c = record_crc_start(&rh);
+            for p in parts {
+                c.update(p);
+                let z = pad8(to_u64(p.len())).saturating_sub(to_u64(p.len()));
+                c.update(ZEROS.get(..to_usize(z)).unwrap_or(&[]));
+            }
+            let mut rh = rh;
+            rh.crc = c.finalize().into();
+            w.put(rh.as_bytes())?;
+            for p in parts {
+                w.put(p)?;
+                let z = pad8(to_u64(p.len())).saturating_sub(to_u64(p.len()));
+                w.put_zeros(z)?;
+            }
+            w.v.advance(&rh);
+            Ok(())
+        })
+    }
+
+    /// Writes a File (§15); `path_len` and `data_len` are taken from the slices.
+    pub fn file(&mut self, f: &raw::File, path: &[u8], data: &[u8]) -> Result<()> {
+        let at = self.v.offset;
+        let mut f = *f;
+        f.path_len = path_len(at, path)?.into();
+        f.data_len = u32::try_from(data.len()).unwrap_or(u32::MAX).into();
+        let first = f.as_bytes();
+        self.state_record(KIND_FILE, &[first, path, data], |v, len, _| {
+            if path.contains(&0) {
+                return Err(Error::new(
+                    v.payload_off().saturating_add(152),
+                    ErrorKind::BadField {
+                        field: "path",
+                        expected: "no NUL byte",
+                        found: 0,
+                    },
+                ));
+            }
+            v.check_file(&f, len, &[])
+        })
+    }
+
+    /// Writes a FileData (§16) for the File before it; `len` is taken from `bytes`.
+    pub fn file_data(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        let f = raw::FileData {
+            offset: offset.into(),
+            len: u32::try_from(bytes.len()).unwrap_or(u32::MAX).into(),
+            _reserved0: 0.into(),
+        };
+        self.state_record(KIND_FILE_DATA, &[f.as_bytes(), bytes], |v, len, _| {
+            v.check_file_data(&f, len, &[])
+        })
+    }
+
+    /// Writes the Signals (§17); `pending_count` is taken from `pending`.
+    pub fn signals(&mut self, s: &raw::Signals, pending: &[PendingSignal]) -> Result<()> {
+        let mut s = *s;
+        s.pending_count = u32::try_from(pending.len()).unwrap_or(u32::MAX).into();
+        self.state_record(
+            KIND_SIGNALS,
+            &[s.as_bytes(), pending.as_bytes()],
+            |v, len, _| v.check_signals(&s, len, pending),
+        )
+    }
+
+    /// Writes the Timers (§18); `posix_count` is taken from `posix`.
+    pub fn timers(&mut self, t: &raw::Timers, posix: &[PosixTimer]) -> Result<()> {
+        let mut t = *t;
+        t.posix_count = u32::try_from(posix.len()).unwrap_or(u32::MAX).into();
+        self.state_record(
+            KIND_TIMERS,
+            &[t.as_bytes(), posix.as_bytes()],
+            |v, len, _| v.check_timers(&t, len),
+        )
+    }
+
+    /// Writes the Process (§19); `group_count` is taken from `groups`.
+    pub fn process(&mut self, p: &raw::Process, groups: &[U32]) -> Result<()> {
+        let mut p = *p;
+        p.group_count = u32::try_from(groups.len()).unwrap_or(u32::MAX).into();
+        self.state_record(
+            KIND_PROCESS,
+            &[p.as_bytes(), groups.as_bytes()],
+            |v, len, _| v.check_process(&p, len, &[]),
+        )
+    }
+
+    /// Writes a VmaAttr (§20) for the Vma just written.
+    pub fn vma_attr(&mut self, a: &raw::VmaAttr) -> Result<()> {
+        self.state_record(KIND_VMA_ATTR, &[a.as_bytes()], |v, _, _| {
+            v.check_vma_attr(a)
+        })
+    }
+
     /// Writes a non-critical record of a kind this version does not define, between Mm and the
     /// Tail (tools carry such records through; readers skip them). `payload` must be a multiple
     /// of 8 bytes. A critical unknown record would make the image unreadable, so it is refused.
     pub fn unknown(&mut self, kind: u16, payload: &[u8]) -> Result<()> {
         self.step(|w| {
-            if (KIND_HEADER..=KIND_TAIL).contains(&kind) {
+            if (KIND_HEADER..=KIND_LAST).contains(&kind) {
                 return Err(Error::new(
                     w.v.offset,
                     ErrorKind::BadField {

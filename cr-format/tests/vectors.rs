@@ -87,6 +87,13 @@ fn describe_record(p: &Parsed<'_>) -> String {
             Ok(())
         }
         Record::Unknown(u) => write!(s, "Unknown kind={:#x} payload={:02x?}", u.kind, u.payload),
+        // TODO(format helper): every field of the 1.1 records.
+        Record::File(f) => write!(s, "File {:?} path={:?} data={:02x?}", f.raw, String::from_utf8_lossy(f.path), f.data),
+        Record::FileData(d) => write!(s, "FileData offset={} bytes={:02x?}", d.raw.offset.get(), d.bytes),
+        Record::Signals(x) => write!(s, "Signals {:?} pending={:?}", x.raw, x.pending),
+        Record::Timers(x) => write!(s, "Timers {:?} posix={:?}", x.raw, x.posix),
+        Record::Process(x) => write!(s, "Process {:?} groups={:?}", x.raw, x.groups),
+        Record::VmaAttr(a) => write!(s, "VmaAttr {:?}", a),
         Record::Tail(t) => write!(s, "Tail records={} image_len={} digest={:#018x}", t.record_count, t.image_len, t.digest.get()),
     }
     .unwrap();

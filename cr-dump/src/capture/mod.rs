@@ -62,6 +62,7 @@ pub mod plan;
 pub mod precopy;
 pub mod registry;
 pub mod snapshot;
+pub mod state;
 pub mod stream;
 pub mod task;
 pub mod tracking;

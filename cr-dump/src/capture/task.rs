@@ -32,6 +32,8 @@ pub struct Meta {
     pub auxv: Vec<AuxvEntry>,
     /// Executable path.
     pub exe: Vec<u8>,
+    /// Files, signals, timers, limits and attributes (§15 to §19).
+    pub state: super::state::TaskState,
 }
 
 impl Meta {
@@ -41,7 +43,7 @@ impl Meta {
         w.task(&self.task)?;
         w.regs(&self.regs, &self.xsave)?;
         w.mm(&self.mm, &self.auxv, &self.exe)?;
-        Ok(())
+        self.state.write(w)
     }
 }
 
@@ -211,6 +213,7 @@ pub(crate) fn read_frozen(
     let heap_end = maps.iter().find(|m| m.path == "[heap]").map(|m| m.end);
     let mm = mm_record(&stat, heap_end);
     let vmas = maps.iter().map(|m| VmaRec::of(pid, m)).collect();
+    let state = super::state::capture(pid)?;
     Ok((
         Meta {
             header: header(crid, page_size),
@@ -220,6 +223,7 @@ pub(crate) fn read_frozen(
             mm,
             auxv,
             exe,
+            state,
         },
         vmas,
     ))

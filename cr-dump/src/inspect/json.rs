@@ -249,6 +249,13 @@ impl JsonBuilder {
             Record::Unknown(u) => {
                 body.push(json!({ "unknown": { "kind": u.kind, "payload": hex(u.payload) } }));
             }
+            // TODO(inspect helper): the 1.1 state records in JSON.
+            Record::File(_)
+            | Record::FileData(_)
+            | Record::Signals(_)
+            | Record::Timers(_)
+            | Record::Process(_)
+            | Record::VmaAttr(_) => {}
             Record::Tail(t) => {
                 doc.insert(
                     "tail".into(),

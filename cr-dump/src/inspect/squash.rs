@@ -191,6 +191,13 @@ fn write_squashed<S: Sink>(
                     }
                 }
             }
+            // The newest image's state is the task's state: copied as it is.
+            Record::File(f) => o.w.file(f.raw, f.path, f.data)?,
+            Record::FileData(d) => o.w.file_data(d.raw.offset.get(), d.bytes)?,
+            Record::Signals(x) => o.w.signals(x.raw, x.pending)?,
+            Record::Timers(x) => o.w.timers(x.raw, x.posix)?,
+            Record::Process(x) => o.w.process(x.raw, x.groups)?,
+            Record::VmaAttr(a) => o.w.vma_attr(a)?,
             Record::Unknown(_) | Record::Tail(_) => {}
         }
     }

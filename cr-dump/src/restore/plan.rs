@@ -88,6 +88,26 @@ pub(super) fn special_areas(maps: &[(AddrRange, String)]) -> Vec<AddrRange> {
         .collect()
 }
 
+/// Refuses a chain with a record kind this version does not know: restore cannot bring back
+/// what it cannot read, and a reader may skip such a record only to inspect the image.
+fn check_kinds(path: &Path, images: &[Image<'_>]) -> Result<()> {
+    for img in images {
+        for r in img.records() {
+            if let cr_format::read::Record::Unknown(u) = r.record {
+                return Err(other(format!(
+                    "{}: record kind {} at offset {:#x} is unknown to this cr-dump ({}): it may \
+                     hold state of the task that restore would lose; use a newer cr-dump",
+                    path.display(),
+                    u.kind,
+                    r.offset,
+                    crate::PRODUCER
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks the image against this machine and opens its files.
 pub(super) fn plan(path: &Path, images: &[Image<'_>]) -> Result<Plan> {
     let top = images
@@ -131,6 +151,7 @@ pub(super) fn plan(path: &Path, images: &[Image<'_>]) -> Result<Plan> {
         *g = regs.gpr(i);
     }
     check_user_space(path, top)?;
+    check_kinds(path, images)?;
     let (vmas, files) = vma_plans(top)?;
     let mut warnings = Vec::new();
     let exe = if mm.exe.is_empty() {

@@ -2,7 +2,9 @@
 //! whole image validated up front, with lookups over its records.
 
 use super::parser::{Chunk, Options, Parser};
-use super::view::{Mm, Parsed, Record, Regs, RunKind, Vma};
+use super::view::{
+    File, FileData, Mm, Parsed, Process, Record, Regs, RunKind, Signals, Timers, Vma,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::raw;
 use crate::validate::{to_u64, to_usize};
@@ -169,6 +171,39 @@ impl<'a> Image<'a> {
         })
     }
 
+    /// The File records (§15), each with the contents its FileData records (§16) hold, in
+    /// image order. One walk over the records: the contents iterator of each File is a copy of
+    /// the walk, positioned after it.
+    pub fn files(&self) -> Files<'a> {
+        let mut walk = Records::new(self.data, Options { verify_data: true });
+        walk.parser.trusted = true;
+        Files { walk }
+    }
+
+    /// The Signals record (§17), if the image has one.
+    pub fn signals(&self) -> Option<Signals<'a>> {
+        self.records().find_map(|r| match r.record {
+            Record::Signals(x) => Some(x),
+            _ => None,
+        })
+    }
+
+    /// The Timers record (§18), if the image has one.
+    pub fn timers(&self) -> Option<Timers<'a>> {
+        self.records().find_map(|r| match r.record {
+            Record::Timers(x) => Some(x),
+            _ => None,
+        })
+    }
+
+    /// The Process record (§19), if the image has one.
+    pub fn process(&self) -> Option<Process<'a>> {
+        self.records().find_map(|r| match r.record {
+            Record::Process(x) => Some(x),
+            _ => None,
+        })
+    }
+
     /// The VMAs, in address order.
     pub fn vmas(&self) -> impl Iterator<Item = Vma<'a>> + 'a {
         self.records().filter_map(|r| match r.record {
@@ -216,6 +251,48 @@ impl<'a> Image<'a> {
         match in_vma {
             Some(v) => Lookup::NotPresent(v),
             None => Lookup::NotMapped,
+        }
+    }
+}
+
+/// The File records of an image ([`Image::files`]).
+#[derive(Clone)]
+pub struct Files<'a> {
+    walk: Records<'a>,
+}
+
+impl<'a> Iterator for Files<'a> {
+    type Item = (File<'a>, FileContents<'a>);
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let r = self.walk.next()?.ok()?;
+            match r.record {
+                Record::File(f) => {
+                    let contents = FileContents {
+                        walk: self.walk.clone(),
+                    };
+                    return Some((f, contents));
+                }
+                // State records precede the body (§2.5).
+                Record::Vma(_) | Record::Tail(_) => return None,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The contents of one File: the bytes of the FileData records right after it, in order.
+#[derive(Clone)]
+pub struct FileContents<'a> {
+    walk: Records<'a>,
+}
+
+impl<'a> Iterator for FileContents<'a> {
+    type Item = FileData<'a>;
+    fn next(&mut self) -> Option<FileData<'a>> {
+        match self.walk.next()?.ok()?.record {
+            Record::FileData(d) => Some(d),
+            _ => None,
         }
     }
 }

@@ -17,8 +17,11 @@ mod parser;
 mod stream;
 mod view;
 
-pub use image::{Image, Lookup, Records};
+pub use image::{FileContents, Files, Image, Lookup, Records};
 pub use parser::{Chunk, Options, Parser};
 #[cfg(feature = "std")]
 pub use stream::StreamReader;
-pub use view::{Mm, Pages, Parsed, Record, RecordKind, Regs, Run, RunIter, RunKind, Unknown, Vma};
+pub use view::{
+    File, FileData, Mm, Pages, Parsed, Process, Record, RecordKind, Regs, Run, RunIter, RunKind,
+    Signals, Timers, Unknown, Vma,
+};

@@ -2,11 +2,14 @@
 //! record, or fails with the error and its byte offset. The slice and streaming readers both
 //! run on it.
 
-use super::view::{Mm, Pages, Parsed, Record, RecordKind, Regs, Unknown, Vma};
+use super::view::{
+    File, FileData, Mm, Pages, Parsed, Process, Record, RecordKind, Regs, Signals, Timers, Unknown,
+    Vma,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::*;
 use crate::raw::{self, *};
-use crate::validate::{record_crc_start, to_u64, to_usize, Stage, Validator, REC_HDR};
+use crate::validate::{pad8, record_crc_start, to_u64, to_usize, Stage, Validator, REC_HDR};
 use zerocopy::FromBytes;
 
 /// How much of the image to check.
@@ -332,6 +335,53 @@ impl Parser {
                 let (x, _) = raw::Tail::ref_from_prefix(p).map_err(|_| short(()))?;
                 self.v.check_tail(x)?;
                 Record::Tail(x)
+            }
+            KIND_FILE => {
+                let (x, rest) = raw::File::ref_from_prefix(p).map_err(|_| short(()))?;
+                self.v.check_file(x, len, rest)?;
+                let pl = u64::from(x.path_len.get());
+                let path = rest.get(..to_usize(pl)).unwrap_or(&[]);
+                let data = rest
+                    .get(to_usize(pad8(pl))..)
+                    .and_then(|d| d.get(..to_usize(x.data_len.get().into())))
+                    .unwrap_or(&[]);
+                Record::File(File { raw: x, path, data })
+            }
+            KIND_FILE_DATA => {
+                let (x, rest) = raw::FileData::ref_from_prefix(p).map_err(|_| short(()))?;
+                self.v.check_file_data(x, len, rest)?;
+                let bytes = rest.get(..to_usize(x.len.get().into())).unwrap_or(&[]);
+                Record::FileData(FileData { raw: x, bytes })
+            }
+            KIND_SIGNALS => {
+                let (x, rest) = raw::Signals::ref_from_prefix(p).map_err(|_| short(()))?;
+                let n = to_usize(x.pending_count.get().into());
+                let (pending, _) = <[PendingSignal]>::ref_from_prefix_with_elems(rest, n)
+                    .map_err(|_| short(()))?;
+                self.v.check_signals(x, len, pending)?;
+                Record::Signals(Signals { raw: x, pending })
+            }
+            KIND_TIMERS => {
+                let (x, rest) = raw::Timers::ref_from_prefix(p).map_err(|_| short(()))?;
+                let n = to_usize(x.posix_count.get().into());
+                let (posix, _) =
+                    <[PosixTimer]>::ref_from_prefix_with_elems(rest, n).map_err(|_| short(()))?;
+                self.v.check_timers(x, len)?;
+                Record::Timers(Timers { raw: x, posix })
+            }
+            KIND_PROCESS => {
+                let (x, rest) = raw::Process::ref_from_prefix(p).map_err(|_| short(()))?;
+                let n = to_usize(x.group_count.get().into());
+                let (groups, _) =
+                    <[zerocopy::little_endian::U32]>::ref_from_prefix_with_elems(rest, n)
+                        .map_err(|_| short(()))?;
+                self.v.check_process(x, len, rest)?;
+                Record::Process(Process { raw: x, groups })
+            }
+            KIND_VMA_ATTR => {
+                let (x, _) = raw::VmaAttr::ref_from_prefix(p).map_err(|_| short(()))?;
+                self.v.check_vma_attr(x)?;
+                Record::VmaAttr(x)
             }
             kind => Record::Unknown(Unknown { kind, payload: p }),
         })

@@ -4,6 +4,7 @@
 
 use crate::raw::{self, *};
 use crate::validate::{to_usize, REC_HDR};
+use zerocopy::FromBytes;
 
 /// What kind of page run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,6 +54,18 @@ pub enum RecordKind {
     Pages,
     /// §9.
     Tail,
+    /// §15.
+    File,
+    /// §16.
+    FileData,
+    /// §17.
+    Signals,
+    /// §18.
+    Timers,
+    /// §19.
+    Process,
+    /// §20.
+    VmaAttr,
     /// A kind this version does not define.
     Unknown(u16),
 }
@@ -67,6 +80,12 @@ impl From<u16> for RecordKind {
             KIND_VMA => RecordKind::Vma,
             KIND_PAGES => RecordKind::Pages,
             KIND_TAIL => RecordKind::Tail,
+            KIND_FILE => RecordKind::File,
+            KIND_FILE_DATA => RecordKind::FileData,
+            KIND_SIGNALS => RecordKind::Signals,
+            KIND_TIMERS => RecordKind::Timers,
+            KIND_PROCESS => RecordKind::Process,
+            KIND_VMA_ATTR => RecordKind::VmaAttr,
             n => RecordKind::Unknown(n),
         }
     }
@@ -209,6 +228,75 @@ impl<'a> Iterator for RunIter<'a> {
     }
 }
 
+/// File view (§15).
+#[derive(Clone, Copy, Debug)]
+pub struct File<'a> {
+    /// Fixed part.
+    pub raw: &'a raw::File,
+    /// Path (bytes, no NUL).
+    pub path: &'a [u8],
+    /// Type-specific data, `data_len` bytes.
+    pub data: &'a [u8],
+}
+
+impl<'a> File<'a> {
+    /// `FILE_*` type.
+    pub fn ftype(&self) -> u16 {
+        self.raw.ftype.get()
+    }
+    /// `ROLE_*`.
+    pub fn role(&self) -> u16 {
+        self.raw.role.get()
+    }
+    /// Type-specific value `i` (0 past the end).
+    pub fn param(&self, i: usize) -> u64 {
+        self.raw.params.get(i).map_or(0, |p| p.get())
+    }
+    /// The interest list of an epoll File (empty for other types).
+    pub fn epoll(&self) -> &'a [EpollEntry] {
+        if self.ftype() != FILE_EPOLL {
+            return &[];
+        }
+        <[EpollEntry]>::ref_from_bytes(self.data).unwrap_or(&[])
+    }
+}
+
+/// FileData view (§16).
+#[derive(Clone, Copy, Debug)]
+pub struct FileData<'a> {
+    /// Fixed part.
+    pub raw: &'a raw::FileData,
+    /// The bytes, `len` of them.
+    pub bytes: &'a [u8],
+}
+
+/// Signals view (§17).
+#[derive(Clone, Copy, Debug)]
+pub struct Signals<'a> {
+    /// Fixed part (dispositions and alternate stack).
+    pub raw: &'a raw::Signals,
+    /// Pending signals.
+    pub pending: &'a [PendingSignal],
+}
+
+/// Timers view (§18).
+#[derive(Clone, Copy, Debug)]
+pub struct Timers<'a> {
+    /// Fixed part (interval timers).
+    pub raw: &'a raw::Timers,
+    /// POSIX timers.
+    pub posix: &'a [PosixTimer],
+}
+
+/// Process view (§19).
+#[derive(Clone, Copy, Debug)]
+pub struct Process<'a> {
+    /// Fixed part.
+    pub raw: &'a raw::Process,
+    /// Supplementary group ids.
+    pub groups: &'a [zerocopy::little_endian::U32],
+}
+
 /// A record of a kind this version does not know, not critical (skipped by readers).
 #[derive(Clone, Copy, Debug)]
 pub struct Unknown<'a> {
@@ -233,6 +321,18 @@ pub enum Record<'a> {
     Vma(Vma<'a>),
     /// §8.
     Pages(Pages<'a>),
+    /// §15.
+    File(File<'a>),
+    /// §16.
+    FileData(FileData<'a>),
+    /// §17.
+    Signals(Signals<'a>),
+    /// §18.
+    Timers(Timers<'a>),
+    /// §19.
+    Process(Process<'a>),
+    /// §20.
+    VmaAttr(&'a raw::VmaAttr),
     /// A non-critical record of unknown kind.
     Unknown(Unknown<'a>),
     /// §9.

@@ -8,6 +8,7 @@
 //! tail; `fields` checks the fields of each record kind.
 
 mod fields;
+mod state;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::*;
@@ -168,13 +169,23 @@ impl Validator {
                 found: h.index.get(),
             }));
         }
-        let known = (KIND_HEADER..=KIND_TAIL).contains(&kind);
-        if known {
+        let core = (KIND_HEADER..=KIND_CORE_LAST).contains(&kind);
+        let known = core || (KIND_FILE..=KIND_LAST).contains(&kind);
+        if core {
             if flags != RECORD_CRITICAL {
                 return Err(bad(
                     self.offset,
                     "record flags",
                     "1 (critical) for a known kind",
+                    flags.into(),
+                ));
+            }
+        } else if known {
+            if flags != 0 {
+                return Err(bad(
+                    self.offset,
+                    "record flags",
+                    "0 (not critical) for a kind of 1.1",
                     flags.into(),
                 ));
             }
@@ -195,7 +206,7 @@ impl Validator {
             Stage::Mm => kind == KIND_MM,
             Stage::Body => {
                 matches!(kind, KIND_VMA | KIND_TAIL)
-                    || !known
+                    || !core
                     || (kind == KIND_PAGES && (self.vma.is_some() || self.orphan))
             }
             Stage::Done => false,
@@ -252,6 +263,12 @@ impl Validator {
             KIND_VMA => fixed(size_of::<raw::Vma>()),
             KIND_PAGES => fixed(size_of::<raw::Pages>().saturating_add(size_of::<PageRun>())),
             KIND_TAIL => fixed(size_of::<raw::Tail>()),
+            KIND_FILE => fixed(size_of::<raw::File>()),
+            KIND_FILE_DATA => fixed(size_of::<raw::FileData>()),
+            KIND_SIGNALS => fixed(size_of::<raw::Signals>()),
+            KIND_TIMERS => fixed(size_of::<raw::Timers>()),
+            KIND_PROCESS => fixed(size_of::<raw::Process>()),
+            KIND_VMA_ATTR => fixed(size_of::<raw::VmaAttr>()),
             _ => Ok(()),
         }
     }
