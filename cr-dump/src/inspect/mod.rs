@@ -22,8 +22,10 @@ pub mod core;
 pub mod diff;
 pub mod extract;
 pub mod json;
+pub mod names;
 pub mod show;
 pub mod squash;
+pub mod state;
 // Private: its items are re-exported below, and `inspect::verify` names the function.
 mod verify;
 

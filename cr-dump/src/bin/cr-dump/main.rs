@@ -124,7 +124,7 @@ fn show_cmd(
     } else {
         let s = show::Shown::read(path)?;
         if verbose {
-            show::render(&s) + "\n" + &show::render_records(&s)
+            show::render_with(&s, true) + "\n" + &show::render_records(&s)
         } else {
             show::render(&s)
         }
