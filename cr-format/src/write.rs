@@ -511,7 +511,10 @@ impl<S: Sink> Writer<S> {
         self.state_record(
             KIND_SIGNALS,
             &[s.as_bytes(), pending.as_bytes()],
-            |v, len, _| v.check_signals(&s, len, pending),
+            |v, len, _| {
+                v.check_signals(&s, len)?;
+                v.check_pending(pending)
+            },
         )
     }
 
@@ -522,7 +525,10 @@ impl<S: Sink> Writer<S> {
         self.state_record(
             KIND_TIMERS,
             &[t.as_bytes(), posix.as_bytes()],
-            |v, len, _| v.check_timers(&t, len),
+            |v, len, _| {
+                v.check_timers(&t, len)?;
+                v.check_posix(posix)
+            },
         )
     }
 
@@ -533,7 +539,10 @@ impl<S: Sink> Writer<S> {
         self.state_record(
             KIND_PROCESS,
             &[p.as_bytes(), groups.as_bytes()],
-            |v, len, _| v.check_process(&p, len, &[]),
+            |v, len, _| {
+                v.check_process(&p, len)?;
+                v.check_groups(groups, &[])
+            },
         )
     }
 
