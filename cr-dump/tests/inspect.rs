@@ -230,13 +230,16 @@ fn diff_reports_pages_and_fields() {
         dir.path().join("sample.img.1"),
         dir.path().join("sample.img.3"),
     );
-    let out = ok(&run(&[
-        "diff",
-        "--json",
-        a.to_str().unwrap(),
-        b.to_str().unwrap(),
-    ]));
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let o = run(&["diff", "--json", a.to_str().unwrap(), b.to_str().unwrap()]);
+    // diff(1)'s exit status: 1, the images differ.
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["differ"], true);
     // Data pages carry the CRID in their pattern: heap pages 0-1 and the text and stack pages.
     let pages: Vec<String> = j["pages"]
         .as_array()
@@ -245,9 +248,23 @@ fn diff_reports_pages_and_fields() {
         .map(|p| p["start"].as_str().unwrap().to_string())
         .collect();
     assert!(pages.contains(&"0x600000".to_string()), "{pages:?}");
+    // Each range is named by its VMA; registers by name.
+    let heap = j["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["start"] == "0x600000");
+    assert_eq!(heap.unwrap()["vma"], "[heap]");
+    let text =
+        String::from_utf8(run(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]).stdout).unwrap();
+    assert!(text.contains("image header.crid: 1 -> 3"), "{text}");
+    assert!(text.contains("in [heap]"), "{text}");
     assert!(j["added"].as_array().unwrap().is_empty());
     let same = ok(&run(&["diff", a.to_str().unwrap(), a.to_str().unwrap()]));
     assert!(same.contains("0 page range(s) differ"), "{same}");
+    // Trouble is 2, as diff(1) has it.
+    let missing = run(&["diff", a.to_str().unwrap(), "/nonexistent/x.img"]);
+    assert_eq!(missing.status.code(), Some(2));
 }
 
 fn gdb_available() -> bool {

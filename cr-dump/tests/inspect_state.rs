@@ -189,7 +189,11 @@ fn stateful(base: &[u8], variant: u64) -> Vec<u8> {
     let mut nvma = 0u32;
     for r in img.records() {
         match r.record {
-            Record::Header(h) => w.header(h).unwrap(),
+            Record::Header(h) => {
+                let mut h = *h;
+                h.version_minor = 1.into();
+                w.header(&h).unwrap();
+            }
             Record::Task(t) => w.task(t).unwrap(),
             Record::Regs(x) => w.regs(x.raw, x.xsave).unwrap(),
             Record::Mm(m) => {
@@ -294,6 +298,134 @@ fn show_names_every_state_record() {
     ] {
         assert!(v.contains(want), "show -v lacks {want:?}:\n{v}");
     }
+}
+
+/// `show --json --with-pages`, then `encode`: the bytes back, and the JSON text.
+fn round_trip(img: &Path, dir: &Path) -> String {
+    let json = ok(&run(&["show", "--json", "--with-pages", s(img)]));
+    let j = write(dir, "rt.json", json.as_bytes());
+    let back = dir.join("back.img");
+    ok(&run(&["encode", s(&j), "-o", s(&back)]));
+    assert!(
+        std::fs::read(img).unwrap() == std::fs::read(&back).unwrap(),
+        "{}: encode(show --json) differs",
+        img.display()
+    );
+    json
+}
+
+#[test]
+fn json_of_every_state_record_encodes_back_to_the_same_bytes() {
+    let dir = TempDir::new("state-json");
+    for (i, v) in ["full.bin", "minimal-handmade.bin", "chain-3.bin"]
+        .iter()
+        .enumerate()
+    {
+        let bytes = stateful(&std::fs::read(vector(v)).unwrap(), i as u64);
+        let img = write(dir.path(), &format!("{i}.img"), &bytes);
+        let json = round_trip(&img, dir.path());
+        for want in [
+            r#""type": "pipe""#,
+            r#""open_flags": "O_WRONLY|O_APPEND|O_LARGEFILE""#,
+            r#""flags": "SA_SIGINFO|SA_RESTORER|SA_RESTART""#,
+            r#""handler": "SIG_IGN""#,
+            r#""mask": "SIGTERM""#,
+            r#""clock": "CLOCK_MONOTONIC""#,
+            r#""hard": "unlimited""#,
+            r#""oom_score_adj": -500"#,
+            r#"|locked""#,
+            r#""role": "cwd""#,
+            r#""dup_of": 1"#,
+            r#""contents": ["#,
+            // Above 2^53: a string, so no JSON tool can round it.
+            r#""mtime_ns": "1795541570886164921""#,
+        ] {
+            assert!(json.contains(want), "{v}: JSON lacks {want}");
+        }
+    }
+}
+
+#[test]
+fn json_through_jq_and_python_encodes_back_exactly() {
+    let dir = TempDir::new("state-jq");
+    let bytes = stateful(&std::fs::read(vector("full.bin")).unwrap(), 0);
+    let img = write(dir.path(), "s.img", &bytes);
+    let json = ok(&run(&["show", "--json", "--with-pages", s(&img)]));
+    let j = write(dir.path(), "in.json", json.as_bytes());
+    let tools: [(&str, &[&str]); 2] = [
+        ("jq", &["-c", "."]),
+        // JavaScript numbers are doubles: what jq 1.6 and browsers do to large numbers.
+        (
+            "node",
+            &[
+                "-e",
+                "process.stdout.write(JSON.stringify(JSON.parse(require('fs').readFileSync(0))))",
+            ],
+        ),
+    ];
+    let mut ran = 0;
+    for (tool, args) in tools {
+        let Ok(f) = std::fs::File::open(&j) else {
+            panic!()
+        };
+        let Ok(o) = Command::new(tool).args(args).stdin(f).output() else {
+            cr_tests::skipped_part("json_through_jq", &format!("{tool} is not installed"));
+            continue;
+        };
+        assert!(
+            o.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let through = write(dir.path(), "through.json", &o.stdout);
+        let back = dir.path().join("back.img");
+        ok(&run(&["encode", s(&through), "-o", s(&back)]));
+        assert!(
+            bytes == std::fs::read(&back).unwrap(),
+            "through {tool}: the image differs"
+        );
+        ran += 1;
+    }
+    if ran == 0 {
+        cr_tests::skipped(
+            "json_through_jq_and_python_encodes_back_exactly",
+            "no JSON tool",
+        );
+    }
+}
+
+#[test]
+fn encode_refuses_a_number_it_cannot_take_exactly() {
+    let dir = TempDir::new("state-bignum");
+    let bytes = stateful(&std::fs::read(vector("full.bin")).unwrap(), 0);
+    let img = write(dir.path(), "s.img", &bytes);
+    let json = ok(&run(&["show", "--json", "--with-pages", s(&img)]));
+    // What a tool that rounds to doubles writes: a bare number above 2^53.
+    let rounded = json.replace(r#""1795541570886164921""#, "1795541570886164992");
+    assert_ne!(rounded, json);
+    let j = write(dir.path(), "r.json", rounded.as_bytes());
+    let out = run(&["encode", s(&j), "-o", s(&dir.path().join("x.img"))]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mtime_ns") && err.contains("2^53"), "{err}");
+    // Names and numbers are both taken: the same image from numbers for every name.
+    let numeric = json
+        .replace(r#""type": "pipe""#, r#""type": 5"#)
+        .replace(r#""prot": "r-x""#, r#""prot": 5"#)
+        .replace(r#""arch": "x86_64""#, r#""arch": 62"#)
+        .replace(r#""vma_attr": "dontfork|locked""#, r#""vma_attr": "0x41""#)
+        .replace(r#""open_flags": "O_RDWR""#, r#""open_flags": "2""#);
+    let j = write(dir.path(), "n.json", numeric.as_bytes());
+    let back = dir.path().join("n.img");
+    ok(&run(&["encode", s(&j), "-o", s(&back)]));
+    assert!(bytes == std::fs::read(&back).unwrap());
+    // An unknown name is refused with its path.
+    let bad = json.replacen(r#""type": "pipe""#, r#""type": "pype""#, 1);
+    let j = write(dir.path(), "b.json", bad.as_bytes());
+    let out = run(&["encode", s(&j), "-o", s(&dir.path().join("y.img"))]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(".file.type: unknown name \"pype\""), "{err}");
 }
 
 #[test]

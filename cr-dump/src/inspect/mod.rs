@@ -20,8 +20,10 @@
 pub mod chain;
 pub mod core;
 pub mod diff;
+pub mod diff_fields;
 pub mod extract;
 pub mod json;
+mod json_state;
 pub mod names;
 pub mod show;
 pub mod squash;

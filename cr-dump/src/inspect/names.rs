@@ -155,12 +155,19 @@ pub fn parse_flags(s: &str, table: &[Flag]) -> Result<u64, String> {
     Ok(bits)
 }
 
-/// An unsigned integer written in decimal or as `0x…`.
+/// An unsigned integer written in decimal, as `0x…` or as `0o…`.
 pub fn parse_int(s: &str) -> Option<u64> {
-    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16).ok(),
-        None => s.parse().ok(),
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        return u64::from_str_radix(h, 16).ok();
     }
+    if let Some(o) = s.strip_prefix("0o") {
+        return u64::from_str_radix(o, 8).ok();
+    }
+    // Digits only: `str::parse` would also take a leading `+`.
+    s.bytes()
+        .all(|c| c.is_ascii_digit())
+        .then(|| s.parse().ok())
+        .flatten()
 }
 
 /// A table of kind names.

@@ -74,7 +74,7 @@ pub fn check_stream(r: impl Read, name: &str, all: bool) -> (ImageReport, Vec<Er
             Record::Tail(t) => {
                 rep.records = t.record_count.get();
                 rep.bytes = t.image_len.get();
-                rep.digest = format!("{:#018x}", t.digest.get());
+                rep.digest = super::names::digest(t.digest.get());
             }
             _ => {}
         });

@@ -77,6 +77,11 @@ fn main() -> ExitCode {
             eprintln!("cr-dump: usage error: {m}");
             ExitCode::from(2)
         }
+        Err(Fail::Differ) => ExitCode::from(1),
+        Err(Fail::Trouble(m)) => {
+            eprintln!("cr-dump: error: {m}");
+            ExitCode::from(2)
+        }
         Err(Fail::Run(m)) => match sys::interrupted() {
             // The shell's convention for a command ended by a signal: 128 + its number.
             Some(s) => {
@@ -97,6 +102,10 @@ fn main() -> ExitCode {
 enum Fail {
     Usage(String),
     Run(String),
+    /// `diff`: the images differ (exit 1, the report already printed).
+    Differ,
+    /// `diff`: an error (exit 2, as diff(1) does, since 1 means "different").
+    Trouble(String),
 }
 
 impl From<Error> for Fail {
@@ -220,14 +229,19 @@ fn extract_cmd(
     Ok(())
 }
 
+/// Exit status as diff(1): 0 the same task state, 1 different, 2 trouble.
 fn diff_cmd(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<(), Fail> {
-    let d = diff::diff(a, b)?;
+    let d = diff::diff(a, b).map_err(|e| Fail::Trouble(e.to_string()))?;
     if json {
         println!("{}", d.to_json());
     } else {
         print!("{}", d.to_text());
     }
-    Ok(())
+    if d.is_empty() {
+        Ok(())
+    } else {
+        Err(Fail::Differ)
+    }
 }
 
 fn core_cmd(image: &std::path::Path, out: &std::path::Path) -> Result<(), Fail> {
