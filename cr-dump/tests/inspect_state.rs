@@ -428,6 +428,155 @@ fn encode_refuses_a_number_it_cannot_take_exactly() {
     assert!(err.contains(".file.type: unknown name \"pype\""), "{err}");
 }
 
+/// The record at `index` of `img`: its offset and payload length.
+fn record_at(img: &[u8], kind: u16) -> (usize, usize) {
+    let parsed = Image::parse(img).unwrap();
+    let r = parsed
+        .records()
+        .find(|r| r.header.kind.get() == kind)
+        .unwrap();
+    (r.offset as usize, r.header.len.get() as usize)
+}
+
+/// Sets the payload byte at `at` of the first record of `kind` and fixes the record's CRC, so
+/// that the field checks, not the CRC, find the damage.
+fn damage(img: &mut [u8], kind: u16, at: usize, value: u8) -> usize {
+    let (off, len) = record_at(img, kind);
+    img[off + 16 + at] = value;
+    let mut c = crc32fast::Hasher::new();
+    c.update(&img[off..off + 12]);
+    c.update(&img[off + 16..off + 16 + len]);
+    img[off + 12..off + 16].copy_from_slice(&c.finalize().to_le_bytes());
+    off + 16 + at
+}
+
+#[test]
+fn verify_names_the_state_record_the_field_and_its_offset() {
+    let dir = TempDir::new("state-verify");
+    let good = stateful(&std::fs::read(vector("full.bin")).unwrap(), 0);
+    let img = write(dir.path(), "ok.img", &good);
+    let out = ok(&run(&["verify", s(&img)]));
+    assert!(out.starts_with("ok "), "{out}");
+    for (kind, at, value, what) in [
+        (KIND_FILE, 6, 99, "ftype"),
+        (KIND_FILE, 4, 7, "role"),
+        (KIND_PROCESS, 340, 9, "seccomp"),
+        (KIND_VMA_ATTR, 0, 0, ""),
+    ] {
+        let mut bad = good.clone();
+        let field_at = damage(&mut bad, kind, at, value);
+        if what.is_empty() {
+            // A change the checks allow: still found, by the digest in the Tail.
+            let p = write(dir.path(), "d.img", &bad);
+            assert_eq!(run(&["verify", s(&p)]).status.code(), Some(1));
+            continue;
+        }
+        let p = write(dir.path(), "bad.img", &bad);
+        let o = run(&["verify", s(&p)]);
+        assert_eq!(o.status.code(), Some(1), "{what}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(what), "{what}: {err}");
+        assert!(
+            err.contains(&format!("{field_at:#x}")),
+            "{what} at {field_at:#x}: {err}"
+        );
+        // The same from show, which reads every record too.
+        let o = run(&["show", s(&p)]);
+        assert_eq!(o.status.code(), Some(1), "{what}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(what) && err.contains("record"),
+            "show, {what}: {err}"
+        );
+    }
+}
+
+fn chain_with_stateful_top(dir: &Path) -> PathBuf {
+    for (i, v) in ["chain-1.bin", "chain-2.bin"].iter().enumerate() {
+        std::fs::copy(vector(v), dir.join(format!("sample.img.{}", i + 1))).unwrap();
+    }
+    let top = stateful(&std::fs::read(vector("chain-3.bin")).unwrap(), 0);
+    write(dir, "sample.img.3", &top)
+}
+
+/// The state entries (everything but VMAs and pages) of `show --json` of an image.
+fn state_json(img: &Path) -> Vec<serde_json::Value> {
+    let out = ok(&run(&["show", "--json", "--with-pages", s(img)]));
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    doc["body"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b.get("vma").is_none() && b.get("pages").is_none())
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn squash_keeps_the_newest_images_state_records() {
+    let dir = TempDir::new("state-squash");
+    let top = chain_with_stateful_top(dir.path());
+    let sq = dir.path().join("sq.img.9");
+    ok(&run(&["squash", s(&top), "-o", s(&sq)]));
+    ok(&run(&["verify", s(&sq)]));
+    let (a, b) = (state_json(&top), state_json(&sq));
+    // 15 files, signals, timers, process, 4 VMA attributes.
+    assert_eq!(a.len(), 22, "{a:#?}");
+    assert_eq!(a, b);
+    // And diff sees the same task state (memory resolved through the chain).
+    let d = run(&["diff", s(&top), s(&sq)]);
+    let text = String::from_utf8_lossy(&d.stdout);
+    assert_eq!(d.status.code(), Some(0), "{text}");
+}
+
+#[test]
+fn diff_names_the_state_that_differs() {
+    let dir = TempDir::new("state-diff");
+    let base = std::fs::read(vector("full.bin")).unwrap();
+    let a = write(dir.path(), "a.img", &stateful(&base, 0));
+    let b = write(dir.path(), "b.img", &stateful(&base, 1));
+    let o = run(&["diff", s(&a), s(&b)]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8(o.stdout).unwrap();
+    for want in [
+        "field fd 1.pos: 123 -> 124",
+        "field SIGINT: handler 0x401000",
+        "-> handler 0x401001",
+        "field RLIMIT_NOFILE.soft: 1024 -> 1025",
+        "field vma 0x400000.attrs: dontfork|locked -> dontdump|locked",
+        "image tail.digest",
+    ] {
+        assert!(text.contains(want), "diff lacks {want:?}:\n{text}");
+    }
+    assert_eq!(text.matches("field ").count(), 4, "{text}");
+    // A 1.0 image against the same with state: every state record is named.
+    let plain = write(dir.path(), "plain.img", &base);
+    let o = run(&["diff", "--json", s(&plain), s(&a)]);
+    assert_eq!(o.status.code(), Some(1));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let fields: Vec<&str> = j["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    for want in [
+        "cwd.path",
+        "fd 13.type",
+        "SIGINT",
+        "ITIMER_REAL",
+        "process.groups",
+    ] {
+        assert!(fields.contains(&want), "{want}: {fields:?}");
+    }
+    let sigint = j["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == "SIGINT");
+    assert_eq!(sigint.unwrap()["a"], "default");
+}
+
 #[test]
 #[ignore]
 fn dump_sample() {
