@@ -378,3 +378,137 @@ fn verify_all_lists_every_damaged_record() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
+
+/// cr-dump with `stdin` as its standard input.
+fn run_stdin(args: &[&str], stdin: &Path) -> Output {
+    let f = std::fs::File::open(stdin).unwrap();
+    let child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::from(f))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cr_tests::output_timeout(child, cr_tests::process_timeout())
+}
+
+#[test]
+fn every_verb_that_reads_one_image_reads_stdin() {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors/valid/full.bin");
+    let f = full.to_str().unwrap();
+    for (args, from_file) in [
+        (vec!["show", "-"], vec!["show", f]),
+        (vec!["show", "/dev/stdin"], vec!["show", f]),
+        (vec!["show", "-v", "-"], vec!["show", "-v", f]),
+        (vec!["show", "--json", "-"], vec!["show", "--json", f]),
+        (
+            vec!["show", "--json", "--with-pages", "/dev/stdin"],
+            vec!["show", "--json", "--with-pages", f],
+        ),
+        (
+            vec!["extract", "-", "--addr", "0x600000", "--len", "64", "--hex"],
+            vec!["extract", f, "--addr", "0x600000", "--len", "64", "--hex"],
+        ),
+        (vec!["diff", "-", f], vec!["diff", f, f]),
+    ] {
+        let a = run_stdin(&args, &full);
+        let b = run(&from_file);
+        assert_eq!(
+            a.status.code(),
+            b.status.code(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&a.stderr)
+        );
+        assert_eq!(
+            a.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&a.stderr)
+        );
+        let (sa, sb) = (
+            String::from_utf8_lossy(&a.stdout),
+            String::from_utf8_lossy(&b.stdout),
+        );
+        // Only the name of the image may differ.
+        assert_eq!(
+            sa.replace("\"-\"", "").replace(" - ", ""),
+            sb.replace(f, "").replace(&format!("\"{f}\""), ""),
+            "{args:?}"
+        );
+    }
+    let dir = TempDir::new("stdin");
+    let core = dir.path().join("core");
+    ok(&run_stdin(
+        &["core", "-", "-o", core.to_str().unwrap()],
+        &full,
+    ));
+    assert!(std::fs::read(&core).unwrap().starts_with(b"\x7fELF"));
+    ok(&run_stdin(&["verify", "/dev/stdin"], &full));
+    // An incremental image on stdin: its parents cannot be found, and the message says why.
+    let child = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors/valid/chain-3.bin");
+    let o = run_stdin(&["core", "-", "-o", core.to_str().unwrap()], &child);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("standard input is incremental (parent CRID 2)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn verify_json_prints_one_object_whatever_happens() {
+    let dir = TempDir::new("verify-json");
+    let bad = vectors("invalid")
+        .into_iter()
+        .find(|p| p.ends_with("arch-aarch64.bin"))
+        .unwrap();
+    for args in [
+        vec!["verify", "--json", bad.to_str().unwrap()],
+        vec!["verify", "--json", "--all", bad.to_str().unwrap()],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(1));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(j["ok"], false, "{j}");
+        let e = if args.contains(&"--all") {
+            &j["errors"][0]
+        } else {
+            &j
+        };
+        assert_eq!(e["offset"], 0x1c, "{j}");
+        assert_eq!(e["record"], "Header", "{j}");
+        assert!(
+            e["path"].as_str().unwrap().ends_with("arch-aarch64.bin"),
+            "{j}"
+        );
+    }
+    let missing = dir.path().join("nothing.img");
+    let o = run(&["verify", "--json", missing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["ok"], false);
+    assert!(j["error"].as_str().unwrap().contains("No such file"), "{j}");
+    let good = vectors("valid").into_iter().next().unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["verify", "--json", good.to_str().unwrap()]))).unwrap();
+    assert_eq!(j["ok"], true);
+}
+
+#[test]
+fn a_digest_prints_the_same_everywhere() {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors/valid/full.bin");
+    let f = full.to_str().unwrap();
+    let img = std::fs::read(&full).unwrap();
+    let d = cr_format::read::Image::parse(&img)
+        .unwrap()
+        .tail()
+        .digest
+        .get();
+    let want = format!("{d:#018x}");
+    assert_eq!(want.len(), 18);
+    assert!(ok(&run(&["show", f])).contains(&format!("digest        {want}\n")));
+    assert!(ok(&run(&["verify", f])).contains(&format!("digest {want} ")));
+    assert!(ok(&run(&["show", "--json", f])).contains(&format!("\"digest\": \"{want}\"")));
+    let j: serde_json::Value = serde_json::from_str(&ok(&run(&["verify", "--json", f]))).unwrap();
+    assert_eq!(j["images"][0]["digest"], want.as_str());
+}

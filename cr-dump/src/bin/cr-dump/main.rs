@@ -121,26 +121,37 @@ fn show_cmd(
     with_pages: bool,
 ) -> Result<(), Fail> {
     let text = if with_pages {
-        // Page data wanted: map the file and check everything, data CRCs included.
-        let file = inspect::open_image(path)?;
-        let map = sys::FileMap::new(&file)
-            .map_err(|e| Fail::Run(format!("mapping {}: {e}", path.display())))?;
-        json::pretty(&json::with_pages(map.bytes(), path)?)?
+        // Page data wanted: map the file (or read stdin) and check everything, data CRCs
+        // included.
+        let m = inspect::Mapped::open(path)?;
+        json::pretty(&json::with_pages(m.bytes(), &m.path)?)?
+    } else if inspect::chain::is_stdin(path) {
+        // A pipe cannot seek past page data: read it whole.
+        let m = inspect::Mapped::open(path)?;
+        let r = std::io::Cursor::new(m.bytes());
+        if json {
+            json::pretty(&json::read_metadata(r, &m.path)?)?
+        } else {
+            render_shown(&show::Shown::from_reader(r, &m.path)?, verbose)
+        }
     } else if json {
         // Metadata only, streamed: page data is skipped by seeking.
         let f = inspect::open_image(path)?;
         json::pretty(&json::read_metadata(f, path)?)?
     } else {
-        let s = show::Shown::read(path)?;
-        if verbose {
-            show::render_with(&s, true) + "\n" + &show::render_records(&s)
-        } else {
-            show::render(&s)
-        }
+        render_shown(&show::Shown::read(path)?, verbose)
     };
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     Ok(())
+}
+
+fn render_shown(s: &show::Shown, verbose: bool) -> String {
+    if verbose {
+        show::render_with(s, true) + "\n" + &show::render_records(s)
+    } else {
+        show::render(s)
+    }
 }
 
 fn encode_cmd(input: &std::path::Path, output: &std::path::Path) -> Result<(), Fail> {
@@ -161,21 +172,43 @@ fn encode_cmd(input: &std::path::Path, output: &std::path::Path) -> Result<(), F
 }
 
 fn verify_cmd(path: &std::path::Path, chain: bool, all: bool, json: bool) -> Result<(), Fail> {
-    let report = if path.as_os_str() == "-" {
-        if chain {
-            return Err(Fail::Usage(
-                "--chain needs an image file (its parents are found beside it)".into(),
-            ));
-        }
-        inspect::verify_reader(std::io::stdin().lock(), "-", all)?
+    let is_stdin = inspect::chain::is_stdin;
+    if chain && is_stdin(path) {
+        return Err(Fail::Usage(
+            "--chain needs an image file (its parents are found beside it)".into(),
+        ));
+    }
+    let report = if is_stdin(path) {
+        inspect::verify_reader(std::io::stdin().lock(), "-", all)
     } else {
-        inspect::verify(path, chain, all)?
+        inspect::verify(path, chain, all)
+    };
+    let report = match report {
+        Ok(r) => r,
+        // With --json, one object whatever happens: the error, with what it names.
+        Err(e) if json => {
+            let mut o = inspect::problem_json(&e.to_string());
+            o["ok"] = false.into();
+            o["error"] = o["message"].take();
+            if let Some(m) = o.as_object_mut() {
+                m.remove("message");
+                m.entry("path").or_insert(path.display().to_string().into());
+            }
+            println!("{o}");
+            return Err(Fail::Run(e.to_string()));
+        }
+        Err(e) => return Err(e.into()),
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| Fail::Run(format!("JSON: {e}")))?
-        );
+        let mut o = serde_json::to_value(&report).map_err(|e| Fail::Run(format!("JSON: {e}")))?;
+        o["ok"] = report.problems.is_empty().into();
+        o["errors"] = report
+            .problems
+            .iter()
+            .map(|p| inspect::problem_json(p))
+            .collect::<Vec<_>>()
+            .into();
+        println!("{o}");
     } else if report.problems.is_empty() {
         for i in &report.images {
             println!(
