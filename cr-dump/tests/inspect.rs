@@ -512,3 +512,46 @@ fn a_digest_prints_the_same_everywhere() {
     let j: serde_json::Value = serde_json::from_str(&ok(&run(&["verify", "--json", f]))).unwrap();
     assert_eq!(j["images"][0]["digest"], want.as_str());
 }
+
+#[test]
+fn bash_completion_completes_options_after_the_verb() {
+    let dir = TempDir::new("completion");
+    let script = dir.path().join("cr-dump.bash");
+    std::fs::write(&script, ok(&run(&["completions", "bash"]))).unwrap();
+    // bash's own machinery: the function `complete -p` names, called as readline calls it.
+    let test = format!(
+        r#"source {}
+spec=$(complete -p cr-dump) || exit 3
+fn=$(echo "$spec" | sed -n 's/.* -F \([^ ]*\) .*/\1/p')
+comp() {{
+    COMP_WORDS=("$@"); COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
+    COMP_LINE="$*"; COMP_POINT=${{#COMP_LINE}}; COMPREPLY=()
+    "$fn" cr-dump "${{COMP_WORDS[-1]}}" "${{COMP_WORDS[-2]}}"
+    echo "$*=${{COMPREPLY[*]}}"
+}}
+comp cr-dump sh
+comp cr-dump show --j
+comp cr-dump verify --a
+comp cr-dump diff --j
+comp cr-dump core --o
+"#,
+        script.display()
+    );
+    let o = Command::new("bash").arg("-c").arg(&test).run();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out} {}", String::from_utf8_lossy(&o.stderr));
+    for want in [
+        "cr-dump sh=show",
+        "cr-dump show --j=--json",
+        "cr-dump verify --a=--all",
+        "cr-dump diff --j=--json",
+        "cr-dump core --o=--output",
+    ] {
+        assert!(out.lines().any(|l| l == want), "{want:?} not in:\n{out}");
+    }
+    // zsh and fish scripts are generated (their shells are not installed here to run them).
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let s = ok(&run(&["completions", shell]));
+        assert!(s.contains("cr-dump") && s.contains("--with-pages"), "{shell}");
+    }
+}

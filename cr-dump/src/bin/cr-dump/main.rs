@@ -58,15 +58,9 @@ fn main() -> ExitCode {
             detach,
             pid_file,
         } => restore_cmd(&image, stopped, detach, pid_file.as_deref()),
-        Cmd::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut <Cli as clap::CommandFactory>::command(),
-                "cr-dump",
-                &mut std::io::stdout(),
-            );
-            Ok(())
-        }
+        Cmd::Completions { shell } => std::io::stdout()
+            .write_all(completion_script(shell).as_bytes())
+            .map_err(|e| Fail::Run(format!("writing the completion script: {e}"))),
         Cmd::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
             .render(&mut std::io::stdout())
             .map_err(|e| Fail::Run(format!("writing the man page: {e}"))),
@@ -96,6 +90,25 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+/// The completion script for `shell`. clap_complete's bash script for a name with a hyphen
+/// names its `case` labels `cr__subcmd__dump__subcmd__VERB` but sets `cmd` to
+/// `cr__dump__subcmd__VERB`, so nothing after the verb completed: the labels are renamed to
+/// match.
+fn completion_script(shell: clap_complete::Shell) -> String {
+    let mut out = Vec::new();
+    clap_complete::generate(
+        shell,
+        &mut <Cli as clap::CommandFactory>::command(),
+        "cr-dump",
+        &mut out,
+    );
+    let s = String::from_utf8_lossy(&out).into_owned();
+    match shell {
+        clap_complete::Shell::Bash => s.replace("cr__subcmd__dump__", "cr__dump__"),
+        _ => s,
     }
 }
 
