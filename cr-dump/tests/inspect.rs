@@ -539,7 +539,11 @@ comp cr-dump core --o
     );
     let o = Command::new("bash").arg("-c").arg(&test).run();
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{out} {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     for want in [
         "cr-dump sh=show",
         "cr-dump show --j=--json",
@@ -552,6 +556,57 @@ comp cr-dump core --o
     // zsh and fish scripts are generated (their shells are not installed here to run them).
     for shell in ["zsh", "fish", "elvish", "powershell"] {
         let s = ok(&run(&["completions", shell]));
-        assert!(s.contains("cr-dump") && s.contains("--with-pages"), "{shell}");
+        assert!(
+            s.contains("cr-dump") && s.contains("--with-pages"),
+            "{shell}"
+        );
     }
+}
+
+#[test]
+fn man_pages_per_verb_have_exit_status_and_examples() {
+    let verbs = [
+        "checkpoint",
+        "show",
+        "encode",
+        "verify",
+        "extract",
+        "diff",
+        "core",
+        "chain",
+        "squash",
+        "restore",
+        "completions",
+        "man",
+    ];
+    let groff = Command::new("groff").arg("--version").output().is_ok();
+    for verb in verbs.iter().map(Some).chain([None]) {
+        let mut args = vec!["man"];
+        args.extend(verb);
+        let page = ok(&run(&args));
+        let title = verb.map_or("cr-dump".to_string(), |v| format!("cr-dump-{v}"));
+        assert!(page.contains(&format!(".TH {title} 1")), "{title}:\n{page}");
+        assert!(page.contains(".SH \"EXIT STATUS\""), "{title}");
+        assert!(page.contains(".SH \"SEE ALSO\""), "{title}");
+        if verb.is_some() {
+            assert!(page.contains(".SH EXAMPLES"), "{title}");
+        }
+        if groff {
+            // Rendered with every warning on: none may appear.
+            let dir = TempDir::new("man");
+            let f = dir.path().join("page.1");
+            std::fs::write(&f, &page).unwrap();
+            let o = Command::new("groff")
+                .args(["-man", "-Tutf8", "-ww", "-z", f.to_str().unwrap()])
+                .run();
+            assert!(
+                o.status.success() && o.stderr.is_empty(),
+                "{title}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+    let diff = ok(&run(&["man", "diff"]));
+    assert!(diff.contains("1: they differ"), "{diff}");
+    assert_eq!(run(&["man", "nosuchverb"]).status.code(), Some(2));
 }

@@ -7,6 +7,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod args;
+mod man;
 
 use args::{CheckpointArgs, Cli, Cmd};
 use clap::Parser;
@@ -61,9 +62,12 @@ fn main() -> ExitCode {
         Cmd::Completions { shell } => std::io::stdout()
             .write_all(completion_script(shell).as_bytes())
             .map_err(|e| Fail::Run(format!("writing the completion script: {e}"))),
-        Cmd::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-            .render(&mut std::io::stdout())
-            .map_err(|e| Fail::Run(format!("writing the man page: {e}"))),
+        Cmd::Man { verb } => {
+            man::render(verb.as_deref(), &mut std::io::stdout().lock()).map_err(|e| match verb {
+                Some(_) if e.starts_with("no verb") => Fail::Usage(e),
+                _ => Fail::Run(e),
+            })
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
