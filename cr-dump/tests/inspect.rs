@@ -610,3 +610,75 @@ fn man_pages_per_verb_have_exit_status_and_examples() {
     assert!(diff.contains("1: they differ"), "{diff}");
     assert_eq!(run(&["man", "nosuchverb"]).status.code(), Some(2));
 }
+
+/// A checkpoint of `t` into `dir`: the image's path.
+fn checkpoint(t: &Target, dir: &Path) -> String {
+    let pid = t.pid().to_string();
+    let j: serde_json::Value = serde_json::from_str(&ok(&run(&[
+        "checkpoint",
+        "--pid",
+        &pid,
+        "-o",
+        dir.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    j["image"].as_str().unwrap().to_string()
+}
+
+/// Whether the image's task was stopped inside its vDSO.
+fn stopped_in_vdso(img: &str) -> bool {
+    let j: serde_json::Value = serde_json::from_str(&ok(&run(&["show", "--json", img]))).unwrap();
+    let int = |v: &serde_json::Value| {
+        u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    };
+    let rip = int(&j["regs"]["gpr"]["rip"]);
+    j["body"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b.get("vma"))
+        .any(|v| v["kind"] == "vdso" && (int(&v["start"])..int(&v["end"])).contains(&rip))
+}
+
+#[test]
+fn gdb_unwinds_the_core_of_a_task_stopped_in_the_vdso() {
+    if !gdb_available() {
+        panic!("gdb is needed (.ci/run installs it)");
+    }
+    let dir = TempDir::new("vdso-core");
+    let bin = program("vdso_poll");
+    let t = Target::spawn(&bin, &["alpha", "beta"]);
+    // The task spends most of its time in clock_gettime: a few checkpoints find it there.
+    let img = (0..40)
+        .map(|i| {
+            let d = dir.path().join(format!("c{i}"));
+            std::fs::create_dir(&d).unwrap();
+            checkpoint(&t, &d)
+        })
+        .find(|img| stopped_in_vdso(img));
+    let Some(img) = img else {
+        cr_tests::skipped(
+            "gdb_unwinds_the_core_of_a_task_stopped_in_the_vdso",
+            "40 checkpoints never stopped the task inside its vDSO",
+        );
+        return;
+    };
+    let core = dir.path().join("core");
+    let o = run(&["core", &img, "-o", core.to_str().unwrap()]);
+    let note = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{note}");
+    assert!(note.contains("this machine's vDSO"), "{note}");
+    let out = Command::new("gdb")
+        .args(["-batch", "-nx", "-ex", "bt"])
+        .arg(&bin)
+        .arg(&core)
+        .run();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    // The frames below the vDSO's are the program's: gdb unwound through the vDSO.
+    for want in ["poll_clock", "main", "alpha beta"] {
+        assert!(text.contains(want), "gdb output lacks {want:?}:\n{text}");
+    }
+    assert!(!text.contains("corrupt stack"), "{text}");
+}

@@ -295,10 +295,39 @@ fn diff_cmd(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<(), 
 }
 
 fn core_cmd(image: &std::path::Path, out: &std::path::Path) -> Result<(), Fail> {
-    let n = output::write_atomic(out, |w| inspect::core::write_core(image, w))?;
+    // Progress on stderr when it is a terminal: cores of large tasks take seconds.
+    let pb = std::io::stderr().is_terminal().then(|| {
+        let pb = indicatif::ProgressBar::with_draw_target(
+            Some(0),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "core {bar:30} {percent:>3}% {binary_bytes}/{binary_total_bytes} \
+                 {binary_bytes_per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb
+    });
+    let mut progress = |done: u64, total: u64| {
+        if let Some(pb) = &pb {
+            pb.set_length(total);
+            pb.set_position(done);
+        }
+    };
+    let core = output::write_atomic(out, |w| inspect::core::write_core(image, w, &mut progress));
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    let core = core?;
+    for n in &core.notes {
+        eprintln!("cr-dump: note: {n}");
+    }
     println!(
-        "core file {} ({n} bytes): open it with `gdb PROGRAM {}`",
+        "core file {} ({}): open it with `gdb PROGRAM {}`",
         out.display(),
+        show::human(core.len),
         out.display()
     );
     Ok(())
