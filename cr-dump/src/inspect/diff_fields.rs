@@ -137,7 +137,7 @@ fn header(f: &mut Fields, img: &Image<'_>) {
         "header.parent_digest",
         names::digest(h.parent_digest.get()),
     );
-    put(f, "header.created", super::show::utc(h.created_ns.get()));
+    put(f, "header.created", names::utc(h.created_ns.get()));
     put(
         f,
         "header.version",
@@ -302,7 +302,7 @@ fn file(f: &mut Fields, key: &str, x: &cr_format::read::File<'_>) {
     p("pos", r.pos.get().to_string());
     p("inode", r.inode.get().to_string());
     p("size", r.size.get().to_string());
-    p("mtime", super::show::utc(r.mtime_ns.get()));
+    p("mtime", names::utc(r.mtime_ns.get()));
     p(
         "dev",
         format!("{}:{}", r.dev_major.get(), r.dev_minor.get()),

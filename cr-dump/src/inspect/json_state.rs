@@ -2,7 +2,7 @@
 //! entries of `body`, spec/JSON.md) and back. Flags and kinds are written as names
 //! ([`super::names`]); the reader takes names, numbers or both.
 
-use super::json::{hex, n64, x, Obj};
+use super::json_value::{bytes_value, hex, int, ints, n64, unhex, x, Obj};
 use super::names::{self, Flag, Kinds};
 use cr_format::raw;
 use cr_format::read::{File, Process, Signals, Timers};
@@ -68,7 +68,7 @@ pub fn file(f: &File<'_>, contents: Option<&[Vec<u8>]>, contents_len: u64) -> Va
             .collect::<Vec<_>>()
             .into(),
     );
-    put("path", super::json::bytes_value(f.path));
+    put("path", bytes_value(f.path));
     put("data", hex(f.data).into());
     // Informative: the data decoded, where it has a structure.
     if f.ftype() == raw::FILE_EPOLL {
@@ -222,7 +222,7 @@ pub fn vma_attr(a: &raw::VmaAttr) -> Value {
 fn str_or_int<'a>(v: &'a Value, path: &str) -> Result<Result<&'a str, u64>, String> {
     match v {
         Value::String(s) => Ok(Ok(s)),
-        _ => super::json::int(v, path).map(Err),
+        _ => int(v, path).map(Err),
     }
 }
 
@@ -273,13 +273,13 @@ fn sigmask_from(v: &Value, p: &str) -> Result<u64, String> {
 }
 
 fn pair(v: &Value, p: &str) -> Result<[u32; 2], String> {
-    super::json::ints(v, p)
+    ints(v, p)
 }
 
 /// A `file` entry of `body`.
 pub fn file_from(o: &Obj<'_>) -> Result<FileRepr, String> {
     let p = &o.path;
-    let params: [u64; 8] = super::json::ints(o.get("params")?, &format!("{p}.params"))?;
+    let params: [u64; 8] = ints(o.get("params")?, &format!("{p}.params"))?;
     let [dev_major, dev_minor] = pair(o.get("dev")?, &format!("{p}.dev"))?;
     let [rdev_major, rdev_minor] = pair(o.get("rdev")?, &format!("{p}.rdev"))?;
     let contents_len = o.u64("contents_len").unwrap_or(0);
@@ -290,7 +290,7 @@ pub fn file_from(o: &Obj<'_>) -> Result<FileRepr, String> {
             .enumerate()
             .map(|(i, c)| {
                 let cp = format!("{p}.contents[{i}]");
-                super::json::unhex(c.as_str().ok_or(format!("{cp}: expected hex"))?, &cp)
+                unhex(c.as_str().ok_or(format!("{cp}: expected hex"))?, &cp)
             })
             .collect::<Result<Vec<_>, _>>()?,
         None if contents_len == 0 => Vec::new(),
@@ -432,9 +432,7 @@ pub fn process_from(o: &Obj<'_>) -> Result<ProcessRepr, String> {
     let mut groups = Vec::new();
     for (i, g) in o.arr("groups")?.iter().enumerate() {
         let gp = format!("{p}.groups[{i}]");
-        groups.push(
-            u32::try_from(super::json::int(g, &gp)?).map_err(|_| format!("{gp}: out of range"))?,
-        );
+        groups.push(u32::try_from(int(g, &gp)?).map_err(|_| format!("{gp}: out of range"))?);
     }
     Ok(ProcessRepr {
         rlimits,

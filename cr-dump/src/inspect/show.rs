@@ -31,28 +31,7 @@ pub fn vma_kind_name(k: u16) -> &'static str {
     }
 }
 
-/// `ns` since the epoch as `YYYY-MM-DD hh:mm:ss.nnnnnnnnn UTC`.
-pub fn utc(ns: u64) -> String {
-    let secs = ns / 1_000_000_000;
-    let (days, rem) = (secs / 86400, secs % 86400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:09} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ns % 1_000_000_000
-    )
-}
+pub use super::names::utc;
 
 /// Page counts of one VMA.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -128,7 +128,7 @@ fn render_files(o: &mut String, files: &[FileShown], verbose: bool) {
                 r.mode.get(),
                 r.inode.get(),
                 r.size.get(),
-                super::show::utc(r.mtime_ns.get()),
+                names::utc(r.mtime_ns.get()),
                 r.dev_major.get(),
                 r.dev_minor.get(),
                 r.rdev_major.get(),
