@@ -333,8 +333,8 @@ pub struct PagesRepr {
 pub enum BodyRepr {
     /// §15, with its FileData records (§16).
     File(FileRepr),
-    /// §17.
-    Signals(SignalsRepr),
+    /// §17 (boxed: 64 dispositions would make every entry 2 KiB).
+    Signals(alloc::boxed::Box<SignalsRepr>),
     /// §18.
     Timers(TimersRepr),
     /// §19.
@@ -432,7 +432,9 @@ impl ImageRepr {
                         f.contents.push(d.bytes.to_vec());
                     }
                 }
-                Record::Signals(x) => out.body.push(BodyRepr::Signals(SignalsRepr::parse(&x))),
+                Record::Signals(x) => out
+                    .body
+                    .push(BodyRepr::Signals(SignalsRepr::parse(&x).into())),
                 Record::Timers(x) => out.body.push(BodyRepr::Timers(TimersRepr::parse(&x))),
                 Record::Process(x) => out.body.push(BodyRepr::Process(ProcessRepr::parse(&x))),
                 Record::VmaAttr(a) => out.body.push(BodyRepr::VmaAttr(a.attrs.get())),

@@ -478,9 +478,11 @@ impl<S: Sink> Writer<S> {
         f.data_len = u32::try_from(data.len()).unwrap_or(u32::MAX).into();
         let first = f.as_bytes();
         self.state_record(KIND_FILE, &[first, path, data], |v, len, _| {
-            if path.contains(&0) {
+            if let Some(i) = path.iter().position(|&b| b == 0) {
                 return Err(Error::new(
-                    v.payload_off().saturating_add(152),
+                    v.payload_off()
+                        .saturating_add(152)
+                        .saturating_add(to_u64(i)),
                     ErrorKind::BadField {
                         field: "path",
                         expected: "no NUL byte",

@@ -207,7 +207,7 @@ fn state(u: &mut Unstructured<'_>, body: &mut Vec<BodyRepr>) -> Result<()> {
         }
     }
     if u.ratio(2, 3)? {
-        body.push(BodyRepr::Signals(signals(u)?));
+        body.push(BodyRepr::Signals(signals(u)?.into()));
     }
     if u.ratio(1, 10)? {
         body.push(unknown(u)?);

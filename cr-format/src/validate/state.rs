@@ -151,11 +151,10 @@ impl Validator {
                     return Err(limit(at, "MAX_EPOLL_ENTRIES", MAX_EPOLL_ENTRIES, n.into()));
                 }
             }
-            FILE_SOCKET => {
-                if d > MAX_SOCKADDR {
-                    return Err(limit(at, "MAX_SOCKADDR", MAX_SOCKADDR, d.into()));
-                }
+            FILE_SOCKET if d > MAX_SOCKADDR => {
+                return Err(limit(at, "MAX_SOCKADDR", MAX_SOCKADDR, d.into()));
             }
+            FILE_SOCKET => {}
             _ if d != 0 => {
                 return Err(bad(at, "data_len", "0 but for sockets and epoll", d.into()))
             }
