@@ -421,7 +421,9 @@ fn body_from(b: &Value, p: &str) -> Result<BodyRepr, String> {
     } else if let Ok(f) = o.obj("file") {
         Ok(BodyRepr::File(super::json_state::file_from(&f)?))
     } else if let Ok(x) = o.obj("signals") {
-        Ok(BodyRepr::Signals(super::json_state::signals_from(&x)?))
+        Ok(BodyRepr::Signals(Box::new(
+            super::json_state::signals_from(&x)?,
+        )))
     } else if let Ok(x) = o.obj("timers") {
         Ok(BodyRepr::Timers(super::json_state::timers_from(&x)?))
     } else if let Ok(x) = o.obj("process") {
