@@ -314,6 +314,8 @@ fn core_and_gdb(bin: &Path) {
     for want in ["inner_loop", "outer", "main", "= 42", "= 778", "= 1"] {
         assert!(text.contains(want), "gdb output lacks {want:?}:\n{text}");
     }
+    // No signal stopped the task (ptrace froze it): the core names none.
+    assert!(!text.contains("terminated with signal"), "{text}");
 }
 
 #[test]

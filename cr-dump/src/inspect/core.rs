@@ -2,7 +2,7 @@
 //! original executable: `gdb PROGRAM CORE`.
 //!
 //! Layout, as the kernel's own core dumps: the ELF header; program headers, a PT_NOTE first, then
-//! one PT_LOAD per VMA; the notes (NT_PRSTATUS, NT_PRPSINFO, NT_SIGINFO, NT_AUXV, NT_FILE,
+//! one PT_LOAD per VMA; the notes (NT_PRSTATUS, NT_PRPSINFO, NT_AUXV, NT_FILE,
 //! NT_FPREGSET, NT_X86_XSTATE); then each VMA's contents, page-aligned, resolved through the image
 //! chain (stored pages, zeros, and for untouched pages of file mappings the file's bytes).
 //!
@@ -53,8 +53,6 @@ mod elf {
     pub const NT_PRPSINFO: u32 = 3;
     /// Note types.
     pub const NT_AUXV: u32 = 6;
-    /// Note types.
-    pub const NT_SIGINFO: u32 = 0x5349_4749;
     /// Note types.
     pub const NT_FILE: u32 = 0x4649_4c45;
     /// Note types.
@@ -153,17 +151,6 @@ mod elf {
     }
     const _: () = assert!(size_of::<Prpsinfo>() == 136);
 
-    /// `siginfo_t` (`NT_SIGINFO`): the three common fields, the union left zero.
-    #[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-    #[repr(C)]
-    pub struct Siginfo {
-        pub si_signo: I32,
-        pub si_errno: I32,
-        pub si_code: I32,
-        pub _fields: [u8; 116],
-    }
-    const _: () = assert!(size_of::<Siginfo>() == 128);
-
     /// `NT_FILE`'s descriptor starts with this, then one [`FileEntry`] per file mapping, then
     /// their paths, each NUL-terminated.
     #[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -189,9 +176,6 @@ mod elf {
 }
 
 use elf::*;
-
-/// The signal gdb reports the task stopped by: SIGSTOP, the task was frozen.
-const SIGSTOP: i32 = 19;
 
 /// A length in a 64-bit field: `usize` is at most 64 bits on every target Linux runs.
 fn len64(n: usize) -> u64 {
@@ -230,8 +214,9 @@ fn dumped(v: &Vma<'_>, vdso: Option<&[u8]>) -> bool {
 /// `NT_PRSTATUS` of the task: ids, signal masks, registers.
 fn prstatus(img: &Image<'_>, task: Option<&raw::Task>) -> Prstatus {
     let mut st = Prstatus::new_zeroed();
-    st.si_signo = SIGSTOP.into();
-    st.pr_cursig = (SIGSTOP as i16).into();
+    // No signal stopped the task: it was frozen by ptrace (PTRACE_INTERRUPT) for the
+    // checkpoint, so `pr_cursig` is 0 and there is no NT_SIGINFO (gdb then names no signal,
+    // rather than a SIGSTOP that never came).
     if let Some(t) = task {
         st.pr_sigpend = t.sig_pending;
         st.pr_sighold = t.sig_blocked;
@@ -315,9 +300,6 @@ fn notes(img: &Image<'_>, vmas: &[Vma<'_>], args: Option<Vec<u8>>) -> Result<Vec
         NT_PRPSINFO,
         prpsinfo(task, args).as_bytes(),
     )?;
-    let mut si = Siginfo::new_zeroed();
-    si.si_signo = SIGSTOP.into();
-    note(&mut n, b"CORE", NT_SIGINFO, si.as_bytes())?;
     if let Some(m) = img.mm() {
         note(&mut n, b"CORE", NT_AUXV, m.auxv.as_bytes())?;
     }
