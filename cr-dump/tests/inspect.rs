@@ -684,3 +684,35 @@ fn gdb_unwinds_the_core_of_a_task_stopped_in_the_vdso() {
     }
     assert!(!text.contains("corrupt stack"), "{text}");
 }
+
+#[test]
+fn core_shows_progress_only_on_a_terminal() {
+    let dir = TempDir::new("core-progress");
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors/valid/full.bin");
+    let core = dir.path().join("core");
+    let cmd = format!("{BIN} core {} -o {}", full.display(), core.display());
+    // script(1) runs it on a pseudo-terminal: stderr is a terminal there.
+    let Ok(o) = Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .output()
+    else {
+        cr_tests::skipped(
+            "core_shows_progress_only_on_a_terminal",
+            "script(1) is not installed",
+        );
+        return;
+    };
+    let tty = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{tty}");
+    for want in ["100%", "KiB/", "/s", "ETA"] {
+        assert!(
+            tty.contains(want),
+            "no {want:?} in the terminal's output:\n{tty}"
+        );
+    }
+    // Not a terminal: no bar, only the result.
+    let o = run(&["core", full.to_str().unwrap(), "-o", core.to_str().unwrap()]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains('%'), "{err}");
+}

@@ -312,7 +312,10 @@ fn core_cmd(image: &std::path::Path, out: &std::path::Path) -> Result<(), Fail> 
     });
     let mut progress = |done: u64, total: u64| {
         if let Some(pb) = &pb {
-            pb.set_length(total);
+            // set_length redraws at once; set_position is rate-limited.
+            if pb.length() != Some(total) {
+                pb.set_length(total);
+            }
             pb.set_position(done);
         }
     };
