@@ -576,12 +576,3 @@ fn diff_names_the_state_that_differs() {
         .find(|f| f["field"] == "SIGINT");
     assert_eq!(sigint.unwrap()["a"], "default");
 }
-
-#[test]
-#[ignore]
-fn dump_sample() {
-    let b = stateful(&std::fs::read(vector("full.bin")).unwrap(), 0);
-    std::fs::write("/tmp/insp-s0.img", &b).unwrap();
-    let b = stateful(&std::fs::read(vector("full.bin")).unwrap(), 1);
-    std::fs::write("/tmp/insp-s1.img", &b).unwrap();
-}
