@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 OR MIT */
 /*
- * cr_image.h - the cr checkpoint/restart image format, version 1.0, for C.
+ * cr_image.h - the cr checkpoint/restart image format, version 1.1, for C.
  *
  * The normative description is spec/FORMAT.md; section numbers below refer to it. The Rust crate
  * cr-format (cr-format/src/raw.rs, limits.rs) defines the same layouts and constants, and
@@ -50,12 +50,13 @@ typedef uint64_t cr_le64;
 #define CR_MAGIC_LEN 8
 /* §11: the major version this header describes, and the minor version it writes. */
 #define CR_VERSION_MAJOR 1
-#define CR_VERSION_MINOR 0
+#define CR_VERSION_MINOR 1
 
 /* §2.1: size of the record header that precedes every payload. */
 #define CR_RECORD_HEADER_LEN 16
 
-/* §2.2: record kinds. 0 and 8..65535 are unknown in 1.x. */
+/* §2.2: record kinds. 1..7 are 1.0's (critical), 8..13 1.1's (non-critical); 0 and 14..65535
+ * are unknown in 1.1. */
 #define CR_KIND_HEADER 1
 #define CR_KIND_TASK 2
 #define CR_KIND_REGS 3
@@ -63,6 +64,14 @@ typedef uint64_t cr_le64;
 #define CR_KIND_VMA 5
 #define CR_KIND_PAGES 6
 #define CR_KIND_TAIL 7
+#define CR_KIND_FILE 8
+#define CR_KIND_FILE_DATA 9
+#define CR_KIND_SIGNALS 10
+#define CR_KIND_TIMERS 11
+#define CR_KIND_PROCESS 12
+#define CR_KIND_VMA_ATTR 13
+#define CR_KIND_CORE_LAST 7 /* the last kind of 1.0 */
+#define CR_KIND_LAST 13     /* the last kind of 1.1 */
 
 /* §2.2: record flag: a reader that does not know the kind must reject the image. */
 #define CR_RECORD_CRITICAL 1
@@ -94,6 +103,61 @@ typedef uint64_t cr_le64;
 #define CR_RUN_DATA 0
 #define CR_RUN_ZERO 1
 #define CR_RUN_PARENT 2
+
+/* §15.1: File roles and types. */
+#define CR_ROLE_FD 0
+#define CR_ROLE_CWD 1
+#define CR_ROLE_ROOT 2
+#define CR_FILE_UNSUPPORTED 0
+#define CR_FILE_REG 1
+#define CR_FILE_DIR 2
+#define CR_FILE_CHR 3
+#define CR_FILE_FIFO 4
+#define CR_FILE_PIPE 5
+#define CR_FILE_SOCKET 6
+#define CR_FILE_EVENTFD 7
+#define CR_FILE_TIMERFD 8
+#define CR_FILE_SIGNALFD 9
+#define CR_FILE_EPOLL 10
+#define CR_FILE_MEMFD 11
+#define CR_FILE_TYPE_LAST 11
+
+/* §15.2: File flags; §15: dup_of of a File that is no dup. */
+#define CR_FILE_DELETED 1
+#define CR_FILE_TTY 2
+#define CR_FILE_HAS_DATA 4
+#define CR_FILE_FLAGS_KNOWN 7
+#define CR_DUP_NONE 0xffffffffu
+
+/* §15.3: socket states (params[3] of a socket File). */
+#define CR_SOCKET_UNBOUND 0
+#define CR_SOCKET_BOUND 1
+#define CR_SOCKET_LISTENING 2
+#define CR_SOCKET_CONNECTED 3
+
+/* §17.2: pending-signal queues. */
+#define CR_QUEUE_THREAD 0
+#define CR_QUEUE_SHARED 1
+
+/* §19: process attribute flags, and the number of resource limits. */
+#define CR_ATTR_CHILD_SUBREAPER 1
+#define CR_ATTR_NO_NEW_PRIVS 2
+#define CR_ATTR_THP_DISABLE 4
+#define CR_ATTR_MLOCK_FUTURE 8
+#define CR_ATTR_MLOCK_ONFAULT 16
+#define CR_ATTR_FLAGS_KNOWN 31
+#define CR_RLIMIT_COUNT 16
+
+/* §20: VMA attributes. */
+#define CR_VMA_ATTR_DONTFORK 1
+#define CR_VMA_ATTR_DONTDUMP 2
+#define CR_VMA_ATTR_WIPEONFORK 4
+#define CR_VMA_ATTR_HUGEPAGE 8
+#define CR_VMA_ATTR_NOHUGEPAGE 16
+#define CR_VMA_ATTR_MERGEABLE 32
+#define CR_VMA_ATTR_LOCKED 64
+#define CR_VMA_ATTR_LOCKONFAULT 128
+#define CR_VMA_ATTR_KNOWN 255
 
 /* §5: x86-64 register file. */
 #define CR_X86_64_GPR_COUNT 27
@@ -141,11 +205,26 @@ typedef uint64_t cr_le64;
 /* 16 + 16 * CR_MAX_RUNS_PER_RECORD + CR_MAX_PAGE_SIZE + CR_MAX_DATA_PER_RECORD */
 #define CR_MAX_PAYLOAD_LEN 1130512u
 #define CR_MAX_CHAIN_DEPTH 64u
+#define CR_MAX_FILES 65536u
+#define CR_MAX_EPOLL_ENTRIES 65536u
+#define CR_MAX_SOCKADDR 128u
+#define CR_MAX_FILE_DATA 1048576u
+#define CR_MAX_PENDING_SIGNALS 4096u
+#define CR_MAX_POSIX_TIMERS 4096u
+#define CR_MAX_GROUPS 65536u
 
 CR_STATIC_ASSERT(CR_MAX_PAYLOAD_LEN ==
 			 16u + 16u * CR_MAX_RUNS_PER_RECORD + CR_MAX_PAGE_SIZE + CR_MAX_DATA_PER_RECORD,
 		 "CR_MAX_PAYLOAD_LEN");
 CR_STATIC_ASSERT(CR_VMA_FLAGS_KNOWN == (CR_VMA_SHARED | CR_VMA_GROWSDOWN), "CR_VMA_FLAGS_KNOWN");
+CR_STATIC_ASSERT(CR_FILE_FLAGS_KNOWN == (CR_FILE_DELETED | CR_FILE_TTY | CR_FILE_HAS_DATA),
+		 "CR_FILE_FLAGS_KNOWN");
+CR_STATIC_ASSERT(CR_ATTR_FLAGS_KNOWN == (CR_ATTR_CHILD_SUBREAPER | CR_ATTR_NO_NEW_PRIVS |
+					 CR_ATTR_THP_DISABLE | CR_ATTR_MLOCK_FUTURE |
+					 CR_ATTR_MLOCK_ONFAULT),
+		 "CR_ATTR_FLAGS_KNOWN");
+CR_STATIC_ASSERT(CR_VMA_ATTR_KNOWN == 2u * CR_VMA_ATTR_LOCKONFAULT - 1u, "CR_VMA_ATTR_KNOWN");
+CR_STATIC_ASSERT(CR_MAX_FILE_DATA == CR_MAX_DATA_PER_RECORD, "CR_MAX_FILE_DATA");
 
 /* ---- Layouts ------------------------------------------------------------------------------ */
 
@@ -158,7 +237,7 @@ CR_STATIC_ASSERT(CR_VMA_FLAGS_KNOWN == (CR_VMA_SHARED | CR_VMA_GROWSDOWN), "CR_V
 /* FORMAT.md §2.1: 16 bytes (RecordHeader in cr-format). */
 struct cr_record_header {
 	cr_le16 kind;                  /*   0: record kind (§2.2) */
-	cr_le16 flags;                 /*   2: CR_RECORD_CRITICAL for a known kind (§2.2) */
+	cr_le16 flags;                 /*   2: CR_RECORD_CRITICAL for kinds 1..7, 0 for 8..13 (§2.2) */
 	cr_le32 len;                   /*   4: payload bytes after this header, a multiple of 8 */
 	cr_le32 index;                 /*   8: position of the record in the image, counting from 0 */
 	cr_le32 crc;                   /*  12: CRC-32 of bytes 0..12, then the checked part (§2.3) */
@@ -174,7 +253,7 @@ CR_CHECK_FIELD(cr_record_header, crc, 12, 4);
 struct cr_header {
 	uint8_t magic[8];              /*   0: CR_MAGIC */
 	cr_le16 version_major;         /*   8: CR_VERSION_MAJOR */
-	cr_le16 version_minor;         /*  10: any; this version writes 0 */
+	cr_le16 version_minor;         /*  10: any; this version writes 1 */
 	cr_le16 arch;                  /*  12: CR_ARCH_X86_64 */
 	cr_le16 _reserved0;            /*  14: must be 0 */
 	cr_le32 page_size;             /*  16: power of two, 4096..65536 */
@@ -379,6 +458,215 @@ CR_CHECK_FIELD(cr_tail, record_count, 0, 8);
 CR_CHECK_FIELD(cr_tail, image_len, 8, 8);
 CR_CHECK_FIELD(cr_tail, digest, 16, 8);
 
+/* FORMAT.md §15: 152 bytes (File in cr-format). */
+struct cr_file {
+	cr_le32 fd;                    /*   0: descriptor number (CR_ROLE_FD), else 0 */
+	cr_le16 role;                  /*   4: CR_ROLE_* */
+	cr_le16 ftype;                 /*   6: CR_FILE_* type */
+	cr_le32 flags;                 /*   8: CR_FILE_DELETED, CR_FILE_TTY, CR_FILE_HAS_DATA */
+	cr_le32 fd_flags;              /*  12: FD_CLOEXEC (1) or 0; 0 for the cwd and root */
+	cr_le32 open_flags;            /*  16: O_* as /proc/PID/fdinfo shows them */
+	cr_le32 mode;                  /*  20: st_mode */
+	cr_le64 pos;                   /*  24: file offset */
+	cr_le64 inode;                 /*  32: st_ino */
+	cr_le64 size;                  /*  40: st_size at capture */
+	cr_le64 mtime_ns;              /*  48: mtime at capture, ns */
+	cr_le32 dev_major;             /*  56: st_dev major */
+	cr_le32 dev_minor;             /*  60: st_dev minor */
+	cr_le32 rdev_major;            /*  64: st_rdev major */
+	cr_le32 rdev_minor;            /*  68: st_rdev minor */
+	cr_le32 dup_of;                /*  72: CR_DUP_NONE or a smaller fd of an earlier File */
+	cr_le16 path_len;              /*  76: bytes of path after this */
+	cr_le16 _reserved0;            /*  78: must be 0 */
+	cr_le32 data_len;              /*  80: bytes of type-specific data after the path */
+	cr_le32 _reserved1;            /*  84: must be 0 */
+	cr_le64 params[8];             /*  88: type-specific values (§15.3) */
+};
+CR_CHECK_SIZE(cr_file, 152);
+CR_CHECK_FIELD(cr_file, fd, 0, 4);
+CR_CHECK_FIELD(cr_file, role, 4, 2);
+CR_CHECK_FIELD(cr_file, ftype, 6, 2);
+CR_CHECK_FIELD(cr_file, flags, 8, 4);
+CR_CHECK_FIELD(cr_file, fd_flags, 12, 4);
+CR_CHECK_FIELD(cr_file, open_flags, 16, 4);
+CR_CHECK_FIELD(cr_file, mode, 20, 4);
+CR_CHECK_FIELD(cr_file, pos, 24, 8);
+CR_CHECK_FIELD(cr_file, inode, 32, 8);
+CR_CHECK_FIELD(cr_file, size, 40, 8);
+CR_CHECK_FIELD(cr_file, mtime_ns, 48, 8);
+CR_CHECK_FIELD(cr_file, dev_major, 56, 4);
+CR_CHECK_FIELD(cr_file, dev_minor, 60, 4);
+CR_CHECK_FIELD(cr_file, rdev_major, 64, 4);
+CR_CHECK_FIELD(cr_file, rdev_minor, 68, 4);
+CR_CHECK_FIELD(cr_file, dup_of, 72, 4);
+CR_CHECK_FIELD(cr_file, path_len, 76, 2);
+CR_CHECK_FIELD(cr_file, _reserved0, 78, 2);
+CR_CHECK_FIELD(cr_file, data_len, 80, 4);
+CR_CHECK_FIELD(cr_file, _reserved1, 84, 4);
+CR_CHECK_FIELD(cr_file, params, 88, 64);
+
+/* FORMAT.md §15.5: 16 bytes (EpollEntry in cr-format). */
+struct cr_epoll_entry {
+	cr_le32 fd;                    /*   0: the watched descriptor */
+	cr_le32 events;                /*   4: EPOLL* mask */
+	cr_le64 data;                  /*   8: user data */
+};
+CR_CHECK_SIZE(cr_epoll_entry, 16);
+CR_CHECK_FIELD(cr_epoll_entry, fd, 0, 4);
+CR_CHECK_FIELD(cr_epoll_entry, events, 4, 4);
+CR_CHECK_FIELD(cr_epoll_entry, data, 8, 8);
+
+/* FORMAT.md §16: 16 bytes (FileData in cr-format). */
+struct cr_file_data {
+	cr_le64 offset;                /*   0: where these bytes are in the contents */
+	cr_le32 len;                   /*   8: bytes that follow, 1..CR_MAX_FILE_DATA */
+	cr_le32 _reserved0;            /*  12: must be 0 */
+};
+CR_CHECK_SIZE(cr_file_data, 16);
+CR_CHECK_FIELD(cr_file_data, offset, 0, 8);
+CR_CHECK_FIELD(cr_file_data, len, 8, 4);
+CR_CHECK_FIELD(cr_file_data, _reserved0, 12, 4);
+
+/* FORMAT.md §17.1: 32 bytes (SigAction in cr-format). */
+struct cr_sigaction {
+	cr_le64 handler;               /*   0: handler, SIG_DFL (0) or SIG_IGN (1) */
+	cr_le64 flags;                 /*   8: SA_* */
+	cr_le64 restorer;              /*  16: sa_restorer */
+	cr_le64 mask;                  /*  24: blocked in the handler; never bits 8, 18 */
+};
+CR_CHECK_SIZE(cr_sigaction, 32);
+CR_CHECK_FIELD(cr_sigaction, handler, 0, 8);
+CR_CHECK_FIELD(cr_sigaction, flags, 8, 8);
+CR_CHECK_FIELD(cr_sigaction, restorer, 16, 8);
+CR_CHECK_FIELD(cr_sigaction, mask, 24, 8);
+
+/* FORMAT.md §17: 2072 bytes (Signals in cr-format). */
+struct cr_signals {
+	cr_le64 altstack_sp;           /*   0: ss_sp; 0 with SS_DISABLE */
+	cr_le64 altstack_size;         /*   8: ss_size; 0 with SS_DISABLE */
+	cr_le32 altstack_flags;        /*  16: SS_ONSTACK, SS_DISABLE, SS_AUTODISARM */
+	cr_le32 pending_count;         /*  20: struct cr_pending_signal that follow */
+	struct cr_sigaction actions[64];/*  24: actions[n - 1] is signal n's */
+};
+CR_CHECK_SIZE(cr_signals, 2072);
+CR_CHECK_FIELD(cr_signals, altstack_sp, 0, 8);
+CR_CHECK_FIELD(cr_signals, altstack_size, 8, 8);
+CR_CHECK_FIELD(cr_signals, altstack_flags, 16, 4);
+CR_CHECK_FIELD(cr_signals, pending_count, 20, 4);
+CR_CHECK_FIELD(cr_signals, actions, 24, 2048);
+
+/* FORMAT.md §17.2: 136 bytes (PendingSignal in cr-format). */
+struct cr_pending_signal {
+	cr_le32 queue;                 /*   0: CR_QUEUE_THREAD, CR_QUEUE_SHARED */
+	cr_le32 _reserved0;            /*   4: must be 0 */
+	uint8_t siginfo[128];          /*   8: siginfo_t (PTRACE_PEEKSIGINFO) */
+};
+CR_CHECK_SIZE(cr_pending_signal, 136);
+CR_CHECK_FIELD(cr_pending_signal, queue, 0, 4);
+CR_CHECK_FIELD(cr_pending_signal, _reserved0, 4, 4);
+CR_CHECK_FIELD(cr_pending_signal, siginfo, 8, 128);
+
+/* FORMAT.md §18.1: 16 bytes (ITimer in cr-format). */
+struct cr_itimer {
+	cr_le64 interval_ns;           /*   0: interval, ns */
+	cr_le64 value_ns;              /*   8: time left, ns (0: disarmed) */
+};
+CR_CHECK_SIZE(cr_itimer, 16);
+CR_CHECK_FIELD(cr_itimer, interval_ns, 0, 8);
+CR_CHECK_FIELD(cr_itimer, value_ns, 8, 8);
+
+/* FORMAT.md §18: 56 bytes (Timers in cr-format). */
+struct cr_timers {
+	struct cr_itimer itimers[3];   /*   0: ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF */
+	cr_le32 posix_count;           /*  48: struct cr_posix_timer that follow */
+	cr_le32 _reserved0;            /*  52: must be 0 */
+};
+CR_CHECK_SIZE(cr_timers, 56);
+CR_CHECK_FIELD(cr_timers, itimers, 0, 48);
+CR_CHECK_FIELD(cr_timers, posix_count, 48, 4);
+CR_CHECK_FIELD(cr_timers, _reserved0, 52, 4);
+
+/* FORMAT.md §18.2: 48 bytes (PosixTimer in cr-format). */
+struct cr_posix_timer {
+	cr_le32 id;                    /*   0: timer_t, increasing */
+	cr_le32 clock;                 /*   4: clock id */
+	cr_le32 sigev_notify;          /*   8: SIGEV_SIGNAL, _NONE, _THREAD, _THREAD_ID */
+	cr_le32 sigev_signo;           /*  12: signal, 1..64 unless SIGEV_NONE */
+	cr_le64 sigev_value;           /*  16: sigev_value */
+	cr_le32 notify_tid;            /*  24: nonzero iff SIGEV_THREAD_ID */
+	cr_le32 overrun;               /*  28: overruns not read */
+	cr_le64 interval_ns;           /*  32: interval, ns */
+	cr_le64 value_ns;              /*  40: time left, ns (0: disarmed) */
+};
+CR_CHECK_SIZE(cr_posix_timer, 48);
+CR_CHECK_FIELD(cr_posix_timer, id, 0, 4);
+CR_CHECK_FIELD(cr_posix_timer, clock, 4, 4);
+CR_CHECK_FIELD(cr_posix_timer, sigev_notify, 8, 4);
+CR_CHECK_FIELD(cr_posix_timer, sigev_signo, 12, 4);
+CR_CHECK_FIELD(cr_posix_timer, sigev_value, 16, 8);
+CR_CHECK_FIELD(cr_posix_timer, notify_tid, 24, 4);
+CR_CHECK_FIELD(cr_posix_timer, overrun, 28, 4);
+CR_CHECK_FIELD(cr_posix_timer, interval_ns, 32, 8);
+CR_CHECK_FIELD(cr_posix_timer, value_ns, 40, 8);
+
+/* FORMAT.md §19.1: 16 bytes (Rlimit in cr-format). */
+struct cr_rlimit {
+	cr_le64 cur;                   /*   0: soft limit, at most max */
+	cr_le64 max;                   /*   8: hard limit; ~0 is RLIM_INFINITY */
+};
+CR_CHECK_SIZE(cr_rlimit, 16);
+CR_CHECK_FIELD(cr_rlimit, cur, 0, 8);
+CR_CHECK_FIELD(cr_rlimit, max, 8, 8);
+
+/* FORMAT.md §19: 352 bytes (Process in cr-format). */
+struct cr_process {
+	struct cr_rlimit rlimits[16];  /*   0: RLIMIT_CPU..RLIMIT_RTTIME */
+	cr_le64 timer_slack_ns;        /* 256: PR_GET_TIMERSLACK */
+	cr_le64 rseq_addr;             /* 264: rseq area, 0 if none */
+	cr_le32 rseq_len;              /* 272: 0 without rseq */
+	cr_le32 rseq_sig;              /* 276: 0 without rseq */
+	cr_le64 robust_list;           /* 280: robust futex list head */
+	cr_le64 robust_list_len;       /* 288: its length */
+	cr_le64 clear_child_tid;       /* 296: set_tid_address */
+	cr_le64 cap_bounding;          /* 304: bounding set */
+	cr_le64 cap_ambient;           /* 312: ambient set */
+	cr_le32 securebits;            /* 320: PR_GET_SECUREBITS */
+	cr_le32 pdeathsig;             /* 324: 0..64 */
+	cr_le32 dumpable;              /* 328: 0, 1, 2 */
+	cr_le32 attr_flags;            /* 332: CR_ATTR_* */
+	cr_le32 oom_score_adj;         /* 336: -1000..1000, two's complement */
+	cr_le32 seccomp_mode;          /* 340: 0, 1, 2 */
+	cr_le32 group_count;           /* 344: u32 group ids that follow */
+	cr_le32 _reserved0;            /* 348: must be 0 */
+};
+CR_CHECK_SIZE(cr_process, 352);
+CR_CHECK_FIELD(cr_process, rlimits, 0, 256);
+CR_CHECK_FIELD(cr_process, timer_slack_ns, 256, 8);
+CR_CHECK_FIELD(cr_process, rseq_addr, 264, 8);
+CR_CHECK_FIELD(cr_process, rseq_len, 272, 4);
+CR_CHECK_FIELD(cr_process, rseq_sig, 276, 4);
+CR_CHECK_FIELD(cr_process, robust_list, 280, 8);
+CR_CHECK_FIELD(cr_process, robust_list_len, 288, 8);
+CR_CHECK_FIELD(cr_process, clear_child_tid, 296, 8);
+CR_CHECK_FIELD(cr_process, cap_bounding, 304, 8);
+CR_CHECK_FIELD(cr_process, cap_ambient, 312, 8);
+CR_CHECK_FIELD(cr_process, securebits, 320, 4);
+CR_CHECK_FIELD(cr_process, pdeathsig, 324, 4);
+CR_CHECK_FIELD(cr_process, dumpable, 328, 4);
+CR_CHECK_FIELD(cr_process, attr_flags, 332, 4);
+CR_CHECK_FIELD(cr_process, oom_score_adj, 336, 4);
+CR_CHECK_FIELD(cr_process, seccomp_mode, 340, 4);
+CR_CHECK_FIELD(cr_process, group_count, 344, 4);
+CR_CHECK_FIELD(cr_process, _reserved0, 348, 4);
+
+/* FORMAT.md §20: 8 bytes (VmaAttr in cr-format). */
+struct cr_vma_attr {
+	cr_le32 attrs;                 /*   0: CR_VMA_ATTR_* bits, at least one */
+	cr_le32 _reserved0;            /*   4: must be 0 */
+};
+CR_CHECK_SIZE(cr_vma_attr, 8);
+CR_CHECK_FIELD(cr_vma_attr, attrs, 0, 4);
+CR_CHECK_FIELD(cr_vma_attr, _reserved0, 4, 4);
 /*
  * Variable parts, after the fixed structs (all zero-padded to a multiple of 8):
  *   Regs:  xsave_len bytes of XSAVE area.
@@ -386,6 +674,12 @@ CR_CHECK_FIELD(cr_tail, digest, 16, 8);
  *   Vma:   path_len bytes of path.
  *   Pages: run_count struct cr_page_run, pad_len zero bytes, then the data of the data runs,
  *          starting at a file offset that is a multiple of the page size (§8.2).
+ *   File:  path_len bytes of path, then data_len bytes of type-specific data (an epoll File's
+ *          are struct cr_epoll_entry), each zero-padded.
+ *   FileData: len bytes of contents.
+ *   Signals: pending_count struct cr_pending_signal.
+ *   Timers: posix_count struct cr_posix_timer.
+ *   Process: group_count cr_le32 group ids.
  */
 
 /* ---- Little-endian readers over a byte buffer (any alignment, any host byte order) -------- */

@@ -337,20 +337,12 @@ fn detach_pid_file_and_stopped() {
     let mut n = 0;
     for rec in j["body"].as_array().unwrap() {
         let Some(v) = rec.get("vma") else { continue };
-        if v["kind"] == 6 {
-            continue; // vsyscall: the kernel's
+        if v["kind"] == "vsyscall" {
+            continue; // the kernel's
         }
-        let (s, e, prot) = (
-            hex(&v["start"]),
-            hex(&v["end"]),
-            v["prot"].as_u64().unwrap(),
-        );
-        let perms = format!(
-            "{}{}{}",
-            if prot & 1 != 0 { 'r' } else { '-' },
-            if prot & 2 != 0 { 'w' } else { '-' },
-            if prot & 4 != 0 { 'x' } else { '-' }
-        );
+        // show --json names kinds and writes prot as maps does (spec/JSON.md).
+        let (s, e) = (hex(&v["start"]), hex(&v["end"]));
+        let perms = v["prot"].as_str().unwrap().to_string();
         let covered = maps_now.lines().any(|l| {
             let (range, rest) = l.split_once(' ').unwrap();
             let (a, b) = range.split_once('-').unwrap();

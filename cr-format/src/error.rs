@@ -260,6 +260,12 @@ pub fn kind_name(kind: u16) -> &'static str {
         KIND_VMA => "Vma",
         KIND_PAGES => "Pages",
         KIND_TAIL => "Tail",
+        KIND_FILE => "File",
+        KIND_FILE_DATA => "FileData",
+        KIND_SIGNALS => "Signals",
+        KIND_TIMERS => "Timers",
+        KIND_PROCESS => "Process",
+        KIND_VMA_ATTR => "VmaAttr",
         _ => "unknown",
     }
 }

@@ -30,6 +30,8 @@ pub const MAX_CHAIN_DEPTH: u32 = 64;
 pub const MAX_FILES: u32 = 65536;
 /// Most epoll entries in one File record's data.
 pub const MAX_EPOLL_ENTRIES: u32 = 65536;
+/// Most bytes of a socket File's address (`sizeof(struct sockaddr_storage)`).
+pub const MAX_SOCKADDR: u32 = 128;
 /// Most bytes of contents in one FileData record (1 MiB, as [`MAX_DATA_PER_RECORD`]).
 pub const MAX_FILE_DATA: u32 = MAX_DATA_PER_RECORD;
 /// Most pending signals in a Signals record.

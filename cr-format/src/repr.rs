@@ -7,6 +7,12 @@ use crate::read::{Image, Record, RunKind};
 use crate::write::{Sink, Summary, Writer};
 use alloc::vec::Vec;
 
+mod state;
+pub use state::{
+    FileRepr, ITimerRepr, PendingSignalRepr, PosixTimerRepr, ProcessRepr, RlimitRepr,
+    SigActionRepr, SignalsRepr, TimersRepr,
+};
+
 /// Header fields (§3). Magic and major version are implied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -321,11 +327,22 @@ pub struct PagesRepr {
     pub data: Vec<u8>,
 }
 
-/// A body record: VMAs, their pages, and records of unknown kind carried through.
+/// A record after the Mm: the state records (§15 to §19), VMAs with their attributes and
+/// pages, and records of unknown kind carried through. The writer checks their order (§2.5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BodyRepr {
+    /// §15, with its FileData records (§16).
+    File(FileRepr),
+    /// §17 (boxed: 64 dispositions would make every entry 2 KiB).
+    Signals(alloc::boxed::Box<SignalsRepr>),
+    /// §18.
+    Timers(TimersRepr),
+    /// §19.
+    Process(ProcessRepr),
     /// §7.
     Vma(VmaRepr),
+    /// §20: the `VMA_ATTR_*` bits of the Vma just before.
+    VmaAttr(u32),
     /// §8.
     Pages(PagesRepr),
     /// A non-critical record of unknown kind.
@@ -348,7 +365,8 @@ pub struct ImageRepr {
     pub regs: RegsRepr,
     /// §6.
     pub mm: MmRepr,
-    /// VMAs, Pages and unknown records, in order.
+    /// Every record after the Mm but the Tail, in order: state records, VMAs, their
+    /// attributes and Pages, unknown records.
     pub body: Vec<BodyRepr>,
 }
 
@@ -406,13 +424,20 @@ impl ImageRepr {
         for r in img.records() {
             match r.record {
                 Record::Header(_) | Record::Tail(_) => {}
-                // TODO(format helper): owned forms of the 1.1 state records.
-                Record::File(_)
-                | Record::FileData(_)
-                | Record::Signals(_)
-                | Record::Timers(_)
-                | Record::Process(_)
-                | Record::VmaAttr(_) => {}
+                Record::File(f) => out.body.push(BodyRepr::File(FileRepr::parse(&f))),
+                // A validated image has a FileData only right after its File or another
+                // FileData (§16), so the last body entry is its File.
+                Record::FileData(d) => {
+                    if let Some(BodyRepr::File(f)) = out.body.last_mut() {
+                        f.contents.push(d.bytes.to_vec());
+                    }
+                }
+                Record::Signals(x) => out
+                    .body
+                    .push(BodyRepr::Signals(SignalsRepr::parse(&x).into())),
+                Record::Timers(x) => out.body.push(BodyRepr::Timers(TimersRepr::parse(&x))),
+                Record::Process(x) => out.body.push(BodyRepr::Process(ProcessRepr::parse(&x))),
+                Record::VmaAttr(a) => out.body.push(BodyRepr::VmaAttr(a.attrs.get())),
                 Record::Task(t) => out.task = TaskRepr::parse(t),
                 Record::Regs(x) => {
                     out.regs = RegsRepr {
@@ -477,6 +502,14 @@ impl ImageRepr {
         let mut runs = Vec::new();
         for b in &self.body {
             match b {
+                BodyRepr::File(f) => f.emit(&mut w)?,
+                BodyRepr::Signals(x) => x.emit(&mut w)?,
+                BodyRepr::Timers(x) => x.emit(&mut w)?,
+                BodyRepr::Process(x) => x.emit(&mut w)?,
+                BodyRepr::VmaAttr(a) => w.vma_attr(&raw::VmaAttr {
+                    attrs: (*a).into(),
+                    _reserved0: 0.into(),
+                })?,
                 BodyRepr::Vma(v) => w.vma(&v.to_raw(), &v.path)?,
                 BodyRepr::Pages(p) => {
                     runs.clear();
@@ -498,161 +531,4 @@ impl ImageRepr {
 }
 
 #[cfg(feature = "arbitrary")]
-// Test-input generation, not parsing: plain arithmetic on small bounded values reads better.
-#[allow(clippy::arithmetic_side_effects, clippy::as_conversions)]
-mod arb {
-    //! Arbitrary images that are valid by construction (most of the time), so fuzzing and
-    //! property tests exercise the whole format rather than the first check.
-    use super::*;
-    use crate::limits::{MAX_AUXV, MAX_DATA_PER_RECORD};
-    use crate::raw::*;
-    use arbitrary::{Arbitrary, Result, Unstructured};
-
-    impl<'a> Arbitrary<'a> for ImageRepr {
-        fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-            let page_size = *u.choose(&[4096u32, 16384, 65536])?;
-            let ps = u64::from(page_size);
-            let crid = u.int_in_range(1..=u64::MAX)?;
-            let incremental = u.arbitrary::<bool>()? && crid > 1;
-            let parent_crid = if incremental {
-                u.int_in_range(1..=crid - 1)?
-            } else {
-                0
-            };
-            let mut producer = [0u8; 32];
-            let plen = u.int_in_range(0..=32usize)?;
-            for b in producer.iter_mut().take(plen) {
-                *b = u.int_in_range(1..=255u8)?;
-            }
-            let header = HeaderRepr {
-                version_minor: u.arbitrary()?,
-                arch: ARCH_X86_64,
-                page_size,
-                crid,
-                parent_crid,
-                parent_digest: if incremental { u.arbitrary()? } else { 0 },
-                created_ns: u.arbitrary()?,
-                diff_method: if incremental {
-                    *u.choose(&[DIFF_WRITE_TRACKING, DIFF_CONTENT_COMPARE])?
-                } else {
-                    DIFF_NONE
-                },
-                producer,
-            };
-            let mut task = TaskRepr::arbitrary(u)?;
-            task.pid = task.pid.max(1);
-            task.state = *u.choose(b"RSDTtZ")?;
-            let n = u.int_in_range(0..=15usize)?;
-            task.comm = [0; 16];
-            for b in task.comm.iter_mut().take(n) {
-                *b = u.int_in_range(1..=255u8)?;
-            }
-            let mut regs = RegsRepr::arbitrary(u)?;
-            regs.arch = ARCH_X86_64;
-            regs.xsave.truncate(4096);
-            let mut mm = MmRepr::arbitrary(u)?;
-            for (lo, hi) in [
-                (&mut mm.start_code, &mut mm.end_code),
-                (&mut mm.start_data, &mut mm.end_data),
-                (&mut mm.start_brk, &mut mm.brk),
-                (&mut mm.arg_start, &mut mm.arg_end),
-                (&mut mm.env_start, &mut mm.env_end),
-            ] {
-                if *lo > *hi {
-                    core::mem::swap(lo, hi);
-                }
-            }
-            mm.auxv.truncate(MAX_AUXV as usize);
-            mm.exe.retain(|&b| b != 0);
-            mm.exe.truncate(300);
-            let mut body = Vec::new();
-            let mut addr = u.int_in_range(0..=0xffffu64)? * ps;
-            for _ in 0..u.int_in_range(0..=6u32)? {
-                if u.ratio(1, 8)? {
-                    let len = 8 * u.int_in_range(0..=4usize)?;
-                    let payload = (0..len)
-                        .map(|_| u.arbitrary())
-                        .collect::<Result<Vec<u8>>>()?;
-                    body.push(BodyRepr::Unknown {
-                        kind: u.int_in_range(8..=u16::MAX)?,
-                        payload,
-                    });
-                }
-                let pages = u.int_in_range(1..=64u64)?;
-                addr += u.int_in_range(0..=16u64)? * ps;
-                let (start, end) = (addr, addr + pages * ps);
-                addr = end;
-                let kind = u.int_in_range(0..=VMA_VSYSCALL)?;
-                let mut path: Vec<u8> = if kind == VMA_FILE {
-                    Vec::arbitrary(u)?
-                } else {
-                    Vec::new()
-                };
-                path.retain(|&b| b != 0);
-                path.truncate(200);
-                if kind == VMA_FILE && path.is_empty() {
-                    path.push(b'/');
-                }
-                body.push(BodyRepr::Vma(VmaRepr {
-                    start,
-                    end,
-                    offset: u.int_in_range(0..=1024u64)? * ps,
-                    inode: u.arbitrary()?,
-                    file_size: u.arbitrary()?,
-                    file_mtime_ns: u.arbitrary()?,
-                    dev_major: u.arbitrary()?,
-                    dev_minor: u.arbitrary()?,
-                    prot: u.int_in_range(0..=7)?,
-                    flags: u.int_in_range(0..=VMA_FLAGS_KNOWN)?,
-                    kind,
-                    path,
-                }));
-                // Pages records over parts of the VMA.
-                let mut p = start;
-                while p < end && u.ratio(2, 3)? {
-                    let mut runs = Vec::new();
-                    let mut data = Vec::new();
-                    while p < end && runs.len() < 8 {
-                        p += u.int_in_range(0..=2u64)? * ps;
-                        if p >= end {
-                            break;
-                        }
-                        let max = ((end - p) / ps).min(4);
-                        let n = u.int_in_range(1..=max)?;
-                        // Data up to the record limit (16 pages of 64 KiB); zero runs beyond.
-                        let room = data.len() as u64 + n * ps <= u64::from(MAX_DATA_PER_RECORD);
-                        let kind = match u.int_in_range(0..=2u8)? {
-                            0 if room => RunKind::Data,
-                            2 if incremental => RunKind::Parent,
-                            _ => RunKind::Zero,
-                        };
-                        if kind == RunKind::Data {
-                            let fill: u8 = u.arbitrary()?;
-                            data.extend(core::iter::repeat_n(fill, (n * ps) as usize));
-                        }
-                        runs.push(RunRepr {
-                            addr: p,
-                            pages: n as u32,
-                            kind,
-                        });
-                        p += n * ps;
-                        if u.ratio(1, 3)? {
-                            break;
-                        }
-                    }
-                    if runs.is_empty() {
-                        break;
-                    }
-                    body.push(BodyRepr::Pages(PagesRepr { runs, data }));
-                }
-            }
-            Ok(ImageRepr {
-                header,
-                task,
-                regs,
-                mm,
-                body,
-            })
-        }
-    }
-}
+mod arb;

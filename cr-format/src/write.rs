@@ -478,9 +478,11 @@ impl<S: Sink> Writer<S> {
         f.data_len = u32::try_from(data.len()).unwrap_or(u32::MAX).into();
         let first = f.as_bytes();
         self.state_record(KIND_FILE, &[first, path, data], |v, len, _| {
-            if path.contains(&0) {
+            if let Some(i) = path.iter().position(|&b| b == 0) {
                 return Err(Error::new(
-                    v.payload_off().saturating_add(152),
+                    v.payload_off()
+                        .saturating_add(152)
+                        .saturating_add(to_u64(i)),
                     ErrorKind::BadField {
                         field: "path",
                         expected: "no NUL byte",
@@ -511,7 +513,10 @@ impl<S: Sink> Writer<S> {
         self.state_record(
             KIND_SIGNALS,
             &[s.as_bytes(), pending.as_bytes()],
-            |v, len, _| v.check_signals(&s, len, pending),
+            |v, len, _| {
+                v.check_signals(&s, len)?;
+                v.check_pending(pending)
+            },
         )
     }
 
@@ -522,7 +527,10 @@ impl<S: Sink> Writer<S> {
         self.state_record(
             KIND_TIMERS,
             &[t.as_bytes(), posix.as_bytes()],
-            |v, len, _| v.check_timers(&t, len),
+            |v, len, _| {
+                v.check_timers(&t, len)?;
+                v.check_posix(posix)
+            },
         )
     }
 
@@ -533,7 +541,10 @@ impl<S: Sink> Writer<S> {
         self.state_record(
             KIND_PROCESS,
             &[p.as_bytes(), groups.as_bytes()],
-            |v, len, _| v.check_process(&p, len, &[]),
+            |v, len, _| {
+                v.check_process(&p, len)?;
+                v.check_groups(groups, &[])
+            },
         )
     }
 

@@ -213,7 +213,8 @@ fn walk_agrees_with_the_reader_on_valid_vectors() {
 /// The kind walk.c names for an error of the Rust reader (its `Display` text, as in
 /// `spec/vectors/invalid/*.err`).
 fn walk_kind(rust: &str) -> &'static str {
-    const KINDS: [(&str, &str); 16] = [
+    const KINDS: [(&str, &str); 17] = [
+        ("payload length", "malformed"),
         ("image truncated", "truncated"),
         ("bad magic", "magic"),
         ("unsupported format version", "version"),
@@ -269,6 +270,88 @@ fn walk_agrees_with_the_reader_on_invalid_vectors() {
         );
         assert_eq!(out.status.code(), Some(1), "{}", path.display());
     }
+}
+
+/// Every record's CRC and the Tail recomputed after an edit of payload bytes (lengths kept).
+fn reseal(img: &mut [u8]) {
+    let crc64 = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
+    let mut digest = crc64.digest();
+    let mut off = 0usize;
+    while off + 16 <= img.len() {
+        let kind = u16::from_le_bytes([img[off], img[off + 1]]);
+        let len = u32::from_le_bytes(img[off + 4..off + 8].try_into().unwrap()) as usize;
+        if kind == KIND_TAIL {
+            let count = u32::from_le_bytes(img[off + 8..off + 12].try_into().unwrap());
+            img[off + 16..off + 24].copy_from_slice(&u64::from(count).to_le_bytes());
+            img[off + 32..off + 40].copy_from_slice(&digest.clone().finalize().to_le_bytes());
+        }
+        // Pages: only the checked part is under the record CRC (the data is not edited here).
+        let checked = if kind == KIND_PAGES {
+            let n = u32::from_le_bytes(img[off + 16..off + 20].try_into().unwrap()) as usize;
+            let pad = u32::from_le_bytes(img[off + 20..off + 24].try_into().unwrap()) as usize;
+            16 + 16 * n + pad
+        } else {
+            len
+        };
+        let mut c = crc32fast::Hasher::new();
+        c.update(&img[off..off + 12]);
+        c.update(&img[off + 16..off + 16 + checked]);
+        let crc = c.finalize();
+        img[off + 12..off + 16].copy_from_slice(&crc.to_le_bytes());
+        if kind != KIND_TAIL {
+            digest.update(&img[off..off + 16]);
+        }
+        off += 16 + len;
+    }
+}
+
+/// Every byte of the payloads of the 1.1 records of `state-handmade.bin` changed (two ways) and
+/// the image resealed, so that the field checks run: walk.c, written from FORMAT.md, accepts
+/// exactly what the Rust reader accepts and otherwise names the same error at the same offset.
+#[test]
+fn walk_agrees_with_the_reader_on_resealed_edits_of_the_1_1_records() {
+    let bin = walk_binary();
+    let img = std::fs::read(spec_dir().join("vectors/valid/state-handmade.bin")).unwrap();
+    let case = scratch().join("state-edit.bin");
+    let spans: Vec<(usize, usize)> = Records::new(&img, Options::default())
+        .map(|r| r.unwrap())
+        .filter(|p| (KIND_FILE..=KIND_LAST).contains(&p.header.kind.get()))
+        .map(|p| (p.offset as usize + 16, p.header.len.get() as usize))
+        .collect();
+    let (mut accepted, mut rejected) = (0, 0);
+    for (start, len) in spans {
+        for at in start..start + len {
+            for flip in [0x01u8, 0x80] {
+                let mut b = img.clone();
+                b[at] ^= flip;
+                reseal(&mut b);
+                std::fs::write(&case, &b).unwrap();
+                let out = run_walk(bin, &case);
+                let stdout = String::from_utf8(out.stdout).unwrap();
+                match cr_format::read::Image::parse(&b) {
+                    Ok(_) => {
+                        accepted += 1;
+                        assert_eq!(out.status.code(), Some(0), "{at:#x}^{flip:#x}: {stdout}");
+                    }
+                    Err(e) => {
+                        rejected += 1;
+                        let msg = e.to_string();
+                        let (_, text) = msg.split_once(": ").unwrap();
+                        let want = format!("error {:#x} {}", e.offset, walk_kind(text));
+                        assert_eq!(
+                            stdout.lines().last(),
+                            Some(want.as_str()),
+                            "{at:#x}^{flip:#x}: the Rust reader says {msg:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        accepted > 100 && rejected > 100,
+        "{accepted} accepted, {rejected} rejected"
+    );
 }
 
 #[test]
@@ -408,7 +491,7 @@ fn spec_tables() -> Layouts {
 }
 
 /// C struct name of each struct of `raw`.
-const C_NAMES: [(&str, &str); 10] = [
+const C_NAMES: [(&str, &str); 22] = [
     ("RecordHeader", "cr_record_header"),
     ("Header", "cr_header"),
     ("Task", "cr_task"),
@@ -419,6 +502,18 @@ const C_NAMES: [(&str, &str); 10] = [
     ("Pages", "cr_pages"),
     ("PageRun", "cr_page_run"),
     ("Tail", "cr_tail"),
+    ("File", "cr_file"),
+    ("EpollEntry", "cr_epoll_entry"),
+    ("FileData", "cr_file_data"),
+    ("SigAction", "cr_sigaction"),
+    ("Signals", "cr_signals"),
+    ("PendingSignal", "cr_pending_signal"),
+    ("ITimer", "cr_itimer"),
+    ("Timers", "cr_timers"),
+    ("PosixTimer", "cr_posix_timer"),
+    ("Rlimit", "cr_rlimit"),
+    ("Process", "cr_process"),
+    ("VmaAttr", "cr_vma_attr"),
 ];
 
 /// `CR_CHECK_FIELD(s, f, off, n);` and `CR_CHECK_SIZE(s, n);` lines of the header.
@@ -536,6 +631,64 @@ fn header_constants_are_rusts() {
         ("CR_MAX_DATA_PER_RECORD", MAX_DATA_PER_RECORD.into()),
         ("CR_MAX_PAYLOAD_LEN", MAX_PAYLOAD_LEN.into()),
         ("CR_MAX_CHAIN_DEPTH", MAX_CHAIN_DEPTH.into()),
+        ("CR_KIND_FILE", KIND_FILE.into()),
+        ("CR_KIND_FILE_DATA", KIND_FILE_DATA.into()),
+        ("CR_KIND_SIGNALS", KIND_SIGNALS.into()),
+        ("CR_KIND_TIMERS", KIND_TIMERS.into()),
+        ("CR_KIND_PROCESS", KIND_PROCESS.into()),
+        ("CR_KIND_VMA_ATTR", KIND_VMA_ATTR.into()),
+        ("CR_KIND_CORE_LAST", KIND_CORE_LAST.into()),
+        ("CR_KIND_LAST", KIND_LAST.into()),
+        ("CR_ROLE_FD", ROLE_FD.into()),
+        ("CR_ROLE_CWD", ROLE_CWD.into()),
+        ("CR_ROLE_ROOT", ROLE_ROOT.into()),
+        ("CR_FILE_UNSUPPORTED", FILE_UNSUPPORTED.into()),
+        ("CR_FILE_REG", FILE_REG.into()),
+        ("CR_FILE_DIR", FILE_DIR.into()),
+        ("CR_FILE_CHR", FILE_CHR.into()),
+        ("CR_FILE_FIFO", FILE_FIFO.into()),
+        ("CR_FILE_PIPE", FILE_PIPE.into()),
+        ("CR_FILE_SOCKET", FILE_SOCKET.into()),
+        ("CR_FILE_EVENTFD", FILE_EVENTFD.into()),
+        ("CR_FILE_TIMERFD", FILE_TIMERFD.into()),
+        ("CR_FILE_SIGNALFD", FILE_SIGNALFD.into()),
+        ("CR_FILE_EPOLL", FILE_EPOLL.into()),
+        ("CR_FILE_MEMFD", FILE_MEMFD.into()),
+        ("CR_FILE_TYPE_LAST", FILE_TYPE_LAST.into()),
+        ("CR_FILE_DELETED", FILE_DELETED.into()),
+        ("CR_FILE_TTY", FILE_TTY.into()),
+        ("CR_FILE_HAS_DATA", FILE_HAS_DATA.into()),
+        ("CR_FILE_FLAGS_KNOWN", FILE_FLAGS_KNOWN.into()),
+        ("CR_DUP_NONE", DUP_NONE.into()),
+        ("CR_SOCKET_UNBOUND", SOCKET_UNBOUND),
+        ("CR_SOCKET_BOUND", SOCKET_BOUND),
+        ("CR_SOCKET_LISTENING", SOCKET_LISTENING),
+        ("CR_SOCKET_CONNECTED", SOCKET_CONNECTED),
+        ("CR_QUEUE_THREAD", QUEUE_THREAD.into()),
+        ("CR_QUEUE_SHARED", QUEUE_SHARED.into()),
+        ("CR_ATTR_CHILD_SUBREAPER", ATTR_CHILD_SUBREAPER.into()),
+        ("CR_ATTR_NO_NEW_PRIVS", ATTR_NO_NEW_PRIVS.into()),
+        ("CR_ATTR_THP_DISABLE", ATTR_THP_DISABLE.into()),
+        ("CR_ATTR_MLOCK_FUTURE", ATTR_MLOCK_FUTURE.into()),
+        ("CR_ATTR_MLOCK_ONFAULT", ATTR_MLOCK_ONFAULT.into()),
+        ("CR_ATTR_FLAGS_KNOWN", ATTR_FLAGS_KNOWN.into()),
+        ("CR_RLIMIT_COUNT", RLIMIT_COUNT as u64),
+        ("CR_VMA_ATTR_DONTFORK", VMA_ATTR_DONTFORK.into()),
+        ("CR_VMA_ATTR_DONTDUMP", VMA_ATTR_DONTDUMP.into()),
+        ("CR_VMA_ATTR_WIPEONFORK", VMA_ATTR_WIPEONFORK.into()),
+        ("CR_VMA_ATTR_HUGEPAGE", VMA_ATTR_HUGEPAGE.into()),
+        ("CR_VMA_ATTR_NOHUGEPAGE", VMA_ATTR_NOHUGEPAGE.into()),
+        ("CR_VMA_ATTR_MERGEABLE", VMA_ATTR_MERGEABLE.into()),
+        ("CR_VMA_ATTR_LOCKED", VMA_ATTR_LOCKED.into()),
+        ("CR_VMA_ATTR_LOCKONFAULT", VMA_ATTR_LOCKONFAULT.into()),
+        ("CR_VMA_ATTR_KNOWN", VMA_ATTR_KNOWN.into()),
+        ("CR_MAX_FILES", MAX_FILES.into()),
+        ("CR_MAX_EPOLL_ENTRIES", MAX_EPOLL_ENTRIES.into()),
+        ("CR_MAX_SOCKADDR", MAX_SOCKADDR.into()),
+        ("CR_MAX_FILE_DATA", MAX_FILE_DATA.into()),
+        ("CR_MAX_PENDING_SIGNALS", MAX_PENDING_SIGNALS.into()),
+        ("CR_MAX_POSIX_TIMERS", MAX_POSIX_TIMERS.into()),
+        ("CR_MAX_GROUPS", MAX_GROUPS.into()),
     ]
     .into_iter()
     .map(|(n, v)| (n.to_string(), v))

@@ -105,6 +105,10 @@ fn type_size(ty: &str) -> usize {
         "u16" => 2,
         "u32" => 4,
         "u64" => 8,
+        // Arrays of the format's own structs, each checked by its own table.
+        "SigAction" => size_of::<raw::SigAction>(),
+        "ITimer" => size_of::<raw::ITimer>(),
+        "Rlimit" => size_of::<raw::Rlimit>(),
         _ => panic!("unknown type {ty:?} in a layout table"),
     };
     one * count
@@ -238,6 +242,157 @@ fn layout_tables_match_raw() {
     check_struct!(md, Pages, [run_count, pad_len, data_crc, _reserved0]);
     check_struct!(md, PageRun, [addr, pages, kind, _reserved0]);
     check_struct!(md, Tail, [record_count, image_len, digest]);
+    check_struct!(
+        md,
+        File,
+        [
+            fd, role, ftype, flags, fd_flags, open_flags, mode, pos, inode, size, mtime_ns,
+            dev_major, dev_minor, rdev_major, rdev_minor, dup_of, path_len, _reserved0, data_len,
+            _reserved1, params,
+        ]
+    );
+    check_struct!(md, EpollEntry, [fd, events, data]);
+    check_struct!(md, FileData, [offset, len, _reserved0]);
+    check_struct!(
+        md,
+        Signals,
+        [
+            altstack_sp,
+            altstack_size,
+            altstack_flags,
+            pending_count,
+            actions
+        ]
+    );
+    check_struct!(md, SigAction, [handler, flags, restorer, mask]);
+    check_struct!(md, PendingSignal, [queue, _reserved0, siginfo]);
+    check_struct!(md, Timers, [itimers, posix_count, _reserved0]);
+    check_struct!(md, ITimer, [interval_ns, value_ns]);
+    check_struct!(
+        md,
+        PosixTimer,
+        [
+            id,
+            clock,
+            sigev_notify,
+            sigev_signo,
+            sigev_value,
+            notify_tid,
+            overrun,
+            interval_ns,
+            value_ns,
+        ]
+    );
+    check_struct!(
+        md,
+        Process,
+        [
+            rlimits,
+            timer_slack_ns,
+            rseq_addr,
+            rseq_len,
+            rseq_sig,
+            robust_list,
+            robust_list_len,
+            clear_child_tid,
+            cap_bounding,
+            cap_ambient,
+            securebits,
+            pdeathsig,
+            dumpable,
+            attr_flags,
+            oom_score_adj,
+            seccomp_mode,
+            group_count,
+            _reserved0,
+        ]
+    );
+    check_struct!(md, Rlimit, [cur, max]);
+    check_struct!(md, VmaAttr, [attrs, _reserved0]);
+}
+
+/// The rows of the kinds table of §2.2 against the constants, and the constants named in the
+/// tables of §15..§20 against `raw`.
+#[test]
+fn kinds_and_constants_of_1_1_match_raw() {
+    let md = format_md();
+    for (kind, name) in [
+        (raw::KIND_FILE, "KIND_FILE"),
+        (raw::KIND_FILE_DATA, "KIND_FILE_DATA"),
+        (raw::KIND_SIGNALS, "KIND_SIGNALS"),
+        (raw::KIND_TIMERS, "KIND_TIMERS"),
+        (raw::KIND_PROCESS, "KIND_PROCESS"),
+        (raw::KIND_VMA_ATTR, "KIND_VMA_ATTR"),
+    ] {
+        let row = format!("| {kind} | `{name}` |");
+        assert!(md.contains(&row), "§2.2 has no row {row:?}");
+    }
+    let pairs: [(u64, &str); 37] = [
+        (raw::ROLE_FD.into(), "`ROLE_FD` (0)"),
+        (raw::ROLE_CWD.into(), "`ROLE_CWD` (1)"),
+        (raw::ROLE_ROOT.into(), "`ROLE_ROOT` (2)"),
+        (raw::FILE_UNSUPPORTED.into(), "| 0 | `FILE_UNSUPPORTED` |"),
+        (raw::FILE_REG.into(), "| 1 | `FILE_REG` |"),
+        (raw::FILE_DIR.into(), "| 2 | `FILE_DIR` |"),
+        (raw::FILE_CHR.into(), "| 3 | `FILE_CHR` |"),
+        (raw::FILE_FIFO.into(), "| 4 | `FILE_FIFO` |"),
+        (raw::FILE_PIPE.into(), "| 5 | `FILE_PIPE` |"),
+        (raw::FILE_SOCKET.into(), "| 6 | `FILE_SOCKET` |"),
+        (raw::FILE_EVENTFD.into(), "| 7 | `FILE_EVENTFD` |"),
+        (raw::FILE_TIMERFD.into(), "| 8 | `FILE_TIMERFD` |"),
+        (raw::FILE_SIGNALFD.into(), "| 9 | `FILE_SIGNALFD` |"),
+        (raw::FILE_EPOLL.into(), "| 10 | `FILE_EPOLL` |"),
+        (raw::FILE_MEMFD.into(), "| 11 | `FILE_MEMFD` |"),
+        (raw::FILE_DELETED.into(), "| 1 | `FILE_DELETED` |"),
+        (raw::FILE_TTY.into(), "| 2 | `FILE_TTY` |"),
+        (raw::FILE_HAS_DATA.into(), "| 4 | `FILE_HAS_DATA` |"),
+        (raw::SOCKET_UNBOUND, "`SOCKET_UNBOUND` (0)"),
+        (raw::SOCKET_BOUND, "`SOCKET_BOUND` (1)"),
+        (raw::SOCKET_LISTENING, "`SOCKET_LISTENING` (2)"),
+        (raw::SOCKET_CONNECTED, "`SOCKET_CONNECTED` (3"),
+        (raw::QUEUE_THREAD.into(), "`QUEUE_THREAD` (0)"),
+        (raw::QUEUE_SHARED.into(), "`QUEUE_SHARED` (1)"),
+        (
+            raw::ATTR_CHILD_SUBREAPER.into(),
+            "`ATTR_CHILD_SUBREAPER` (1)",
+        ),
+        (raw::ATTR_NO_NEW_PRIVS.into(), "`ATTR_NO_NEW_PRIVS` (2)"),
+        (raw::ATTR_THP_DISABLE.into(), "`ATTR_THP_DISABLE` (4)"),
+        (raw::ATTR_MLOCK_FUTURE.into(), "`ATTR_MLOCK_FUTURE` (8)"),
+        (raw::ATTR_MLOCK_ONFAULT.into(), "`ATTR_MLOCK_ONFAULT` (16"),
+        (raw::VMA_ATTR_DONTFORK.into(), "| 1 | `VMA_ATTR_DONTFORK` |"),
+        (raw::VMA_ATTR_DONTDUMP.into(), "| 2 | `VMA_ATTR_DONTDUMP` |"),
+        (
+            raw::VMA_ATTR_WIPEONFORK.into(),
+            "| 4 | `VMA_ATTR_WIPEONFORK` |",
+        ),
+        (raw::VMA_ATTR_HUGEPAGE.into(), "| 8 | `VMA_ATTR_HUGEPAGE` |"),
+        (
+            raw::VMA_ATTR_NOHUGEPAGE.into(),
+            "| 16 | `VMA_ATTR_NOHUGEPAGE` |",
+        ),
+        (
+            raw::VMA_ATTR_MERGEABLE.into(),
+            "| 32 | `VMA_ATTR_MERGEABLE` |",
+        ),
+        (raw::VMA_ATTR_LOCKED.into(), "| 64 | `VMA_ATTR_LOCKED` |"),
+        (
+            raw::VMA_ATTR_LOCKONFAULT.into(),
+            "| 128 | `VMA_ATTR_LOCKONFAULT` |",
+        ),
+    ];
+    for (value, text) in pairs {
+        assert!(
+            md.contains(text),
+            "FORMAT.md does not say {text:?} (value {value})"
+        );
+        let shown: String = text.chars().filter(|c| c.is_ascii_digit()).collect();
+        assert_eq!(shown, value.to_string(), "{text}");
+    }
+    assert!(md.contains(&format!("`DUP_NONE` ({:#x})", raw::DUP_NONE)));
+    assert_eq!(raw::VMA_ATTR_KNOWN, 255);
+    assert_eq!(raw::ATTR_FLAGS_KNOWN, 31);
+    assert_eq!(raw::RLIMIT_COUNT, 16);
 }
 
 /// The bytes of the ```hex block of §14. `#` starts a comment; a line `# ... N bytes of XX`

@@ -87,13 +87,63 @@ fn describe_record(p: &Parsed<'_>) -> String {
             Ok(())
         }
         Record::Unknown(u) => write!(s, "Unknown kind={:#x} payload={:02x?}", u.kind, u.payload),
-        // TODO(format helper): every field of the 1.1 records.
-        Record::File(f) => write!(s, "File {:?} path={:?} data={:02x?}", f.raw, String::from_utf8_lossy(f.path), f.data),
-        Record::FileData(d) => write!(s, "FileData offset={} bytes={:02x?}", d.raw.offset.get(), d.bytes),
-        Record::Signals(x) => write!(s, "Signals {:?} pending={:?}", x.raw, x.pending),
-        Record::Timers(x) => write!(s, "Timers {:?} posix={:?}", x.raw, x.posix),
-        Record::Process(x) => write!(s, "Process {:?} groups={:?}", x.raw, x.groups),
-        Record::VmaAttr(a) => write!(s, "VmaAttr {:?}", a),
+        Record::File(f) => {
+            let r = f.raw;
+            write!(
+                s,
+                "File fd={} role={} ftype={} flags={:#x} fd_flags={:#x} open_flags={:#o} mode={:#o} pos={} inode={} size={} mtime_ns={} dev={}:{} rdev={}:{} dup_of={:#x} params={:x?} path={:?} data={:02x?}",
+                r.fd, r.role, r.ftype, r.flags.get(), r.fd_flags.get(), r.open_flags.get(), r.mode.get(), r.pos, r.inode, r.size, r.mtime_ns,
+                r.dev_major, r.dev_minor, r.rdev_major, r.rdev_minor, r.dup_of.get(), r.params.map(|p| p.get()), String::from_utf8_lossy(f.path), f.data
+            )
+        }
+        Record::FileData(d) => write!(s, "FileData offset={} len={} bytes={:02x?}", d.raw.offset, d.raw.len, d.bytes),
+        Record::Signals(x) => {
+            let r = x.raw;
+            write!(s, "Signals altstack sp={:#x} size={} flags={:#x} actions=[", r.altstack_sp.get(), r.altstack_size, r.altstack_flags.get()).unwrap();
+            // Every action that is not all zero (SIG_DFL, no flags, no mask), by signal number.
+            let mut first = true;
+            for (i, a) in r.actions.iter().enumerate() {
+                let v = [a.handler.get(), a.flags.get(), a.restorer.get(), a.mask.get()];
+                if v != [0; 4] {
+                    let sep = if first { "" } else { ", " };
+                    write!(s, "{sep}{}: handler={:#x} flags={:#x} restorer={:#x} mask={:#x}", i + 1, v[0], v[1], v[2], v[3]).unwrap();
+                    first = false;
+                }
+            }
+            write!(s, "] pending=[").unwrap();
+            for (i, p) in x.pending.iter().enumerate() {
+                let sep = if i > 0 { ", " } else { "" };
+                write!(s, "{sep}queue={} siginfo_crc={:#010x} signo={}", p.queue, crc32fast::hash(&p.siginfo), p.siginfo[0]).unwrap();
+            }
+            s.push(']');
+            Ok(())
+        }
+        Record::Timers(x) => {
+            let it = x.raw.itimers.map(|i| (i.interval_ns.get(), i.value_ns.get()));
+            write!(s, "Timers itimers(interval_ns,value_ns)={it:?} posix=[").unwrap();
+            for (i, p) in x.posix.iter().enumerate() {
+                let sep = if i > 0 { ", " } else { "" };
+                write!(
+                    s,
+                    "{sep}id={} clock={} notify={} signo={} value={:#x} tid={} overrun={} interval_ns={} value_ns={}",
+                    p.id, p.clock, p.sigev_notify, p.sigev_signo, p.sigev_value.get(), p.notify_tid, p.overrun, p.interval_ns, p.value_ns
+                )
+                .unwrap();
+            }
+            s.push(']');
+            Ok(())
+        }
+        Record::Process(x) => {
+            let r = x.raw;
+            write!(
+                s,
+                "Process rlimits(cur,max)={:x?} timer_slack_ns={} rseq={:#x}/{}/{:#x} robust_list={:#x}/{} clear_child_tid={:#x} cap_bounding={:#x} cap_ambient={:#x} securebits={:#x} pdeathsig={} dumpable={} attr_flags={:#x} oom_score_adj={} seccomp_mode={} groups={:?}",
+                r.rlimits.map(|l| (l.cur.get(), l.max.get())), r.timer_slack_ns, r.rseq_addr.get(), r.rseq_len, r.rseq_sig.get(),
+                r.robust_list.get(), r.robust_list_len, r.clear_child_tid.get(), r.cap_bounding.get(), r.cap_ambient.get(), r.securebits.get(),
+                r.pdeathsig, r.dumpable, r.attr_flags.get(), r.oom_score_adj.get() as i32, r.seccomp_mode, x.groups.iter().map(|g| g.get()).collect::<Vec<_>>()
+            )
+        }
+        Record::VmaAttr(a) => write!(s, "VmaAttr attrs={:#x}", a.attrs.get()),
         Record::Tail(t) => write!(s, "Tail records={} image_len={} digest={:#018x}", t.record_count, t.image_len, t.digest.get()),
     }
     .unwrap();

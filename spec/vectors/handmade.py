@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Builds the minimal image of FORMAT.md §14 from the spec's tables alone.
+"""Builds the minimal image of FORMAT.md §14 and the 1.1 image of §14.1 from the spec's tables
+alone, and invalid 1.1 images that each break one rule of §2.5 or §15..§20.
 
 Independent of the Rust writer: only struct.pack, zlib.crc32 and the bitwise CRC-64/XZ below.
-Writes spec/vectors/valid/minimal-handmade.bin (next to this script) and prints the annotated
-hex dump that FORMAT.md §14 shows. Run from anywhere: python3 spec/vectors/handmade.py
+Writes (next to this script) valid/minimal-handmade.bin, valid/state-handmade.bin, and for each
+fault of FAULTS invalid/NAME.bin with invalid/NAME.err, the error a reader must report: the
+byte offset (computed here from the spec's layouts) and cr-format's message. Prints the
+annotated hex dump that FORMAT.md §14 shows. Run from anywhere: python3 spec/vectors/handmade.py
 """
 
 import os
@@ -15,6 +18,21 @@ PAGE = 4096
 
 # §2.2 record kinds, §3..§9 constants.
 KIND_HEADER, KIND_TASK, KIND_REGS, KIND_MM, KIND_VMA, KIND_PAGES, KIND_TAIL = range(1, 8)
+# §2.2 kinds of 1.1 (non-critical), §15..§20 constants.
+KIND_FILE, KIND_FILE_DATA, KIND_SIGNALS, KIND_TIMERS, KIND_PROCESS, KIND_VMA_ATTR = range(8, 14)
+ROLE_FD, ROLE_CWD = 0, 1
+FILE_DIR, FILE_PIPE = 2, 5
+FILE_DELETED, FILE_HAS_DATA = 1, 4
+DUP_NONE = 0xFFFFFFFF
+QUEUE_THREAD = 0
+SS_DISABLE = 2
+SIGINT, SIGKILL, SIGUSR1, SIGALRM = 2, 9, 10, 14
+SA_SIGINFO, SA_RESTORER = 4, 0x04000000
+CLOCK_MONOTONIC = 1
+SIGEV_SIGNAL, SIGEV_THREAD_ID = 0, 4
+RLIM_INFINITY = 0xFFFFFFFFFFFFFFFF
+RLIMIT_NOFILE = 7
+VMA_ATTR_DONTFORK = 1
 RECORD_CRITICAL = 1
 MAGIC = b"\x89CRI\r\n\x1a\n"
 ARCH_X86_64 = 62
@@ -45,6 +63,7 @@ class Image:
         self.index = 0
         self.headers = []  # the 16-byte record headers, for the tail digest (§2.4)
         self.dump = []  # (bytes, comment) lines; bytes None = a comment line
+        self.offsets = []  # image offset of each record, by index
 
     def note(self, text):
         self.dump.append((None, text))
@@ -62,7 +81,8 @@ class Image:
         header = head12 + struct.pack("<I", crc)
         self.note(f"--- record {self.index}: {name} at offset {len(self.out)} "
                   f"(0x{len(self.out):x}), payload {length} bytes")
-        self.field(struct.pack("<HH", kind, flags), f"kind={kind} ({name}), flags={flags} (critical)")
+        crit = "critical" if flags == RECORD_CRITICAL else "not critical"
+        self.field(struct.pack("<HH", kind, flags), f"kind={kind} ({name}), flags={flags} ({crit})")
         self.field(struct.pack("<I", length), f"len={length}")
         self.field(struct.pack("<I", self.index), f"index={self.index}")
         self.field(struct.pack("<I", crc), f"crc=0x{crc:08x}")
@@ -70,6 +90,7 @@ class Image:
             self.field(b, text)
         if kind != KIND_TAIL:
             self.headers.append(header)
+        self.offsets.append(len(self.out))
         self.out += header + payload + data
         self.index += 1
         return len(self.out)
@@ -96,15 +117,19 @@ GPR_NAMES = ["r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8",
              "gs_base", "ds", "es", "fs", "gs"]
 
 
-def build():
+def build(v11=False, fault=None):
+    """The image of §14, or with `v11` the image of §14.1; `fault` (a name of FAULTS) breaks one
+    rule of the 1.1 image. Returns the bytes, the dump lines and the records' offsets."""
     img = Image()
+    f = fault or ""
 
     # §3 Header.
-    producer = b"cr-handmade 1.0".ljust(32, b"\0")
+    minor = 1 if v11 and f != "state-in-1.0-image" else 0
+    producer = (b"cr-handmade 1.1" if v11 else b"cr-handmade 1.0").ljust(32, b"\0")
     img.record(KIND_HEADER, RECORD_CRITICAL, [
         (MAGIC, "magic = 89 'CRI' \\r \\n 1a \\n"),
         (u16(1), "version_major = 1"),
-        (u16(0), "version_minor = 0"),
+        (u16(minor), f"version_minor = {minor}"),
         (u16(ARCH_X86_64), "arch = 62 (x86-64)"),
         (u16(0), "_reserved0"),
         (u32(PAGE), "page_size = 4096"),
@@ -115,7 +140,7 @@ def build():
         (u64(1764000000000000000), "created_ns = 1764000000000000000 (2025-11-24T16:00:00Z)"),
         (u32(0), "diff_method = 0 (DIFF_NONE)"),
         (u32(0), "_reserved1"),
-        (producer[:16], "producer = \"cr-handmade 1.0\", NUL-padded"),
+        (producer[:16], f"producer = \"{producer.rstrip(bytes(1)).decode()}\", NUL-padded"),
         (producer[16:], "producer (cont.)"),
     ], name="Header")
 
@@ -186,6 +211,9 @@ def build():
         (exe + zeros(7), "exe path \"/bin/true\", zero-padded to 16"),
     ], name="Mm")
 
+    if v11:
+        state(img, f)
+
     # §7 Vma: anonymous, rw, 0x10000..0x12000.
     img.record(KIND_VMA, RECORD_CRITICAL, [
         (u64(0x10000), "start = 0x10000"),
@@ -202,6 +230,15 @@ def build():
         (u16(0), "path_len = 0"),
         (u32(0), "_reserved0"),
     ], name="Vma")
+    if v11 and f != "signals-after-vma":
+        for _ in range(2 if f == "vma-attr-twice" else 1):
+            attrs = 0 if f == "vma-attr-zero" else VMA_ATTR_DONTFORK
+            img.record(KIND_VMA_ATTR, 0, [
+                (u32(attrs), f"attrs = {attrs}"),
+                (u32(0), "_reserved0"),
+            ], name="VmaAttr")
+    elif v11:
+        signals(img, f)
 
     # §8 Pages: DATA run of 1 page at 0x10000 (0xab), ZERO run of 1 page at 0x11000.
     data = b"\xab" * PAGE
@@ -232,7 +269,192 @@ def build():
         (u64(digest), f"digest = 0x{digest:016x}"),
     ], name="Tail")
     assert len(img.out) == image_len
-    return bytes(img.out), img.dump
+    return bytes(img.out), img.dump, img.offsets
+
+
+def state(img, f):
+    """The state records of §14.1 (§15..§19), with fault `f`."""
+    # §15 File: fd 0, the read end of a pipe with 5 unread bytes.
+    path = b"pipe:[4242]"
+    if f == "file-path-nul":
+        path = b"pipe:\0[4242]"
+    flags = FILE_HAS_DATA
+    if f == "file-deleted-pipe":
+        flags |= FILE_DELETED
+    if f == "file-data-without-has-data":
+        flags = 0
+    params = [65536] + [0] * 7
+    if f == "file-unused-param":
+        params[1] = 7
+    data = b"\0" * 8 if f == "file-data-for-pipe" else b""
+    dup_of = 5 if f == "file-dup-of-later-fd" else DUP_NONE
+    file_record(img, ROLE_FD, 0, FILE_PIPE, flags, 0o10600, 4242, dup_of, path, params, data,
+                flags=1 if f == "file-record-critical" else 0)
+    # §16 FileData: the unread bytes.
+    offset = 1 if f == "file-data-offset-gap" else 0
+    img.record(KIND_FILE_DATA, 0, [
+        (u64(offset), f"offset = {offset}"),
+        (u32(5), "len = 5"),
+        (u32(0), "_reserved0"),
+        (b"hello" + zeros(3), "\"hello\", zero-padded to 8"),
+    ], name="FileData")
+    # §15 File: the cwd.
+    role, fd = ROLE_CWD, 0
+    if f == "file-fd-twice":
+        role = ROLE_FD
+    if f == "file-cwd-nonzero-fd":
+        fd = 3
+    file_record(img, role, fd, FILE_DIR, 0, 0o40755, 2, DUP_NONE, b"/tmp", [0] * 8, b"")
+    if f == "timers-before-signals":
+        timers(img, f)
+        signals(img, f)
+    elif f != "signals-after-vma":
+        signals(img, f)
+        timers(img, f)
+    else:
+        timers(img, f)
+    process(img, f)
+
+
+def file_record(img, role, fd, ftype, fflags, mode, inode, dup_of, path, params, data, flags=0):
+    fields = [
+        (u32(fd), f"fd = {fd}"),
+        (u16(role), f"role = {role}"),
+        (u16(ftype), f"ftype = {ftype}"),
+        (u32(fflags), f"flags = {fflags}"),
+        (u32(0), "fd_flags = 0"),
+        (u32(0), "open_flags = 0 (O_RDONLY)"),
+        (u32(mode), f"mode = 0o{mode:o}"),
+        (u64(0), "pos"),
+        (u64(inode), f"inode = {inode}"),
+        (u64(0), "size"),
+        (u64(0), "mtime_ns"),
+        (u32(0), "dev_major"),
+        (u32(0), "dev_minor"),
+        (u32(0), "rdev_major"),
+        (u32(0), "rdev_minor"),
+        (u32(dup_of), f"dup_of = 0x{dup_of:x}"),
+        (u16(len(path)), f"path_len = {len(path)}"),
+        (u16(0), "_reserved0"),
+        (u32(len(data)), f"data_len = {len(data)}"),
+        (u32(0), "_reserved1"),
+        (b"".join(u64(p) for p in params), f"params = {params}"),
+        (path + zeros((-len(path)) % 8), f"path {path!r}, zero-padded"),
+    ]
+    if data:
+        fields.append((data + zeros((-len(data)) % 8), "data"))
+    img.record(KIND_FILE, flags, fields, name="File")
+
+
+def signals(img, f):
+    """§17: SIGINT caught, an alternate stack disabled, one pending SIGUSR1."""
+    actions = bytearray(64 * 32)
+    struct.pack_into("<QQQQ", actions, 32 * (SIGINT - 1), 0x401100, SA_SIGINFO | SA_RESTORER,
+                     0x401200, 0)
+    if f == "signals-sigkill-handler":
+        struct.pack_into("<Q", actions, 32 * (SIGKILL - 1), 0x401100)
+    if f == "signals-mask-sigkill":
+        struct.pack_into("<Q", actions, 32 * (SIGINT - 1) + 24, 1 << (SIGKILL - 1))
+    count = 0xFFFFFFFF if f == "signals-pending-count-huge" else 1
+    siginfo = struct.pack("<iii", SIGUSR1, 0, 0) + zeros(116)
+    img.record(KIND_SIGNALS, 0, [
+        (u64(0), "altstack_sp"),
+        (u64(0), "altstack_size"),
+        (u32(SS_DISABLE), "altstack_flags = SS_DISABLE"),
+        (u32(count), f"pending_count = {count}"),
+        (bytes(actions), "actions: SIGINT handler 0x401100, SA_SIGINFO|SA_RESTORER, "
+                         "restorer 0x401200"),
+        (u32(QUEUE_THREAD) + u32(0), "pending 0: queue = QUEUE_THREAD, _reserved0"),
+        (siginfo, "pending 0: siginfo si_signo = SIGUSR1"),
+    ], name="Signals")
+
+
+def timers(img, f):
+    """§18: ITIMER_REAL 1.5 s left every 1 s; a POSIX timer on CLOCK_MONOTONIC, 250 ms left."""
+    count = 0xFFFFFFFF if f == "timers-posix-count-huge" else 1
+    notify = SIGEV_THREAD_ID if f == "timers-thread-id-without-tid" else SIGEV_SIGNAL
+    img.record(KIND_TIMERS, 0, [
+        (u64(1_000_000_000) + u64(1_500_000_000), "itimers[ITIMER_REAL]: interval 1 s, 1.5 s left"),
+        (zeros(32), "itimers[ITIMER_VIRTUAL], itimers[ITIMER_PROF]: disarmed"),
+        (u32(count), f"posix_count = {count}"),
+        (u32(0), "_reserved0"),
+        (u32(0) + u32(CLOCK_MONOTONIC) + u32(notify) + u32(SIGALRM),
+         "timer 0: id 0, CLOCK_MONOTONIC, sigev_notify, SIGALRM"),
+        (u64(0) + u32(0) + u32(0), "timer 0: sigev_value 0, notify_tid 0, overrun 0"),
+        (u64(0) + u64(250_000_000), "timer 0: one-shot, 250 ms left"),
+    ], name="Timers")
+
+
+def process(img, f):
+    """§19: every limit infinite but RLIMIT_NOFILE 1024/4096; groups 4 and 27."""
+    limits = []
+    for r in range(16):
+        cur, mx = (1024, 4096) if r == RLIMIT_NOFILE else (RLIM_INFINITY, RLIM_INFINITY)
+        if r == RLIMIT_NOFILE and f == "process-rlimit-above-max":
+            cur = 8192
+        limits.append(u64(cur) + u64(mx))
+    groups = [27, 4] if f == "process-groups-unsorted" else [4, 27]
+    count = 0xFFFFFFFF if f == "process-group-count-huge" else len(groups)
+    img.record(KIND_PROCESS, 0, [
+        (b"".join(limits), "rlimits: RLIMIT_NOFILE 1024/4096, the others RLIM_INFINITY"),
+        (u64(50_000), "timer_slack_ns = 50000"),
+        (u64(0) + u32(0) + u32(0), "rseq: none"),
+        (u64(0) + u64(24), "robust_list none, robust_list_len 24"),
+        (u64(0), "clear_child_tid"),
+        (u64((1 << 41) - 1), "cap_bounding: capabilities 0..40"),
+        (u64(0), "cap_ambient"),
+        (u32(0) + u32(0) + u32(1) + u32(0), "securebits, pdeathsig, dumpable = 1, attr_flags"),
+        (u32(0) + u32(0), "oom_score_adj = 0, seccomp_mode = 0"),
+        (u32(count) + u32(0), f"group_count = {count}, _reserved0"),
+        (b"".join(u32(g) for g in groups), f"groups {groups}"),
+    ], name="Process")
+
+
+# Invalid 1.1 images: name -> (record index, payload offset of the field at fault or None for the
+# record itself, cr-format's message). Record indexes of §14.1: 4 File fd 0, 5 FileData, 6 File
+# cwd, 7 Signals, 8 Timers, 9 Process, 10 Vma, 11 VmaAttr, 12 Pages, 13 Tail.
+SIG_ACTIONS = 24
+FAULTS = {
+    "state-in-1.0-image": (4, None, "record of kind File not allowed here: expected no record "
+                           "kind of 1.1 in an image of version 1.0"),
+    "file-record-critical": (4, None, "bad record flags 0x1: expected 0 (not critical) for a "
+                             "kind of 1.1"),
+    "file-deleted-pipe": (4, 8, "bad file flags 0x5: expected FILE_DELETED only for FILE_REG"),
+    "file-unused-param": (4, 88 + 8, "bad params 0x7: expected 0 where the type uses none"),
+    "file-data-for-pipe": (4, 80, "bad data_len 0x8: expected 0 but for sockets and epoll"),
+    "file-dup-of-later-fd": (4, 72, "bad dup_of 0x5: expected DUP_NONE or a smaller fd "
+                             "(DUP_NONE for the cwd and root)"),
+    "file-path-nul": (4, 152 + 5, "bad path 0x0: expected no NUL byte"),
+    "file-data-without-has-data": (5, None, "record of kind FileData not allowed here: "
+                                   "expected a FileData only right after a File with "
+                                   "FILE_HAS_DATA or a FileData"),
+    "file-data-offset-gap": (5, 0, "bad offset 0x1: expected 0 for the first FileData, then "
+                             "where the previous one ended"),
+    "file-fd-twice": (6, 0, "bad fd 0x0: expected above the previous File's (sorted, once "
+                      "each)"),
+    "file-cwd-nonzero-fd": (6, 0, "bad fd 0x3: expected 0 for the cwd and root"),
+    "signals-pending-count-huge": (7, 20, "4294967295 exceeds MAX_PENDING_SIGNALS (4096)"),
+    "signals-sigkill-handler": (7, SIG_ACTIONS + 32 * (SIGKILL - 1),
+                                "bad SIGKILL/SIGSTOP action 0x401100: expected all zero "
+                                "(SIG_DFL)"),
+    "signals-mask-sigkill": (7, SIG_ACTIONS + 32 * (SIGINT - 1) + 24,
+                             "bad sigaction mask 0x100: expected without SIGKILL and SIGSTOP"),
+    "timers-before-signals": (8, None, "record of kind Signals not allowed here: expected "
+                              "Signals, Timers, Process in this order, each at most once"),
+    "timers-posix-count-huge": (8, 48, "4294967295 exceeds MAX_POSIX_TIMERS (4096)"),
+    "timers-thread-id-without-tid": (8, 56 + 24, "bad notify_tid 0x0: expected nonzero exactly "
+                                     "for SIGEV_THREAD_ID"),
+    "process-rlimit-above-max": (9, 16 * RLIMIT_NOFILE, "bad rlimit cur 0x2000: expected at "
+                                 "most max"),
+    "process-groups-unsorted": (9, 352 + 4, "bad groups 0x4: expected in increasing order"),
+    "process-group-count-huge": (9, 344, "4294967295 exceeds MAX_GROUPS (65536)"),
+    "signals-after-vma": (10, None, "record of kind Signals not allowed here: expected File, "
+                          "Signals, Timers and Process before the first Vma"),
+    "vma-attr-twice": (12, None, "record of kind VmaAttr not allowed here: expected a VmaAttr "
+                       "only right after a Vma"),
+    "vma-attr-zero": (11, 0, "bad attrs 0x0: expected at least one bit (no VmaAttr when "
+                      "none)"),
+}
 
 
 def render(dump):
@@ -252,14 +474,25 @@ def render(dump):
     return "\n".join(lines)
 
 
-def main():
-    image, dump = build()
-    here = os.path.dirname(os.path.abspath(__file__))
-    path = os.path.join(here, "valid", "minimal-handmade.bin")
+def write(path, data):
     with open(path, "wb") as f:
-        f.write(image)
+        f.write(data)
+    print(f"wrote {path}: {len(data)} bytes", file=sys.stderr)
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    image, dump, _ = build()
+    write(os.path.join(here, "valid", "minimal-handmade.bin"), image)
     print(render(dump))
-    print(f"wrote {path}: {len(image)} bytes", file=sys.stderr)
+    state_image, _, _ = build(v11=True)
+    write(os.path.join(here, "valid", "state-handmade.bin"), state_image)
+    for name, (index, field, message) in FAULTS.items():
+        bad, _, offsets = build(v11=True, fault=name)
+        at = offsets[index] + (0 if field is None else 16 + field)
+        write(os.path.join(here, "invalid", name + ".bin"), bad)
+        with open(os.path.join(here, "invalid", name + ".err"), "w") as f:
+            f.write(f"offset 0x{at:x}: {message}\n")
 
 
 if __name__ == "__main__":

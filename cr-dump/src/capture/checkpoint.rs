@@ -178,7 +178,7 @@ fn opt_ms<S: Serializer>(d: &Option<Duration>, s: S) -> std::result::Result<S::O
 }
 
 fn hex16<S: Serializer>(v: &u64, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{v:016x}"))
+    s.serialize_str(&format!("{v:#018x}"))
 }
 
 fn display_path<S: Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {

@@ -12,29 +12,60 @@ use cr_format::read::{Image, RecordKind};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-/// An image file mapped read-only.
+/// An image file mapped read-only (or standard input, read into memory).
 pub struct Mapped {
-    /// Where it is.
+    /// Where it is (`-` for standard input).
     pub path: PathBuf,
-    map: crate::sys::FileMap,
+    bytes: Bytes,
+}
+
+enum Bytes {
+    Map(crate::sys::FileMap),
+    Owned(Vec<u8>),
+}
+
+/// Whether `path` names standard input: `-`, or `/dev/stdin` and its aliases (file descriptor
+/// 0 is read as it is: no path is followed).
+pub fn is_stdin(path: &Path) -> bool {
+    matches!(
+        path.to_str(),
+        Some("-" | "/dev/stdin" | "/dev/fd/0" | "/proc/self/fd/0")
+    )
+}
+
+/// Reads standard input to its end (a pipe cannot be mapped nor seeked).
+pub fn read_stdin() -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut v)
+        .map_err(|e| Error::io("reading the image from standard input".to_string(), e))?;
+    Ok(v)
 }
 
 impl Mapped {
     /// Maps `path`: a regular file, not reached through a symlink, opened without waiting on a
-    /// FIFO ([`crate::sys::open_regular`]).
+    /// FIFO ([`crate::sys::open_regular`]); or reads standard input ([`is_stdin`]).
     pub fn open(path: &Path) -> Result<Mapped> {
+        if is_stdin(path) {
+            return Ok(Mapped {
+                path: PathBuf::from("-"),
+                bytes: Bytes::Owned(read_stdin()?),
+            });
+        }
         let file = open_image(path)?;
         let map = crate::sys::FileMap::new(&file)
             .map_err(|e| Error::io(format!("map {}", path.display()), e))?;
         Ok(Mapped {
             path: path.to_path_buf(),
-            map,
+            bytes: Bytes::Map(map),
         })
     }
 
     /// The file's bytes.
     pub fn bytes(&self) -> &[u8] {
-        self.map.bytes()
+        match &self.bytes {
+            Bytes::Map(m) => m.bytes(),
+            Bytes::Owned(v) => v,
+        }
     }
 }
 
@@ -82,6 +113,12 @@ pub fn load_chain(path: &Path) -> Result<Vec<Mapped>> {
         let parent = img.parent_crid();
         if parent == 0 || out.len() > cr_format::limits::MAX_CHAIN_DEPTH as usize {
             break;
+        }
+        if is_stdin(&last.path) {
+            return Err(Error::Other(format!(
+                "-: the image read from standard input is incremental (parent CRID {parent}): \
+                 its parents are found beside its file, so give the file's name"
+            )));
         }
         let pp = parent_path(&last.path, parent)?;
         out.push(Mapped::open(&pp)?);

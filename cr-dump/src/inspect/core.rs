@@ -2,10 +2,16 @@
 //! original executable: `gdb PROGRAM CORE`.
 //!
 //! Layout, as the kernel's own core dumps: the ELF header; program headers, a PT_NOTE first, then
-//! one PT_LOAD per VMA; the notes (NT_PRSTATUS, NT_PRPSINFO, NT_SIGINFO, NT_AUXV, NT_FILE,
+//! one PT_LOAD per VMA; the notes (NT_PRSTATUS, NT_PRPSINFO, NT_AUXV, NT_FILE,
 //! NT_FPREGSET, NT_X86_XSTATE); then each VMA's contents, page-aligned, resolved through the image
-//! chain (stored pages, zeros, and for untouched pages of file mappings the file's bytes). The
-//! vDSO, vvar and vsyscall areas are not in images, so their PT_LOADs have no file contents.
+//! chain (stored pages, zeros, and for untouched pages of file mappings the file's bytes).
+//!
+//! The vDSO, vvar and vsyscall areas are not in images. gdb needs the vDSO's bytes (its symbols
+//! and unwind tables) to show the stack of a task stopped inside it (`clock_gettime`): it reads
+//! them from the core's memory at `AT_SYSINFO_EHDR`, as in the kernel's own cores. So when the
+//! image's vDSO has the size of this machine's, the core holds this machine's vDSO (read from
+//! `/proc/self/mem`), and says so ([`Core::notes`]): the task's own if it was checkpointed
+//! under this kernel. The vvar and vsyscall PT_LOADs have no file contents.
 
 use super::chain::{ChainFiles, LoadedChain, Parse};
 use super::extract::{file_range, RangeError};
@@ -47,8 +53,6 @@ mod elf {
     pub const NT_PRPSINFO: u32 = 3;
     /// Note types.
     pub const NT_AUXV: u32 = 6;
-    /// Note types.
-    pub const NT_SIGINFO: u32 = 0x5349_4749;
     /// Note types.
     pub const NT_FILE: u32 = 0x4649_4c45;
     /// Note types.
@@ -147,17 +151,6 @@ mod elf {
     }
     const _: () = assert!(size_of::<Prpsinfo>() == 136);
 
-    /// `siginfo_t` (`NT_SIGINFO`): the three common fields, the union left zero.
-    #[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-    #[repr(C)]
-    pub struct Siginfo {
-        pub si_signo: I32,
-        pub si_errno: I32,
-        pub si_code: I32,
-        pub _fields: [u8; 116],
-    }
-    const _: () = assert!(size_of::<Siginfo>() == 128);
-
     /// `NT_FILE`'s descriptor starts with this, then one [`FileEntry`] per file mapping, then
     /// their paths, each NUL-terminated.
     #[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -184,9 +177,6 @@ mod elf {
 
 use elf::*;
 
-/// The signal gdb reports the task stopped by: SIGSTOP, the task was frozen.
-const SIGSTOP: i32 = 19;
-
 /// A length in a 64-bit field: `usize` is at most 64 bits on every target Linux runs.
 fn len64(n: usize) -> u64 {
     n as u64
@@ -211,15 +201,22 @@ fn note(out: &mut Vec<u8>, name: &[u8], kind: u32, desc: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn dumped(v: &Vma<'_>) -> bool {
-    !matches!(v.kind(), raw::VMA_VDSO | raw::VMA_VVAR | raw::VMA_VSYSCALL)
+/// Whether the core holds `v`'s contents: not the areas images do not copy, except the vDSO
+/// when this machine's of its size is at hand.
+fn dumped(v: &Vma<'_>, vdso: Option<&[u8]>) -> bool {
+    match v.kind() {
+        raw::VMA_VDSO => vdso.is_some_and(|b| len64(b.len()) == v.end() - v.start()),
+        raw::VMA_VVAR | raw::VMA_VSYSCALL => false,
+        _ => true,
+    }
 }
 
 /// `NT_PRSTATUS` of the task: ids, signal masks, registers.
 fn prstatus(img: &Image<'_>, task: Option<&raw::Task>) -> Prstatus {
     let mut st = Prstatus::new_zeroed();
-    st.si_signo = SIGSTOP.into();
-    st.pr_cursig = (SIGSTOP as i16).into();
+    // No signal stopped the task: it was frozen by ptrace (PTRACE_INTERRUPT) for the
+    // checkpoint, so `pr_cursig` is 0 and there is no NT_SIGINFO (gdb then names no signal,
+    // rather than a SIGSTOP that never came).
     if let Some(t) = task {
         st.pr_sigpend = t.sig_pending;
         st.pr_sighold = t.sig_blocked;
@@ -235,8 +232,10 @@ fn prstatus(img: &Image<'_>, task: Option<&raw::Task>) -> Prstatus {
     st
 }
 
-/// `NT_PRPSINFO` of the task: state, ids, command name.
-fn prpsinfo(task: Option<&raw::Task>) -> Prpsinfo {
+/// `NT_PRPSINFO` of the task: state, ids, command name, and its arguments as the kernel writes
+/// them (`pr_psargs`: the argument area, NULs made spaces, at most 79 bytes), read through the
+/// chain; the command name when the area cannot be read.
+fn prpsinfo(task: Option<&raw::Task>, args: Option<Vec<u8>>) -> Prpsinfo {
     let mut ps = Prpsinfo::new_zeroed();
     if let Some(t) = task {
         ps.pr_sname = t.state;
@@ -247,12 +246,23 @@ fn prpsinfo(task: Option<&raw::Task>) -> Prpsinfo {
         ps.pr_pgrp = t.pgid;
         ps.pr_sid = t.sid;
         ps.pr_fname = t.comm;
-        // The arguments are not in the image: the command name stands for them.
-        for (d, s) in ps.pr_psargs.iter_mut().zip(t.comm) {
-            *d = s;
+        let args = args.unwrap_or_else(|| t.comm.to_vec());
+        let args = args.strip_suffix(&[0]).unwrap_or(&args);
+        // The last byte stays NUL, as the kernel leaves it (ELF_PRARGSZ - 1 bytes of text).
+        for (d, s) in ps.pr_psargs.iter_mut().take(79).zip(args) {
+            *d = if *s == 0 { b' ' } else { *s };
         }
     }
     ps
+}
+
+/// The bytes of the task's argument area (`arg_start..arg_end`, at most 80), through the chain.
+fn psargs(chain: &LoadedChain<'_>) -> Option<Vec<u8>> {
+    let m = chain.top().mm()?;
+    let (start, end) = (m.raw.arg_start.get(), m.raw.arg_end.get());
+    let len = end.checked_sub(start)?.min(80);
+    let b = super::extract::read_range(chain.index(), chain.page_size(), start, len).ok()?;
+    (!b.is_empty()).then_some(b)
 }
 
 /// `NT_FILE`: which file each file mapping maps, so gdb finds shared libraries.
@@ -280,14 +290,16 @@ fn file_note(vmas: &[Vma<'_>], page: u64) -> Vec<u8> {
 }
 
 /// Builds the notes of the top image.
-fn notes(img: &Image<'_>, vmas: &[Vma<'_>]) -> Result<Vec<u8>> {
+fn notes(img: &Image<'_>, vmas: &[Vma<'_>], args: Option<Vec<u8>>) -> Result<Vec<u8>> {
     let mut n = Vec::new();
     let task = img.task();
     note(&mut n, b"CORE", NT_PRSTATUS, prstatus(img, task).as_bytes())?;
-    note(&mut n, b"CORE", NT_PRPSINFO, prpsinfo(task).as_bytes())?;
-    let mut si = Siginfo::new_zeroed();
-    si.si_signo = SIGSTOP.into();
-    note(&mut n, b"CORE", NT_SIGINFO, si.as_bytes())?;
+    note(
+        &mut n,
+        b"CORE",
+        NT_PRPSINFO,
+        prpsinfo(task, args).as_bytes(),
+    )?;
     if let Some(m) = img.mm() {
         note(&mut n, b"CORE", NT_AUXV, m.auxv.as_bytes())?;
     }
@@ -302,21 +314,102 @@ fn notes(img: &Image<'_>, vmas: &[Vma<'_>]) -> Result<Vec<u8>> {
     Ok(n)
 }
 
+/// What [`write_core`] wrote.
+#[derive(Clone, Debug, Default)]
+pub struct Core {
+    /// The file's length.
+    pub len: u64,
+    /// What the user should know about the core (the vDSO it holds).
+    pub notes: Vec<String>,
+}
+
+/// How far [`write_core`] is: bytes of memory done, of a total.
+pub type Progress<'p> = &'p mut dyn FnMut(u64, u64);
+
 /// Writes the core file of the image at `path` (and its ancestors beside it) to `out`; returns
-/// its length. Zeros (known-zero and untouched anonymous pages, file pages past the file's end)
-/// are left as holes: the bytes written are bounded by the chain's data, its mapped files and
-/// the headers, whatever the VMAs' sizes.
-pub fn write_core(path: &Path, out: &mut (impl Write + Seek)) -> Result<u64> {
+/// its length and notes for the user. Zeros (known-zero and untouched anonymous pages, file
+/// pages past the file's end) are left as holes: the bytes written are bounded by the chain's
+/// data, its mapped files and the headers, whatever the VMAs' sizes. `progress` is told the
+/// bytes of memory done and their total as the contents are written.
+pub fn write_core(
+    path: &Path,
+    out: &mut (impl Write + Seek),
+    progress: Progress<'_>,
+) -> Result<Core> {
     let files = ChainFiles::open(path)?;
-    write_chain_core(
-        &files.parse(Parse::Full)?,
+    let chain = files.parse(Parse::Full)?;
+    let mut notes = Vec::new();
+    let vdso = this_vdso(chain.top(), &mut notes);
+    let len = write_chain_core(
+        &chain,
         true,
+        vdso.as_deref(),
         &mut Sparse {
             w: out,
             hole: 0,
             pos: 0,
         },
-    )
+        progress,
+    )?;
+    Ok(Core { len, notes })
+}
+
+/// This machine's vDSO, if the image's has its size (see the module's doc); a note says which
+/// was used, or why none.
+fn this_vdso(img: &Image<'_>, notes: &mut Vec<String>) -> Option<Vec<u8>> {
+    let v = img.vmas().find(|v| v.kind() == raw::VMA_VDSO)?;
+    let want = v.end() - v.start();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "?".into(), |s| s.trim().to_string());
+    match read_own_vdso() {
+        Ok(b) if len64(b.len()) == want => {
+            notes.push(format!(
+                "the image does not hold the vDSO's bytes: the core has this machine's vDSO \
+                 (Linux {release}, {want} bytes, the size of the task's), which is the task's \
+                 if it was checkpointed under this kernel; gdb unwinds through it"
+            ));
+            Some(b)
+        }
+        Ok(b) => {
+            notes.push(format!(
+                "the core has no vDSO contents: the image does not hold them, and this \
+                 machine's vDSO (Linux {release}, {} bytes) is not the size of the task's \
+                 ({want} bytes); gdb cannot unwind a task stopped inside it",
+                b.len()
+            ));
+            None
+        }
+        Err(e) => {
+            notes.push(format!("the core has no vDSO contents: {e}"));
+            None
+        }
+    }
+}
+
+/// This process's vDSO: its range in `/proc/self/maps`, its bytes through `/proc/self/mem`.
+fn read_own_vdso() -> std::result::Result<Vec<u8>, String> {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .map_err(|e| format!("reading /proc/self/maps: {e}"))?;
+    let range = maps
+        .lines()
+        .find(|l| l.ends_with("[vdso]"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| {
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .ok_or("this process has no vDSO in /proc/self/maps")?;
+    let len = usize::try_from(range.1.saturating_sub(range.0)).map_err(|_| "vDSO too large")?;
+    let mem = std::fs::File::open("/proc/self/mem")
+        .map_err(|e| format!("opening /proc/self/mem: {e}"))?;
+    let mut b = vec![0u8; len];
+    mem.read_exact_at(&mut b, range.0)
+        .map_err(|e| format!("reading the vDSO through /proc/self/mem: {e}"))?;
+    Ok(b)
 }
 
 /// [`write_core`] once the images are in memory: a chain of `(name, bytes)`, newest first (the
@@ -328,7 +421,9 @@ pub fn write_core_from(images: &[(&Path, &[u8])], files: bool, out: &mut dyn Wri
     write_chain_core(
         &LoadedChain::parse(images, Parse::Full)?,
         files,
+        None,
         &mut Dense(out),
+        &mut |_, _| {},
     )
 }
 
@@ -421,7 +516,12 @@ impl<W: Write + Seek> CoreOut for Sparse<'_, W> {
 
 /// The ELF header and program headers of a core whose notes are `notes_len` bytes, and the
 /// file's length. One PT_LOAD per VMA; their contents follow the notes, page-aligned.
-fn headers(vmas: &[Vma<'_>], page: u64, notes_len: u64) -> Result<(Vec<u8>, u64)> {
+fn headers(
+    vmas: &[Vma<'_>],
+    page: u64,
+    notes_len: u64,
+    vdso: Option<&[u8]>,
+) -> Result<(Vec<u8>, u64)> {
     let phnum = u16::try_from(1 + vmas.len())
         .ok()
         .filter(|&n| n < 0xffff)
@@ -467,7 +567,7 @@ fn headers(vmas: &[Vma<'_>], page: u64, notes_len: u64) -> Result<(Vec<u8>, u64)
         .filter(|(p, _)| prot & p != 0)
         .fold(0, |f, (_, pf)| f | pf);
         let size = v.end() - v.start();
-        let filesz = if dumped(v) { size } else { 0 };
+        let filesz = if dumped(v, vdso) { size } else { 0 };
         let load = phdr(PT_LOAD, flags, data_off, v.start(), filesz, size, page);
         h.extend_from_slice(load.as_bytes());
         // VMAs may cover nearly all of the 64-bit space: their contents then do not fit in
@@ -479,18 +579,35 @@ fn headers(vmas: &[Vma<'_>], page: u64, notes_len: u64) -> Result<(Vec<u8>, u64)
 
 /// Writes the core of a parsed chain; returns its length. The contents are walked extent by
 /// extent ([`cr_format::chain::ChainIndex::extent`]): the cost is per run, not per page.
-fn write_chain_core(chain: &LoadedChain<'_>, files: bool, out: &mut dyn CoreOut) -> Result<u64> {
+fn write_chain_core(
+    chain: &LoadedChain<'_>,
+    files: bool,
+    vdso: Option<&[u8]>,
+    out: &mut dyn CoreOut,
+    progress: Progress<'_>,
+) -> Result<u64> {
     let top = chain.top();
     let vmas: Vec<Vma<'_>> = top.vmas().collect();
     let page = chain.page_size();
-    let notes = notes(top, &vmas)?;
-    let (h, len) = headers(&vmas, page, len64(notes.len()))?;
+    let notes = notes(top, &vmas, psargs(chain))?;
+    let (h, len) = headers(&vmas, page, len64(notes.len()), vdso)?;
+    let total = vmas
+        .iter()
+        .filter(|v| dumped(v, vdso))
+        .fold(0u64, |t, v| t.saturating_add(v.end() - v.start()));
+    let mut done = 0u64;
     let io = |e| Error::io("write core file", e);
     out.bytes(&h).map_err(io)?;
     out.bytes(&notes).map_err(io)?;
     let end = len64(h.len() + notes.len());
     out.zeros(end.next_multiple_of(page) - end).map_err(io)?;
-    for v in vmas.iter().filter(|v| dumped(v)) {
+    for v in vmas.iter().filter(|v| dumped(v, vdso)) {
+        if let (raw::VMA_VDSO, Some(b)) = (v.kind(), vdso) {
+            out.bytes(b).map_err(io)?;
+            done = done.saturating_add(len64(b.len()));
+            progress(done, total);
+            continue;
+        }
         let mut a = v.start();
         while a < v.end() {
             let e = chain.index().extent(a);
@@ -516,6 +633,8 @@ fn write_chain_core(chain: &LoadedChain<'_>, files: bool, out: &mut dyn CoreOut)
                 }
                 _ => out.zeros(n).map_err(io)?,
             }
+            done = done.saturating_add(n);
+            progress(done, total);
             a = stop;
         }
     }

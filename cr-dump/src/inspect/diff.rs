@@ -1,13 +1,15 @@
 //! `cr-dump diff A B`: what differs between two images (each resolved through its own chain):
-//! VMAs added, removed or changed; pages whose content differs; registers, mm and task fields.
+//! VMAs added, removed or changed; pages whose content differs, named by VMA; and every other
+//! field by name ([`super::diff_fields`]): header, registers (FXSAVE/XSAVE by register), task,
+//! mm, files, signals, timers, limits and attributes.
 
 use super::chain::{ChainFiles, Parse};
-use super::show::GPR_NAMES;
+use super::names;
 use crate::error::Result;
 use crate::span::AddrRange;
 use cr_format::chain::{ChainIndex, Extent, Resolved};
 use cr_format::raw;
-use cr_format::read::{Image, Vma};
+use cr_format::read::Vma;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -44,8 +46,11 @@ pub struct DiffReport {
     pub pages: Vec<AddrRange>,
     /// Number of pages compared.
     pub pages_compared: u64,
-    /// Fields that differ: (name, A, B).
+    /// Fields that differ: (name, A, B); the image's identity (CRID, creation time, digest,
+    /// ...) first ([`super::diff_fields::is_identity`]).
     pub fields: Vec<(String, String, String)>,
+    /// For each range of `pages`, the VMA it is in (its path, `[heap]`, or `anon`).
+    pub pages_vma: Vec<String>,
     /// The page size of A (the unit of `pages_compared`).
     #[serde(skip)]
     pub page_size: u64,
@@ -60,13 +65,17 @@ fn ranges_as_pairs<S: serde::Serializer>(
 }
 
 impl DiffReport {
-    /// Whether A and B hold the same task state.
+    /// Whether A and B hold the same task state: they may still differ in their identity (CRID,
+    /// creation time, producer, parent, digest, length), which any two checkpoints do.
     pub fn is_empty(&self) -> bool {
         self.added.is_empty()
             && self.removed.is_empty()
             && self.changed.is_empty()
             && self.pages.is_empty()
-            && self.fields.is_empty()
+            && self
+                .fields
+                .iter()
+                .all(|(n, _, _)| super::diff_fields::is_identity(n))
     }
 
     /// As JSON.
@@ -74,10 +83,19 @@ impl DiffReport {
         json!({
             "added": self.added, "removed": self.removed,
             "changed": self.changed.iter().map(|(k, w)| json!({"vma": k, "what": w})).collect::<Vec<_>>(),
-            "pages": self.pages.iter().map(|r| json!({"start": format!("{:#x}", r.start), "end": format!("{:#x}", r.end)})).collect::<Vec<_>>(),
+            "pages": self.pages.iter().zip(self.vma_names()).map(|(r, v)| json!({"start": format!("{:#x}", r.start), "end": format!("{:#x}", r.end), "vma": v})).collect::<Vec<_>>(),
             "pages_compared": self.pages_compared,
-            "fields": self.fields.iter().map(|(n, a, b)| json!({"field": n, "a": a, "b": b})).collect::<Vec<_>>(),
+            "fields": self.fields.iter().map(|(n, a, b)| json!({"field": n, "a": a, "b": b, "identity": super::diff_fields::is_identity(n)})).collect::<Vec<_>>(),
+            "differ": !self.is_empty(),
         })
+    }
+
+    /// The VMA of each range of `pages` (`?` past the list, which `diff` never leaves).
+    fn vma_names(&self) -> impl Iterator<Item = &str> {
+        self.pages_vma
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::repeat("?"))
     }
 
     /// As text.
@@ -85,7 +103,12 @@ impl DiffReport {
         use std::fmt::Write as _;
         let mut s = String::new();
         for (n, a, b) in &self.fields {
-            let _ = writeln!(s, "field {n}: {a} -> {b}");
+            let what = if super::diff_fields::is_identity(n) {
+                "image"
+            } else {
+                "field"
+            };
+            let _ = writeln!(s, "{what} {n}: {a} -> {b}");
         }
         for v in &self.removed {
             let _ = writeln!(s, "- vma {:#x}-{:#x} {}", v.start, v.end, v.path);
@@ -96,12 +119,12 @@ impl DiffReport {
         for (v, w) in &self.changed {
             let _ = writeln!(s, "~ vma {:#x}-{:#x} {}: {w}", v.start, v.end, v.path);
         }
-        for r in &self.pages {
+        for (r, vma) in self.pages.iter().zip(self.vma_names()) {
             // `diff` sets the image's page size, never 0 (the format refuses it).
             let pages = r.len() / self.page_size.max(1);
             let _ = writeln!(
                 s,
-                "pages {:#x}-{:#x} differ ({pages} pages)",
+                "pages {:#x}-{:#x} differ ({pages} pages) in {vma}",
                 r.start, r.end
             );
         }
@@ -139,73 +162,6 @@ fn content<'a>(r: cr_format::Result<Resolved<'a>>) -> Content<'a> {
     }
 }
 
-fn fields(a: &Image<'_>, b: &Image<'_>, out: &mut Vec<(String, String, String)>) {
-    let mut cmp = |name: &str, x: String, y: String| {
-        if x != y {
-            out.push((name.to_string(), x, y));
-        }
-    };
-    if let (Some(ra), Some(rb)) = (a.regs(), b.regs()) {
-        for (i, n) in GPR_NAMES.iter().enumerate() {
-            cmp(n, format!("{:#x}", ra.gpr(i)), format!("{:#x}", rb.gpr(i)));
-        }
-        cmp(
-            "fxsave",
-            format!("crc {:#010x}", crc32fast::hash(&ra.raw.fxsave)),
-            format!("crc {:#010x}", crc32fast::hash(&rb.raw.fxsave)),
-        );
-        cmp(
-            "xsave",
-            format!("crc {:#010x}", crc32fast::hash(ra.xsave)),
-            format!("crc {:#010x}", crc32fast::hash(rb.xsave)),
-        );
-    }
-    if let (Some(ma), Some(mb)) = (a.mm(), b.mm()) {
-        let f = |m: &cr_format::read::Mm<'_>| {
-            let r = m.raw;
-            [
-                ("start_code", r.start_code.get()),
-                ("end_code", r.end_code.get()),
-                ("start_data", r.start_data.get()),
-                ("end_data", r.end_data.get()),
-                ("start_brk", r.start_brk.get()),
-                ("brk", r.brk.get()),
-                ("start_stack", r.start_stack.get()),
-                ("arg_start", r.arg_start.get()),
-                ("arg_end", r.arg_end.get()),
-                ("env_start", r.env_start.get()),
-                ("env_end", r.env_end.get()),
-            ]
-        };
-        for ((n, x), (_, y)) in f(&ma).into_iter().zip(f(&mb)) {
-            cmp(n, format!("{x:#x}"), format!("{y:#x}"));
-        }
-        cmp(
-            "exe",
-            String::from_utf8_lossy(ma.exe).into(),
-            String::from_utf8_lossy(mb.exe).into(),
-        );
-    }
-    if let (Some(ta), Some(tb)) = (a.task(), b.task()) {
-        cmp("pid", ta.pid.get().to_string(), tb.pid.get().to_string());
-        cmp(
-            "sig_blocked",
-            format!("{:#x}", ta.sig_blocked.get()),
-            format!("{:#x}", tb.sig_blocked.get()),
-        );
-        cmp(
-            "uid",
-            format!("{:?}", ta.uid.map(|v| v.get())),
-            format!("{:?}", tb.uid.map(|v| v.get())),
-        );
-        cmp(
-            "gid",
-            format!("{:?}", ta.gid.map(|v| v.get())),
-            format!("{:?}", tb.gid.map(|v| v.get())),
-        );
-    }
-}
-
 /// Compares two images, each resolved through the chain found beside it.
 pub fn diff(pa: &Path, pb: &Path) -> Result<DiffReport> {
     let (fa, fb) = (ChainFiles::open(pa)?, ChainFiles::open(pb)?);
@@ -216,7 +172,7 @@ pub fn diff(pa: &Path, pb: &Path) -> Result<DiffReport> {
         page_size: ca.page_size(),
         ..DiffReport::default()
     };
-    fields(ta, tb, &mut r.fields);
+    r.fields = super::diff_fields::compare(ta, tb);
     let va: Vec<Vma<'_>> = ta.vmas().collect();
     let vb: Vec<Vma<'_>> = tb.vmas().collect();
     let ps = r.page_size;
@@ -248,6 +204,14 @@ pub fn diff(pa: &Path, pb: &Path) -> Result<DiffReport> {
             r.added.push(key(w));
         }
     }
+    r.pages_vma = r
+        .pages
+        .iter()
+        .map(|p| {
+            let i = va.partition_point(|v| v.end() <= p.start);
+            va.get(i).map_or_else(|| "?".to_string(), vma_name)
+        })
+        .collect();
     Ok(r)
 }
 
@@ -312,18 +276,70 @@ fn page_of<'a>(e: &Extent<'a>, p: u64, ps: u64) -> Content<'a> {
     }
 }
 
+/// A VMA as `show` names it: its path, `[heap]`, `[stack]`, ..., or `anon 0x…`.
+fn vma_name(v: &Vma<'_>) -> String {
+    match v.kind() {
+        raw::VMA_FILE => String::from_utf8_lossy(v.path).into_owned(),
+        raw::VMA_ANON => format!("anon {:#x}-{:#x}", v.start(), v.end()),
+        k => format!("[{}]", super::show::vma_kind_name(k)),
+    }
+}
+
 /// What differs between two VMAs at the same range, if anything.
 fn vma_changes(v: &Vma<'_>, w: &Vma<'_>) -> Option<String> {
     let (x, y) = (v.raw, w.raw);
     let mut what = vec![];
     if x.prot != y.prot {
-        what.push(format!("prot {} -> {}", x.prot, y.prot));
+        what.push(format!(
+            "prot {} -> {}",
+            names::prot(x.prot.get().into()),
+            names::prot(y.prot.get().into())
+        ));
     }
-    if x.flags != y.flags || x.kind != y.kind {
-        what.push("flags or kind".to_string());
+    if x.flags != y.flags {
+        what.push(format!(
+            "flags {} -> {}",
+            names::flags(x.flags.get().into(), names::VMA_FLAGS),
+            names::flags(y.flags.get().into(), names::VMA_FLAGS)
+        ));
     }
-    if v.path != w.path || x.offset != y.offset || x.inode != y.inode {
-        what.push("mapped file".to_string());
+    if x.kind != y.kind {
+        what.push(format!(
+            "kind {} -> {}",
+            super::show::vma_kind_name(x.kind.get()),
+            super::show::vma_kind_name(y.kind.get())
+        ));
+    }
+    if v.path != w.path {
+        what.push(format!(
+            "path {} -> {}",
+            String::from_utf8_lossy(v.path),
+            String::from_utf8_lossy(w.path)
+        ));
+    }
+    for (n, a, b) in [
+        ("offset", x.offset.get(), y.offset.get()),
+        ("inode", x.inode.get(), y.inode.get()),
+        ("file size", x.file_size.get(), y.file_size.get()),
+        (
+            "file mtime ns",
+            x.file_mtime_ns.get(),
+            y.file_mtime_ns.get(),
+        ),
+        (
+            "dev major",
+            x.dev_major.get().into(),
+            y.dev_major.get().into(),
+        ),
+        (
+            "dev minor",
+            x.dev_minor.get().into(),
+            y.dev_minor.get().into(),
+        ),
+    ] {
+        if a != b {
+            what.push(format!("{n} {a} -> {b}"));
+        }
     }
     (!what.is_empty()).then(|| what.join(", "))
 }

@@ -20,7 +20,7 @@ pub fn extract(path: &Path, addr: u64, len: u64) -> Result<Vec<u8>> {
 
 /// [`extract`] over an indexed chain with pages of `ps` bytes, walked extent by extent
 /// ([`ChainIndex::extent`]): the cost is per run crossed and per byte asked for, not per page.
-fn read_range(idx: &ChainIndex<'_>, ps: u64, addr: u64, len: u64) -> Result<Vec<u8>> {
+pub(super) fn read_range(idx: &ChainIndex<'_>, ps: u64, addr: u64, len: u64) -> Result<Vec<u8>> {
     let end = addr
         .checked_add(len)
         .ok_or_else(|| Error::Other(format!("range {addr:#x}+{len:#x} overflows")))?;

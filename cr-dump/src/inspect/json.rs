@@ -9,60 +9,17 @@
 //! has it. Encoding goes through `cr_format::repr`, so the result is checked like any image
 //! and is byte-identical to the original.
 
+use super::json_value::*;
+use super::names;
 use cr_format::raw::{self, FXSAVE_LEN, X86_64_GPR_COUNT};
 use cr_format::read::{Image, Record, RunKind};
 use cr_format::repr::*;
 use serde_json::{json, Map, Value};
 
+pub use super::json_value::MAX_EXACT;
+
 /// Schema name and version written in every document.
 pub const SCHEMA: &str = "cr-image/1";
-
-fn hex(b: &[u8]) -> String {
-    const D: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(b.len() * 2);
-    for &x in b {
-        s.push(char::from(D[usize::from(x >> 4)]));
-        s.push(char::from(D[usize::from(x & 15)]));
-    }
-    s
-}
-
-fn unhex(s: &str, what: &str) -> Result<Vec<u8>, String> {
-    let v = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
-    let b = s.as_bytes();
-    if b.len() % 2 != 0 {
-        return Err(format!("{what}: odd number of hex digits"));
-    }
-    b.chunks_exact(2)
-        .map(|p| match (v(p[0]), v(p[1])) {
-            (Some(h), Some(l)) => Ok(h << 4 | l),
-            _ => Err(format!("{what}: not hex")),
-        })
-        .collect()
-}
-
-fn x(n: u64) -> Value {
-    Value::String(format!("{n:#x}"))
-}
-
-/// Bytes as a string when they are UTF-8 without NUL, else as hex.
-fn bytes_value(b: &[u8]) -> Value {
-    match std::str::from_utf8(b) {
-        Ok(s) if !s.contains('\0') => Value::String(s.to_string()),
-        _ => json!({ "hex": hex(b) }),
-    }
-}
-
-/// A NUL-padded fixed field: its text up to the first NUL.
-fn padded_value(b: &[u8]) -> Value {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    bytes_value(&b[..end])
-}
 
 fn regs_json(r: &cr_format::read::Regs<'_>) -> Value {
     let mut gpr = Map::new();
@@ -70,7 +27,7 @@ fn regs_json(r: &cr_format::read::Regs<'_>) -> Value {
         gpr.insert((*name).to_string(), x(v.get()));
     }
     json!({
-        "arch": r.raw.arch.get(),
+        "arch": named(r.raw.arch.get().into(), names::ARCHES),
         "xfeatures": x(r.raw.xfeatures.get()),
         "gpr": gpr,
         "fxsave": hex(&r.raw.fxsave),
@@ -164,13 +121,13 @@ impl JsonBuilder {
                     "header".into(),
                     json!({
                         "version": [h.version_major.get(), h.version_minor.get()],
-                        "arch": h.arch.get(),
+                        "arch": named(h.arch.get().into(), names::ARCHES),
                         "page_size": h.page_size.get(),
-                        "crid": h.crid.get(),
-                        "parent_crid": h.parent_crid.get(),
-                        "parent_digest": x(h.parent_digest.get()),
-                        "created_ns": h.created_ns.get(),
-                        "diff_method": h.diff_method.get(),
+                        "crid": n64(h.crid.get()),
+                        "parent_crid": n64(h.parent_crid.get()),
+                        "parent_digest": names::digest(h.parent_digest.get()),
+                        "created_ns": n64(h.created_ns.get()),
+                        "diff_method": named(h.diff_method.get().into(), names::DIFF_METHODS),
                         "producer": padded_value(&h.producer),
                     }),
                 );
@@ -218,10 +175,12 @@ impl JsonBuilder {
                 let w = v.raw;
                 body.push(json!({ "vma": {
                     "start": x(w.start.get()), "end": x(w.end.get()),
-                    "prot": w.prot.get(), "flags": w.flags.get(), "kind": w.kind.get(),
+                    "prot": names::prot(w.prot.get().into()),
+                    "flags": names::flags(w.flags.get().into(), names::VMA_FLAGS),
+                    "kind": named(w.kind.get().into(), names::VMA_KINDS),
                     "offset": x(w.offset.get()), "dev": [w.dev_major.get(), w.dev_minor.get()],
-                    "inode": w.inode.get(), "file_size": w.file_size.get(),
-                    "file_mtime_ns": w.file_mtime_ns.get(),
+                    "inode": n64(w.inode.get()), "file_size": n64(w.file_size.get()),
+                    "file_mtime_ns": n64(w.file_mtime_ns.get()),
                     "path": bytes_value(v.path),
                 }}));
             }
@@ -240,7 +199,7 @@ impl JsonBuilder {
                 let mut o = Map::new();
                 o.insert("runs".into(), runs.into());
                 o.insert("data_offset".into(), x(p.data_offset));
-                o.insert("data_len".into(), p.data_len().into());
+                o.insert("data_len".into(), n64(p.data_len()));
                 if with_pages {
                     o.insert("data".into(), hex(p.data.unwrap_or(&[])).into());
                 }
@@ -249,20 +208,22 @@ impl JsonBuilder {
             Record::Unknown(u) => {
                 body.push(json!({ "unknown": { "kind": u.kind, "payload": hex(u.payload) } }));
             }
-            // TODO(inspect helper): the 1.1 state records in JSON.
-            Record::File(_)
-            | Record::FileData(_)
-            | Record::Signals(_)
-            | Record::Timers(_)
-            | Record::Process(_)
-            | Record::VmaAttr(_) => {}
+            Record::File(f) => {
+                let contents: Option<&[Vec<u8>]> = with_pages.then_some(&[]);
+                body.push(super::json_state::file(&f, contents, 0));
+            }
+            Record::FileData(d) => file_data(body, d.bytes, with_pages),
+            Record::Signals(s) => body.push(super::json_state::signals(&s)),
+            Record::Timers(t) => body.push(super::json_state::timers(&t)),
+            Record::Process(p) => body.push(super::json_state::process(&p)),
+            Record::VmaAttr(a) => body.push(super::json_state::vma_attr(a)),
             Record::Tail(t) => {
                 doc.insert(
                     "tail".into(),
                     json!({
-                        "records": t.record_count.get(),
-                        "image_len": t.image_len.get(),
-                        "digest": x(t.digest.get()),
+                        "records": n64(t.record_count.get()),
+                        "image_len": n64(t.image_len.get()),
+                        "digest": names::digest(t.digest.get()),
                     }),
                 );
             }
@@ -270,105 +231,23 @@ impl JsonBuilder {
     }
 }
 
-/// Field access with the path in the error.
-struct Obj<'a> {
-    v: &'a Map<String, Value>,
-    path: String,
-}
-
-impl<'a> Obj<'a> {
-    fn new(v: &'a Value, path: &str) -> Result<Self, String> {
-        v.as_object()
-            .map(|v| Obj {
-                v,
-                path: path.to_string(),
-            })
-            .ok_or_else(|| format!("{path}: expected an object"))
-    }
-    fn get(&self, k: &str) -> Result<&'a Value, String> {
-        self.v
-            .get(k)
-            .ok_or_else(|| format!("{}.{k}: missing", self.path))
-    }
-    fn obj(&self, k: &str) -> Result<Obj<'a>, String> {
-        Obj::new(self.get(k)?, &format!("{}.{k}", self.path))
-    }
-    fn u64(&self, k: &str) -> Result<u64, String> {
-        int(self.get(k)?, &format!("{}.{k}", self.path))
-    }
-    fn n<T: TryFrom<u64>>(&self, k: &str) -> Result<T, String> {
-        T::try_from(self.u64(k)?).map_err(|_| format!("{}.{k}: out of range", self.path))
-    }
-    fn bytes(&self, k: &str) -> Result<Vec<u8>, String> {
-        bytes(self.get(k)?, &format!("{}.{k}", self.path))
-    }
-    fn hex(&self, k: &str) -> Result<Vec<u8>, String> {
-        let p = format!("{}.{k}", self.path);
-        unhex(
-            self.get(k)?
-                .as_str()
-                .ok_or_else(|| format!("{p}: expected a hex string"))?,
-            &p,
-        )
-    }
-    fn arr(&self, k: &str) -> Result<&'a Vec<Value>, String> {
-        self.get(k)?
-            .as_array()
-            .ok_or_else(|| format!("{}.{k}: expected an array", self.path))
-    }
-}
-
-fn int(v: &Value, path: &str) -> Result<u64, String> {
-    match v {
-        Value::Number(n) => n
-            .as_u64()
-            .ok_or_else(|| format!("{path}: expected an unsigned integer")),
-        Value::String(s) => {
-            let r = match s.strip_prefix("0x") {
-                Some(h) => u64::from_str_radix(h, 16),
-                None => s.parse(),
-            };
-            r.map_err(|_| format!("{path}: expected an integer, found {s:?}"))
+/// Adds a FileData record's bytes to the File entry before it: its length to `contents_len`, and
+/// the bytes to `contents` when page data is wanted.
+fn file_data(body: &mut [Value], bytes: &[u8], with_pages: bool) {
+    let Some(f) = body.last_mut().and_then(|b| b.get_mut("file")) else {
+        return;
+    };
+    let len = f
+        .get("contents_len")
+        .and_then(|v| int(v, "").ok())
+        .unwrap_or(0);
+    let add = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    f["contents_len"] = n64(len.saturating_add(add));
+    if with_pages {
+        if let Some(Value::Array(c)) = f.get_mut("contents") {
+            c.push(hex(bytes).into());
         }
-        _ => Err(format!("{path}: expected an integer")),
     }
-}
-
-fn bytes(v: &Value, path: &str) -> Result<Vec<u8>, String> {
-    match v {
-        Value::String(s) => Ok(s.as_bytes().to_vec()),
-        Value::Object(o) => match o.get("hex").and_then(Value::as_str) {
-            Some(h) => unhex(h, path),
-            None => Err(format!("{path}: expected a string or {{\"hex\": ...}}")),
-        },
-        _ => Err(format!("{path}: expected a string")),
-    }
-}
-
-fn padded<const N: usize>(v: &Value, path: &str) -> Result<[u8; N], String> {
-    let b = bytes(v, path)?;
-    let mut out = [0u8; N];
-    if b.len() > N || b.contains(&0) {
-        return Err(format!("{path}: at most {N} bytes, no NUL"));
-    }
-    out[..b.len()].copy_from_slice(&b);
-    Ok(out)
-}
-
-fn ints<const N: usize, T: TryFrom<u64> + Copy + Default>(
-    v: &Value,
-    path: &str,
-) -> Result<[T; N], String> {
-    let a = v
-        .as_array()
-        .filter(|a| a.len() == N)
-        .ok_or_else(|| format!("{path}: expected {N} integers"))?;
-    let mut out = [T::default(); N];
-    for (i, (o, e)) in out.iter_mut().zip(a).enumerate() {
-        *o = T::try_from(int(e, &format!("{path}[{i}]"))?)
-            .map_err(|_| format!("{path}[{i}]: out of range"))?;
-    }
-    Ok(out)
 }
 
 /// Reads a `cr-image/1` document into an image's owned form.
@@ -403,13 +282,13 @@ fn header_from(d: &Obj<'_>) -> Result<HeaderRepr, String> {
     }
     Ok(HeaderRepr {
         version_minor: version[1],
-        arch: h.n("arch")?,
+        arch: h.kind("arch", names::ARCHES)?,
         page_size: h.n("page_size")?,
         crid: h.u64("crid")?,
         parent_crid: h.u64("parent_crid")?,
         parent_digest: h.u64("parent_digest")?,
         created_ns: h.u64("created_ns")?,
-        diff_method: h.n("diff_method")?,
+        diff_method: h.kind("diff_method", names::DIFF_METHODS)?,
         producer: padded(h.get("producer")?, "$.header.producer")?,
     })
 }
@@ -456,7 +335,7 @@ fn regs_from(d: &Obj<'_>) -> Result<RegsRepr, String> {
         .try_into()
         .map_err(|_| format!("$.regs.fxsave: expected {FXSAVE_LEN} bytes"))?;
     Ok(RegsRepr {
-        arch: r.n("arch")?,
+        arch: r.kind("arch", names::ARCHES)?,
         xfeatures: r.u64("xfeatures")?,
         gpr,
         fxsave,
@@ -488,7 +367,8 @@ fn mm_from(d: &Obj<'_>) -> Result<MmRepr, String> {
     })
 }
 
-/// One element of `body`: a VMA, a Pages record or an unknown record.
+/// One element of `body`: a state record, a VMA, its attributes, a Pages record or an unknown
+/// record.
 fn body_from(b: &Value, p: &str) -> Result<BodyRepr, String> {
     let o = Obj::new(b, p)?;
     if let Ok(v) = o.obj("vma") {
@@ -502,9 +382,9 @@ fn body_from(b: &Value, p: &str) -> Result<BodyRepr, String> {
             file_mtime_ns: v.u64("file_mtime_ns")?,
             dev_major: dev[0],
             dev_minor: dev[1],
-            prot: v.n("prot")?,
-            flags: v.n("flags")?,
-            kind: v.n("kind")?,
+            prot: v.prot("prot")?,
+            flags: v.flags("flags", names::VMA_FLAGS)?,
+            kind: v.kind("kind", names::VMA_KINDS)?,
             path: v.bytes("path")?,
         }))
     } else if let Ok(pg) = o.obj("pages") {
@@ -538,6 +418,18 @@ fn body_from(b: &Value, p: &str) -> Result<BodyRepr, String> {
             }
         };
         Ok(BodyRepr::Pages(PagesRepr { runs, data }))
+    } else if let Ok(f) = o.obj("file") {
+        Ok(BodyRepr::File(super::json_state::file_from(&f)?))
+    } else if let Ok(x) = o.obj("signals") {
+        Ok(BodyRepr::Signals(Box::new(
+            super::json_state::signals_from(&x)?,
+        )))
+    } else if let Ok(x) = o.obj("timers") {
+        Ok(BodyRepr::Timers(super::json_state::timers_from(&x)?))
+    } else if let Ok(x) = o.obj("process") {
+        Ok(BodyRepr::Process(super::json_state::process_from(&x)?))
+    } else if o.v.contains_key("vma_attr") {
+        Ok(BodyRepr::VmaAttr(super::json_state::vma_attr_from(&o)?))
     } else if let Ok(u) = o.obj("unknown") {
         Ok(BodyRepr::Unknown {
             kind: u.n("kind")?,
@@ -545,7 +437,8 @@ fn body_from(b: &Value, p: &str) -> Result<BodyRepr, String> {
         })
     } else {
         Err(format!(
-            "{p}: expected {{\"vma\"}}, {{\"pages\"}} or {{\"unknown\"}}"
+            "{p}: expected one of {{\"vma\"}}, {{\"vma_attr\"}}, {{\"pages\"}}, {{\"file\"}}, \
+             {{\"signals\"}}, {{\"timers\"}}, {{\"process\"}}, {{\"unknown\"}}"
         ))
     }
 }

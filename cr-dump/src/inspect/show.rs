@@ -31,28 +31,7 @@ pub fn vma_kind_name(k: u16) -> &'static str {
     }
 }
 
-/// `ns` since the epoch as `YYYY-MM-DD hh:mm:ss.nnnnnnnnn UTC`.
-pub fn utc(ns: u64) -> String {
-    let secs = ns / 1_000_000_000;
-    let (days, rem) = (secs / 86400, secs % 86400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:09} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ns % 1_000_000_000
-    )
-}
+pub use super::names::utc;
 
 /// Page counts of one VMA.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,6 +44,16 @@ pub struct Counts {
     pub parent: u64,
 }
 
+/// One VMA of the table.
+#[derive(Clone, Debug)]
+struct VmaShown {
+    raw: raw::Vma,
+    path: Vec<u8>,
+    counts: Counts,
+    /// The VmaAttr record's bits, if the image has one for this VMA.
+    attrs: Option<u32>,
+}
+
 /// What `show` prints, gathered in one pass over the records: metadata only, so an image is read
 /// with time and memory that do not grow with its page data.
 #[derive(Clone, Debug, Default)]
@@ -74,7 +63,9 @@ pub struct Shown {
     task: Option<raw::Task>,
     regs: Option<(raw::RegsX86_64, usize)>,
     mm: Option<(raw::Mm, usize, Vec<u8>)>,
-    vmas: Vec<(raw::Vma, Vec<u8>, Counts)>,
+    vmas: Vec<VmaShown>,
+    /// The task's state besides memory (1.1 records).
+    state: super::state::State,
     /// One line per record, for `show -v`.
     records: Vec<String>,
 }
@@ -94,7 +85,12 @@ impl Shown {
             Record::Mm(m) => self.mm = Some((*m.raw, m.auxv.len(), m.exe.to_vec())),
             Record::Vma(v) => {
                 what = format!("{:#x}-{:#x}", v.start(), v.end());
-                self.vmas.push((*v.raw, v.path.to_vec(), Counts::default()));
+                self.vmas.push(VmaShown {
+                    raw: *v.raw,
+                    path: v.path.to_vec(),
+                    counts: Counts::default(),
+                    attrs: None,
+                });
             }
             Record::Pages(p) => {
                 what = format!(
@@ -103,7 +99,7 @@ impl Shown {
                     p.data_len(),
                     p.data_offset
                 );
-                if let Some((_, _, c)) = self.vmas.last_mut() {
+                if let Some(VmaShown { counts: c, .. }) = self.vmas.last_mut() {
                     for run in p.iter() {
                         let n = u64::from(run.pages);
                         match run.kind {
@@ -115,13 +111,26 @@ impl Shown {
                 }
             }
             Record::Unknown(_) => what = "skipped (not critical)".to_string(),
-            // TODO(inspect helper): the 1.1 state records in show.
-            Record::File(_)
-            | Record::FileData(_)
-            | Record::Signals(_)
-            | Record::Timers(_)
-            | Record::Process(_)
-            | Record::VmaAttr(_) => {}
+            Record::VmaAttr(a) => {
+                what = super::names::flags(a.attrs.get().into(), super::names::VMA_ATTRS);
+                if let Some(v) = self.vmas.last_mut() {
+                    v.attrs = Some(a.attrs.get());
+                }
+            }
+            Record::File(f) => {
+                what = match f.role() {
+                    raw::ROLE_FD => format!("fd {}", f.raw.fd.get()),
+                    r => super::names::kind_or_number(r.into(), super::names::ROLES),
+                };
+                self.state.record(&r.record);
+            }
+            Record::FileData(d) => {
+                what = format!("{} bytes at {}", d.raw.len.get(), d.raw.offset.get());
+                self.state.record(&r.record);
+            }
+            Record::Signals(_) | Record::Timers(_) | Record::Process(_) => {
+                self.state.record(&r.record);
+            }
             Record::Tail(t) => self.tail = Some(*t),
         }
         self.records.push(format!(
@@ -187,6 +196,11 @@ pub fn stream_metadata(
 
 /// Renders an image as text.
 pub fn render(s: &Shown) -> String {
+    render_with(s, false)
+}
+
+/// Renders an image as text; `verbose` (`show -v`) adds every field of the state records.
+pub fn render_with(s: &Shown, verbose: bool) -> String {
     let mut o = String::new();
     let Some(h) = &s.header else { return o };
     render_header(&mut o, h, s.tail.as_ref());
@@ -199,7 +213,12 @@ pub fn render(s: &Shown) -> String {
     if let Some((r, auxv, exe)) = &s.mm {
         render_mm(&mut o, r, *auxv, exe);
     }
-    render_vmas(&mut o, &s.vmas);
+    super::state::render(&mut o, &s.state, verbose);
+    render_vmas(
+        &mut o,
+        &s.vmas,
+        s.header.map_or(4096, |h| h.page_size.get().into()),
+    );
     o
 }
 
@@ -230,8 +249,8 @@ fn render_header(o: &mut String, h: &raw::Header, tail: Option<&raw::Tail>) {
     );
     let _ = writeln!(
         o,
-        "  digest        {:016x}",
-        tail.map_or(0, |t| t.digest.get())
+        "  digest        {}",
+        super::names::digest(tail.map_or(0, |t| t.digest.get()))
     );
 }
 
@@ -254,7 +273,7 @@ fn render_task(o: &mut String, t: &raw::Task) {
     let _ = writeln!(o, "  gid           {}", gid.join(" "));
     let _ = writeln!(
         o,
-        "  signals       blocked {:016x} ignored {:016x} caught {:016x} pending {:016x} shared {:016x}",
+        "  signals       blocked {:#x} ignored {:#x} caught {:#x} pending {:#x} shared {:#x}",
         t.sig_blocked.get(),
         t.sig_ignored.get(),
         t.sig_caught.get(),
@@ -288,32 +307,32 @@ fn render_mm(o: &mut String, r: &raw::Mm, auxv: usize, exe: &[u8]) {
     let _ = writeln!(o, "mm");
     let _ = writeln!(
         o,
-        "  code          {:x}-{:x}",
+        "  code          {:#x}-{:#x}",
         r.start_code.get(),
         r.end_code.get()
     );
     let _ = writeln!(
         o,
-        "  data          {:x}-{:x}",
+        "  data          {:#x}-{:#x}",
         r.start_data.get(),
         r.end_data.get()
     );
     let _ = writeln!(
         o,
-        "  brk           {:x}-{:x}",
+        "  brk           {:#x}-{:#x}",
         r.start_brk.get(),
         r.brk.get()
     );
-    let _ = writeln!(o, "  stack         {:x}", r.start_stack.get());
+    let _ = writeln!(o, "  stack         {:#x}", r.start_stack.get());
     let _ = writeln!(
         o,
-        "  args          {:x}-{:x}",
+        "  args          {:#x}-{:#x}",
         r.arg_start.get(),
         r.arg_end.get()
     );
     let _ = writeln!(
         o,
-        "  env           {:x}-{:x}",
+        "  env           {:#x}-{:#x}",
         r.env_start.get(),
         r.env_end.get()
     );
@@ -321,39 +340,64 @@ fn render_mm(o: &mut String, r: &raw::Mm, auxv: usize, exe: &[u8]) {
     let _ = writeln!(o, "  exe           {}", String::from_utf8_lossy(exe));
 }
 
-/// The maps-like VMA table, with page counts per VMA and in all.
-fn render_vmas(o: &mut String, vmas: &[(raw::Vma, Vec<u8>, Counts)]) {
+/// A size in bytes as people read it: `4.0 KiB`, `1.5 GiB`, or `512 B`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+/// The maps-like VMA table, with size, page counts and attributes per VMA, and totals.
+fn render_vmas(o: &mut String, vmas: &[VmaShown], page_size: u64) {
     let _ = writeln!(o, "vmas");
     let _ = writeln!(
         o,
-        "  {:<33} {:<4} {:<8} {:>8} {:>8} {:>8} {:>8}  path",
-        "range", "perm", "kind", "offset", "data", "zero", "parent"
+        "  {:<37} {:<4} {:<8} {:>10} {:>10} {:>8} {:>8} {:>8}  path",
+        "range", "perm", "kind", "size", "offset", "data", "zero", "parent"
     );
     let mut total = Counts::default();
-    for (r, path, c) in vmas {
-        let p = r.prot.get();
+    for v in vmas {
+        let (r, c) = (&v.raw, &v.counts);
         let perm = format!(
-            "{}{}{}{}",
-            if p & raw::PROT_READ != 0 { 'r' } else { '-' },
-            if p & raw::PROT_WRITE != 0 { 'w' } else { '-' },
-            if p & raw::PROT_EXEC != 0 { 'x' } else { '-' },
+            "{}{}",
+            super::names::prot(r.prot.get().into()),
             if r.flags.get() & raw::VMA_SHARED != 0 {
                 's'
             } else {
                 'p'
             },
         );
-        let path = match r.kind.get() {
-            raw::VMA_FILE => String::from_utf8_lossy(path).into_owned(),
+        let mut path = match r.kind.get() {
+            raw::VMA_FILE => String::from_utf8_lossy(&v.path).into_owned(),
             raw::VMA_ANON => String::new(),
             k => format!("[{}]", vma_kind_name(k)),
         };
+        if let Some(a) = v.attrs.filter(|&a| a != 0) {
+            let _ = write!(
+                path,
+                "{}({})",
+                if path.is_empty() { "" } else { " " },
+                super::names::flags(a.into(), super::names::VMA_ATTRS)
+            );
+        }
         let _ = writeln!(
             o,
-            "  {:016x}-{:016x} {perm} {:<8} {:>8x} {:>8} {:>8} {:>8}  {path}",
+            "  {:#018x}-{:#018x} {perm} {:<8} {:>10} {:>#10x} {:>8} {:>8} {:>8}  {path}",
             r.start.get(),
             r.end.get(),
             vma_kind_name(r.kind.get()),
+            human(r.end.get().saturating_sub(r.start.get())),
             r.offset.get(),
             c.data,
             c.zero,
@@ -365,8 +409,11 @@ fn render_vmas(o: &mut String, vmas: &[(raw::Vma, Vec<u8>, Counts)]) {
     }
     let _ = writeln!(
         o,
-        "pages: {} data, {} zero, {} parent",
-        total.data, total.zero, total.parent
+        "pages: {} data ({}), {} zero, {} parent",
+        total.data,
+        human(total.data.saturating_mul(page_size)),
+        total.zero,
+        total.parent
     );
 }
 

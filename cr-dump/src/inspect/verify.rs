@@ -74,7 +74,7 @@ pub fn check_stream(r: impl Read, name: &str, all: bool) -> (ImageReport, Vec<Er
             Record::Tail(t) => {
                 rep.records = t.record_count.get();
                 rep.bytes = t.image_len.get();
-                rep.digest = format!("{:#018x}", t.digest.get());
+                rep.digest = super::names::digest(t.digest.get());
             }
             _ => {}
         });
@@ -148,6 +148,34 @@ pub fn verify(path: &Path, chain: bool, all: bool) -> Result<Report> {
         Err(e) => return Err(e),
     }
     Ok(report)
+}
+
+/// A problem's message as a JSON object (`verify --json`): `message` as printed, and what it
+/// names: `path` (the image), `offset` (the byte offset, `offset 0x…` in the message) and
+/// `record` (the kind of record, `(Kind record)` at its end), each when the message has it.
+pub fn problem_json(message: &str) -> serde_json::Value {
+    let mut o = serde_json::Map::new();
+    o.insert("message".into(), message.into());
+    if let Some((path, _)) = message.split_once(": offset 0x") {
+        o.insert("path".into(), path.into());
+    }
+    let offset = message.split_once("offset 0x").and_then(|(_, rest)| {
+        let end = rest
+            .find(|c: char| !c.is_ascii_hexdigit())
+            .unwrap_or(rest.len());
+        u64::from_str_radix(rest.get(..end)?, 16).ok()
+    });
+    if let Some(off) = offset {
+        o.insert("offset".into(), off.into());
+    }
+    let record = message
+        .strip_suffix(" record)")
+        .and_then(|m| m.rsplit_once(" ("))
+        .map(|(_, k)| k);
+    if let Some(k) = record {
+        o.insert("record".into(), k.into());
+    }
+    serde_json::Value::Object(o)
 }
 
 /// What `chain` found.

@@ -251,9 +251,10 @@ impl Parser {
         data_area: &'a [u8],
     ) -> Result<Record<'a>> {
         let len = to_u64(p.len());
+        let offset = self.v.offset;
         let short = |_| {
             self::Error::new(
-                self.v.offset,
+                offset,
                 ErrorKind::BadLength {
                     kind: h.kind.get(),
                     expected: len,
@@ -355,27 +356,30 @@ impl Parser {
             }
             KIND_SIGNALS => {
                 let (x, rest) = raw::Signals::ref_from_prefix(p).map_err(|_| short(()))?;
+                self.v.check_signals(x, len)?;
                 let n = to_usize(x.pending_count.get().into());
                 let (pending, _) = <[PendingSignal]>::ref_from_prefix_with_elems(rest, n)
                     .map_err(|_| short(()))?;
-                self.v.check_signals(x, len, pending)?;
+                self.v.check_pending(pending)?;
                 Record::Signals(Signals { raw: x, pending })
             }
             KIND_TIMERS => {
                 let (x, rest) = raw::Timers::ref_from_prefix(p).map_err(|_| short(()))?;
+                self.v.check_timers(x, len)?;
                 let n = to_usize(x.posix_count.get().into());
                 let (posix, _) =
                     <[PosixTimer]>::ref_from_prefix_with_elems(rest, n).map_err(|_| short(()))?;
-                self.v.check_timers(x, len)?;
+                self.v.check_posix(posix)?;
                 Record::Timers(Timers { raw: x, posix })
             }
             KIND_PROCESS => {
                 let (x, rest) = raw::Process::ref_from_prefix(p).map_err(|_| short(()))?;
+                self.v.check_process(x, len)?;
                 let n = to_usize(x.group_count.get().into());
-                let (groups, _) =
+                let (groups, pad) =
                     <[zerocopy::little_endian::U32]>::ref_from_prefix_with_elems(rest, n)
                         .map_err(|_| short(()))?;
-                self.v.check_process(x, len, rest)?;
+                self.v.check_groups(groups, pad)?;
                 Record::Process(Process { raw: x, groups })
             }
             KIND_VMA_ATTR => {

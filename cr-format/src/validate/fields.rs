@@ -105,6 +105,7 @@ impl Validator {
             return Err(bad(at.saturating_add(64), "producer", "NUL-padded text", 0));
         }
         self.page_size = ps;
+        self.minor = h.version_minor.get();
         self.arch = h.arch.get();
         self.incremental = parent != 0;
         self.stage = Stage::Task;

@@ -101,6 +101,19 @@ pub(crate) struct Validator {
     /// The next run must start at or above this address.
     pub(crate) run_floor: u64,
     pub(crate) digest: crc::Digest<'static, u64>,
+    /// The Header's `version_minor` (the kinds of 1.1 need 1 or more).
+    pub(crate) minor: u16,
+    /// The state records (§2.5) passed: 0 none or Files only, 1 Signals, 2 Timers, 3 Process.
+    pub(crate) state_part: u8,
+    /// File records so far.
+    pub(crate) files: u32,
+    /// `(role, fd)` of the last File.
+    pub(crate) last_file: Option<(u16, u32)>,
+    /// While a FileData may come (right after a File with `FILE_HAS_DATA` or a FileData): the
+    /// `offset` it must have.
+    pub(crate) file_data_next: Option<u64>,
+    /// The record before was a Vma (a VmaAttr may come).
+    pub(crate) after_vma: bool,
 }
 
 impl Default for Validator {
@@ -118,6 +131,12 @@ impl Default for Validator {
             last_vma_end: 0,
             run_floor: 0,
             digest: DIGEST_CRC.digest(),
+            minor: 0,
+            state_part: 0,
+            files: 0,
+            last_file: None,
+            file_data_next: None,
+            after_vma: false,
         }
     }
 }
@@ -211,8 +230,17 @@ impl Validator {
             }
             Stage::Done => false,
         };
+        // The kinds of 1.1 have rules of their own (§2.5).
+        let state_err = if allowed {
+            self.state_order(kind)
+        } else {
+            None
+        };
+        let allowed = allowed && state_err.is_none();
         if !allowed {
-            let expected = if kind == KIND_PAGES && self.stage == Stage::Body {
+            let expected = if let Some(e) = state_err {
+                e
+            } else if kind == KIND_PAGES && self.stage == Stage::Body {
                 "a Vma before Pages"
             } else {
                 self.stage.expected()
@@ -303,9 +331,21 @@ impl Validator {
 
     /// Appends a validated record header to the digest and moves past the record.
     pub(crate) fn advance(&mut self, h: &RecordHeader) {
-        if h.kind.get() != KIND_TAIL {
+        let kind = h.kind.get();
+        if kind != KIND_TAIL {
             self.digest.update(h.as_bytes());
         }
+        self.after_vma = kind == KIND_VMA;
+        if !matches!(kind, KIND_FILE | KIND_FILE_DATA) {
+            self.file_data_next = None;
+        }
+        let part = match kind {
+            KIND_SIGNALS => 1,
+            KIND_TIMERS => 2,
+            KIND_PROCESS => 3,
+            _ => 0,
+        };
+        self.state_part = self.state_part.max(part);
         self.offset = self
             .offset
             .saturating_add(REC_HDR)

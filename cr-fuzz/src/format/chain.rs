@@ -464,7 +464,13 @@ fn scale_page_size(r: &mut ImageRepr, ps: u32) -> bool {
                 }
                 p.data = data;
             }
-            BodyRepr::Unknown { .. } => {}
+            // No addresses in pages: nothing to scale.
+            BodyRepr::File(_)
+            | BodyRepr::Signals(_)
+            | BodyRepr::Timers(_)
+            | BodyRepr::Process(_)
+            | BodyRepr::VmaAttr(_)
+            | BodyRepr::Unknown { .. } => {}
         }
     }
     r.header.page_size = ps;

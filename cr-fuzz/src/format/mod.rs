@@ -8,7 +8,9 @@
 //! - [`parse`]: both slice walks (with and without page data) agree with each other and with
 //!   [`Image::parse`] / [`Image::parse_metadata`]; every view accessor of every record holds
 //!   what its header promises; [`Image::lookup`] agrees with a lookup written here from the
-//!   record walk; a valid image re-emits byte for byte through [`ImageRepr`].
+//!   record walk; a valid image re-emits byte for byte through [`ImageRepr`]; the records of
+//!   1.1 follow their rules and the order of FORMAT.md §2.5 by checks written here, and
+//!   `Image::files` / `signals` / `timers` / `process` agree with the record walk.
 //! - [`stream_vs_slice`]: the sans-I/O [`Parser`] fed in chunks, and the
 //!   [`StreamReader`] over a reader (and a seekable reader) that
 //!   returns those chunks, yield the records and the error of the slice reader;
@@ -37,6 +39,7 @@
 mod chain;
 mod roundtrip;
 mod slice;
+mod state;
 mod stream;
 
 pub use chain::chain;

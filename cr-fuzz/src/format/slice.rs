@@ -1,6 +1,7 @@
 //! [`parse`]: the slice reader on arbitrary bytes.
 
 use super::chain::check_resolve;
+use super::state::{check_state_order, touch_state};
 use super::{to_u64, to_usize, Walk, MAX_LOOKUPS, REC_HDR};
 use core::hint::black_box;
 use cr_format::chain::Chain;
@@ -183,13 +184,12 @@ fn touch(p: &Parsed<'_>, with_data: bool, page_size: u32) {
             assert_eq!(u.kind, p.header.kind.get());
             assert_eq!(to_u64(u.payload.len()), u64::from(p.header.len.get()));
         }
-        // TODO(format helper): properties of the 1.1 records.
         Record::File(_)
         | Record::FileData(_)
         | Record::Signals(_)
         | Record::Timers(_)
         | Record::Process(_)
-        | Record::VmaAttr(_) => {}
+        | Record::VmaAttr(_) => touch_state(&p.record),
         Record::Tail(t) => {
             assert_eq!(
                 t.image_len.get(),
@@ -273,6 +273,7 @@ fn check_image(img: &Image<'_>, data: &[u8], walk: &Walk) {
         "Image::records differs from the walk"
     );
     assert!(img.task().is_some() && img.regs().is_some() && img.mm().is_some());
+    check_state_order(img);
 
     // Reference tables for lookups.
     let mut vmas: Vec<(u64, u64)> = Vec::new();

@@ -20,22 +20,24 @@ pub(crate) enum Cmd {
     /// Checkpoint a task: `--pid PID`, or start `-- CMD ARGS...` and checkpoint it.
     #[command(after_help = CHECKPOINT_HELP)]
     Checkpoint(CheckpointArgs),
-    /// Print an image: header, task, registers, mm, VMAs with page counts.
+    /// Print an image: header, task, registers, mm, files, signals, timers, limits, VMAs.
     #[command(
         after_help = "Reads only metadata (page data is not touched) unless --with-pages.\n\
         The JSON schema is spec/JSON.md (cr-image/1); `encode` turns `show --json --with-pages` \
         back into the identical image."
     )]
     Show {
-        /// The image file.
+        /// The image file, or - (or /dev/stdin) for standard input.
         image: PathBuf,
-        /// List every record with its byte offset, kind, length and CRC.
+        /// Every field of the state records, and every record with its byte offset, kind,
+        /// length and CRC.
         #[arg(short, long)]
         verbose: bool,
         /// Print the whole structure as JSON (schema cr-image/1).
         #[arg(long)]
         json: bool,
-        /// With --json: include page data (hex), so that `encode` can rebuild the image.
+        /// With --json: include page data and file contents (hex), so that `encode` can
+        /// rebuild the image.
         #[arg(long, requires = "json")]
         with_pages: bool,
     },
@@ -51,7 +53,7 @@ pub(crate) enum Cmd {
     /// Check an image: structure, order, every CRC, limits, the tail; with --chain, its parents.
     #[command(
         after_help = "Exit status: 0 if every check holds; 1 with the first error (byte \
-        offset, record kind) otherwise.\nA single image is streamed with bounded memory, so IMAGE \
+        offset, record kind) otherwise; with --json, one object on stdout either way.\nA single image is streamed with bounded memory, so IMAGE \
         may be - (stdin) or larger than memory. --chain finds the parents beside IMAGE by name \
         (NAME.img.CRID), verifies each, checks every link (CRID, digest) and resolves every \
         \"unchanged since parent\" page."
@@ -76,7 +78,7 @@ pub(crate) enum Cmd {
         error that names it. ADDR and LEN take decimal or 0x-hex."
     )]
     Extract {
-        /// The image (its parents are found beside it).
+        /// The image (its parents are found beside it), or - for standard input (a full image).
         image: PathBuf,
         /// First address.
         #[arg(long, value_parser = parse_u64)]
@@ -92,11 +94,18 @@ pub(crate) enum Cmd {
         #[arg(long)]
         hex: bool,
     },
-    /// Compare two images: VMAs added/removed/changed, pages that differ, registers, mm, task.
+    /// Compare two images: every field by name, VMAs, and the pages that differ, by VMA.
+    #[command(
+        after_help = "Each image is resolved through its own chain. Fields are named \
+        (`fd 3.pos`, `SIGINT`, `RLIMIT_NOFILE.soft`, `xmm3`, `mm.brk`, ...); lines starting \
+        `image` are the images' identity (CRID, creation time, digest, ...), which differs \
+        between any two checkpoints.\nExit status, as diff(1): 0 the same task state, 1 it \
+        differs, 2 trouble."
+    )]
     Diff {
-        /// First image.
+        /// First image (- for standard input).
         a: PathBuf,
-        /// Second image.
+        /// Second image (- for standard input).
         b: PathBuf,
         /// Print the report as JSON.
         #[arg(long)]
@@ -111,7 +120,7 @@ pub(crate) enum Cmd {
         length (tmpfs, XFS; not ext4)."
     )]
     Core {
-        /// The image (its parents are found beside it).
+        /// The image (its parents are found beside it), or - for standard input (a full image).
         image: PathBuf,
         /// The core file to write (written unnamed, named only when complete; a symlink at
         /// FILE is replaced, not followed).
@@ -180,8 +189,11 @@ pub(crate) enum Cmd {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) of cr-dump.
-    Man,
+    /// Print the man page (roff) of cr-dump, or of one verb (`cr-dump man show | man -l -`).
+    Man {
+        /// The verb whose page to print (cr-dump-VERB(1)); none: cr-dump(1).
+        verb: Option<String>,
+    },
 }
 
 pub(crate) fn parse_u64(s: &str) -> Result<u64, String> {

@@ -7,6 +7,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod args;
+mod man;
 
 use args::{CheckpointArgs, Cli, Cmd};
 use clap::Parser;
@@ -58,23 +59,25 @@ fn main() -> ExitCode {
             detach,
             pid_file,
         } => restore_cmd(&image, stopped, detach, pid_file.as_deref()),
-        Cmd::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut <Cli as clap::CommandFactory>::command(),
-                "cr-dump",
-                &mut std::io::stdout(),
-            );
-            Ok(())
+        Cmd::Completions { shell } => std::io::stdout()
+            .write_all(completion_script(shell).as_bytes())
+            .map_err(|e| Fail::Run(format!("writing the completion script: {e}"))),
+        Cmd::Man { verb } => {
+            man::render(verb.as_deref(), &mut std::io::stdout().lock()).map_err(|e| match verb {
+                Some(_) if e.starts_with("no verb") => Fail::Usage(e),
+                _ => Fail::Run(e),
+            })
         }
-        Cmd::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-            .render(&mut std::io::stdout())
-            .map_err(|e| Fail::Run(format!("writing the man page: {e}"))),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail::Usage(m)) => {
             eprintln!("cr-dump: usage error: {m}");
+            ExitCode::from(2)
+        }
+        Err(Fail::Differ) => ExitCode::from(1),
+        Err(Fail::Trouble(m)) => {
+            eprintln!("cr-dump: error: {m}");
             ExitCode::from(2)
         }
         Err(Fail::Run(m)) => match sys::interrupted() {
@@ -94,9 +97,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// The completion script for `shell`. clap_complete's bash script for a name with a hyphen
+/// names its `case` labels `cr__subcmd__dump__subcmd__VERB` but sets `cmd` to
+/// `cr__dump__subcmd__VERB`, so nothing after the verb completed: the labels are renamed to
+/// match.
+fn completion_script(shell: clap_complete::Shell) -> String {
+    let mut out = Vec::new();
+    clap_complete::generate(
+        shell,
+        &mut <Cli as clap::CommandFactory>::command(),
+        "cr-dump",
+        &mut out,
+    );
+    let s = String::from_utf8_lossy(&out).into_owned();
+    match shell {
+        clap_complete::Shell::Bash => s.replace("cr__subcmd__dump__", "cr__dump__"),
+        _ => s,
+    }
+}
+
 enum Fail {
     Usage(String),
     Run(String),
+    /// `diff`: the images differ (exit 1, the report already printed).
+    Differ,
+    /// `diff`: an error (exit 2, as diff(1) does, since 1 means "different").
+    Trouble(String),
 }
 
 impl From<Error> for Fail {
@@ -112,26 +138,37 @@ fn show_cmd(
     with_pages: bool,
 ) -> Result<(), Fail> {
     let text = if with_pages {
-        // Page data wanted: map the file and check everything, data CRCs included.
-        let file = inspect::open_image(path)?;
-        let map = sys::FileMap::new(&file)
-            .map_err(|e| Fail::Run(format!("mapping {}: {e}", path.display())))?;
-        json::pretty(&json::with_pages(map.bytes(), path)?)?
+        // Page data wanted: map the file (or read stdin) and check everything, data CRCs
+        // included.
+        let m = inspect::Mapped::open(path)?;
+        json::pretty(&json::with_pages(m.bytes(), &m.path)?)?
+    } else if inspect::chain::is_stdin(path) {
+        // A pipe cannot seek past page data: read it whole.
+        let m = inspect::Mapped::open(path)?;
+        let r = std::io::Cursor::new(m.bytes());
+        if json {
+            json::pretty(&json::read_metadata(r, &m.path)?)?
+        } else {
+            render_shown(&show::Shown::from_reader(r, &m.path)?, verbose)
+        }
     } else if json {
         // Metadata only, streamed: page data is skipped by seeking.
         let f = inspect::open_image(path)?;
         json::pretty(&json::read_metadata(f, path)?)?
     } else {
-        let s = show::Shown::read(path)?;
-        if verbose {
-            show::render(&s) + "\n" + &show::render_records(&s)
-        } else {
-            show::render(&s)
-        }
+        render_shown(&show::Shown::read(path)?, verbose)
     };
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     Ok(())
+}
+
+fn render_shown(s: &show::Shown, verbose: bool) -> String {
+    if verbose {
+        show::render_with(s, true) + "\n" + &show::render_records(s)
+    } else {
+        show::render(s)
+    }
 }
 
 fn encode_cmd(input: &std::path::Path, output: &std::path::Path) -> Result<(), Fail> {
@@ -152,21 +189,43 @@ fn encode_cmd(input: &std::path::Path, output: &std::path::Path) -> Result<(), F
 }
 
 fn verify_cmd(path: &std::path::Path, chain: bool, all: bool, json: bool) -> Result<(), Fail> {
-    let report = if path.as_os_str() == "-" {
-        if chain {
-            return Err(Fail::Usage(
-                "--chain needs an image file (its parents are found beside it)".into(),
-            ));
-        }
-        inspect::verify_reader(std::io::stdin().lock(), "-", all)?
+    let is_stdin = inspect::chain::is_stdin;
+    if chain && is_stdin(path) {
+        return Err(Fail::Usage(
+            "--chain needs an image file (its parents are found beside it)".into(),
+        ));
+    }
+    let report = if is_stdin(path) {
+        inspect::verify_reader(std::io::stdin().lock(), "-", all)
     } else {
-        inspect::verify(path, chain, all)?
+        inspect::verify(path, chain, all)
+    };
+    let report = match report {
+        Ok(r) => r,
+        // With --json, one object whatever happens: the error, with what it names.
+        Err(e) if json => {
+            let mut o = inspect::problem_json(&e.to_string());
+            o["ok"] = false.into();
+            o["error"] = o["message"].take();
+            if let Some(m) = o.as_object_mut() {
+                m.remove("message");
+                m.entry("path").or_insert(path.display().to_string().into());
+            }
+            println!("{o}");
+            return Err(Fail::Run(e.to_string()));
+        }
+        Err(e) => return Err(e.into()),
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| Fail::Run(format!("JSON: {e}")))?
-        );
+        let mut o = serde_json::to_value(&report).map_err(|e| Fail::Run(format!("JSON: {e}")))?;
+        o["ok"] = report.problems.is_empty().into();
+        o["errors"] = report
+            .problems
+            .iter()
+            .map(|p| inspect::problem_json(p))
+            .collect::<Vec<_>>()
+            .into();
+        println!("{o}");
     } else if report.problems.is_empty() {
         for i in &report.images {
             println!(
@@ -220,21 +279,58 @@ fn extract_cmd(
     Ok(())
 }
 
+/// Exit status as diff(1): 0 the same task state, 1 different, 2 trouble.
 fn diff_cmd(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<(), Fail> {
-    let d = diff::diff(a, b)?;
+    let d = diff::diff(a, b).map_err(|e| Fail::Trouble(e.to_string()))?;
     if json {
         println!("{}", d.to_json());
     } else {
         print!("{}", d.to_text());
     }
-    Ok(())
+    if d.is_empty() {
+        Ok(())
+    } else {
+        Err(Fail::Differ)
+    }
 }
 
 fn core_cmd(image: &std::path::Path, out: &std::path::Path) -> Result<(), Fail> {
-    let n = output::write_atomic(out, |w| inspect::core::write_core(image, w))?;
+    // Progress on stderr when it is a terminal: cores of large tasks take seconds.
+    let pb = std::io::stderr().is_terminal().then(|| {
+        let pb = indicatif::ProgressBar::with_draw_target(
+            Some(0),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "core {bar:30} {percent:>3}% {binary_bytes}/{binary_total_bytes} \
+                 {binary_bytes_per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb
+    });
+    let mut progress = |done: u64, total: u64| {
+        if let Some(pb) = &pb {
+            // set_length redraws at once; set_position is rate-limited.
+            if pb.length() != Some(total) {
+                pb.set_length(total);
+            }
+            pb.set_position(done);
+        }
+    };
+    let core = output::write_atomic(out, |w| inspect::core::write_core(image, w, &mut progress));
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    let core = core?;
+    for n in &core.notes {
+        eprintln!("cr-dump: note: {n}");
+    }
     println!(
-        "core file {} ({n} bytes): open it with `gdb PROGRAM {}`",
+        "core file {} ({}): open it with `gdb PROGRAM {}`",
         out.display(),
+        show::human(core.len),
         out.display()
     );
     Ok(())
