@@ -52,6 +52,7 @@ pub mod check;
 pub mod checkpoint;
 pub mod delta;
 pub mod direct;
+pub mod files;
 pub mod freeze;
 pub mod incremental;
 pub mod lazy;

@@ -91,10 +91,12 @@ use std::path::Path;
 
 mod build;
 mod child;
+mod files;
 mod pages;
 mod plan;
 mod selfckpt;
 
+pub use files::{FileOptions, Inherit, InheritSource};
 pub use selfckpt::checkpoint_self;
 
 /// How to restore.
@@ -102,8 +104,11 @@ pub use selfckpt::checkpoint_self;
 pub struct Options {
     /// Leave the task stopped (`SIGSTOP`) instead of letting it run.
     pub stopped: bool,
-    /// Point the task's 0/1/2 at `/dev/null` instead of cr-dump's.
+    /// Point the task's 0/1/2 at `/dev/null` instead of cr-dump's (images without File
+    /// records); with them, only descriptors whose file is not reachable.
     pub detach: bool,
+    /// Files, terminal and session.
+    pub files: FileOptions,
 }
 
 /// A restored task.
@@ -130,8 +135,10 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     let chain = files.parse(inspect::Parse::Metadata)?;
     let (images, idx) = (chain.images(), chain.index());
     let mut plan = plan::plan(path, images)?;
+    let top = images.first().ok_or_else(|| other("an empty chain"))?;
+    let fplan = files::plan(path, top, &opts.files, opts.detach)?;
 
-    let devnull = if opts.detach {
+    let devnull = if opts.detach && !fplan.has_files {
         Some(
             std::fs::OpenOptions::new()
                 .read(true)
@@ -149,11 +156,13 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     build::protect(&child, &plan)?;
     let mut warnings = Vec::new();
     build::set_mm(&child, &plan, &mut warnings)?;
-    build::set_task_state(&child, &plan)?;
+    build::set_task_state(&child, &plan, &fplan)?;
     build::set_registers(&child, &plan)?;
     plan.warnings.extend(warnings);
+    plan.warnings.extend(fplan.warnings.iter().cloned());
     let pid = child.release(if opts.stopped { libc::SIGSTOP } else { 0 })?;
     drop(plan.files);
+    drop(fplan);
     Ok(Restored {
         pid,
         warnings: plan.warnings,

@@ -246,7 +246,11 @@ fn restore_cmd(
     detach: bool,
     pid_file: Option<&std::path::Path>,
 ) -> Result<(), Fail> {
-    let opts = cr_dump::restore::Options { stopped, detach };
+    let opts = cr_dump::restore::Options {
+        stopped,
+        detach,
+        files: Default::default(),
+    };
     let r = cr_dump::restore::restore(image, &opts)?;
     for w in &r.warnings {
         eprintln!("cr-dump: warning: {w}");
