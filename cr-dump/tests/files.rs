@@ -1,0 +1,473 @@
+//! Open files across checkpoint → kill → restore, with real programs and the real `cr-dump`
+//! binary: each case runs once uninterrupted, then again in a fresh directory where it is
+//! checkpointed mid-run (`--kill`) and restored; the files it wrote must be the same. Python
+//! appending to a log, `sqlite3 file.db < script.sql`, `sha256sum < bigfile`, C programs
+//! reading a file, writing relative paths after a chdir, using a file deleted while open, and
+//! reading through two dup'ed descriptors (one offset); a file changed after the checkpoint is
+//! refused with its message (and restored with `--allow-changed-files`); `--strict` refuses
+//! a task with a descriptor images cannot describe.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cr_tests::{process_timeout, program, skipped, wait_timeout, Run, TempDir};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
+
+fn crid_file() -> &'static Path {
+    static F: OnceLock<PathBuf> = OnceLock::new();
+    F.get_or_init(|| {
+        std::env::temp_dir().join(format!("cr-test-crid-files-{}", std::process::id()))
+    })
+}
+
+/// `cr-dump` with this binary's CRID file in its environment.
+fn cr() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("CR_CRID_FILE", crid_file());
+    c
+}
+
+/// Runs the program with every descriptor above 2 closed (the test harness leaks some, e.g.
+/// cargo's jobserver pipe, which would be part of the task).
+const CLOSE_AND_EXEC: &str =
+    "import os, sys; os.closerange(3, 65536); os.execvp(sys.argv[1], sys.argv[1:])";
+
+/// One case: what to start in a work directory, and when it is far enough to checkpoint.
+struct Case<'a> {
+    /// Program and arguments (run in the work directory).
+    argv: Vec<String>,
+    /// stdin: a file (relative paths in the work directory), else /dev/null.
+    stdin: Option<PathBuf>,
+    /// Prepares a fresh work directory.
+    setup: &'a dyn Fn(&Path),
+    /// True once the run in `dir` (pid) is mid-way.
+    ready: &'a dyn Fn(&Path, i32) -> bool,
+    /// The files compared between the runs (relative to the work directory).
+    compare: &'a [&'a str],
+}
+
+impl Case<'_> {
+    fn start(&self, dir: &Path) -> Child {
+        let stdin = match &self.stdin {
+            Some(p) => Stdio::from(File::open(dir.join(p)).unwrap()),
+            None => Stdio::null(),
+        };
+        Command::new("python3")
+            .args(["-c", CLOSE_AND_EXEC])
+            .args(&self.argv)
+            .current_dir(dir)
+            .stdin(stdin)
+            .stdout(File::create(dir.join("out.txt")).unwrap())
+            .stderr(File::create(dir.join("err.txt")).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The compared files after an uninterrupted run.
+    fn reference(&self, tag: &str) -> Vec<(String, Vec<u8>)> {
+        let d = TempDir::new(&format!("{tag}-ref"));
+        (self.setup)(d.path());
+        let mut c = self.start(d.path());
+        let st = wait_timeout(&mut c, process_timeout());
+        assert!(
+            st.success(),
+            "{tag}: reference run: {st} {}",
+            err_of(d.path())
+        );
+        snapshot(d.path(), self.compare)
+    }
+
+    /// Starts the case in `d`, waits until it is ready, checkpoints it with `--kill` (plus
+    /// `extra`); the image (or the failed checkpoint's output).
+    fn checkpoint(&self, d: &Path, tag: &str, extra: &[&str]) -> (Child, Output) {
+        (self.setup)(d);
+        let mut c = self.start(d);
+        let pid = c.id() as i32;
+        let t0 = Instant::now();
+        while !(self.ready)(d, pid) {
+            if let Some(st) = c.try_wait().unwrap() {
+                panic!(
+                    "{tag}: ended ({st}) before it was checkpointed: {}",
+                    err_of(d)
+                );
+            }
+            assert!(t0.elapsed() < process_timeout(), "{tag}: never ready");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let out = cr()
+            .args([
+                "checkpoint",
+                "--json",
+                "--kill",
+                "--pid",
+                &pid.to_string(),
+                "-o",
+            ])
+            .arg(d.join("img"))
+            .args(extra)
+            .run();
+        (c, out)
+    }
+}
+
+fn err_of(d: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(d.join("err.txt")).unwrap_or_default()).into_owned()
+}
+
+fn snapshot(d: &Path, names: &[&str]) -> Vec<(String, Vec<u8>)> {
+    names
+        .iter()
+        .map(|n| {
+            let p = d.join(n);
+            let v = if p.is_dir() {
+                let mut all: Vec<String> = std::fs::read_dir(&p)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect();
+                all.sort();
+                let mut v = Vec::new();
+                for a in all {
+                    v.extend(a.as_bytes());
+                    v.push(b':');
+                    v.extend(std::fs::read(p.join(&a)).unwrap());
+                }
+                v
+            } else {
+                std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            };
+            (n.to_string(), v)
+        })
+        .collect()
+}
+
+/// The image path from `checkpoint --json`.
+fn image_of(out: &Output, tag: &str) -> PathBuf {
+    assert!(
+        out.status.success(),
+        "{tag}: checkpoint failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    PathBuf::from(j["image"].as_str().unwrap())
+}
+
+/// `cr-dump restore IMAGE ARGS` in the foreground (it waits for the restored task).
+fn restore(img: &Path, args: &[&str]) -> Output {
+    let child = cr()
+        .arg("restore")
+        .arg(img)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cr_tests::output_timeout(child, process_timeout())
+}
+
+/// Reference run, then checkpoint → kill → restore in a fresh directory; the compared files
+/// must be equal.
+fn round_trip(tag: &str, case: &Case<'_>) {
+    let want = case.reference(tag);
+    let d = TempDir::new(tag);
+    let (mut c, out) = case.checkpoint(d.path(), tag, &[]);
+    let img = image_of(&out, tag);
+    wait_timeout(&mut c, process_timeout());
+    let r = restore(&img, &[]);
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        r.status.success(),
+        "{tag}: restore: {} {stderr} {}",
+        r.status,
+        err_of(d.path())
+    );
+    let got = snapshot(d.path(), case.compare);
+    for ((name, w), (_, g)) in want.iter().zip(&got) {
+        assert!(
+            w == g,
+            "{tag}: {name} differs from the uninterrupted run's\n--- want\n{}\n--- got\n{}\n--- restore stderr\n{stderr}",
+            String::from_utf8_lossy(w),
+            String::from_utf8_lossy(g)
+        );
+    }
+}
+
+fn lines_at_least(name: &'static str, n: usize) -> impl Fn(&Path, i32) -> bool {
+    move |d, _| {
+        std::fs::read(d.join(name))
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count() >= n)
+            .unwrap_or(false)
+    }
+}
+
+fn no_setup(_: &Path) {}
+
+/// Deterministic text: `n` numbered lines.
+fn write_lines(p: &Path, n: usize) {
+    let text: String = (0..n)
+        .map(|i| format!("line {i} of the input {}\n", i * 7919 % 1000))
+        .collect();
+    std::fs::write(p, text).unwrap();
+}
+
+fn files_bin() -> String {
+    program("files").to_string_lossy().into_owned()
+}
+
+#[test]
+fn python_appending_to_a_log() {
+    let script = "import time\nlog = open('log.txt', 'a')\nfor i in range(80):\n    \
+                  log.write('entry %d\\n' % i)\n    log.flush()\n    time.sleep(0.02)\n\
+                  print('done', i)\n";
+    let setup = |d: &Path| {
+        std::fs::write(d.join("app.py"), script).unwrap();
+        std::fs::write(d.join("log.txt"), "old line\n").unwrap();
+    };
+    let ready = lines_at_least("log.txt", 15);
+    round_trip(
+        "files-python-log",
+        &Case {
+            argv: vec!["python3".into(), "app.py".into()],
+            stdin: None,
+            setup: &setup,
+            ready: &ready,
+            compare: &["log.txt", "out.txt"],
+        },
+    );
+}
+
+#[test]
+fn sqlite3_with_a_script_on_stdin() {
+    if Command::new("sqlite3").arg("-version").output().is_err() {
+        skipped(
+            "sqlite3_with_a_script_on_stdin",
+            "sqlite3 is not installed (.ci/run should install it)",
+        );
+        return;
+    }
+    let mut sql = String::from("CREATE TABLE t(k INTEGER, v TEXT);\n");
+    for i in 0..40 {
+        sql.push_str(&format!(
+            "INSERT INTO t VALUES({i}, 'value {i}');\nWITH RECURSIVE c(x) AS (SELECT 1 UNION ALL \
+             SELECT x+1 FROM c WHERE x < 150000) SELECT {i}, count(*), (SELECT sum(k) FROM t) \
+             FROM c;\n"
+        ));
+    }
+    let setup = move |d: &Path| std::fs::write(d.join("script.sql"), &sql).unwrap();
+    let ready = lines_at_least("out.txt", 8);
+    round_trip(
+        "files-sqlite3",
+        &Case {
+            argv: vec!["sqlite3".into(), "file.db".into()],
+            stdin: Some("script.sql".into()),
+            setup: &setup,
+            ready: &ready,
+            compare: &["out.txt", "file.db"],
+        },
+    );
+}
+
+#[test]
+fn sha256sum_of_a_big_file_on_stdin() {
+    static BIG: OnceLock<TempDir> = OnceLock::new();
+    let big = BIG.get_or_init(|| {
+        let d = TempDir::new("files-big");
+        let mut block = vec![0u8; 1 << 20];
+        let mut x = 0x2545_f491u32;
+        for b in block.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        let mut all = Vec::with_capacity(160 << 20);
+        for i in 0..160u8 {
+            block[0] = i;
+            all.extend_from_slice(&block);
+        }
+        std::fs::write(d.path().join("big"), all).unwrap();
+        d
+    });
+    let bigpath = big.path().join("big");
+    let size = std::fs::metadata(&bigpath).unwrap().len();
+    let ready = move |_: &Path, pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/fdinfo/0"))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("pos:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .is_some_and(|p| p > 0 && p < size)
+    };
+    round_trip(
+        "files-sha256sum",
+        &Case {
+            argv: vec!["sha256sum".into()],
+            stdin: Some(bigpath),
+            setup: &no_setup,
+            ready: &ready,
+            compare: &["out.txt"],
+        },
+    );
+}
+
+#[test]
+fn c_program_reading_a_file() {
+    let setup = |d: &Path| write_lines(&d.join("input.txt"), 150);
+    let ready = lines_at_least("out.txt", 20);
+    round_trip(
+        "files-c-read",
+        &Case {
+            argv: vec![files_bin(), "read".into(), "input.txt".into()],
+            stdin: None,
+            setup: &setup,
+            ready: &ready,
+            compare: &["out.txt"],
+        },
+    );
+}
+
+#[test]
+fn c_program_in_another_working_directory() {
+    let setup = |d: &Path| std::fs::create_dir(d.join("sub")).unwrap();
+    let ready = lines_at_least("out.txt", 15);
+    round_trip(
+        "files-c-chdir",
+        &Case {
+            argv: vec![files_bin(), "chdir".into(), "sub".into(), "60".into()],
+            stdin: None,
+            setup: &setup,
+            ready: &ready,
+            compare: &["out.txt", "sub"],
+        },
+    );
+}
+
+#[test]
+fn file_deleted_while_open() {
+    let ready = lines_at_least("out.txt", 15);
+    round_trip(
+        "files-c-deleted",
+        &Case {
+            argv: vec![files_bin(), "deleted".into(), "60".into()],
+            stdin: None,
+            setup: &no_setup,
+            ready: &ready,
+            compare: &["out.txt"],
+        },
+    );
+}
+
+#[test]
+fn dup_fds_share_the_offset() {
+    let setup = |d: &Path| write_lines(&d.join("input.txt"), 60);
+    let ready = lines_at_least("out.txt", 20);
+    round_trip(
+        "files-c-dup",
+        &Case {
+            argv: vec![files_bin(), "dup".into(), "input.txt".into()],
+            stdin: None,
+            setup: &setup,
+            ready: &ready,
+            compare: &["out.txt"],
+        },
+    );
+}
+
+#[test]
+fn changed_file_is_refused_with_its_message() {
+    let tag = "files-changed";
+    let setup = |d: &Path| write_lines(&d.join("input.txt"), 150);
+    let ready = lines_at_least("out.txt", 10);
+    let case = Case {
+        argv: vec![files_bin(), "read".into(), "input.txt".into()],
+        stdin: None,
+        setup: &setup,
+        ready: &ready,
+        compare: &["out.txt"],
+    };
+    let d = TempDir::new(tag);
+    let (mut c, out) = case.checkpoint(d.path(), tag, &[]);
+    let img = image_of(&out, tag);
+    wait_timeout(&mut c, process_timeout());
+    let input = d.path().join("input.txt");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"one more line\n"))
+        .unwrap();
+    let before = std::fs::read(d.path().join("out.txt")).unwrap();
+    let r = restore(&img, &[]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{tag}: {err}");
+    let want = format!(
+        "fd 3 ({}) changed since the checkpoint: size",
+        input.display()
+    );
+    assert!(err.contains(&want), "{tag}: {err}\nwanted: {want}");
+    assert!(err.contains("--allow-changed-files"), "{tag}: {err}");
+    // Refused before anything started: the task wrote nothing.
+    assert_eq!(std::fs::read(d.path().join("out.txt")).unwrap(), before);
+    let r = restore(&img, &["--allow-changed-files"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{tag}: {err}");
+    assert!(err.contains("restored anyway"), "{tag}: {err}");
+    let out = std::fs::read_to_string(d.path().join("out.txt")).unwrap();
+    assert!(out.contains("\nend "), "{tag}: {out}");
+}
+
+#[test]
+fn strict_refuses_what_would_be_lost() {
+    let tag = "files-strict";
+    let ready = lines_at_least("out.txt", 5);
+    let case = Case {
+        argv: vec![files_bin(), "inotify".into(), "400".into()],
+        stdin: None,
+        setup: &no_setup,
+        ready: &ready,
+        compare: &[],
+    };
+    let d = TempDir::new(tag);
+    let (mut c, out) = case.checkpoint(d.path(), tag, &["--strict"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{tag}: {err}");
+    assert!(
+        err.contains("--strict") && err.contains("fd 3"),
+        "{tag}: {err}"
+    );
+    assert!(
+        std::fs::read_dir(d.path().join("img")).map_or(true, |r| r.count() == 0),
+        "{tag}: an image was left"
+    );
+    // Left running, not killed.
+    assert!(c.try_wait().unwrap().is_none(), "{tag}: the task is gone");
+    let n0 = std::fs::read(d.path().join("out.txt")).unwrap().len();
+    std::thread::sleep(Duration::from_millis(100));
+    let n1 = std::fs::read(d.path().join("out.txt")).unwrap().len();
+    assert!(n1 > n0, "{tag}: the task does not run on");
+    // Without --strict: a checkpoint, with the loss as a warning and in the JSON.
+    let out = cr()
+        .args(["checkpoint", "--json", "--pid", &c.id().to_string(), "-o"])
+        .arg(d.path().join("img"))
+        .run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{tag}: {err}");
+    assert!(
+        err.contains("warning: fd 3 (anon_inode:inotify) will not be restored"),
+        "{tag}: {err}"
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lines = j["fidelity"].as_array().unwrap();
+    let fd3 = lines.iter().find(|l| l["item"] == "fd 3").unwrap();
+    assert_eq!(fd3["action"], "lost", "{tag}: {j}");
+    assert!(lines
+        .iter()
+        .any(|l| l["item"] == "cwd" && l["action"] == "restore"));
+    let _ = c.kill();
+    let _ = c.wait();
+}
