@@ -471,3 +471,66 @@ fn strict_refuses_what_would_be_lost() {
     let _ = c.kill();
     let _ = c.wait();
 }
+
+#[test]
+fn root_restoring_another_users_task_opens_files_as_that_user() {
+    let tag = "files-creds";
+    if !is_root() {
+        skipped(tag, "needs root (to checkpoint a task of user nobody)");
+        return;
+    }
+    let setup = |d: &Path| {
+        write_lines(&d.join("input.txt"), 150);
+        for n in ["out.txt", "err.txt"] {
+            // The task (nobody) reopens its stdout at restore: it must be allowed to.
+            File::create(d.join(n)).unwrap();
+            set_mode(&d.join(n), 0o666);
+        }
+    };
+    let ready = lines_at_least("out.txt", 10);
+    let case = Case {
+        argv: vec![
+            "setpriv".into(),
+            "--reuid=65534".into(),
+            "--regid=65534".into(),
+            "--clear-groups".into(),
+            files_bin(),
+            "read".into(),
+            "input.txt".into(),
+        ],
+        stdin: None,
+        setup: &setup,
+        ready: &ready,
+        compare: &["out.txt"],
+    };
+    let d = TempDir::new(tag);
+    let (mut c, out) = case.checkpoint(d.path(), tag, &[]);
+    let img = image_of(&out, tag);
+    wait_timeout(&mut c, process_timeout());
+    // Nobody can no longer read the input (chmod leaves size and mtime as they were).
+    let input = d.path().join("input.txt");
+    set_mode(&input, 0o600);
+    let r = restore(&img, &[]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{tag}: {err}");
+    assert!(
+        err.contains("Permission denied") && err.contains("uid 65534"),
+        "{tag}: {err}"
+    );
+    set_mode(&input, 0o644);
+    let r = restore(&img, &[]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{tag}: {err}");
+    let out = std::fs::read_to_string(d.path().join("out.txt")).unwrap();
+    assert!(out.contains("\nend "), "{tag}: {out}");
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}

@@ -242,18 +242,34 @@ pub(super) fn plan(
         new_session: opts.new_session,
         warnings: Vec::new(),
     };
+    let creds = task_creds(top);
+    let _as_task = match &creds {
+        Some((uid, gid, groups)) => Some(sf::FsCreds::assume(*uid, *gid, groups).map_err(|e| {
+            Error::io(
+                format!("taking the task's file credentials (uid {uid} gid {gid})"),
+                e,
+            )
+        })?),
+        None => None,
+    };
+    let why = |e: Error| match &creds {
+        Some((uid, gid, _)) => Error::Other(format!(
+            "{e} (opened with the checkpointed task's permissions, uid {uid} gid {gid})"
+        )),
+        None => e,
+    };
     for (f, contents) in files {
         let data: Vec<u8> = contents.flat_map(|d| d.bytes.iter().copied()).collect();
         match f.role() {
             raw::ROLE_CWD => {
-                let (fd, w) = regular::prepare_cwd(&prep, &f)?;
+                let (fd, w) = regular::prepare_cwd(&prep, &f).map_err(why)?;
                 fp.cwd = Some(
                     sf::dup_above(fd.as_fd(), base).map_err(|e| Error::io("moving the cwd", e))?,
                 );
                 fp.warnings.extend(w);
             }
             raw::ROLE_ROOT => {
-                if let Some(fd) = regular::prepare_root(&prep, &f)? {
+                if let Some(fd) = regular::prepare_root(&prep, &f).map_err(why)? {
                     fp.root = Some(
                         sf::dup_above(fd.as_fd(), base)
                             .map_err(|e| Error::io("moving the root", e))?,
@@ -271,7 +287,7 @@ pub(super) fn plan(
                     ));
                     continue;
                 }
-                let p = prepare_fd(&mut prep, &fp, &f, &data)?;
+                let p = prepare_fd(&mut prep, &fp, &f, &data).map_err(why)?;
                 fp.warnings.extend(p.warnings);
                 let src = sf::dup_above(p.fd.as_fd(), base)
                     .map_err(|e| Error::io(format!("moving fd {target} above fd {base}"), e))?;
@@ -285,6 +301,23 @@ pub(super) fn plan(
         }
     }
     Ok(fp)
+}
+
+/// The file-system credentials files are opened with when root restores another user's task
+/// (restore never gives the image's code a file its task could not open): the image's fsuid,
+/// fsgid and groups (the Process record's, else the fsgid alone). `None` when we are not
+/// root (our own permissions apply) or the task was root.
+fn task_creds(top: &Image<'_>) -> Option<(u32, u32, Vec<u32>)> {
+    let t = top.task()?;
+    let (uid, gid) = (t.uid[3].get(), t.gid[3].get());
+    if crate::sys::geteuid() != 0 || uid == 0 {
+        return None;
+    }
+    let groups = match top.process() {
+        Some(p) => p.groups.iter().map(|g| g.get()).collect(),
+        None => vec![gid],
+    };
+    Some((uid, gid, groups))
 }
 
 /// Prepares one descriptor: a duplicate, an inherited one, or by type.
