@@ -534,3 +534,37 @@ fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
+
+#[test]
+fn a_held_lock_is_named_in_the_report() {
+    let tag = "files-lock";
+    let ready = lines_at_least("out.txt", 3);
+    let case = Case {
+        argv: vec![files_bin(), "lock".into(), "locked".into(), "400".into()],
+        stdin: None,
+        setup: &no_setup,
+        ready: &ready,
+        compare: &[],
+    };
+    let d = TempDir::new(tag);
+    let (mut c, out) = case.checkpoint(d.path(), tag, &["--strict"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{tag}: {err}");
+    assert!(err.contains("POSIX ADVISORY WRITE"), "{tag}: {err}");
+    assert!(c.try_wait().unwrap().is_none(), "{tag}: the task is gone");
+    let out = cr()
+        .args(["checkpoint", "--pid", &c.id().to_string(), "-o"])
+        .arg(d.path().join("img"))
+        .run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tag}: {err}");
+    assert!(
+        err.contains("warning: fd 3 (regular file ")
+            && err.contains("will be restored with a difference: locks held are not re-taken"),
+        "{tag}: {err}"
+    );
+    assert!(text.contains("fd 3   partial"), "{tag}: {text}");
+    let _ = c.kill();
+    let _ = c.wait();
+}

@@ -9,6 +9,7 @@
  *   files dup FILE       open FILE, dup it, read 16 bytes alternately from both descriptors
  *                        (one offset) and print each chunk
  *   files inotify N      hold an inotify descriptor (which images cannot describe), count to N
+ *   files lock FILE N    hold a POSIX write lock on FILE, count to N
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -99,8 +100,7 @@ static int mode_dup(const char *path) {
     return 0;
 }
 
-static int mode_inotify(int n) {
-    if (inotify_init1(0) < 0) { perror("inotify_init1"); return 1; }
+static int count_to(int n) {
     for (int k = 0; k < n; k++) {
         printf("count %d\n", k);
         fflush(stdout);
@@ -109,12 +109,26 @@ static int mode_inotify(int n) {
     return 0;
 }
 
+static int mode_inotify(int n) {
+    if (inotify_init1(0) < 0) { perror("inotify_init1"); return 1; }
+    return count_to(n);
+}
+
+static int mode_lock(const char *path, int n) {
+    int fd = open(path, O_RDWR | O_CREAT, 0600);
+    if (fd < 0) { perror("open"); return 1; }
+    struct flock l = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+    if (fcntl(fd, F_SETLK, &l) != 0) { perror("fcntl F_SETLK"); return 1; }
+    return count_to(n);
+}
+
 int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "read")) return mode_read(argv[2]);
     if (argc >= 4 && !strcmp(argv[1], "chdir")) return mode_chdir(argv[2], atoi(argv[3]));
     if (argc >= 3 && !strcmp(argv[1], "deleted")) return mode_deleted(atoi(argv[2]));
     if (argc >= 3 && !strcmp(argv[1], "dup")) return mode_dup(argv[2]);
     if (argc >= 3 && !strcmp(argv[1], "inotify")) return mode_inotify(atoi(argv[2]));
-    fprintf(stderr, "usage: files read FILE | chdir DIR N | deleted N | dup FILE | inotify N\n");
+    if (argc >= 4 && !strcmp(argv[1], "lock")) return mode_lock(argv[2], atoi(argv[3]));
+    fprintf(stderr, "usage: files read FILE | chdir DIR N | deleted N | dup FILE | inotify N | lock FILE N\n");
     return 2;
 }

@@ -33,7 +33,16 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     }
     let mut notes = Vec::new();
     if !cx.info.locks.is_empty() {
-        notes.push(format!("locks not re-taken: {}", cx.info.locks.join("; ")));
+        let locks: Vec<String> = cx
+            .info
+            .locks
+            .iter()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        notes.push(format!(
+            "locks held are not re-taken at restore (images do not record them): {}",
+            locks.join("; ")
+        ));
     }
     let (kind, mut action) = if ft.is_file() {
         regular(cx, e, &mut notes)?

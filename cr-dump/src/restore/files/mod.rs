@@ -37,6 +37,10 @@
 //! that attaches restore's own descriptor of that number (or `/dev/null` with `--detach`)
 //! with a warning; for others it is a refusal that names the fd, why, and `--inherit-fd`.
 //!
+//! Before any of that, descriptors 0 to 2 whose file is restore's own descriptor of the same
+//! number (the same device and inode: the same log file, terminal, or pipe) are given
+//! restore's (shared, as a shell shares its stdio with its jobs), whatever their type.
+//!
 //! After placement, each [`After`] is given to its module's
 //! `pub(super) fn after_placement(c: &Child, scratch: u64, fd: u32, work: &After) -> Result<()>`
 //! (the module's own `After`; `scratch` is 64 KiB of the child's memory for structures passed
@@ -338,6 +342,9 @@ fn prepare_fd(prep: &mut Prep<'_>, fp: &FilePlan, f: &File<'_>, data: &[u8]) -> 
         let d = sf::dup_above(orig.src.as_fd(), 0)
             .map_err(|e| Error::io(format!("fd {fd}: duplicating fd {dup_of}"), e))?;
         return Ok(Prepared::plain(d));
+    }
+    if let Some(own) = regular::same_as_own(f)? {
+        return Ok(own);
     }
     match f.ftype() {
         raw::FILE_PIPE => pipe::prepare(prep, f, data),

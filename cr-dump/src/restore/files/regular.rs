@@ -151,9 +151,6 @@ pub(super) fn prepare(cx: &mut Prep<'_>, f: &File<'_>, data: &[u8]) -> Result<Pr
     if fl & raw::FILE_TTY != 0 {
         return tty(cx, f);
     }
-    if let Some(own) = same_as_own(f)? {
-        return Ok(own);
-    }
     match f.ftype() {
         raw::FILE_REG if fl & raw::FILE_DELETED != 0 => super::ghost::prepare(cx, f, data),
         raw::FILE_REG => {
@@ -224,9 +221,21 @@ pub(super) fn prepare(cx: &mut Prep<'_>, f: &File<'_>, data: &[u8]) -> Result<Pr
 /// For fds 0 to 2: restore's own descriptor of that number if it is the very file of the
 /// image (the same device and inode, e.g. the same log or terminal), shared as a shell shares
 /// its stdio with its jobs.
-fn same_as_own(f: &File<'_>) -> Result<Option<Prepared>> {
+/// Only for types whose inode names one object (every eventfd, timerfd, ... shares one
+/// anonymous inode).
+pub(super) fn same_as_own(f: &File<'_>) -> Result<Option<Prepared>> {
     let fd = f.raw.fd.get();
-    if f.role() != raw::ROLE_FD || fd > 2 || f.raw.flags.get() & raw::FILE_DELETED != 0 {
+    let by_inode = matches!(
+        f.ftype(),
+        raw::FILE_REG
+            | raw::FILE_DIR
+            | raw::FILE_CHR
+            | raw::FILE_FIFO
+            | raw::FILE_PIPE
+            | raw::FILE_SOCKET
+    );
+    if !by_inode || f.role() != raw::ROLE_FD || fd > 2 || f.raw.flags.get() & raw::FILE_DELETED != 0
+    {
         return Ok(None);
     }
     let Ok(own) = own_fd(fd as i32) else {
