@@ -568,3 +568,74 @@ fn a_held_lock_is_named_in_the_report() {
     let _ = c.kill();
     let _ = c.wait();
 }
+
+#[test]
+fn inherit_fd_attaches_a_path_or_an_own_descriptor() {
+    let tag = "files-inherit";
+    // fd 3 is a pipe whose reader is this test: not part of the task.
+    let with_pipe = "import os, sys\nos.closerange(3, 65536)\nr, w = os.pipe()\n\
+                     if os.fork() == 0:\n    os.close(w)\n    os.set_inheritable(r, True)\n    \
+                     os.dup2(r, 0)\n    \
+                     os.dup2(os.open('piped.txt', os.O_WRONLY | os.O_CREAT), 1)\n    \
+                     os.execvp('cat', ['cat'])\nos.close(r)\n\
+                     os.dup2(w, 3)\nos.close(w) if w != 3 else None\n\
+                     os.execvp(sys.argv[1], sys.argv[1:])";
+    let d = TempDir::new(tag);
+    let mut c = Command::new("python3")
+        .args(["-c", with_pipe, &files_bin(), "fd3", "60"])
+        .current_dir(d.path())
+        .stdin(Stdio::null())
+        .stdout(File::create(d.path().join("out.txt")).unwrap())
+        .stderr(File::create(d.path().join("err.txt")).unwrap())
+        .spawn()
+        .unwrap();
+    let ready = lines_at_least("out.txt", 10);
+    let t0 = Instant::now();
+    while !ready(d.path(), 0) {
+        assert!(t0.elapsed() < process_timeout(), "{tag}: never ready");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let out = cr()
+        .args([
+            "checkpoint",
+            "--json",
+            "--kill",
+            "--pid",
+            &c.id().to_string(),
+            "-o",
+        ])
+        .arg(d.path().join("img"))
+        .run();
+    let img = image_of(&out, tag);
+    wait_timeout(&mut c, process_timeout());
+    let done_at = std::fs::read_to_string(d.path().join("out.txt"))
+        .unwrap()
+        .lines()
+        .count();
+    // FD=PATH: the rest of the lines go to that file.
+    let target = d.path().join("fd3.txt");
+    std::fs::write(&target, "").unwrap();
+    let arg = format!("3={}", target.display());
+    let r = restore(&img, &["--inherit-fd", &arg]);
+    assert!(
+        r.status.success(),
+        "{tag}: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let want: String = (done_at..60).map(|k| format!("line {k}\n")).collect();
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), want, "{tag}");
+    // FD:N: to restore's own stdout (out.txt grew meanwhile: allowed).
+    let r = restore(&img, &["--inherit-fd", "3:1", "--allow-changed-files"]);
+    assert!(
+        r.status.success(),
+        "{tag}: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&r.stdout), want, "{tag}");
+    // A bad argument is a usage error; an fd the image lacks is refused.
+    let r = restore(&img, &["--inherit-fd", "3"]);
+    assert_eq!(r.status.code(), Some(2), "{tag}");
+    let r = restore(&img, &["--inherit-fd", "9:1"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("the image has no fd 9"), "{tag}: {err}");
+}

@@ -10,6 +10,7 @@
  *                        (one offset) and print each chunk
  *   files inotify N      hold an inotify descriptor (which images cannot describe), count to N
  *   files lock FILE N    hold a POSIX write lock on FILE, count to N
+ *   files fd3 N          write N numbered lines to descriptor 3 (given by the parent)
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -122,6 +123,16 @@ static int mode_lock(const char *path, int n) {
     return count_to(n);
 }
 
+static int mode_fd3(int n) {
+    for (int k = 0; k < n; k++) {
+        dprintf(3, "line %d\n", k);
+        printf("wrote %d\n", k);
+        fflush(stdout);
+        pause_step();
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "read")) return mode_read(argv[2]);
     if (argc >= 4 && !strcmp(argv[1], "chdir")) return mode_chdir(argv[2], atoi(argv[3]));
@@ -129,6 +140,7 @@ int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "dup")) return mode_dup(argv[2]);
     if (argc >= 3 && !strcmp(argv[1], "inotify")) return mode_inotify(atoi(argv[2]));
     if (argc >= 4 && !strcmp(argv[1], "lock")) return mode_lock(argv[2], atoi(argv[3]));
-    fprintf(stderr, "usage: files read FILE | chdir DIR N | deleted N | dup FILE | inotify N | lock FILE N\n");
+    if (argc >= 3 && !strcmp(argv[1], "fd3")) return mode_fd3(atoi(argv[2]));
+    fprintf(stderr, "usage: files read FILE | chdir DIR N | deleted N | dup FILE | inotify N | lock FILE N | fd3 N\n");
     return 2;
 }

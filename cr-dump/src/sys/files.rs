@@ -197,3 +197,11 @@ impl Drop for FsCreds {
         let _ = set_groups(&self.groups);
     }
 }
+
+/// Bytes waiting to be read in the pipe or FIFO `fd` (`FIONREAD`).
+pub fn unread_bytes(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into `n`, which lives across the call.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) }.into())?;
+    Ok(n.max(0) as u32)
+}

@@ -150,10 +150,13 @@ impl Prep<'_> {
                 String::from_utf8_lossy(f.path)
             )));
         }
-        let (src, what) = if self.detach {
-            (devnull()?, "/dev/null (--detach)".to_string())
-        } else {
-            (own_fd(fd as i32)?, format!("restore's own fd {fd}"))
+        let (src, what) = match (self.detach, own_fd(fd as i32)) {
+            (false, Ok(own)) => (own, format!("restore's own fd {fd}")),
+            (false, Err(_)) => (
+                devnull()?,
+                format!("/dev/null (restore's fd {fd} is closed)"),
+            ),
+            (true, _) => (devnull()?, "/dev/null (--detach)".to_string()),
         };
         let mut p = Prepared::plain(src);
         p.warnings.push(format!(
@@ -265,6 +268,13 @@ pub(super) fn plan(
     for (f, contents) in files {
         let data: Vec<u8> = contents.flat_map(|d| d.bytes.iter().copied()).collect();
         match f.role() {
+            raw::ROLE_CWD if f.raw.flags.get() & raw::FILE_DELETED != 0 => {
+                fp.warnings.push(format!(
+                    "the working directory {} was removed before the checkpoint: the task \
+                     gets restore's",
+                    String::from_utf8_lossy(f.path)
+                ));
+            }
             raw::ROLE_CWD => {
                 let (fd, w) = regular::prepare_cwd(&prep, &f).map_err(why)?;
                 fp.cwd = Some(

@@ -18,6 +18,7 @@ use std::path::Path;
 /// the status flags (`O_CREAT`, `O_TRUNC`, `O_EXCL` are never given: the file exists and its
 /// contents are what they are).
 const KEEP: i32 = libc::O_ACCMODE
+    | libc::O_PATH
     | libc::O_APPEND
     | libc::O_DIRECT
     | libc::O_NOATIME
@@ -136,6 +137,10 @@ fn reopen(f: &File<'_>, path: &Path, extra: i32) -> Result<(OwnedFd, Metadata)> 
 /// Sets the recorded status flags (`O_NONBLOCK` included) and offset of `fd`.
 fn finish(f: &File<'_>, fd: &OwnedFd, seek: bool) -> Result<()> {
     let rec = f.raw.open_flags.get() as i32;
+    if rec & libc::O_PATH != 0 {
+        // A path-only descriptor has neither status flags nor an offset.
+        return Ok(());
+    }
     sf::set_status_flags(fd.as_fd(), rec & STATUS)
         .map_err(|e| Error::io(format!("F_SETFL on {}", name(f)), e))?;
     if seek && f.raw.pos.get() != 0 {
@@ -172,6 +177,17 @@ pub(super) fn prepare(cx: &mut Prep<'_>, f: &File<'_>, data: &[u8]) -> Result<Pr
             let mut p = Prepared::plain(fd);
             check_same(cx, f, &md, false, &mut p)?;
             finish(f, &p.fd, false)?;
+            // The position of a listing in progress: a cookie of the file system's
+            // (tmpfs, ext4 and most keep them valid while the directory is unchanged).
+            let pos = f.raw.pos.get();
+            if pos != 0 && f.raw.open_flags.get() as i32 & libc::O_PATH == 0 {
+                if let Err(e) = sf::seek_to(p.fd.as_fd(), pos) {
+                    p.warnings.push(format!(
+                        "{}: the listing position {pos} could not be restored ({e}): a                          listing in progress starts again",
+                        name(f)
+                    ));
+                }
+            }
             Ok(p)
         }
         raw::FILE_CHR => {
