@@ -267,54 +267,60 @@ pub(super) fn plan(
     };
     for (f, contents) in files {
         let data: Vec<u8> = contents.flat_map(|d| d.bytes.iter().copied()).collect();
+        fp.add(&mut prep, &f, &data, base).map_err(why)?;
+    }
+    Ok(fp)
+}
+
+impl FilePlan {
+    /// Prepares one File record (a descriptor, the working directory or the root) and moves
+    /// what it opened above `base`.
+    fn add(&mut self, prep: &mut Prep<'_>, f: &File<'_>, data: &[u8], base: i32) -> Result<()> {
+        let above = |fd: OwnedFd, what: &str| {
+            sf::dup_above(fd.as_fd(), base)
+                .map_err(|e| Error::io(format!("moving {what} above fd {base}"), e))
+        };
         match f.role() {
             raw::ROLE_CWD if f.raw.flags.get() & raw::FILE_DELETED != 0 => {
-                fp.warnings.push(format!(
+                self.warnings.push(format!(
                     "the working directory {} was removed before the checkpoint: the task \
                      gets restore's",
                     String::from_utf8_lossy(f.path)
                 ));
             }
             raw::ROLE_CWD => {
-                let (fd, w) = regular::prepare_cwd(&prep, &f).map_err(why)?;
-                fp.cwd = Some(
-                    sf::dup_above(fd.as_fd(), base).map_err(|e| Error::io("moving the cwd", e))?,
-                );
-                fp.warnings.extend(w);
+                let (fd, w) = regular::prepare_cwd(prep, f)?;
+                self.cwd = Some(above(fd, "the working directory")?);
+                self.warnings.extend(w);
             }
             raw::ROLE_ROOT => {
-                if let Some(fd) = regular::prepare_root(&prep, &f).map_err(why)? {
-                    fp.root = Some(
-                        sf::dup_above(fd.as_fd(), base)
-                            .map_err(|e| Error::io("moving the root", e))?,
-                    );
+                if let Some(fd) = regular::prepare_root(prep, f)? {
+                    self.root = Some(above(fd, "the root")?);
                 }
             }
             _ => {
                 let target = f.raw.fd.get();
-                let unsupported = f.ftype() == raw::FILE_UNSUPPORTED;
-                if unsupported && target > 2 && !prep.opts.inherit.iter().any(|i| i.fd == target) {
+                let inherited = prep.opts.inherit.iter().any(|i| i.fd == target);
+                if f.ftype() == raw::FILE_UNSUPPORTED && target > 2 && !inherited {
                     // The checkpoint reported it lost; the task gets it closed.
-                    fp.warnings.push(format!(
+                    self.warnings.push(format!(
                         "fd {target} ({}): of a kind images cannot describe: left closed",
                         String::from_utf8_lossy(f.path)
                     ));
-                    continue;
+                    return Ok(());
                 }
-                let p = prepare_fd(&mut prep, &fp, &f, &data).map_err(why)?;
-                fp.warnings.extend(p.warnings);
-                let src = sf::dup_above(p.fd.as_fd(), base)
-                    .map_err(|e| Error::io(format!("moving fd {target} above fd {base}"), e))?;
-                fp.placed.push(Placed {
+                let p = prepare_fd(prep, self, f, data)?;
+                self.warnings.extend(p.warnings);
+                self.placed.push(Placed {
                     target,
-                    src,
+                    src: above(p.fd, &format!("fd {target}"))?,
                     cloexec: f.raw.fd_flags.get() & 1 != 0,
                     after: p.after,
                 });
             }
         }
+        Ok(())
     }
-    Ok(fp)
 }
 
 /// The file-system credentials files are opened with when root restores another user's task
