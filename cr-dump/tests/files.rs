@@ -639,3 +639,36 @@ fn inherit_fd_attaches_a_path_or_an_own_descriptor() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("the image has no fd 9"), "{tag}: {err}");
 }
+
+#[test]
+fn deleted_file_over_the_ghost_limit() {
+    let tag = "files-ghost-limit";
+    let ready = lines_at_least("out.txt", 10);
+    let case = Case {
+        argv: vec![files_bin(), "deleted".into(), "60".into()],
+        stdin: None,
+        setup: &no_setup,
+        ready: &ready,
+        compare: &[],
+    };
+    let d = TempDir::new(tag);
+    // 26 bytes of head and 7 per line: over 64 bytes after 10 lines.
+    let (mut c, out) = case.checkpoint(d.path(), tag, &["--ghost-limit", "64"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: fd 3 (deleted file ")
+            && err.contains("over the limit for deleted files (64 bytes; checkpoint --ghost-limit"),
+        "{tag}: {err}"
+    );
+    let img = image_of(&out, tag);
+    wait_timeout(&mut c, process_timeout());
+    let r = restore(&img, &[]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("fd 3 (") && err.contains("--ghost-limit: left closed"),
+        "{tag}: {err}"
+    );
+    // The program finds its file gone.
+    let e = std::fs::read_to_string(d.path().join("err.txt")).unwrap();
+    assert!(e.contains("Bad file descriptor"), "{tag}: {e}");
+}

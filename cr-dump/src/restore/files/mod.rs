@@ -301,10 +301,10 @@ impl FilePlan {
             _ => {
                 let target = f.raw.fd.get();
                 let inherited = prep.opts.inherit.iter().any(|i| i.fd == target);
-                if f.ftype() == raw::FILE_UNSUPPORTED && target > 2 && !inherited {
+                if let Some(why) = lost_at_checkpoint(f).filter(|_| target > 2 && !inherited) {
                     // The checkpoint reported it lost; the task gets it closed.
                     self.warnings.push(format!(
-                        "fd {target} ({}): of a kind images cannot describe: left closed",
+                        "fd {target} ({}): {why}: left closed",
                         String::from_utf8_lossy(f.path)
                     ));
                     return Ok(());
@@ -320,6 +320,19 @@ impl FilePlan {
             }
         }
         Ok(())
+    }
+}
+
+/// Why the checkpoint already reported `f` lost, if it did: of a kind images cannot describe,
+/// or deleted with its contents left out (over `--ghost-limit`).
+fn lost_at_checkpoint(f: &File<'_>) -> Option<&'static str> {
+    let fl = f.raw.flags.get();
+    match f.ftype() {
+        raw::FILE_UNSUPPORTED => Some("of a kind images cannot describe"),
+        raw::FILE_REG if fl & raw::FILE_DELETED != 0 && fl & raw::FILE_HAS_DATA == 0 => {
+            Some("deleted, and its contents were over the checkpoint's --ghost-limit")
+        }
+        _ => None,
     }
 }
 
