@@ -672,3 +672,41 @@ fn deleted_file_over_the_ghost_limit() {
     let e = std::fs::read_to_string(d.path().join("err.txt")).unwrap();
     assert!(e.contains("Bad file descriptor"), "{tag}: {e}");
 }
+
+#[test]
+fn new_session_on_request() {
+    let tag = "files-session";
+    let setup = |d: &Path| write_lines(&d.join("input.txt"), 150);
+    let ready = lines_at_least("out.txt", 10);
+    let case = Case {
+        argv: vec![files_bin(), "read".into(), "input.txt".into()],
+        stdin: None,
+        setup: &setup,
+        ready: &ready,
+        compare: &[],
+    };
+    let d = TempDir::new(tag);
+    let (mut c, out) = case.checkpoint(d.path(), tag, &[]);
+    let img = image_of(&out, tag);
+    wait_timeout(&mut c, process_timeout());
+    let session = |args: &[&str]| {
+        let mut all = vec!["--detach", "--stopped"];
+        all.extend_from_slice(args);
+        let r = restore(&img, &all);
+        assert!(
+            r.status.success(),
+            "{tag}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        let pid: i32 = String::from_utf8_lossy(&r.stdout).trim().parse().unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = stat.rsplit_once(") ").unwrap().1;
+        let sid: i32 = after.split(' ').nth(3).unwrap().parse().unwrap();
+        Command::new("kill").args(["-9", &pid.to_string()]).run();
+        (pid, sid)
+    };
+    let (pid, sid) = session(&["--new-session"]);
+    assert_eq!(pid, sid, "{tag}: --new-session");
+    let (pid, sid) = session(&[]);
+    assert_ne!(pid, sid, "{tag}: without --new-session");
+}
