@@ -710,3 +710,89 @@ fn new_session_on_request() {
     let (pid, sid) = session(&[]);
     assert_ne!(pid, sid, "{tag}: without --new-session");
 }
+
+/// `script` runs `cmd` on a new pseudo-terminal (its stdin, stdout and stderr), copying what
+/// it prints to our stdout.
+fn in_pty(cmd: &str, dir: &Path, out: &Path) -> Child {
+    Command::new("script")
+        .args(["-qfec", cmd, "/dev/null"])
+        .current_dir(dir)
+        .env("CR_CRID_FILE", crid_file())
+        .stdin(Stdio::null())
+        .stdout(File::create(out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn terminal_attaches_to_restores_terminal() {
+    let tag = "files-tty";
+    if Command::new("script").arg("--version").output().is_err() {
+        skipped(
+            tag,
+            "script (util-linux) is not installed: no pseudo-terminal to test with",
+        );
+        return;
+    }
+    let d = TempDir::new(tag);
+    write_lines(&d.path().join("input.txt"), 150);
+    let reference = Command::new(files_bin())
+        .args(["read", "input.txt"])
+        .current_dir(d.path())
+        .run();
+    let want_end = String::from_utf8_lossy(&reference.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    // The program writes its pid, then runs with the terminal as stdin, stdout and stderr.
+    let start = format!(
+        "python3 -c \"import os, sys; os.closerange(3, 65536); open('pid', 'w').write(str(os.getpid())); \
+         os.execvp(sys.argv[1], sys.argv[1:])\" {} read input.txt",
+        files_bin()
+    );
+    let mut s1 = in_pty(&start, d.path(), &d.path().join("s1.txt"));
+    let ready = lines_at_least("s1.txt", 10);
+    let t0 = Instant::now();
+    while !ready(d.path(), 0) {
+        assert!(t0.elapsed() < process_timeout(), "{tag}: never ready");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let pid = std::fs::read_to_string(d.path().join("pid")).unwrap();
+    let out = cr()
+        .args(["checkpoint", "--json", "--kill", "--pid", pid.trim(), "-o"])
+        .arg(d.path().join("img"))
+        .run();
+    let img = image_of(&out, tag);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fd0 = &j["fidelity"][0];
+    assert!(
+        fd0["kind"]
+            .as_str()
+            .unwrap()
+            .starts_with("terminal /dev/pts/"),
+        "{tag}: {j}"
+    );
+    wait_timeout(&mut s1, process_timeout());
+    let before = std::fs::read_to_string(d.path().join("s1.txt")).unwrap();
+    let last_before = before.lines().filter(|l| l.starts_with("chunk ")).count();
+    // Restored on another terminal: its output shows there, from where it stopped.
+    let cmd = format!("{BIN} restore {}", img.display());
+    let mut s2 = in_pty(&cmd, d.path(), &d.path().join("s2.txt"));
+    let st = wait_timeout(&mut s2, process_timeout());
+    assert!(st.success(), "{tag}: {st}");
+    let after = std::fs::read_to_string(d.path().join("s2.txt")).unwrap();
+    let lines: Vec<&str> = after.lines().map(|l| l.trim_end_matches('\r')).collect();
+    assert_eq!(
+        lines.last().copied(),
+        Some(want_end.as_str()),
+        "{tag}: {after}"
+    );
+    let first = lines.iter().find(|l| l.starts_with("chunk ")).unwrap();
+    let k: usize = first.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(
+        k + 1 >= last_before && k <= last_before + 1,
+        "{tag}: continues at chunk {k}, {last_before} were printed before"
+    );
+}
