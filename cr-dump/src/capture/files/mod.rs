@@ -226,6 +226,16 @@ fn capture_fd(
         };
         return Ok((e, line));
     }
+    if link.len() > MAX_PATH as usize {
+        e.raw.ftype = raw::FILE_UNSUPPORTED.into();
+        let line = Fidelity {
+            item: format!("fd {fd}"),
+            kind: format!("{}...", String::from_utf8_lossy(&e.path)),
+            action: Action::Lost,
+            note: format!("its path is longer than an image holds ({MAX_PATH} bytes)"),
+        };
+        return Ok((e, line));
+    }
     let cx = Cx {
         pid,
         fd,
