@@ -201,7 +201,7 @@ pub(super) fn set_mm(c: &Child, plan: &Plan, warnings: &mut Vec<String>) -> Resu
 
 /// Step 9: signal dispositions and mask, no alternate stack, personality, umask, comm, no
 /// clear-child-tid address, only 0/1/2 open; then the scratch area goes.
-pub(super) fn set_task_state(c: &Child, plan: &Plan) -> Result<()> {
+pub(super) fn set_task_state(c: &Child, plan: &Plan, fp: &super::files::FilePlan) -> Result<()> {
     let t = &plan.task;
     let scratch = plan.scratch;
     let ignored = t.sig_ignored.get();
@@ -241,12 +241,7 @@ pub(super) fn set_task_state(c: &Child, plan: &Plan) -> Result<()> {
     let args = [abi::PR_SET_NAME, scratch, 0, 0, 0, 0];
     c.call_ok("prctl(PR_SET_NAME)", nr::PRCTL, args)?;
     c.call_ok("set_tid_address", nr::SET_TID_ADDRESS, [0; 6])?;
-    if c.call(nr::CLOSE_RANGE, [3, u64::from(u32::MAX), 0, 0, 0, 0])? < 0 {
-        // Before Linux 5.9.
-        for fd in 3..1024 {
-            c.call(nr::CLOSE, [fd, 0, 0, 0, 0, 0])?;
-        }
-    }
+    super::files::place(c, scratch, fp)?;
     let args = [scratch, SCRATCH_LEN, 0, 0, 0, 0];
     c.call_ok("munmap scratch", nr::MUNMAP, args)?;
     Ok(())

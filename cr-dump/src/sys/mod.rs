@@ -15,12 +15,16 @@
 //! | [`mem`] | [`MapBuf`] (page buffers), [`FileMap`] (read-only file maps), [`process_vm_readv`] |
 //! | [`process`] | `kill`, the forks (the restore's traced child, the self-checkpoint helper), pidfds, `_exit` |
 //! | [`fs`] | opening by name (no symlink, no FIFO), owned directories, `flock` with a time limit, naming an `O_TMPFILE` file, removing a temporary file on a signal |
+//! | [`fdinfo`] | `/proc/PID/fdinfo/N` parser (offset, flags, locks) |
+//! | [`files`] | `kcmp` of open files, `F_DUPFD_CLOEXEC` above a number, terminals, raw `open` flags, `lseek` |
 //! | [`procfs`] | `/proc/PID/*` parsers |
 //!
 //! Kernel structs come from `linux-raw-sys` where it has them; the few built here are
 //! `#[repr(C)]` with their size asserted against the kernel's.
 
 pub mod abi;
+pub mod fdinfo;
+pub mod files;
 pub mod fs;
 pub mod inject;
 pub mod mem;
