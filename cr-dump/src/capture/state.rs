@@ -100,6 +100,8 @@ impl TaskState {
 }
 
 /// Reads the state of the frozen task `pid` (stopped under our ptrace).
-pub(crate) fn capture(_pid: i32) -> Result<TaskState> {
-    Ok(TaskState::default())
+pub(crate) fn capture(pid: i32) -> Result<TaskState> {
+    let mut st = TaskState::default();
+    super::process::capture(pid, &mut st)?;
+    Ok(st)
 }

@@ -16,6 +16,7 @@
 //! | [`process`] | `kill`, the forks (the restore's traced child, the self-checkpoint helper), pidfds, `_exit` |
 //! | [`fs`] | opening by name (no symlink, no FIFO), owned directories, `flock` with a time limit, naming an `O_TMPFILE` file, removing a temporary file on a signal |
 //! | [`procfs`] | `/proc/PID/*` parsers |
+//! | [`taskstate`] | signals, timers, limits, credentials: `PTRACE_PEEKSIGINFO`, `PTRACE_SETSIGMASK`, `prlimit`, `get_robust_list`, and the structs of the injected calls |
 //!
 //! Kernel structs come from `linux-raw-sys` where it has them; the few built here are
 //! `#[repr(C)]` with their size asserted against the kernel's.
@@ -27,6 +28,7 @@ pub mod mem;
 pub mod pagemap;
 pub mod process;
 pub mod procfs;
+pub mod taskstate;
 pub mod ptrace;
 pub mod uffd;
 
