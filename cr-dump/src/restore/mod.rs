@@ -91,9 +91,12 @@ use std::path::Path;
 
 mod build;
 mod child;
+mod creds;
 mod pages;
 mod plan;
+mod process;
 mod selfckpt;
+mod signals;
 
 pub use selfckpt::checkpoint_self;
 

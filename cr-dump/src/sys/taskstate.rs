@@ -250,6 +250,13 @@ pub fn prlimit(pid: i32, resource: u32, new: Option<(u64, u64)>) -> io::Result<(
     Ok((old.rlim_cur, old.rlim_max))
 }
 
+/// This process's securebits (`PR_GET_SECUREBITS`).
+pub fn own_securebits() -> io::Result<u32> {
+    // SAFETY: PR_GET_SECUREBITS takes no pointers; the other arguments are ignored.
+    let r = unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) };
+    check(r.into()).map(|v| v as u32)
+}
+
 /// `get_robust_list(pid)`: the robust futex list head and its length.
 pub fn get_robust_list(pid: i32) -> io::Result<(u64, u64)> {
     let mut head: u64 = 0;
