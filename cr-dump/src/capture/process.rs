@@ -3,8 +3,8 @@
 //!
 //! From cr-dump itself: the rlimits (`prlimit`), the robust futex list (`get_robust_list`),
 //! rseq (`PTRACE_GET_RSEQ_CONFIGURATION`), the bounding and ambient sets, groups, no_new_privs
-//! and seccomp mode (`/proc/PID/status`), oom_score_adj and the timer slack (`/proc`).
-//! Injected (no `/proc` file shows them): securebits, dumpable, the parent-death signal, child
+//! and seccomp mode (`/proc/PID/status`), and oom_score_adj (`/proc`).
+//! Injected (no `/proc` file shows them): securebits, dumpable, timer slack, the parent-death signal, child
 //! subreaper, THP_DISABLE and the clear-child-tid address.
 
 use super::ask::Ask;
@@ -83,6 +83,21 @@ pub(crate) fn capture(pid: i32, st: &mut TaskState) -> Result<()> {
     Ok(())
 }
 
+/// Limit `res` (soft, hard) from `/proc/PID/limits`: a header, then one line per resource in
+/// Linux order, the name in the first 26 columns.
+fn limits_file(pid: i32, res: usize) -> Result<(u64, u64)> {
+    let text = String::from_utf8_lossy(&procfs::read(pid, "limits")?).into_owned();
+    let bad = || Error::Proc(format!("/proc/{pid}/limits: resource {res}"));
+    let line = text.lines().nth(res + 1).ok_or_else(bad)?;
+    let mut v = line.get(26..).ok_or_else(bad)?.split_whitespace();
+    let mut num = || match v.next() {
+        Some("unlimited") => Ok(u64::MAX),
+        Some(n) => n.parse().map_err(|_| bad()),
+        None => Err(bad()),
+    };
+    Ok((num()?, num()?))
+}
+
 /// The Process record, the groups and the report lines.
 fn process(
     pid: i32,
@@ -92,15 +107,16 @@ fn process(
     let mut p = raw::Process::new_zeroed();
     let mut fid = Vec::new();
     for (res, l) in p.rlimits.iter_mut().enumerate() {
-        let (cur, max) = ts::prlimit(pid, res as u32, None)
-            .map_err(|e| Error::io(format!("prlimit of pid {pid} (resource {res})"), e))?;
+        let (cur, max) = match ts::prlimit(pid, res as u32, None) {
+            Ok(v) => v,
+            // Another user's task without CAP_SYS_RESOURCE: /proc shows them to anyone.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => limits_file(pid, res)?,
+            Err(e) => return Err(Error::io(format!("prlimit of pid {pid} (resource {res})"), e)),
+        };
         l.cur = cur.into();
         l.max = max.into();
     }
     fid.push(line("rlimits", "16 resource limits".into(), Action::Restore, ""));
-    p.timer_slack_ns = u64::try_from(proc_number(pid, "timerslack_ns")?)
-        .unwrap_or(0)
-        .into();
     p.oom_score_adj = (proc_number(pid, "oom_score_adj")? as i32 as u32).into();
     let rs = Tracee::new(pid)
         .rseq()
@@ -139,6 +155,9 @@ fn process(
     if q(ask, "PR_GET_THP_DISABLE", thp, false)? != 0 {
         flags |= raw::ATTR_THP_DISABLE;
     }
+    // `/proc/PID/timerslack_ns` needs CAP_SYS_NICE; asking the task does not.
+    let slack = linux_raw_sys::prctl::PR_GET_TIMERSLACK as u64;
+    p.timer_slack_ns = q(ask, "PR_GET_TIMERSLACK", slack, false)?.into();
     p.clear_child_tid = q(ask, "PR_GET_TID_ADDRESS", pr::GET_TID_ADDRESS, true)?.into();
     p.attr_flags = flags.into();
     let groups: Vec<U32> = status_field(status, "Groups")
