@@ -31,7 +31,10 @@ fn crid_file(nobody: bool) -> PathBuf {
 
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) == 0
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        == 0
 }
 
 /// `prog args`, as nobody (through `setpriv`, which execs it: same pid) if asked.
@@ -52,7 +55,10 @@ fn cr(args: &[&str], nobody: bool) -> Output {
 }
 
 fn lines(b: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(b).lines().map(String::from).collect()
+    String::from_utf8_lossy(b)
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 /// A directory anyone may write (images of a run as nobody).
@@ -162,7 +168,10 @@ fn root_restores_a_users_image_as_that_user() {
     // root restores.
     let out = case("creds", Duration::from_millis(100), true, false);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("uid 65534 65534 65534 gid 65534 65534 65534"), "{text}");
+    assert!(
+        text.contains("uid 65534 65534 65534 gid 65534 65534 65534"),
+        "{text}"
+    );
     assert!(text.contains("CapEff:\t0000000000000000"), "{text}");
 }
 
@@ -188,7 +197,10 @@ fn a_user_cannot_restore_roots_image() {
 #[test]
 fn a_user_restores_their_own_image() {
     if !is_root() {
-        return skipped("a_user_restores_their_own_image", "needs root to become nobody");
+        return skipped(
+            "a_user_restores_their_own_image",
+            "needs root to become nobody",
+        );
     }
     // Checkpoint and restore as nobody, without any capability: all but /proc/PID/exe.
     let out = case("signals", Duration::from_millis(100), true, true);

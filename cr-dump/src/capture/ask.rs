@@ -66,7 +66,11 @@ impl Ask {
         } else {
             let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
             let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-            ask.at = ask.call_ok("mmap scratch", nr::MMAP, [0, 4096, prot, flags, u64::MAX, 0])?;
+            ask.at = ask.call_ok(
+                "mmap scratch",
+                nr::MMAP,
+                [0, 4096, prot, flags, u64::MAX, 0],
+            )?;
         }
         Ok(ask)
     }
@@ -93,17 +97,23 @@ impl Ask {
 
     /// Writes `v` at `addr` of the task (a scratch slot).
     pub fn put<T: IntoBytes + Immutable>(&self, addr: u64, v: &T) -> Result<()> {
-        self.mem
-            .write_all_at(v.as_bytes(), addr)
-            .map_err(|e| Error::io(format!("writing scratch of pid {} at {addr:#x}", self.pid), e))
+        self.mem.write_all_at(v.as_bytes(), addr).map_err(|e| {
+            Error::io(
+                format!("writing scratch of pid {} at {addr:#x}", self.pid),
+                e,
+            )
+        })
     }
 
     /// Reads a `T` at `addr` of the task (a scratch slot).
     pub fn get<T: FromBytes>(&self, addr: u64) -> Result<T> {
         let mut b = vec![0u8; std::mem::size_of::<T>()];
-        self.mem
-            .read_exact_at(&mut b, addr)
-            .map_err(|e| Error::io(format!("reading scratch of pid {} at {addr:#x}", self.pid), e))?;
+        self.mem.read_exact_at(&mut b, addr).map_err(|e| {
+            Error::io(
+                format!("reading scratch of pid {} at {addr:#x}", self.pid),
+                e,
+            )
+        })?;
         T::read_from_bytes(&b)
             .map_err(|_| Error::Other(format!("scratch of pid {}: short read", self.pid)))
     }
@@ -117,7 +127,10 @@ impl Ask {
     fn undo(&mut self) -> Result<()> {
         match self.saved.take() {
             Some(b) => self.mem.write_all_at(&b, self.at).map_err(|e| {
-                Error::io(format!("restoring the stack of pid {} at {:#x}", self.pid, self.at), e)
+                Error::io(
+                    format!("restoring the stack of pid {} at {:#x}", self.pid, self.at),
+                    e,
+                )
             }),
             None => {
                 let at = self.at;

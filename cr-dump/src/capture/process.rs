@@ -74,7 +74,8 @@ pub(crate) fn capture(pid: i32, st: &mut TaskState) -> Result<()> {
     if std::env::var_os("CR_DUMP_DEBUG_ASK").is_some() {
         eprintln!("cr-dump: {calls} injected questions in {:?}", t0.elapsed());
     }
-    st.fidelity.extend(signals::signals_fidelity(&sig, &pending));
+    st.fidelity
+        .extend(signals::signals_fidelity(&sig, &pending));
     st.fidelity.extend(tfid);
     st.fidelity.extend(pfid);
     st.signals = Some((sig, pending));
@@ -111,12 +112,22 @@ fn process(
             Ok(v) => v,
             // Another user's task without CAP_SYS_RESOURCE: /proc shows them to anyone.
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => limits_file(pid, res)?,
-            Err(e) => return Err(Error::io(format!("prlimit of pid {pid} (resource {res})"), e)),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("prlimit of pid {pid} (resource {res})"),
+                    e,
+                ))
+            }
         };
         l.cur = cur.into();
         l.max = max.into();
     }
-    fid.push(line("rlimits", "16 resource limits".into(), Action::Restore, ""));
+    fid.push(line(
+        "rlimits",
+        "16 resource limits".into(),
+        Action::Restore,
+        "",
+    ));
     p.oom_score_adj = (proc_number(pid, "oom_score_adj")? as i32 as u32).into();
     let rs = Tracee::new(pid)
         .rseq()
@@ -168,7 +179,10 @@ fn process(
         .map_err(|_| Error::Proc(format!("/proc/{pid}/status: Groups")))?;
     fid.push(line(
         "credentials",
-        format!("uids, gids, {} supplementary group(s), capabilities", groups.len()),
+        format!(
+            "uids, gids, {} supplementary group(s), capabilities",
+            groups.len()
+        ),
         Action::Restore,
         "applied at restore when the caller may take them (else restore refuses)",
     ));

@@ -42,7 +42,10 @@ pub(super) fn dispositions(ask: &mut Ask) -> Result<raw::Signals> {
     for sig in (1..=64u64).filter(|&s| !fixed(s)) {
         ask.call_ok("rt_sigaction", nr::RT_SIGACTION, [sig, 0, at, size, 0, 0])?;
         let a: raw::SigAction = ask.get(at)?;
-        if let Some(d) = usize::try_from(sig - 1).ok().and_then(|i| s.actions.get_mut(i)) {
+        if let Some(d) = usize::try_from(sig - 1)
+            .ok()
+            .and_then(|i| s.actions.get_mut(i))
+        {
             *d = a;
         }
     }
@@ -82,8 +85,11 @@ pub(super) fn signals_fidelity(s: &raw::Signals, pending: &[raw::PendingSignal])
 
 fn ns_of(tv: [i64; 2], unit_ns: i64) -> u64 {
     let [s, sub] = tv;
-    u64::try_from(s.saturating_mul(1_000_000_000).saturating_add(sub.saturating_mul(unit_ns)))
-        .unwrap_or(0)
+    u64::try_from(
+        s.saturating_mul(1_000_000_000)
+            .saturating_add(sub.saturating_mul(unit_ns)),
+    )
+    .unwrap_or(0)
 }
 
 /// One POSIX timer as `/proc/PID/timers` shows it.
@@ -136,7 +142,11 @@ pub(super) fn timers(
     let mut t = raw::Timers::new_zeroed();
     let at = ask.slot(0);
     for (which, it) in t.itimers.iter_mut().enumerate() {
-        ask.call_ok("getitimer", ts::nr::GETITIMER, [which as u64, at, 0, 0, 0, 0])?;
+        ask.call_ok(
+            "getitimer",
+            ts::nr::GETITIMER,
+            [which as u64, at, 0, 0, 0, 0],
+        )?;
         let v: Itimerval = ask.get(at)?;
         it.interval_ns = ns_of(v.interval, 1000).into();
         it.value_ns = ns_of(v.value, 1000).into();
@@ -161,7 +171,11 @@ pub(super) fn timers(
         let v: Itimerspec = ask.get(at)?;
         p.interval_ns = ns_of(v.interval, 1).into();
         p.value_ns = ns_of(v.value, 1).into();
-        let o = ask.call_ok("timer_getoverrun", ts::nr::TIMER_GETOVERRUN, [id, 0, 0, 0, 0, 0])?;
+        let o = ask.call_ok(
+            "timer_getoverrun",
+            ts::nr::TIMER_GETOVERRUN,
+            [id, 0, 0, 0, 0, 0],
+        )?;
         p.overrun = u32::try_from(o).unwrap_or(u32::MAX).into();
         let (action, note) = if o == 0 {
             (Action::Restore, String::new())

@@ -80,7 +80,10 @@ impl Creds {
         };
         let mut groups: Vec<u32> = field("Groups")?
             .split_whitespace()
-            .map(|x| x.parse().map_err(|_| Error::Proc(format!("{path}: Groups"))))
+            .map(|x| {
+                x.parse()
+                    .map_err(|_| Error::Proc(format!("{path}: Groups")))
+            })
             .collect::<Result<_>>()?;
         groups.sort_unstable();
         groups.dedup();
@@ -148,7 +151,12 @@ pub(super) fn plan(
         Some((p, mut g)) => {
             g.sort_unstable();
             g.dedup();
-            (g, p.cap_bounding.get(), p.cap_ambient.get(), p.securebits.get())
+            (
+                g,
+                p.cap_bounding.get(),
+                p.cap_ambient.get(),
+                p.securebits.get(),
+            )
         }
         None => {
             warnings.push(
@@ -260,7 +268,11 @@ pub(super) fn apply(c: &Child, scratch: u64, cp: &CredPlan) -> Result<()> {
     }
     if to.gid != from.gid {
         c.call_ok("setresgid", ts::nr::SETRESGID, ids(&to.gid))?;
-        c.call_ok("setfsgid", ts::nr::SETFSGID, [to.gid[3].into(), 0, 0, 0, 0, 0])?;
+        c.call_ok(
+            "setfsgid",
+            ts::nr::SETFSGID,
+            [to.gid[3].into(), 0, 0, 0, 0, 0],
+        )?;
     }
     for cap in (0..64u64).filter(|&b| from.bnd & !to.bnd & (1 << b) != 0) {
         let args = [pr::CAPBSET_DROP, cap, 0, 0, 0, 0];
@@ -270,11 +282,19 @@ pub(super) fn apply(c: &Child, scratch: u64, cp: &CredPlan) -> Result<()> {
         let args = [pr::SET_SECUREBITS, bits.into(), 0, 0, 0, 0];
         c.call_ok("PR_SET_SECUREBITS", nr::PRCTL, args)?;
     } else if cp.keep_caps_bridge {
-        c.call_ok("PR_SET_KEEPCAPS", nr::PRCTL, [pr::SET_KEEPCAPS, 1, 0, 0, 0, 0])?;
+        c.call_ok(
+            "PR_SET_KEEPCAPS",
+            nr::PRCTL,
+            [pr::SET_KEEPCAPS, 1, 0, 0, 0, 0],
+        )?;
     }
     if to.uid != from.uid {
         c.call_ok("setresuid", ts::nr::SETRESUID, ids(&to.uid))?;
-        c.call_ok("setfsuid", ts::nr::SETFSUID, [to.uid[3].into(), 0, 0, 0, 0, 0])?;
+        c.call_ok(
+            "setfsuid",
+            ts::nr::SETFSUID,
+            [to.uid[3].into(), 0, 0, 0, 0, 0],
+        )?;
     }
     let hdr = CapHeader {
         version: ts::CAP_VERSION_3,
@@ -282,13 +302,21 @@ pub(super) fn apply(c: &Child, scratch: u64, cp: &CredPlan) -> Result<()> {
     };
     c.write_struct(scratch, &hdr)?;
     c.write_struct(scratch + 64, &CapData::new(to.eff, to.prm, to.inh))?;
-    c.call_ok("capset", ts::nr::CAPSET, [scratch, scratch + 64, 0, 0, 0, 0])?;
+    c.call_ok(
+        "capset",
+        ts::nr::CAPSET,
+        [scratch, scratch + 64, 0, 0, 0, 0],
+    )?;
     for cap in (0..64u64).filter(|&b| to.amb & (1 << b) != 0) {
         let args = [pr::CAP_AMBIENT, pr::CAP_AMBIENT_RAISE, cap, 0, 0, 0];
         c.call_ok(&format!("PR_CAP_AMBIENT_RAISE({cap})"), nr::PRCTL, args)?;
     }
     if cp.keep_caps_bridge {
-        c.call_ok("PR_SET_KEEPCAPS", nr::PRCTL, [pr::SET_KEEPCAPS, 0, 0, 0, 0, 0])?;
+        c.call_ok(
+            "PR_SET_KEEPCAPS",
+            nr::PRCTL,
+            [pr::SET_KEEPCAPS, 0, 0, 0, 0, 0],
+        )?;
     }
     Ok(())
 }

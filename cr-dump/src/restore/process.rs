@@ -26,8 +26,22 @@ use cr_format::read::Image;
 
 /// Names of the rlimits, Linux numbering.
 const RLIMIT_NAMES: [&str; raw::RLIMIT_COUNT] = [
-    "CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NPROC", "NOFILE", "MEMLOCK", "AS", "LOCKS",
-    "SIGPENDING", "MSGQUEUE", "NICE", "RTPRIO", "RTTIME",
+    "CPU",
+    "FSIZE",
+    "DATA",
+    "STACK",
+    "CORE",
+    "RSS",
+    "NPROC",
+    "NOFILE",
+    "MEMLOCK",
+    "AS",
+    "LOCKS",
+    "SIGPENDING",
+    "MSGQUEUE",
+    "NICE",
+    "RTPRIO",
+    "RTTIME",
 ];
 
 /// What step 9 restores of the image's signals, timers, limits, attributes and credentials.
@@ -96,9 +110,7 @@ pub(super) fn plan(top: &Image<'_>, plan: &mut Plan) -> Result<()> {
             ));
         }
     }
-    if plan.exe.is_some()
-        && !me.has(creds::CAP_CHECKPOINT_RESTORE)
-        && !me.has(creds::CAP_SYS_ADMIN)
+    if plan.exe.is_some() && !me.has(creds::CAP_CHECKPOINT_RESTORE) && !me.has(creds::CAP_SYS_ADMIN)
     {
         w.push(
             "/proc/PID/exe stays cr-dump's: replacing it needs CAP_CHECKPOINT_RESTORE (grant \
@@ -157,7 +169,13 @@ pub(super) fn apply(c: &Child, plan: &Plan) -> Result<()> {
     let pid = c.pid();
     for &(res, cur, max) in &st.rlimits {
         ts::prlimit(pid, res, Some((cur, max))).map_err(|e| {
-            c.io(&format!("prlimit(RLIMIT_{}, {cur}, {max})", RLIMIT_NAMES[res as usize]), e)
+            c.io(
+                &format!(
+                    "prlimit(RLIMIT_{}, {cur}, {max})",
+                    RLIMIT_NAMES[res as usize]
+                ),
+                e,
+            )
         })?;
     }
     if let Some(adj) = st.oom_score_adj {
@@ -188,7 +206,12 @@ pub(super) fn apply(c: &Child, plan: &Plan) -> Result<()> {
     let ctid = [p.clear_child_tid.get(), 0, 0, 0, 0, 0];
     c.call_ok("set_tid_address", nr::SET_TID_ADDRESS, ctid)?;
     if p.timer_slack_ns.get() != 0 {
-        prctl(c, "PR_SET_TIMERSLACK", pr::SET_TIMERSLACK, p.timer_slack_ns.get())?;
+        prctl(
+            c,
+            "PR_SET_TIMERSLACK",
+            pr::SET_TIMERSLACK,
+            p.timer_slack_ns.get(),
+        )?;
     }
     let flags = p.attr_flags.get();
     let thp = u64::from(flags & raw::ATTR_THP_DISABLE != 0);
@@ -197,8 +220,18 @@ pub(super) fn apply(c: &Child, plan: &Plan) -> Result<()> {
     prctl(c, "PR_SET_CHILD_SUBREAPER", pr::SET_CHILD_SUBREAPER, sub)?;
     creds::apply(c, plan.scratch, &st.creds)?;
     // A change of credentials resets these two.
-    prctl(c, "PR_SET_PDEATHSIG", pr::SET_PDEATHSIG, p.pdeathsig.get().into())?;
-    prctl(c, "PR_SET_DUMPABLE", pr::SET_DUMPABLE, p.dumpable.get().min(1).into())?;
+    prctl(
+        c,
+        "PR_SET_PDEATHSIG",
+        pr::SET_PDEATHSIG,
+        p.pdeathsig.get().into(),
+    )?;
+    prctl(
+        c,
+        "PR_SET_DUMPABLE",
+        pr::SET_DUMPABLE,
+        p.dumpable.get().min(1).into(),
+    )?;
     if flags & raw::ATTR_NO_NEW_PRIVS != 0 {
         prctl(c, "PR_SET_NO_NEW_PRIVS", pr::SET_NO_NEW_PRIVS, 1)?;
     }

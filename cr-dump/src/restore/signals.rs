@@ -101,13 +101,28 @@ pub(super) fn timers(c: &Child, plan: &Plan) -> Result<()> {
     if posix.is_empty() {
         return Ok(());
     }
-    let what = "prctl(PR_TIMER_CREATE_RESTORE_IDS) (needs Linux 6.15 to give POSIX timers their ids back)";
-    let on = [pr::TIMER_CREATE_RESTORE_IDS, pr::TIMER_CREATE_RESTORE_IDS_ON, 0, 0, 0, 0];
+    let what =
+        "prctl(PR_TIMER_CREATE_RESTORE_IDS) (needs Linux 6.15 to give POSIX timers their ids back)";
+    let on = [
+        pr::TIMER_CREATE_RESTORE_IDS,
+        pr::TIMER_CREATE_RESTORE_IDS_ON,
+        0,
+        0,
+        0,
+        0,
+    ];
     c.call_ok(what, nr::PRCTL, on)?;
     for p in posix {
         posix_timer(c, scratch, p)?;
     }
-    let off = [pr::TIMER_CREATE_RESTORE_IDS, pr::TIMER_CREATE_RESTORE_IDS_OFF, 0, 0, 0, 0];
+    let off = [
+        pr::TIMER_CREATE_RESTORE_IDS,
+        pr::TIMER_CREATE_RESTORE_IDS_OFF,
+        0,
+        0,
+        0,
+        0,
+    ];
     c.call_ok(what, nr::PRCTL, off)?;
     Ok(())
 }
@@ -130,7 +145,11 @@ fn posix_timer(c: &Child, scratch: u64, p: &raw::PosixTimer) -> Result<()> {
     c.write_struct(id_at, &id)?;
     // In PR_TIMER_CREATE_RESTORE_IDS mode the kernel creates the id `id_at` holds, or fails.
     let args = [p.clock.get().into(), sev_at, id_at, 0, 0, 0];
-    c.call_ok(&format!("timer_create (id {id})"), ts::nr::TIMER_CREATE, args)?;
+    c.call_ok(
+        &format!("timer_create (id {id})"),
+        ts::nr::TIMER_CREATE,
+        args,
+    )?;
     if p.value_ns.get() != 0 {
         let its = Itimerspec {
             interval: timeval(p.interval_ns.get(), 1),
@@ -138,7 +157,11 @@ fn posix_timer(c: &Child, scratch: u64, p: &raw::PosixTimer) -> Result<()> {
         };
         c.write_struct(sev_at, &its)?;
         let args = [id.into(), 0, sev_at, 0, 0, 0];
-        c.call_ok(&format!("timer_settime (id {id})"), ts::nr::TIMER_SETTIME, args)?;
+        c.call_ok(
+            &format!("timer_settime (id {id})"),
+            ts::nr::TIMER_SETTIME,
+            args,
+        )?;
     }
     Ok(())
 }
@@ -170,6 +193,5 @@ pub(super) fn queue_pending(c: &Child, plan: &Plan) -> Result<()> {
 /// The image's blocked mask, set from outside (`PTRACE_SETSIGMASK`) once nothing more is
 /// injected: a pending signal it does not block is delivered when the task runs.
 pub(super) fn finish(c: &Child, plan: &Plan) -> Result<()> {
-    ts::set_sigmask(c.pid(), plan.task.sig_blocked.get())
-        .map_err(|e| c.io("PTRACE_SETSIGMASK", e))
+    ts::set_sigmask(c.pid(), plan.task.sig_blocked.get()).map_err(|e| c.io("PTRACE_SETSIGMASK", e))
 }

@@ -28,8 +28,8 @@ pub mod mem;
 pub mod pagemap;
 pub mod process;
 pub mod procfs;
-pub mod taskstate;
 pub mod ptrace;
+pub mod taskstate;
 pub mod uffd;
 
 pub use fs::{
