@@ -32,8 +32,6 @@ pub(super) struct Ask {
     /// What was there (stack), or `None` for a page mapped for the purpose.
     saved: Option<Vec<u8>>,
     done: bool,
-    /// Injected calls made (reported by the downtime measurement).
-    pub calls: u32,
 }
 
 impl Ask {
@@ -58,7 +56,6 @@ impl Ask {
             at,
             saved: None,
             done: false,
-            calls: 0,
         };
         let mut b = vec![0u8; SCRATCH as usize];
         if rsp > RED_ZONE + SCRATCH + 16 && ask.mem.read_exact_at(&mut b, at).is_ok() {
@@ -77,7 +74,6 @@ impl Ask {
 
     /// Runs `nr` in the task; its result (a negative errno on failure).
     pub fn call(&mut self, nr: u64, args: [u64; 6]) -> Result<i64> {
-        self.calls += 1;
         self.inj.call(nr, args)
     }
 

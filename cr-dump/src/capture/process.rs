@@ -65,15 +65,11 @@ pub(crate) fn capture(pid: i32, st: &mut TaskState) -> Result<()> {
     // Before anything is injected: an injected call may let an unblocked one be delivered.
     let pending = signals::pending(pid)?;
     let mut ask = Ask::new(pid)?;
-    let t0 = std::time::Instant::now();
-    let sig = signals::dispositions(&mut ask)?;
+    let handled = hex_field(pid, &status, "SigCgt")? | hex_field(pid, &status, "SigIgn")?;
+    let sig = signals::dispositions(&mut ask, handled)?;
     let (timers, posix, tfid) = signals::timers(pid, &mut ask)?;
     let (p, groups, pfid) = process(pid, &status, &mut ask)?;
-    let calls = ask.calls;
     ask.finish()?;
-    if std::env::var_os("CR_DUMP_DEBUG_ASK").is_some() {
-        eprintln!("cr-dump: {calls} injected questions in {:?}", t0.elapsed());
-    }
     st.fidelity
         .extend(signals::signals_fidelity(&sig, &pending));
     st.fidelity.extend(tfid);

@@ -34,12 +34,20 @@ pub(super) fn pending(pid: i32) -> Result<Vec<raw::PendingSignal>> {
     Ok(out)
 }
 
-/// Every disposition and the alternate stack.
-pub(super) fn dispositions(ask: &mut Ask) -> Result<raw::Signals> {
+/// Every disposition and the alternate stack. `handled` is the set of signals with a handler or
+/// ignored (`SigCgt | SigIgn` of `/proc/PID/status`, bit n-1 for signal n): only those, and
+/// SIGCHLD, are asked, one injected `rt_sigaction` each (about 20 µs apiece on an idle machine,
+/// several times that on a loaded one; asking all 62 added 1.2 to 25 ms of downtime to a
+/// `sleep`). Every other signal has `SIG_DFL`, recorded with no flags, mask or restorer: a
+/// default action runs no handler, so those change nothing but what `sigaction(sig, NULL,
+/// &old)` would show; SIGCHLD is asked anyway because its `SA_NOCLDSTOP` and `SA_NOCLDWAIT`
+/// act even with `SIG_DFL`.
+pub(super) fn dispositions(ask: &mut Ask, handled: u64) -> Result<raw::Signals> {
     let mut s = raw::Signals::new_zeroed();
     let at = ask.slot(0);
     let size = std::mem::size_of::<u64>() as u64;
-    for sig in (1..=64u64).filter(|&s| !fixed(s)) {
+    let asked = |sig: u64| handled & (1 << (sig - 1)) != 0 || sig == libc::SIGCHLD as u64;
+    for sig in (1..=64u64).filter(|&s| !fixed(s) && asked(s)) {
         ask.call_ok("rt_sigaction", nr::RT_SIGACTION, [sig, 0, at, size, 0, 0])?;
         let a: raw::SigAction = ask.get(at)?;
         if let Some(d) = usize::try_from(sig - 1)
