@@ -155,7 +155,7 @@ pub(crate) enum Cmd {
         after_help = "Verifies the chain, refuses what cannot be restored (changed mapped file, \
         another architecture or kernel vDSO layout, XSAVE features this CPU lacks, a VMA or \
         page run outside the user address space) before anything starts, then builds the task in a child of cr-dump by ptrace syscall \
-        injection. The task gets a new pid; it keeps cr-dump's credentials, working directory \
+        injection. The task gets a new pid and the image's credentials (refused if cr-dump may not give them); it keeps cr-dump's working directory \
         and stdin/stdout/stderr (/dev/null with --detach); no other descriptor is open.\n\
         Without --detach, cr-dump waits for the task and exits with its status (128+N if \
         killed by signal N). With --detach it prints the pid and exits.\nExit status: 1 if \
