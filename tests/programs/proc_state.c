@@ -4,8 +4,9 @@
  * sees afterwards. Nothing printed depends on a pid or on the time, so a restored run prints
  * exactly what an uninterrupted one does.
  *   signals: SA_SIGINFO handlers on an alternate stack; SIGUSR2 queued (value 42) while
- *            blocked; SIGCHLD of an exited child pending while blocked; then SIGUSR1 sent
- *            (value 7), SIGUSR2 unblocked, the SIGCHLD taken with sigwaitinfo.
+ *            blocked; SIGWINCH sent by kill (SI_USER) while blocked; SIGCHLD of an exited
+ *            child pending while blocked; then SIGUSR1 sent (value 7), SIGUSR2 and SIGWINCH
+ *            unblocked, the SIGCHLD taken with sigtimedwait.
  *   timers:  an interval timer (SIGALRM every 20 ms) and a POSIX timer (CLOCK_MONOTONIC,
  *            SIGRTMIN, value 99, first expiry 1.2 s after the start); counts ticks.
  *   limits:  rlimits, supplementary groups (root only), subreaper, timer slack, THP disabled,
@@ -62,13 +63,16 @@ static int signals(void) {
     sigaddset(&sa.sa_mask, SIGHUP);
     sigaction(SIGUSR1, &sa, NULL);
     sigaction(SIGUSR2, &sa, NULL);
+    sigaction(SIGWINCH, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     sigset_t block;
     sigemptyset(&block);
     sigaddset(&block, SIGUSR2);
     sigaddset(&block, SIGCHLD);
+    sigaddset(&block, SIGWINCH);
     sigprocmask(SIG_BLOCK, &block, NULL);
     sigqueue(getpid(), SIGUSR2, (union sigval){.sival_int = 42});
+    kill(getpid(), SIGWINCH); /* SI_USER */
     pid_t c = fork();
     if (c == 0)
         _exit(7);
@@ -89,6 +93,7 @@ static int signals(void) {
     sigset_t u2;
     sigemptyset(&u2);
     sigaddset(&u2, SIGUSR2);
+    sigaddset(&u2, SIGWINCH);
     sigprocmask(SIG_UNBLOCK, &u2, NULL);
     sigset_t ch;
     sigemptyset(&ch);

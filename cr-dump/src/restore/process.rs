@@ -110,6 +110,13 @@ pub(super) fn plan(top: &Image<'_>, plan: &mut Plan) -> Result<()> {
             ));
         }
     }
+    if st.timers.as_ref().is_some_and(|t| !t.1.is_empty()) && !ts::timer_restore_ids() {
+        return Err(Error::Other(
+            "restore refused: the image has POSIX timers, and this kernel cannot create a timer \
+             with a given id (PR_TIMER_CREATE_RESTORE_IDS, Linux 6.15)"
+                .into(),
+        ));
+    }
     if plan.exe.is_some() && !me.has(creds::CAP_CHECKPOINT_RESTORE) && !me.has(creds::CAP_SYS_ADMIN)
     {
         w.push(
@@ -169,13 +176,8 @@ pub(super) fn apply(c: &Child, plan: &Plan) -> Result<()> {
     let pid = c.pid();
     for &(res, cur, max) in &st.rlimits {
         ts::prlimit(pid, res, Some((cur, max))).map_err(|e| {
-            c.io(
-                &format!(
-                    "prlimit(RLIMIT_{}, {cur}, {max})",
-                    RLIMIT_NAMES[res as usize]
-                ),
-                e,
-            )
+            let name = RLIMIT_NAMES.get(res as usize).unwrap_or(&"?");
+            c.io(&format!("prlimit(RLIMIT_{name}, {cur}, {max})"), e)
         })?;
     }
     if let Some(adj) = st.oom_score_adj {

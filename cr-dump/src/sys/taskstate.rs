@@ -257,6 +257,18 @@ pub fn own_securebits() -> io::Result<u32> {
     check(r.into()).map(|v| v as u32)
 }
 
+/// Whether this kernel has `PR_TIMER_CREATE_RESTORE_IDS` (asked with its `GET` form, which
+/// changes nothing).
+pub fn timer_restore_ids() -> bool {
+    let (opt, get) = (
+        linux_raw_sys::prctl::PR_TIMER_CREATE_RESTORE_IDS,
+        linux_raw_sys::prctl::PR_TIMER_CREATE_RESTORE_IDS_GET,
+    );
+    // SAFETY: this prctl takes integers only; the GET form reads a flag of this thread.
+    let r = unsafe { libc::prctl(opt as libc::c_int, get as libc::c_ulong, 0, 0, 0) };
+    r >= 0
+}
+
 /// `get_robust_list(pid)`: the robust futex list head and its length.
 pub fn get_robust_list(pid: i32) -> io::Result<(u64, u64)> {
     let mut head: u64 = 0;
