@@ -248,3 +248,34 @@ fn python_runs_its_sigint_and_sigterm_handlers_after_restore() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_hard_limit_above_the_callers_is_lowered_with_a_warning() {
+    if !is_root() {
+        return skipped(
+            "a_hard_limit_above_the_callers_is_lowered_with_a_warning",
+            "needs root to become nobody",
+        );
+    }
+    // Captured with nobody's usual RLIMIT_NOFILE; restored by nobody under a hard limit of 512,
+    // which it may not raise: lowered before the fork, with a warning naming it.
+    let prog = program("proc_state");
+    let dir = open_dir("procstate-rlimit");
+    let img = checkpoint_at_ready(
+        command(&prog, &["creds"], true),
+        dir.path(),
+        Duration::from_millis(50),
+        true,
+    );
+    std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new("prlimit")
+        .args(["--nofile=256:512", "setpriv"])
+        .args(NOBODY)
+        .args([BIN, "restore", img.to_str().unwrap()])
+        .env("CR_CRID_FILE", crid_file(true))
+        .run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("RLIMIT_NOFILE hard limit"), "{err}");
+    assert!(err.contains("lowered to 512"), "{err}");
+}

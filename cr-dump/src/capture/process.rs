@@ -197,6 +197,14 @@ fn process(
         }
     }
     fid.push(line("process attributes", attrs, Action::Restore, ""));
+    if p.dumpable.get() == 2 {
+        fid.push(line(
+            "dumpable",
+            "2 (suid_dumpable: core dumps readable by root only)".into(),
+            Action::Partial,
+            "prctl(PR_SET_DUMPABLE) sets only 0 or 1: the restored task gets 1",
+        ));
+    }
     if p.pdeathsig.get() != 0 {
         fid.push(line(
             "parent-death signal",

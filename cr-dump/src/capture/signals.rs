@@ -13,6 +13,9 @@ use crate::sys::taskstate::{self as ts, Itimerspec, Itimerval};
 use cr_format::raw;
 use zerocopy::FromZeros;
 
+/// `SI_TIMER`: the si_code of a POSIX timer's signal.
+const SI_TIMER: i32 = -2;
+
 /// The signals no `rt_sigaction` may change.
 fn fixed(sig: u64) -> bool {
     sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64
@@ -86,6 +89,21 @@ pub(super) fn signals_fidelity(s: &raw::Signals, pending: &[raw::PendingSignal])
             kind: format!("{} queued, with their siginfo", pending.len()),
             action: Action::Restore,
             note: String::new(),
+        });
+    }
+    // si_code is the third int of a siginfo.
+    let timer = pending
+        .iter()
+        .filter(|p| p.siginfo.get(8..12) == Some(&SI_TIMER.to_le_bytes()[..]))
+        .count();
+    if timer > 0 {
+        f.push(Fidelity {
+            item: "pending POSIX-timer signals".into(),
+            kind: format!("{timer} queued by a timer"),
+            action: Action::Partial,
+            note: "queued again as plain copies: if the timer expires again before one is \
+                   handled, both are delivered instead of one with an overrun"
+                .into(),
         });
     }
     f
