@@ -7,6 +7,10 @@
 //! adds no injected call (each is a window in which a vanished cr-dump harms the task, issue
 //! 13) and leaves the task's mappings untouched. Only if that part of the stack is not mapped
 //! (a stack pointer at the very bottom of its VMA) is a page mapped for it and unmapped after.
+//!
+//! If cr-dump dies in the middle, the bytes below the red zone stay overwritten: the x86-64
+//! ABI gives the task no claim on them (a signal frame may overwrite them at any time), so
+//! nothing the task relies on changes. A page mapped for the purpose would stay mapped.
 
 use crate::error::{Error, Result};
 use crate::procfs;

@@ -15,7 +15,7 @@ use crate::procfs;
 use crate::sys::abi::nr;
 use crate::sys::taskstate::{self as ts, pr};
 use crate::sys::Tracee;
-use cr_format::raw;
+use cr_format::{limits, raw};
 use zerocopy::little_endian::U32;
 use zerocopy::FromZeros;
 
@@ -63,13 +63,33 @@ pub(crate) fn capture(pid: i32, st: &mut TaskState) -> Result<()> {
         )));
     }
     // Before anything is injected: an injected call may let an unblocked one be delivered.
-    let pending = signals::pending(pid)?;
+    let mut pending = signals::pending(pid)?;
     let mut ask = Ask::new(pid)?;
     let handled = hex_field(pid, &status, "SigCgt")? | hex_field(pid, &status, "SigIgn")?;
     let sig = signals::dispositions(&mut ask, handled)?;
-    let (timers, posix, tfid) = signals::timers(pid, &mut ask)?;
+    let (timers, mut posix, tfid) = signals::timers(pid, &mut ask)?;
     let (p, groups, pfid) = process(pid, &status, &mut ask)?;
     ask.finish()?;
+    let max = limits::MAX_PENDING_SIGNALS as usize;
+    if pending.len() > max {
+        st.fidelity.push(line(
+            "pending signals",
+            format!("{} queued", pending.len()),
+            Action::Partial,
+            &format!("only the first {max} (MAX_PENDING_SIGNALS) are recorded"),
+        ));
+        pending.truncate(max);
+    }
+    let max = limits::MAX_POSIX_TIMERS as usize;
+    if posix.len() > max {
+        st.fidelity.push(line(
+            "POSIX timers",
+            format!("{}", posix.len()),
+            Action::Lost,
+            &format!("only the first {max} (MAX_POSIX_TIMERS) are recorded"),
+        ));
+        posix.truncate(max);
+    }
     st.fidelity
         .extend(signals::signals_fidelity(&sig, &pending));
     st.fidelity.extend(tfid);
