@@ -279,3 +279,39 @@ fn a_hard_limit_above_the_callers_is_lowered_with_a_warning() {
     assert!(err.contains("RLIMIT_NOFILE hard limit"), "{err}");
     assert!(err.contains("lowered to 512"), "{err}");
 }
+
+#[test]
+fn root_restores_a_users_capabilities_and_no_more() {
+    if !is_root() {
+        return skipped(
+            "root_restores_a_users_capabilities_and_no_more",
+            "needs root",
+        );
+    }
+    // nobody with CAP_NET_BIND_SERVICE inheritable, permitted, effective and ambient: root
+    // restores exactly that set (kept across the change of uid), not root's.
+    let prog = program("proc_state");
+    let caps = |c: &mut Command| {
+        c.args(NOBODY)
+            .args([
+                "--inh-caps=+net_bind_service",
+                "--ambient-caps=+net_bind_service",
+            ])
+            .arg(&prog)
+            .arg("creds");
+    };
+    let mut reference_cmd = Command::new("setpriv");
+    caps(&mut reference_cmd);
+    let want = reference(reference_cmd);
+    assert!(
+        want.iter().any(|l| l == "CapAmb:\t0000000000000400"),
+        "{want:?}"
+    );
+    let dir = open_dir("procstate-caps");
+    let mut cmd = Command::new("setpriv");
+    caps(&mut cmd);
+    cmd.env("CR_CRID_FILE", crid_file(false));
+    let img = checkpoint_at_ready(cmd, dir.path(), Duration::from_millis(50), false);
+    let out = restore(&img, false);
+    assert_same(&want, &out);
+}

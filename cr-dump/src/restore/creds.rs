@@ -114,49 +114,66 @@ pub(super) struct CredPlan {
     pub to: Creds,
     /// Securebits to set while privileged, if they change.
     pub securebits: Option<u32>,
-    /// `SECBIT_KEEP_CAPS` around `setresuid`, cleared after it.
+    /// `SECBIT_KEEP_CAPS` set before `setresuid` (when the securebits do not change).
     pub keep_caps_bridge: bool,
+    /// `SECBIT_KEEP_CAPS` to set at the end (`PR_SET_KEEPCAPS`), if it differs then.
+    pub keep_caps_end: Option<bool>,
 }
 
 fn names(v: &[u32]) -> String {
     format!("{v:?}")
 }
 
-/// Checks that the caller may give the task the image's credentials and computes what the
-/// task gets; refuses (before the fork) when it may not.
-pub(super) fn plan(
+/// The image's ids, groups, bounding set, ambient set and securebits, checked against what
+/// the caller may take.
+struct Wanted {
+    uid: [u32; 4],
+    gid: [u32; 4],
+    groups: Vec<u32>,
+    bnd: u64,
+    amb: u64,
+    secure: u32,
+}
+
+/// The refusal of a restore whose credentials the caller cannot give, naming what differs.
+fn refusal(me: &Creds, what: String) -> Error {
+    Error::Other(format!(
+        "restore refused: the checkpointed task ran with {what}; cr-dump runs as uids {} gids {} \
+         and cannot take them (restore it as root, or as the user it ran as)",
+        names(&me.uid),
+        names(&me.gid)
+    ))
+}
+
+fn wanted(
     task: &raw::Task,
     process: Option<(&raw::Process, Vec<u32>)>,
     me: &Creds,
     warnings: &mut Vec<String>,
-) -> Result<CredPlan> {
+) -> Result<Wanted> {
     let uid: [u32; 4] = task.uid.map(|u| u.get());
     let gid: [u32; 4] = task.gid.map(|u| u.get());
-    let refuse = |what: String| {
-        Error::Other(format!(
-            "restore refused: the checkpointed task ran with {what}; cr-dump runs as uids {} \
-             gids {} and cannot take them (restore it as root, or as the user it ran as)",
-            names(&me.uid),
-            names(&me.gid)
-        ))
-    };
     let mine = |ids: &[u32; 4], v: u32| ids[..3].contains(&v);
     if !me.has(CAP_SETUID) && !uid.iter().all(|&u| mine(&me.uid, u)) {
-        return Err(refuse(format!("uids {} (no CAP_SETUID)", names(&uid))));
+        let what = format!("uids {} (no CAP_SETUID)", names(&uid));
+        return Err(refusal(me, what));
     }
     if !me.has(CAP_SETGID) && !gid.iter().all(|&g| mine(&me.gid, g)) {
-        return Err(refuse(format!("gids {} (no CAP_SETGID)", names(&gid))));
+        let what = format!("gids {} (no CAP_SETGID)", names(&gid));
+        return Err(refusal(me, what));
     }
-    let (groups, bnd, amb, secure) = match process {
-        Some((p, mut g)) => {
-            g.sort_unstable();
-            g.dedup();
-            (
-                g,
-                p.cap_bounding.get(),
-                p.cap_ambient.get(),
-                p.securebits.get(),
-            )
+    let w = match process {
+        Some((p, mut groups)) => {
+            groups.sort_unstable();
+            groups.dedup();
+            Wanted {
+                uid,
+                gid,
+                groups,
+                bnd: p.cap_bounding.get(),
+                amb: p.cap_ambient.get(),
+                secure: p.securebits.get(),
+            }
         }
         None => {
             warnings.push(
@@ -164,23 +181,43 @@ pub(super) fn plan(
                  the task gets cr-dump's"
                     .into(),
             );
-            let own = ts::own_securebits().unwrap_or(0);
-            (me.groups.clone(), me.bnd, me.amb, own)
+            Wanted {
+                uid,
+                gid,
+                groups: me.groups.clone(),
+                bnd: me.bnd,
+                amb: me.amb,
+                secure: ts::own_securebits().unwrap_or(0),
+            }
         }
     };
-    if groups != me.groups && !me.has(CAP_SETGID) {
-        return Err(refuse(format!(
+    if w.groups != me.groups && !me.has(CAP_SETGID) {
+        let what = format!(
             "supplementary groups {} (cr-dump's are {}; no CAP_SETGID)",
-            names(&groups),
+            names(&w.groups),
             names(&me.groups)
-        )));
+        );
+        return Err(refusal(me, what));
     }
-    if groups.len() > GROUPS_MAX {
+    if w.groups.len() > GROUPS_MAX {
         return Err(Error::Other(format!(
             "restore refused: {} supplementary groups (this cr-dump restores at most {GROUPS_MAX})",
-            groups.len()
+            w.groups.len()
         )));
     }
+    Ok(w)
+}
+
+/// Checks that the caller may give the task the image's credentials and computes what the
+/// task gets (the image's capabilities intersected with the caller's); refuses, before the
+/// fork, when it may not.
+pub(super) fn plan(
+    task: &raw::Task,
+    process: Option<(&raw::Process, Vec<u32>)>,
+    me: &Creds,
+    warnings: &mut Vec<String>,
+) -> Result<CredPlan> {
+    let w = wanted(task, process, me, warnings)?;
     let (inh_i, prm_i, eff_i) = (
         task.cap_inheritable.get(),
         task.cap_permitted.get(),
@@ -196,63 +233,64 @@ pub(super) fn plan(
              have them (the task never gets more than its caller)"
         ));
     }
-    let bnd_to = bnd & me.bnd;
-    if bnd_to != me.bnd && !me.has(CAP_SETPCAP) {
-        return Err(refuse(format!(
-            "bounding set {bnd:#x} (cr-dump's is {:#x}; dropping needs CAP_SETPCAP)",
-            me.bnd
-        )));
+    let bnd = w.bnd & me.bnd;
+    if bnd != me.bnd && !me.has(CAP_SETPCAP) {
+        let what = format!(
+            "bounding set {:#x} (cr-dump's is {:#x}; dropping needs CAP_SETPCAP)",
+            w.bnd, me.bnd
+        );
+        return Err(refusal(me, what));
     }
+    let secure = w.secure;
     let own_secure = ts::own_securebits().unwrap_or(0);
     let keep = ts::SECBIT_KEEP_CAPS;
     let secure_change = secure & !keep != own_secure & !keep;
     if secure_change && !me.has(CAP_SETPCAP) {
-        return Err(refuse(format!(
+        let what = format!(
             "securebits {secure:#x} (cr-dump's are {own_secure:#x}; setting needs CAP_SETPCAP)"
-        )));
+        );
+        return Err(refusal(me, what));
     }
     let was_root = me.uid[..3].contains(&0);
-    let stays_root = uid[..3].contains(&0);
+    let stays_root = w.uid[..3].contains(&0);
+    // setresuid from root to non-root clears the permitted set unless SECBIT_KEEP_CAPS.
     let mut bridge = was_root && !stays_root && prm != 0 && secure & keep == 0;
     if bridge && secure & ts::SECBIT_KEEP_CAPS_LOCKED != 0 {
         warnings.push(format!(
             "permitted capabilities {prm:#x} cannot be kept across the change to uid {}: the \
              image's securebits lock SECBIT_KEEP_CAPS off",
-            uid[1]
+            w.uid[1]
         ));
         bridge = false;
     }
-    let mut amb_to = amb & prm & inh;
-    if amb_to != 0 && secure & ts::SECBIT_NO_CAP_AMBIENT_RAISE != 0 {
+    let kept = !was_root || stays_root || bridge || secure & keep != 0;
+    let prm = if kept { prm } else { 0 };
+    let mut amb = w.amb & prm & inh;
+    if amb != 0 && secure & ts::SECBIT_NO_CAP_AMBIENT_RAISE != 0 {
         warnings.push(format!(
-            "ambient capabilities {amb_to:#x} are not restored: the image's securebits forbid \
+            "ambient capabilities {amb:#x} are not restored: the image's securebits forbid \
              raising them"
         ));
-        amb_to = 0;
+        amb = 0;
     }
-    let prm = if stays_root || bridge || secure & keep != 0 {
-        prm
-    } else if was_root {
-        0
-    } else {
-        prm
-    };
-    let securebits = (secure_change || (secure & keep) != (own_secure & keep))
-        .then_some(secure | if bridge { keep } else { 0 });
+    let securebits = secure_change.then_some(secure | if bridge { keep } else { 0 });
+    let keep_now = (if secure_change { secure } else { own_secure }) & keep != 0 || bridge;
+    let keep_want = secure & keep != 0;
     Ok(CredPlan {
         from: me.clone(),
         to: Creds {
-            uid,
-            gid,
-            groups,
+            uid: w.uid,
+            gid: w.gid,
+            groups: w.groups,
             inh,
             prm,
             eff: eff & prm,
-            bnd: bnd_to,
-            amb: amb_to & prm,
+            bnd,
+            amb,
         },
         securebits,
-        keep_caps_bridge: bridge,
+        keep_caps_bridge: bridge && !secure_change,
+        keep_caps_end: (keep_now != keep_want).then_some(keep_want),
     })
 }
 
@@ -311,12 +349,9 @@ pub(super) fn apply(c: &Child, scratch: u64, cp: &CredPlan) -> Result<()> {
         let args = [pr::CAP_AMBIENT, pr::CAP_AMBIENT_RAISE, cap, 0, 0, 0];
         c.call_ok(&format!("PR_CAP_AMBIENT_RAISE({cap})"), nr::PRCTL, args)?;
     }
-    if cp.keep_caps_bridge {
-        c.call_ok(
-            "PR_SET_KEEPCAPS",
-            nr::PRCTL,
-            [pr::SET_KEEPCAPS, 0, 0, 0, 0, 0],
-        )?;
+    if let Some(k) = cp.keep_caps_end {
+        let args = [pr::SET_KEEPCAPS, k.into(), 0, 0, 0, 0];
+        c.call_ok("PR_SET_KEEPCAPS", nr::PRCTL, args)?;
     }
     Ok(())
 }
@@ -331,4 +366,59 @@ pub(super) fn verify(pid: i32, cp: &CredPlan) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerocopy::FromZeros;
+
+    fn task(uid: u32, prm: u64) -> raw::Task {
+        let mut t = raw::Task::new_zeroed();
+        t.uid = [uid.into(); 4];
+        t.gid = [uid.into(); 4];
+        t.cap_permitted = prm.into();
+        t.cap_effective = prm.into();
+        t
+    }
+
+    fn who(uid: u32, caps: u64) -> Creds {
+        Creds {
+            uid: [uid; 4],
+            gid: [uid; 4],
+            prm: caps,
+            eff: caps,
+            bnd: u64::MAX >> 24,
+            ..Creds::default()
+        }
+    }
+
+    #[test]
+    fn root_gives_a_user_their_own_credentials() {
+        let mut w = Vec::new();
+        let root = who(0, u64::MAX >> 24);
+        let p = plan(&task(1000, 0), None, &root, &mut w).expect("plan");
+        assert_eq!(p.to.uid, [1000; 4]);
+        assert_eq!((p.to.prm, p.to.eff), (0, 0));
+        assert!(!p.keep_caps_bridge);
+        // A user's task with a capability keeps it across the change of uid.
+        let p = plan(&task(1000, 1 << 10), None, &root, &mut w).expect("plan");
+        assert_eq!((p.to.prm, p.to.eff), (1 << 10, 1 << 10));
+        assert!(p.keep_caps_bridge || p.securebits.is_some_and(|b| b & 16 != 0));
+    }
+
+    #[test]
+    fn a_user_cannot_take_roots_or_more_than_its_own() {
+        let mut w = Vec::new();
+        let user = who(1000, 0);
+        let e = plan(&task(0, 0), None, &user, &mut w).expect_err("refused");
+        assert!(e.to_string().contains("uids [0, 0, 0, 0]"), "{e}");
+        let e = plan(&task(1001, 0), None, &user, &mut w).expect_err("refused");
+        assert!(e.to_string().contains("no CAP_SETUID"), "{e}");
+        // Its own image with capabilities it no longer has: restored without them.
+        w.clear();
+        let p = plan(&task(1000, 1 << 10), None, &user, &mut w).expect("plan");
+        assert_eq!(p.to.prm, 0);
+        assert!(w.iter().any(|l| l.contains("capabilities 0x400")), "{w:?}");
+    }
 }
