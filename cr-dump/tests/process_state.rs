@@ -315,3 +315,35 @@ fn root_restores_a_users_capabilities_and_no_more() {
     let out = restore(&img, false);
     assert_same(&want, &out);
 }
+
+#[test]
+fn a_user_with_cap_checkpoint_restore_gets_the_executable_link_too() {
+    if !is_root() {
+        return skipped(
+            "a_user_with_cap_checkpoint_restore_gets_the_executable_link_too",
+            "needs root to become nobody and to setcap",
+        );
+    }
+    // The fix the warning names: `setcap cap_checkpoint_restore+ep` on the binary.
+    let dir = open_dir("procstate-setcap");
+    let bin = dir.path().join("cr-dump");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let set = Command::new("setcap")
+        .args(["cap_checkpoint_restore+ep", bin.to_str().unwrap()])
+        .run();
+    assert!(set.status.success(), "setcap: {set:?}");
+    let prog = program("proc_state");
+    let want = reference(command(&prog, &["signals"], true));
+    let img = checkpoint_at_ready(
+        command(&prog, &["signals"], true),
+        dir.path(),
+        Duration::from_millis(50),
+        true,
+    );
+    std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = command(&bin, &["restore", img.to_str().unwrap()], true).run();
+    assert_same(&want, &out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("/proc/PID/exe"), "{err}");
+}
