@@ -48,6 +48,7 @@
 //! `delta`, `precopy`; `registry`; `checkpoint` at the top. This file only declares them and
 //! re-exports the public API.
 
+mod ask;
 pub mod check;
 pub mod checkpoint;
 pub mod delta;
@@ -61,7 +62,9 @@ pub mod options;
 pub(crate) mod pipeline;
 pub mod plan;
 pub mod precopy;
+mod process;
 pub mod registry;
+mod signals;
 pub mod snapshot;
 pub mod state;
 pub mod stream;

@@ -104,6 +104,7 @@ impl TaskState {
 pub(crate) fn capture(pid: i32, opts: &StateOptions) -> Result<TaskState> {
     let mut st = TaskState::default();
     super::files::capture(pid, &mut st, opts)?;
+    super::process::capture(pid, &mut st)?;
     strict_check(pid, &st, opts)?;
     Ok(st)
 }

@@ -7,7 +7,7 @@ use super::plan::{hole, special_areas, Plan};
 use super::{other, SCRATCH_LEN};
 use crate::error::Result;
 use crate::span::AddrRange;
-use crate::sys::abi::{self, nr, KernelSigaction, PrctlMmMap, StackT};
+use crate::sys::abi::{self, nr, PrctlMmMap};
 use crate::sys::{self, ptrace::zeroed_regs};
 use cr_format::raw;
 use std::os::fd::AsRawFd;
@@ -199,39 +199,17 @@ pub(super) fn set_mm(c: &Child, plan: &Plan, warnings: &mut Vec<String>) -> Resu
     Ok(())
 }
 
-/// Step 9: signal dispositions and mask, no alternate stack, personality, umask, comm, no
-/// clear-child-tid address, only 0/1/2 open; then the scratch area goes.
+/// Step 9: signal dispositions (every signal blocked from here), alternate stack,
+/// personality, umask, comm; the open files put at their numbers, the working directory and
+/// root ([`super::files::place`], before the credentials change: `chroot` needs the caller's
+/// `CAP_SYS_CHROOT`); limits, attributes and credentials ([`super::process::apply`]); the
+/// timers; the pending signals queued again; the scratch area unmapped; then the image's
+/// blocked mask (`PTRACE_SETSIGMASK`: no system call may be injected after this function, or a
+/// pending signal would be lost).
 pub(super) fn set_task_state(c: &Child, plan: &Plan, fp: &super::files::FilePlan) -> Result<()> {
     let t = &plan.task;
     let scratch = plan.scratch;
-    let ignored = t.sig_ignored.get();
-    let sigset_size = std::mem::size_of::<u64>() as u64;
-    for sig in 1..=64u64 {
-        if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
-            continue;
-        }
-        let act = KernelSigaction {
-            handler: if ignored & (1 << (sig - 1)) != 0 {
-                abi::SIG_IGN
-            } else {
-                abi::SIG_DFL
-            },
-            ..KernelSigaction::default()
-        };
-        c.write_struct(scratch, &act)?;
-        let args = [sig, scratch, 0, sigset_size, 0, 0];
-        c.call_ok("rt_sigaction", nr::RT_SIGACTION, args)?;
-    }
-    c.write_struct(scratch, &t.sig_blocked.get())?;
-    let setmask = libc::SIG_SETMASK as u64;
-    let args = [setmask, scratch, 0, sigset_size, 0, 0];
-    c.call_ok("rt_sigprocmask", nr::RT_SIGPROCMASK, args)?;
-    let ss = StackT {
-        flags: abi::SS_DISABLE,
-        ..StackT::default()
-    };
-    c.write_struct(scratch, &ss)?;
-    c.call_ok("sigaltstack", nr::SIGALTSTACK, [scratch, 0, 0, 0, 0, 0])?;
+    super::signals::actions(c, plan)?;
     let persona = t.personality.get().into();
     c.call_ok("personality", nr::PERSONALITY, [persona, 0, 0, 0, 0, 0])?;
     c.call_ok("umask", nr::UMASK, [t.umask.get().into(), 0, 0, 0, 0, 0])?;
@@ -240,11 +218,13 @@ pub(super) fn set_task_state(c: &Child, plan: &Plan, fp: &super::files::FilePlan
     c.write(scratch, &comm)?;
     let args = [abi::PR_SET_NAME, scratch, 0, 0, 0, 0];
     c.call_ok("prctl(PR_SET_NAME)", nr::PRCTL, args)?;
-    c.call_ok("set_tid_address", nr::SET_TID_ADDRESS, [0; 6])?;
     super::files::place(c, scratch, fp)?;
+    super::process::apply(c, plan)?;
+    super::signals::timers(c, plan)?;
+    super::signals::queue_pending(c, plan)?;
     let args = [scratch, SCRATCH_LEN, 0, 0, 0, 0];
     c.call_ok("munmap scratch", nr::MUNMAP, args)?;
-    Ok(())
+    super::signals::finish(c, plan)
 }
 
 /// Step 10: the FPU/XSAVE state, then the general registers (a task captured inside a system

@@ -42,15 +42,29 @@
 //!    written (the file is their contents);
 //! 7. `mprotect` of each VMA to its recorded protection;
 //! 8. `prctl(PR_SET_MM, PR_SET_MM_MAP)` with the image's code, data, brk, stack, argument and
-//!    environment ranges, auxv and the executable (needs `CAP_SYS_RESOURCE` or
-//!    `CAP_CHECKPOINT_RESTORE`; a failure aborts the restore);
-//! 9. signal dispositions (ignored signals `SIG_IGN`, the others `SIG_DFL`), the blocked mask,
-//!    no alternate signal stack, personality, umask, comm, no clear-child-tid address; the
-//!    open files: `dup3` of each prepared one to its recorded number (`O_CLOEXEC` as
-//!    recorded), `fchdir` to the working directory (after `chroot` for another root), every
-//!    other descriptor closed, the types' after-placement work (epoll registrations),
-//!    `setsid` with `--new-session` (an image without File records keeps only 0/1/2);
-//!    `munmap` of the scratch area;
+//!    environment ranges, auxv and the executable (the executable needs
+//!    `CAP_CHECKPOINT_RESTORE` or `CAP_SYS_ADMIN`, and is left out before the fork, with a
+//!    warning, when the caller has neither; the rest needs no capability; a failure aborts
+//!    the restore);
+//! 9. the task's state (`build::set_task_state`): every signal's disposition (its handler,
+//!    flags, restorer and mask) with every signal blocked from here on, the alternate stack,
+//!    personality, umask, comm; the open files: `dup3` of each prepared one to its recorded
+//!    number (`O_CLOEXEC` as recorded), `fchdir` to the working directory (after `chroot` for
+//!    another root, while the child still has the caller's credentials), every other
+//!    descriptor closed, the types' after-placement work (epoll registrations), `setsid` with
+//!    `--new-session` (an image without File records keeps only 0/1/2); the rlimits
+//!    (`prlimit` on the child from cr-dump), oom_score_adj (`/proc/CHILD/oom_score_adj`), rseq
+//!    registered again, the robust futex list, the clear-child-tid address, timer slack,
+//!    THP_DISABLE, child subreaper; the credentials (`setgroups`, `setresgid`, bounding set,
+//!    securebits, `setresuid`, `capset`, ambient; see `creds.rs`), checked against
+//!    `/proc/CHILD/status`; then the parent-death signal, dumpable and no_new_privs (a change
+//!    of credentials resets the first two); the interval timers and the POSIX timers (their
+//!    ids through `PR_TIMER_CREATE_RESTORE_IDS`, each with the time that was left to its
+//!    expiry); the pending signals queued again with their siginfo (`rt_tgsigqueueinfo`/
+//!    `rt_sigqueueinfo` injected into the task itself, which may queue any `si_code` to
+//!    itself); `munmap` of the scratch area; then the image's blocked mask with
+//!    `PTRACE_SETSIGMASK` (no call is injected after it: a pending signal the mask lets
+//!    through is delivered when the task runs, not lost to the single-stepping);
 //! 10. the registers: `PTRACE_SETREGSET` `NT_X86_XSTATE` with the XSAVE area (or `NT_PRFPREG`
 //!     with the FXSAVE area if the image has none), then `PTRACE_SETREGS` with the general
 //!     registers, `fs_base` and `gs_base` included. A task captured inside an interrupted
@@ -71,7 +85,9 @@
 //!
 //! `plan.rs` checks the image and opens its files before the fork; `child.rs` is the forked
 //! shell with its injector; `build.rs` runs steps 1-5 and 7-10; `pages.rs` is step 6;
-//! `selfckpt.rs` is [`checkpoint_self`].
+//! `signals.rs`, `process.rs` and `creds.rs` are step 9's signals and timers, limits and
+//! attributes, and credentials (each planned before the fork: what the caller may not do is
+//! refused or lowered with a warning there); `selfckpt.rs` is [`checkpoint_self`].
 //!
 //! # Self-checkpoint
 //!
@@ -91,14 +107,29 @@
 //!   (or `/dev/null`).
 //! - Process group: cr-dump's (the terminal's foreground group when restore runs in the
 //!   foreground), or a new session with `--new-session`.
-//! - Credentials: the task keeps the caller's; if the image recorded others, a warning says so.
-//! - Signal handlers: images record only which signals are caught, not the handlers; caught
-//!   signals get `SIG_DFL` and a warning names them. Pending signals are not restored.
-//! - rseq: the restored task has no rseq area registered (images do not record it); glibc then
-//!   keeps reading the CPU number cached at the checkpoint.
 //! - The working directory and root are the image's (checked: same device and inode); a root
 //!   other than cr-dump's needs `CAP_SYS_CHROOT`, else the restore is refused.
-//! - Single-threaded tasks only (so are images).
+//! - Credentials: the image's uids, gids, groups and capabilities, never more than the
+//!   caller's: capabilities the caller lacks are dropped (a warning); a caller who cannot take
+//!   the image's ids (without `CAP_SETUID`/`CAP_SETGID`: another user's image) or would have
+//!   to change the bounding set or securebits without `CAP_SETPCAP` is refused before the
+//!   fork.
+//! - rlimits: a hard limit above the caller's is lowered to it without `CAP_SYS_RESOURCE`
+//!   (a warning); so is an oom_score_adj below the caller's.
+//! - `/proc/PID/exe`: stays cr-dump's unless the caller has `CAP_CHECKPOINT_RESTORE` or
+//!   `CAP_SYS_ADMIN` (a warning names `setcap cap_checkpoint_restore+ep`). Nothing else of a
+//!   restore needs a capability: an ordinary user restores their own images
+//!   (`PR_SET_MM_MAP` without a new executable needs none).
+//! - Timers: the time that passed while the task was not running does not count; unread
+//!   POSIX timer overruns are lost (the checkpoint reports them). A pending POSIX-timer signal
+//!   is queued again as a plain copy: if the timer expires again before it is handled, both
+//!   are delivered rather than one with an overrun.
+//! - The parent-death signal comes when `cr-dump restore` (the parent now) exits; dumpable 2
+//!   (`suid_dumpable`) becomes 1.
+//! - Signal dispositions of format 1.0 images (which record none): ignored signals
+//!   `SIG_IGN`, the others `SIG_DFL`, with a warning naming the caught ones. A default
+//!   disposition other than SIGCHLD's is recorded without flags, mask or restorer (they
+//!   change nothing for `SIG_DFL`).//! - Single-threaded tasks only (so are images).
 
 use crate::error::{Error, Result};
 use crate::inspect;
@@ -106,10 +137,13 @@ use std::path::Path;
 
 mod build;
 mod child;
+mod creds;
 mod files;
 mod pages;
 mod plan;
+mod process;
 mod selfckpt;
+mod signals;
 
 pub use files::{FileOptions, Inherit, InheritSource};
 pub use selfckpt::checkpoint_self;

@@ -2,7 +2,7 @@
 //! here, before a process exists.
 
 use super::{other, SCRATCH_LEN};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::procfs;
 use crate::span::AddrRange;
 use crate::sys;
@@ -53,6 +53,8 @@ pub(super) struct Plan {
     /// Where the scratch area goes: free in the child's layout and the image's.
     pub scratch: u64,
     pub warnings: Vec<String>,
+    /// Signals, timers, limits, attributes, credentials (step 9).
+    pub state: super::process::StatePlan,
 }
 
 fn mtime_ns(md: &std::fs::Metadata) -> u64 {
@@ -188,8 +190,9 @@ pub(super) fn plan(path: &Path, images: &[Image<'_>]) -> Result<Plan> {
         delta,
         scratch,
         warnings,
+        state: Default::default(),
     };
-    task_warnings(&mut plan)?;
+    super::process::plan(top, &mut plan)?;
     Ok(plan)
 }
 
@@ -353,48 +356,4 @@ fn layout(vmas: &[VmaPlan]) -> Result<(u64, u64)> {
     busy.extend(vmas.iter().map(|v| v.range));
     let scratch = hole(&busy, SCRATCH_LEN).ok_or_else(|| other("no room for the scratch area"))?;
     Ok((delta, scratch))
-}
-
-/// Warnings for what the task had that the restored one will not: its credentials, its
-/// signal handlers, its pending signals.
-fn task_warnings(plan: &mut Plan) -> Result<()> {
-    // Credentials: the task keeps ours.
-    let uid = sys::geteuid();
-    // The owner group of /proc/self is our effective gid.
-    let gid = std::fs::metadata("/proc/self")
-        .map_err(|e| Error::io("stat /proc/self", e))?
-        .gid();
-    let t = &plan.task;
-    if t.uid.iter().any(|u| u.get() != uid) || t.gid.iter().any(|g| g.get() != gid) {
-        let u: Vec<u32> = t.uid.iter().map(|u| u.get()).collect();
-        let g: Vec<u32> = t.gid.iter().map(|u| u.get()).collect();
-        plan.warnings.push(format!(
-            "the image recorded uids {u:?} gids {g:?}; the restored task runs with the \
-             credentials of cr-dump (euid {uid}, egid {gid})"
-        ));
-    }
-    let caught = t.sig_caught.get();
-    if caught != 0 {
-        plan.warnings.push(format!(
-            "the task had handlers for signals {}; images do not record handlers: they are \
-             SIG_DFL now",
-            sig_list(caught)
-        ));
-    }
-    let pending = t.sig_pending.get() | t.sig_shared_pending.get();
-    if pending != 0 {
-        plan.warnings.push(format!(
-            "pending signals {} are not restored",
-            sig_list(pending)
-        ));
-    }
-    Ok(())
-}
-
-fn sig_list(mask: u64) -> String {
-    (0..64)
-        .filter(|i| mask & (1 << i) != 0)
-        .map(|i| (i + 1).to_string())
-        .collect::<Vec<_>>()
-        .join(",")
 }

@@ -18,6 +18,7 @@
 //! | [`fdinfo`] | `/proc/PID/fdinfo/N` parser (offset, flags, locks) |
 //! | [`files`] | `kcmp` of open files, `F_DUPFD_CLOEXEC` above a number, terminals, raw `open` flags, `lseek` |
 //! | [`procfs`] | `/proc/PID/*` parsers |
+//! | [`taskstate`] | signals, timers, limits, credentials: `PTRACE_PEEKSIGINFO`, `PTRACE_SETSIGMASK`, `prlimit`, `get_robust_list`, and the structs of the injected calls |
 //!
 //! Kernel structs come from `linux-raw-sys` where it has them; the few built here are
 //! `#[repr(C)]` with their size asserted against the kernel's.
@@ -32,6 +33,7 @@ pub mod pagemap;
 pub mod process;
 pub mod procfs;
 pub mod ptrace;
+pub mod taskstate;
 pub mod uffd;
 
 pub use fs::{

@@ -165,7 +165,7 @@ pub(crate) enum Cmd {
         another architecture or kernel vDSO layout, XSAVE features this CPU lacks, a VMA or \
         page run outside the user address space, an open file that changed) before anything \
         starts, then builds the task in a child of cr-dump by ptrace syscall injection. The \
-        task gets a new pid, its working directory and its open files at their numbers, \
+        task gets a new pid, the image's credentials (refused if cr-dump may not give them), its working directory and its open files at their numbers, \
         offsets and flags: files reopened by path and checked (device, inode, size, mtime), \
         deleted files recreated unlinked with their contents, dup'ed descriptors sharing one \
         offset. A descriptor that was a terminal gets restore's terminal (as a shell job); fds \
