@@ -73,6 +73,7 @@ pub fn inspect(pid: i32) -> Result<Inspection> {
     check_threads(pid, &status)?;
     let maps = procfs::parse_maps(&read_text(pid, "maps")?)?;
     check_maps(pid, &maps)?;
+    check_shared_anon(pid, &maps)?;
     check_arch(pid)?;
     Ok(Inspection {
         pid,
@@ -96,23 +97,113 @@ pub(crate) fn check_threads(pid: i32, status: &Status) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a task without memory or with shared writable memory.
+/// How the kernel names a shared anonymous mapping (and `/dev/zero` mapped shared) in maps.
+pub const SHARED_ANON_NAME: &str = "/dev/zero (deleted)";
+
+/// Whether `m` is shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`, or `/dev/zero` mapped
+/// shared: both are a file of the kernel's internal shmem mount, device major 0).
+pub fn is_shared_anon(m: &MapsEntry) -> bool {
+    m.shared && m.dev_major == 0 && m.path == SHARED_ANON_NAME
+}
+
+/// Refuses a task without memory, with shared writable file memory, System V shared memory,
+/// a shared memfd mapping, or shared anonymous memory that another process also maps.
 pub(crate) fn check_maps(pid: i32, maps: &[MapsEntry]) -> Result<()> {
     if maps.is_empty() {
         return Err(refuse(pid, "it has no memory map (a kernel thread?)"));
     }
-    if let Some(m) = maps.iter().find(|m| m.shared && m.write) {
-        let what = if m.path.is_empty() {
-            "anonymous shared memory"
-        } else {
-            m.path.as_str()
+    let range = |m: &MapsEntry| format!("{:x}-{:x}", m.start, m.end);
+    for m in maps.iter().filter(|m| m.shared) {
+        let sysv = m.path.starts_with("/SYSV") && m.dev_major == 0;
+        let memfd = m.path.starts_with("/memfd:") && m.dev_major == 0;
+        if sysv {
+            return Err(refuse(
+                pid,
+                format!(
+                    "it has System V shared memory attached at {} ({}): the segment belongs to                      the IPC namespace, not the task, and images do not hold it",
+                    range(m),
+                    m.path
+                ),
+            ));
+        }
+        if memfd {
+            return Err(refuse(
+                pid,
+                format!(
+                    "it has a shared mapping {} of a memfd ({}): images do not hold mapped                      memfds",
+                    range(m),
+                    m.path
+                ),
+            ));
+        }
+        if is_shared_anon(m) {
+            continue;
+        }
+        if m.write {
+            return Err(refuse(
+                pid,
+                format!(
+                    "it has a shared writable mapping {} ({}): shared memory cannot be                      captured consistently",
+                    range(m),
+                    m.path
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a task with shared anonymous memory that another process also maps (found by the
+/// object's device and inode among every process's maps), naming that process: its pages
+/// would change under the image, and restore could not share them with it again. Processes
+/// traced by us (twins of earlier checkpoints) do not count. Reads `/proc/*/maps` only when
+/// the task has shared anonymous memory.
+pub(crate) fn check_shared_anon(pid: i32, maps: &[MapsEntry]) -> Result<()> {
+    let mine: Vec<&MapsEntry> = maps.iter().filter(|m| is_shared_anon(m)).collect();
+    if mine.is_empty() {
+        return Ok(());
+    }
+    let me = i32::try_from(std::process::id()).unwrap_or(0);
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Ok(());
+    };
+    for e in dir.flatten() {
+        let Some(other) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
         };
+        if other == pid || other == me {
+            continue;
+        }
+        // Gone meanwhile, or not ours to read: nothing to compare.
+        let Ok(text) = read_text(other, "maps") else {
+            continue;
+        };
+        let Some(m) = text
+            .lines()
+            .filter(|l| l.ends_with(SHARED_ANON_NAME))
+            .filter_map(|l| procfs::parse_maps(l).ok()?.into_iter().next())
+            .find_map(|o| {
+                mine.iter().find(|m| {
+                    (m.dev_major, m.dev_minor, m.inode) == (o.dev_major, o.dev_minor, o.inode)
+                })
+            })
+        else {
+            continue;
+        };
+        let status = read_text(other, "status")
+            .ok()
+            .and_then(|t| procfs::parse_status(&t).ok());
+        if status.as_ref().map(|s| s.tracer_pid) == Some(me) {
+            continue;
+        }
+        let name = procfs::parse_stat(&read_text(other, "stat").unwrap_or_default())
+            .map(|s| s.comm)
+            .unwrap_or_default();
         return Err(refuse(
             pid,
             format!(
-                "it has a shared writable mapping {:x}-{:x} ({what}): shared memory cannot be \
-                 captured consistently",
-                m.start, m.end
+                "its shared anonymous memory {:x}-{:x} (inode {}) is also mapped by process                  {other} ({name}): memory shared with another process cannot be captured                  consistently",
+                m.start, m.end, m.inode
             ),
         ));
     }

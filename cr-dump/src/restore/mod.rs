@@ -146,8 +146,8 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     build::clear_space(&mut child, &plan)?;
     build::map_vmas(&child, &plan)?;
     pages::fill_pages(&child, &plan, idx, images)?;
-    build::protect(&child, &plan)?;
     let mut warnings = Vec::new();
+    build::protect(&child, &plan, &mut warnings)?;
     build::set_mm(&child, &plan, &mut warnings)?;
     build::set_task_state(&child, &plan)?;
     build::set_registers(&child, &plan)?;

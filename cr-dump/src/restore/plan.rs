@@ -21,8 +21,20 @@ pub(super) struct VmaPlan {
     pub prot: u32,
     pub flags: u32,
     pub kind: u16,
+    /// The mapped file's inode; for shared anonymous memory, the shared object's (VMAs of one
+    /// object are created as one).
+    pub inode: u64,
+    /// `raw::VMA_ATTR_*` bits (its VmaAttr record).
+    pub attrs: u32,
     /// Index into the opened files (file mappings).
     pub file: Option<usize>,
+    /// The image holds pages of it (data, zero or in the parent).
+    pub pages: bool,
+    /// Created elsewhere and moved into place (`mremap`): it touches the VMA before it, which
+    /// is like it in every way the kernel shows, so created in place the two would merge into
+    /// one (the task had them apart: a different page offset or `anon_vma`, which maps does
+    /// not show). Moved, its page offset does not follow its neighbour's.
+    pub apart: bool,
 }
 
 impl VmaPlan {
@@ -33,6 +45,18 @@ impl VmaPlan {
     /// `MAP_SHARED`.
     pub fn shared(&self) -> bool {
         self.flags & raw::VMA_SHARED != 0
+    }
+    /// Mapped with its recorded protection at once: a shared file mapping, or a private one
+    /// that is not writable and has no pages in the image. The latter as the task had it
+    /// (most likely never writable, so without the kernel's `VM_ACCOUNT`): mapped writable
+    /// first, it would merge with a neighbour the task had apart (an ELF's read-only data and
+    /// its RELRO part, which was writable once).
+    pub fn final_prot_at_map(&self) -> bool {
+        self.file.is_some() && (self.shared() || (self.prot & raw::PROT_WRITE == 0 && !self.pages))
+    }
+    /// Shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`).
+    pub fn shared_anon(&self) -> bool {
+        self.shared() && self.kind == raw::VMA_ANON
     }
 }
 
@@ -250,6 +274,7 @@ fn check_user_space(path: &Path, top: &Image<'_>) -> Result<()> {
 
 /// The VMAs to create, and the files they map (opened now, inherited by the child).
 fn vma_plans(top: &Image<'_>) -> Result<(Vec<VmaPlan>, Vec<File>)> {
+    use cr_format::read::Record;
     let mut files: Vec<File> = Vec::new();
     let mut file_paths: Vec<(Vec<u8>, bool)> = Vec::new();
     let mut vmas = Vec::new();
@@ -262,13 +287,19 @@ fn vma_plans(top: &Image<'_>) -> Result<(Vec<VmaPlan>, Vec<File>)> {
             prot: v.raw.prot.get(),
             flags: v.raw.flags.get(),
             kind: v.kind(),
+            inode: v.raw.inode.get(),
+            attrs: 0,
             file: None,
+            pages: false,
+            apart: false,
         };
         let shared = p.shared();
-        if shared && p.kind != raw::VMA_FILE && !p.special() {
+        if shared && !matches!(p.kind, raw::VMA_FILE | raw::VMA_ANON) && !p.special() {
             return Err(other(format!(
-                "shared anonymous mapping {:#x}-{:#x}: images do not hold its contents",
-                range.start, range.end
+                "shared {} mapping {:#x}-{:#x}: only file and anonymous memory can be shared",
+                crate::inspect::show::vma_kind_name(p.kind),
+                range.start,
+                range.end
             )));
         }
         if p.kind == raw::VMA_FILE {
@@ -318,7 +349,46 @@ fn vma_plans(top: &Image<'_>) -> Result<(Vec<VmaPlan>, Vec<File>)> {
         }
         vmas.push(p);
     }
+    // Each VmaAttr belongs to the Vma just before it.
+    let mut at: Option<usize> = None;
+    for r in top.records() {
+        match r.record {
+            Record::Vma(_) => at = Some(at.map_or(0, |i| i + 1)),
+            Record::VmaAttr(a) => {
+                if let Some(p) = at.and_then(|i| vmas.get_mut(i)) {
+                    p.attrs = a.attrs.get();
+                }
+            }
+            Record::Pages(pg) => {
+                if let Some(p) = at.and_then(|i| vmas.get_mut(i)) {
+                    p.pages |= pg.iter().next().is_some();
+                }
+            }
+            _ => {}
+        }
+    }
+    mark_apart(&mut vmas);
     Ok((vmas, files))
+}
+
+/// Marks the private anonymous VMAs that would merge with the one before them if created in
+/// place ([`VmaPlan::apart`]).
+fn mark_apart(vmas: &mut [VmaPlan]) {
+    let anon = |v: &VmaPlan| {
+        !v.shared() && matches!(v.kind, raw::VMA_ANON | raw::VMA_HEAP | raw::VMA_STACK)
+    };
+    for i in 1..vmas.len() {
+        let (Some(a), Some(b)) = (vmas.get(i - 1), vmas.get(i)) else {
+            continue;
+        };
+        let merge = anon(a)
+            && anon(b)
+            && a.range.end == b.range.start
+            && (a.prot, a.flags, a.attrs) == (b.prot, b.flags, b.attrs);
+        if let Some(b) = vmas.get_mut(i) {
+            b.apart = merge;
+        }
+    }
 }
 
 /// The image's vDSO and vvar against this kernel's (ours are the child's: a fork), and a place

@@ -293,3 +293,29 @@ impl Drop for RemoveOnSignal {
         }
     }
 }
+
+/// `lseek(f, off, whence)`, `None` for `ENXIO` (no data, or no hole, at or after `off`).
+fn seek_to(f: &File, off: u64, whence: i32) -> io::Result<Option<u64>> {
+    let off = libc::off_t::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: lseek only reads its integer arguments; the descriptor is open for `f`'s life.
+    let r = unsafe { libc::lseek(f.as_raw_fd(), off, whence) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(u64::try_from(r).ok())
+}
+
+/// The first byte of data of `f` at or after `off` (`SEEK_DATA`), `None` if there is none.
+pub fn seek_data(f: &File, off: u64) -> io::Result<Option<u64>> {
+    seek_to(f, off, libc::SEEK_DATA)
+}
+
+/// The first hole of `f` at or after `off` (`SEEK_HOLE`; the end of the file is one), `None`
+/// if `off` is past the end.
+pub fn seek_hole(f: &File, off: u64) -> io::Result<Option<u64>> {
+    seek_to(f, off, libc::SEEK_HOLE)
+}
