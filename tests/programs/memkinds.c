@@ -1,13 +1,15 @@
 /* Memory kinds for the memkinds tests of cr-dump: shared anonymous memory (one object in
  * several VMAs too), madvise flags and locks, kept across a checkpoint and restore.
  *
- * usage: memkinds [VMAS]
+ * usage: memkinds [VMAS [twin]]
  *   Sets up, prints `ready`, then reads commands from stdin:
  *     maps  prints /proc/self/maps, then `end`
+ *     poke  writes to the shared memory, then prints `poked`
  *     go    checks every kind, printing one line each, then `done`, and exits
  *   With VMAS, also makes that many one-page mappings that the kernel keeps apart though they
  *   touch (every other one moved into place by mremap, so its page offset does not follow
- *   its neighbour's).
+ *   its neighbour's). With `twin`, no MADV_DONTFORK or MADV_WIPEONFORK is set (either keeps
+ *   cr-dump from making a copy-on-write twin).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -21,7 +23,7 @@
 
 #define PG 4096
 
-static unsigned char *shared_a, *shared_b, *dontfork, *wipe, *locked, *lockedf;
+static unsigned char *shared_a, *shared_b, *shared_c, *dontfork, *wipe, *locked, *lockedf;
 
 static unsigned sum(const unsigned char *p, size_t n) {
     unsigned s = 0;
@@ -63,7 +65,10 @@ static void write_shared(void) {
 }
 static void touch_dontfork(void) { _exit(dontfork[0] == 0x77 ? 3 : 4); }
 static void read_wipe(void) { _exit(wipe[5]); }
-static void fill_page3(void) { memset(shared_a + 3 * PG, 0x3c, PG); }
+static void fill_page3(void) {
+    memset(shared_a + 3 * PG, 0x3c, PG);
+    memset(shared_c, 0x5a, PG);
+}
 
 static void setup_apart(long n) {
     /* A reserved stretch: mappings placed inside it one by one. */
@@ -97,7 +102,8 @@ static long vmlck(void) {
 }
 
 static void go(void) {
-    printf("shared a %08x b %08x\n", sum(shared_a, 4 * PG), sum(shared_b, 3 * PG));
+    printf("shared a %08x b %08x c %08x\n", sum(shared_a, 4 * PG), sum(shared_b, 3 * PG),
+           sum(shared_c, PG));
     int st = in_child(write_shared);
     printf("child wrote shared: status %d, a[0] %02x b %02x\n", st, shared_a[0],
            shared_b[2 * PG + 1]);
@@ -113,6 +119,8 @@ static void go(void) {
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     shared_a = map(4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1);
+    /* Written only by a child: none of its pages are in our page tables. */
+    shared_c = map(PG, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1);
     for (int i = 0; i < 2 * PG; i++)
         shared_a[i] = (unsigned char)(i * 13 + 1);
     /* Page 3 written only by a child that exits: not in our page tables. Page 2: a hole. */
@@ -128,13 +136,17 @@ int main(int argc, char **argv) {
     /* One object in three VMAs: offsets 0, 1 and 2 pages. */
     if (mprotect(shared_b + PG, PG, PROT_READ) != 0)
         die("mprotect");
+    /* Out of our page tables, still in the objects. */
+    if (madvise(shared_a, 4 * PG, MADV_DONTNEED) != 0 || madvise(shared_b, 3 * PG, MADV_DONTNEED))
+        die("MADV_DONTNEED");
     dontfork = map(PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1);
     dontfork[0] = 0x77;
-    if (madvise(dontfork, PG, MADV_DONTFORK) != 0)
+    int twin = argc > 2 && strcmp(argv[2], "twin") == 0;
+    if (!twin && madvise(dontfork, PG, MADV_DONTFORK) != 0)
         die("MADV_DONTFORK");
     wipe = map(PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1);
     wipe[5] = 42;
-    if (madvise(wipe, PG, MADV_WIPEONFORK) != 0)
+    if (!twin && madvise(wipe, PG, MADV_WIPEONFORK) != 0)
         die("MADV_WIPEONFORK");
     locked = map(4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1);
     locked[0] = 0x11;
@@ -157,6 +169,11 @@ int main(int argc, char **argv) {
             if (f)
                 fclose(f);
             printf("end\n");
+        } else if (strncmp(cmd, "poke", 4) == 0) {
+            shared_a[1] = 0x99;
+            shared_b[0] = 0x98;
+            shared_c[0] = 0x97;
+            printf("poked\n");
         } else if (strncmp(cmd, "go", 2) == 0) {
             go();
             return 0;

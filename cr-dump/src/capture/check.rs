@@ -120,7 +120,8 @@ pub(crate) fn check_maps(pid: i32, maps: &[MapsEntry]) -> Result<()> {
             return Err(refuse(
                 pid,
                 format!(
-                    "it has System V shared memory attached at {} ({}): the segment belongs to                      the IPC namespace, not the task, and images do not hold it",
+                    "it has System V shared memory attached at {} ({}): the segment belongs to \
+                     the IPC namespace, not the task, and images do not hold it",
                     range(m),
                     m.path
                 ),
@@ -130,7 +131,8 @@ pub(crate) fn check_maps(pid: i32, maps: &[MapsEntry]) -> Result<()> {
             return Err(refuse(
                 pid,
                 format!(
-                    "it has a shared mapping {} of a memfd ({}): images do not hold mapped                      memfds",
+                    "it has a shared mapping {} of a memfd ({}): images do not hold \
+                     mapped memfds",
                     range(m),
                     m.path
                 ),
@@ -143,7 +145,8 @@ pub(crate) fn check_maps(pid: i32, maps: &[MapsEntry]) -> Result<()> {
             return Err(refuse(
                 pid,
                 format!(
-                    "it has a shared writable mapping {} ({}): shared memory cannot be                      captured consistently",
+                    "it has a shared writable mapping {} ({}): shared memory cannot \
+                     be captured consistently",
                     range(m),
                     m.path
                 ),
@@ -202,7 +205,8 @@ pub(crate) fn check_shared_anon(pid: i32, maps: &[MapsEntry]) -> Result<()> {
         return Err(refuse(
             pid,
             format!(
-                "its shared anonymous memory {:x}-{:x} (inode {}) is also mapped by process                  {other} ({name}): memory shared with another process cannot be captured                  consistently",
+                "its shared anonymous memory {:x}-{:x} (inode {}) is also mapped by \
+                 process {other} ({name}): memory shared with another process cannot be captured consistently",
                 m.start, m.end, m.inode
             ),
         ));
