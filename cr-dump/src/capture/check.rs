@@ -3,8 +3,10 @@
 
 use crate::error::{Error, Result};
 use crate::procfs::{self, MapsEntry, Stat, Status};
+use cr_format::raw;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::time::Instant;
 
 /// The state of the task read before the freeze, which passed the checkpointability check.
 #[derive(Clone, Debug)]
@@ -15,8 +17,12 @@ pub struct Inspection {
     pub stat: Stat,
     /// `/proc/PID/status`.
     pub status: Status,
-    /// `/proc/PID/maps`.
+    /// `/proc/PID/maps` (the header lines of smaps).
     pub maps: Vec<MapsEntry>,
+    /// For each of `maps`, its `raw::VMA_ATTR_*` bits (smaps `VmFlags`).
+    pub attrs: Vec<u32>,
+    /// When smaps was read.
+    pub at: Instant,
 }
 
 /// The refusal of `pid`, with its reason.
@@ -71,7 +77,9 @@ pub fn inspect(pid: i32) -> Result<Inspection> {
         ));
     }
     check_threads(pid, &status)?;
-    let maps = procfs::parse_maps(&read_text(pid, "maps")?)?;
+    let at = Instant::now();
+    let (maps, attrs) = split_smaps(&read_text(pid, "smaps")?);
+    let maps = procfs::parse_maps(&maps)?;
     check_maps(pid, &maps)?;
     check_shared_anon(pid, &maps)?;
     check_arch(pid)?;
@@ -80,7 +88,46 @@ pub fn inspect(pid: i32) -> Result<Inspection> {
         stat,
         status,
         maps,
+        attrs,
+        at,
     })
+}
+
+/// The `raw::VMA_ATTR_*` bits of a smaps `VmFlags` value (the mnemonics of the kernel's
+/// `show_smap_vma_flags`).
+pub fn attrs_of_vmflags(flags: &str) -> u32 {
+    flags.split_ascii_whitespace().fold(0, |a, f| {
+        a | match f {
+            "dc" => raw::VMA_ATTR_DONTFORK,
+            "dd" => raw::VMA_ATTR_DONTDUMP,
+            "wf" => raw::VMA_ATTR_WIPEONFORK,
+            "hg" => raw::VMA_ATTR_HUGEPAGE,
+            "nh" => raw::VMA_ATTR_NOHUGEPAGE,
+            "mg" => raw::VMA_ATTR_MERGEABLE,
+            "lo" => raw::VMA_ATTR_LOCKED,
+            "lf" => raw::VMA_ATTR_LOCKONFAULT,
+            _ => 0,
+        }
+    })
+}
+
+/// Splits smaps text into its maps lines and, for each, the `VMA_ATTR_*` bits of its VmFlags.
+pub fn split_smaps(text: &str) -> (String, Vec<u32>) {
+    let mut maps = String::with_capacity(text.len() / 12);
+    let mut attrs = Vec::new();
+    for l in text.lines() {
+        // Header lines start with the range in lowercase hex; field names are capitalized.
+        if l.starts_with(|c: char| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+            maps.push_str(l);
+            maps.push('\n');
+            attrs.push(0);
+        } else if let Some(f) = l.strip_prefix("VmFlags:") {
+            if let Some(a) = attrs.last_mut() {
+                *a = attrs_of_vmflags(f);
+            }
+        }
+    }
+    (maps, attrs)
 }
 
 /// Refuses a multi-threaded task.

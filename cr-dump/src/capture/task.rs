@@ -192,7 +192,7 @@ pub(crate) fn read_frozen(
     let status = procfs::parse_status(&read_text(pid, "status")?)?;
     let stat = procfs::parse_stat(&read_text(pid, "stat")?)?;
     check_threads(pid, &status)?;
-    let (maps, attrs) = super::vma::read_maps_frozen(pid)?;
+    let (maps, attrs) = super::vma::read_maps_frozen(ins)?;
     check_maps(pid, &maps)?;
     super::check::check_shared_anon(pid, &maps)?;
     // Frozen by the caller: `ins` was taken before the freeze, and so only names the task.
