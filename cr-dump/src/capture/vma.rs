@@ -244,7 +244,7 @@ pub fn vma_recs(ins: &Inspection) -> Vec<VmaRec> {
 
 /// How long the attributes read at the inspection stand for the frozen task's (when its
 /// mappings are still the same): longer, and smaps is read again while it is frozen.
-const ATTRS_FRESH: Duration = Duration::from_secs(1);
+const ATTRS_FRESH: Duration = Duration::from_secs(10);
 
 /// The mappings of the frozen task `pid` with their attributes (`raw::VMA_ATTR_*`).
 ///
