@@ -115,16 +115,7 @@ fn move_special(c: &mut Child, plan: &Plan, cm: &[(AddrRange, String)]) -> Resul
 /// until their pages are in.
 pub(super) fn map_vmas(c: &Child, plan: &Plan) -> Result<()> {
     let mut shared_done: Vec<u64> = Vec::new();
-    let apart_len = plan
-        .vmas
-        .iter()
-        .filter(|v| v.apart)
-        .map(|v| v.range.len())
-        .max();
-    let apart_tmp = match apart_len {
-        Some(len) => Some(hole(&busy(plan), len).ok_or_else(|| other("no room to place VMAs"))?),
-        None => None,
-    };
+    let mut pool = ApartPool::new(c, plan)?;
     for v in plan.vmas.iter().filter(|v| !v.special()) {
         let (start, len) = (v.range.start, v.range.len());
         let fixed = libc::MAP_FIXED as u64;
@@ -150,7 +141,8 @@ pub(super) fn map_vmas(c: &Child, plan: &Plan) -> Result<()> {
             if v.inode != 0 && shared_done.contains(&v.inode) {
                 continue;
             }
-            map_shared_anon(c, plan, v)?;
+            let avoid: Vec<AddrRange> = pool.iter().map(|p| p.range()).collect();
+            map_shared_anon(c, plan, v, &avoid)?;
             shared_done.push(v.inode);
             continue;
         } else {
@@ -158,22 +150,8 @@ pub(super) fn map_vmas(c: &Child, plan: &Plan) -> Result<()> {
             if v.flags & raw::VMA_GROWSDOWN != 0 {
                 flags |= libc::MAP_GROWSDOWN as u64;
             }
-            match apart_tmp.filter(|_| v.apart) {
-                Some(tmp) => {
-                    let got = c.call_ok("mmap", nr::MMAP, [tmp, len, RW, flags, u64::MAX, 0])?;
-                    if got != tmp {
-                        return Err(other(format!("mmap at {tmp:#x} gave {got:#x}")));
-                    }
-                    // A written page gives it an `anon_vma`: the kernel moves an anonymous
-                    // VMA without one to the page offset of its new place, where it merges.
-                    c.write(tmp, &[0])?;
-                    let mflags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
-                    let got = c.call_ok("mremap", nr::MREMAP, [tmp, len, len, mflags, start, 0])?;
-                    let dontneed = libc::MADV_DONTNEED as u64;
-                    let ps = sys::page_size() as u64;
-                    c.call_ok("madvise", nr::MADVISE, [start, ps, dontneed, 0, 0, 0])?;
-                    got
-                }
+            match pool.as_mut().filter(|_| v.apart) {
+                Some(pool) => pool.move_to(c, v)?,
                 None => c.call_ok("mmap", nr::MMAP, [start, len, RW, flags, u64::MAX, 0])?,
             }
         };
@@ -181,7 +159,76 @@ pub(super) fn map_vmas(c: &Child, plan: &Plan) -> Result<()> {
             return Err(other(format!("mmap at {start:#x} gave {got:#x}")));
         }
     }
+    if let Some(p) = pool {
+        c.call_ok("munmap", nr::MUNMAP, [p.base, p.len, 0, 0, 0, 0])?;
+    }
     Ok(())
+}
+
+/// Where the VMAs kept apart ([`VmaPlan::apart`]) are made before they are moved into place:
+/// one anonymous mapping in a free place, a piece for each, a page apart. A written page gives
+/// the pool an `anon_vma` (the kernel moves an anonymous VMA without one to the page offset of
+/// its new place, where it would merge); moved, each piece keeps the page offset it had in the
+/// pool, which does not follow its neighbour's, even another piece's (the gap page).
+struct ApartPool {
+    base: u64,
+    len: u64,
+    next: u64,
+}
+
+impl ApartPool {
+    /// The pool (mapped), if any VMA is to be kept apart.
+    fn new(c: &Child, plan: &Plan) -> Result<Option<ApartPool>> {
+        let ps = sys::page_size() as u64;
+        let apart = plan.vmas.iter().filter(|v| v.apart);
+        let len = apart.fold(0u64, |a, v| {
+            a.saturating_add(v.range.len()).saturating_add(ps)
+        });
+        if len == 0 {
+            return Ok(None);
+        }
+        let base = hole(&busy(plan), len).ok_or_else(|| other("no room to place VMAs"))?;
+        let flags = PRIVATE_ANON | abi::MAP_FIXED_NOREPLACE;
+        let got = c.call_ok("mmap", nr::MMAP, [base, len, RW, flags, u64::MAX, 0])?;
+        if got != base {
+            return Err(other(format!("mmap at {base:#x} gave {got:#x}")));
+        }
+        Ok(Some(ApartPool {
+            base,
+            len,
+            next: base,
+        }))
+    }
+
+    /// Its address range.
+    fn range(&self) -> AddrRange {
+        AddrRange {
+            start: self.base,
+            end: self.base + self.len,
+        }
+    }
+
+    /// Moves the next piece to `v`'s place; returns where it went.
+    fn move_to(&mut self, c: &Child, v: &VmaPlan) -> Result<u64> {
+        let (start, len) = (v.range.start, v.range.len());
+        let ps = sys::page_size() as u64;
+        let at = self.next;
+        if at.saturating_add(len) > self.base.saturating_add(self.len) {
+            return Err(other(format!(
+                "internal: no room in the pool for {start:#x}"
+            )));
+        }
+        self.next = at + len + ps;
+        c.write(at, &[0])?;
+        let mflags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+        let got = c.call_ok("mremap", nr::MREMAP, [at, len, len, mflags, start, 0])?;
+        if !v.pages {
+            // The page written above: the image has none there.
+            let dontneed = libc::MADV_DONTNEED as u64;
+            c.call_ok("madvise", nr::MADVISE, [start, ps, dontneed, 0, 0, 0])?;
+        }
+        Ok(got)
+    }
 }
 
 /// The image's VMAs and the scratch area: what a temporary place must avoid.
@@ -198,7 +245,7 @@ fn busy(plan: &Plan) -> Vec<AddrRange> {
 /// mapped in place; otherwise the object is mapped whole in a free place and each VMA moved
 /// (`mremap`) from its offset in it to its address, so they share one object at the recorded
 /// offsets, as in the task; what no VMA took is unmapped.
-fn map_shared_anon(c: &Child, plan: &Plan, v: &VmaPlan) -> Result<()> {
+fn map_shared_anon(c: &Child, plan: &Plan, v: &VmaPlan, avoid: &[AddrRange]) -> Result<()> {
     let group: Vec<&VmaPlan> = if v.inode == 0 {
         vec![v]
     } else {
@@ -229,7 +276,9 @@ fn map_shared_anon(c: &Child, plan: &Plan, v: &VmaPlan) -> Result<()> {
         .map(|w| w.offset.saturating_add(w.range.len()))
         .max()
         .unwrap_or(0);
-    let tmp = hole(&busy(plan), size)
+    let mut busy = busy(plan);
+    busy.extend_from_slice(avoid);
+    let tmp = hole(&busy, size)
         .ok_or_else(|| other(format!("no room for shared memory of {size:#x} bytes")))?;
     let flags = shared_anon | abi::MAP_FIXED_NOREPLACE;
     let got = c.call_ok("mmap shared", nr::MMAP, [tmp, size, RW, flags, u64::MAX, 0])?;

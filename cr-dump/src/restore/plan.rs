@@ -383,6 +383,7 @@ fn mark_apart(vmas: &mut [VmaPlan]) {
         };
         let merge = anon(a)
             && anon(b)
+            && b.flags & raw::VMA_GROWSDOWN == 0
             && a.range.end == b.range.start
             && (a.prot, a.flags, a.attrs) == (b.prot, b.flags, b.attrs);
         if let Some(b) = vmas.get_mut(i) {
