@@ -310,3 +310,32 @@ fn shared_memory_another_process_maps_is_refused_naming_it() {
         "{err}"
     );
 }
+
+/// A private mapping of a file deleted since it was mapped: its contents go into the image, and
+/// restore maps a file recreated with them (unlinked again, so nothing is left at its path).
+#[test]
+fn deleted_file_mapping_keeps_its_contents() {
+    let dir = TempDir::new("memkinds-deleted");
+    let start = |name: &str| {
+        let mut c = Command::new(program("deleted_map"));
+        c.arg(dir.path().join(name));
+        let mut t = Talk::start(c);
+        assert_eq!(t.until(|_| true), ["ready"]);
+        t
+    };
+    let mut want = start("reference");
+    want.send("go");
+    let want = want.until(|l| l == "done");
+    let mut t = start("mapped");
+    let img = image_of(&checkpoint(&dir, &t.pid(), &["--kill"], &[]));
+    let _ = t.child.wait();
+    let mut c = cr(&dir);
+    c.args(["restore", img.to_str().unwrap()]);
+    let mut r = Talk::start(c);
+    r.send("go");
+    let got = r.until(|l| l == "done");
+    let err = r.stderr();
+    assert_eq!(got, want, "stderr: {err}");
+    assert!(!err.contains("warning"), "{err}");
+    assert!(!dir.path().join("mapped").exists());
+}

@@ -153,6 +153,12 @@ pub fn is_shared_anon(m: &MapsEntry) -> bool {
     m.shared && m.dev_major == 0 && m.path == SHARED_ANON_NAME
 }
 
+/// Whether `m` maps a file deleted since it was mapped (not memory of the kernel's own
+/// mounts, whose names also end so).
+pub fn is_deleted(m: &MapsEntry) -> bool {
+    m.path.starts_with('/') && m.path.ends_with(" (deleted)") && m.inode != 0 && m.dev_major != 0
+}
+
 /// Refuses a task without memory, with shared writable file memory, System V shared memory,
 /// a shared memfd mapping, or shared anonymous memory that another process also maps.
 pub(crate) fn check_maps(pid: i32, maps: &[MapsEntry]) -> Result<()> {
@@ -187,6 +193,17 @@ pub(crate) fn check_maps(pid: i32, maps: &[MapsEntry]) -> Result<()> {
         }
         if is_shared_anon(m) {
             continue;
+        }
+        if is_deleted(m) {
+            return Err(refuse(
+                pid,
+                format!(
+                    "it has a shared mapping {} of a deleted file ({}): images hold the \
+                     contents of private mappings of deleted files only",
+                    range(m),
+                    m.path
+                ),
+            ));
         }
         if m.write {
             return Err(refuse(

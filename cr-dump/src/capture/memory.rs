@@ -50,8 +50,8 @@ pub(crate) fn for_each_span(
     if policy == Policy::Skip {
         return Ok(());
     }
-    if policy == Policy::Shared {
-        return super::vma::for_each_shared_span(pid, v, page_size, max_pages, f);
+    if matches!(policy, Policy::Shared | Policy::Whole) {
+        return super::vma::for_each_object_span(pid, v, page_size, max_pages, f);
     }
     let first = v.vma.start.get() / page_size;
     let last = v.vma.end.get() / page_size;

@@ -289,11 +289,9 @@ fn check(pid: i32, twin: &Twin, vmas: &[VmaRec]) -> Result<Option<String>> {
     };
     for v in vmas.iter().filter(|v| v.stored()) {
         let (a, b) = (v.vma.start.get(), v.vma.end.get());
-        if v.vma.flags.get() & raw::VMA_SHARED != 0 {
+        if let Some(why) = v.not_copied_by_fork() {
             // The twin maps the same object: it would see the task's later writes.
-            return Ok(Some(format!(
-                "VMA {a:#x}-{b:#x} is shared memory, which a child shares instead of copying"
-            )));
+            return Ok(Some(format!("VMA {a:#x}-{b:#x} {why}")));
         }
         let r = AddrRange::new(a, b)
             .ok_or_else(|| Error::Other(format!("VMA {a:#x}-{b:#x} of pid {pid} is inverted")))?;

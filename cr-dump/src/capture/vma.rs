@@ -16,7 +16,7 @@
 //! and, only when the mappings changed since, again while the task is frozen
 //! ([`read_maps_frozen`]).
 
-use super::check::{is_shared_anon, read_text, split_smaps, Inspection};
+use super::check::{is_deleted, is_shared_anon, read_text, split_smaps, Inspection};
 use crate::error::Result;
 use crate::procfs::{self, MapsEntry};
 use crate::span::{AddrRange, PageSpan};
@@ -99,6 +99,9 @@ pub enum Policy {
     /// Shared anonymous memory: every page of the object that holds data
     /// (`SEEK_DATA` on the object; [`Policy::keeps`] gives what the page tables show).
     Shared,
+    /// A private mapping of a file deleted since: every page up to the end of the file (the
+    /// file is gone: its contents must be in the image).
+    Whole,
 }
 
 impl Policy {
@@ -107,6 +110,7 @@ impl Policy {
         match self {
             Policy::Skip => false,
             Policy::Present | Policy::Shared => e & (procfs::PM_PRESENT | procfs::PM_SWAPPED) != 0,
+            Policy::Whole => true,
             Policy::AnonOnly => {
                 e & procfs::PM_SWAPPED != 0
                     || (e & procfs::PM_PRESENT != 0 && e & procfs::PM_FILE == 0)
@@ -179,6 +183,8 @@ impl VmaRec {
             Policy::Shared
         } else if kind.special() || m.shared {
             Policy::Skip
+        } else if kind == VmaKind::File && is_deleted(m) {
+            Policy::Whole
         } else if kind == VmaKind::File {
             Policy::AnonOnly
         } else {
@@ -202,6 +208,19 @@ impl VmaRec {
             w.vma_attr(&a)?;
         }
         Ok(())
+    }
+
+    /// Why a child made by `fork` (a twin) does not hold a copy of it as it is now: `None`
+    /// when it does.
+    pub fn not_copied_by_fork(&self) -> Option<&'static str> {
+        match self.policy {
+            Policy::Shared => Some("is shared memory, which a child shares instead of copying"),
+            Policy::Whole => Some(
+                "maps a deleted file, whose pages a child shares (the task may still write the \
+                 file)",
+            ),
+            _ => None,
+        }
     }
 
     /// Its kind.
@@ -321,13 +340,61 @@ pub(crate) fn vma_recs_with(pid: i32, maps: &[MapsEntry], attrs: &[u32]) -> Vec<
         .collect()
 }
 
+/// [`crate::capture::memory::for_each_span`] for a VMA whose pages are those of its object
+/// rather than of its page tables ([`Policy::Shared`], [`Policy::Whole`]).
+pub(crate) fn for_each_object_span(
+    pid: i32,
+    v: &VmaRec,
+    page_size: u64,
+    max_pages: u64,
+    f: impl FnMut(PageSpan) -> Result<()>,
+) -> Result<()> {
+    if v.policy == Policy::Whole {
+        for_each_deleted_span(v, page_size, max_pages, f)
+    } else {
+        for_each_shared_span(pid, v, page_size, max_pages, f)
+    }
+}
+
+/// Spans of `start..end` of at most `max_pages` pages each.
+fn spans_in(
+    mut a: u64,
+    b: u64,
+    page_size: u64,
+    max_pages: u64,
+    f: &mut impl FnMut(PageSpan) -> Result<()>,
+) -> Result<()> {
+    while a < b {
+        let pages = ((b - a) / page_size).clamp(1, max_pages.max(1));
+        f(PageSpan::new(a, pages))?;
+        a = a.saturating_add(pages.saturating_mul(page_size));
+    }
+    Ok(())
+}
+
+/// The pages of a private mapping of a deleted file that lie within the file (past its end a
+/// page cannot be read: the task would get `SIGBUS` there, and so will the restored one).
+fn for_each_deleted_span(
+    v: &VmaRec,
+    page_size: u64,
+    max_pages: u64,
+    mut f: impl FnMut(PageSpan) -> Result<()>,
+) -> Result<()> {
+    let (start, end) = (v.vma.start.get(), v.vma.end.get());
+    let in_file = v.vma.file_size.get().saturating_sub(v.vma.offset.get());
+    let end = start
+        .saturating_add(in_file.div_ceil(page_size) * page_size)
+        .min(end);
+    spans_in(start, end, page_size, max_pages, &mut f)
+}
+
 /// [`crate::capture::memory::for_each_span`] for shared anonymous memory: the pages of `v`
 /// that hold data in the shared object, found with `SEEK_DATA`/`SEEK_HOLE` on its
 /// `/proc/PID/map_files` link (a page written by another process that has exited, or paged
 /// out, has no page table entry in the task). Without access to map_files (it needs
 /// `CAP_CHECKPOINT_RESTORE` or `CAP_SYS_ADMIN`), every page is stored: reading the holes
 /// gives the object pages of zeros, stored as zero runs.
-pub(crate) fn for_each_shared_span(
+fn for_each_shared_span(
     pid: i32,
     v: &VmaRec,
     page_size: u64,
@@ -336,14 +403,7 @@ pub(crate) fn for_each_shared_span(
 ) -> Result<()> {
     let (start, end) = (v.vma.start.get(), v.vma.end.get());
     let off0 = v.vma.offset.get();
-    let mut emit = |mut a: u64, b: u64| -> Result<()> {
-        while a < b {
-            let pages = ((b - a) / page_size).clamp(1, max_pages.max(1));
-            f(PageSpan::new(a, pages))?;
-            a = a.saturating_add(pages.saturating_mul(page_size));
-        }
-        Ok(())
-    };
+    let mut emit = |a: u64, b: u64| spans_in(a, b, page_size, max_pages, &mut f);
     let mf = procfs::path(pid, &format!("map_files/{start:x}-{end:x}"));
     let Ok(file) = std::fs::File::open(&mf) else {
         return emit(start, end);

@@ -176,8 +176,8 @@ pub(super) fn plan(path: &Path, images: &[Image<'_>]) -> Result<Plan> {
     }
     check_user_space(path, top)?;
     check_kinds(path, images)?;
-    let (vmas, files) = vma_plans(top)?;
     let mut warnings = Vec::new();
+    let (vmas, files) = vma_plans(top, &mut warnings)?;
     let exe = if mm.exe.is_empty() {
         None
     } else {
@@ -273,10 +273,12 @@ fn check_user_space(path: &Path, top: &Image<'_>) -> Result<()> {
 }
 
 /// The VMAs to create, and the files they map (opened now, inherited by the child).
-fn vma_plans(top: &Image<'_>) -> Result<(Vec<VmaPlan>, Vec<File>)> {
+fn vma_plans(top: &Image<'_>, warnings: &mut Vec<String>) -> Result<(Vec<VmaPlan>, Vec<File>)> {
     use cr_format::read::Record;
     let mut files: Vec<File> = Vec::new();
     let mut file_paths: Vec<(Vec<u8>, bool)> = Vec::new();
+    // Deleted files recreated, by inode: index into `files`.
+    let mut recreated: Vec<(u64, usize)> = Vec::new();
     let mut vmas = Vec::new();
     for v in top.vmas() {
         let range = AddrRange::new(v.start(), v.end())
@@ -301,6 +303,21 @@ fn vma_plans(top: &Image<'_>) -> Result<(Vec<VmaPlan>, Vec<File>)> {
                 range.start,
                 range.end
             )));
+        }
+        if p.kind == raw::VMA_FILE && !shared && v.path.ends_with(DELETED) {
+            let ino = p.inode;
+            p.file = match recreated.iter().find(|r| r.0 == ino) {
+                Some(r) => Some(r.1),
+                None => {
+                    files.push(recreate_deleted(&v, warnings)?);
+                    // Kept parallel to `files`; an empty path matches no mapped file.
+                    file_paths.push((Vec::new(), false));
+                    recreated.push((ino, files.len() - 1));
+                    Some(files.len() - 1)
+                }
+            };
+            vmas.push(p);
+            continue;
         }
         if p.kind == raw::VMA_FILE {
             let fp = Path::new(std::ffi::OsStr::from_bytes(v.path));
@@ -369,6 +386,67 @@ fn vma_plans(top: &Image<'_>) -> Result<(Vec<VmaPlan>, Vec<File>)> {
     }
     mark_apart(&mut vmas);
     Ok((vmas, files))
+}
+
+/// How maps names a file deleted since it was mapped.
+const DELETED: &[u8] = b" (deleted)";
+
+/// A file like the deleted one `v` maps (of its size, empty: the image holds every page of
+/// the mapping that lies within the file), unlinked, so the mapping shows the same name: created
+/// at the original path (`O_EXCL`: never an existing file, never through a symlink, mode 0600)
+/// and removed at once. If that path is taken or cannot be created, an unnamed file
+/// (`O_TMPFILE`) in its directory or in the temporary directory instead, and a warning.
+fn recreate_deleted(v: &cr_format::read::Vma<'_>, warnings: &mut Vec<String>) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = v
+        .path
+        .get(..v.path.len() - DELETED.len())
+        .unwrap_or_default();
+    let path = Path::new(std::ffi::OsStr::from_bytes(name));
+    let size = v.raw.file_size.get();
+    let sized = |f: File, what: &Path| -> Result<File> {
+        f.set_len(size)
+            .map_err(|e| other(format!("recreating deleted {}: {e}", what.display())))?;
+        Ok(f)
+    };
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    if let Ok(f) = o.clone().create_new(true).open(path) {
+        let removed = std::fs::remove_file(path);
+        let f = sized(f, path)?;
+        if removed.is_ok() {
+            return Ok(f);
+        }
+    }
+    let dir = path
+        .parent()
+        .filter(|d| d.is_dir())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    let f = o
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(&dir)
+        .or_else(|_| o.open(std::env::temp_dir()))
+        .map_err(|e| {
+            other(format!(
+                "deleted file {} ({:#x}-{:#x}) cannot be recreated: {e}",
+                path.display(),
+                v.start(),
+                v.end()
+            ))
+        })?;
+    warnings.push(format!(
+        "deleted file {} mapped at {:#x}-{:#x} is recreated without its name ({} cannot be \
+         created): its contents are the same, /proc/PID/maps names it differently",
+        path.display(),
+        v.start(),
+        v.end(),
+        path.display()
+    ));
+    sized(f, path)
 }
 
 /// Marks the private anonymous VMAs that would merge with the one before them if created in
