@@ -166,37 +166,56 @@ pub(super) fn map_vmas(c: &Child, plan: &Plan) -> Result<()> {
 }
 
 /// Where the VMAs kept apart ([`VmaPlan::apart`]) are made before they are moved into place:
-/// one anonymous mapping in a free place, a piece for each, a page apart. A written page gives
-/// the pool an `anon_vma` (the kernel moves an anonymous VMA without one to the page offset of
-/// its new place, where it would merge); moved, each piece keeps the page offset it had in the
-/// pool, which does not follow its neighbour's, even another piece's (the gap page).
+/// one anonymous mapping in a free place, cut into pieces, one per VMA, every other one in
+/// its second half (a page between the halves), so that no two pieces that become neighbours
+/// were neighbours in the pool. Each piece keeps the page offset it had in the pool, which
+/// does not follow its neighbour's, so they stay apart. The page between the halves is written
+/// first: it gives the pool an `anon_vma`, which every piece keeps (the kernel moves an
+/// anonymous VMA without one to the page offset of its new place, where it would merge).
 struct ApartPool {
     base: u64,
     len: u64,
-    next: u64,
+    /// Where each piece is, in the order of the VMAs.
+    at: std::vec::IntoIter<u64>,
 }
 
 impl ApartPool {
     /// The pool (mapped), if any VMA is to be kept apart.
     fn new(c: &Child, plan: &Plan) -> Result<Option<ApartPool>> {
         let ps = sys::page_size() as u64;
-        let apart = plan.vmas.iter().filter(|v| v.apart);
-        let len = apart.fold(0u64, |a, v| {
-            a.saturating_add(v.range.len()).saturating_add(ps)
-        });
-        if len == 0 {
+        let lens: Vec<u64> = plan
+            .vmas
+            .iter()
+            .filter(|v| v.apart)
+            .map(|v| v.range.len())
+            .collect();
+        if lens.is_empty() {
             return Ok(None);
         }
+        let half: u64 = lens.iter().step_by(2).sum();
+        let len = lens.iter().sum::<u64>() + ps;
         let base = hole(&busy(plan), len).ok_or_else(|| other("no room to place VMAs"))?;
+        let (mut first, mut second) = (base, base + half + ps);
+        let at: Vec<u64> = lens
+            .iter()
+            .enumerate()
+            .map(|(k, l)| {
+                let next = if k % 2 == 0 { &mut first } else { &mut second };
+                let a = *next;
+                *next += l;
+                a
+            })
+            .collect();
         let flags = PRIVATE_ANON | abi::MAP_FIXED_NOREPLACE;
         let got = c.call_ok("mmap", nr::MMAP, [base, len, RW, flags, u64::MAX, 0])?;
         if got != base {
             return Err(other(format!("mmap at {base:#x} gave {got:#x}")));
         }
+        c.write(base + half, &[0])?;
         Ok(Some(ApartPool {
             base,
             len,
-            next: base,
+            at: at.into_iter(),
         }))
     }
 
@@ -211,23 +230,12 @@ impl ApartPool {
     /// Moves the next piece to `v`'s place; returns where it went.
     fn move_to(&mut self, c: &Child, v: &VmaPlan) -> Result<u64> {
         let (start, len) = (v.range.start, v.range.len());
-        let ps = sys::page_size() as u64;
-        let at = self.next;
-        if at.saturating_add(len) > self.base.saturating_add(self.len) {
-            return Err(other(format!(
-                "internal: no room in the pool for {start:#x}"
-            )));
-        }
-        self.next = at + len + ps;
-        c.write(at, &[0])?;
+        let at = self
+            .at
+            .next()
+            .ok_or_else(|| other(format!("internal: no piece of the pool for {start:#x}")))?;
         let mflags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
-        let got = c.call_ok("mremap", nr::MREMAP, [at, len, len, mflags, start, 0])?;
-        if !v.pages {
-            // The page written above: the image has none there.
-            let dontneed = libc::MADV_DONTNEED as u64;
-            c.call_ok("madvise", nr::MADVISE, [start, ps, dontneed, 0, 0, 0])?;
-        }
-        Ok(got)
+        c.call_ok("mremap", nr::MREMAP, [at, len, len, mflags, start, 0])
     }
 }
 
