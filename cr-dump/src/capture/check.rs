@@ -93,8 +93,13 @@ pub fn inspect(pid: i32) -> Result<Inspection> {
     })
 }
 
+/// Not a format bit: the mapping is sealed (`mseal`, smaps `sl`); restore does not seal.
+pub const ATTR_SEALED: u32 = 1 << 16;
+/// Not a format bit: an x86 shadow stack (smaps `ss`), which restore cannot make.
+pub const ATTR_SHADOW_STACK: u32 = 1 << 17;
+
 /// The `raw::VMA_ATTR_*` bits of a smaps `VmFlags` value (the mnemonics of the kernel's
-/// `show_smap_vma_flags`).
+/// `show_smap_vma_flags`), with [`ATTR_SEALED`] and [`ATTR_SHADOW_STACK`].
 pub fn attrs_of_vmflags(flags: &str) -> u32 {
     flags.split_ascii_whitespace().fold(0, |a, f| {
         a | match f {
@@ -106,6 +111,8 @@ pub fn attrs_of_vmflags(flags: &str) -> u32 {
             "mg" => raw::VMA_ATTR_MERGEABLE,
             "lo" => raw::VMA_ATTR_LOCKED,
             "lf" => raw::VMA_ATTR_LOCKONFAULT,
+            "sl" => ATTR_SEALED,
+            "ss" => ATTR_SHADOW_STACK,
             _ => 0,
         }
     })

@@ -214,7 +214,8 @@ pub(crate) fn read_frozen(
     let heap_end = maps.iter().find(|m| m.path == "[heap]").map(|m| m.end);
     let mm = mm_record(&stat, heap_end);
     let vmas = super::vma::vma_recs_with(pid, &maps, &attrs);
-    let state = super::state::capture(pid)?;
+    let mut state = super::state::capture(pid)?;
+    state.fidelity.extend(super::vma::fidelity(&vmas));
     Ok((
         Meta {
             header: header(crid, page_size),

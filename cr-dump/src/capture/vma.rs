@@ -16,7 +16,10 @@
 //! and, only when the mappings changed since, again while the task is frozen
 //! ([`read_maps_frozen`]).
 
-use super::check::{is_deleted, is_shared_anon, read_text, split_smaps, Inspection};
+use super::check::{
+    is_deleted, is_shared_anon, read_text, split_smaps, Inspection, ATTR_SEALED, ATTR_SHADOW_STACK,
+};
+use super::state::{Action, Fidelity};
 use crate::error::Result;
 use crate::procfs::{self, MapsEntry};
 use crate::span::{AddrRange, PageSpan};
@@ -126,7 +129,9 @@ pub struct VmaRec {
     pub vma: raw::Vma,
     /// File path (file mappings only).
     pub path: Vec<u8>,
-    /// `raw::VMA_ATTR_*` bits (from smaps; 0 when only maps was read).
+    /// `raw::VMA_ATTR_*` bits (from smaps; 0 when only maps was read), and the crate's own
+    /// [`super::check::ATTR_SEALED`] and [`super::check::ATTR_SHADOW_STACK`] above them (never
+    /// written).
     pub attrs: u32,
     kind: VmaKind,
     policy: Policy,
@@ -202,9 +207,10 @@ impl VmaRec {
     /// Writes its Vma record, and a VmaAttr record right after it when it has attributes.
     pub fn write<S: Sink>(&self, w: &mut Writer<S>) -> Result<()> {
         w.vma(&self.vma, &self.path)?;
-        if self.attrs != 0 {
+        let attrs = self.attrs & raw::VMA_ATTR_KNOWN;
+        if attrs != 0 {
             let mut a = raw::VmaAttr::new_zeroed();
-            a.attrs = self.attrs.into();
+            a.attrs = attrs.into();
             w.vma_attr(&a)?;
         }
         Ok(())
@@ -338,6 +344,78 @@ pub(crate) fn vma_recs_with(pid: i32, maps: &[MapsEntry], attrs: &[u32]) -> Vec<
             v
         })
         .collect()
+}
+
+/// The fidelity report's lines for the kinds of memory among `vmas`: shared anonymous memory,
+/// deleted files, madvise flags and locks (restored), seals and shadow stacks (lost).
+pub(crate) fn fidelity(vmas: &[VmaRec]) -> Vec<Fidelity> {
+    let mut out = Vec::new();
+    for v in vmas {
+        let (a, b) = (v.vma.start.get(), v.vma.end.get());
+        let item = format!("memory {a:x}-{b:x}");
+        let line = |kind: String, action: Action, note: &str| Fidelity {
+            item: item.clone(),
+            kind,
+            action,
+            note: note.to_string(),
+        };
+        match v.policy {
+            Policy::Shared => out.push(line(
+                format!("shared anonymous memory (inode {})", v.vma.inode.get()),
+                Action::Restore,
+                "",
+            )),
+            Policy::Whole => out.push(line(
+                format!("private mapping of {}", String::from_utf8_lossy(&v.path)),
+                Action::Restore,
+                "",
+            )),
+            _ => {}
+        }
+        let known = v.attrs & raw::VMA_ATTR_KNOWN;
+        if known != 0 {
+            out.push(line(
+                format!("attributes {}", attr_names(known)),
+                Action::Restore,
+                "",
+            ));
+        }
+        if v.attrs & ATTR_SEALED != 0 {
+            out.push(line(
+                "sealed (mseal)".into(),
+                Action::Lost,
+                "restore does not seal mappings: the restored one can be changed or unmapped",
+            ));
+        }
+        if v.attrs & ATTR_SHADOW_STACK != 0 {
+            out.push(line(
+                "shadow stack".into(),
+                Action::Lost,
+                "restore makes ordinary memory of it; the task's shadow stack is not enabled",
+            ));
+        }
+    }
+    out
+}
+
+/// `VMA_ATTR_*` bits by name.
+fn attr_names(attrs: u32) -> String {
+    const NAMES: [(u32, &str); 8] = [
+        (raw::VMA_ATTR_DONTFORK, "dontfork"),
+        (raw::VMA_ATTR_DONTDUMP, "dontdump"),
+        (raw::VMA_ATTR_WIPEONFORK, "wipeonfork"),
+        (raw::VMA_ATTR_HUGEPAGE, "hugepage"),
+        (raw::VMA_ATTR_NOHUGEPAGE, "nohugepage"),
+        (raw::VMA_ATTR_MERGEABLE, "mergeable"),
+        (raw::VMA_ATTR_LOCKED, "locked"),
+        (raw::VMA_ATTR_LOCKONFAULT, "lock-on-fault"),
+    ];
+    let n: Vec<&str> = NAMES
+        .iter()
+        .filter(|(b, _)| attrs & b != 0)
+        .map(|p| p.1)
+        .collect();
+    n.join(",")
 }
 
 /// [`crate::capture::memory::for_each_span`] for a VMA whose pages are those of its object
