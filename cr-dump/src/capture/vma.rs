@@ -14,7 +14,7 @@
 //!
 //! Attributes (`VMA_ATTR_*`) come from `VmFlags` of `/proc/PID/smaps`, read at the inspection
 //! and, only when the mappings changed since, again while the task is frozen
-//! ([`read_maps_frozen`]).
+//! (`read_maps_frozen`).
 
 use super::check::{
     is_deleted, is_shared_anon, read_text, split_smaps, Inspection, ATTR_SEALED, ATTR_SHADOW_STACK,
