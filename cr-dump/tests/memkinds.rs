@@ -339,3 +339,49 @@ fn deleted_file_mapping_keeps_its_contents() {
     assert!(!err.contains("warning"), "{err}");
     assert!(!dir.path().join("mapped").exists());
 }
+
+/// Locked memory restored by a caller who may not lock it (no `CAP_IPC_LOCK`, `RLIMIT_MEMLOCK`
+/// 0): the restore goes on, and a warning names each VMA left unlocked and why.
+#[test]
+fn a_lock_that_fails_at_restore_is_a_warning_naming_it() {
+    for tool in ["setpriv", "prlimit"] {
+        if Command::new(tool)
+            .arg("--version")
+            .run()
+            .status
+            .code()
+            .is_none()
+        {
+            panic!("{tool} is missing (util-linux)");
+        }
+    }
+    let dir = TempDir::new("memkinds-lock");
+    let mut t = memkinds(&[]);
+    let img = image_of(&checkpoint(&dir, &t.pid(), &["--kill"], &[]));
+    let _ = t.child.wait();
+    let mut c = Command::new("setpriv");
+    c.args(["--bounding-set", "-ipc_lock", "--inh-caps", "-ipc_lock"])
+        .args(["prlimit", "--memlock=0:0", BIN, "restore"])
+        .arg(&img)
+        .env("CR_CRID_FILE", dir.path().join("crid"));
+    let mut r = Talk::start(c);
+    let out = r.go();
+    let err = r.stderr();
+    assert!(out.iter().any(|l| l.ends_with("VmLck 0 kB")), "{out:?}");
+    assert!(
+        err.contains("mlock2(MLOCK_ONFAULT) of ") && err.contains("mlock2 of "),
+        "{err}"
+    );
+    assert!(err.contains("CAP_IPC_LOCK"), "{err}");
+}
+
+#[test]
+fn shared_memory_and_attributes_tracked_incremental() {
+    let dir = TempDir::new("memkinds-track");
+    let mut t = memkinds(&["64"]);
+    let maps = t.maps();
+    image_of(&checkpoint(&dir, &t.pid(), &["--track"], &[]));
+    let img = image_of(&checkpoint(&dir, &t.pid(), &["--incremental"], &[]));
+    drop(t);
+    restore_and_check(&dir, &img, &maps, &["64"], "tracked incremental");
+}

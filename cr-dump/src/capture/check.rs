@@ -312,3 +312,49 @@ fn check_arch(pid: i32) -> Result<()> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smaps_split_into_maps_and_attributes() {
+        let text = "\
+7f00-7f01 rw-p 00000000 00:00 0 
+Size:                  4 kB
+VmFlags: rd wr mr mw me dc lo lf ac 
+7f01-7f02 rw-s 00000000 00:01 13                         /dev/zero (deleted)
+Rss:                   0 kB
+VmFlags: rd wr sh mr mw me ms wf hg nh mg dd sl ss 
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
+VmFlags: ex 
+";
+        let (maps, attrs) = split_smaps(text);
+        let maps = procfs::parse_maps(&maps).unwrap();
+        assert_eq!(maps.len(), 3);
+        assert!(is_shared_anon(&maps[1]) && !is_shared_anon(&maps[0]));
+        let locked = raw::VMA_ATTR_DONTFORK | raw::VMA_ATTR_LOCKED | raw::VMA_ATTR_LOCKONFAULT;
+        let all = raw::VMA_ATTR_WIPEONFORK
+            | raw::VMA_ATTR_HUGEPAGE
+            | raw::VMA_ATTR_NOHUGEPAGE
+            | raw::VMA_ATTR_MERGEABLE
+            | raw::VMA_ATTR_DONTDUMP
+            | ATTR_SEALED
+            | ATTR_SHADOW_STACK;
+        assert_eq!(attrs, [locked, all, 0]);
+    }
+
+    #[test]
+    fn deleted_files_are_not_kernel_memory() {
+        let line = |l: &str| procfs::parse_maps(l).unwrap().remove(0);
+        assert!(is_deleted(&line(
+            "7f00-7f01 r--p 00001000 fe:00 77 /tmp/x (deleted)"
+        )));
+        assert!(!is_deleted(&line(
+            "7f00-7f01 rw-s 00000000 00:01 13 /dev/zero (deleted)"
+        )));
+        assert!(!is_deleted(&line(
+            "7f00-7f01 r--p 00001000 fe:00 77 /tmp/x"
+        )));
+    }
+}
