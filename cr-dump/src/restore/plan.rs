@@ -393,14 +393,14 @@ const DELETED: &[u8] = b" (deleted)";
 
 /// A file like the deleted one `v` maps (of its size, empty: the image holds every page of
 /// the mapping that lies within the file), unlinked, so the mapping shows the same name: created
-/// at the original path (`O_EXCL`: never an existing file, never through a symlink, mode 0600)
-/// and removed at once. If that path is taken or cannot be created, an unnamed file
+/// at the original path and removed at once ([`sys::create_unlinked`]: never an existing file,
+/// never through a symlink, mode 0600). If that path is taken or cannot be created, an unnamed file
 /// (`O_TMPFILE`) in its directory or in the temporary directory instead, and a warning.
 fn recreate_deleted(v: &cr_format::read::Vma<'_>, warnings: &mut Vec<String>) -> Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let name = v
         .path
-        .get(..v.path.len() - DELETED.len())
+        .get(..v.path.len().saturating_sub(DELETED.len()))
         .unwrap_or_default();
     let path = Path::new(std::ffi::OsStr::from_bytes(name));
     let size = v.raw.file_size.get();
@@ -414,12 +414,12 @@ fn recreate_deleted(v: &cr_format::read::Vma<'_>, warnings: &mut Vec<String>) ->
         .write(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-    if let Ok(f) = o.clone().create_new(true).open(path) {
-        let removed = std::fs::remove_file(path);
-        let f = sized(f, path)?;
-        if removed.is_ok() {
-            return Ok(f);
-        }
+    let named = match (path.parent(), path.file_name()) {
+        (Some(d), Some(n)) => sys::create_unlinked(d, n).ok(),
+        _ => None,
+    };
+    if let Some(f) = named {
+        return sized(f, path);
     }
     let dir = path
         .parent()
