@@ -274,7 +274,6 @@ fn check_user_space(path: &Path, top: &Image<'_>) -> Result<()> {
 
 /// The VMAs to create, and the files they map (opened now, inherited by the child).
 fn vma_plans(top: &Image<'_>, warnings: &mut Vec<String>) -> Result<(Vec<VmaPlan>, Vec<File>)> {
-    use cr_format::read::Record;
     let mut files: Vec<File> = Vec::new();
     let mut file_paths: Vec<(Vec<u8>, bool)> = Vec::new();
     // Deleted files recreated, by inode: index into `files`.
@@ -366,7 +365,15 @@ fn vma_plans(top: &Image<'_>, warnings: &mut Vec<String>) -> Result<(Vec<VmaPlan
         }
         vmas.push(p);
     }
-    // Each VmaAttr belongs to the Vma just before it.
+    attach_records(top, &mut vmas);
+    mark_apart(&mut vmas);
+    Ok((vmas, files))
+}
+
+/// Sets each VMA's attributes (the VmaAttr after its Vma) and whether the image holds pages of
+/// it.
+fn attach_records(top: &Image<'_>, vmas: &mut [VmaPlan]) {
+    use cr_format::read::Record;
     let mut at: Option<usize> = None;
     for r in top.records() {
         match r.record {
@@ -384,8 +391,6 @@ fn vma_plans(top: &Image<'_>, warnings: &mut Vec<String>) -> Result<(Vec<VmaPlan
             _ => {}
         }
     }
-    mark_apart(&mut vmas);
-    Ok((vmas, files))
 }
 
 /// How maps names a file deleted since it was mapped.
