@@ -23,7 +23,8 @@
 
 #define PG 4096
 
-static unsigned char *shared_a, *shared_b, *shared_c, *dontfork, *wipe, *locked, *lockedf;
+static unsigned char *shared_a, *shared_b, *shared_c, *zero_priv;
+static unsigned char *dontfork, *wipe, *locked, *lockedf;
 
 static unsigned sum(const unsigned char *p, size_t n) {
     unsigned s = 0;
@@ -113,6 +114,7 @@ static void go(void) {
     st = in_child(read_wipe);
     printf("wipeonfork: parent %d child %d\n", wipe[5], WEXITSTATUS(st));
     printf("locked %02x %02x VmLck %ld kB\n", locked[0], lockedf[0], vmlck());
+    printf("private /dev/zero %08x\n", sum(zero_priv, 3 * PG));
     printf("done\n");
 }
 
@@ -130,6 +132,10 @@ int main(int argc, char **argv) {
     if (z < 0)
         die("/dev/zero");
     shared_b = map(3 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, z);
+    /* Private memory from /dev/zero: anonymous, named after the device in maps. */
+    zero_priv = map(3 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, z);
+    zero_priv[5] = 9;
+    zero_priv[2 * PG] = 7;
     close(z);
     for (int i = 0; i < 3 * PG; i++)
         shared_b[i] = (unsigned char)(i * 7 + 3);

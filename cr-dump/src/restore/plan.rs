@@ -318,6 +318,19 @@ fn vma_plans(top: &Image<'_>, warnings: &mut Vec<String>) -> Result<(Vec<VmaPlan
             vmas.push(p);
             continue;
         }
+        if p.kind == raw::VMA_FILE && !shared && v.path == DEV_ZERO.as_bytes() {
+            // Private memory made by mapping /dev/zero: anonymous, named after the device.
+            p.file = Some(match file_paths.iter().position(|(q, _)| q == v.path) {
+                Some(i) => i,
+                None => {
+                    files.push(open_dev_zero()?);
+                    file_paths.push((v.path.to_vec(), false));
+                    files.len() - 1
+                }
+            });
+            vmas.push(p);
+            continue;
+        }
         if p.kind == raw::VMA_FILE {
             let fp = Path::new(std::ffi::OsStr::from_bytes(v.path));
             let rw = shared && p.prot & raw::PROT_WRITE != 0;
@@ -391,6 +404,31 @@ fn attach_records(top: &Image<'_>, vmas: &mut [VmaPlan]) {
             _ => {}
         }
     }
+}
+
+/// The zero device.
+const DEV_ZERO: &str = "/dev/zero";
+
+/// `/dev/zero`, checked to be the zero device (character device 1:5), never through a
+/// symlink.
+fn open_dev_zero() -> Result<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(DEV_ZERO)
+        .map_err(|e| {
+            other(format!(
+                "{DEV_ZERO} (for private memory mapped from it): {e}"
+            ))
+        })?;
+    let md = f
+        .metadata()
+        .map_err(|e| other(format!("{DEV_ZERO}: {e}")))?;
+    if !md.file_type().is_char_device() || md.rdev() != libc::makedev(1, 5) {
+        return Err(other(format!("{DEV_ZERO} is not the zero device (1:5)")));
+    }
+    Ok(f)
 }
 
 /// How maps names a file deleted since it was mapped.
