@@ -81,7 +81,7 @@ pub fn inspect(pid: i32) -> Result<Inspection> {
     let (maps, attrs) = split_smaps(&read_text(pid, "smaps")?);
     let maps = procfs::parse_maps(&maps)?;
     check_maps(pid, &maps)?;
-    check_shared_anon(pid, &maps)?;
+    check_shared_anon(pid, &maps, Scope::All)?;
     check_arch(pid)?;
     Ok(Inspection {
         pid,
@@ -227,24 +227,68 @@ pub(crate) fn check_maps(pid: i32, maps: &[MapsEntry]) -> Result<()> {
     Ok(())
 }
 
+/// Which processes [`check_shared_anon`] looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Every process (at the inspection).
+    All,
+    /// The task's descendants (while it is frozen: only a fork since the inspection can have
+    /// given the memory to a process that did not map it then).
+    Descendants,
+}
+
+/// The descendants of `pid` (children of each of its threads, and theirs).
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    // Bounded: a pid is visited once.
+    while let Some(p) = todo.pop() {
+        let Ok(threads) = std::fs::read_dir(procfs::path(p, "task")) else {
+            continue;
+        };
+        let mut kids = String::new();
+        for t in threads.flatten() {
+            let name = format!("task/{}/children", t.file_name().to_string_lossy());
+            if let Ok(b) = procfs::read(p, &name) {
+                kids.push_str(&String::from_utf8_lossy(&b));
+                kids.push(' ');
+            }
+        }
+        for k in kids
+            .split_whitespace()
+            .filter_map(|n| n.parse::<i32>().ok())
+        {
+            if k != pid && !out.contains(&k) {
+                out.push(k);
+                todo.push(k);
+            }
+        }
+    }
+    out
+}
+
 /// Refuses a task with shared anonymous memory that another process also maps (found by the
 /// object's device and inode among every process's maps), naming that process: its pages
 /// would change under the image, and restore could not share them with it again. Processes
-/// traced by us (twins of earlier checkpoints) do not count. Reads `/proc/*/maps` only when
-/// the task has shared anonymous memory.
-pub(crate) fn check_shared_anon(pid: i32, maps: &[MapsEntry]) -> Result<()> {
+/// traced by us (twins of earlier checkpoints) do not count. Reads the maps of the processes
+/// of `scope` only when the task has shared anonymous memory.
+pub(crate) fn check_shared_anon(pid: i32, maps: &[MapsEntry], scope: Scope) -> Result<()> {
     let mine: Vec<&MapsEntry> = maps.iter().filter(|m| is_shared_anon(m)).collect();
     if mine.is_empty() {
         return Ok(());
     }
     let me = i32::try_from(std::process::id()).unwrap_or(0);
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Ok(());
+    let others = match scope {
+        Scope::All => std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Scope::Descendants => descendants(pid),
     };
-    for e in dir.flatten() {
-        let Some(other) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
+    for other in others {
         if other == pid || other == me {
             continue;
         }

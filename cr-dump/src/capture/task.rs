@@ -194,7 +194,7 @@ pub(crate) fn read_frozen(
     check_threads(pid, &status)?;
     let (maps, attrs) = super::vma::read_maps_frozen(ins)?;
     check_maps(pid, &maps)?;
-    super::check::check_shared_anon(pid, &maps)?;
+    super::check::check_shared_anon(pid, &maps, super::check::Scope::Descendants)?;
     // Frozen by the caller: `ins` was taken before the freeze, and so only names the task.
     let (regs, xsave) = read_regs(Tracee::new(pid))?;
     let personality = procfs::parse_personality(&read_text(pid, "personality")?)?;
