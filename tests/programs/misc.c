@@ -3,7 +3,7 @@
  * usage: misc MODE
  *   spin     loop forever (sleeping)
  *   threads  start a second thread, then loop
- *   shared   map anonymous shared writable memory, then loop
+ *   shared   map anonymous shared writable memory that a child process also maps, then loop
  *   zombie   fork a child that exits at once and is never reaped; print `child PID`, loop
  * Prints `ready` once set up.
  */
@@ -11,7 +11,9 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 static void *thread_main(void *arg) {
@@ -32,6 +34,12 @@ int main(int argc, char **argv) {
         if (p == MAP_FAILED)
             return 1;
         p[0] = 1;
+        /* The child keeps the mapping (and dies with us). */
+        if (fork() == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            for (;;)
+                pause();
+        }
     } else if (strcmp(mode, "zombie") == 0) {
         pid_t c = fork();
         if (c == 0)

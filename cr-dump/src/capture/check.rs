@@ -3,8 +3,10 @@
 
 use crate::error::{Error, Result};
 use crate::procfs::{self, MapsEntry, Stat, Status};
+use cr_format::raw;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::time::Instant;
 
 /// The state of the task read before the freeze, which passed the checkpointability check.
 #[derive(Clone, Debug)]
@@ -15,8 +17,12 @@ pub struct Inspection {
     pub stat: Stat,
     /// `/proc/PID/status`.
     pub status: Status,
-    /// `/proc/PID/maps`.
+    /// `/proc/PID/maps` (the header lines of smaps).
     pub maps: Vec<MapsEntry>,
+    /// For each of `maps`, its `raw::VMA_ATTR_*` bits (smaps `VmFlags`).
+    pub attrs: Vec<u32>,
+    /// When smaps was read.
+    pub at: Instant,
 }
 
 /// The refusal of `pid`, with its reason.
@@ -71,15 +77,64 @@ pub fn inspect(pid: i32) -> Result<Inspection> {
         ));
     }
     check_threads(pid, &status)?;
-    let maps = procfs::parse_maps(&read_text(pid, "maps")?)?;
+    let at = Instant::now();
+    let (maps, attrs) = split_smaps(&read_text(pid, "smaps")?);
+    let maps = procfs::parse_maps(&maps)?;
     check_maps(pid, &maps)?;
+    check_shared_anon(pid, &maps, Scope::All)?;
     check_arch(pid)?;
     Ok(Inspection {
         pid,
         stat,
         status,
         maps,
+        attrs,
+        at,
     })
+}
+
+/// Not a format bit: the mapping is sealed (`mseal`, smaps `sl`); restore does not seal.
+pub const ATTR_SEALED: u32 = 1 << 16;
+/// Not a format bit: an x86 shadow stack (smaps `ss`), which restore cannot make.
+pub const ATTR_SHADOW_STACK: u32 = 1 << 17;
+
+/// The `raw::VMA_ATTR_*` bits of a smaps `VmFlags` value (the mnemonics of the kernel's
+/// `show_smap_vma_flags`), with [`ATTR_SEALED`] and [`ATTR_SHADOW_STACK`].
+pub fn attrs_of_vmflags(flags: &str) -> u32 {
+    flags.split_ascii_whitespace().fold(0, |a, f| {
+        a | match f {
+            "dc" => raw::VMA_ATTR_DONTFORK,
+            "dd" => raw::VMA_ATTR_DONTDUMP,
+            "wf" => raw::VMA_ATTR_WIPEONFORK,
+            "hg" => raw::VMA_ATTR_HUGEPAGE,
+            "nh" => raw::VMA_ATTR_NOHUGEPAGE,
+            "mg" => raw::VMA_ATTR_MERGEABLE,
+            "lo" => raw::VMA_ATTR_LOCKED,
+            "lf" => raw::VMA_ATTR_LOCKONFAULT,
+            "sl" => ATTR_SEALED,
+            "ss" => ATTR_SHADOW_STACK,
+            _ => 0,
+        }
+    })
+}
+
+/// Splits smaps text into its maps lines and, for each, the `VMA_ATTR_*` bits of its VmFlags.
+pub fn split_smaps(text: &str) -> (String, Vec<u32>) {
+    let mut maps = String::with_capacity(text.len() / 12);
+    let mut attrs = Vec::new();
+    for l in text.lines() {
+        // Header lines start with the range in lowercase hex; field names are capitalized.
+        if l.starts_with(|c: char| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+            maps.push_str(l);
+            maps.push('\n');
+            attrs.push(0);
+        } else if let Some(f) = l.strip_prefix("VmFlags:") {
+            if let Some(a) = attrs.last_mut() {
+                *a = attrs_of_vmflags(f);
+            }
+        }
+    }
+    (maps, attrs)
 }
 
 /// Refuses a multi-threaded task.
@@ -96,23 +151,178 @@ pub(crate) fn check_threads(pid: i32, status: &Status) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a task without memory or with shared writable memory.
+/// How the kernel names a shared anonymous mapping (and `/dev/zero` mapped shared) in maps.
+pub const SHARED_ANON_NAME: &str = "/dev/zero (deleted)";
+
+/// Whether `m` is shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`, or `/dev/zero` mapped
+/// shared: both are a file of the kernel's internal shmem mount, device major 0).
+pub fn is_shared_anon(m: &MapsEntry) -> bool {
+    m.shared && m.dev_major == 0 && m.path == SHARED_ANON_NAME
+}
+
+/// Whether `m` maps a file deleted since it was mapped (not memory of the kernel's own
+/// mounts, whose names also end so).
+pub fn is_deleted(m: &MapsEntry) -> bool {
+    m.path.starts_with('/') && m.path.ends_with(" (deleted)") && m.inode != 0 && m.dev_major != 0
+}
+
+/// Refuses a task without memory, with shared writable file memory, System V shared memory,
+/// a shared memfd mapping, or shared anonymous memory that another process also maps.
 pub(crate) fn check_maps(pid: i32, maps: &[MapsEntry]) -> Result<()> {
     if maps.is_empty() {
         return Err(refuse(pid, "it has no memory map (a kernel thread?)"));
     }
-    if let Some(m) = maps.iter().find(|m| m.shared && m.write) {
-        let what = if m.path.is_empty() {
-            "anonymous shared memory"
-        } else {
-            m.path.as_str()
+    let range = |m: &MapsEntry| format!("{:x}-{:x}", m.start, m.end);
+    for m in maps.iter().filter(|m| m.shared) {
+        let sysv = m.path.starts_with("/SYSV") && m.dev_major == 0;
+        let memfd = m.path.starts_with("/memfd:") && m.dev_major == 0;
+        if sysv {
+            return Err(refuse(
+                pid,
+                format!(
+                    "it has System V shared memory attached at {} ({}): the segment belongs to \
+                     the IPC namespace, not the task, and images do not hold it",
+                    range(m),
+                    m.path
+                ),
+            ));
+        }
+        if memfd {
+            return Err(refuse(
+                pid,
+                format!(
+                    "it has a shared mapping {} of a memfd ({}): images do not hold \
+                     mapped memfds",
+                    range(m),
+                    m.path
+                ),
+            ));
+        }
+        if is_shared_anon(m) {
+            continue;
+        }
+        if is_deleted(m) {
+            return Err(refuse(
+                pid,
+                format!(
+                    "it has a shared mapping {} of a deleted file ({}): images hold the \
+                     contents of private mappings of deleted files only",
+                    range(m),
+                    m.path
+                ),
+            ));
+        }
+        if m.write {
+            return Err(refuse(
+                pid,
+                format!(
+                    "it has a shared writable mapping {} ({}): shared memory cannot \
+                     be captured consistently",
+                    range(m),
+                    m.path
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Which processes [`check_shared_anon`] looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Every process (at the inspection).
+    All,
+    /// The task's descendants (while it is frozen: only a fork since the inspection can have
+    /// given the memory to a process that did not map it then).
+    Descendants,
+}
+
+/// The descendants of `pid` (children of each of its threads, and theirs).
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    // Bounded: a pid is visited once.
+    while let Some(p) = todo.pop() {
+        let Ok(threads) = std::fs::read_dir(procfs::path(p, "task")) else {
+            continue;
         };
+        let mut kids = String::new();
+        for t in threads.flatten() {
+            let name = format!("task/{}/children", t.file_name().to_string_lossy());
+            if let Ok(b) = procfs::read(p, &name) {
+                kids.push_str(&String::from_utf8_lossy(&b));
+                kids.push(' ');
+            }
+        }
+        for k in kids
+            .split_whitespace()
+            .filter_map(|n| n.parse::<i32>().ok())
+        {
+            if k != pid && !out.contains(&k) {
+                out.push(k);
+                todo.push(k);
+            }
+        }
+    }
+    out
+}
+
+/// Refuses a task with shared anonymous memory that another process also maps (found by the
+/// object's device and inode among every process's maps), naming that process: its pages
+/// would change under the image, and restore could not share them with it again. Processes
+/// traced by us (twins of earlier checkpoints) do not count. Reads the maps of the processes
+/// of `scope` only when the task has shared anonymous memory.
+pub(crate) fn check_shared_anon(pid: i32, maps: &[MapsEntry], scope: Scope) -> Result<()> {
+    let mine: Vec<&MapsEntry> = maps.iter().filter(|m| is_shared_anon(m)).collect();
+    if mine.is_empty() {
+        return Ok(());
+    }
+    let me = i32::try_from(std::process::id()).unwrap_or(0);
+    let others = match scope {
+        Scope::All => std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Scope::Descendants => descendants(pid),
+    };
+    for other in others {
+        if other == pid || other == me {
+            continue;
+        }
+        // Gone meanwhile, or not ours to read: nothing to compare.
+        let Ok(text) = read_text(other, "maps") else {
+            continue;
+        };
+        let Some(m) = text
+            .lines()
+            .filter(|l| l.ends_with(SHARED_ANON_NAME))
+            .filter_map(|l| procfs::parse_maps(l).ok()?.into_iter().next())
+            .find_map(|o| {
+                mine.iter().find(|m| {
+                    (m.dev_major, m.dev_minor, m.inode) == (o.dev_major, o.dev_minor, o.inode)
+                })
+            })
+        else {
+            continue;
+        };
+        let status = read_text(other, "status")
+            .ok()
+            .and_then(|t| procfs::parse_status(&t).ok());
+        if status.as_ref().map(|s| s.tracer_pid) == Some(me) {
+            continue;
+        }
+        let name = procfs::parse_stat(&read_text(other, "stat").unwrap_or_default())
+            .map(|s| s.comm)
+            .unwrap_or_default();
         return Err(refuse(
             pid,
             format!(
-                "it has a shared writable mapping {:x}-{:x} ({what}): shared memory cannot be \
-                 captured consistently",
-                m.start, m.end
+                "its shared anonymous memory {:x}-{:x} (inode {}) is also mapped by \
+                 process {other} ({name}): memory shared with another process cannot be captured consistently",
+                m.start, m.end, m.inode
             ),
         ));
     }
@@ -144,5 +354,51 @@ fn check_arch(pid: i32) -> Result<()> {
             pid,
             format!("unsupported architecture: ELF class {c}, e_machine {m} (only x86-64)"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smaps_split_into_maps_and_attributes() {
+        let text = "\
+7f00-7f01 rw-p 00000000 00:00 0 
+Size:                  4 kB
+VmFlags: rd wr mr mw me dc lo lf ac 
+7f01-7f02 rw-s 00000000 00:01 13                         /dev/zero (deleted)
+Rss:                   0 kB
+VmFlags: rd wr sh mr mw me ms wf hg nh mg dd sl ss 
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
+VmFlags: ex 
+";
+        let (maps, attrs) = split_smaps(text);
+        let maps = procfs::parse_maps(&maps).unwrap();
+        assert_eq!(maps.len(), 3);
+        assert!(is_shared_anon(&maps[1]) && !is_shared_anon(&maps[0]));
+        let locked = raw::VMA_ATTR_DONTFORK | raw::VMA_ATTR_LOCKED | raw::VMA_ATTR_LOCKONFAULT;
+        let all = raw::VMA_ATTR_WIPEONFORK
+            | raw::VMA_ATTR_HUGEPAGE
+            | raw::VMA_ATTR_NOHUGEPAGE
+            | raw::VMA_ATTR_MERGEABLE
+            | raw::VMA_ATTR_DONTDUMP
+            | ATTR_SEALED
+            | ATTR_SHADOW_STACK;
+        assert_eq!(attrs, [locked, all, 0]);
+    }
+
+    #[test]
+    fn deleted_files_are_not_kernel_memory() {
+        let line = |l: &str| procfs::parse_maps(l).unwrap().remove(0);
+        assert!(is_deleted(&line(
+            "7f00-7f01 r--p 00001000 fe:00 77 /tmp/x (deleted)"
+        )));
+        assert!(!is_deleted(&line(
+            "7f00-7f01 rw-s 00000000 00:01 13 /dev/zero (deleted)"
+        )));
+        assert!(!is_deleted(&line(
+            "7f00-7f01 r--p 00001000 fe:00 77 /tmp/x"
+        )));
     }
 }

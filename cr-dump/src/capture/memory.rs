@@ -50,6 +50,9 @@ pub(crate) fn for_each_span(
     if policy == Policy::Skip {
         return Ok(());
     }
+    if matches!(policy, Policy::Shared | Policy::Whole) {
+        return super::vma::for_each_object_span(pid, v, page_size, max_pages, f);
+    }
     let first = v.vma.start.get() / page_size;
     let last = v.vma.end.get() / page_size;
     let mut entries = Vec::new();

@@ -109,7 +109,7 @@ impl Snapshot {
     fn write_records<S: Sink>(&self, w: &mut Writer<S>) -> Result<Summary> {
         self.meta.write(w)?;
         for v in &self.vmas {
-            w.vma(&v.vma.vma, &v.vma.path)?;
+            v.vma.write(w)?;
             for r in &v.records {
                 let data = self.buf.get(r.data.clone()).ok_or_else(|| {
                     Error::Other(format!(

@@ -100,18 +100,18 @@ impl TaskState {
     }
 }
 
-/// Reads the state of the frozen task `pid` (stopped under our ptrace).
+/// Reads the state of the frozen task `pid` (stopped under our ptrace). The caller adds the
+/// memory's fidelity lines, then calls [`strict_check`].
 pub(crate) fn capture(pid: i32, opts: &StateOptions) -> Result<TaskState> {
     let mut st = TaskState::default();
     super::files::capture(pid, &mut st, opts)?;
     super::process::capture(pid, &mut st)?;
-    strict_check(pid, &st, opts)?;
     Ok(st)
 }
 
 /// With `--strict`, refuses (while the task is frozen: the capture fails and the task is let
 /// go as it was, no image written) when anything would not be restored exactly.
-fn strict_check(pid: i32, st: &TaskState, opts: &StateOptions) -> Result<()> {
+pub(crate) fn strict_check(pid: i32, st: &TaskState, opts: &StateOptions) -> Result<()> {
     if !opts.strict {
         return Ok(());
     }

@@ -234,7 +234,7 @@ fn write_records<W: Write>(
         let v = vmas
             .get(i)
             .ok_or_else(|| Error::Other(format!("internal: no VMA {i} to write")))?;
-        w.vma(&v.vma, &v.path).map_err(|e| sink_err(w, e))?;
+        v.write(w).map_err(|e| sink_err(w, e))?;
     }
     for (r, crc) in plans {
         let data = buf.get(r.data.clone()).ok_or_else(|| {

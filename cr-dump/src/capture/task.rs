@@ -193,8 +193,9 @@ pub(crate) fn read_frozen(
     let status = procfs::parse_status(&read_text(pid, "status")?)?;
     let stat = procfs::parse_stat(&read_text(pid, "stat")?)?;
     check_threads(pid, &status)?;
-    let maps = procfs::parse_maps(&read_text(pid, "maps")?)?;
+    let (maps, attrs) = super::vma::read_maps_frozen(ins)?;
     check_maps(pid, &maps)?;
+    super::check::check_shared_anon(pid, &maps, super::check::Scope::Descendants)?;
     // Frozen by the caller: `ins` was taken before the freeze, and so only names the task.
     let (regs, xsave) = read_regs(Tracee::new(pid))?;
     let personality = procfs::parse_personality(&read_text(pid, "personality")?)?;
@@ -213,8 +214,10 @@ pub(crate) fn read_frozen(
     let task = task_record(&status, &stat, ins.stat.state, personality)?;
     let heap_end = maps.iter().find(|m| m.path == "[heap]").map(|m| m.end);
     let mm = mm_record(&stat, heap_end);
-    let vmas = maps.iter().map(|m| VmaRec::of(pid, m)).collect();
-    let state = super::state::capture(pid, state_opts)?;
+    let vmas = super::vma::vma_recs_with(pid, &maps, &attrs);
+    let mut state = super::state::capture(pid, state_opts)?;
+    state.fidelity.extend(super::vma::fidelity(&vmas));
+    super::state::strict_check(pid, &state, state_opts)?;
     Ok((
         Meta {
             header: header(crid, page_size),

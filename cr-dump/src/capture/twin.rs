@@ -22,7 +22,8 @@
 //! `PTRACE_O_EXITKILL` is set) faults at once.
 //!
 //! The twin is checked before it is used: every VMA to store must be in it with the same bounds
-//! (`MADV_DONTFORK` memory is not copied to a child), and every anonymous VMA with pages in the
+//! (`MADV_DONTFORK` memory is not copied to a child) and private (a child shares shared memory
+//! instead of copying it), and every anonymous VMA with pages in the
 //! task must have pages in the twin (`MADV_WIPEONFORK` memory is emptied). Otherwise, or when the
 //! task has a seccomp filter (which could kill it for the injected calls), or the clone fails,
 //! [`make`] says why and the caller copies the memory while the task is stopped instead.
@@ -288,6 +289,10 @@ fn check(pid: i32, twin: &Twin, vmas: &[VmaRec]) -> Result<Option<String>> {
     };
     for v in vmas.iter().filter(|v| v.stored()) {
         let (a, b) = (v.vma.start.get(), v.vma.end.get());
+        if let Some(why) = v.not_copied_by_fork() {
+            // The twin maps the same object: it would see the task's later writes.
+            return Ok(Some(format!("VMA {a:#x}-{b:#x} {why}")));
+        }
         let r = AddrRange::new(a, b)
             .ok_or_else(|| Error::Other(format!("VMA {a:#x}-{b:#x} of pid {pid} is inverted")))?;
         if !maps.iter().any(|m| m.start == a && m.end == b) {

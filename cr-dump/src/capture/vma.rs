@@ -5,14 +5,29 @@
 //! or swapped; for private file mappings, only the pages that are anonymous per
 //! `/proc/PID/pagemap` (written, so copied-on-write); nothing of shared (read-only) mappings,
 //! whose contents are the file's, nor of the vDSO, vvar and vsyscall areas, which are recorded
-//! as VMAs only.
+//! as VMAs only. Shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`, or `/dev/zero` mapped
+//! shared: the kernel shows both as `/dev/zero (deleted)` on its internal shmem mount, device
+//! major 0) is recorded as a `VMA_ANON` Vma with `VMA_SHARED`, no path, and the shmem inode in
+//! `inode` (VMAs of one object share it, and `offset` is their place in it); every page of the
+//! object that holds data is stored, whether or not the task's page tables map it (a page
+//! written by a child that has exited, or paged out, is in the object only).
+//!
+//! Attributes (`VMA_ATTR_*`) come from `VmFlags` of `/proc/PID/smaps`, read at the inspection
+//! and, only when the mappings changed since, again while the task is frozen
+//! (`read_maps_frozen`).
 
-use super::check::Inspection;
+use super::check::{
+    is_deleted, is_shared_anon, read_text, split_smaps, Inspection, ATTR_SEALED, ATTR_SHADOW_STACK,
+};
+use super::state::{Action, Fidelity};
 use crate::error::Result;
 use crate::procfs::{self, MapsEntry};
 use crate::span::{AddrRange, PageSpan};
+use crate::sys;
 use cr_format::raw;
+use cr_format::write::{Sink, Writer};
 use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
 use zerocopy::FromZeros;
 
 /// What a mapping is, from its `/proc/PID/maps` name (the image's `Vma::kind`).
@@ -32,6 +47,8 @@ pub enum VmaKind {
     Vvar,
     /// `[vsyscall]`.
     Vsyscall,
+    /// Shared anonymous memory: `/dev/zero (deleted)`, shared, on device major 0.
+    SharedAnon,
 }
 
 impl VmaKind {
@@ -43,6 +60,7 @@ impl VmaKind {
             "[vdso]" => VmaKind::Vdso,
             p if p.starts_with("[vvar") => VmaKind::Vvar,
             "[vsyscall]" => VmaKind::Vsyscall,
+            _ if is_shared_anon(m) => VmaKind::SharedAnon,
             p if p.starts_with('/') && m.inode != 0 => VmaKind::File,
             _ => VmaKind::Anon,
         }
@@ -51,7 +69,7 @@ impl VmaKind {
     /// Its `raw::VMA_*` value.
     pub fn raw(self) -> u16 {
         match self {
-            VmaKind::Anon => raw::VMA_ANON,
+            VmaKind::Anon | VmaKind::SharedAnon => raw::VMA_ANON,
             VmaKind::Heap => raw::VMA_HEAP,
             VmaKind::Stack => raw::VMA_STACK,
             VmaKind::File => raw::VMA_FILE,
@@ -61,7 +79,7 @@ impl VmaKind {
         }
     }
 
-    /// Anonymous memory of some kind (plain, heap, stack).
+    /// Private anonymous memory of some kind (plain, heap, stack).
     pub fn anon(self) -> bool {
         matches!(self, VmaKind::Anon | VmaKind::Heap | VmaKind::Stack)
     }
@@ -81,6 +99,12 @@ pub enum Policy {
     Present,
     /// Anonymous (copied-on-write) pages of a private file mapping.
     AnonOnly,
+    /// Shared anonymous memory: every page of the object that holds data
+    /// (`SEEK_DATA` on the object; [`Policy::keeps`] gives what the page tables show).
+    Shared,
+    /// A private mapping of a file deleted since: every page up to the end of the file (the
+    /// file is gone: its contents must be in the image).
+    Whole,
 }
 
 impl Policy {
@@ -88,7 +112,8 @@ impl Policy {
     pub fn keeps(self, e: u64) -> bool {
         match self {
             Policy::Skip => false,
-            Policy::Present => e & (procfs::PM_PRESENT | procfs::PM_SWAPPED) != 0,
+            Policy::Present | Policy::Shared => e & (procfs::PM_PRESENT | procfs::PM_SWAPPED) != 0,
+            Policy::Whole => true,
             Policy::AnonOnly => {
                 e & procfs::PM_SWAPPED != 0
                     || (e & procfs::PM_PRESENT != 0 && e & procfs::PM_FILE == 0)
@@ -104,6 +129,10 @@ pub struct VmaRec {
     pub vma: raw::Vma,
     /// File path (file mappings only).
     pub path: Vec<u8>,
+    /// `raw::VMA_ATTR_*` bits (from smaps; 0 when only maps was read), and the crate's own
+    /// [`super::check::ATTR_SEALED`] and [`super::check::ATTR_SHADOW_STACK`] above them (never
+    /// written).
+    pub attrs: u32,
     kind: VmaKind,
     policy: Policy,
 }
@@ -155,8 +184,12 @@ impl VmaRec {
                 v.file_mtime_ns = ns.into();
             }
         }
-        let policy = if kind.special() || m.shared {
+        let policy = if kind == VmaKind::SharedAnon {
+            Policy::Shared
+        } else if kind.special() || m.shared {
             Policy::Skip
+        } else if kind == VmaKind::File && is_deleted(m) {
+            Policy::Whole
         } else if kind == VmaKind::File {
             Policy::AnonOnly
         } else {
@@ -165,8 +198,34 @@ impl VmaRec {
         VmaRec {
             vma: v,
             path,
+            attrs: 0,
             kind,
             policy,
+        }
+    }
+
+    /// Writes its Vma record, and a VmaAttr record right after it when it has attributes.
+    pub fn write<S: Sink>(&self, w: &mut Writer<S>) -> Result<()> {
+        w.vma(&self.vma, &self.path)?;
+        let attrs = self.attrs & raw::VMA_ATTR_KNOWN;
+        if attrs != 0 {
+            let mut a = raw::VmaAttr::new_zeroed();
+            a.attrs = attrs.into();
+            w.vma_attr(&a)?;
+        }
+        Ok(())
+    }
+
+    /// Why a child made by `fork` (a twin) does not hold a copy of it as it is now: `None`
+    /// when it does.
+    pub fn not_copied_by_fork(&self) -> Option<&'static str> {
+        match self.policy {
+            Policy::Shared => Some("is shared memory, which a child shares instead of copying"),
+            Policy::Whole => Some(
+                "maps a deleted file, whose pages a child shares (the task may still write the \
+                 file)",
+            ),
+            _ => None,
         }
     }
 
@@ -196,15 +255,262 @@ impl VmaRec {
             && self.kind.anon()
     }
 
-    /// Whether any of its pages are stored (not the vDSO and the like, not a shared mapping).
+    /// Whether any of its pages are stored (not the vDSO and the like, not a shared file
+    /// mapping).
     pub fn stored(&self) -> bool {
         self.policy != Policy::Skip
     }
 }
 
-/// The VMAs of `ins` as a capture would record them.
+/// The VMAs of `ins` as a capture would record them (without attributes).
 pub fn vma_recs(ins: &Inspection) -> Vec<VmaRec> {
     ins.maps.iter().map(|m| VmaRec::of(ins.pid, m)).collect()
+}
+
+/// How long the attributes read at the inspection stand for the frozen task's (when its
+/// mappings are still the same): longer, and smaps is read again while it is frozen.
+const ATTRS_FRESH: Duration = Duration::from_secs(10);
+
+/// The mappings of the frozen task `pid` with their attributes (`raw::VMA_ATTR_*`).
+///
+/// smaps, the only place that shows them, costs about 7 times what maps does (65,000 mappings:
+/// 300 ms against 45 ms on a busy machine), so the task is not stopped for it when it can be
+/// avoided: while frozen only maps is read, and the attributes are those smaps showed at the
+/// inspection ([`Inspection::attrs`]) if that was less than [`ATTRS_FRESH`] ago, every mapping
+/// is still there with the same range, permissions, offset and inode, and the locked size
+/// (`VmLck`) is the same. Otherwise smaps is read while frozen. What that misses: an madvise
+/// of a whole mapping (no split) in the milliseconds between the inspection and the freeze.
+pub(crate) fn read_maps_frozen(ins: &Inspection) -> Result<(Vec<MapsEntry>, Vec<u32>)> {
+    let pid = ins.pid;
+    if ins.at.elapsed() < ATTRS_FRESH {
+        let maps = procfs::parse_maps(&read_text(pid, "maps")?)?;
+        if let Some(attrs) = same_attrs(ins, &maps)? {
+            return Ok((maps, attrs));
+        }
+    }
+    let (maps, attrs) = split_smaps(&read_text(pid, "smaps")?);
+    let maps = procfs::parse_maps(&maps)?;
+    if maps.len() != attrs.len() {
+        return Err(crate::error::Error::Proc(format!(
+            "/proc/{pid}/smaps: {} mappings but {} attribute sets",
+            maps.len(),
+            attrs.len()
+        )));
+    }
+    Ok((maps, attrs))
+}
+
+/// The attributes of the inspection for `maps` if they still hold (see [`read_maps_frozen`]).
+fn same_attrs(ins: &Inspection, maps: &[MapsEntry]) -> Result<Option<Vec<u32>>> {
+    if maps.len() != ins.maps.len() || ins.attrs.len() != ins.maps.len() {
+        return Ok(None);
+    }
+    let same = |a: &MapsEntry, b: &MapsEntry| {
+        (
+            a.start, a.end, a.read, a.write, a.exec, a.shared, a.offset, a.inode,
+        ) == (
+            b.start, b.end, b.read, b.write, b.exec, b.shared, b.offset, b.inode,
+        )
+    };
+    if !maps.iter().zip(&ins.maps).all(|(a, b)| same(a, b)) {
+        return Ok(None);
+    }
+    let locked = raw::VMA_ATTR_LOCKED | raw::VMA_ATTR_LOCKONFAULT;
+    let locked_kb: u64 = maps
+        .iter()
+        .zip(&ins.attrs)
+        .filter(|(_, &a)| a & locked != 0)
+        .map(|(m, _)| (m.end - m.start) / 1024)
+        .sum();
+    let status = read_text(ins.pid, "status")?;
+    let vmlck = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    Ok((vmlck == locked_kb).then(|| ins.attrs.clone()))
+}
+
+/// The VMAs of `maps` (of `pid`) with `attrs` (one per mapping, from [`read_maps_frozen`]).
+pub(crate) fn vma_recs_with(pid: i32, maps: &[MapsEntry], attrs: &[u32]) -> Vec<VmaRec> {
+    maps.iter()
+        .zip(attrs)
+        .map(|(m, &a)| {
+            let mut v = VmaRec::of(pid, m);
+            // The vDSO and vvar carry kernel-set flags (`dd`) that restore does not set.
+            if !v.kind.special() {
+                v.attrs = a;
+            }
+            v
+        })
+        .collect()
+}
+
+/// The fidelity report's lines for the kinds of memory among `vmas`: shared anonymous memory,
+/// deleted files, madvise flags and locks (restored), seals and shadow stacks (lost).
+pub(crate) fn fidelity(vmas: &[VmaRec]) -> Vec<Fidelity> {
+    let mut out = Vec::new();
+    for v in vmas {
+        let (a, b) = (v.vma.start.get(), v.vma.end.get());
+        let item = format!("memory {a:x}-{b:x}");
+        let line = |kind: String, action: Action, note: &str| Fidelity {
+            item: item.clone(),
+            kind,
+            action,
+            note: note.to_string(),
+        };
+        match v.policy {
+            Policy::Shared => out.push(line(
+                format!("shared anonymous memory (inode {})", v.vma.inode.get()),
+                Action::Restore,
+                "",
+            )),
+            Policy::Whole => out.push(line(
+                format!("private mapping of {}", String::from_utf8_lossy(&v.path)),
+                Action::Restore,
+                "",
+            )),
+            _ => {}
+        }
+        let known = v.attrs & raw::VMA_ATTR_KNOWN;
+        if known != 0 {
+            out.push(line(
+                format!("attributes {}", attr_names(known)),
+                Action::Restore,
+                "",
+            ));
+        }
+        if v.attrs & ATTR_SEALED != 0 {
+            out.push(line(
+                "sealed (mseal)".into(),
+                Action::Lost,
+                "restore does not seal mappings: the restored one can be changed or unmapped",
+            ));
+        }
+        if v.attrs & ATTR_SHADOW_STACK != 0 {
+            out.push(line(
+                "shadow stack".into(),
+                Action::Lost,
+                "restore makes ordinary memory of it; the task's shadow stack is not enabled",
+            ));
+        }
+    }
+    out
+}
+
+/// `VMA_ATTR_*` bits by name.
+fn attr_names(attrs: u32) -> String {
+    const NAMES: [(u32, &str); 8] = [
+        (raw::VMA_ATTR_DONTFORK, "dontfork"),
+        (raw::VMA_ATTR_DONTDUMP, "dontdump"),
+        (raw::VMA_ATTR_WIPEONFORK, "wipeonfork"),
+        (raw::VMA_ATTR_HUGEPAGE, "hugepage"),
+        (raw::VMA_ATTR_NOHUGEPAGE, "nohugepage"),
+        (raw::VMA_ATTR_MERGEABLE, "mergeable"),
+        (raw::VMA_ATTR_LOCKED, "locked"),
+        (raw::VMA_ATTR_LOCKONFAULT, "lock-on-fault"),
+    ];
+    let n: Vec<&str> = NAMES
+        .iter()
+        .filter(|(b, _)| attrs & b != 0)
+        .map(|p| p.1)
+        .collect();
+    n.join(",")
+}
+
+/// [`crate::capture::memory::for_each_span`] for a VMA whose pages are those of its object
+/// rather than of its page tables ([`Policy::Shared`], [`Policy::Whole`]).
+pub(crate) fn for_each_object_span(
+    pid: i32,
+    v: &VmaRec,
+    page_size: u64,
+    max_pages: u64,
+    f: impl FnMut(PageSpan) -> Result<()>,
+) -> Result<()> {
+    if v.policy == Policy::Whole {
+        for_each_deleted_span(v, page_size, max_pages, f)
+    } else {
+        for_each_shared_span(pid, v, page_size, max_pages, f)
+    }
+}
+
+/// Spans of `start..end` of at most `max_pages` pages each.
+fn spans_in(
+    mut a: u64,
+    b: u64,
+    page_size: u64,
+    max_pages: u64,
+    f: &mut impl FnMut(PageSpan) -> Result<()>,
+) -> Result<()> {
+    while a < b {
+        let pages = ((b - a) / page_size).clamp(1, max_pages.max(1));
+        f(PageSpan::new(a, pages))?;
+        a = a.saturating_add(pages.saturating_mul(page_size));
+    }
+    Ok(())
+}
+
+/// The pages of a private mapping of a deleted file that lie within the file (past its end a
+/// page cannot be read: the task would get `SIGBUS` there, and so will the restored one).
+fn for_each_deleted_span(
+    v: &VmaRec,
+    page_size: u64,
+    max_pages: u64,
+    mut f: impl FnMut(PageSpan) -> Result<()>,
+) -> Result<()> {
+    let (start, end) = (v.vma.start.get(), v.vma.end.get());
+    let in_file = v.vma.file_size.get().saturating_sub(v.vma.offset.get());
+    let end = start
+        .saturating_add(in_file.div_ceil(page_size) * page_size)
+        .min(end);
+    spans_in(start, end, page_size, max_pages, &mut f)
+}
+
+/// [`crate::capture::memory::for_each_span`] for shared anonymous memory: the pages of `v`
+/// that hold data in the shared object, found with `SEEK_DATA`/`SEEK_HOLE` on its
+/// `/proc/PID/map_files` link (a page written by another process that has exited, or paged
+/// out, has no page table entry in the task). Without access to map_files (it needs
+/// `CAP_CHECKPOINT_RESTORE` or `CAP_SYS_ADMIN`), every page is stored: reading the holes
+/// gives the object pages of zeros, stored as zero runs.
+fn for_each_shared_span(
+    pid: i32,
+    v: &VmaRec,
+    page_size: u64,
+    max_pages: u64,
+    mut f: impl FnMut(PageSpan) -> Result<()>,
+) -> Result<()> {
+    let (start, end) = (v.vma.start.get(), v.vma.end.get());
+    let off0 = v.vma.offset.get();
+    let mut emit = |a: u64, b: u64| spans_in(a, b, page_size, max_pages, &mut f);
+    let mf = procfs::path(pid, &format!("map_files/{start:x}-{end:x}"));
+    let Ok(file) = std::fs::File::open(&mf) else {
+        return emit(start, end);
+    };
+    let len = end - start;
+    let mut o = off0;
+    while o < off0 + len {
+        let Some(d) = sys::seek_data(&file, o).map_err(|e| seek_err(&mf, e))? else {
+            break;
+        };
+        if d >= off0 + len {
+            break;
+        }
+        let h = sys::seek_hole(&file, d).map_err(|e| seek_err(&mf, e))?;
+        let h = h.unwrap_or(off0 + len).min(off0 + len);
+        // Whole pages: shmem holes and data are page-granular.
+        let a = start + (d - off0) / page_size * page_size;
+        let b = start + (h - off0).div_ceil(page_size) * page_size;
+        emit(a, b.min(end))?;
+        o = h.max(d + 1);
+    }
+    Ok(())
+}
+
+fn seek_err(path: &std::path::Path, e: std::io::Error) -> crate::error::Error {
+    crate::error::Error::io(
+        format!("lseek SEEK_DATA/SEEK_HOLE on {}", path.display()),
+        e,
+    )
 }
 
 /// Page spans of one tracked VMA, from one scan ([`crate::capture::tracking::scan`]), sorted.

@@ -3,7 +3,7 @@
 //! registers.
 
 use super::child::Child;
-use super::plan::{hole, special_areas, Plan};
+use super::plan::{hole, special_areas, Plan, VmaPlan};
 use super::{other, SCRATCH_LEN};
 use crate::error::Result;
 use crate::span::AddrRange;
@@ -111,8 +111,11 @@ fn move_special(c: &mut Child, plan: &Plan, cm: &[(AddrRange, String)]) -> Resul
     Ok(())
 }
 
-/// Step 5: the image's VMAs, readable and writable (private ones) until their pages are in.
+/// Step 5: the image's VMAs, readable and writable (private ones and shared anonymous memory)
+/// until their pages are in.
 pub(super) fn map_vmas(c: &Child, plan: &Plan) -> Result<()> {
+    let mut shared_done: Vec<u64> = Vec::new();
+    let mut pool = ApartPool::new(c, plan)?;
     for v in plan.vmas.iter().filter(|v| !v.special()) {
         let (start, len) = (v.range.start, v.range.len());
         let fixed = libc::MAP_FIXED as u64;
@@ -122,33 +125,289 @@ pub(super) fn map_vmas(c: &Child, plan: &Plan) -> Result<()> {
                 .get(fi)
                 .ok_or_else(|| other(format!("VMA {start:#x}: no file {fi}")))?;
             let fd = u64::try_from(f.as_raw_fd()).map_err(|_| other("a negative descriptor"))?;
-            let (prot, flags) = if v.shared() {
-                (u64::from(v.prot), libc::MAP_SHARED as u64)
+            let prot = if v.final_prot_at_map() {
+                u64::from(v.prot)
             } else {
-                (RW, libc::MAP_PRIVATE as u64)
+                RW
             };
+            let flags = if v.shared() {
+                libc::MAP_SHARED
+            } else {
+                libc::MAP_PRIVATE
+            } as u64;
             let args = [start, len, prot, flags | fixed, fd, v.offset];
             c.call_ok("mmap file", nr::MMAP, args)?
+        } else if v.shared_anon() {
+            if v.inode != 0 && shared_done.contains(&v.inode) {
+                continue;
+            }
+            let avoid: Vec<AddrRange> = pool.iter().map(|p| p.range()).collect();
+            map_shared_anon(c, plan, v, &avoid)?;
+            shared_done.push(v.inode);
+            continue;
         } else {
             let mut flags = PRIVATE_ANON | fixed;
             if v.flags & raw::VMA_GROWSDOWN != 0 {
                 flags |= libc::MAP_GROWSDOWN as u64;
             }
-            c.call_ok("mmap", nr::MMAP, [start, len, RW, flags, u64::MAX, 0])?
+            match pool.as_mut().filter(|_| v.apart) {
+                Some(pool) => pool.move_to(c, v)?,
+                None => c.call_ok("mmap", nr::MMAP, [start, len, RW, flags, u64::MAX, 0])?,
+            }
         };
         if got != start {
             return Err(other(format!("mmap at {start:#x} gave {got:#x}")));
         }
     }
+    if let Some(p) = pool {
+        c.call_ok("munmap", nr::MUNMAP, [p.base, p.len, 0, 0, 0, 0])?;
+    }
     Ok(())
 }
 
-/// Step 7: each private VMA gets its recorded protection.
-pub(super) fn protect(c: &Child, plan: &Plan) -> Result<()> {
-    for v in plan.vmas.iter().filter(|v| !v.special() && !v.shared()) {
+/// Where the VMAs kept apart ([`VmaPlan::apart`]) are made before they are moved into place:
+/// one anonymous mapping in a free place, cut into pieces, one per VMA, every other one in
+/// its second half (a page between the halves), so that no two pieces that become neighbours
+/// were neighbours in the pool. Each piece keeps the page offset it had in the pool, which
+/// does not follow its neighbour's, so they stay apart. The page between the halves is written
+/// first: it gives the pool an `anon_vma`, which every piece keeps (the kernel moves an
+/// anonymous VMA without one to the page offset of its new place, where it would merge).
+struct ApartPool {
+    base: u64,
+    len: u64,
+    /// Where each piece is, in the order of the VMAs.
+    at: std::vec::IntoIter<u64>,
+}
+
+impl ApartPool {
+    /// The pool (mapped), if any VMA is to be kept apart.
+    fn new(c: &Child, plan: &Plan) -> Result<Option<ApartPool>> {
+        let ps = sys::page_size() as u64;
+        let lens: Vec<u64> = plan
+            .vmas
+            .iter()
+            .filter(|v| v.apart)
+            .map(|v| v.range.len())
+            .collect();
+        if lens.is_empty() {
+            return Ok(None);
+        }
+        let half: u64 = lens.iter().step_by(2).sum();
+        let len = lens.iter().sum::<u64>() + ps;
+        let base = hole(&busy(plan), len).ok_or_else(|| other("no room to place VMAs"))?;
+        let (mut first, mut second) = (base, base + half + ps);
+        let at: Vec<u64> = lens
+            .iter()
+            .enumerate()
+            .map(|(k, l)| {
+                let next = if k % 2 == 0 { &mut first } else { &mut second };
+                let a = *next;
+                *next += l;
+                a
+            })
+            .collect();
+        let flags = PRIVATE_ANON | abi::MAP_FIXED_NOREPLACE;
+        let got = c.call_ok("mmap", nr::MMAP, [base, len, RW, flags, u64::MAX, 0])?;
+        if got != base {
+            return Err(other(format!("mmap at {base:#x} gave {got:#x}")));
+        }
+        c.write(base + half, &[0])?;
+        Ok(Some(ApartPool {
+            base,
+            len,
+            at: at.into_iter(),
+        }))
+    }
+
+    /// Its address range.
+    fn range(&self) -> AddrRange {
+        AddrRange {
+            start: self.base,
+            end: self.base + self.len,
+        }
+    }
+
+    /// Moves the next piece to `v`'s place; returns where it went.
+    fn move_to(&mut self, c: &Child, v: &VmaPlan) -> Result<u64> {
+        let (start, len) = (v.range.start, v.range.len());
+        let at = self
+            .at
+            .next()
+            .ok_or_else(|| other(format!("internal: no piece of the pool for {start:#x}")))?;
+        let mflags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+        c.call_ok("mremap", nr::MREMAP, [at, len, len, mflags, start, 0])
+    }
+}
+
+/// The image's VMAs and the scratch area: what a temporary place must avoid.
+fn busy(plan: &Plan) -> Vec<AddrRange> {
+    let mut busy: Vec<AddrRange> = plan.vmas.iter().map(|w| w.range).collect();
+    busy.push(AddrRange {
+        start: plan.scratch,
+        end: plan.scratch + SCRATCH_LEN,
+    });
+    busy
+}
+
+/// One shared anonymous object and every VMA of it (same inode): a single VMA at offset 0 is
+/// mapped in place; otherwise the object is mapped whole in a free place and each VMA moved
+/// (`mremap`) from its offset in it to its address, so they share one object at the recorded
+/// offsets, as in the task; what no VMA took is unmapped.
+fn map_shared_anon(c: &Child, plan: &Plan, v: &VmaPlan, avoid: &[AddrRange]) -> Result<()> {
+    let group: Vec<&VmaPlan> = if v.inode == 0 {
+        vec![v]
+    } else {
+        let g = plan
+            .vmas
+            .iter()
+            .filter(|w| w.shared_anon() && w.inode == v.inode);
+        g.collect()
+    };
+    let shared_anon = (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64;
+    if let [only] = group.as_slice() {
+        if only.offset == 0 {
+            let (start, len) = (only.range.start, only.range.len());
+            let flags = shared_anon | libc::MAP_FIXED as u64;
+            let got = c.call_ok(
+                "mmap shared",
+                nr::MMAP,
+                [start, len, RW, flags, u64::MAX, 0],
+            )?;
+            if got != start {
+                return Err(other(format!("mmap shared at {start:#x} gave {got:#x}")));
+            }
+            return Ok(());
+        }
+    }
+    let size = group
+        .iter()
+        .map(|w| w.offset.saturating_add(w.range.len()))
+        .max()
+        .unwrap_or(0);
+    let mut busy = busy(plan);
+    busy.extend_from_slice(avoid);
+    let tmp = hole(&busy, size)
+        .ok_or_else(|| other(format!("no room for shared memory of {size:#x} bytes")))?;
+    let flags = shared_anon | abi::MAP_FIXED_NOREPLACE;
+    let got = c.call_ok("mmap shared", nr::MMAP, [tmp, size, RW, flags, u64::MAX, 0])?;
+    if got != tmp {
+        return Err(other(format!("mmap shared at {tmp:#x} gave {got:#x}")));
+    }
+    let mflags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+    for w in &group {
+        let (dst, len) = (w.range.start, w.range.len());
+        let args = [tmp + w.offset, len, len, mflags, dst, 0];
+        let got = c.call_ok("mremap shared", nr::MREMAP, args)?;
+        if got != dst {
+            return Err(other(format!("mremap shared to {dst:#x} gave {got:#x}")));
+        }
+    }
+    c.call_ok("munmap", nr::MUNMAP, [tmp, size, 0, 0, 0, 0])?;
+    Ok(())
+}
+
+/// Step 7: each VMA created writable gets its recorded protection, then its madvise flags and
+/// locks (a failure is a warning naming the VMA and why).
+pub(super) fn protect(c: &Child, plan: &Plan, warnings: &mut Vec<String>) -> Result<()> {
+    for v in plan
+        .vmas
+        .iter()
+        .filter(|v| !v.special() && !v.final_prot_at_map())
+    {
         if u64::from(v.prot) != RW {
             let args = [v.range.start, v.range.len(), v.prot.into(), 0, 0, 0];
             c.call_ok("mprotect", nr::MPROTECT, args)?;
+        }
+    }
+    for v in plan.vmas.iter().filter(|v| !v.special() && v.attrs != 0) {
+        set_attrs(c, v, warnings)?;
+    }
+    check_layout(c, plan, warnings)
+}
+
+/// A warning if the child's mappings are not the image's, one for one (the kernel merged
+/// or split some): the restored task would differ where `/proc/PID/maps` shows.
+fn check_layout(c: &Child, plan: &Plan, warnings: &mut Vec<String>) -> Result<()> {
+    let scratch = plan.scratch;
+    let now: Vec<AddrRange> = super::plan::task_maps(c.pid())?
+        .into_iter()
+        .map(|m| m.0)
+        .filter(|r| r.start != scratch)
+        .collect();
+    let want: Vec<AddrRange> = plan.vmas.iter().map(|v| v.range).collect();
+    if now != want {
+        let first = now.iter().zip(&want).find(|(a, b)| a != b);
+        warnings.push(format!(
+            "the restored task has {} mappings where the image has {}{}",
+            now.len(),
+            want.len(),
+            match first {
+                Some((a, b)) => format!(
+                    " (first difference: {:#x}-{:#x} for the image's {:#x}-{:#x})",
+                    a.start, a.end, b.start, b.end
+                ),
+                None => String::new(),
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// The madvise advice for each `VMA_ATTR_*` bit.
+const ADVICE: [(u32, i32, &str); 6] = [
+    (raw::VMA_ATTR_DONTFORK, libc::MADV_DONTFORK, "MADV_DONTFORK"),
+    (raw::VMA_ATTR_DONTDUMP, libc::MADV_DONTDUMP, "MADV_DONTDUMP"),
+    (
+        raw::VMA_ATTR_WIPEONFORK,
+        libc::MADV_WIPEONFORK,
+        "MADV_WIPEONFORK",
+    ),
+    (raw::VMA_ATTR_HUGEPAGE, libc::MADV_HUGEPAGE, "MADV_HUGEPAGE"),
+    (
+        raw::VMA_ATTR_NOHUGEPAGE,
+        libc::MADV_NOHUGEPAGE,
+        "MADV_NOHUGEPAGE",
+    ),
+    (
+        raw::VMA_ATTR_MERGEABLE,
+        libc::MADV_MERGEABLE,
+        "MADV_MERGEABLE",
+    ),
+];
+
+/// The VMA's madvise flags (`madvise`) and lock (`mlock2`, after its pages are in).
+fn set_attrs(c: &Child, v: &VmaPlan, warnings: &mut Vec<String>) -> Result<()> {
+    let (start, len) = (v.range.start, v.range.len());
+    for (bit, advice, name) in ADVICE {
+        if v.attrs & bit == 0 {
+            continue;
+        }
+        let advice = u64::try_from(advice).map_err(|_| other("a negative madvise advice"))?;
+        let r = c.call(nr::MADVISE, [start, len, advice, 0, 0, 0])?;
+        if r < 0 {
+            warnings.push(format!(
+                "{name} on {start:#x}-{:#x} failed: {} (not set after restore)",
+                v.range.end,
+                std::io::Error::from_raw_os_error(i32::try_from(-r).unwrap_or(0))
+            ));
+        }
+    }
+    if v.attrs & (raw::VMA_ATTR_LOCKED | raw::VMA_ATTR_LOCKONFAULT) != 0 {
+        let onfault = v.attrs & raw::VMA_ATTR_LOCKONFAULT != 0;
+        let flags = if onfault {
+            libc::MLOCK_ONFAULT as u64
+        } else {
+            0
+        };
+        let r = c.call(nr::MLOCK2, [start, len, flags, 0, 0, 0])?;
+        if r < 0 {
+            warnings.push(format!(
+                "mlock2{} of {start:#x}-{:#x} failed: {} (locking needs CAP_IPC_LOCK or room \
+                 under RLIMIT_MEMLOCK): the memory is not locked after restore",
+                if onfault { "(MLOCK_ONFAULT)" } else { "" },
+                v.range.end,
+                std::io::Error::from_raw_os_error(i32::try_from(-r).unwrap_or(0))
+            ));
         }
     }
     Ok(())

@@ -6,8 +6,7 @@
 //! cannot succeed is refused before anything starts: the chain is verified in full
 //! ([`crate::inspect::verify`] with `--chain`), the page size must be this machine's, the CPU
 //! (XCR0) must enable every XSAVE component the image's XCR0 has, every mapped file must still
-//! be the captured one (inode, size and mtime), shared anonymous mappings (whose contents
-//! images do not hold) are refused, and so is any VMA or page run that is empty, inverted or
+//! be the captured one (inode, size and mtime), and any VMA or page run that is empty, inverted or
 //! outside the user address space (past `0x7fff_ffff_f000`; only the vsyscall page, never
 //! created, lies above, at its fixed address). The chain's "parent" pages are resolved run by
 //! run, so a run of 2^32-1 pages costs what a run of one does.
@@ -34,13 +33,22 @@
 //! 5. for each VMA of the image: anonymous (heap and stack too, the stack `MAP_GROWSDOWN`)
 //!    `mmap(MAP_FIXED|MAP_PRIVATE|MAP_ANONYMOUS)`, private file mappings `mmap(MAP_FIXED|
 //!    MAP_PRIVATE)` of the inherited descriptor at the recorded offset, shared file mappings
-//!    `MAP_SHARED`; everything readable and writable at first;
+//!    `MAP_SHARED`, shared anonymous memory `mmap(MAP_SHARED|MAP_ANONYMOUS)` (the VMAs of one
+//!    object, by inode, made from one mapping moved piece by piece to their offsets); readable
+//!    and writable at first, but shared file mappings and private read-only file mappings the
+//!    image holds no pages of, which get their protection at once (as the task had them:
+//!    never writable, so apart from a neighbour that was). An anonymous VMA that would merge
+//!    with the one before it (the task had them apart) is made elsewhere and moved into place,
+//!    so `/proc/PID/maps` is the original's line for line; a warning says if it is not;
 //! 6. the pages: every data page resolved through the chain is written with `pwrite` on
 //!    `/proc/PID/mem` (coalesced into one write per contiguous stretch of the image file);
 //!    zero pages of file mappings are written as zeros; pages that are not present stay fresh
 //!    zero pages (anonymous) or the file's bytes (file mappings); shared file mappings are not
 //!    written (the file is their contents);
-//! 7. `mprotect` of each VMA to its recorded protection;
+//! 7. `mprotect` of each VMA to its recorded protection, then its madvise flags (VmaAttr:
+//!    `MADV_DONTFORK`, `DONTDUMP`, `WIPEONFORK`, `HUGEPAGE`, `NOHUGEPAGE`, `MERGEABLE`) and its
+//!    lock (`mlock2`, with `MLOCK_ONFAULT` for lock-on-fault); a failure (no `CAP_IPC_LOCK`
+//!    and no room under `RLIMIT_MEMLOCK`, no KSM) is a warning naming the VMA;
 //! 8. `prctl(PR_SET_MM, PR_SET_MM_MAP)` with the image's code, data, brk, stack, argument and
 //!    environment ranges, auxv and the executable (the executable needs
 //!    `CAP_CHECKPOINT_RESTORE` or `CAP_SYS_ADMIN`, and is left out before the fork, with a
@@ -202,8 +210,8 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     build::clear_space(&mut child, &plan)?;
     build::map_vmas(&child, &plan)?;
     pages::fill_pages(&child, &plan, idx, images)?;
-    build::protect(&child, &plan)?;
     let mut warnings = Vec::new();
+    build::protect(&child, &plan, &mut warnings)?;
     build::set_mm(&child, &plan, &mut warnings)?;
     build::set_task_state(&child, &plan, &fplan)?;
     build::set_registers(&child, &plan)?;

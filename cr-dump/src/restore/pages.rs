@@ -117,7 +117,8 @@ pub(super) fn fill_pages(
             }
             Record::Pages(p) => {
                 let Some(v) = cur else { continue };
-                if v.special() || v.shared() {
+                // A shared file mapping's contents are the file's.
+                if v.special() || (v.shared() && !v.shared_anon()) {
                     continue;
                 }
                 let file = v.kind == raw::VMA_FILE;

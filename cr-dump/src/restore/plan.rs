@@ -21,8 +21,20 @@ pub(super) struct VmaPlan {
     pub prot: u32,
     pub flags: u32,
     pub kind: u16,
+    /// The mapped file's inode; for shared anonymous memory, the shared object's (VMAs of one
+    /// object are created as one).
+    pub inode: u64,
+    /// `raw::VMA_ATTR_*` bits (its VmaAttr record).
+    pub attrs: u32,
     /// Index into the opened files (file mappings).
     pub file: Option<usize>,
+    /// The image holds pages of it (data, zero or in the parent).
+    pub pages: bool,
+    /// Created elsewhere and moved into place (`mremap`): it touches the VMA before it, which
+    /// is like it in every way the kernel shows, so created in place the two would merge into
+    /// one (the task had them apart: a different page offset or `anon_vma`, which maps does
+    /// not show). Moved, its page offset does not follow its neighbour's.
+    pub apart: bool,
 }
 
 impl VmaPlan {
@@ -33,6 +45,18 @@ impl VmaPlan {
     /// `MAP_SHARED`.
     pub fn shared(&self) -> bool {
         self.flags & raw::VMA_SHARED != 0
+    }
+    /// Mapped with its recorded protection at once: a shared file mapping, or a private one
+    /// that is not writable and has no pages in the image. The latter as the task had it
+    /// (most likely never writable, so without the kernel's `VM_ACCOUNT`): mapped writable
+    /// first, it would merge with a neighbour the task had apart (an ELF's read-only data and
+    /// its RELRO part, which was writable once).
+    pub fn final_prot_at_map(&self) -> bool {
+        self.file.is_some() && (self.shared() || (self.prot & raw::PROT_WRITE == 0 && !self.pages))
+    }
+    /// Shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`).
+    pub fn shared_anon(&self) -> bool {
+        self.shared() && self.kind == raw::VMA_ANON
     }
 }
 
@@ -154,8 +178,8 @@ pub(super) fn plan(path: &Path, images: &[Image<'_>]) -> Result<Plan> {
     }
     check_user_space(path, top)?;
     check_kinds(path, images)?;
-    let (vmas, files) = vma_plans(top)?;
     let mut warnings = Vec::new();
+    let (vmas, files) = vma_plans(top, &mut warnings)?;
     let exe = if mm.exe.is_empty() {
         None
     } else {
@@ -252,9 +276,11 @@ fn check_user_space(path: &Path, top: &Image<'_>) -> Result<()> {
 }
 
 /// The VMAs to create, and the files they map (opened now, inherited by the child).
-fn vma_plans(top: &Image<'_>) -> Result<(Vec<VmaPlan>, Vec<File>)> {
+fn vma_plans(top: &Image<'_>, warnings: &mut Vec<String>) -> Result<(Vec<VmaPlan>, Vec<File>)> {
     let mut files: Vec<File> = Vec::new();
     let mut file_paths: Vec<(Vec<u8>, bool)> = Vec::new();
+    // Deleted files recreated, by inode: index into `files`.
+    let mut recreated: Vec<(u64, usize)> = Vec::new();
     let mut vmas = Vec::new();
     for v in top.vmas() {
         let range = AddrRange::new(v.start(), v.end())
@@ -265,14 +291,48 @@ fn vma_plans(top: &Image<'_>) -> Result<(Vec<VmaPlan>, Vec<File>)> {
             prot: v.raw.prot.get(),
             flags: v.raw.flags.get(),
             kind: v.kind(),
+            inode: v.raw.inode.get(),
+            attrs: 0,
             file: None,
+            pages: false,
+            apart: false,
         };
         let shared = p.shared();
-        if shared && p.kind != raw::VMA_FILE && !p.special() {
+        if shared && !matches!(p.kind, raw::VMA_FILE | raw::VMA_ANON) && !p.special() {
             return Err(other(format!(
-                "shared anonymous mapping {:#x}-{:#x}: images do not hold its contents",
-                range.start, range.end
+                "shared {} mapping {:#x}-{:#x}: only file and anonymous memory can be shared",
+                crate::inspect::show::vma_kind_name(p.kind),
+                range.start,
+                range.end
             )));
+        }
+        if p.kind == raw::VMA_FILE && !shared && v.path.ends_with(DELETED) {
+            let ino = p.inode;
+            p.file = match recreated.iter().find(|r| r.0 == ino) {
+                Some(r) => Some(r.1),
+                None => {
+                    files.push(recreate_deleted(&v, warnings)?);
+                    // Kept parallel to `files`; an empty path matches no mapped file.
+                    file_paths.push((Vec::new(), false));
+                    recreated.push((ino, files.len() - 1));
+                    Some(files.len() - 1)
+                }
+            };
+            vmas.push(p);
+            continue;
+        }
+        if p.kind == raw::VMA_FILE && !shared && v.path == DEV_ZERO.as_bytes() {
+            // Private memory made by mapping /dev/zero: anonymous, named after the device.
+            p.file = Some(match file_paths.iter().position(|(q, _)| q == v.path) {
+                Some(i) => i,
+                None => {
+                    files.push(open_dev_zero()?);
+                    file_paths.push((v.path.to_vec(), false));
+                    files.len() - 1
+                }
+            });
+            vmas.push(p);
+            continue;
         }
         if p.kind == raw::VMA_FILE {
             let fp = Path::new(std::ffi::OsStr::from_bytes(v.path));
@@ -321,7 +381,139 @@ fn vma_plans(top: &Image<'_>) -> Result<(Vec<VmaPlan>, Vec<File>)> {
         }
         vmas.push(p);
     }
+    attach_records(top, &mut vmas);
+    mark_apart(&mut vmas);
     Ok((vmas, files))
+}
+
+/// Sets each VMA's attributes (the VmaAttr after its Vma) and whether the image holds pages of
+/// it.
+fn attach_records(top: &Image<'_>, vmas: &mut [VmaPlan]) {
+    use cr_format::read::Record;
+    let mut at: Option<usize> = None;
+    for r in top.records() {
+        match r.record {
+            Record::Vma(_) => at = Some(at.map_or(0, |i| i + 1)),
+            Record::VmaAttr(a) => {
+                if let Some(p) = at.and_then(|i| vmas.get_mut(i)) {
+                    p.attrs = a.attrs.get();
+                }
+            }
+            Record::Pages(pg) => {
+                if let Some(p) = at.and_then(|i| vmas.get_mut(i)) {
+                    p.pages |= pg.iter().next().is_some();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The zero device.
+const DEV_ZERO: &str = "/dev/zero";
+
+/// `/dev/zero`, checked to be the zero device (character device 1:5), never through a
+/// symlink.
+fn open_dev_zero() -> Result<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(DEV_ZERO)
+        .map_err(|e| {
+            other(format!(
+                "{DEV_ZERO} (for private memory mapped from it): {e}"
+            ))
+        })?;
+    let md = f
+        .metadata()
+        .map_err(|e| other(format!("{DEV_ZERO}: {e}")))?;
+    if !md.file_type().is_char_device() || md.rdev() != libc::makedev(1, 5) {
+        return Err(other(format!("{DEV_ZERO} is not the zero device (1:5)")));
+    }
+    Ok(f)
+}
+
+/// How maps names a file deleted since it was mapped.
+const DELETED: &[u8] = b" (deleted)";
+
+/// A file like the deleted one `v` maps (of its size, empty: the image holds every page of
+/// the mapping that lies within the file), unlinked, so the mapping shows the same name: created
+/// at the original path and removed at once ([`sys::create_unlinked`]: never an existing file,
+/// never through a symlink, mode 0600). If that path is taken or cannot be created, an unnamed file
+/// (`O_TMPFILE`) in its directory or in the temporary directory instead, and a warning.
+fn recreate_deleted(v: &cr_format::read::Vma<'_>, warnings: &mut Vec<String>) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = v
+        .path
+        .get(..v.path.len().saturating_sub(DELETED.len()))
+        .unwrap_or_default();
+    let path = Path::new(std::ffi::OsStr::from_bytes(name));
+    let size = v.raw.file_size.get();
+    let sized = |f: File, what: &Path| -> Result<File> {
+        f.set_len(size)
+            .map_err(|e| other(format!("recreating deleted {}: {e}", what.display())))?;
+        Ok(f)
+    };
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    let named = match (path.parent(), path.file_name()) {
+        (Some(d), Some(n)) => sys::create_unlinked(d, n).ok(),
+        _ => None,
+    };
+    if let Some(f) = named {
+        return sized(f, path);
+    }
+    let dir = path
+        .parent()
+        .filter(|d| d.is_dir())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    let f = o
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(&dir)
+        .or_else(|_| o.open(std::env::temp_dir()))
+        .map_err(|e| {
+            other(format!(
+                "deleted file {} ({:#x}-{:#x}) cannot be recreated: {e}",
+                path.display(),
+                v.start(),
+                v.end()
+            ))
+        })?;
+    warnings.push(format!(
+        "deleted file {} mapped at {:#x}-{:#x} is recreated without its name ({} cannot be \
+         created): its contents are the same, /proc/PID/maps names it differently",
+        path.display(),
+        v.start(),
+        v.end(),
+        path.display()
+    ));
+    sized(f, path)
+}
+
+/// Marks the private anonymous VMAs that would merge with the one before them if created in
+/// place ([`VmaPlan::apart`]).
+fn mark_apart(vmas: &mut [VmaPlan]) {
+    let anon = |v: &VmaPlan| {
+        !v.shared() && matches!(v.kind, raw::VMA_ANON | raw::VMA_HEAP | raw::VMA_STACK)
+    };
+    for i in 1..vmas.len() {
+        let (Some(a), Some(b)) = (vmas.get(i - 1), vmas.get(i)) else {
+            continue;
+        };
+        let merge = anon(a)
+            && anon(b)
+            && b.flags & raw::VMA_GROWSDOWN == 0
+            && a.range.end == b.range.start
+            && (a.prot, a.flags, a.attrs) == (b.prot, b.flags, b.attrs);
+        if let Some(b) = vmas.get_mut(i) {
+            b.apart = merge;
+        }
+    }
 }
 
 /// The image's vDSO and vvar against this kernel's (ours are the child's: a fork), and a place

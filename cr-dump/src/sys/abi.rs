@@ -46,6 +46,10 @@ pub mod nr {
     pub const RSEQ: u64 = k::__NR_rseq as u64;
     /// `close_range`.
     pub const CLOSE_RANGE: u64 = k::__NR_close_range as u64;
+    /// `madvise`.
+    pub const MADVISE: u64 = k::__NR_madvise as u64;
+    /// `mlock2`.
+    pub const MLOCK2: u64 = k::__NR_mlock2 as u64;
 }
 
 /// `MAP_FIXED_NOREPLACE`.

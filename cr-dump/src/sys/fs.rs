@@ -293,3 +293,58 @@ impl Drop for RemoveOnSignal {
         }
     }
 }
+
+/// `lseek(f, off, whence)`, `None` for `ENXIO` (no data, or no hole, at or after `off`).
+fn seek_to(f: &File, off: u64, whence: i32) -> io::Result<Option<u64>> {
+    let off = libc::off_t::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: lseek only reads its integer arguments; the descriptor is open for `f`'s life.
+    let r = unsafe { libc::lseek(f.as_raw_fd(), off, whence) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(u64::try_from(r).ok())
+}
+
+/// The first byte of data of `f` at or after `off` (`SEEK_DATA`), `None` if there is none.
+pub fn seek_data(f: &File, off: u64) -> io::Result<Option<u64>> {
+    seek_to(f, off, libc::SEEK_DATA)
+}
+
+/// The first hole of `f` at or after `off` (`SEEK_HOLE`; the end of the file is one), `None`
+/// if `off` is past the end.
+pub fn seek_hole(f: &File, off: u64) -> io::Result<Option<u64>> {
+    seek_to(f, off, libc::SEEK_HOLE)
+}
+
+/// A new empty file `name` in the directory `dir` (`O_CREAT|O_EXCL|O_NOFOLLOW`: never an
+/// existing file, never through a symlink; mode 0600), unlinked again at once: an open file
+/// whose name, in `/proc/PID/maps` once mapped, is `DIR/NAME (deleted)`. Both steps go
+/// through the same directory descriptor, so a directory swapped meanwhile cannot make the
+/// unlink remove another file.
+pub fn create_unlinked(dir: &Path, name: &std::ffi::OsStr) -> io::Result<File> {
+    let d = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)?;
+    let n =
+        CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    if name.as_bytes().contains(&b'/') || name.is_empty() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `d` is an open directory and `n` a NUL-terminated C string, both live across the
+    // call; the mode argument is read as an integer.
+    let fd = unsafe { libc::openat(d.as_raw_fd(), n.as_ptr(), flags, 0o600 as libc::c_uint) };
+    let fd = check(fd.into())?;
+    let fd = i32::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: `fd` was just returned by openat and is owned by nothing else.
+    let f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: as for openat above.
+    let r = unsafe { libc::unlinkat(d.as_raw_fd(), n.as_ptr(), 0) };
+    check(r.into())?;
+    Ok(f)
+}

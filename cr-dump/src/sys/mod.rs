@@ -37,8 +37,8 @@ pub mod taskstate;
 pub mod uffd;
 
 pub use fs::{
-    flock_exclusive, flock_exclusive_timeout, link_tmpfile, open_owned_dir, open_regular,
-    rename_noreplace, Access, RemoveOnSignal,
+    create_unlinked, flock_exclusive, flock_exclusive_timeout, link_tmpfile, open_owned_dir,
+    open_regular, rename_noreplace, seek_data, seek_hole, Access, RemoveOnSignal,
 };
 pub use mem::{process_vm_readv, FileMap, MapBuf, IOV_MAX};
 pub use pagemap::{
