@@ -107,7 +107,7 @@ for t in "${targets[@]}"; do
         crash=$(ls -t "artifacts/$t"/crash-* "artifacts/$t"/oom-* "artifacts/$t"/timeout-* 2>/dev/null | head -1 || true)
         if [ -n "$crash" ]; then
             echo "!! crash file: fuzz/$crash ($(wc -c <"$crash") bytes)"
-            od -A x -t x1z "$crash" | head -20
+            od -A x -t x1z "$crash" | head -20 || true  # head closes the pipe early (pipefail)
             echo "!! reproduce: (cd fuzz && cargo +nightly fuzz run -s $sanitizer $t $crash)"
             echo "!! minimize:  (cd fuzz && cargo +nightly fuzz tmin -s $sanitizer $t $crash)"
         fi

@@ -18,9 +18,10 @@ use std::path::PathBuf;
 use zerocopy::little_endian::U32;
 use zerocopy::FromBytes;
 
-/// Faults in fields the writer computes from its arguments.
-const NOT_EXPRESSIBLE: [&str; 4] = [
+/// Faults in fields the writer computes from its arguments (counts, lengths, record flags).
+const NOT_EXPRESSIBLE: [&str; 5] = [
     "file-record-critical",
+    "vma-attr-long",
     "signals-pending-count-huge",
     "timers-posix-count-huge",
     "process-group-count-huge",

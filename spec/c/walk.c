@@ -444,8 +444,8 @@ static int check_process(const unsigned char *p, uint32_t len, uint64_t at)
 /* §20: VmaAttr. */
 static int check_vma_attr(const unsigned char *p, uint32_t len, uint64_t at)
 {
-	if (len < sizeof(struct cr_vma_attr))
-		return fail("VmaAttr record too short", "malformed", at);
+	if (len != sizeof(struct cr_vma_attr))
+		return fail("VmaAttr length not 8", "malformed", at - CR_RECORD_HEADER_LEN);
 	uint32_t a = cr_get_le32(p + offsetof(struct cr_vma_attr, attrs));
 	if ((a & ~(uint32_t)CR_VMA_ATTR_KNOWN) || a == 0 ||
 	    ((a & CR_VMA_ATTR_LOCKONFAULT) && !(a & CR_VMA_ATTR_LOCKED)) ||

@@ -233,10 +233,11 @@ def build(v11=False, fault=None):
     if v11 and f != "signals-after-vma":
         for _ in range(2 if f == "vma-attr-twice" else 1):
             attrs = 0 if f == "vma-attr-zero" else VMA_ATTR_DONTFORK
+            extra = [(zeros(8), "8 bytes too many")] if f == "vma-attr-long" else []
             img.record(KIND_VMA_ATTR, 0, [
                 (u32(attrs), f"attrs = {attrs}"),
                 (u32(0), "_reserved0"),
-            ], name="VmaAttr")
+            ] + extra, name="VmaAttr")
     elif v11:
         signals(img, f)
 
@@ -452,6 +453,7 @@ FAULTS = {
                           "Signals, Timers and Process before the first Vma"),
     "vma-attr-twice": (12, None, "record of kind VmaAttr not allowed here: expected a VmaAttr "
                        "only right after a Vma"),
+    "vma-attr-long": (11, None, "VmaAttr record: payload length 16, expected 8"),
     "vma-attr-zero": (11, 0, "bad attrs 0x0: expected at least one bit (no VmaAttr when "
                       "none)"),
 }

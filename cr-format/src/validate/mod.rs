@@ -268,7 +268,7 @@ impl Validator {
         }
         let fixed = |n: usize| -> Result<()> {
             let n = to_u64(n);
-            let ok = if matches!(kind, KIND_HEADER | KIND_TASK | KIND_TAIL) {
+            let ok = if matches!(kind, KIND_HEADER | KIND_TASK | KIND_TAIL | KIND_VMA_ATTR) {
                 u64::from(len) == n
             } else {
                 u64::from(len) >= n
