@@ -144,8 +144,10 @@ pub const SOCKET_UNBOUND: u64 = 0;
 pub const SOCKET_BOUND: u64 = 1;
 /// Socket state: listening on the address in the data (`params[4]` is the backlog).
 pub const SOCKET_LISTENING: u64 = 2;
-/// Socket state: connected (a peer exists outside the image: not restorable as it was).
+/// Socket state: connected. Restorable only when the peer is in the image too (`params[5]`).
 pub const SOCKET_CONNECTED: u64 = 3;
+/// Socket family `AF_UNIX` (`params[0]`): a connected one may name its peer in `params[5]`.
+pub const AF_UNIX: u64 = 1;
 
 /// Pending-signal queue: the thread's own.
 pub const QUEUE_THREAD: u32 = 0;
@@ -514,7 +516,8 @@ pub struct File {
     ///   time to the next expiry ns (0: disarmed);
     /// - `FILE_SIGNALFD`: `[0]` the signal mask;
     /// - `FILE_SOCKET`: `[0]` family (`AF_*`), `[1]` type (`SOCK_*`), `[2]` protocol, `[3]`
-    ///   state (`SOCKET_*`), `[4]` listen backlog; the data is the bound address (the
+    ///   state (`SOCKET_*`), `[4]` listen backlog, `[5]` the peer's inode for a connected Unix
+    ///   socket whose peer is in the image too (else 0); the data is the bound address (the
     ///   `sockaddr` bytes `getsockname` gives), empty when unbound;
     /// - `FILE_MEMFD`: `[0]` seals (`F_GET_SEALS`); the contents follow in FileData;
     /// - `FILE_EPOLL`: none; the data is the interest list, [`EpollEntry`]s.

@@ -664,6 +664,7 @@ fn header_constants_are_rusts() {
         ("CR_SOCKET_BOUND", SOCKET_BOUND),
         ("CR_SOCKET_LISTENING", SOCKET_LISTENING),
         ("CR_SOCKET_CONNECTED", SOCKET_CONNECTED),
+        ("CR_AF_UNIX", AF_UNIX),
         ("CR_QUEUE_THREAD", QUEUE_THREAD.into()),
         ("CR_QUEUE_SHARED", QUEUE_SHARED.into()),
         ("CR_ATTR_CHILD_SUBREAPER", ATTR_CHILD_SUBREAPER.into()),

@@ -250,7 +250,7 @@ static int check_file(const unsigned char *p, uint32_t len, uint64_t at, struct 
 		used = 4;
 		break;
 	case CR_FILE_SOCKET:
-		used = 5;
+		used = 6;
 		break;
 	}
 	uint64_t param[8];
@@ -266,6 +266,8 @@ static int check_file(const unsigned char *p, uint32_t len, uint64_t at, struct 
 			return fail("socket state", "field", F(params) + 24);
 		if (param[3] != CR_SOCKET_LISTENING && param[4])
 			return fail("backlog of a socket not listening", "field", F(params) + 32);
+		if (param[5] && (param[3] != CR_SOCKET_CONNECTED || param[0] != CR_AF_UNIX))
+			return fail("peer inode of a socket not a connected Unix one", "field", F(params) + 40);
 		if (param[3] == CR_SOCKET_UNBOUND && data_len)
 			return fail("address of an unbound socket", "field", F(data_len));
 	}

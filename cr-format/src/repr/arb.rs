@@ -240,8 +240,9 @@ fn file(u: &mut Unstructured<'_>, role: u16, fd: u32, dup_of: u32) -> Result<Fil
         }
         FILE_SOCKET => {
             let state = u.int_in_range(SOCKET_UNBOUND..=SOCKET_CONNECTED)?;
+            let family = u.int_in_range(0..=45)?;
             params = [
-                u.int_in_range(0..=45)?,
+                family,
                 u.int_in_range(1..=5)?,
                 u.int_in_range(0..=300)?,
                 state,
@@ -250,7 +251,11 @@ fn file(u: &mut Unstructured<'_>, role: u16, fd: u32, dup_of: u32) -> Result<Fil
                 } else {
                     0
                 },
-                0,
+                if state == SOCKET_CONNECTED && family == AF_UNIX {
+                    u.arbitrary()?
+                } else {
+                    0
+                },
                 0,
                 0,
             ];

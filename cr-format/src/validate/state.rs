@@ -27,7 +27,7 @@ fn params_used(ftype: u16) -> usize {
         FILE_PIPE | FILE_FIFO | FILE_SIGNALFD | FILE_MEMFD => 1,
         FILE_EVENTFD => 2,
         FILE_TIMERFD => 4,
-        FILE_SOCKET => 5,
+        FILE_SOCKET => 6,
         _ => 0,
     }
 }
@@ -297,6 +297,16 @@ impl Validator {
                 "0 unless listening",
                 param(4),
             )),
+            FILE_SOCKET
+                if param(5) != 0 && (param(3) != SOCKET_CONNECTED || param(0) != AF_UNIX) =>
+            {
+                Err(bad(
+                    p_at(5),
+                    "params[5] (peer inode)",
+                    "0 unless a connected AF_UNIX socket",
+                    param(5),
+                ))
+            }
             FILE_SOCKET if param(3) == SOCKET_UNBOUND && f.data_len.get() != 0 => Err(bad(
                 self.payload_off().saturating_add(80),
                 "data_len",

@@ -14,7 +14,7 @@ fn params_used(ftype: u16) -> usize {
         FILE_PIPE | FILE_FIFO | FILE_SIGNALFD | FILE_MEMFD => 1,
         FILE_EVENTFD => 2,
         FILE_TIMERFD => 4,
-        FILE_SOCKET => 5,
+        FILE_SOCKET => 6,
         _ => 0,
     }
 }
