@@ -24,6 +24,7 @@
 
 pub mod abi;
 pub mod fdinfo;
+pub mod fdobj;
 pub mod files;
 pub mod fs;
 pub mod inject;
@@ -32,6 +33,7 @@ pub mod pagemap;
 pub mod process;
 pub mod procfs;
 pub mod ptrace;
+pub mod sock;
 pub mod uffd;
 
 pub use fs::{

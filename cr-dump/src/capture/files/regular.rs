@@ -62,9 +62,7 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
             (format!("character device {link}"), Action::Restore)
         }
     } else if ft.is_fifo() {
-        e.raw.ftype = raw::FILE_FIFO.into();
-        notes.push("unread bytes in the FIFO are not kept".into());
-        (format!("FIFO {link}"), Action::Partial)
+        return super::pipe::capture_fifo(cx, e);
     } else {
         let k = crate::sys::fs::file_kind(cx.md.mode());
         return Ok(cx.line(format!("{k} {link}"), Action::Lost, "not supported"));

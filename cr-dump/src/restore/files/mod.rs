@@ -299,6 +299,7 @@ fn prepare_fd(prep: &mut Prep<'_>, fp: &FilePlan, f: &File<'_>, data: &[u8]) -> 
     }
     match f.ftype() {
         raw::FILE_PIPE => pipe::prepare(prep, f, data),
+        raw::FILE_FIFO => pipe::prepare_fifo(prep, f, data),
         raw::FILE_SOCKET => socket::prepare(prep, f, data),
         raw::FILE_EVENTFD
         | raw::FILE_TIMERFD
