@@ -200,3 +200,69 @@ fn pipes_and_fifo_keep_their_unread_bytes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs a program that prints `ready` and waits for its file GO (its last argument), once
+/// uninterrupted and once checkpointed (killed) at `ready` and restored with `restore_args`.
+/// `make(tag)` builds its command (tag `ref` or `ck`, for per-run file names; GO is added).
+/// Returns the uninterrupted run's lines after `ready`, the image and restore's output.
+fn across_restore(
+    dir: &Path,
+    make: impl Fn(&str) -> Command,
+    restore_args: &[&str],
+) -> (Vec<String>, PathBuf, Output) {
+    let go_ref = dir.join("go-ref");
+    std::fs::write(&go_ref, b"").unwrap();
+    let want = reference(make("ref").arg(&go_ref));
+    let go = dir.join("go-ck");
+    let mut r = Running::start(make("ck").arg(&go));
+    r.expect_line("ready");
+    let (img, _, _) = checkpoint(&r.pid(), dir, &["--kill"]);
+    r.reap();
+    std::fs::write(&go, b"").unwrap();
+    let out = restore(&img, restore_args);
+    (want, img, out)
+}
+
+fn assert_same_run(want: &[String], out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "restore: {stderr}");
+    assert_eq!(stdout_lines(out), want, "stderr: {stderr}");
+}
+
+#[test]
+fn eventfd_timerfd_signalfd_epoll_and_memfd_come_back() {
+    let dir = TempDir::new("anon-events");
+    let prog = program("fdevents");
+    let (want, img, out) = across_restore(dir.path(), |_| Command::new(&prog), &[]);
+    // What the uninterrupted run shows is what the test expects of the restored one.
+    for l in [
+        "ready: E S T1",
+        "E read 8 value 3",
+        "T1 read 8 ticks 1",
+        "S read 8 value 1",
+        "SIG read 128 signo 10",
+        "memfd read 10: fghijklmno",
+        "memfd size 10000 seals 0x6",
+    ] {
+        assert!(want.iter().any(|w| w == l), "no {l:?} in {want:?}");
+    }
+    let files = files_of(&img);
+    let kinds: Vec<u16> = files.iter().map(|f| f.1).collect();
+    for k in [
+        raw::FILE_EVENTFD,
+        raw::FILE_TIMERFD,
+        raw::FILE_SIGNALFD,
+        raw::FILE_EPOLL,
+        raw::FILE_MEMFD,
+    ] {
+        assert!(kinds.contains(&k), "no File of type {k} in {kinds:?}");
+    }
+    let ep = files.iter().find(|f| f.1 == raw::FILE_EPOLL).unwrap();
+    assert_eq!(ep.4.len(), 5 * 16, "5 registrations");
+    let t1 = files
+        .iter()
+        .find(|f| f.1 == raw::FILE_TIMERFD && f.3[1] == 1)
+        .expect("a timerfd with 1 unread tick");
+    assert_eq!(t1.3[3], 0, "expired: nothing left");
+    assert_same_run(&want, &out);
+}

@@ -197,3 +197,18 @@ pub fn add_seals(fd: &impl AsRawFd, seals: u64) -> io::Result<()> {
         libc::c_long::try_from(seals).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     fcntl_int(fd, libc::F_ADD_SEALS, arg).map(drop)
 }
+
+/// `epoll_ctl(2)`'s number, injected to register descriptors in a restored task's epoll.
+pub const NR_EPOLL_CTL: u64 = linux_raw_sys::general::__NR_epoll_ctl as u64;
+/// `EPOLL_CTL_ADD`.
+pub const EPOLL_CTL_ADD: u64 = libc::EPOLL_CTL_ADD as u64;
+
+/// `struct epoll_event` as x86-64 lays it out (packed: 12 bytes), written into a restored
+/// task's memory for an injected `epoll_ctl`.
+pub fn epoll_event_bytes(events: u32, data: u64) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[..4].copy_from_slice(&events.to_ne_bytes());
+    b[4..].copy_from_slice(&data.to_ne_bytes());
+    b
+}
+const _: () = assert!(std::mem::size_of::<libc::epoll_event>() == 12);

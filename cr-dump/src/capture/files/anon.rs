@@ -176,7 +176,7 @@ fn epoll(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
 }
 
 /// The name of a memfd from its link `/memfd:NAME (deleted)`.
-pub(crate) fn memfd_name(link: &[u8]) -> &[u8] {
+fn memfd_name(link: &[u8]) -> &[u8] {
     let l = link.strip_prefix(b"/memfd:").unwrap_or(link);
     l.strip_suffix(b" (deleted)").unwrap_or(l)
 }

@@ -19,7 +19,7 @@ use cr_format::raw;
 use std::os::unix::fs::MetadataExt;
 
 /// A `sockaddr` as text: `1.2.3.4:80`, `[::1]:80`, `/path`, `@abstract`, `(unnamed)`.
-pub(crate) fn addr_text(addr: &[u8]) -> String {
+fn addr_text(addr: &[u8]) -> String {
     let fam = addr
         .get(..2)
         .map_or(0, |b| i32::from(u16::from_ne_bytes([b[0], b[1]])));
