@@ -9,9 +9,10 @@
 use super::check::{inspect, Inspection};
 use super::direct::checkpoint_direct;
 use super::incremental::{latest, Parent};
-use super::options::{After, LazyMode, Options, Stats};
+use super::options::{After, LazyMode, Options, StateOptions, Stats};
 use super::precopy::{PrecopyLimits, PrecopyReport};
 use super::registry::{self, Lazy};
+use super::state::Fidelity;
 use super::tracking::Session;
 use super::vma::Tracker;
 use crate::error::{Error, Result};
@@ -47,6 +48,8 @@ pub struct CheckpointOptions {
     pub track: bool,
     /// Pre-copy within these bounds.
     pub precopy: Option<PrecopyLimits>,
+    /// Open files and the rest of the task's state: `--strict`, `--ghost-limit`.
+    pub state: StateOptions,
 }
 
 /// Progress of the long steps and notes for the user, as they happen.
@@ -162,6 +165,9 @@ pub struct Report {
     /// The notes given to [`Progress::note`], in order.
     #[serde(skip)]
     pub notes: Vec<String>,
+    /// What restore will do with each item of the task's state besides memory (open files,
+    /// working directory, ...): the fidelity report.
+    pub fidelity: Vec<Fidelity>,
 }
 
 /// Milliseconds, as a float.
@@ -225,6 +231,7 @@ struct Written {
     writeback: Duration,
     snapshot: SnapshotKind,
     precopy: Option<PrecopyReport>,
+    fidelity: Vec<Fidelity>,
 }
 
 /// Takes a checkpoint as `o` says; see the module docs.
@@ -238,6 +245,7 @@ pub fn checkpoint(o: &CheckpointOptions, progress: &mut dyn Progress) -> Result<
     let opts = Options {
         after: o.after,
         lazy: o.lazy,
+        state: o.state,
     };
     safe_point()?;
     let ins = inspect(pid)?;
@@ -274,6 +282,7 @@ pub fn checkpoint(o: &CheckpointOptions, progress: &mut dyn Progress) -> Result<
             writeback: Duration::ZERO,
             snapshot: SnapshotKind::None,
             precopy: None,
+            fidelity: r.fidelity,
         }
     } else {
         let lazy = take_lazy(o, &ins, crid, &opts, parent.as_ref(), session.as_mut())?;
@@ -324,6 +333,7 @@ pub fn checkpoint(o: &CheckpointOptions, progress: &mut dyn Progress) -> Result<
         capture: w.stats.capture,
         writeback: w.writeback,
         notes,
+        fidelity: w.fidelity,
     })
 }
 
@@ -406,6 +416,7 @@ fn write_back(
         progress.note(&n);
         notes.push(n);
     }
+    let fidelity = snap.meta.state.fidelity.clone();
     drop(snap);
     let _ = reg.discard(crid);
     let summary = r?;
@@ -414,6 +425,7 @@ fn write_back(
         summary,
         writeback: t_wb.elapsed(),
         snapshot,
+        fidelity,
         precopy,
     })
 }

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::time::Instant;
 
 /// What [`checkpoint_direct`] did.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct DirectResult {
     /// CRID.
     pub crid: u64,
@@ -21,6 +21,8 @@ pub struct DirectResult {
     pub summary: Summary,
     /// Figures.
     pub stats: Stats,
+    /// The fidelity report of the task's state besides memory.
+    pub fidelity: Vec<crate::capture::state::Fidelity>,
 }
 
 /// Direct mode: checkpoint `pid` (already inspected) under `crid`, streaming the image to `out`
@@ -48,7 +50,7 @@ fn stream_frozen<W: Write + Send>(
     let pid = ins.pid;
     let (_, ps32) = page_size()?;
     let mut w = Writer::new(IoSink::new(out));
-    let (meta, vmas) = read_frozen(ins, crid, ps32)?;
+    let (meta, vmas) = read_frozen(ins, crid, ps32, &opts.state)?;
     meta.write(&mut w).map_err(|e| sink_err(&mut w, e))?;
     let src = Source {
         pid,
@@ -63,5 +65,6 @@ fn stream_frozen<W: Write + Send>(
         crid,
         summary,
         stats,
+        fidelity: meta.state.fidelity,
     })
 }

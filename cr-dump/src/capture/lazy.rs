@@ -58,7 +58,7 @@ pub(crate) fn capture_cow(
     let pid = ins.pid;
     let (_, ps32) = page_size()?;
     let frozen = freeze(pid)?;
-    let made = read_frozen(ins, crid, ps32)
+    let made = read_frozen(ins, crid, ps32, &opts.state)
         .and_then(|(meta, vmas)| Ok((twin::make(pid, &vmas)?, meta, vmas)));
     match made {
         Ok((Ok(twin), meta, vmas)) => {
@@ -115,7 +115,7 @@ fn capture_frozen(
     let ps64 = ps as u64;
     let pagemap = open_proc(pid, "pagemap")?;
     let mem = open_proc(pid, "mem")?;
-    let (meta, vmas) = read_frozen(ins, crid, ps32)?;
+    let (meta, vmas) = read_frozen(ins, crid, ps32, &opts.state)?;
     let mut scans = match tracker.as_mut() {
         Some(t) => t.scan(pid, &vmas)?,
         None => Vec::new(),

@@ -52,7 +52,7 @@ pub mod check;
 pub mod checkpoint;
 pub mod delta;
 pub mod direct;
-pub mod files;
+pub(crate) mod files;
 pub mod freeze;
 pub mod incremental;
 pub mod lazy;
@@ -79,7 +79,8 @@ pub use freeze::{freeze, Frozen};
 pub use incremental::Parent;
 pub use memory::estimate_bytes;
 pub use options::{
-    After, LazyMode, Options, Stats, TEST_PAUSE_ENV, TEST_WRITEBACK_PAUSE_ENV, TWIN_MIN_BYTES,
+    After, LazyMode, Options, StateOptions, Stats, DEFAULT_GHOST_LIMIT, TEST_PAUSE_ENV,
+    TEST_WRITEBACK_PAUSE_ENV, TWIN_MIN_BYTES,
 };
 pub use plan::RecordPlan;
 pub use precopy::{PrecopyLimits, PrecopyReport};

@@ -22,6 +22,31 @@ pub struct Options {
     pub after: After,
     /// Lazy mode: how the memory is held (see [`LazyMode`]).
     pub lazy: LazyMode,
+    /// The task's state besides memory (open files, ...).
+    pub state: StateOptions,
+}
+
+/// How the task's state besides memory is captured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateOptions {
+    /// Refuse the checkpoint (the task left running, no image) when anything would not be
+    /// restored exactly (a `Lost` or `Partial` line of the fidelity report).
+    pub strict: bool,
+    /// The largest deleted-but-open file whose contents go into the image, in bytes; a larger
+    /// one is reported lost.
+    pub ghost_limit: u64,
+}
+
+/// Default of [`StateOptions::ghost_limit`]: 64 MiB.
+pub const DEFAULT_GHOST_LIMIT: u64 = 64 << 20;
+
+impl Default for StateOptions {
+    fn default() -> Self {
+        StateOptions {
+            strict: false,
+            ghost_limit: DEFAULT_GHOST_LIMIT,
+        }
+    }
 }
 
 /// How a lazy checkpoint holds the task's memory.

@@ -167,6 +167,7 @@ struct Ctx<'a> {
     pagemap: &'a File,
     mem: &'a File,
     ps: usize,
+    state: &'a super::options::StateOptions,
 }
 
 impl Ctx<'_> {
@@ -224,6 +225,7 @@ pub(crate) fn capture_precopy(
         pagemap: &pagemap,
         mem: &mem,
         ps,
+        state: &opts.state,
     };
     let mut store = PageStore::new(ps);
     let mut pre = round0(&ctx, &mut store, &armed, &mut rep)?;
@@ -349,7 +351,7 @@ fn final_copy(
 ) -> Result<Final> {
     let (pid, ps64) = (ctx.pid, ctx.ps as u64);
     let (_, ps32) = page_size()?;
-    let (meta, vmas) = read_frozen(ins, crid, ps32)?;
+    let (meta, vmas) = read_frozen(ins, crid, ps32, ctx.state)?;
     let trackable: Vec<AddrRange> = vmas
         .iter()
         .filter(|v| v.trackable())

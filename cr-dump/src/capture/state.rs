@@ -3,7 +3,8 @@
 //! and per-process attributes. Read while the task is frozen, written after the Mm record, and
 //! described item by item in the fidelity report.
 
-use crate::error::Result;
+use super::options::StateOptions;
+use crate::error::{Error, Result};
 use cr_format::limits::MAX_FILE_DATA;
 use cr_format::raw;
 use cr_format::write::{Sink, Writer};
@@ -100,8 +101,31 @@ impl TaskState {
 }
 
 /// Reads the state of the frozen task `pid` (stopped under our ptrace).
-pub(crate) fn capture(pid: i32) -> Result<TaskState> {
+pub(crate) fn capture(pid: i32, opts: &StateOptions) -> Result<TaskState> {
     let mut st = TaskState::default();
-    super::files::capture(pid, &mut st)?;
+    super::files::capture(pid, &mut st, opts)?;
+    strict_check(pid, &st, opts)?;
     Ok(st)
+}
+
+/// With `--strict`, refuses (while the task is frozen: the capture fails and the task is let
+/// go as it was, no image written) when anything would not be restored exactly.
+fn strict_check(pid: i32, st: &TaskState, opts: &StateOptions) -> Result<()> {
+    if !opts.strict {
+        return Ok(());
+    }
+    let lost: Vec<String> = st
+        .losses()
+        .map(|f| format!("{} ({}): {}", f.item, f.kind, f.note))
+        .collect();
+    if lost.is_empty() {
+        return Ok(());
+    }
+    Err(Error::NotCheckpointable {
+        pid,
+        reason: format!(
+            "--strict: restore would not bring back exactly: {}",
+            lost.join("; ")
+        ),
+    })
 }

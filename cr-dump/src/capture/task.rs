@@ -187,6 +187,7 @@ pub(crate) fn read_frozen(
     ins: &Inspection,
     crid: u64,
     page_size: u32,
+    state_opts: &super::options::StateOptions,
 ) -> Result<(Meta, Vec<VmaRec>)> {
     let pid = ins.pid;
     let status = procfs::parse_status(&read_text(pid, "status")?)?;
@@ -213,7 +214,7 @@ pub(crate) fn read_frozen(
     let heap_end = maps.iter().find(|m| m.path == "[heap]").map(|m| m.end);
     let mm = mm_record(&stat, heap_end);
     let vmas = maps.iter().map(|m| VmaRec::of(pid, m)).collect();
-    let state = super::state::capture(pid)?;
+    let state = super::state::capture(pid, state_opts)?;
     Ok((
         Meta {
             header: header(crid, page_size),

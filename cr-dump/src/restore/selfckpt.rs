@@ -70,6 +70,7 @@ fn self_helper(pid: i32, dir: &Path, name: &str, addr: u64) -> Result<()> {
     let opts = crate::capture::Options {
         after: crate::capture::After::Continue,
         lazy: crate::capture::LazyMode::Auto,
+        state: Default::default(),
     };
     crate::capture::checkpoint_direct(&ins, crid, &opts, tmp.writer())?;
     tmp.commit(crid, false)?;

@@ -154,9 +154,19 @@ pub(crate) enum Cmd {
     #[command(
         after_help = "Verifies the chain, refuses what cannot be restored (changed mapped file, \
         another architecture or kernel vDSO layout, XSAVE features this CPU lacks, a VMA or \
-        page run outside the user address space) before anything starts, then builds the task in a child of cr-dump by ptrace syscall \
-        injection. The task gets a new pid; it keeps cr-dump's credentials, working directory \
-        and stdin/stdout/stderr (/dev/null with --detach); no other descriptor is open.\n\
+        page run outside the user address space, an open file that changed) before anything \
+        starts, then builds the task in a child of cr-dump by ptrace syscall injection. The \
+        task gets a new pid, its working directory and its open files at their numbers, \
+        offsets and flags: files reopened by path and checked (device, inode, size, mtime), \
+        deleted files recreated unlinked with their contents, dup'ed descriptors sharing one \
+        offset. A descriptor that was a terminal gets restore's terminal (as a shell job); fds \
+        0-2 that are restore's own files stay shared, and fds 0-2 whose file is not reachable \
+        (a pipe to the old parent) get restore's own (/dev/null with --detach), with a \
+        warning. Other descriptors that cannot be reattached are refused unless \
+        --inherit-fd names what they become. Images without open files (format 1.0) keep \
+        cr-dump's stdin/stdout/stderr (/dev/null with --detach). The task stays in restore's \
+        process group (the terminal's foreground group when restore runs in the foreground), \
+        or starts a session of its own with --new-session.\n\
         Without --detach, cr-dump waits for the task and exits with its status (128+N if \
         killed by signal N). With --detach it prints the pid and exits.\nExit status: 1 if \
         the restore failed."
@@ -174,6 +184,8 @@ pub(crate) enum Cmd {
         /// renamed over FILE: a symlink at FILE is replaced, never followed).
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
+        #[command(flatten)]
+        files: RestoreFiles,
     },
     /// Print shell completions for cr-dump.
     Completions {
@@ -182,6 +194,49 @@ pub(crate) enum Cmd {
     },
     /// Print the man page (roff) of cr-dump.
     Man,
+}
+
+/// `restore` options about files, the terminal and the session.
+#[derive(clap::Args, Debug)]
+pub(crate) struct RestoreFiles {
+    /// Restore a file that changed since the checkpoint (size, mtime, or another inode at its
+    /// path) instead of refusing; a warning names it.
+    #[arg(long)]
+    pub(crate) allow_changed_files: bool,
+    /// Attach the image's descriptor FD to a file restore opens (FD=PATH, with FD's recorded
+    /// access mode) or to restore's own descriptor N (FD:N). Repeatable.
+    #[arg(long, value_name = "FD=PATH|FD:N", value_parser = parse_inherit)]
+    pub(crate) inherit_fd: Vec<cr_dump::restore::Inherit>,
+    /// Start a new session (setsid) for the task instead of keeping it in restore's process
+    /// group: it then has no controlling terminal.
+    #[arg(long)]
+    pub(crate) new_session: bool,
+}
+
+/// Parses `--inherit-fd FD=PATH` or `FD:N`.
+pub(crate) fn parse_inherit(s: &str) -> Result<cr_dump::restore::Inherit, String> {
+    use cr_dump::restore::{Inherit, InheritSource};
+    let num = |t: &str| {
+        t.parse::<u32>()
+            .map_err(|_| format!("{t:?} in {s:?} is not a descriptor number"))
+    };
+    if let Some((fd, path)) = s.split_once('=') {
+        if path.is_empty() {
+            return Err(format!("{s:?}: no path after '='"));
+        }
+        return Ok(Inherit {
+            fd: num(fd)?,
+            source: InheritSource::Path(PathBuf::from(path)),
+        });
+    }
+    if let Some((fd, n)) = s.split_once(':') {
+        let n = i32::try_from(num(n)?).map_err(|_| format!("{s:?}: {n} is too large"))?;
+        return Ok(Inherit {
+            fd: num(fd)?,
+            source: InheritSource::Fd(n),
+        });
+    }
+    Err(format!("{s:?}: expected FD=PATH or FD:N"))
 }
 
 pub(crate) fn parse_u64(s: &str) -> Result<u64, String> {
@@ -217,9 +272,17 @@ be checkpointed. --keep lets it run on instead (cr-dump exits without waiting fo
 
 Printed: CRID, image path, size, page counts, and timings: downtime (how long the task was \
 stopped), capture (start of the capture to the image ready in memory; in --direct mode, \
-to the image written), write-back, total (the whole command). --json prints one object with \
-the same fields (*_ms in milliseconds) plus peak_rss_kib and snapshot (how lazy mode held \
-the memory: twin or copy; none with --direct).
+to the image written), write-back, total (the whole command); then the state report: one \
+line per open descriptor, the working directory and the root, with what it is and what \
+restore will do (restore, partial, inherit, lost). Anything not restored exactly is also a \
+warning on stderr; --strict refuses the checkpoint instead. --json prints one object with \
+the same fields (*_ms in milliseconds; the report as `fidelity`: item, kind, action, note) \
+plus peak_rss_kib and snapshot (how lazy mode held the memory: twin or copy; none with \
+--direct).
+
+Open files: regular files (path, flags, offset, identity checked at restore), directories, \
+devices, terminals, the working directory and root are recorded; a file deleted while open \
+is stored with its contents up to --ghost-limit (64 MiB by default).
 
 Incremental: --parent DIR/NAME.img.K (or --incremental: the newest NAME.img.* in DIR) writes an image that names its parent (CRID and digest) and stores only the pages that differ from the parent chain; the others are marked 'in the parent'. A page of a mapping the parent does not have with the same start, end, kind and backing is never 'in the parent'. How unchanged pages are found (the image records it): by write-protect dirty tracking when it was armed (--track, or --precopy) at the parent's capture; else by comparing contents with the parent (from a twin, as the image is written: the stop stays a fork's). Tracking leaves one userfaultfd open in the task; its state is kept beside the CRID file as cr-track.PID.STARTTIME. --precopy copies memory while the task runs, round after round, and stops it only for the last delta.
 
@@ -308,6 +371,14 @@ pub(crate) struct CheckpointArgs {
     /// With --precopy: at most this long for the rounds while the task runs.
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_secs, requires = "precopy")]
     pub(crate) max_seconds: Duration,
+    /// Refuse the checkpoint (exit 1, the task left running, no image) when restore would
+    /// not bring back something of the task exactly (a warning of the state report).
+    #[arg(long)]
+    pub(crate) strict: bool,
+    /// The largest file deleted while open whose contents go into the image (bytes); a
+    /// larger one is reported lost.
+    #[arg(long, value_name = "BYTES", default_value = "67108864", value_parser = parse_u64)]
+    pub(crate) ghost_limit: u64,
     /// The command to start and checkpoint.
     #[arg(last = true, value_name = "CMD")]
     pub(crate) command: Vec<String>,

@@ -11,6 +11,7 @@ mod args;
 use args::{CheckpointArgs, Cli, Cmd};
 use clap::Parser;
 use cr_dump::capture::checkpoint::{millis, DiffMethod};
+use cr_dump::capture::state::Action;
 use cr_dump::capture::{self, After, CheckpointOptions, LazyMode, PrecopyLimits, Report};
 use cr_dump::inspect::{self, diff, json, show, squash};
 use cr_dump::{crid, output, sys, Error};
@@ -57,7 +58,8 @@ fn main() -> ExitCode {
             stopped,
             detach,
             pid_file,
-        } => restore_cmd(&image, stopped, detach, pid_file.as_deref()),
+            files,
+        } => restore_cmd(&image, stopped, detach, pid_file.as_deref(), files),
         Cmd::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -245,11 +247,16 @@ fn restore_cmd(
     stopped: bool,
     detach: bool,
     pid_file: Option<&std::path::Path>,
+    files: args::RestoreFiles,
 ) -> Result<(), Fail> {
     let opts = cr_dump::restore::Options {
         stopped,
         detach,
-        files: Default::default(),
+        files: cr_dump::restore::FileOptions {
+            allow_changed_files: files.allow_changed_files,
+            inherit: files.inherit_fd,
+            new_session: files.new_session,
+        },
     };
     let r = cr_dump::restore::restore(image, &opts)?;
     for w in &r.warnings {
@@ -479,6 +486,10 @@ fn checkpoint_options(a: &CheckpointArgs, pid: i32) -> CheckpointOptions {
             max_rounds: a.max_rounds,
             max_time: a.max_seconds,
         }),
+        state: capture::StateOptions {
+            strict: a.strict,
+            ghost_limit: a.ghost_limit,
+        },
     }
 }
 
@@ -513,6 +524,17 @@ fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
         }
     }
     let total = t0.elapsed();
+    for f in r.fidelity.iter().filter(|f| f.action != Action::Restore) {
+        let what = match f.action {
+            Action::Lost => "will not be restored",
+            Action::Partial => "will be restored with a difference",
+            _ => "needs restore --inherit-fd",
+        };
+        eprintln!(
+            "cr-dump: warning: {} ({}) {what}: {}",
+            f.item, f.kind, f.note
+        );
+    }
     if a.json {
         let mut j = serde_json::to_value(&r)
             .map_err(|e| Fail::Run(format!("internal: the report as JSON: {e}")))?;
@@ -576,4 +598,19 @@ fn print_report(r: &Report, total: Duration) {
     println!("capture    {:.3} ms", millis(r.capture));
     println!("write-back {:.3} ms", millis(r.writeback));
     println!("total      {:.3} ms", millis(total));
+    for (i, f) in r.fidelity.iter().enumerate() {
+        let action = match f.action {
+            Action::Restore => "restore",
+            Action::Partial => "partial",
+            Action::Inherit => "inherit",
+            Action::Lost => "LOST",
+        };
+        let head = if i == 0 { "state" } else { "" };
+        let note = if f.note.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", f.note)
+        };
+        println!("{head:<10} {:<6} {action:<7} {}{note}", f.item, f.kind);
+    }
 }

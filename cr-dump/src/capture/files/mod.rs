@@ -35,6 +35,7 @@
 //!
 //! After the descriptors come the working directory (`ROLE_CWD`) and the root (`ROLE_ROOT`).
 
+use super::options::StateOptions;
 use super::state::{Action, Fidelity, FileEntry, TaskState};
 use crate::error::{Error, Result};
 use crate::procfs;
@@ -51,8 +52,6 @@ mod pipe;
 mod regular;
 mod socket;
 
-pub use regular::{set_ghost_limit, DEFAULT_GHOST_LIMIT};
-
 /// What a per-type capture function is given about one descriptor.
 pub(crate) struct Cx<'a> {
     /// The task (frozen, under our ptrace).
@@ -68,6 +67,8 @@ pub(crate) struct Cx<'a> {
     /// Every descriptor of the task, in increasing order, with its link.
     #[allow(dead_code)] // used by pipe.rs (a stub until the "anon" helper's lands)
     pub all: &'a [(i32, Vec<u8>)],
+    /// The capture's options (`ghost_limit`, ...).
+    pub opts: &'a StateOptions,
 }
 
 impl Cx<'_> {
@@ -184,6 +185,7 @@ fn capture_fd(
     link: &[u8],
     all: &[(i32, Vec<u8>)],
     done: &[FileEntry],
+    opts: &StateOptions,
 ) -> Result<(FileEntry, Fidelity)> {
     let name = format!("fdinfo/{fd}");
     let text = procfs::read(pid, &name)?;
@@ -219,6 +221,7 @@ fn capture_fd(
         info: &info,
         md: &md,
         all,
+        opts,
     };
     let line = if link.starts_with(b"pipe:[") {
         pipe::capture(&cx, &mut e)?
@@ -242,11 +245,11 @@ fn capture_fd(
 
 /// Reads every descriptor, the working directory and the root of the frozen task `pid` into
 /// `st.files`, with one report line each in `st.fidelity`.
-pub(crate) fn capture(pid: i32, st: &mut TaskState) -> Result<()> {
+pub(crate) fn capture(pid: i32, st: &mut TaskState, opts: &StateOptions) -> Result<()> {
     let all = list_fds(pid)?;
     let mut files: Vec<FileEntry> = Vec::with_capacity(all.len() + 2);
     for (fd, link) in &all {
-        let (e, line) = capture_fd(pid, *fd, link, &all, &files)?;
+        let (e, line) = capture_fd(pid, *fd, link, &all, &files, opts)?;
         files.push(e);
         st.fidelity.push(line);
     }

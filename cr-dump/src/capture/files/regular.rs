@@ -8,18 +8,6 @@ use crate::procfs;
 use cr_format::raw;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-/// Default of [`set_ghost_limit`]: 64 MiB.
-pub const DEFAULT_GHOST_LIMIT: u64 = 64 << 20;
-
-static GHOST_LIMIT: AtomicU64 = AtomicU64::new(DEFAULT_GHOST_LIMIT);
-
-/// The largest deleted-but-open file whose contents a checkpoint copies into the image
-/// (`checkpoint --ghost-limit`); a larger one is reported lost.
-pub fn set_ghost_limit(bytes: u64) {
-    GHOST_LIMIT.store(bytes, Ordering::Relaxed);
-}
 
 /// Major numbers of terminals: the virtual consoles and serial lines (4), `/dev/tty`,
 /// `/dev/console`, `/dev/ptmx` (5), the pseudo-terminal slaves (136 to 143).
@@ -82,13 +70,13 @@ fn regular(cx: &Cx, e: &mut FileEntry, notes: &mut Vec<String>) -> Result<(Strin
     }
     e.path = strip_deleted(cx.link).to_vec();
     let kind = format!("deleted file {}", String::from_utf8_lossy(&e.path));
-    let limit = GHOST_LIMIT.load(Ordering::Relaxed);
+    let limit = cx.opts.ghost_limit;
     let size = cx.md.size();
     if size > limit {
         e.raw.flags = raw::FILE_DELETED.into();
         notes.push(format!(
             "its contents ({size} bytes) are over the limit for deleted files ({limit} bytes; \
-             checkpoint --ghost-limit raises it)"
+             checkpoint --ghost-limit BYTES raises it)"
         ));
         return Ok((kind, Action::Lost));
     }

@@ -262,6 +262,15 @@ pub(super) fn plan(
             }
             _ => {
                 let target = f.raw.fd.get();
+                let unsupported = f.ftype() == raw::FILE_UNSUPPORTED;
+                if unsupported && target > 2 && !prep.opts.inherit.iter().any(|i| i.fd == target) {
+                    // The checkpoint reported it lost; the task gets it closed.
+                    fp.warnings.push(format!(
+                        "fd {target} ({}): of a kind images cannot describe: left closed",
+                        String::from_utf8_lossy(f.path)
+                    ));
+                    continue;
+                }
                 let p = prepare_fd(&mut prep, &fp, &f, &data)?;
                 fp.warnings.extend(p.warnings);
                 let src = sf::dup_above(p.fd.as_fd(), base)
