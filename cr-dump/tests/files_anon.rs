@@ -7,6 +7,8 @@
 use cr_format::raw;
 use cr_format::read::Image;
 use cr_tests::{line_reader, next_line_timeout, program, Run, TempDir};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::Receiver;
@@ -265,4 +267,211 @@ fn eventfd_timerfd_signalfd_epoll_and_memfd_come_back() {
         .expect("a timerfd with 1 unread tick");
     assert_eq!(t1.3[3], 0, "expired: nothing left");
     assert_same_run(&want, &out);
+}
+
+/// `GET /PATH HTTP/1.0` to 127.0.0.1:`port`: the body.
+fn http_get(port: u16, path: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(cr_tests::process_timeout()))
+        .unwrap();
+    write!(s, "GET /{path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let at = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP header end in {:?}", String::from_utf8_lossy(&resp)));
+    assert!(
+        resp.starts_with(b"HTTP/1.0 200"),
+        "{:?}",
+        String::from_utf8_lossy(&resp)
+    );
+    resp[at + 4..].to_vec()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the restored (detached) task when dropped.
+struct Pid(i32);
+impl Drop for Pid {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-9", &self.0.to_string()]).run();
+    }
+}
+
+#[test]
+fn python_http_server_answers_after_restore() {
+    let dir = TempDir::new("anon-http");
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    let body: Vec<u8> = (0..20000u32).map(|i| b'a' + (i % 23) as u8).collect();
+    std::fs::write(www.join("page.txt"), &body).unwrap();
+    let port = free_port();
+    let mut child = only_stdio(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(&www),
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("python3 (CI installs it)");
+    let guard = Pid(child.id() as i32);
+    let deadline = std::time::Instant::now() + cr_tests::process_timeout();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The uninterrupted server's answer.
+    let before = http_get(port, "page.txt");
+    assert_eq!(before, body);
+    let (img, j, _) = checkpoint(&child.id().to_string(), dir.path(), &["--kill"]);
+    cr_tests::wait_timeout(&mut child, cr_tests::process_timeout());
+    drop(guard);
+    let listening = j["fidelity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"].as_str().unwrap_or("").contains("listening"))
+        .unwrap_or_else(|| panic!("no listening socket in the report: {j}"));
+    assert_eq!(listening["action"], "restore", "{listening}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "killed: nobody listens"
+    );
+
+    let out = restore(&img, &["--detach"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "restore: {stderr}");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {:?}", String::from_utf8_lossy(&out.stdout)));
+    let _restored = Pid(pid);
+    assert_eq!(http_get(port, "page.txt"), before, "restore: {stderr}");
+    assert_eq!(http_get(port, "page.txt"), before, "a second request");
+}
+
+/// A Python client connected to a listener of the test: prints `ready`, waits for GO, then
+/// reads from the connection and prints what happened.
+const CLIENT: &str = r#"
+import os, socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+print("ready", flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.005)
+try:
+    d = s.recv(100)
+    print("recv", d)
+except ConnectionResetError:
+    print("connection reset")
+try:
+    print("then recv", s.recv(100))
+except OSError as e:
+    print("then", e.errno)
+"#;
+
+#[test]
+fn connected_tcp_socket_is_refused_or_closed_on_request() {
+    let dir = TempDir::new("anon-tcp");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port().to_string();
+    // The peer resets each connection once the client waits for GO.
+    let server = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming().take(2) {
+            held.push(c.unwrap());
+        }
+        held
+    });
+    let make = |_: &str| {
+        let mut c = Command::new("python3");
+        c.args(["-c", CLIENT, &port]);
+        c
+    };
+    // Reference: the peer resets the connection (SO_LINGER 0) before GO.
+    let go_ref = dir.path().join("go-ref");
+    let mut r = Running::start(make("ref").arg(&go_ref));
+    r.expect_line("ready");
+    let go = dir.path().join("go-ck");
+    let mut ck = Running::start(make("ck").arg(&go));
+    ck.expect_line("ready");
+    let mut held = server.join().unwrap();
+    linger_zero(&held.remove(0));
+    std::fs::write(&go_ref, b"").unwrap();
+    let mut want = Vec::new();
+    while let Some(l) = next_line_timeout(&r.lines, "reference client") {
+        want.push(l);
+    }
+    assert_eq!(want[0], "connection reset", "{want:?}");
+
+    let (img, j, stderr) = checkpoint(&ck.pid(), dir.path(), &["--kill"]);
+    ck.reap();
+    drop(held);
+    let lost = j["fidelity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["action"] == "lost")
+        .unwrap_or_else(|| panic!("no lost item in the report: {j}"));
+    let note = lost["note"].as_str().unwrap();
+    assert!(
+        note.contains(&format!(
+            "TCP connection to 127.0.0.1:{port} cannot be moved"
+        )),
+        "{note}"
+    );
+    assert!(stderr.contains("cannot be moved"), "no warning: {stderr}");
+
+    // Refused by default, naming the fd, the peer and why.
+    let out = restore(&img, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("connected to 127.0.0.1:{port}")) && err.contains("cannot be moved"),
+        "{err}"
+    );
+    assert!(err.contains("--tcp-close"), "{err}");
+
+    // With --tcp-close the program sees the connection reset, as the reference run did.
+    std::fs::write(&go, b"").unwrap();
+    let out = restore(&img, &["--tcp-close"]);
+    assert_same_run(&want, &out);
+}
+
+/// Sets `SO_LINGER` {on, 0} on `s`, so that closing it sends a reset.
+fn linger_zero(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads one linger struct from `l`.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
 }

@@ -16,9 +16,6 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use zerocopy::IntoBytes;
 
-/// The largest memfd whose contents a checkpoint copies (as for deleted files).
-const MEMFD_LIMIT: u64 = super::DEFAULT_GHOST_LIMIT;
-
 fn bad(cx: &Cx, what: &str) -> Error {
     Error::Proc(format!(
         "/proc/{}/fdinfo/{} ({}): no valid {what} line",
@@ -187,11 +184,16 @@ pub(super) fn capture_memfd(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     let name = String::from_utf8_lossy(memfd_name(cx.link)).into_owned();
     let kind = format!("memfd {name}");
     let size = cx.md.size();
-    if size > MEMFD_LIMIT {
+    // The limit of deleted files: a memfd is one.
+    let limit = cx.opts.ghost_limit;
+    if size > limit {
         return Ok(cx.line(
             kind,
             Action::Lost,
-            format!("its contents ({size} bytes) are over the limit ({MEMFD_LIMIT} bytes)"),
+            format!(
+                "its contents ({size} bytes) are over the limit ({limit} bytes; checkpoint \
+                 --ghost-limit raises it)"
+            ),
         ));
     }
     let io =
@@ -202,10 +204,10 @@ pub(super) fn capture_memfd(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     let seals = crate::sys::fdobj::seals(&f).map_err(|err| io("F_GET_SEALS of", err))?;
     let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     (&mut f)
-        .take(MEMFD_LIMIT.saturating_add(1))
+        .take(limit.saturating_add(1))
         .read_to_end(&mut buf)
         .map_err(|err| io("reading", err))?;
-    if buf.len() as u64 > MEMFD_LIMIT {
+    if buf.len() as u64 > limit {
         return Ok(cx.line(kind, Action::Lost, "it grew past the limit"));
     }
     e.raw.params[0] = seals.into();

@@ -121,6 +121,9 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     }
     if let Some(peer) = &si.peer {
         e.raw.params[3] = raw::SOCKET_CONNECTED.into();
+        // The image has no field for the peer: the path (free text for a socket) names it,
+        // so that restore's refusal can.
+        e.path = format!("{} connected to {}", cx.link_str(), addr_text(peer)).into_bytes();
         let what = if si.stype == libc::SOCK_STREAM && si.domain != libc::AF_UNIX {
             "connection"
         } else {

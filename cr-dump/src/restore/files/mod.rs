@@ -85,6 +85,9 @@ pub struct FileOptions {
     pub inherit: Vec<Inherit>,
     /// Start a new session (`setsid`) instead of staying in restore's process group.
     pub new_session: bool,
+    /// Restore connected sockets as sockets whose peer is gone (`--tcp-close`) instead of
+    /// refusing.
+    pub tcp_close: bool,
 }
 
 /// Work a type does in the child after the descriptors are in place.
