@@ -475,3 +475,42 @@ fn linger_zero(s: &TcpStream) {
     };
     assert_eq!(r, 0);
 }
+
+#[test]
+fn unix_udp_and_socketpair_sockets_are_bound_again() {
+    let dir = TempDir::new("anon-socks");
+    let prog = program("fdsockets");
+    let d = dir.path().to_path_buf();
+    let abs = format!("cr-test-anon-{}", std::process::id());
+    let (want, img, out) = across_restore(
+        dir.path(),
+        |tag| {
+            let mut c = Command::new(&prog);
+            c.arg(d.join(format!("sock-{tag}")))
+                .arg(format!("{abs}-{tag}"));
+            c
+        },
+        &[],
+    );
+    assert!(
+        want.iter().any(|l| l == "socketpair after close: 0"),
+        "{want:?}"
+    );
+    let files = files_of(&img);
+    let socks: Vec<_> = files.iter().filter(|f| f.1 == raw::FILE_SOCKET).collect();
+    let states: Vec<u64> = socks.iter().map(|f| f.3[3]).collect();
+    let listening = socks
+        .iter()
+        .find(|f| f.3[3] == raw::SOCKET_LISTENING)
+        .unwrap_or_else(|| panic!("no listening socket: {states:?}"));
+    assert_eq!(listening.3[4], 5, "the backlog, from sock_diag");
+    let pair: Vec<_> = socks.iter().filter(|f| f.3[5] != 0).collect();
+    assert_eq!(
+        pair.len(),
+        2,
+        "the two ends of the socketpair name each other"
+    );
+    // The original's socket file is still there: restore must replace it.
+    assert!(d.join("sock-ck").exists());
+    assert_same_run(&want, &out);
+}

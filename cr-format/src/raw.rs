@@ -520,8 +520,9 @@ pub struct File {
     ///   time to the next expiry ns (0: disarmed);
     /// - `FILE_SIGNALFD`: `[0]` the signal mask;
     /// - `FILE_SOCKET`: `[0]` family (`AF_*`), `[1]` type (`SOCK_*`), `[2]` protocol, `[3]`
-    ///   state (`SOCKET_*`), `[4]` listen backlog; the data is the bound address (the
-    ///   `sockaddr` bytes `getsockname` gives), empty when unbound;
+    ///   state (`SOCKET_*`), `[4]` listen backlog, `[5]` for a connected Unix socket whose
+    ///   peer is also in the image (a `socketpair`): the peer's `inode`, else 0; the data is
+    ///   the bound address (the `sockaddr` bytes `getsockname` gives), empty when unbound;
     /// - `FILE_MEMFD`: `[0]` seals (`F_GET_SEALS`); the contents follow in FileData;
     /// - `FILE_EPOLL`: none; the data is the interest list, [`EpollEntry`]s.
     pub params: [U64; 8],

@@ -97,6 +97,40 @@ fn supported(domain: i32, stype: i32, protocol: i32) -> bool {
     }
 }
 
+/// A connected Unix socket whose peer is a socket of the task too (a `socketpair`): the
+/// peer's inode in `params[5]`, restorable. `None` if the peer is elsewhere.
+fn socketpair_end(
+    cx: &Cx,
+    e: &mut FileEntry,
+    dup: &std::os::fd::OwnedFd,
+    name: &str,
+) -> Result<Option<Fidelity>> {
+    let io = |what: &str, err| {
+        Error::io(
+            format!("{what} of socket fd {} of pid {}", cx.fd, cx.pid),
+            err,
+        )
+    };
+    let Some(d) = sock::unix_diag(cx.md.ino()).map_err(|err| io("sock_diag", err))? else {
+        return Ok(None);
+    };
+    let link = format!("socket:[{}]", d.peer);
+    if d.peer == 0 || !cx.all.iter().any(|(_, l)| l.as_slice() == link.as_bytes()) {
+        return Ok(None);
+    }
+    e.raw.params[5] = u64::from(d.peer).into();
+    let kind = format!("{name} connected to {link} (both ends in the task)");
+    let n = fdobj::unread_bytes(dup).unwrap_or(0);
+    if n > 0 {
+        return Ok(Some(cx.line(
+            kind,
+            Action::Partial,
+            format!("{n} unread bytes in its receive queue are lost"),
+        )));
+    }
+    Ok(Some(cx.line(kind, Action::Restore, "")))
+}
+
 /// Describes the socket of `cx.fd` into `e`.
 pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     e.raw.ftype = raw::FILE_SOCKET.into();
@@ -121,9 +155,14 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     }
     if let Some(peer) = &si.peer {
         e.raw.params[3] = raw::SOCKET_CONNECTED.into();
-        // The image has no field for the peer: the path (free text for a socket) names it,
-        // so that restore's refusal can.
+        // The image has no field for the peer's address: the path (free text for a socket)
+        // names it, so that restore's refusal can.
         e.path = format!("{} connected to {}", cx.link_str(), addr_text(peer)).into_bytes();
+        if si.domain == libc::AF_UNIX && supported(si.domain, si.stype, si.protocol) {
+            if let Some(line) = socketpair_end(cx, e, &dup, &name)? {
+                return Ok(line);
+            }
+        }
         let what = if si.stype == libc::SOCK_STREAM && si.domain != libc::AF_UNIX {
             "connection"
         } else {

@@ -126,6 +126,9 @@ pub(super) fn prepare(cx: &mut Prep, f: &File<'_>, _data: &[u8]) -> Result<Prepa
     let nonblock = f.raw.open_flags.get() as i32 & libc::O_NONBLOCK;
     let io = |what: &str, e| Error::io(format!("{}: {what}", name(f)), e);
     let state = f.param(3);
+    if state == raw::SOCKET_CONNECTED && domain == libc::AF_UNIX && f.param(5) != 0 {
+        return socketpair_end(cx, f, stype, nonblock);
+    }
     if state == raw::SOCKET_CONNECTED {
         if !cx.opts.tcp_close {
             return Err(Error::Other(format!(
@@ -166,6 +169,25 @@ pub(super) fn prepare(cx: &mut Prep, f: &File<'_>, _data: &[u8]) -> Result<Prepa
         let backlog = i32::try_from(f.param(4)).unwrap_or(i32::MAX);
         sock::listen(&fd, backlog).map_err(|e| io(&format!("listen with backlog {backlog}"), e))?;
     }
+    Ok(Prepared::plain(fd))
+}
+
+/// One end of a `socketpair` whose two ends are in the image (`params[5]` the peer's inode):
+/// the first end met creates the pair and leaves the other in [`Prep::pipes`] under the
+/// peer's inode (socket and pipe inodes come from one counter, `get_next_ino`, so they never
+/// collide); an end never taken is closed before the fork.
+fn socketpair_end(cx: &mut Prep, f: &File<'_>, stype: i32, nonblock: i32) -> Result<Prepared> {
+    let io = |what: &str, e| Error::io(format!("{}: {what}", name(f)), e);
+    let mine = f.raw.inode.get();
+    let fd = match cx.pipes.get_mut(&mine).and_then(|e| e[0].take()) {
+        Some(fd) => fd,
+        None => {
+            let (a, b) = sock::socketpair(stype).map_err(|e| io("socketpair", e))?;
+            cx.pipes.insert(f.param(5), [Some(b), None]);
+            a
+        }
+    };
+    fdobj::set_nonblock(&fd, nonblock != 0).map_err(|e| io("F_SETFL", e))?;
     Ok(Prepared::plain(fd))
 }
 
