@@ -131,6 +131,45 @@ fn socketpair_end(
     Ok(Some(cx.line(kind, Action::Restore, "")))
 }
 
+/// A listening socket: its state and backlog (from `sock_diag`) into `e`; the backlog.
+fn listen_state(
+    cx: &Cx,
+    si: &sock::SockInfo,
+    e: &mut FileEntry,
+    notes: &mut Vec<String>,
+) -> Result<u64> {
+    e.raw.params[3] = raw::SOCKET_LISTENING.into();
+    let ino = cx.md.ino();
+    let diag = if si.domain == libc::AF_UNIX {
+        sock::unix_diag(ino)
+    } else {
+        sock::inet_diag(si.domain, ino)
+    }
+    .map_err(|err| {
+        Error::io(
+            format!("sock_diag of socket fd {} of pid {}", cx.fd, cx.pid),
+            err,
+        )
+    })?;
+    let backlog = match diag {
+        Some(d) => {
+            if d.rqueue > 0 {
+                notes.push(format!(
+                    "{} connections waiting to be accepted are lost",
+                    d.rqueue
+                ));
+            }
+            u64::from(d.wqueue)
+        }
+        None => {
+            notes.push("backlog unknown (not in cr-dump's network namespace): 128".into());
+            128
+        }
+    };
+    e.raw.params[4] = backlog.into();
+    Ok(backlog)
+}
+
 /// Describes the socket of `cx.fd` into `e`.
 pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     e.raw.ftype = raw::FILE_SOCKET.into();
@@ -153,12 +192,19 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     if bound {
         e.data = si.local.clone();
     }
+    if !supported(si.domain, si.stype, si.protocol) {
+        return Ok(cx.line(
+            format!("{name} (protocol {})", si.protocol),
+            Action::Lost,
+            "this kind of socket is not restored",
+        ));
+    }
     if let Some(peer) = &si.peer {
         e.raw.params[3] = raw::SOCKET_CONNECTED.into();
         // The image has no field for the peer's address: the path (free text for a socket)
         // names it, so that restore's refusal can.
         e.path = format!("{} connected to {}", cx.link_str(), addr_text(peer)).into_bytes();
-        if si.domain == libc::AF_UNIX && supported(si.domain, si.stype, si.protocol) {
+        if si.domain == libc::AF_UNIX {
             if let Some(line) = socketpair_end(cx, e, &dup, &name)? {
                 return Ok(line);
             }
@@ -178,39 +224,9 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
             ),
         ));
     }
-    if !supported(si.domain, si.stype, si.protocol) {
-        return Ok(cx.line(
-            format!("{name} (protocol {})", si.protocol),
-            Action::Lost,
-            "this kind of socket is not restored",
-        ));
-    }
     let mut notes = Vec::new();
     let kind = if si.listening {
-        e.raw.params[3] = raw::SOCKET_LISTENING.into();
-        let ino = cx.md.ino();
-        let diag = if si.domain == libc::AF_UNIX {
-            sock::unix_diag(ino)
-        } else {
-            sock::inet_diag(si.domain, ino)
-        }
-        .map_err(|err| io("sock_diag", err))?;
-        let backlog = match diag {
-            Some(d) => {
-                if d.rqueue > 0 {
-                    notes.push(format!(
-                        "{} connections waiting to be accepted are lost",
-                        d.rqueue
-                    ));
-                }
-                u64::from(d.wqueue)
-            }
-            None => {
-                notes.push("backlog unknown (not in cr-dump's network namespace): 128".into());
-                128
-            }
-        };
-        e.raw.params[4] = backlog.into();
+        let backlog = listen_state(cx, &si, e, &mut notes)?;
         format!("{name} listening on {local} (backlog {backlog})")
     } else if bound {
         e.raw.params[3] = raw::SOCKET_BOUND.into();
