@@ -12,10 +12,12 @@
 //! created, lies above, at its fixed address). The chain's "parent" pages are resolved run by
 //! run, so a run of 2^32-1 pages costs what a run of one does.
 //!
-//! Then cr-dump opens every mapped file and the executable, and forks a child that does only
-//! `ptrace(PTRACE_TRACEME)` and `raise(SIGSTOP)` ([`crate::sys::fork_traced_child`]; with
-//! `--detach` it first points 0/1/2 at `/dev/null`). The child inherits the open files at the same
-//! descriptor numbers, so it never needs a path. From then on the child runs no code of its
+//! Then cr-dump opens every mapped file and the executable, and the task's open files, working
+//! directory and root (`files/`: each checked to be the captured one, above every descriptor
+//! number the image uses), and forks a child that does only `ptrace(PTRACE_TRACEME)` and
+//! `raise(SIGSTOP)` ([`crate::sys::fork_traced_child`]; for an image without File records,
+//! with `--detach`, it first points 0/1/2 at `/dev/null`). The child inherits the open files at
+//! the same descriptor numbers, so it never needs a path. From then on the child runs no code of its
 //! own: cr-dump drives it with system calls injected by [`crate::sys::inject`] (the registers
 //! set to a `syscall` instruction of the child's vDSO, one `PTRACE_SINGLESTEP`, the result read
 //! from `rax`):
@@ -43,8 +45,12 @@
 //!    environment ranges, auxv and the executable (needs `CAP_SYS_RESOURCE` or
 //!    `CAP_CHECKPOINT_RESTORE`; a failure aborts the restore);
 //! 9. signal dispositions (ignored signals `SIG_IGN`, the others `SIG_DFL`), the blocked mask,
-//!    no alternate signal stack, personality, umask, comm, no clear-child-tid address;
-//!    `close_range(3, ~0)` (only 0/1/2 stay open); `munmap` of the scratch area;
+//!    no alternate signal stack, personality, umask, comm, no clear-child-tid address; the
+//!    open files: `dup3` of each prepared one to its recorded number (`O_CLOEXEC` as
+//!    recorded), `fchdir` to the working directory (after `chroot` for another root), every
+//!    other descriptor closed, the types' after-placement work (epoll registrations),
+//!    `setsid` with `--new-session` (an image without File records keeps only 0/1/2);
+//!    `munmap` of the scratch area;
 //! 10. the registers: `PTRACE_SETREGSET` `NT_X86_XSTATE` with the XSAVE area (or `NT_PRFPREG`
 //!     with the FXSAVE area if the image has none), then `PTRACE_SETREGS` with the general
 //!     registers, `fs_base` and `gs_base` included. A task captured inside an interrupted
@@ -76,13 +82,22 @@
 //!
 //! - The pid (no pid namespace is used), and the parent: the restored task is a child of
 //!   `cr-dump restore`, which waits for it and exits with its status unless `--detach`.
-//! - Descriptors: images hold none. The task has cr-dump's 0/1/2 (or `/dev/null`).
+//! - Descriptors: reopened by path (regular files, directories, devices, FIFOs: refused if the
+//!   file changed, unless `--allow-changed-files`), recreated (deleted files, with their
+//!   contents), or attached to restore's own (terminals, fds 0-2 that are restore's own file
+//!   or not reachable) or to what `--inherit-fd` names; see `files/mod.rs`. Locks are not
+//!   re-taken. When root restores another user's task, files are opened with that user's
+//!   file-system credentials. Images of format 1.0 hold none: the task has cr-dump's 0/1/2
+//!   (or `/dev/null`).
+//! - Process group: cr-dump's (the terminal's foreground group when restore runs in the
+//!   foreground), or a new session with `--new-session`.
 //! - Credentials: the task keeps the caller's; if the image recorded others, a warning says so.
 //! - Signal handlers: images record only which signals are caught, not the handlers; caught
 //!   signals get `SIG_DFL` and a warning names them. Pending signals are not restored.
 //! - rseq: the restored task has no rseq area registered (images do not record it); glibc then
 //!   keeps reading the CPU number cached at the checkpoint.
-//! - The working directory is cr-dump's (images do not record it).
+//! - The working directory and root are the image's (checked: same device and inode); a root
+//!   other than cr-dump's needs `CAP_SYS_CHROOT`, else the restore is refused.
 //! - Single-threaded tasks only (so are images).
 
 use crate::error::{Error, Result};

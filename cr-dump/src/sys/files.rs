@@ -128,3 +128,80 @@ pub fn raise_nofile(need: i32) -> io::Result<()> {
     // SAFETY: setrlimit reads one rlimit from `r`.
     check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) }.into()).map(drop)
 }
+
+/// This thread's file-system credentials switched to another user's (`setfsuid`,
+/// `setfsgid`, and the supplementary groups, all per thread at the system-call level) until
+/// dropped: files opened meanwhile are opened with that user's permissions. Needs
+/// `CAP_SETUID`/`CAP_SETGID` (root).
+pub struct FsCreds {
+    uid: u32,
+    gid: u32,
+    groups: Vec<libc::gid_t>,
+}
+
+impl FsCreds {
+    /// Switches this thread to `uid`, `gid`, `groups` for file access.
+    pub fn assume(uid: u32, gid: u32, groups: &[u32]) -> io::Result<FsCreds> {
+        // SAFETY: getgroups(0, NULL) only returns the count.
+        let n = check(unsafe { libc::getgroups(0, std::ptr::null_mut()) }.into())?;
+        let mut old = vec![0 as libc::gid_t; n as usize];
+        // SAFETY: `old` has room for `n` entries.
+        let n = check(unsafe { libc::getgroups(n as i32, old.as_mut_ptr()) }.into())?;
+        old.truncate(n as usize);
+        set_groups(groups)?;
+        // SAFETY: setfsgid/setfsuid take an integer and return the previous id (they cannot
+        // fail visibly: the result is checked below by reading the id back).
+        let (old_gid, old_uid) = unsafe {
+            (
+                libc::syscall(libc::SYS_setfsgid, gid) as u32,
+                libc::syscall(libc::SYS_setfsuid, uid) as u32,
+            )
+        };
+        let guard = FsCreds {
+            uid: old_uid,
+            gid: old_gid,
+            groups: old,
+        };
+        // SAFETY: as above; -1 changes nothing and returns the current id.
+        let (now_uid, now_gid) = unsafe {
+            (
+                libc::syscall(libc::SYS_setfsuid, -1) as u32,
+                libc::syscall(libc::SYS_setfsgid, -1) as u32,
+            )
+        };
+        if (now_uid, now_gid) != (uid, gid) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("setfsuid({uid})/setfsgid({gid}) refused"),
+            ));
+        }
+        Ok(guard)
+    }
+}
+
+/// `setgroups` for this thread only (the raw system call; glibc's wrapper changes every
+/// thread).
+fn set_groups(groups: &[u32]) -> io::Result<()> {
+    let g: Vec<libc::gid_t> = groups.to_vec();
+    // SAFETY: `g` holds `g.len()` gids and lives across the call.
+    check(unsafe { libc::syscall(libc::SYS_setgroups, g.len(), g.as_ptr()) }).map(drop)
+}
+
+impl Drop for FsCreds {
+    fn drop(&mut self) {
+        // SAFETY: integers only; back to the ids saved by `assume`.
+        unsafe {
+            libc::syscall(libc::SYS_setfsuid, self.uid);
+            libc::syscall(libc::SYS_setfsgid, self.gid);
+        }
+        let _ = set_groups(&self.groups);
+    }
+}
+
+/// Bytes waiting to be read in the pipe or FIFO `fd` (`FIONREAD`).
+pub fn unread_bytes(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into `n`, which lives across the call.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) }.into())?;
+    Ok(n.max(0) as u32)
+}

@@ -65,7 +65,6 @@ pub(crate) struct Cx<'a> {
     /// The open file's stat (through the magic link).
     pub md: &'a Metadata,
     /// Every descriptor of the task, in increasing order, with its link.
-    #[allow(dead_code)] // used by pipe.rs (a stub until the "anon" helper's lands)
     pub all: &'a [(i32, Vec<u8>)],
     /// The capture's options (`ghost_limit`, ...).
     pub opts: &'a StateOptions,
@@ -159,8 +158,14 @@ fn common(fd: u32, role: u16, link: &[u8], md: &Metadata) -> FileEntry {
     }
 }
 
-/// The earlier descriptor whose open file description `fd` shares, if any.
-fn find_dup(pid: i32, fd: i32, e: &FileEntry, earlier: &[FileEntry]) -> Result<Option<usize>> {
+/// The earlier descriptor whose open file description `fd` shares, if any. `Err` with the
+/// reason when the kernel cannot compare them (`kcmp` needs `CONFIG_KCMP`).
+fn find_dup(
+    pid: i32,
+    fd: i32,
+    e: &FileEntry,
+    earlier: &[FileEntry],
+) -> std::result::Result<Option<usize>, String> {
     for (i, p) in earlier.iter().enumerate() {
         let same_inode = p.raw.inode == e.raw.inode
             && p.raw.dev_major == e.raw.dev_major
@@ -169,8 +174,9 @@ fn find_dup(pid: i32, fd: i32, e: &FileEntry, earlier: &[FileEntry]) -> Result<O
             continue;
         }
         let pfd = p.raw.fd.get() as i32;
-        let same = crate::sys::files::same_open_file(pid, pfd, fd)
-            .map_err(|err| Error::io(format!("kcmp of fds {pfd} and {fd} of pid {pid}"), err))?;
+        let same = crate::sys::files::same_open_file(pid, pfd, fd).map_err(|err| {
+            format!("whether it shares its open file with fd {pfd} is unknown (kcmp: {err})")
+        })?;
         if same {
             return Ok(Some(i));
         }
@@ -184,7 +190,7 @@ fn capture_fd(
     fd: i32,
     link: &[u8],
     all: &[(i32, Vec<u8>)],
-    done: &[FileEntry],
+    done: (&[FileEntry], &[Fidelity]),
     opts: &StateOptions,
 ) -> Result<(FileEntry, Fidelity)> {
     let name = format!("fdinfo/{fd}");
@@ -199,18 +205,34 @@ fn capture_fd(
     e.raw.open_flags = info.flags.into();
     e.raw.fd_flags = u32::from(info.flags & libc::O_CLOEXEC as u32 != 0).into();
     e.raw.pos = info.pos.into();
-    if let Some(i) = find_dup(pid, fd, &e, done)? {
-        let p = &done[i];
+    let dup = find_dup(pid, fd, &e, done.0);
+    let orig = match &dup {
+        Ok(Some(i)) => done.0.get(*i).zip(done.1.get(*i)),
+        _ => None,
+    };
+    if let Some((p, orig)) = orig {
         e.raw.dup_of = p.raw.fd;
         e.raw.ftype = p.raw.ftype;
         e.raw.flags = (p.raw.flags.get() & !raw::FILE_HAS_DATA).into();
         e.raw.params = p.raw.params;
         e.path = p.path.clone();
+        e.data = p.data.clone();
+        // What restore does with the original, it does with this one.
         let line = Fidelity {
             item: format!("fd {fd}"),
-            kind: format!("the open file of fd {}", p.raw.fd.get()),
-            action: Action::Restore,
-            note: String::new(),
+            kind: format!("{} (the open file of fd {})", orig.kind, p.raw.fd.get()),
+            action: orig.action,
+            note: orig.note.clone(),
+        };
+        return Ok((e, line));
+    }
+    if link.len() > MAX_PATH as usize {
+        e.raw.ftype = raw::FILE_UNSUPPORTED.into();
+        let line = Fidelity {
+            item: format!("fd {fd}"),
+            kind: format!("{}...", String::from_utf8_lossy(&e.path)),
+            action: Action::Lost,
+            note: format!("its path is longer than an image holds ({MAX_PATH} bytes)"),
         };
         return Ok((e, line));
     }
@@ -240,7 +262,21 @@ fn capture_fd(
     } else {
         regular::capture(&cx, &mut e)?
     };
-    Ok((e, line))
+    Ok((e, with_dup_note(line, dup)))
+}
+
+/// A descriptor whose sharing could not be checked is restored on an open file of its own.
+fn with_dup_note(mut line: Fidelity, dup: std::result::Result<Option<usize>, String>) -> Fidelity {
+    if let Err(why) = dup {
+        if line.action == Action::Restore {
+            line.action = Action::Partial;
+        }
+        if !line.note.is_empty() {
+            line.note.push_str("; ");
+        }
+        line.note.push_str(&why);
+    }
+    line
 }
 
 /// Reads every descriptor, the working directory and the root of the frozen task `pid` into
@@ -248,8 +284,10 @@ fn capture_fd(
 pub(crate) fn capture(pid: i32, st: &mut TaskState, opts: &StateOptions) -> Result<()> {
     let all = list_fds(pid)?;
     let mut files: Vec<FileEntry> = Vec::with_capacity(all.len() + 2);
+    let first = st.fidelity.len();
     for (fd, link) in &all {
-        let (e, line) = capture_fd(pid, *fd, link, &all, &files, opts)?;
+        let done = (files.as_slice(), &st.fidelity[first..]);
+        let (e, line) = capture_fd(pid, *fd, link, &all, done, opts)?;
         files.push(e);
         st.fidelity.push(line);
     }

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::procfs;
 use cr_format::raw;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 /// Major numbers of terminals: the virtual consoles and serial lines (4), `/dev/tty`,
@@ -33,7 +34,16 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     }
     let mut notes = Vec::new();
     if !cx.info.locks.is_empty() {
-        notes.push(format!("locks not re-taken: {}", cx.info.locks.join("; ")));
+        let locks: Vec<String> = cx
+            .info
+            .locks
+            .iter()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        notes.push(format!(
+            "locks held are not re-taken at restore (images do not record them): {}",
+            locks.join("; ")
+        ));
     }
     let (kind, mut action) = if ft.is_file() {
         regular(cx, e, &mut notes)?
@@ -41,8 +51,16 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
         e.raw.ftype = raw::FILE_DIR.into();
         (format!("directory {link}"), Action::Restore)
     } else if ft.is_char_device() {
+        let rdev = (e.raw.rdev_major.get(), e.raw.rdev_minor.get());
+        if rdev == PTMX || (136..=143).contains(&rdev.0) && owns_master(cx) {
+            return Ok(cx.line(
+                format!("pseudo-terminal {link}"),
+                Action::Lost,
+                "pseudo-terminal pairs are not supported",
+            ));
+        }
         e.raw.ftype = raw::FILE_CHR.into();
-        if is_tty_major(e.raw.rdev_major.get()) {
+        if is_tty_major(rdev.0) {
             e.raw.flags = raw::FILE_TTY.into();
             notes.push("attached to restore's terminal".into());
             (format!("terminal {link}"), Action::Restore)
@@ -61,10 +79,30 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     Ok(cx.line(kind, action, notes.join("; ")))
 }
 
+/// `/dev/ptmx`: the master side of a pseudo-terminal.
+const PTMX: (u32, u32) = (5, 2);
+
+/// Whether the task holds a pseudo-terminal master (then its slaves are its own, not a
+/// terminal restore could stand for).
+fn owns_master(cx: &Cx) -> bool {
+    cx.all.iter().any(|(_, l)| l.as_slice() == b"/dev/ptmx")
+}
+
+/// Whether the file of the descriptor was deleted: the kernel says ` (deleted)` after the
+/// path, and the path (without it) no longer names this inode (another hard link may).
+fn is_deleted(cx: &Cx) -> bool {
+    if !cx.link.ends_with(b" (deleted)") {
+        return false;
+    }
+    let p = std::path::Path::new(std::ffi::OsStr::from_bytes(cx.link));
+    // A file really named "x (deleted)" is still there.
+    !std::fs::symlink_metadata(p).is_ok_and(|m| m.ino() == cx.md.ino() && m.dev() == cx.md.dev())
+}
+
 /// A regular file: by path, or with its contents if it was deleted.
 fn regular(cx: &Cx, e: &mut FileEntry, notes: &mut Vec<String>) -> Result<(String, Action)> {
     e.raw.ftype = raw::FILE_REG.into();
-    let deleted = cx.link.ends_with(b" (deleted)") && cx.md.nlink() == 0;
+    let deleted = is_deleted(cx);
     if !deleted {
         return Ok((format!("regular file {}", cx.link_str()), Action::Restore));
     }
@@ -117,8 +155,16 @@ pub(super) fn capture_dir(pid: i32, role: u16, name: &str) -> Result<(FileEntry,
     let mut e = common(0, role, &link, &md);
     e.raw.ftype = raw::FILE_DIR.into();
     let shown = String::from_utf8_lossy(&link).into_owned();
-    let (action, note) = if link.ends_with(b" (deleted)") {
-        (Action::Lost, "the directory was removed")
+    let gone = link.ends_with(b" (deleted)")
+        && !std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(&link))
+            .is_ok_and(|m| m.ino() == md.ino() && m.dev() == md.dev());
+    let (action, note) = if gone {
+        e.raw.flags = raw::FILE_DELETED.into();
+        e.path = strip_deleted(&link).to_vec();
+        (
+            Action::Lost,
+            "the directory was removed: the task gets restore's",
+        )
     } else {
         (Action::Restore, "")
     };

@@ -27,7 +27,9 @@ pub(super) fn prepare(cx: &Prep<'_>, f: &File<'_>, data: &[u8]) -> Result<Prepar
         Some(d) if d.is_dir() => d,
         _ => cx.image_dir.as_path(),
     };
-    let mode = f.raw.mode.get() & 0o7777;
+    // Never set-user-id or set-group-id: the task gets a file to read and write, not a
+    // program that runs as its owner.
+    let mode = f.raw.mode.get() & 0o777;
     let tmp = sf::open_flags(dir, libc::O_TMPFILE | libc::O_RDWR, mode).map_err(|e| {
         Error::io(
             format!(

@@ -37,6 +37,10 @@
 //! that attaches restore's own descriptor of that number (or `/dev/null` with `--detach`)
 //! with a warning; for others it is a refusal that names the fd, why, and `--inherit-fd`.
 //!
+//! Before any of that, descriptors 0 to 2 whose file is restore's own descriptor of the same
+//! number (the same device and inode: the same log file, terminal, or pipe) are given
+//! restore's (shared, as a shell shares its stdio with its jobs), whatever their type.
+//!
 //! After placement, each [`After`] is given to its module's
 //! `pub(super) fn after_placement(c: &Child, scratch: u64, fd: u32, work: &After) -> Result<()>`
 //! (the module's own `After`; `scratch` is 64 KiB of the child's memory for structures passed
@@ -149,10 +153,13 @@ impl Prep<'_> {
                 String::from_utf8_lossy(f.path)
             )));
         }
-        let (src, what) = if self.detach {
-            (devnull()?, "/dev/null (--detach)".to_string())
-        } else {
-            (own_fd(fd as i32)?, format!("restore's own fd {fd}"))
+        let (src, what) = match (self.detach, own_fd(fd as i32)) {
+            (false, Ok(own)) => (own, format!("restore's own fd {fd}")),
+            (false, Err(_)) => (
+                devnull()?,
+                format!("/dev/null (restore's fd {fd} is closed)"),
+            ),
+            (true, _) => (devnull()?, "/dev/null (--detach)".to_string()),
         };
         let mut p = Prepared::plain(src);
         p.warnings.push(format!(
@@ -245,49 +252,108 @@ pub(super) fn plan(
         new_session: opts.new_session,
         warnings: Vec::new(),
     };
+    let creds = task_creds(top);
+    let _as_task = match &creds {
+        Some((uid, gid, groups)) => Some(sf::FsCreds::assume(*uid, *gid, groups).map_err(|e| {
+            Error::io(
+                format!("taking the task's file credentials (uid {uid} gid {gid})"),
+                e,
+            )
+        })?),
+        None => None,
+    };
+    let why = |e: Error| match &creds {
+        Some((uid, gid, _)) => Error::Other(format!(
+            "{e} (opened with the checkpointed task's permissions, uid {uid} gid {gid})"
+        )),
+        None => e,
+    };
     for (f, contents) in files {
         let data: Vec<u8> = contents.flat_map(|d| d.bytes.iter().copied()).collect();
+        fp.add(&mut prep, &f, &data, base).map_err(why)?;
+    }
+    Ok(fp)
+}
+
+impl FilePlan {
+    /// Prepares one File record (a descriptor, the working directory or the root) and moves
+    /// what it opened above `base`.
+    fn add(&mut self, prep: &mut Prep<'_>, f: &File<'_>, data: &[u8], base: i32) -> Result<()> {
+        let above = |fd: OwnedFd, what: &str| {
+            sf::dup_above(fd.as_fd(), base)
+                .map_err(|e| Error::io(format!("moving {what} above fd {base}"), e))
+        };
         match f.role() {
+            raw::ROLE_CWD if f.raw.flags.get() & raw::FILE_DELETED != 0 => {
+                self.warnings.push(format!(
+                    "the working directory {} was removed before the checkpoint: the task \
+                     gets restore's",
+                    String::from_utf8_lossy(f.path)
+                ));
+            }
             raw::ROLE_CWD => {
-                let (fd, w) = regular::prepare_cwd(&prep, &f)?;
-                fp.cwd = Some(
-                    sf::dup_above(fd.as_fd(), base).map_err(|e| Error::io("moving the cwd", e))?,
-                );
-                fp.warnings.extend(w);
+                let (fd, w) = regular::prepare_cwd(prep, f)?;
+                self.cwd = Some(above(fd, "the working directory")?);
+                self.warnings.extend(w);
             }
             raw::ROLE_ROOT => {
-                if let Some(fd) = regular::prepare_root(&prep, &f)? {
-                    fp.root = Some(
-                        sf::dup_above(fd.as_fd(), base)
-                            .map_err(|e| Error::io("moving the root", e))?,
-                    );
+                if let Some(fd) = regular::prepare_root(prep, f)? {
+                    self.root = Some(above(fd, "the root")?);
                 }
             }
             _ => {
                 let target = f.raw.fd.get();
-                let unsupported = f.ftype() == raw::FILE_UNSUPPORTED;
-                if unsupported && target > 2 && !prep.opts.inherit.iter().any(|i| i.fd == target) {
+                let inherited = prep.opts.inherit.iter().any(|i| i.fd == target);
+                if let Some(why) = lost_at_checkpoint(f).filter(|_| target > 2 && !inherited) {
                     // The checkpoint reported it lost; the task gets it closed.
-                    fp.warnings.push(format!(
-                        "fd {target} ({}): of a kind images cannot describe: left closed",
+                    self.warnings.push(format!(
+                        "fd {target} ({}): {why}: left closed",
                         String::from_utf8_lossy(f.path)
                     ));
-                    continue;
+                    return Ok(());
                 }
-                let p = prepare_fd(&mut prep, &fp, &f, &data)?;
-                fp.warnings.extend(p.warnings);
-                let src = sf::dup_above(p.fd.as_fd(), base)
-                    .map_err(|e| Error::io(format!("moving fd {target} above fd {base}"), e))?;
-                fp.placed.push(Placed {
+                let p = prepare_fd(prep, self, f, data)?;
+                self.warnings.extend(p.warnings);
+                self.placed.push(Placed {
                     target,
-                    src,
+                    src: above(p.fd, &format!("fd {target}"))?,
                     cloexec: f.raw.fd_flags.get() & 1 != 0,
                     after: p.after,
                 });
             }
         }
+        Ok(())
     }
-    Ok(fp)
+}
+
+/// Why the checkpoint already reported `f` lost, if it did: of a kind images cannot describe,
+/// or deleted with its contents left out (over `--ghost-limit`).
+fn lost_at_checkpoint(f: &File<'_>) -> Option<&'static str> {
+    let fl = f.raw.flags.get();
+    match f.ftype() {
+        raw::FILE_UNSUPPORTED => Some("of a kind images cannot describe"),
+        raw::FILE_REG if fl & raw::FILE_DELETED != 0 && fl & raw::FILE_HAS_DATA == 0 => {
+            Some("deleted, and its contents were over the checkpoint's --ghost-limit")
+        }
+        _ => None,
+    }
+}
+
+/// The file-system credentials files are opened with when root restores another user's task
+/// (restore never gives the image's code a file its task could not open): the image's fsuid,
+/// fsgid and groups (the Process record's, else the fsgid alone). `None` when we are not
+/// root (our own permissions apply) or the task was root.
+fn task_creds(top: &Image<'_>) -> Option<(u32, u32, Vec<u32>)> {
+    let t = top.task()?;
+    let (uid, gid) = (t.uid[3].get(), t.gid[3].get());
+    if crate::sys::geteuid() != 0 || uid == 0 {
+        return None;
+    }
+    let groups = match top.process() {
+        Some(p) => p.groups.iter().map(|g| g.get()).collect(),
+        None => vec![gid],
+    };
+    Some((uid, gid, groups))
 }
 
 /// Prepares one descriptor: a duplicate, an inherited one, or by type.
@@ -308,6 +374,9 @@ fn prepare_fd(prep: &mut Prep<'_>, fp: &FilePlan, f: &File<'_>, data: &[u8]) -> 
         let d = sf::dup_above(orig.src.as_fd(), 0)
             .map_err(|e| Error::io(format!("fd {fd}: duplicating fd {dup_of}"), e))?;
         return Ok(Prepared::plain(d));
+    }
+    if let Some(own) = regular::same_as_own(f)? {
+        return Ok(own);
     }
     match f.ftype() {
         raw::FILE_PIPE => pipe::prepare(prep, f, data),

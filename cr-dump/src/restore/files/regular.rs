@@ -18,6 +18,7 @@ use std::path::Path;
 /// the status flags (`O_CREAT`, `O_TRUNC`, `O_EXCL` are never given: the file exists and its
 /// contents are what they are).
 const KEEP: i32 = libc::O_ACCMODE
+    | libc::O_PATH
     | libc::O_APPEND
     | libc::O_DIRECT
     | libc::O_NOATIME
@@ -136,6 +137,10 @@ fn reopen(f: &File<'_>, path: &Path, extra: i32) -> Result<(OwnedFd, Metadata)> 
 /// Sets the recorded status flags (`O_NONBLOCK` included) and offset of `fd`.
 fn finish(f: &File<'_>, fd: &OwnedFd, seek: bool) -> Result<()> {
     let rec = f.raw.open_flags.get() as i32;
+    if rec & libc::O_PATH != 0 {
+        // A path-only descriptor has neither status flags nor an offset.
+        return Ok(());
+    }
     sf::set_status_flags(fd.as_fd(), rec & STATUS)
         .map_err(|e| Error::io(format!("F_SETFL on {}", name(f)), e))?;
     if seek && f.raw.pos.get() != 0 {
@@ -150,9 +155,6 @@ pub(super) fn prepare(cx: &mut Prep<'_>, f: &File<'_>, data: &[u8]) -> Result<Pr
     let fl = f.raw.flags.get();
     if fl & raw::FILE_TTY != 0 {
         return tty(cx, f);
-    }
-    if let Some(own) = same_as_own(f)? {
-        return Ok(own);
     }
     match f.ftype() {
         raw::FILE_REG if fl & raw::FILE_DELETED != 0 => super::ghost::prepare(cx, f, data),
@@ -175,6 +177,17 @@ pub(super) fn prepare(cx: &mut Prep<'_>, f: &File<'_>, data: &[u8]) -> Result<Pr
             let mut p = Prepared::plain(fd);
             check_same(cx, f, &md, false, &mut p)?;
             finish(f, &p.fd, false)?;
+            // The position of a listing in progress: a cookie of the file system's
+            // (tmpfs, ext4 and most keep them valid while the directory is unchanged).
+            let pos = f.raw.pos.get();
+            if pos != 0 && f.raw.open_flags.get() as i32 & libc::O_PATH == 0 {
+                if let Err(e) = sf::seek_to(p.fd.as_fd(), pos) {
+                    p.warnings.push(format!(
+                        "{}: the listing position {pos} could not be restored ({e}): a                          listing in progress starts again",
+                        name(f)
+                    ));
+                }
+            }
             Ok(p)
         }
         raw::FILE_CHR => {
@@ -224,9 +237,21 @@ pub(super) fn prepare(cx: &mut Prep<'_>, f: &File<'_>, data: &[u8]) -> Result<Pr
 /// For fds 0 to 2: restore's own descriptor of that number if it is the very file of the
 /// image (the same device and inode, e.g. the same log or terminal), shared as a shell shares
 /// its stdio with its jobs.
-fn same_as_own(f: &File<'_>) -> Result<Option<Prepared>> {
+/// Only for types whose inode names one object (every eventfd, timerfd, ... shares one
+/// anonymous inode).
+pub(super) fn same_as_own(f: &File<'_>) -> Result<Option<Prepared>> {
     let fd = f.raw.fd.get();
-    if f.role() != raw::ROLE_FD || fd > 2 || f.raw.flags.get() & raw::FILE_DELETED != 0 {
+    let by_inode = matches!(
+        f.ftype(),
+        raw::FILE_REG
+            | raw::FILE_DIR
+            | raw::FILE_CHR
+            | raw::FILE_FIFO
+            | raw::FILE_PIPE
+            | raw::FILE_SOCKET
+    );
+    if !by_inode || f.role() != raw::ROLE_FD || fd > 2 || f.raw.flags.get() & raw::FILE_DELETED != 0
+    {
         return Ok(None);
     }
     let Ok(own) = own_fd(fd as i32) else {
