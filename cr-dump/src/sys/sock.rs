@@ -195,6 +195,14 @@ pub fn set_linger_reset(fd: &impl AsRawFd) -> io::Result<()> {
     setsockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, &l)
 }
 
+/// This thread's file-system uid (`setfsuid(-1)`, which changes nothing and returns it): the
+/// owner of the files it creates, which restore sets to the task's when root restores another
+/// user's task.
+pub fn fsuid() -> u32 {
+    // SAFETY: setfsuid with an invalid id (-1) only returns the current fsuid.
+    unsafe { libc::syscall(libc::SYS_setfsuid, -1i32) as u32 }
+}
+
 /// Queue lengths and peer of one socket, from `sock_diag`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Diag {

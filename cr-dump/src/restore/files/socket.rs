@@ -192,14 +192,17 @@ fn socketpair_end(cx: &mut Prep, f: &File<'_>, stype: i32, nonblock: i32) -> Res
 }
 
 /// Removes the path a Unix socket is bound to if it is a socket owned by the caller (the
-/// original's socket file); refuses if it is anything else.
+/// original's socket file; "the caller" is the file-system uid in effect); refuses if it is
+/// anything else.
 fn clear_unix_path(f: &File<'_>, p: &Path) -> Result<()> {
     let md = match std::fs::symlink_metadata(p) {
         Ok(md) => md,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io(format!("{}: lstat {}", name(f), p.display()), e)),
     };
-    let me = sys::geteuid();
+    // The caller as the file system sees it: the task's user when root restores another
+    // user's task (the framework's FsCreds), else us.
+    let me = sock::fsuid();
     if !md.file_type().is_socket() || md.uid() != me {
         return Err(Error::Other(format!(
             "{}: the Unix socket's path {} exists and is a {} owned by uid {}: only a socket \
