@@ -510,7 +510,13 @@ fn unix_udp_and_socketpair_sockets_are_bound_again() {
         2,
         "the two ends of the socketpair name each other"
     );
+    // The netlink socket is not restorable: recorded as such, and out of the epoll's list.
+    assert!(files.iter().any(|f| f.1 == raw::FILE_UNSUPPORTED));
+    let ep = files.iter().find(|f| f.1 == raw::FILE_EPOLL).unwrap();
+    assert_eq!(ep.4.len(), 16, "only the UDP socket's registration");
     // The original's socket file is still there: restore must replace it.
     assert!(d.join("sock-ck").exists());
     assert_same_run(&want, &out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("left closed"), "{err}");
 }

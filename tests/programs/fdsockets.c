@@ -9,13 +9,17 @@
  *   - a Unix datagram socket bound to the abstract name ABSTRACT_NAME;
  *   - a UDP socket bound to 127.0.0.1 on a port the kernel chose (it must keep it);
  *   - a connected Unix stream socketpair, both ends in the task;
- *   - an unbound TCP socket. */
+ *   - an unbound TCP socket;
+ *   - a netlink socket (not restorable: left closed) and an epoll watching it and the UDP
+ *     socket (the UDP registration must come back, the netlink one is dropped). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/netlink.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -49,6 +53,11 @@ int main(int argc, char **argv) {
     CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == 0);
     int ts = socket(AF_INET6, SOCK_STREAM, 0);
     CHECK(ts >= 0);
+    int ns = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE), ep = epoll_create1(0);
+    struct epoll_event ev = {EPOLLIN, {.u32 = 1}};
+    CHECK(ns >= 0 && ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, us, &ev) == 0);
+    ev.data.u32 = 2;
+    CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, ns, &ev) == 0);
     printf("ready\n");
     fflush(stdout);
     while (access(argv[3], F_OK) != 0)
@@ -70,6 +79,8 @@ int main(int argc, char **argv) {
     printf("udp keeps its port: %d\n", ntohs(in.sin_port) == port);
     CHECK(sendto(us, "to myself", 9, 0, (void *)&in, il) == 9);
     memset(buf, 0, sizeof buf);
+    CHECK(epoll_wait(ep, &ev, 1, 2000) == 1);
+    printf("epoll: %u\n", ev.data.u32);
     CHECK(recv(us, buf, sizeof buf, 0) == 9);
     printf("udp: %s\n", buf);
     CHECK(write(sp[0], "pair", 4) == 4);

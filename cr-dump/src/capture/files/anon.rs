@@ -123,6 +123,18 @@ fn epoll_line(l: &str) -> Option<(u32, u32, u64, u64)> {
     Some((fd, events, data, ino))
 }
 
+/// Whether a descriptor with this link is of a kind restore brings back (an epoll entry on
+/// one that is left closed could not be registered).
+fn restorable_link(link: &[u8]) -> bool {
+    match link.strip_prefix(b"anon_inode:") {
+        Some(k) => matches!(
+            k,
+            b"[eventfd]" | b"[timerfd]" | b"[signalfd]" | b"[eventpoll]"
+        ),
+        None => true,
+    }
+}
+
 fn epoll(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     e.raw.ftype = raw::FILE_EPOLL.into();
     let mut entries = Vec::new();
@@ -130,12 +142,20 @@ fn epoll(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     for l in cx.info.text.lines().filter(|l| l.starts_with("tfd:")) {
         let (fd, events, data, ino) = epoll_line(l).ok_or_else(|| bad(cx, "tfd:"))?;
         // The entry is keyed by (file, fd): it is only restorable if that fd still holds
-        // that file.
-        let same = cx.all.iter().any(|(f, _)| i64::from(*f) == i64::from(fd))
-            && i32::try_from(fd).is_ok_and(|fd| {
-                std::fs::metadata(procfs::path(cx.pid, &format!("fd/{fd}")))
-                    .is_ok_and(|md| md.ino() == ino)
-            });
+        // that file, and is itself restored.
+        let link = cx
+            .all
+            .iter()
+            .find(|(f, _)| i64::from(*f) == i64::from(fd))
+            .map(|(_, l)| l.as_slice());
+        let same = link.is_some_and(|l| {
+            restorable_link(l)
+                && (!l.starts_with(b"socket:[")
+                    || i32::try_from(fd).is_ok_and(|fd| super::socket::restorable(cx.pid, fd)))
+        }) && i32::try_from(fd).is_ok_and(|fd| {
+            std::fs::metadata(procfs::path(cx.pid, &format!("fd/{fd}")))
+                .is_ok_and(|md| md.ino() == ino)
+        });
         if same {
             entries.push(raw::EpollEntry {
                 fd: fd.into(),
@@ -166,7 +186,8 @@ fn epoll(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
         Action::Partial,
         format!(
             "registrations of descriptors {} are not restored: each watches a file that \
-             descriptor number no longer holds (it was closed or replaced)",
+             descriptor number no longer holds (closed or replaced), or one of a kind restore \
+             leaves closed",
             missing.join(", ")
         ),
     ))

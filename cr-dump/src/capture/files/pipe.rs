@@ -156,14 +156,21 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
         e.raw.params[0] = capacity(cx, &p)?.into();
         e.raw.params[1] = raw::PIPE_OTHER_END_OUTSIDE.into();
         let other = if ends.read { "write" } else { "read" };
+        let how = if cx.fd <= 2 {
+            format!(
+                "restore gives fd {0} its own fd {0}, or what --inherit-fd names",
+                cx.fd
+            )
+        } else {
+            format!(
+                "restore attaches fd {} only to what --inherit-fd names",
+                cx.fd
+            )
+        };
         return Ok(cx.line(
             what,
             Action::Inherit,
-            format!(
-                "its {other} end is held outside the task: restore attaches fd {} only to what \
-                 --inherit-fd names",
-                cx.fd
-            ),
+            format!("its {other} end is held outside the task: {how}"),
         ));
     }
     let (cap, bytes) = if first {

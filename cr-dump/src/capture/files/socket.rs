@@ -82,6 +82,15 @@ fn proto_name(domain: i32, stype: i32) -> String {
     }
 }
 
+/// Whether socket `fd` of task `pid` is of a kind restore brings back (an epoll entry on
+/// one it leaves closed could not be registered). False if it cannot be read.
+pub(super) fn restorable(pid: i32, fd: i32) -> bool {
+    sys::pidfd_open(pid)
+        .and_then(|p| sys::pidfd_getfd(&p, fd))
+        .and_then(|d| sock::sock_info(&d))
+        .is_ok_and(|si| supported(si.domain, si.stype, si.protocol))
+}
+
 /// Whether this version restores sockets of this family and type.
 fn supported(domain: i32, stype: i32, protocol: i32) -> bool {
     match domain {
@@ -193,10 +202,14 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
         e.data = si.local.clone();
     }
     if !supported(si.domain, si.stype, si.protocol) {
+        // Restore leaves a File of this type closed, as the report says.
+        e.raw.ftype = raw::FILE_UNSUPPORTED.into();
+        e.raw.params = Default::default();
+        e.data.clear();
         return Ok(cx.line(
             format!("{name} (protocol {})", si.protocol),
             Action::Lost,
-            "this kind of socket is not restored",
+            "this kind of socket is not restored: restore leaves the descriptor closed",
         ));
     }
     if let Some(peer) = &si.peer {
