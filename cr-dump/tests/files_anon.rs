@@ -54,7 +54,11 @@ struct Running {
 
 impl Running {
     fn start(cmd: &mut Command) -> Running {
-        let mut child = only_stdio(cmd)
+        Running::start_as_is(only_stdio(cmd))
+    }
+    /// [`Running::start`] keeping every descriptor the command gives the program.
+    fn start_as_is(cmd: &mut Command) -> Running {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -519,4 +523,77 @@ fn unix_udp_and_socketpair_sockets_are_bound_again() {
     assert_same_run(&want, &out);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("left closed"), "{err}");
+}
+
+/// A Python program writing to fd 3, a pipe the test reads: `before` at once, `after` once GO
+/// exists.
+const WRITER: &str = r#"
+import os, sys, time
+os.write(3, b"before\n")
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.005)
+os.write(3, b"after\n")
+print("done")
+"#;
+
+#[test]
+fn pipe_to_outside_is_refused_unless_inherited() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let dir = TempDir::new("anon-inherit");
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both are new descriptors owned by nothing else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let wfd = w.as_raw_fd();
+    let go = dir.path().join("go");
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", WRITER]).arg(&go);
+    // SAFETY: dup2 and close_range are async-signal-safe: the pipe's write end at fd 3 (not
+    // CLOEXEC), nothing else above 2.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(wfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let mut p = Running::start_as_is(&mut cmd);
+    p.expect_line("ready");
+    drop(w);
+    let (img, j, _) = checkpoint(&p.pid(), dir.path(), &["--kill"]);
+    p.reap();
+    let mut got = String::new();
+    std::fs::File::from(r).read_to_string(&mut got).unwrap();
+    assert_eq!(got, "before\n", "the task's bytes reached the reader");
+    let line = j["fidelity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["item"] == "fd 3")
+        .unwrap_or_else(|| panic!("no fd 3 in {j}"))
+        .clone();
+    assert_eq!(line["action"], "inherit", "{line}");
+
+    let out = restore(&img, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("fd 3") && err.contains("outside the task") && err.contains("--inherit-fd"),
+        "{err}"
+    );
+
+    std::fs::write(&go, b"").unwrap();
+    let log = dir.path().join("log");
+    std::fs::write(&log, b"").unwrap();
+    let arg = format!("3={}", log.display());
+    let out = restore(&img, &["--inherit-fd", &arg]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(stdout_lines(&out), ["done"], "{err}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "after\n");
 }
