@@ -22,7 +22,7 @@ use cr_format::read::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 /// Work after placement: none (the pipe is complete before the fork).
 pub(super) enum After {}
@@ -132,7 +132,18 @@ pub(super) fn prepare_fifo(cx: &mut Prep, f: &File<'_>, data: &[u8]) -> Result<P
         return Err(Error::Other(format!("{} is no longer a FIFO", name(f))));
     }
     let mut warnings = Vec::new();
-    if !data.is_empty() {
+    let same = md.ino() == f.raw.inode.get()
+        && (libc::major(md.dev()), libc::minor(md.dev()))
+            == (f.raw.dev_major.get(), f.raw.dev_minor.get());
+    if !data.is_empty() && !same {
+        // Not the captured FIFO: the open below refuses it, or restores it with a warning
+        // (--allow-changed-files); the bytes are not handed to whoever holds this one.
+        warnings.push(format!(
+            "{}: its {} unread bytes are not written into a FIFO that is not the captured one",
+            name(f),
+            data.len()
+        ));
+    } else if !data.is_empty() {
         let held = fdobj::unread_bytes(&keeper)
             .map_err(|e| Error::io(format!("FIONREAD of {}", name(f)), e))?;
         if held == 0 {
