@@ -597,3 +597,49 @@ fn pipe_to_outside_is_refused_unless_inherited() {
     assert_eq!(stdout_lines(&out), ["done"], "{err}");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "after\n");
 }
+
+/// An event loop as asyncio builds one, with `selectors` (an epoll instance) and a socketpair
+/// as its self-pipe, registered in the epoll; after GO a thread wakes the loop by writing to
+/// the socketpair. (asyncio itself does not survive a restore: it checks that the process
+/// that runs a loop has the pid that started it, and restore gives the task a new pid.)
+const LOOP: &str = r#"
+import os, selectors, socket, sys, threading, time
+sel = selectors.DefaultSelector()
+assert type(sel).__name__ == "EpollSelector"
+r, w = socket.socketpair()
+r.setblocking(False)
+sel.register(r, selectors.EVENT_READ, "self-pipe")
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.005)
+print("idle:", sel.select(0.05))
+threading.Thread(target=lambda: w.send(b"x")).start()
+for key, ev in sel.select(10):
+    print("woken by", key.data, r.recv(10))
+"#;
+
+#[test]
+fn python_selector_loop_runs_on_after_restore() {
+    let dir = TempDir::new("anon-loop");
+    let (want, img, out) = across_restore(
+        dir.path(),
+        |_| {
+            let mut c = Command::new("python3");
+            c.args(["-c", LOOP]);
+            c
+        },
+        &[],
+    );
+    assert_eq!(want, ["idle: []", "woken by self-pipe b'x'"]);
+    let files = files_of(&img);
+    assert!(files.iter().any(|f| f.1 == raw::FILE_EPOLL), "no epoll");
+    assert_eq!(
+        files
+            .iter()
+            .filter(|f| f.1 == raw::FILE_SOCKET && f.3[5] != 0)
+            .count(),
+        2,
+        "the self-pipe socketpair"
+    );
+    assert_same_run(&want, &out);
+}
