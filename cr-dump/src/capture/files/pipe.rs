@@ -197,15 +197,13 @@ pub(super) fn capture_fifo(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     e.raw.ftype = raw::FILE_FIFO.into();
     let kind = format!("FIFO {} ({})", cx.link_str(), end_name(cx.info.flags));
     if cx.link.ends_with(b" (deleted)") {
-        e.path = cx
-            .link
-            .strip_suffix(b" (deleted)")
-            .unwrap_or(cx.link)
-            .to_vec();
+        // Restore leaves a File of this type closed, as the report says.
+        e.raw.ftype = raw::FILE_UNSUPPORTED.into();
         return Ok(cx.line(
             kind,
             Action::Lost,
-            "the FIFO was removed: restore has no path to open it by",
+            "the FIFO was removed: restore has no path to open it by, and leaves the \
+             descriptor closed",
         ));
     }
     let first = cx
