@@ -643,3 +643,89 @@ fn python_selector_loop_runs_on_after_restore() {
     );
     assert_same_run(&want, &out);
 }
+
+/// The uid `SO_PEERCRED` gives for the server end of `s`.
+fn peer_uid(s: &std::os::unix::net::UnixStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    let mut c = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `c`, a ucred.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut c as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0);
+    c.uid
+}
+
+/// Root restoring a user's Unix server: the restored listening socket must present the
+/// user's credentials to its clients, not root's (restore gives the image's code no more
+/// privilege than its task had).
+#[test]
+fn unix_server_of_a_user_restored_by_root_shows_the_users_credentials() {
+    // SAFETY: geteuid takes nothing.
+    if unsafe { libc::geteuid() } != 0 {
+        cr_tests::skipped(
+            "unix_server_of_a_user",
+            "needs root to run a task as nobody",
+        );
+        return;
+    }
+    let dir = TempDir::new("anon-peercred");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let path = dir.path().join("srv");
+    let go = dir.path().join("go");
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(program("unixserver"))
+        .arg(&path)
+        .arg(&go);
+    let mut p = Running::start(&mut cmd);
+    p.expect_line("ready");
+    let before = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    assert_eq!(peer_uid(&before), 65534, "the original server");
+    drop(before);
+    let (img, _, _) = checkpoint(&p.pid(), dir.path(), &["--kill"]);
+    p.reap();
+    std::fs::write(&go, b"").unwrap();
+    let child = only_stdio(cr().args(["restore", img.to_str().unwrap()]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + cr_tests::process_timeout();
+    let mut s = loop {
+        match std::os::unix::net::UnixStream::connect(&path) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "never listened: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    };
+    let uid = peer_uid(&s);
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    let out = cr_tests::output_timeout(child, cr_tests::process_timeout());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "restore: {err}");
+    assert_eq!(got, "hi");
+    assert_eq!(
+        uid, 65534,
+        "the restored server's peer credentials (stderr: {err})"
+    );
+}

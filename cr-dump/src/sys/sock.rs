@@ -203,6 +203,56 @@ pub fn fsuid() -> u32 {
     unsafe { libc::syscall(libc::SYS_setfsuid, -1i32) as u32 }
 }
 
+/// This thread's file-system gid (`setfsgid(-1)`).
+fn fsgid() -> u32 {
+    // SAFETY: setfsgid with an invalid id (-1) only returns the current fsgid.
+    unsafe { libc::syscall(libc::SYS_setfsgid, -1i32) as u32 }
+}
+
+fn set_effective(uid: u32, gid: u32) -> io::Result<()> {
+    let keep = u32::MAX; // -1: unchanged
+                         // SAFETY: the raw setresgid/setresuid take integers and change this thread only (glibc's
+                         // wrappers would change every thread).
+    unsafe {
+        check(libc::syscall(libc::SYS_setresgid, keep, gid, keep))?;
+        check(libc::syscall(libc::SYS_setresuid, keep, uid, keep))?;
+    }
+    Ok(())
+}
+
+/// Runs `f` with this thread's effective uid and gid set to its file-system ones when they
+/// differ (root restoring another user's task, [`super::files::FsCreds`]), then puts the
+/// effective and file-system ids back. `listen` and `socketpair` record their caller's
+/// credentials as the socket's `SO_PEERCRED`: made as root, a user's restored Unix server
+/// would show its clients uid 0.
+pub fn as_fs_user<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    // SAFETY: geteuid/getegid take nothing and cannot fail.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (fsu, fsg) = (fsuid(), fsgid());
+    if (fsu, fsg) == (euid, egid) {
+        return f();
+    }
+    // The group first: changing it needs CAP_SETGID, which the uid change drops.
+    set_effective(fsu, fsg)?;
+    let r = f();
+    // Back as the uid first (its saved id is ours), which gives back the capabilities the
+    // gid needs; setting the effective ids also set the file-system ones: put those back.
+    let back = (|| {
+        // SAFETY: integers only, this thread only.
+        unsafe {
+            check(libc::syscall(libc::SYS_setresuid, u32::MAX, euid, u32::MAX))?;
+            check(libc::syscall(libc::SYS_setresgid, u32::MAX, egid, u32::MAX))?;
+            libc::syscall(libc::SYS_setfsuid, fsu);
+            libc::syscall(libc::SYS_setfsgid, fsg);
+        }
+        Ok::<(), io::Error>(())
+    })();
+    match (r, back) {
+        (r, Ok(())) => r,
+        (_, Err(e)) => Err(e),
+    }
+}
+
 /// Queue lengths and peer of one socket, from `sock_diag`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Diag {

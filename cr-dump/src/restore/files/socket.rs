@@ -12,6 +12,10 @@
 //!   `ECONNRESET`, then end of file), a Unix socket whose peer closed (end of file), a UDP
 //!   socket that is no longer connected.
 //!
+//! When root restores another user's task, `listen` and `socketpair` run with the task's
+//! user as effective ids ([`sock::as_fs_user`]): they record their caller as the socket's
+//! peer credentials, which clients trust.
+//!
 //! Socket options (buffer sizes, `TCP_NODELAY`, `IPV6_V6ONLY`, ...) are not in the image: the
 //! new socket has the defaults.
 
@@ -167,7 +171,8 @@ pub(super) fn prepare(cx: &mut Prep, f: &File<'_>, _data: &[u8]) -> Result<Prepa
     })?;
     if state == raw::SOCKET_LISTENING {
         let backlog = i32::try_from(f.param(4)).unwrap_or(i32::MAX);
-        sock::listen(&fd, backlog).map_err(|e| io(&format!("listen with backlog {backlog}"), e))?;
+        sock::as_fs_user(|| sock::listen(&fd, backlog))
+            .map_err(|e| io(&format!("listen with backlog {backlog}"), e))?;
     }
     Ok(Prepared::plain(fd))
 }
@@ -182,7 +187,8 @@ fn socketpair_end(cx: &mut Prep, f: &File<'_>, stype: i32, nonblock: i32) -> Res
     let fd = match cx.pipes.get_mut(&mine).and_then(|e| e[0].take()) {
         Some(fd) => fd,
         None => {
-            let (a, b) = sock::socketpair(stype).map_err(|e| io("socketpair", e))?;
+            let (a, b) =
+                sock::as_fs_user(|| sock::socketpair(stype)).map_err(|e| io("socketpair", e))?;
             cx.pipes.insert(f.param(5), [Some(b), None]);
             a
         }
@@ -226,7 +232,8 @@ fn closed(f: &File<'_>, domain: i32, stype: i32, proto: i32, nonblock: i32) -> R
     let io = |what: &str, e| Error::io(format!("{}: {what}", name(f)), e);
     let (fd, how): (OwnedFd, &str) = match (domain, stype) {
         (libc::AF_UNIX, _) => {
-            let (mine, peer) = sock::socketpair(stype).map_err(|e| io("socketpair", e))?;
+            let (mine, peer) =
+                sock::as_fs_user(|| sock::socketpair(stype)).map_err(|e| io("socketpair", e))?;
             drop(peer);
             (mine, "its peer closed")
         }
