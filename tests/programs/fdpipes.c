@@ -8,7 +8,9 @@
  *     bytes of a pattern unread (more than one page, so several pipe buffers);
  *   - pipe B, its write end closed after "tail of B" was written: the reader sees those bytes
  *     and then end of file;
- *   - the FIFO, opened for reading and writing (two descriptors), "fifo bytes" unread.
+ *   - the FIFO, opened for reading and writing (two descriptors), "fifo bytes" unread;
+ *   - pipe C, held only through one descriptor opened read-write through /proc, "rw bytes"
+ *     unread.
  * Then reads everything back and prints what it got; the output must be the same as an
  * uninterrupted run's. */
 #define _GNU_SOURCE
@@ -54,6 +56,16 @@ int main(int argc, char **argv) {
         return perror("open fifo"), 1;
     if (write(fw, "fifo bytes", 10) != 10)
         return perror("write fifo"), 1;
+    int c[2];
+    char cp[64];
+    if (pipe(c))
+        return perror("pipe c"), 1;
+    snprintf(cp, sizeof cp, "/proc/self/fd/%d", c[0]);
+    int crw = open(cp, O_RDWR);
+    close(c[0]);
+    close(c[1]);
+    if (crw < 0 || write(crw, "rw bytes", 8) != 8)
+        return perror("pipe c read-write"), 1;
     printf("ready\n");
     fflush(stdout);
     while (access(argv[2], F_OK) != 0)
@@ -87,6 +99,8 @@ int main(int argc, char **argv) {
         return perror("write fifo again"), 1;
     r = read(fr, got, 100);
     printf("FIFO again %zd: %.*s\n", r, r > 0 ? (int)r : 0, got);
+    r = read(crw, got, 100);
+    printf("C read-write %zd: %.*s\n", r, r > 0 ? (int)r : 0, got);
     struct stat st;
     fstat(fr, &st);
     printf("FIFO is a fifo: %d\n", S_ISFIFO(st.st_mode));

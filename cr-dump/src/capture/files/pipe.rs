@@ -151,7 +151,7 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     // Before the pipe is opened again: that open would count as a reader.
     let held = !both && other_end_held(cx, ends)?;
     let p = reopen(cx)?;
-    let what = format!("pipe {} ({})", cx.link_str(), end_name(cx.info.flags));
+    let what = format!("{} ({})", cx.link_str(), end_name(cx.info.flags));
     if held {
         e.raw.params[0] = capacity(cx, &p)?.into();
         e.raw.params[1] = raw::PIPE_OTHER_END_OUTSIDE.into();

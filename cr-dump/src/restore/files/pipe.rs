@@ -88,12 +88,7 @@ pub(super) fn prepare(cx: &mut Prep, f: &File<'_>, data: &[u8]) -> Result<Prepar
     let end = match flags & libc::O_ACCMODE {
         libc::O_RDONLY => 0,
         libc::O_WRONLY => 1,
-        _ => {
-            return Err(Error::Other(format!(
-                "{}: a pipe opened for reading and writing (through /proc) is not restored",
-                name(f)
-            )))
-        }
+        _ => return read_write(cx, f, ino, warnings),
     };
     let fd = cx
         .pipes
@@ -109,6 +104,36 @@ pub(super) fn prepare(cx: &mut Prep, f: &File<'_>, data: &[u8]) -> Result<Prepar
             ))
         })?;
     fdobj::set_nonblock(&fd, flags & libc::O_NONBLOCK != 0)
+        .map_err(|e| Error::io(format!("{}: F_SETFL", name(f)), e))?;
+    let mut p = Prepared::plain(fd);
+    p.warnings = warnings;
+    Ok(p)
+}
+
+/// A pipe opened for reading and writing (through `/proc/PID/fd/N`, as only that can): opened
+/// the same way, through an end still in `cx.pipes`.
+fn read_write(cx: &mut Prep, f: &File<'_>, ino: u64, warnings: Vec<String>) -> Result<Prepared> {
+    let any = cx
+        .pipes
+        .get(&ino)
+        .and_then(|ends| ends.iter().flatten().next())
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "{}: a pipe opened for reading and writing after both its ends were taken is \
+                 not restored",
+                name(f)
+            ))
+        })?;
+    let p = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(any));
+    let fd =
+        crate::sys::files::open_flags(std::path::Path::new(&p), libc::O_RDWR, 0).map_err(|e| {
+            Error::io(
+                format!("{}: opening the pipe for reading and writing", name(f)),
+                e,
+            )
+        })?;
+    let nonblock = f.raw.open_flags.get() as i32 & libc::O_NONBLOCK != 0;
+    fdobj::set_nonblock(&fd, nonblock)
         .map_err(|e| Error::io(format!("{}: F_SETFL", name(f)), e))?;
     let mut p = Prepared::plain(fd);
     p.warnings = warnings;
