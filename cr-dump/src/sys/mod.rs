@@ -16,6 +16,8 @@
 //! | [`process`] | `kill`, the forks (the restore's traced child, the self-checkpoint helper), pidfds, `_exit` |
 //! | [`fs`] | opening by name (no symlink, no FIFO), owned directories, `flock` with a time limit, naming an `O_TMPFILE` file, removing a temporary file on a signal |
 //! | [`fdinfo`] | `/proc/PID/fdinfo/N` parser (offset, flags, locks) |
+//! | [`fdobj`] | pipes (capacity, unread bytes by `tee`), eventfd, timerfd (`TFD_IOC_SET_TICKS`), signalfd, epoll, memfd (seals) |
+//! | [`sock`] | what a socket is (`SO_DOMAIN`, names, peer), `sock_diag` netlink (backlog, Unix peer), socket/bind/listen/connect/accept, [`sock::as_fs_user`] |
 //! | [`files`] | `kcmp` of open files, `F_DUPFD_CLOEXEC` above a number, terminals, raw `open` flags, `lseek` |
 //! | [`procfs`] | `/proc/PID/*` parsers |
 //!
