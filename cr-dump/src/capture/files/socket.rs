@@ -227,8 +227,20 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
         } else {
             "connected socket"
         };
+        let kind = format!("{name} {local} connected to {}", addr_text(peer));
+        if cx.fd <= 2 {
+            return Ok(cx.line(
+                kind,
+                Action::Inherit,
+                format!(
+                    "its peer is outside the task: restore gives fd {0} its own fd {0}, or what \
+                     --inherit-fd names (--tcp-close: a closed connection)",
+                    cx.fd
+                ),
+            ));
+        }
         return Ok(cx.line(
-            format!("{name} {local} connected to {}", addr_text(peer)),
+            kind,
             Action::Lost,
             format!(
                 "a {name} {what} to {} cannot be moved (restore refuses it; restore \

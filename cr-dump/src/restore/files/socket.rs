@@ -6,11 +6,12 @@
 //!   the connections the task had, now in `TIME_WAIT`, do not hold the port) and listening
 //!   with the recorded backlog. A Unix socket's path that exists (the original's socket file)
 //!   is removed first only if it is a socket owned by the caller; abstract names need nothing.
-//! - Connected: the peer is outside the image, so the restore is refused, or, with
-//!   `--tcp-close`, the task gets a socket whose peer is gone: a TCP connection that was reset
-//!   (a loopback connection whose other side closed with `SO_LINGER` 0: reads give
-//!   `ECONNRESET`, then end of file), a Unix socket whose peer closed (end of file), a UDP
-//!   socket that is no longer connected.
+//! - Connected: the peer is outside the image, so the restore is refused (at 0 to 2,
+//!   restore's own descriptor stands for it, as for any standard stream whose other end is
+//!   outside), or, with `--tcp-close`, the task gets a socket whose peer is gone: a TCP
+//!   connection that was reset (a loopback connection whose other side closed with
+//!   `SO_LINGER` 0: reads give `ECONNRESET`, then end of file), a Unix socket whose peer
+//!   closed (end of file), a UDP socket that is no longer connected.
 //!
 //! When root restores another user's task, `listen` and `socketpair` run with the task's
 //! user as effective ids ([`sock::as_fs_user`]): they record their caller as the socket's
@@ -134,11 +135,17 @@ pub(super) fn prepare(cx: &mut Prep, f: &File<'_>, _data: &[u8]) -> Result<Prepa
         return socketpair_end(cx, f, stype, nonblock);
     }
     if state == raw::SOCKET_CONNECTED {
+        let fd = f.raw.fd.get();
+        if !cx.opts.tcp_close && f.role() == raw::ROLE_FD && fd <= 2 {
+            // Standard input or output on a socket (a journal's stream, inetd): as for any
+            // stdio whose other end is outside, restore's own.
+            return cx.outside(f, "a connected socket whose peer is not in the image");
+        }
         if !cx.opts.tcp_close {
             return Err(Error::Other(format!(
                 "{}: a connected {} socket (local address {}) cannot be moved: its peer is not \
                  in the image; restore --tcp-close restores it as a connection whose peer is \
-                 gone",
+                 gone (or --inherit-fd {fd}=PATH|{fd}:N attaches another file)",
                 name(f),
                 kind_name(domain, stype),
                 addr_text(f.data)
