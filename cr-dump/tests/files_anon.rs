@@ -346,6 +346,20 @@ fn python_http_server_answers_after_restore() {
     // The uninterrupted server's answer.
     let before = http_get(port, "page.txt");
     assert_eq!(before, body);
+    // The server answers each request on a thread of its own: checkpoints take
+    // single-threaded tasks, so wait for it to end.
+    let status = format!("/proc/{}/status", child.id());
+    while !std::fs::read_to_string(&status)
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Threads:", "1"])
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request thread never ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let (img, j, _) = checkpoint(&child.id().to_string(), dir.path(), &["--kill"]);
     cr_tests::wait_timeout(&mut child, cr_tests::process_timeout());
     drop(guard);
