@@ -227,6 +227,7 @@ pub(super) fn prepare(cx: &mut Prep<'_>, f: &File<'_>, data: &[u8]) -> Result<Pr
             finish(f, &p.fd, false)?;
             Ok(p)
         }
+        raw::FILE_UNSUPPORTED => cx.outside(f, "of a kind images cannot describe"),
         t => cx.outside(
             f,
             &format!("a descriptor of a kind this cr-dump cannot restore (type {t})"),
