@@ -199,6 +199,17 @@ fn memfd_name(link: &[u8]) -> &[u8] {
     l.strip_suffix(b" (deleted)").unwrap_or(l)
 }
 
+/// Whether the task maps the memfd of `cx.fd` shared (`/proc/PID/maps`, by inode).
+fn shared_mapping(cx: &Cx) -> bool {
+    let Ok(text) = procfs::read(cx.pid, "maps") else {
+        return false;
+    };
+    procfs::parse_maps(&String::from_utf8_lossy(&text)).is_ok_and(|maps| {
+        maps.iter()
+            .any(|m| m.shared && m.inode == cx.md.ino() && m.path.starts_with("/memfd:"))
+    })
+}
+
 /// Describes the memfd of `cx.fd` (name, seals, contents) into `e`.
 pub(super) fn capture_memfd(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     e.raw.ftype = raw::FILE_MEMFD.into();
@@ -237,9 +248,14 @@ pub(super) fn capture_memfd(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
         e.raw.flags = (e.raw.flags.get() | raw::FILE_HAS_DATA).into();
         e.contents = buf;
     }
-    Ok(cx.line(
-        format!("{kind} ({} bytes, seals {seals:#x})", e.raw.size.get()),
-        Action::Restore,
-        "",
-    ))
+    let kind = format!("{kind} ({} bytes, seals {seals:#x})", e.raw.size.get());
+    if shared_mapping(cx) {
+        return Ok(cx.line(
+            kind,
+            Action::Partial,
+            "it is also mapped shared: after restore the descriptor and the mapping are two \
+             memfds, and writes through one are not seen through the other",
+        ));
+    }
+    Ok(cx.line(kind, Action::Restore, ""))
 }
