@@ -421,13 +421,16 @@ fn diag_query<T>(
     }
 }
 
-/// The queues of the TCP socket with inode `inode` (`family` `AF_INET` or `AF_INET6`), by a
-/// dump of the family's TCP sockets; `None` if it is not in this network namespace.
+/// The queues of the listening TCP socket with inode `inode` (`family` `AF_INET` or
+/// `AF_INET6`), by a dump of the family's listening TCP sockets; `None` if it is not in this
+/// network namespace.
 pub fn inet_diag(family: i32, inode: u64) -> io::Result<Option<Diag>> {
+    // Listening sockets only (TCP_LISTEN is state 10): a dump of every connection of a busy
+    // host would cost far more.
     let req = InetDiagReqV2 {
         family: family as u8,
         protocol: libc::IPPROTO_TCP as u8,
-        states: u32::MAX,
+        states: 1 << 10,
         ..InetDiagReqV2::default()
     };
     diag_query(req.as_bytes(), true, |p| {

@@ -244,10 +244,15 @@ fn closed(f: &File<'_>, domain: i32, stype: i32, proto: i32, nonblock: i32) -> R
             drop(peer);
             (mine, "its peer closed")
         }
-        (_, libc::SOCK_STREAM) => (
-            reset_connection(domain).map_err(|e| io("a reset loopback connection", e))?,
-            "reset",
-        ),
+        (_, libc::SOCK_STREAM) => match reset_connection(domain) {
+            Ok(fd) => (fd, "reset"),
+            // No loopback of this family here: a socket that was never connected says so
+            // too (ENOTCONN).
+            Err(_) => (
+                sock::socket(domain, stype, proto, 0).map_err(|e| io("socket", e))?,
+                "unconnected (no loopback to make a reset connection on)",
+            ),
+        },
         _ => (
             sock::socket(domain, stype, proto, 0).map_err(|e| io("socket", e))?,
             "no longer connected",
