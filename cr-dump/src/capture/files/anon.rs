@@ -259,3 +259,30 @@ pub(super) fn capture_memfd(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     }
     Ok(cx.line(kind, Action::Restore, ""))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_epoll_lines() {
+        // As Linux 6.x writes them (seq_printf "tfd: %8d events: %8x data: %16llx  pos:%lli
+        // ino:%lx sdev:%x").
+        let l = "tfd:        3 events: 80000019 data:                3  pos:0 ino:c sdev:10";
+        assert_eq!(epoll_line(l), Some((3, 0x8000_0019, 3, 0xc)));
+        let l = "tfd:       12 events:       19 data: ffffffffffffffff  pos:5 ino:1a2b sdev:f";
+        assert_eq!(epoll_line(l), Some((12, 0x19, u64::MAX, 0x1a2b)));
+        assert_eq!(epoll_line("tfd: x events: 1 data: 1 pos:0 ino:1"), None);
+        assert_eq!(epoll_line("tfd: 3 events: 19"), None);
+    }
+
+    #[test]
+    fn names_memfds_and_restorable_links() {
+        assert_eq!(memfd_name(b"/memfd:cr-test (deleted)"), b"cr-test");
+        assert_eq!(memfd_name(b"/memfd:a b"), b"a b");
+        assert!(restorable_link(b"anon_inode:[eventfd]"));
+        assert!(restorable_link(b"pipe:[12]"));
+        assert!(!restorable_link(b"anon_inode:inotify"));
+        assert!(!restorable_link(b"anon_inode:[pidfd]"));
+    }
+}

@@ -277,3 +277,39 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     };
     Ok(cx.line(kind, action, notes.join("; ")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(family: i32, rest: &[u8]) -> Vec<u8> {
+        let mut v = (family as u16).to_ne_bytes().to_vec();
+        v.extend_from_slice(rest);
+        v
+    }
+
+    #[test]
+    fn names_addresses() {
+        let v4 = sa(
+            libc::AF_INET,
+            &[0x1f, 0x90, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0],
+        );
+        assert_eq!(addr_text(&v4), "1.2.3.4:8080");
+        assert!(is_bound(&v4));
+        let mut v6 = sa(libc::AF_INET6, &[0, 80, 0, 0, 0, 0]);
+        v6.extend_from_slice(&[0; 15]);
+        v6.push(1);
+        v6.extend_from_slice(&[0; 4]);
+        assert_eq!(addr_text(&v6), "[::1]:80");
+        assert_eq!(
+            addr_text(&sa(libc::AF_UNIX, b"/run/x.sock\0")),
+            "/run/x.sock"
+        );
+        assert_eq!(addr_text(&sa(libc::AF_UNIX, b"\0abs")), "@abs");
+        assert_eq!(addr_text(&sa(libc::AF_UNIX, b"")), "(unnamed)");
+        assert!(!is_bound(&sa(libc::AF_UNIX, b"")));
+        assert!(!is_bound(&sa(libc::AF_INET, &[0; 14])));
+        assert_eq!(addr_text(&[1]), "(address family 0)");
+        assert_eq!(addr_text(&sa(libc::AF_INET, &[0, 1])), "(address family 2)");
+    }
+}
