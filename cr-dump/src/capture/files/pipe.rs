@@ -70,17 +70,23 @@ fn ends_in_task(cx: &Cx) -> Result<(Ends, bool)> {
 }
 
 /// Whether someone outside the task holds the end of the pipe the task lacks: polls the task's
-/// own open file (see the module docs).
-fn other_end_held(cx: &Cx, ends: Ends) -> Result<bool> {
-    let io = |what: &str, e| Error::io(format!("{what} of fd {} of pid {}", cx.fd, cx.pid), e);
-    let pidfd = sys::pidfd_open(cx.pid).map_err(|e| io("pidfd_open", e))?;
-    let dup = sys::pidfd_getfd(&pidfd, cx.fd).map_err(|e| io("pidfd_getfd", e))?;
-    let ev = fdobj::poll_now(&dup, libc::POLLIN | libc::POLLOUT).map_err(|e| io("poll", e))?;
-    Ok(if ends.read {
-        ev & libc::POLLHUP == 0
-    } else {
-        ev & libc::POLLERR == 0
-    })
+/// own open file (see the module docs). If that cannot be read (`pidfd_getfd` refused), the
+/// safe answer (outside) and why.
+fn other_end_held(cx: &Cx, ends: Ends) -> (bool, Option<String>) {
+    let ev = sys::pidfd_open(cx.pid)
+        .and_then(|pidfd| sys::pidfd_getfd(&pidfd, cx.fd))
+        .and_then(|dup| fdobj::poll_now(&dup, libc::POLLIN | libc::POLLOUT));
+    match ev {
+        Ok(ev) if ends.read => (ev & libc::POLLHUP == 0, None),
+        Ok(ev) => (ev & libc::POLLERR == 0, None),
+        Err(e) => (
+            true,
+            Some(format!(
+                "whether its other end is held elsewhere could not be read (a duplicate of the \
+                 descriptor: {e}): taken as outside"
+            )),
+        ),
+    }
 }
 
 /// Opens the task's pipe (or FIFO) `cx.fd` again, read-only and non-blocking.
@@ -149,7 +155,11 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     let (ends, first) = ends_in_task(cx)?;
     let both = ends.read && ends.write;
     // Before the pipe is opened again: that open would count as a reader.
-    let held = !both && other_end_held(cx, ends)?;
+    let (held, unsure) = if both {
+        (false, None)
+    } else {
+        other_end_held(cx, ends)
+    };
     let p = reopen(cx)?;
     let what = format!("{} ({})", cx.link_str(), end_name(cx.info.flags));
     if held {
@@ -167,11 +177,11 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
                 cx.fd
             )
         };
-        return Ok(cx.line(
-            what,
-            Action::Inherit,
-            format!("its {other} end is held outside the task: {how}"),
-        ));
+        let note = match unsure {
+            Some(why) => format!("{why}: {how}"),
+            None => format!("its {other} end is held outside the task: {how}"),
+        };
+        return Ok(cx.line(what, Action::Inherit, note));
     }
     let (cap, bytes) = if first {
         unread(cx, &p)?

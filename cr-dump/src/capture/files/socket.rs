@@ -188,8 +188,19 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
             err,
         )
     };
-    let pidfd = sys::pidfd_open(cx.pid).map_err(|err| io("pidfd_open", err))?;
-    let dup = sys::pidfd_getfd(&pidfd, cx.fd).map_err(|err| io("pidfd_getfd", err))?;
+    let dup = match sys::pidfd_open(cx.pid).and_then(|p| sys::pidfd_getfd(&p, cx.fd)) {
+        Ok(d) => d,
+        // What the socket is can only be read through a duplicate of it: without one it is
+        // named, and left closed at restore.
+        Err(err) => {
+            e.raw.ftype = raw::FILE_UNSUPPORTED.into();
+            return Ok(cx.line(
+                format!("socket {}", cx.link_str()),
+                Action::Lost,
+                format!("its state could not be read (pidfd_getfd: {err})"),
+            ));
+        }
+    };
     let si = sock::sock_info(&dup).map_err(|err| io("reading the state", err))?;
     let name = proto_name(si.domain, si.stype);
     let local = addr_text(&si.local);
