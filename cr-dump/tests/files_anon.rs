@@ -245,6 +245,8 @@ fn eventfd_timerfd_signalfd_epoll_and_memfd_come_back() {
         "ready: E S T1",
         "E read 8 value 3",
         "T1 read 8 ticks 1",
+        "Q expired 1",
+        "Q still periodic 1",
         "S read 8 value 1",
         "SIG read 128 signo 10",
         "memfd read 10: fghijklmno",
@@ -270,6 +272,11 @@ fn eventfd_timerfd_signalfd_epoll_and_memfd_come_back() {
         .find(|f| f.1 == raw::FILE_TIMERFD && f.3[1] == 1)
         .expect("a timerfd with 1 unread tick");
     assert_eq!(t1.3[3], 0, "expired: nothing left");
+    let q = files
+        .iter()
+        .find(|f| f.1 == raw::FILE_TIMERFD && f.3[2] == 1_000_000)
+        .expect("the 1 ms periodic timerfd");
+    assert!(q.3[1] >= 1, "Q expired unread: {:?}", q.3);
     assert_same_run(&want, &out);
 }
 

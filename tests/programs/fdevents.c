@@ -9,6 +9,8 @@
  *   - timerfd T1, one-shot, expired long before the checkpoint and never read (must read 1);
  *   - timerfd T2, one-shot in 3600 s (must still be armed, with at most that left);
  *   - timerfd P, every 20 ms (the loop waits for 5 expirations through epoll);
+ *   - timerfd Q, every 1 ms from before the checkpoint, never read (it must still read as
+ *     expired, and keep expiring);
  *   - signalfd for SIGUSR1 (blocked), raised after the restore;
  *   - epoll with E (edge-triggered), S, T1, P, the signalfd;
  *   - memfd "cr-test-memfd" with 10000 bytes, offset 5, sealed against shrinking and growing. */
@@ -74,6 +76,10 @@ int main(int argc, char **argv) {
     }
     arm(fd[T1], 1000000, 0);
     arm(t2, 3600L * 1000000000, 0);
+    int q = timerfd_create(CLOCK_MONOTONIC, 0);
+    if (q < 0)
+        return perror("timerfd q"), 1;
+    arm(q, 1000000, 1000000);
     int mfd = memfd_create("cr-test-memfd", MFD_ALLOW_SEALING);
     char blob[10000];
     for (int i = 0; i < (int)sizeof blob; i++)
@@ -106,6 +112,10 @@ int main(int argc, char **argv) {
     printf("T2 armed %d within the hour %d nonblock %d\n",
            cur.it_value.tv_sec > 0 || cur.it_value.tv_nsec > 0, cur.it_value.tv_sec < 3600,
            (fcntl(t2, F_GETFL) & O_NONBLOCK) != 0);
+    r = read(q, &v, 8);
+    printf("Q expired %d\n", r == 8 && v >= 1);
+    r = read(q, &v, 8);
+    printf("Q still periodic %d\n", r == 8 && v >= 1);
     arm(fd[P], 20000000, 20000000);
     uint64_t ticks = 0;
     while (ticks < 5) {
