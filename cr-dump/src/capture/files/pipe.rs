@@ -149,6 +149,36 @@ fn end_name(flags: u32) -> &'static str {
     }
 }
 
+/// The report line of a pipe end whose other end is held outside the task. At 0 to 2 it is
+/// like a terminal: restore gives the task its own standard stream (`Restore`, with a note;
+/// `Partial` if unread bytes of a read end stay behind in the old pipe); elsewhere only
+/// `--inherit-fd` attaches it (`Inherit`).
+fn outside_line(cx: &Cx, p: &File, what: String, ends: Ends, unsure: Option<String>) -> Fidelity {
+    let other = if ends.read { "write" } else { "read" };
+    let why = unsure.unwrap_or_else(|| format!("its {other} end is held outside the task"));
+    if cx.fd > 2 {
+        let how = format!(
+            "restore attaches fd {} only to what --inherit-fd names",
+            cx.fd
+        );
+        return cx.line(what, Action::Inherit, format!("{why}: {how}"));
+    }
+    let how = format!(
+        "restore gives fd {0} its own fd {0} (or what --inherit-fd names)",
+        cx.fd
+    );
+    let left = if ends.read {
+        fdobj::unread_bytes(p).unwrap_or(0)
+    } else {
+        0
+    };
+    if left > 0 {
+        let note = format!("{why}: {how}; its {left} unread bytes stay in the old pipe");
+        return cx.line(what, Action::Partial, note);
+    }
+    cx.line(what, Action::Restore, format!("{why}: {how}"))
+}
+
 /// Describes the anonymous pipe of `cx.fd` into `e`.
 pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     e.raw.ftype = raw::FILE_PIPE.into();
@@ -165,23 +195,7 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
     if held {
         e.raw.params[0] = capacity(cx, &p)?.into();
         e.raw.params[1] = raw::PIPE_OTHER_END_OUTSIDE.into();
-        let other = if ends.read { "write" } else { "read" };
-        let how = if cx.fd <= 2 {
-            format!(
-                "restore gives fd {0} its own fd {0}, or what --inherit-fd names",
-                cx.fd
-            )
-        } else {
-            format!(
-                "restore attaches fd {} only to what --inherit-fd names",
-                cx.fd
-            )
-        };
-        let note = match unsure {
-            Some(why) => format!("{why}: {how}"),
-            None => format!("its {other} end is held outside the task: {how}"),
-        };
-        return Ok(cx.line(what, Action::Inherit, note));
+        return Ok(outside_line(cx, &p, what, ends, unsure));
     }
     let (cap, bytes) = if first {
         unread(cx, &p)?

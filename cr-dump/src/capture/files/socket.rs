@@ -240,9 +240,10 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
         };
         let kind = format!("{name} {local} connected to {}", addr_text(peer));
         if cx.fd <= 2 {
+            // Like a terminal: restore gives the task its own standard stream.
             return Ok(cx.line(
                 kind,
-                Action::Inherit,
+                Action::Restore,
                 format!(
                     "its peer is outside the task: restore gives fd {0} its own fd {0}, or what \
                      --inherit-fd names (--tcp-close: a closed connection)",
