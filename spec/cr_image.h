@@ -134,6 +134,8 @@ typedef uint64_t cr_le64;
 #define CR_SOCKET_BOUND 1
 #define CR_SOCKET_LISTENING 2
 #define CR_SOCKET_CONNECTED 3
+/* Pipe `params[1]`: the end the task lacks is held outside it. */
+#define CR_PIPE_OTHER_END_OUTSIDE 1
 /* Socket family of `params[0]` whose connected sockets may name their peer in `params[5]`. */
 #define CR_AF_UNIX 1
 

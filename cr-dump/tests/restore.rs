@@ -405,6 +405,11 @@ fn self_checkpoint_returns_crid_then_zero() {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
+        // The fork holds every descriptor of this test process (cargo's jobserver pipe, other
+        // tests' pipes): an image records them, and restore refuses a pipe whose other end is
+        // outside the task. The self-checkpoint needs none of them.
+        // SAFETY: close_range takes integers.
+        unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
         // The library finds the CRID file through the environment; set here, in the child,
         // alone in its process since the fork (libc's setenv: std's environment lock may have
         // been held by another thread at the fork).

@@ -138,6 +138,10 @@ pub const FILE_FLAGS_KNOWN: u32 = FILE_DELETED | FILE_TTY | FILE_HAS_DATA;
 /// `dup_of` of a File that shares its open file description with no earlier descriptor.
 pub const DUP_NONE: u32 = u32::MAX;
 
+/// Pipe `params[1]`: the other end of this pipe is held outside the task (restore attaches
+/// the descriptor only to what the caller names).
+pub const PIPE_OTHER_END_OUTSIDE: u64 = 1;
+
 /// Socket state (`params[3]` of a socket File): neither bound nor connected.
 pub const SOCKET_UNBOUND: u64 = 0;
 /// Socket state: bound to the address in the data, not listening nor connected.
@@ -510,7 +514,9 @@ pub struct File {
     /// Type-specific values (§15); unused ones are zero:
     /// - `FILE_PIPE`, `FILE_FIFO`: `[0]` the pipe's capacity (`F_GETPIPE_SZ`); the unread
     ///   bytes follow in FileData records (`FILE_HAS_DATA`) of the first File of the pipe;
-    ///   both ends of one pipe have the same `inode`;
+    ///   both ends of one pipe have the same `inode`; `FILE_PIPE` `[1]`
+    ///   [`PIPE_OTHER_END_OUTSIDE`] when the end the task lacks is held outside it (else 0:
+    ///   both ends in the task, or the other one closed everywhere);
     /// - `FILE_EVENTFD`: `[0]` the counter, `[1]` `EFD_SEMAPHORE` (1) or 0;
     /// - `FILE_TIMERFD`: `[0]` clock id, `[1]` ticks not yet read, `[2]` interval ns, `[3]`
     ///   time to the next expiry ns (0: disarmed);

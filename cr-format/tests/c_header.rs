@@ -665,6 +665,7 @@ fn header_constants_are_rusts() {
         ("CR_SOCKET_LISTENING", SOCKET_LISTENING),
         ("CR_SOCKET_CONNECTED", SOCKET_CONNECTED),
         ("CR_AF_UNIX", AF_UNIX),
+        ("CR_PIPE_OTHER_END_OUTSIDE", PIPE_OTHER_END_OUTSIDE),
         ("CR_QUEUE_THREAD", QUEUE_THREAD.into()),
         ("CR_QUEUE_SHARED", QUEUE_SHARED.into()),
         ("CR_ATTR_CHILD_SUBREAPER", ATTR_CHILD_SUBREAPER.into()),

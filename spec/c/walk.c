@@ -240,7 +240,10 @@ static int check_file(const unsigned char *p, uint32_t len, uint64_t at, struct 
 		return fail("dup_of not a smaller fd", "field", F(dup_of));
 	unsigned used = 0;
 	switch (ftype) {
-	case CR_FILE_PIPE: case CR_FILE_FIFO: case CR_FILE_SIGNALFD: case CR_FILE_MEMFD:
+	case CR_FILE_PIPE:
+		used = 2;
+		break;
+	case CR_FILE_FIFO: case CR_FILE_SIGNALFD: case CR_FILE_MEMFD:
 		used = 1;
 		break;
 	case CR_FILE_EVENTFD:
@@ -259,6 +262,8 @@ static int check_file(const unsigned char *p, uint32_t len, uint64_t at, struct 
 		if (i >= used && param[i])
 			return fail("a param the type does not use", "field", F(params) + 8 * i);
 	}
+	if (ftype == CR_FILE_PIPE && param[1] > CR_PIPE_OTHER_END_OUTSIDE)
+		return fail("pipe other-end flag", "field", F(params) + 8);
 	if (ftype == CR_FILE_EVENTFD && param[1] > 1)
 		return fail("eventfd semaphore flag", "field", F(params) + 8);
 	if (ftype == CR_FILE_SOCKET) {

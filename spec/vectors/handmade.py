@@ -286,7 +286,7 @@ def state(img, f):
         flags = 0
     params = [65536] + [0] * 7
     if f == "file-unused-param":
-        params[1] = 7
+        params[2] = 7
     data = b"\0" * 8 if f == "file-data-for-pipe" else b""
     dup_of = 5 if f == "file-dup-of-later-fd" else DUP_NONE
     file_record(img, ROLE_FD, 0, FILE_PIPE, flags, 0o10600, 4242, dup_of, path, params, data,
@@ -421,7 +421,7 @@ FAULTS = {
     "file-record-critical": (4, None, "bad record flags 0x1: expected 0 (not critical) for a "
                              "kind of 1.1"),
     "file-deleted-pipe": (4, 8, "bad file flags 0x5: expected FILE_DELETED only for FILE_REG"),
-    "file-unused-param": (4, 88 + 8, "bad params 0x7: expected 0 where the type uses none"),
+    "file-unused-param": (4, 88 + 16, "bad params 0x7: expected 0 where the type uses none"),
     "file-data-for-pipe": (4, 80, "bad data_len 0x8: expected 0 but for sockets and epoll"),
     "file-dup-of-later-fd": (4, 72, "bad dup_of 0x5: expected DUP_NONE or a smaller fd "
                              "(DUP_NONE for the cwd and root)"),

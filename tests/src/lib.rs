@@ -12,6 +12,26 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Marks every descriptor of this test process above 2 close-on-exec, once: the programs the
+/// tests start then hold only what they open. A test process can inherit others (a pipe of the
+/// environment, cargo's jobserver), and an image records them: a pipe whose other end is
+/// outside the task makes restore refuse it (as it should), which is not what those tests
+/// test. Called by [`TempDir::new`], [`program`] and [`Run`].
+pub fn no_inherited_fds() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: close_range takes integers; CLOSE_RANGE_CLOEXEC only sets a flag.
+        unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+    });
+}
+
 /// How long a test waits for a process (or a line from it) before it calls it a hang: long
 /// enough for the slowest checkpoint or restore on a loaded 2-core machine, short enough that a
 /// hang fails in a minute instead of using CI's whole budget. `CR_TEST_TIMEOUT` (seconds)
@@ -102,6 +122,7 @@ pub trait Run {
 
 impl Run for Command {
     fn run(&mut self) -> Output {
+        no_inherited_fds();
         let child = self
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -111,6 +132,7 @@ impl Run for Command {
         output_timeout(child, process_timeout())
     }
     fn run_status(&mut self) -> ExitStatus {
+        no_inherited_fds();
         let mut child = self.spawn().unwrap_or_else(|e| panic!("{self:?}: {e}"));
         wait_timeout(&mut child, process_timeout())
     }
@@ -173,6 +195,7 @@ static COMPILE: Mutex<()> = Mutex::new(());
 
 /// Compiles `tests/programs/NAME.c` with gcc (once per source version) and returns the binary.
 pub fn program(name: &str) -> PathBuf {
+    no_inherited_fds();
     let _g = COMPILE.lock().unwrap_or_else(|e| e.into_inner());
     let src = programs_dir().join(format!("{name}.c"));
     let text = std::fs::read(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
@@ -416,6 +439,7 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     /// Creates a fresh directory under the system temp dir.
     pub fn new(tag: &str) -> TempDir {
+        no_inherited_fds();
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let p = std::env::temp_dir().join(format!("cr-test-{tag}-{}-{n}", std::process::id()));

@@ -16,6 +16,8 @@
 //! | [`process`] | `kill`, the forks (the restore's traced child, the self-checkpoint helper), pidfds, `_exit` |
 //! | [`fs`] | opening by name (no symlink, no FIFO), owned directories, `flock` with a time limit, naming an `O_TMPFILE` file, removing a temporary file on a signal |
 //! | [`fdinfo`] | `/proc/PID/fdinfo/N` parser (offset, flags, locks) |
+//! | [`fdobj`] | pipes (capacity, unread bytes by `tee`), eventfd, timerfd (`TFD_IOC_SET_TICKS`), signalfd, epoll, memfd (seals) |
+//! | [`sock`] | what a socket is (`SO_DOMAIN`, names, peer), `sock_diag` netlink (backlog, Unix peer), socket/bind/listen/connect/accept, [`sock::as_fs_user`] |
 //! | [`files`] | `kcmp` of open files, `F_DUPFD_CLOEXEC` above a number, terminals, raw `open` flags, `lseek` |
 //! | [`procfs`] | `/proc/PID/*` parsers |
 //! | [`taskstate`] | signals, timers, limits, credentials: `PTRACE_PEEKSIGINFO`, `PTRACE_SETSIGMASK`, `prlimit`, `get_robust_list`, and the structs of the injected calls |
@@ -25,6 +27,7 @@
 
 pub mod abi;
 pub mod fdinfo;
+pub mod fdobj;
 pub mod files;
 pub mod fs;
 pub mod inject;
@@ -33,6 +36,7 @@ pub mod pagemap;
 pub mod process;
 pub mod procfs;
 pub mod ptrace;
+pub mod sock;
 pub mod taskstate;
 pub mod uffd;
 

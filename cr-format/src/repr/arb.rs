@@ -231,7 +231,11 @@ fn file(u: &mut Unstructured<'_>, role: u16, fd: u32, dup_of: u32) -> Result<Fil
     let mut params = [0u64; 8];
     let mut data = Vec::new();
     match ftype {
-        FILE_PIPE | FILE_FIFO | FILE_SIGNALFD | FILE_MEMFD => params[0] = u.arbitrary()?,
+        FILE_PIPE => {
+            params[0] = u.arbitrary()?;
+            params[1] = u.int_in_range(0..=PIPE_OTHER_END_OUTSIDE)?;
+        }
+        FILE_FIFO | FILE_SIGNALFD | FILE_MEMFD => params[0] = u.arbitrary()?,
         FILE_EVENTFD => params = [u.arbitrary()?, u.int_in_range(0..=1)?, 0, 0, 0, 0, 0, 0],
         FILE_TIMERFD => {
             for p in params.iter_mut().take(4) {

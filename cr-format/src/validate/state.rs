@@ -24,7 +24,8 @@ const SIGEV_THREAD_ID: u32 = 4;
 /// How many `params` each file type uses (§15); the rest must be zero.
 fn params_used(ftype: u16) -> usize {
     match ftype {
-        FILE_PIPE | FILE_FIFO | FILE_SIGNALFD | FILE_MEMFD => 1,
+        FILE_FIFO | FILE_SIGNALFD | FILE_MEMFD => 1,
+        FILE_PIPE => 2,
         FILE_EVENTFD => 2,
         FILE_TIMERFD => 4,
         FILE_SOCKET => 6,
@@ -279,6 +280,12 @@ impl Validator {
         let param = |i: usize| f.params.get(i).map_or(0, |v| v.get());
         let p_at = |i: u64| at.saturating_add(8u64.saturating_mul(i));
         match ftype {
+            FILE_PIPE if param(1) > PIPE_OTHER_END_OUTSIDE => Err(bad(
+                p_at(1),
+                "params[1] (other end outside)",
+                "0 or 1",
+                param(1),
+            )),
             FILE_EVENTFD if param(1) > 1 => Err(bad(
                 p_at(1),
                 "params[1] (eventfd semaphore)",

@@ -11,7 +11,8 @@ use cr_format::read::{Image, Record};
 /// How many `params` a file type uses (§15.3).
 fn params_used(ftype: u16) -> usize {
     match ftype {
-        FILE_PIPE | FILE_FIFO | FILE_SIGNALFD | FILE_MEMFD => 1,
+        FILE_FIFO | FILE_SIGNALFD | FILE_MEMFD => 1,
+        FILE_PIPE => 2,
         FILE_EVENTFD => 2,
         FILE_TIMERFD => 4,
         FILE_SOCKET => 6,

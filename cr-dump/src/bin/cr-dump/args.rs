@@ -223,6 +223,10 @@ pub(crate) struct RestoreFiles {
     /// group: it then has no controlling terminal.
     #[arg(long)]
     pub(crate) new_session: bool,
+    /// Restore each connected socket (TCP connection, connected Unix or UDP socket) as one
+    /// whose peer is gone (a TCP connection reset, end of file) instead of refusing the image.
+    #[arg(long)]
+    pub(crate) tcp_close: bool,
 }
 
 /// Parses `--inherit-fd FD=PATH` or `FD:N`.

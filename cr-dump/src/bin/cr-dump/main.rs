@@ -352,6 +352,7 @@ fn restore_cmd(
             allow_changed_files: files.allow_changed_files,
             inherit: files.inherit_fd,
             new_session: files.new_session,
+            tcp_close: files.tcp_close,
         },
     };
     let r = cr_dump::restore::restore(image, &opts)?;

@@ -68,8 +68,7 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
             (format!("character device {link}"), Action::Restore)
         }
     } else if ft.is_fifo() {
-        e.raw.ftype = raw::FILE_FIFO.into();
-        fifo(cx, &mut notes)
+        return super::pipe::capture_fifo(cx, e);
     } else {
         let k = crate::sys::fs::file_kind(cx.md.mode());
         return Ok(cx.line(format!("{k} {link}"), Action::Lost, "not supported"));
@@ -87,28 +86,6 @@ const PTMX: (u32, u32) = (5, 2);
 /// terminal restore could stand for).
 fn owns_master(cx: &Cx) -> bool {
     cx.all.iter().any(|(_, l)| l.as_slice() == b"/dev/ptmx")
-}
-
-/// A named FIFO: reopened by path; unread bytes (counted through a duplicate of the task's
-/// descriptor, which does not disturb it) are not kept.
-fn fifo(cx: &Cx, notes: &mut Vec<String>) -> (String, Action) {
-    let kind = format!("FIFO {}", cx.link_str());
-    let unread = crate::sys::pidfd_open(cx.pid)
-        .and_then(|p| crate::sys::pidfd_getfd(&p, cx.fd))
-        .and_then(|f| crate::sys::files::unread_bytes(std::os::fd::AsFd::as_fd(&f)));
-    match unread {
-        Ok(0) => (kind, Action::Restore),
-        Ok(n) => {
-            notes.push(format!("{n} unread bytes in the FIFO are not kept"));
-            (kind, Action::Partial)
-        }
-        Err(err) => {
-            notes.push(format!(
-                "unread bytes in the FIFO, if any, are not kept ({err})"
-            ));
-            (kind, Action::Partial)
-        }
-    }
 }
 
 /// Whether the file of the descriptor was deleted: the kernel says ` (deleted)` after the

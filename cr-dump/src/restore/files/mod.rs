@@ -89,6 +89,9 @@ pub struct FileOptions {
     pub inherit: Vec<Inherit>,
     /// Start a new session (`setsid`) instead of staying in restore's process group.
     pub new_session: bool,
+    /// Restore connected sockets as sockets whose peer is gone (`--tcp-close`) instead of
+    /// refusing.
+    pub tcp_close: bool,
 }
 
 /// Work a type does in the child after the descriptors are in place.
@@ -377,6 +380,7 @@ fn prepare_fd(prep: &mut Prep<'_>, fp: &FilePlan, f: &File<'_>, data: &[u8]) -> 
     }
     match f.ftype() {
         raw::FILE_PIPE => pipe::prepare(prep, f, data),
+        raw::FILE_FIFO => pipe::prepare_fifo(prep, f, data),
         raw::FILE_SOCKET => socket::prepare(prep, f, data),
         raw::FILE_EVENTFD
         | raw::FILE_TIMERFD
