@@ -89,13 +89,23 @@ fn other_end_held(cx: &Cx, ends: Ends) -> (bool, Option<String>) {
     }
 }
 
-/// Opens the task's pipe (or FIFO) `cx.fd` again, read-only and non-blocking.
+/// Opens the task's pipe (or FIFO) `cx.fd` again, read-only and non-blocking; if that open is
+/// refused (a pipe made by another user, mode 0600, seen by a user checkpointing their own
+/// task), a duplicate of the task's descriptor serves as well: `tee` is asked not to block,
+/// and neither it nor `F_GETPIPE_SZ`/`FIONREAD` consumes or changes anything.
 fn reopen(cx: &Cx) -> Result<File> {
-    std::fs::OpenOptions::new()
+    let opened = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(cx.proc_path())
-        .map_err(|e| procfs::proc_err(cx.pid, &format!("fd/{}", cx.fd), e))
+        .open(cx.proc_path());
+    match opened {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => sys::pidfd_open(cx.pid)
+            .and_then(|pidfd| sys::pidfd_getfd(&pidfd, cx.fd))
+            .map(File::from)
+            .map_err(|_| procfs::proc_err(cx.pid, &format!("fd/{}", cx.fd), e)),
+        Err(e) => Err(procfs::proc_err(cx.pid, &format!("fd/{}", cx.fd), e)),
+    }
 }
 
 /// The capacity of the pipe open as `p`.
