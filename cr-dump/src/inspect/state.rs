@@ -172,6 +172,16 @@ fn needs(f: &FileShown) -> String {
             r.rdev_minor.get()
         ),
         raw::FILE_FIFO => format!("the FIFO at its path, {} unread bytes refilled", f.contents),
+        raw::FILE_PIPE if p(1) == raw::PIPE_OTHER_END_OUTSIDE && r.fd.get() <= 2 => format!(
+            "restore's own fd {} (or what --inherit-fd names): the pipe's other end was held \
+             outside the task",
+            r.fd.get()
+        ),
+        raw::FILE_PIPE if p(1) == raw::PIPE_OTHER_END_OUTSIDE => {
+            "what --inherit-fd names, else refused: the pipe's other end was held outside the \
+             task"
+                .into()
+        }
         raw::FILE_PIPE => format!(
             "a new pipe (inode {}), capacity {}, {} unread bytes refilled",
             r.inode.get(),

@@ -222,7 +222,11 @@ fn capture_fd(
             item: format!("fd {fd}"),
             kind: format!("{} (the open file of fd {})", orig.kind, p.raw.fd.get()),
             action: orig.action,
-            note: orig.note.clone(),
+            note: if orig.note.is_empty() {
+                String::new()
+            } else {
+                format!("as for fd {}: {}", p.raw.fd.get(), orig.note)
+            },
         };
         return Ok((e, line));
     }
