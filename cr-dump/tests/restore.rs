@@ -399,12 +399,23 @@ fn self_checkpoint_returns_crid_then_zero() {
     let log = dir.path().join("log");
     let d = dir.path().to_path_buf();
     let crid = crid_file();
+    // The child's stdout: a pipe whose read end this test holds (so the image records a pipe to
+    // outside the task, which restore attaches to its own stdout), whatever the test's own
+    // stdout is (a regular file would be reopened by path, and "restarted" would go there).
+    let mut ends = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors into `ends`.
+    assert_eq!(
+        unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) },
+        0
+    );
     // SAFETY: fork of this multi-threaded test process: the child uses only what the library's
     // self-checkpoint needs (glibc's malloc is fork-safe; no lock of the test harness is taken)
     // and ends with _exit, never returning into the harness.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
+        // SAFETY: dup2 takes integers; fd 1 becomes the pipe's write end (not close-on-exec).
+        unsafe { libc::dup2(ends[1], 1) };
         // The fork holds every descriptor of this test process (cargo's jobserver pipe, other
         // tests' pipes): an image records them, and restore refuses a pipe whose other end is
         // outside the task. The self-checkpoint needs none of them.
@@ -434,6 +445,8 @@ fn self_checkpoint_returns_crid_then_zero() {
         }
         cr_dump::sys::exit_now(0);
     }
+    // SAFETY: the write end is ours to close; the read end stays open to the end of the test.
+    unsafe { libc::close(ends[1]) };
     assert_eq!(
         cr_dump::sys::waitpid(pid).unwrap(),
         cr_dump::sys::WaitStatus::Exited(0)
@@ -458,6 +471,8 @@ fn self_checkpoint_returns_crid_then_zero() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "restarted\n", "{err}");
     let both = std::fs::read_to_string(&log).unwrap();
     assert_eq!(both, format!("checkpoint CRID={crid}\nrestarted\n"));
+    // SAFETY: the read end is ours to close.
+    unsafe { libc::close(ends[0]) };
     eprintln!(
         "self-checkpoint: image {} {} bytes; restore stderr: {err}",
         img.display(),

@@ -378,7 +378,7 @@ fn prepare_fd(prep: &mut Prep<'_>, fp: &FilePlan, f: &File<'_>, data: &[u8]) -> 
     if let Some(own) = regular::same_as_own(f)? {
         return Ok(own);
     }
-    match f.ftype() {
+    let r = match f.ftype() {
         raw::FILE_PIPE => pipe::prepare(prep, f, data),
         raw::FILE_FIFO => pipe::prepare_fifo(prep, f, data),
         raw::FILE_SOCKET => socket::prepare(prep, f, data),
@@ -388,6 +388,21 @@ fn prepare_fd(prep: &mut Prep<'_>, fp: &FilePlan, f: &File<'_>, data: &[u8]) -> 
         | raw::FILE_EPOLL
         | raw::FILE_MEMFD => anon::prepare(prep, f, data),
         _ => regular::prepare(prep, f, data),
+    };
+    // Standard streams whose file is gone or may not be opened by the task's user (a log of
+    // whoever started it) get restore's own, as the module docs say; a file that is there but
+    // changed is still refused.
+    match r {
+        Err(Error::Io { context, source })
+            if fd <= 2
+                && matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+        {
+            prep.outside(f, &format!("not reachable ({context}: {source})"))
+        }
+        r => r,
     }
 }
 
