@@ -53,6 +53,7 @@ pub mod checkpoint;
 pub mod delta;
 pub mod direct;
 pub mod freeze;
+pub mod guard;
 pub mod incremental;
 pub mod lazy;
 pub mod memory;

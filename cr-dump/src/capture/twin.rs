@@ -109,6 +109,39 @@ impl Drop for Twin {
     }
 }
 
+/// Reaps the twin `twin` that a dead cr-dump left under task `pid` (frozen by the caller, the
+/// guard: [`super::guard`]): `Ok(false)` if `twin` is not, or no longer, a child of `pid` with
+/// no exit signal (then it is not ours: left alone). A live twin is killed first; the reap waits
+/// until it is a zombie (at most 2 s).
+pub(crate) fn reap_orphan(pid: i32, twin: i32) -> Result<bool> {
+    let stat = || {
+        procfs::read(twin, "stat")
+            .ok()
+            .and_then(|b| procfs::parse_stat(&String::from_utf8_lossy(&b)).ok())
+    };
+    match stat() {
+        Some(st) if st.ppid == pid && st.exit_signal == 0 => {
+            if st.state != b'Z' {
+                let _ = sys::kill(twin, libc::SIGKILL);
+            }
+        }
+        _ => return Ok(false),
+    }
+    let t0 = std::time::Instant::now();
+    while stat().is_some_and(|st| st.state != b'Z' && st.state != b'X') {
+        if t0.elapsed() > std::time::Duration::from_secs(2) {
+            return Err(Error::Other(format!(
+                "the twin {twin} of pid {pid} did not die within 2 s of SIGKILL"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    let rseq = save_rseq(pid);
+    reap_in(pid, twin)?;
+    restore_rseq(pid, &rseq)?;
+    Ok(true)
+}
+
 /// Kills a task traced by us and waits for its end as its tracer (its parent still has to
 /// reap it).
 fn kill_and_reap(pid: i32) {

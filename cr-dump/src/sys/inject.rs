@@ -56,9 +56,11 @@
 //! child, should it ever run, faults on its first instruction instead of running the task's
 //! code.
 
+use super::guard::{self, Msg};
 use super::procfs;
 use super::ptrace::{Stop, Tracee, SYSCALL_STOP};
 use crate::error::{Error, Result};
+use std::cell::Cell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -80,6 +82,20 @@ pub struct Injector {
     /// Whether the instruction after it is `ret` or `leave` (see [`Injector::call_clone`]).
     then_faults: bool,
     signals: Signals,
+    /// An injection failed to put the task's own registers back.
+    unsettled: Cell<bool>,
+    /// The spin stub written into the task's vDSO, if one is (a live task only).
+    stub: Option<Stub>,
+}
+
+/// `syscall; jmp .`: the stub a live task's calls are injected at (see the module docs).
+pub const STUB: [u8; 4] = [0x0f, 0x05, 0xeb, 0xfe];
+
+/// The stub in the vDSO padding of one task: where, and the task's memory to write it back.
+#[derive(Debug)]
+struct Stub {
+    addr: u64,
+    mem: File,
 }
 
 /// Length of the `syscall` instruction.
@@ -91,15 +107,23 @@ impl Injector {
     /// ([`Signals::Resend`]) it sets the options to `PTRACE_O_TRACESYSGOOD` (see the module
     /// docs); other options go through [`Injector::set_options`].
     pub fn new(tracee: Tracee, signals: Signals) -> Result<Injector> {
-        let (at, then_faults) = vdso_syscall(tracee.pid())?;
-        let inj = Injector {
+        let pid = tracee.pid();
+        let vdso = read_vdso(pid)?;
+        let (at, then_faults) = vdso_syscall(pid, &vdso)?;
+        let mut inj = Injector {
             tracee,
             at,
             then_faults,
             signals,
+            unsettled: Cell::new(false),
+            stub: None,
         };
         if signals == Signals::Resend {
             inj.set_options(0)?;
+            inj.stub = write_stub(pid, &vdso)?;
+            if let Some(s) = &inj.stub {
+                (inj.at, inj.then_faults) = (s.addr, true);
+            }
         }
         Ok(inj)
     }
@@ -159,6 +183,18 @@ impl Injector {
     fn run(&self, nr: u64, args: [u64; 6], clone: bool) -> Result<i64> {
         let t = self.tracee;
         let saved = t.regs().map_err(|e| self.err("PTRACE_GETREGS", nr, e))?;
+        // A live task: the guard learns what to put back before anything changes.
+        let guarded = self.signals == Signals::Resend;
+        let pid = t.pid();
+        if guarded {
+            guard::publish(&Msg::Start {
+                pid,
+                nr,
+                arg0: args[0],
+                at: self.at,
+                regs: guard::regs_to_words(&saved),
+            });
+        }
         let mut r = saved;
         r.rip = self.at;
         r.rax = nr;
@@ -175,6 +211,9 @@ impl Injector {
                 Signals::Resend => self.syscall_through(nr, &mut pending),
                 Signals::Drop => self.step_through(nr, &mut pending),
             });
+        if let (true, Ok(value)) = (guarded, &res) {
+            guard::publish(&Msg::Result { pid, value: *value });
+        }
         // Every path: the task's own registers back (it fails only if the task is gone).
         let back = match self.signals {
             Signals::Resend => self.settle(nr, &saved, &mut pending),
@@ -182,6 +221,12 @@ impl Injector {
                 .set_regs(&saved)
                 .map_err(|e| self.err("PTRACE_SETREGS (the task's own)", nr, e)),
         };
+        match (&back, guarded) {
+            (Ok(()), true) => guard::publish(&Msg::Settled { pid }),
+            // Left at the stub: the stub stays for the guard to find the task there.
+            (Err(_), _) => self.unsettled.set(true),
+            (Ok(()), false) => {}
+        }
         for s in pending {
             let _ = t.kill(s);
         }
@@ -297,9 +342,27 @@ impl Injector {
     }
 }
 
-/// Address of a `syscall` instruction (0f 05) in the task's vDSO, preferably one followed by
-/// `ret` (c3) or `leave` (c9); whether it is.
-fn vdso_syscall(pid: i32) -> Result<(u64, bool)> {
+impl Drop for Injector {
+    /// Takes the stub out of the task's vDSO again (unless an injection left the task at it).
+    fn drop(&mut self) {
+        let Some(s) = self.stub.take() else {
+            return;
+        };
+        if !self.unsettled.get() && s.mem.write_all_at(&[0u8; STUB.len()], s.addr).is_ok() {
+            guard::publish(&Msg::Unpatch {
+                pid: self.tracee.pid(),
+            });
+        }
+    }
+}
+
+/// The task's vDSO: its start address and bytes.
+struct Vdso {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+fn read_vdso(pid: i32) -> Result<Vdso> {
     let maps = procfs::parse_maps(&String::from_utf8_lossy(&procfs::read(pid, "maps")?))?;
     let v = maps
         .iter()
@@ -311,9 +374,56 @@ fn vdso_syscall(pid: i32) -> Result<(u64, bool)> {
         .and_then(|n| usize::try_from(n).ok())
         .ok_or_else(|| Error::Other(format!("vDSO of pid {pid}: bad bounds")))?;
     let mem = File::open(procfs::path(pid, "mem")).map_err(|e| procfs::proc_err(pid, "mem", e))?;
-    let mut b = vec![0u8; len];
-    mem.read_exact_at(&mut b, v.start)
+    let mut bytes = vec![0u8; len];
+    mem.read_exact_at(&mut bytes, v.start)
         .map_err(|e| Error::io(format!("reading the vDSO of pid {pid}"), e))?;
+    Ok(Vdso {
+        start: v.start,
+        bytes,
+    })
+}
+
+/// Length of the vDSO's tail that must be padding (zeros) for the stub to go there.
+const STUB_SLOT: usize = 16;
+
+/// Writes [`STUB`] into the padding at the end of the task's vDSO (its last 16 bytes, zeros:
+/// code that nothing calls), telling the guard first; `None` (injections then use a `syscall`
+/// of the vDSO's own code) if there is no such padding or the write is refused. A slot that
+/// already holds the stub (a twin's copy, or one a killed cr-dump left) counts as padding.
+fn write_stub(pid: i32, vdso: &Vdso) -> Result<Option<Stub>> {
+    let b = &vdso.bytes;
+    let Some(tail) = b.len().checked_sub(STUB_SLOT).and_then(|i| b.get(i..)) else {
+        return Ok(None);
+    };
+    let (head, rest) = tail.split_at(STUB.len());
+    if !(head == [0u8; 4] || head == STUB) || rest.iter().any(|&x| x != 0) {
+        return Ok(None);
+    }
+    let addr = vdso.start + (b.len() - STUB_SLOT) as u64;
+    let Ok(mem) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(procfs::path(pid, "mem"))
+    else {
+        return Ok(None);
+    };
+    guard::publish(&Msg::Patch {
+        pid,
+        addr,
+        len: STUB.len() as u8,
+        orig: [0; 8],
+    });
+    if mem.write_all_at(&STUB, addr).is_err() {
+        guard::publish(&Msg::Unpatch { pid });
+        return Ok(None);
+    }
+    Ok(Some(Stub { addr, mem }))
+}
+
+/// Address of a `syscall` instruction (0f 05) in the task's vDSO, preferably one followed by
+/// `ret` (c3) or `leave` (c9); whether it is.
+fn vdso_syscall(pid: i32, vdso: &Vdso) -> Result<(u64, bool)> {
+    let b = &vdso.bytes;
     let faulting = b
         .windows(3)
         .position(|w| w[..2] == [0x0f, 0x05] && matches!(w[2], 0xc3 | 0xc9));
@@ -327,5 +437,5 @@ fn vdso_syscall(pid: i32) -> Result<(u64, bool)> {
                 Error::Other(format!("no syscall instruction in the vDSO of pid {pid}"))
             })?,
     };
-    Ok((v.start + i as u64, then_faults))
+    Ok((vdso.start + i as u64, then_faults))
 }

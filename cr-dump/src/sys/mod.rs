@@ -22,6 +22,7 @@
 
 pub mod abi;
 pub mod fs;
+pub mod guard;
 pub mod inject;
 pub mod mem;
 pub mod pagemap;
