@@ -4,16 +4,17 @@
 //! nothing. Pending, when cr-dump died (SIGKILL, the OOM killer):
 //!
 //! - **An injected system call** (a [`Msg::Start`] without its [`Msg::Settled`]). The call is
-//!   injected at a stub `syscall; jmp .` ([`crate::sys::inject`]), so a task freed by its dying
-//!   tracer runs at most the injected call and then spins on the `jmp`, in user mode, touching
-//!   nothing. The guard seizes it as soon as cr-dump's ptrace link is gone, and if it finds it
+//!   injected at a stub, `syscall` then `jmp .` ([`crate::sys::inject::STUB`]), so a task
+//!   freed by its dying tracer runs at most the injected call and then spins on the `jmp`, in
+//!   user mode, touching nothing. The guard seizes it as soon as cr-dump's ptrace link is gone, and if it finds it
 //!   at the stub (before or after its `syscall`) writes the task's own registers back. The
 //!   guard's stop is a `PTRACE_INTERRUPT` stop, inside the kernel's signal path: on the way out
 //!   a system call the task was stopped in is restarted from those registers, as after any
 //!   stop. Anywhere else the task already has its own registers, and they are left alone.
 //! - **A twin**: a `clone` injected into the task whose result is a child (from
 //!   [`Msg::Result`], or from the task's `rax` at the stub if cr-dump died before telling),
-//!   with no `wait4` since that reaped it. It is killed if it is alive (it is the task's child
+//!   with no `wait4` since that reaped it (a twin freed before `PTRACE_O_EXITKILL` dies on
+//!   the stub's `hlt`). It is killed if it is alive (it is the task's child
 //!   with exit signal 0, else it is not touched) and, once a zombie, reaped by a `wait4(twin,
 //!   ..., __WALL | WNOHANG)` injected into the task: only that pid, never another child.
 //! - **The stub** in the task's vDSO padding: the padding's bytes are written back.
@@ -41,6 +42,7 @@ struct Inflight {
     nr: u64,
     arg0: u64,
     at: u64,
+    span: u64,
     regs: Words,
     /// Its result, once told.
     result: Option<i64>,
@@ -51,7 +53,7 @@ struct Inflight {
 struct Pending {
     inflight: Option<Inflight>,
     /// The stub's address, length and the bytes it replaced.
-    patch: Option<(u64, u8, [u8; 8])>,
+    patch: Option<(u64, u8, [u8; 16])>,
 }
 
 /// Everything pending, from the messages read so far.
@@ -70,12 +72,14 @@ impl Watch {
                 nr,
                 arg0,
                 at,
+                span,
                 regs,
             } => {
                 self.tasks.entry(pid).or_default().inflight = Some(Inflight {
                     nr,
                     arg0,
                     at,
+                    span,
                     regs,
                     result: None,
                 });
@@ -195,9 +199,8 @@ fn repair(w: &mut Watch, pid: i32) -> Result<Vec<String>> {
     if let Some(inf) = &p.inflight {
         result = inf.result;
         let now = t.regs().map_err(|e| io("PTRACE_GETREGS", e))?;
-        let after = inf.at.wrapping_add(2);
-        if now.rip == inf.at || now.rip == after {
-            if now.rip == after {
+        if (inf.at..=inf.at.saturating_add(inf.span)).contains(&now.rip) {
+            if now.rip != inf.at {
                 // The call ran: a clone's child is the twin to reap.
                 result = Some(now.rax as i64);
                 w.result(pid, inf, now.rax as i64);
@@ -271,6 +274,7 @@ mod tests {
             nr,
             arg0,
             at: 0x1000,
+            span: 13,
             regs: [0; 27],
         }
     }
@@ -282,8 +286,8 @@ mod tests {
             Msg::Patch {
                 pid: 5,
                 addr: 0x1ff0,
-                len: 4,
-                orig: [0; 8],
+                len: 14,
+                orig: [0; 16],
             },
             start(5, nr::CLONE, 0),
             Msg::Result { pid: 5, value: 77 },

@@ -17,9 +17,11 @@
 //! afterwards, signals that arrive meanwhile sent again).
 //!
 //! Neither the twin nor its copies of the task's registers ever run the task's code: the clone
-//! is injected ([`crate::sys::inject::Injector::call_clone`]) at a `syscall` followed by `ret`
-//! or `leave`, with stack and frame pointers near zero, so a twin resumed by accident (its tracer killed in the microseconds before
-//! `PTRACE_O_EXITKILL` is set) faults at once.
+//! is injected ([`crate::sys::inject::Injector::call_clone`]) at the stub
+//! ([`crate::sys::inject::STUB`]: a child with its stack pointer near zero takes its `hlt`), or
+//! at a `syscall` followed by `ret` or `leave`, with stack and frame pointers near zero, so a
+//! twin resumed by accident (its tracer killed in the microseconds before `PTRACE_O_EXITKILL`
+//! is set) faults at once.
 //!
 //! The twin is checked before it is used: every VMA to store must be in it with the same bounds
 //! (`MADV_DONTFORK` memory is not copied to a child), and every anonymous VMA with pages in the
@@ -31,12 +33,14 @@
 //! task's first write to each page copies that page (charged to the task's memory cgroup), and
 //! the twin is a process in `ps`, stopped, with the task's name, as a child of the task. The
 //! twin lives as long as the thread that made it (ptrace ties a tracee to its tracer thread).
-//! If the task exits before the twin is dropped, the twin is reaped by init instead; if another
-//! tracer holds the task by then, or cr-dump is killed (SIGKILL) before it drops the twin (the
-//! twin dies with it, `PTRACE_O_EXITKILL`), the twin stays a zombie child of the task until the
-//! task exits: only the task can reap it, and only a live cr-dump can make it. SIGINT, SIGTERM,
-//! SIGHUP and SIGQUIT are noted and unwound ([`crate::sys::catch_interrupts`]): the twin is
-//! dropped, so killed and reaped, as on any error.
+//! If the task exits before the twin is dropped, the twin is reaped by init instead. If cr-dump
+//! is killed (SIGKILL) before it drops the twin, the twin dies with it (`PTRACE_O_EXITKILL`)
+//! and cr-dump's guard ([`super::guard`]), told the twin's pid by the `clone`'s result, reaps
+//! it by the same injected `wait4` ([`reap_orphan`]); without a guard (a SIGKILL of the guard
+//! too), or if another tracer holds the task by then, the twin stays a zombie child of the task
+//! until the task exits: only the task can reap it. SIGINT, SIGTERM, SIGHUP and SIGQUIT are
+//! noted and unwound ([`crate::sys::catch_interrupts`]): the twin is dropped, so killed and
+//! reaped, as on any error.
 
 use super::vma::VmaRec;
 use crate::error::{Error, Result};

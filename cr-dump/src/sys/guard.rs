@@ -48,6 +48,8 @@ pub enum Msg {
         arg0: u64,
         /// Where the injected `syscall` instruction is.
         at: u64,
+        /// The task is at the injection while its `rip` is in `at..=at + span`.
+        span: u64,
         /// The task's own registers.
         regs: Words,
     },
@@ -63,16 +65,17 @@ pub enum Msg {
         /// The task.
         pid: i32,
     },
-    /// `len` bytes at `addr` in `pid`'s vDSO are about to be overwritten; they were `orig`.
+    /// `len` bytes at `addr` in `pid`'s vDSO are about to be overwritten; they were `orig`
+    /// (its first `len` bytes).
     Patch {
         /// The task.
         pid: i32,
         /// Where.
         addr: u64,
-        /// How many bytes (at most 8).
+        /// How many bytes (at most 16).
         len: u8,
         /// What they were.
-        orig: [u8; 8],
+        orig: [u8; 16],
     },
     /// The bytes of the last [`Msg::Patch`] of `pid` are back.
     Unpatch {
@@ -98,9 +101,10 @@ impl Msg {
                 nr,
                 arg0,
                 at,
+                span,
                 regs,
             } => {
-                words.extend([*nr, *arg0, *at]);
+                words.extend([*nr, *arg0, *at, *span]);
                 words.extend(regs);
                 (START, *pid)
             }
@@ -115,7 +119,9 @@ impl Msg {
                 len,
                 orig,
             } => {
-                words.extend([*addr, u64::from(*len), u64::from_le_bytes(*orig)]);
+                let (lo, hi) = orig.split_at(8);
+                let word = |b: &[u8]| b.try_into().map(u64::from_le_bytes).unwrap_or(0);
+                words.extend([*addr, u64::from(*len), word(lo), word(hi)]);
                 (PATCH, *pid)
             }
             Msg::Unpatch { pid } => (UNPATCH, *pid),
@@ -143,13 +149,14 @@ impl Msg {
             START => {
                 let mut regs = [0u64; 27];
                 for (i, r) in regs.iter_mut().enumerate() {
-                    *r = word(3 + i)?;
+                    *r = word(4 + i)?;
                 }
                 Msg::Start {
                     pid,
                     nr: word(0)?,
                     arg0: word(1)?,
                     at: word(2)?,
+                    span: word(3)?,
                     regs,
                 }
             }
@@ -158,12 +165,17 @@ impl Msg {
                 value: word(0)? as i64,
             },
             SETTLED => Msg::Settled { pid },
-            PATCH => Msg::Patch {
-                pid,
-                addr: word(0)?,
-                len: u8::try_from(word(1)?).ok().filter(|l| *l <= 8)?,
-                orig: word(2)?.to_le_bytes(),
-            },
+            PATCH => {
+                let mut orig = [0u8; 16];
+                orig[..8].copy_from_slice(&word(2)?.to_le_bytes());
+                orig[8..].copy_from_slice(&word(3)?.to_le_bytes());
+                Msg::Patch {
+                    pid,
+                    addr: word(0)?,
+                    len: u8::try_from(word(1)?).ok().filter(|l| *l <= 16)?,
+                    orig,
+                }
+            }
             UNPATCH => Msg::Unpatch { pid },
             _ => return None,
         })
@@ -396,6 +408,7 @@ mod tests {
                 nr: 56,
                 arg0: u64::MAX,
                 at: 0x7fff_0000_1000,
+                span: 13,
                 regs,
             },
             Msg::Result { pid: 1, value: -4 },
@@ -403,8 +416,8 @@ mod tests {
             Msg::Patch {
                 pid: 3,
                 addr: 0x1000,
-                len: 4,
-                orig: [1, 2, 3, 4, 0, 0, 0, 0],
+                len: 14,
+                orig: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 0, 0],
             },
             Msg::Unpatch { pid: 3 },
         ] {

@@ -38,10 +38,27 @@
 //! system-call stop's code under `PTRACE_O_TRACESYSGOOD` (set by [`Injector::new`]) is
 //! `SIGTRAP | 0x80`, not a valid signal, so the kernel drops it; an interrupt stop's code is
 //! never delivered. So the task is harmed by a vanished tracer only between writing the
-//! injection registers and writing its own back: it then runs the injected call and returns
-//! through a `ret` into its own stack (the window: 4 to 6 ptrace requests, some tens of
-//! microseconds per injection; measured by `tests/interrupt_campaign.sh`). Closing it needs a
-//! second party that outlives cr-dump; it is not done. Outside it: before the injection
+//! injection registers and writing its own back (4 to 6 ptrace requests, some tens of
+//! microseconds per injection). Two things close that window:
+//!
+//! - **The stub.** A live task's calls are not injected at a `syscall` of the vDSO's own code
+//!   (followed by its `ret`, which would return into the task's stack with the injection's
+//!   registers) but at a stub, `syscall` then `jmp .` ([`STUB`]), written by
+//!   [`Injector::new`] into the padding at the end of the task's vDSO (zeros after its code,
+//!   which nothing calls) and taken out when the injector is dropped. A task freed at any
+//!   point of the window runs at most the injected call and then spins on the `jmp`, in user
+//!   mode: no instruction of its own runs with the injection's registers. A clone child
+//!   (stack pointer near zero) takes a `hlt` instead and dies at once. (A vDSO with no such
+//!   padding: the old way.) Without the guard (it was killed too) the task spins for good:
+//!   stuck, not corrupted.
+//! - **The guard** ([`crate::sys::guard`]): a process that outlives cr-dump. Before the
+//!   injection registers are written it is told the task's own registers and the stub's
+//!   address ([`guard::Msg::Start`]), then the result, then that they are back
+//!   ([`guard::Msg::Settled`]). When cr-dump dies with an injection pending, the guard seizes
+//!   the task, finds it at the stub, writes its registers back (and reaps a twin, closes an
+//!   unrecorded userfaultfd: `crate::capture::guard`).
+//!
+//! Outside the window: before the injection
 //! registers are written the task sits in an interrupt stop with its own registers; after its
 //! own are written back, `PTRACE_INTERRUPT` has already marked a signal check pending
 //! (`TIF_SIGPENDING`), so even freed from the exit stop the task goes through the kernel's
@@ -51,10 +68,10 @@
 //! ([`crate::sys::catch_interrupts`]).
 
 //! **Clone.** A twin made by an injected `clone` starts right after the `syscall` instruction
-//! with the registers of step 2. [`Injector::call_clone`] needs a `syscall` followed by `ret`
-//! or `leave` and zeroes the frame pointer (the caller passes a stack near zero), so such a
-//! child, should it ever run, faults on its first instruction instead of running the task's
-//! code.
+//! with the registers of step 2. [`Injector::call_clone`] needs the stub, or a `syscall`
+//! followed by `ret` or `leave`, and zeroes the frame pointer (the caller passes a stack near
+//! zero), so such a child, should it ever run, faults at once (the stub's `hlt`, or a `ret`
+//! to nowhere) instead of running the task's code; the guard reaps it.
 
 use super::guard::{self, Msg};
 use super::procfs;
@@ -79,7 +96,8 @@ pub struct Injector {
     tracee: Tracee,
     /// A `syscall` instruction (0f 05) in the task's vDSO.
     at: u64,
-    /// Whether the instruction after it is `ret` or `leave` (see [`Injector::call_clone`]).
+    /// Whether what follows it faults in a clone child: the stub, `ret` or `leave` (see
+    /// [`Injector::call_clone`]).
     then_faults: bool,
     signals: Signals,
     /// An injection failed to put the task's own registers back.
@@ -88,8 +106,18 @@ pub struct Injector {
     stub: Option<Stub>,
 }
 
-/// `syscall; jmp .`: the stub a live task's calls are injected at (see the module docs).
-pub const STUB: [u8; 4] = [0x0f, 0x05, 0xeb, 0xfe];
+/// The stub a live task's calls are injected at (see the module docs):
+///
+/// ```text
+/// 0:  0f 05                 syscall
+/// 2:  48 81 fc 00 10 00 00  cmp rsp, 0x1000
+/// 9:  72 02                 jb 13         ; a clone child (its stack pointer near zero):
+/// 11: eb fe                 jmp 11        ;   the task spins here,
+/// 13: f4                    hlt           ;   the child faults here (SIGSEGV) and dies
+/// ```
+pub const STUB: [u8; 14] = [
+    0x0f, 0x05, 0x48, 0x81, 0xfc, 0x00, 0x10, 0x00, 0x00, 0x72, 0x02, 0xeb, 0xfe, 0xf4,
+];
 
 /// The stub in the vDSO padding of one task: where, and the task's memory to write it back.
 #[derive(Debug)]
@@ -104,8 +132,9 @@ const SYSCALL_LEN: u64 = 2;
 impl Injector {
     /// An injector for `tracee` (stopped under our ptrace), at a `syscall` instruction of its
     /// vDSO (preferably one followed by `ret` or `leave`). For a live task
-    /// ([`Signals::Resend`]) it sets the options to `PTRACE_O_TRACESYSGOOD` (see the module
-    /// docs); other options go through [`Injector::set_options`].
+    /// ([`Signals::Resend`]) it sets the options to `PTRACE_O_TRACESYSGOOD` and injects at the
+    /// stub, written into the vDSO's padding here (see the module docs); other options go
+    /// through [`Injector::set_options`].
     pub fn new(tracee: Tracee, signals: Signals) -> Result<Injector> {
         let pid = tracee.pid();
         let vdso = read_vdso(pid)?;
@@ -148,6 +177,15 @@ impl Injector {
         self.at
     }
 
+    /// How far past [`Injector::at`] the task can be while an injected call is pending: to
+    /// the stub's end, or just past a plain `syscall`.
+    fn span(&self) -> u64 {
+        match self.stub {
+            Some(_) => STUB.len() as u64 - 1,
+            None => SYSCALL_LEN,
+        }
+    }
+
     /// Moves the instruction used to `at` (the caller moved the vDSO in the task).
     pub fn set_at(&mut self, at: u64) {
         self.at = at;
@@ -160,8 +198,8 @@ impl Injector {
     }
 
     /// [`Injector::call`] for a `clone` whose child must never run the task's code: refused
-    /// unless the instruction after the `syscall` is `ret` or `leave`; the frame pointer is
-    /// zeroed (the caller passes a stack near zero).
+    /// unless what follows the `syscall` is the stub, `ret` or `leave`; the
+    /// frame pointer is zeroed (the caller passes a stack near zero).
     pub fn call_clone(&self, nr: u64, args: [u64; 6]) -> Result<i64> {
         if !self.then_faults {
             return Err(Error::Other(format!(
@@ -192,6 +230,7 @@ impl Injector {
                 nr,
                 arg0: args[0],
                 at: self.at,
+                span: self.span(),
                 regs: guard::regs_to_words(&saved),
             });
         }
@@ -384,9 +423,9 @@ fn read_vdso(pid: i32) -> Result<Vdso> {
 }
 
 /// Length of the vDSO's tail that must be padding (zeros) for the stub to go there.
-const STUB_SLOT: usize = 16;
+const STUB_SLOT: usize = 32;
 
-/// Writes [`STUB`] into the padding at the end of the task's vDSO (its last 16 bytes, zeros:
+/// Writes [`STUB`] into the padding at the end of the task's vDSO (its last 32 bytes, zeros:
 /// code that nothing calls), telling the guard first; `None` (injections then use a `syscall`
 /// of the vDSO's own code) if there is no such padding or the write is refused. A slot that
 /// already holds the stub (a twin's copy, or one a killed cr-dump left) counts as padding.
@@ -396,7 +435,7 @@ fn write_stub(pid: i32, vdso: &Vdso) -> Result<Option<Stub>> {
         return Ok(None);
     };
     let (head, rest) = tail.split_at(STUB.len());
-    if !(head == [0u8; 4] || head == STUB) || rest.iter().any(|&x| x != 0) {
+    if !(head.iter().all(|&x| x == 0) || head == STUB) || rest.iter().any(|&x| x != 0) {
         return Ok(None);
     }
     let addr = vdso.start + (b.len() - STUB_SLOT) as u64;
@@ -411,7 +450,7 @@ fn write_stub(pid: i32, vdso: &Vdso) -> Result<Option<Stub>> {
         pid,
         addr,
         len: STUB.len() as u8,
-        orig: [0; 8],
+        orig: [0; 16],
     });
     if mem.write_all_at(&STUB, addr).is_err() {
         guard::publish(&Msg::Unpatch { pid });
