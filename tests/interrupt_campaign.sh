@@ -38,7 +38,18 @@ flags() {
 # Tracking is armed (a userfaultfd injected) by a task's first checkpoint only: a fresh
 # target per trial for the modes that arm it.
 fresh() { case $1 in track | precopy) kill "$P" 2>/dev/null; wait "$P" 2>/dev/null; start ;; esac; }
-start() { "$W/checksum" "$PAGES" >/dev/null 2>"$W/err" & P=$!; sleep 0.1; }
+# A target, once it has written its whole buffer (a lazy checkpoint makes a twin only for
+# 32 MiB or more to copy; on a loaded machine 0.1 s is not always enough for that).
+start() {
+	"$W/checksum" "$PAGES" >/dev/null 2>"$W/err" &
+	P=$!
+	local i rss
+	for i in $(seq 1 250); do
+		rss=$(awk '/^VmRSS/{print $2}' /proc/$P/status 2>/dev/null)
+		[ "${rss:-0}" -ge $((PAGES * 4)) ] && break
+		sleep 0.02
+	done
+}
 # Why the target is not fine (empty if it is).
 why_bad() {
 	if ! kill -0 "$P" 2>/dev/null || grep -q '^State:.*Z' /proc/$P/status 2>/dev/null; then

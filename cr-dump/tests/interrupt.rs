@@ -81,6 +81,33 @@ fn pages(mode: &str) -> &'static str {
     }
 }
 
+/// A checksum target for `mode`, once it has written its whole buffer: a lazy checkpoint makes
+/// a twin only for 32 MiB or more to copy, and on a loaded machine the target may not be there
+/// yet when it says `ready`.
+fn spawn_target(mode: &str) -> Target {
+    let t = Target::spawn(&program("checksum"), &[pages(mode)]);
+    let want: u64 = pages(mode).parse::<u64>().unwrap() * 4;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rss = || {
+        std::fs::read_to_string(format!("/proc/{}/status", t.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    while rss() < want {
+        assert!(
+            Instant::now() < deadline,
+            "{mode}: the target never filled its buffer"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t
+}
+
 /// Whether each trial needs a fresh target: tracking is armed (a userfaultfd injected) by the
 /// first checkpoint of a task only; later ones find it armed.
 fn fresh(mode: &str) -> bool {
@@ -97,7 +124,7 @@ struct Bench {
 
 impl Bench {
     fn new(mode: &'static str, flags: &'static [&'static str]) -> Bench {
-        let target = Target::spawn(&program("checksum"), &[pages(mode)]);
+        let target = spawn_target(mode);
         Bench {
             target,
             dir: TempDir::new(&format!("interrupt-{mode}")),
@@ -238,7 +265,7 @@ impl Bench {
 
     /// Replaces a harmed target so that the next trial starts clean.
     fn replace(&mut self) {
-        self.target = Target::spawn(&program("checksum"), &[pages(self.mode)]);
+        self.target = spawn_target(self.mode);
     }
 }
 

@@ -116,7 +116,7 @@ impl Drop for Twin {
 /// Reaps the twin `twin` that a dead cr-dump left under task `pid` (frozen by the caller, the
 /// guard: [`super::guard`]): `Ok(false)` if `twin` is not, or no longer, a child of `pid` with
 /// no exit signal (then it is not ours: left alone). A live twin is killed first; the reap waits
-/// until it is a zombie (at most 2 s).
+/// until it is a zombie that no one traces (at most 2 s).
 pub(crate) fn reap_orphan(pid: i32, twin: i32) -> Result<bool> {
     let stat = || {
         procfs::read(twin, "stat")
@@ -131,11 +131,19 @@ pub(crate) fn reap_orphan(pid: i32, twin: i32) -> Result<bool> {
         }
         _ => return Ok(false),
     }
+    // A zombie still traced (by a dying cr-dump thread that has not let it go yet) cannot be
+    // reaped by its parent: wait for both.
+    let traced = || {
+        procfs::read(twin, "status")
+            .ok()
+            .and_then(|b| procfs::parse_status(&String::from_utf8_lossy(&b)).ok())
+            .is_some_and(|s| s.tracer_pid != 0)
+    };
     let t0 = std::time::Instant::now();
-    while stat().is_some_and(|st| st.state != b'Z' && st.state != b'X') {
+    while stat().is_some_and(|st| !matches!(st.state, b'Z' | b'X')) || traced() {
         if t0.elapsed() > std::time::Duration::from_secs(2) {
             return Err(Error::Other(format!(
-                "the twin {twin} of pid {pid} did not die within 2 s of SIGKILL"
+                "the twin {twin} of pid {pid} is not an untraced zombie 2 s after SIGKILL"
             )));
         }
         std::thread::sleep(std::time::Duration::from_micros(200));
