@@ -6,7 +6,7 @@
 # nanosleep calls that must return 0) is checkpointed over and over while cr-dump is
 #   - killed at its K-th ptrace call, K = 1..N (strace -e inject), with SIGKILL, SIGINT, SIGTERM;
 #   - killed at a random moment (timeout -s SIG, 1..40 ms), RANDOM_TRIALS times per signal.
-# After each run (allowing up to 2 s for cr-dump's guard to repair what a SIGKILL left): the
+# After each run (allowing up to 15 s for cr-dump's guard to repair what a SIGKILL left): the
 # target is alive, not traced (TracerPid 0), has no child (no twin, no zombie) and has not
 # reported corruption. A casualty is counted, printed, and the target replaced.
 # strace runs with -b execve: it lets go of cr-dump's guard (cr-dump __guard, exec'ed), whose
@@ -63,11 +63,11 @@ why_bad() {
 	[ -n "$ch" ] && echo -n "children: $ch"
 }
 switches() { awk '/^voluntary_ctxt_switches/{print $2}' /proc/$P/status 2>/dev/null; }
-# 0 if the target is fine (within 5 s: the guard repairs after cr-dump's death) and makes
+# 0 if the target is fine (within 15 s: the guard repairs after cr-dump's death) and makes
 # progress (it sleeps again: a task left spinning at the injection stub never does); else
 # prints why (and what cr-dump and its guard said) and replaces it.
 judge() {
-	local why="" end=$(($(date +%s) + 5)) s0
+	local why="" end=$(($(date +%s) + 15)) s0
 	while :; do
 		why=$(why_bad)
 		{ [ -z "$why" ] || [ "$why" = dead ] || [ "$(date +%s)" -gt $end ]; } && break

@@ -33,8 +33,10 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-/// How long the guard waits for a dying cr-dump's ptrace link to go.
-const SEIZE_WAIT: Duration = Duration::from_secs(3);
+/// How long the guard waits for a dying cr-dump's ptrace link to go: the kernel drops it at
+/// the very end of cr-dump's exit, after its files are closed, and the last close of a large
+/// unlinked image can wait seconds for writeback on a busy disk.
+const SEIZE_WAIT: Duration = Duration::from_secs(30);
 
 /// An injection that began.
 #[derive(Clone, Debug)]

@@ -113,10 +113,15 @@ impl Drop for Twin {
     }
 }
 
+/// How long [`reap_orphan`] waits for a dying cr-dump to let go of the twin.
+pub(crate) const ORPHAN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Reaps the twin `twin` that a dead cr-dump left under task `pid` (frozen by the caller, the
 /// guard: [`super::guard`]): `Ok(false)` if `twin` is not, or no longer, a child of `pid` with
 /// no exit signal (then it is not ours: left alone). A live twin is killed first; the reap waits
-/// until it is a zombie that no one traces (at most 2 s).
+/// until it is a zombie that no one traces, at most [`ORPHAN_WAIT`]: a dying cr-dump lets its
+/// tracees go only at the end of its exit, after its files are closed, and the last close of
+/// a large unlinked image can wait seconds for writeback on a busy disk.
 pub(crate) fn reap_orphan(pid: i32, twin: i32) -> Result<bool> {
     let stat = || {
         procfs::read(twin, "stat")
@@ -133,17 +138,25 @@ pub(crate) fn reap_orphan(pid: i32, twin: i32) -> Result<bool> {
     }
     // A zombie still traced (by a dying cr-dump thread that has not let it go yet) cannot be
     // reaped by its parent: wait for both.
-    let traced = || {
+    let tracer = || {
         procfs::read(twin, "status")
             .ok()
             .and_then(|b| procfs::parse_status(&String::from_utf8_lossy(&b)).ok())
-            .is_some_and(|s| s.tracer_pid != 0)
+            .map_or(0, |s| s.tracer_pid)
     };
     let t0 = std::time::Instant::now();
-    while stat().is_some_and(|st| !matches!(st.state, b'Z' | b'X')) || traced() {
-        if t0.elapsed() > std::time::Duration::from_secs(2) {
+    loop {
+        let state = stat().map(|st| st.state);
+        let by = tracer();
+        if state.is_none_or(|s| matches!(s, b'Z' | b'X')) && by == 0 {
+            break;
+        }
+        if t0.elapsed() > ORPHAN_WAIT {
             return Err(Error::Other(format!(
-                "the twin {twin} of pid {pid} is not an untraced zombie 2 s after SIGKILL"
+                "the twin {twin} of pid {pid} is not an untraced zombie {} s after SIGKILL \
+                 (state {}, traced by {by})",
+                ORPHAN_WAIT.as_secs(),
+                state.map_or('?', char::from)
             )));
         }
         std::thread::sleep(std::time::Duration::from_micros(200));
