@@ -144,10 +144,18 @@ pub(crate) fn reap_orphan(pid: i32, twin: i32) -> Result<bool> {
             .and_then(|b| procfs::parse_status(&String::from_utf8_lossy(&b)).ok())
             .map_or(0, |s| s.tracer_pid)
     };
+    let me = i32::try_from(std::process::id()).unwrap_or(-1);
     let t0 = std::time::Instant::now();
     loop {
         let state = stat().map(|st| st.state);
         let by = tracer();
+        if by == me {
+            // Attached to us at birth: the clone was under way (its PTRACE_O_TRACECLONE from
+            // cr-dump already decided) when we seized the task. As its tracer we see its end;
+            // then it is its parent's zombie.
+            kill_and_reap(twin);
+            continue;
+        }
         if state.is_none_or(|s| matches!(s, b'Z' | b'X')) && by == 0 {
             break;
         }
