@@ -82,7 +82,7 @@ impl Watch {
                     arg0,
                     at,
                     span,
-                    regs,
+                    regs: *regs,
                     result: None,
                 });
             }
@@ -277,7 +277,7 @@ mod tests {
             arg0,
             at: 0x1000,
             span: 13,
-            regs: [0; 27],
+            regs: Box::new([0; 27]),
         }
     }
 

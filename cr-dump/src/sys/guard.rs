@@ -51,7 +51,7 @@ pub enum Msg {
         /// The task is at the injection while its `rip` is in `at..=at + span`.
         span: u64,
         /// The task's own registers.
-        regs: Words,
+        regs: Box<Words>,
     },
     /// The injected call in `pid` returned `value` (the task is still in its exit stop).
     Result {
@@ -105,7 +105,7 @@ impl Msg {
                 regs,
             } => {
                 words.extend([*nr, *arg0, *at, *span]);
-                words.extend(regs);
+                words.extend(regs.iter());
                 (START, *pid)
             }
             Msg::Result { pid, value } => {
@@ -157,7 +157,7 @@ impl Msg {
                     arg0: word(1)?,
                     at: word(2)?,
                     span: word(3)?,
-                    regs,
+                    regs: Box::new(regs),
                 }
             }
             RESULT => Msg::Result {
@@ -409,7 +409,7 @@ mod tests {
                 arg0: u64::MAX,
                 at: 0x7fff_0000_1000,
                 span: 13,
-                regs,
+                regs: Box::new(regs),
             },
             Msg::Result { pid: 1, value: -4 },
             Msg::Settled { pid: 9 },

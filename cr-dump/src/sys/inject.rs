@@ -231,7 +231,7 @@ impl Injector {
                 arg0: args[0],
                 at: self.at,
                 span: self.span(),
-                regs: guard::regs_to_words(&saved),
+                regs: Box::new(guard::regs_to_words(&saved)),
             });
         }
         let mut r = saved;
