@@ -36,7 +36,7 @@
 //! If the task exits before the twin is dropped, the twin is reaped by init instead. If cr-dump
 //! is killed (SIGKILL) before it drops the twin, the twin dies with it (`PTRACE_O_EXITKILL`)
 //! and cr-dump's guard ([`super::guard`]), told the twin's pid by the `clone`'s result, reaps
-//! it by the same injected `wait4` ([`reap_orphan`]); without a guard (a SIGKILL of the guard
+//! it by the same injected `wait4` (`reap_orphan`); without a guard (a SIGKILL of the guard
 //! too), or if another tracer holds the task by then, the twin stays a zombie child of the task
 //! until the task exits: only the task can reap it. SIGINT, SIGTERM, SIGHUP and SIGQUIT are
 //! noted and unwound ([`crate::sys::catch_interrupts`]): the twin is dropped, so killed and
