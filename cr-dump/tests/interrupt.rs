@@ -9,11 +9,15 @@
 //! zombie), and the output directory must hold no temporary file.
 //!
 //! - SIGINT, SIGTERM, SIGHUP, SIGQUIT: cr-dump unwinds; every mode, zero casualties.
-//! - SIGKILL: zero casualties in the modes that inject nothing into the task (`--direct`,
-//!   `--copy`, `--incremental` by content compare); in the injecting modes (a twin, arming
-//!   tracking) the one window that remains (see `sys::inject`) is
-//!   measured by `tests/interrupt_campaign.sh`, and here the task must at least never die of
-//!   the `SIGTRAP` a single step used to leave behind.
+//! - SIGKILL: zero casualties in every mode. In the modes that inject nothing into the task
+//!   (`--direct`, `--copy`, `--incremental` by content compare) nothing is left to repair; in
+//!   the injecting modes (lazy and `--twin`: a twin; `--track`, `--precopy`: arming tracking)
+//!   cr-dump's guard (`sys::guard`, `capture::guard`) puts back the registers of a task left
+//!   in the middle of an injected call, reaps a twin left a zombie and closes a userfaultfd
+//!   never recorded. The campaign with random kills is `tests/interrupt_campaign.sh`.
+//!
+//! strace runs with `-b execve`: it lets go of the guard (`cr-dump __guard`, exec'ed), whose
+//! own ptrace calls must neither count towards K nor be killed.
 //!
 //! strace is a prerequisite (CI installs it): its absence fails the tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -77,6 +81,33 @@ fn pages(mode: &str) -> &'static str {
     }
 }
 
+/// A checksum target for `mode`, once it has written its whole buffer: a lazy checkpoint makes
+/// a twin only for 32 MiB or more to copy, and on a loaded machine the target may not be there
+/// yet when it says `ready`.
+fn spawn_target(mode: &str) -> Target {
+    let t = Target::spawn(&program("checksum"), &[pages(mode)]);
+    let want: u64 = pages(mode).parse::<u64>().unwrap() * 4;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rss = || {
+        std::fs::read_to_string(format!("/proc/{}/status", t.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    while rss() < want {
+        assert!(
+            Instant::now() < deadline,
+            "{mode}: the target never filled its buffer"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t
+}
+
 /// Whether each trial needs a fresh target: tracking is armed (a userfaultfd injected) by the
 /// first checkpoint of a task only; later ones find it armed.
 fn fresh(mode: &str) -> bool {
@@ -93,7 +124,7 @@ struct Bench {
 
 impl Bench {
     fn new(mode: &'static str, flags: &'static [&'static str]) -> Bench {
-        let target = Target::spawn(&program("checksum"), &[pages(mode)]);
+        let target = spawn_target(mode);
         Bench {
             target,
             dir: TempDir::new(&format!("interrupt-{mode}")),
@@ -116,11 +147,20 @@ impl Bench {
     /// The ptrace calls an uninterrupted checkpoint makes.
     fn ptrace_calls(&self) -> usize {
         let log = self.dir.path().join("strace.log");
-        let pre = [strace(), "-f", "-qq", "-e", "trace=ptrace", "-o"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([log.to_str().unwrap().to_string()])
-            .collect::<Vec<_>>();
+        let pre = [
+            strace(),
+            "-f",
+            "-b",
+            "execve",
+            "-qq",
+            "-e",
+            "trace=ptrace",
+            "-o",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([log.to_str().unwrap().to_string()])
+        .collect::<Vec<_>>();
         let s = run(&mut self.checkpoint_cmd(&pre), Duration::from_secs(20));
         assert!(s.success(), "{}: uninterrupted checkpoint: {s}", self.mode);
         let n = std::fs::read_to_string(&log)
@@ -137,6 +177,8 @@ impl Bench {
         let pre = [
             strace(),
             "-f",
+            "-b",
+            "execve",
             "-qq",
             "-o",
             "/dev/null",
@@ -161,11 +203,33 @@ impl Bench {
         run(&mut self.checkpoint_cmd(&pre), Duration::from_secs(20))
     }
 
-    /// Why the target is not as it should be after an interrupted checkpoint, if it is not.
+    /// Why the target is not as it should be after an interrupted checkpoint, if it is not:
+    /// dead (of a signal, or of corruption it found), stopped, traced, with a child, or not
+    /// making progress (it must sleep again: a task left spinning at the injection stub does
+    /// not).
     fn casualty(&mut self) -> Option<String> {
+        let why = self.harm();
+        if why.is_some() {
+            return why;
+        }
         let pid = self.target.pid();
-        // The task is let go before cr-dump ends; a stop, if any, ends within a moment.
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let s0 = switches(pid);
+        while switches(pid) == s0 {
+            if Instant::now() > deadline {
+                return Some("no progress: it never sleeps again (spinning?)".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    fn harm(&mut self) -> Option<String> {
+        let pid = self.target.pid();
+        // The task is let go before cr-dump ends; a stop, if any, ends within a moment; after
+        // a SIGKILL, the guard repairs as soon as the kernel has let go of cr-dump's tracees,
+        // at the end of its exit: milliseconds, seconds on a busy disk (allowed: 15 s).
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(s) = self.target.child.try_wait().unwrap() {
                 return Some(format!("dead: {s} (signal {:?})", s.signal()));
@@ -202,7 +266,7 @@ impl Bench {
 
     /// Replaces a harmed target so that the next trial starts clean.
     fn replace(&mut self) {
-        self.target = Target::spawn(&program("checksum"), &[pages(self.mode)]);
+        self.target = spawn_target(self.mode);
     }
 }
 
@@ -250,6 +314,17 @@ fn campaign(
         }
     }
     bad
+}
+
+/// The task's voluntary context switches (it sleeps in `nanosleep` every few milliseconds).
+fn switches(pid: i32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn signum(sig: &str) -> i32 {
@@ -308,26 +383,18 @@ fn sigkill_anywhere_is_harmless_without_injection() {
     );
 }
 
-/// The trap flag of a single step survives a vanished tracer, and the stop's SIGTRAP is
-/// delivered: the old injector's task died of it (exit 133). Injection by system-call stops
-/// leaves neither, whichever call cr-dump dies at.
+/// SIGKILL at every ptrace call of the injecting modes, and at a few random moments: the guard
+/// repairs what cr-dump left, so the task lives, checks out (its checksum, its registers, its
+/// sleeps) and has no child: no twin, no zombie. Before the guard, lazy lost 91 of 242 trials
+/// of the campaign, `--twin` 105 (mostly zombie twins; the rest killed or corrupted by an
+/// injected call's registers).
 #[test]
-fn sigkill_during_injection_never_leaves_a_sigtrap() {
-    let mut deaths = Vec::new();
-    for &(mode, flags) in &[MODES[0], MODES[1], MODES[4], MODES[6]] {
-        let mut b = Bench::new(mode, flags);
-        for k in 1..=b.ptrace_calls() {
-            if fresh(mode) {
-                b.replace();
-            }
-            b.kill_at("KILL", k);
-            if let Some(why) = b.casualty() {
-                if why.contains(&format!("signal Some({})", libc::SIGTRAP)) {
-                    deaths.push(format!("{mode}, SIGKILL at ptrace call {k}: {why}"));
-                }
-                b.replace();
-            }
-        }
-    }
-    assert!(deaths.is_empty(), "{}", deaths.join("\n"));
+fn sigkill_during_injection_is_repaired_by_the_guard() {
+    let bad = campaign("KILL", &[MODES[0], MODES[1], MODES[4], MODES[6]], 3);
+    assert!(
+        bad.is_empty(),
+        "{} casualties:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }

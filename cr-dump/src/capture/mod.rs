@@ -55,6 +55,7 @@ pub mod delta;
 pub mod direct;
 pub(crate) mod files;
 pub mod freeze;
+pub mod guard;
 pub mod incremental;
 pub mod lazy;
 pub mod memory;

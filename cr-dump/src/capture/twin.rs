@@ -17,9 +17,11 @@
 //! afterwards, signals that arrive meanwhile sent again).
 //!
 //! Neither the twin nor its copies of the task's registers ever run the task's code: the clone
-//! is injected ([`crate::sys::inject::Injector::call_clone`]) at a `syscall` followed by `ret`
-//! or `leave`, with stack and frame pointers near zero, so a twin resumed by accident (its tracer killed in the microseconds before
-//! `PTRACE_O_EXITKILL` is set) faults at once.
+//! is injected ([`crate::sys::inject::Injector::call_clone`]) at the stub
+//! ([`crate::sys::inject::STUB`]: a child with its stack pointer near zero takes its `hlt`), or
+//! at a `syscall` followed by `ret` or `leave`, with stack and frame pointers near zero, so a
+//! twin resumed by accident (its tracer killed in the microseconds before `PTRACE_O_EXITKILL`
+//! is set) faults at once.
 //!
 //! The twin is checked before it is used: every VMA to store must be in it with the same bounds
 //! (`MADV_DONTFORK` memory is not copied to a child) and private (a child shares shared memory
@@ -32,12 +34,14 @@
 //! task's first write to each page copies that page (charged to the task's memory cgroup), and
 //! the twin is a process in `ps`, stopped, with the task's name, as a child of the task. The
 //! twin lives as long as the thread that made it (ptrace ties a tracee to its tracer thread).
-//! If the task exits before the twin is dropped, the twin is reaped by init instead; if another
-//! tracer holds the task by then, or cr-dump is killed (SIGKILL) before it drops the twin (the
-//! twin dies with it, `PTRACE_O_EXITKILL`), the twin stays a zombie child of the task until the
-//! task exits: only the task can reap it, and only a live cr-dump can make it. SIGINT, SIGTERM,
-//! SIGHUP and SIGQUIT are noted and unwound ([`crate::sys::catch_interrupts`]): the twin is
-//! dropped, so killed and reaped, as on any error.
+//! If the task exits before the twin is dropped, the twin is reaped by init instead. If cr-dump
+//! is killed (SIGKILL) before it drops the twin, the twin dies with it (`PTRACE_O_EXITKILL`)
+//! and cr-dump's guard ([`super::guard`]), told the twin's pid by the `clone`'s result, reaps
+//! it by the same injected `wait4` (`reap_orphan`); without a guard (a SIGKILL of the guard
+//! too), or if another tracer holds the task by then, the twin stays a zombie child of the task
+//! until the task exits: only the task can reap it. SIGINT, SIGTERM, SIGHUP and SIGQUIT are
+//! noted and unwound ([`crate::sys::catch_interrupts`]): the twin is dropped, so killed and
+//! reaped, as on any error.
 
 use super::vma::VmaRec;
 use crate::error::{Error, Result};
@@ -108,6 +112,68 @@ impl Drop for Twin {
         let _ = restore_rseq(pid, &rseq);
         let _ = frozen.release(super::options::After::Continue);
     }
+}
+
+/// How long [`reap_orphan`] waits for a dying cr-dump to let go of the twin.
+pub(crate) const ORPHAN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reaps the twin `twin` that a dead cr-dump left under task `pid` (frozen by the caller, the
+/// guard: [`super::guard`]): `Ok(false)` if `twin` is not, or no longer, a child of `pid` with
+/// no exit signal (then it is not ours: left alone). A live twin is killed first; the reap waits
+/// until it is a zombie that no one traces, at most [`ORPHAN_WAIT`]: a dying cr-dump lets its
+/// tracees go only at the end of its exit, after its files are closed, and the last close of
+/// a large unlinked image can wait seconds for writeback on a busy disk.
+pub(crate) fn reap_orphan(pid: i32, twin: i32) -> Result<bool> {
+    let stat = || {
+        procfs::read(twin, "stat")
+            .ok()
+            .and_then(|b| procfs::parse_stat(&String::from_utf8_lossy(&b)).ok())
+    };
+    match stat() {
+        Some(st) if st.ppid == pid && st.exit_signal == 0 => {
+            if st.state != b'Z' {
+                let _ = sys::kill(twin, libc::SIGKILL);
+            }
+        }
+        _ => return Ok(false),
+    }
+    // A zombie still traced (by a dying cr-dump thread that has not let it go yet) cannot be
+    // reaped by its parent: wait for both.
+    let tracer = || {
+        procfs::read(twin, "status")
+            .ok()
+            .and_then(|b| procfs::parse_status(&String::from_utf8_lossy(&b)).ok())
+            .map_or(0, |s| s.tracer_pid)
+    };
+    let me = i32::try_from(std::process::id()).unwrap_or(-1);
+    let t0 = std::time::Instant::now();
+    loop {
+        let state = stat().map(|st| st.state);
+        let by = tracer();
+        if by == me {
+            // Attached to us at birth: the clone was under way (its PTRACE_O_TRACECLONE from
+            // cr-dump already decided) when we seized the task. As its tracer we see its end;
+            // then it is its parent's zombie.
+            kill_and_reap(twin);
+            continue;
+        }
+        if state.is_none_or(|s| matches!(s, b'Z' | b'X')) && by == 0 {
+            break;
+        }
+        if t0.elapsed() > ORPHAN_WAIT {
+            return Err(Error::Other(format!(
+                "the twin {twin} of pid {pid} is not an untraced zombie {} s after SIGKILL \
+                 (state {}, traced by {by})",
+                ORPHAN_WAIT.as_secs(),
+                state.map_or('?', char::from)
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    let rseq = save_rseq(pid);
+    reap_in(pid, twin)?;
+    restore_rseq(pid, &rseq)?;
+    Ok(true)
 }
 
 /// Kills a task traced by us and waits for its end as its tracer (its parent still has to

@@ -38,10 +38,27 @@
 //! system-call stop's code under `PTRACE_O_TRACESYSGOOD` (set by [`Injector::new`]) is
 //! `SIGTRAP | 0x80`, not a valid signal, so the kernel drops it; an interrupt stop's code is
 //! never delivered. So the task is harmed by a vanished tracer only between writing the
-//! injection registers and writing its own back: it then runs the injected call and returns
-//! through a `ret` into its own stack (the window: 4 to 6 ptrace requests, some tens of
-//! microseconds per injection; measured by `tests/interrupt_campaign.sh`). Closing it needs a
-//! second party that outlives cr-dump; it is not done. Outside it: before the injection
+//! injection registers and writing its own back (4 to 6 ptrace requests, some tens of
+//! microseconds per injection). Two things close that window:
+//!
+//! - **The stub.** A live task's calls are not injected at a `syscall` of the vDSO's own code
+//!   (followed by its `ret`, which would return into the task's stack with the injection's
+//!   registers) but at a stub, `syscall` then `jmp .` ([`STUB`]), written by
+//!   [`Injector::new`] into the padding at the end of the task's vDSO (zeros after its code,
+//!   which nothing calls) and taken out when the injector is dropped. A task freed at any
+//!   point of the window runs at most the injected call and then spins on the `jmp`, in user
+//!   mode: no instruction of its own runs with the injection's registers. A clone child
+//!   (stack pointer near zero) takes a `hlt` instead and dies at once. (A vDSO with no such
+//!   padding: the old way.) Without the guard (it was killed too) the task spins for good:
+//!   stuck, not corrupted.
+//! - **The guard** ([`crate::sys::guard`]): a process that outlives cr-dump. Before the
+//!   injection registers are written it is told the task's own registers and the stub's
+//!   address ([`guard::Msg::Start`]), then the result, then that they are back
+//!   ([`guard::Msg::Settled`]). When cr-dump dies with an injection pending, the guard seizes
+//!   the task, finds it at the stub, writes its registers back (and reaps a twin, closes an
+//!   unrecorded userfaultfd: `crate::capture::guard`).
+//!
+//! Outside the window: before the injection
 //! registers are written the task sits in an interrupt stop with its own registers; after its
 //! own are written back, `PTRACE_INTERRUPT` has already marked a signal check pending
 //! (`TIF_SIGPENDING`), so even freed from the exit stop the task goes through the kernel's
@@ -51,14 +68,16 @@
 //! ([`crate::sys::catch_interrupts`]).
 
 //! **Clone.** A twin made by an injected `clone` starts right after the `syscall` instruction
-//! with the registers of step 2. [`Injector::call_clone`] needs a `syscall` followed by `ret`
-//! or `leave` and zeroes the frame pointer (the caller passes a stack near zero), so such a
-//! child, should it ever run, faults on its first instruction instead of running the task's
-//! code.
+//! with the registers of step 2. [`Injector::call_clone`] needs the stub, or a `syscall`
+//! followed by `ret` or `leave`, and zeroes the frame pointer (the caller passes a stack near
+//! zero), so such a child, should it ever run, faults at once (the stub's `hlt`, or a `ret`
+//! to nowhere) instead of running the task's code; the guard reaps it.
 
+use super::guard::{self, Msg};
 use super::procfs;
 use super::ptrace::{Stop, Tracee, SYSCALL_STOP};
 use crate::error::{Error, Result};
+use std::cell::Cell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -77,9 +96,34 @@ pub struct Injector {
     tracee: Tracee,
     /// A `syscall` instruction (0f 05) in the task's vDSO.
     at: u64,
-    /// Whether the instruction after it is `ret` or `leave` (see [`Injector::call_clone`]).
+    /// Whether what follows it faults in a clone child: the stub, `ret` or `leave` (see
+    /// [`Injector::call_clone`]).
     then_faults: bool,
     signals: Signals,
+    /// An injection failed to put the task's own registers back.
+    unsettled: Cell<bool>,
+    /// The spin stub written into the task's vDSO, if one is (a live task only).
+    stub: Option<Stub>,
+}
+
+/// The stub a live task's calls are injected at (see the module docs):
+///
+/// ```text
+/// 0:  0f 05                 syscall
+/// 2:  48 81 fc 00 10 00 00  cmp rsp, 0x1000
+/// 9:  72 02                 jb 13         ; a clone child (its stack pointer near zero):
+/// 11: eb fe                 jmp 11        ;   the task spins here,
+/// 13: f4                    hlt           ;   the child faults here (SIGSEGV) and dies
+/// ```
+pub const STUB: [u8; 14] = [
+    0x0f, 0x05, 0x48, 0x81, 0xfc, 0x00, 0x10, 0x00, 0x00, 0x72, 0x02, 0xeb, 0xfe, 0xf4,
+];
+
+/// The stub in the vDSO padding of one task: where, and the task's memory to write it back.
+#[derive(Debug)]
+struct Stub {
+    addr: u64,
+    mem: File,
 }
 
 /// Length of the `syscall` instruction.
@@ -88,18 +132,27 @@ const SYSCALL_LEN: u64 = 2;
 impl Injector {
     /// An injector for `tracee` (stopped under our ptrace), at a `syscall` instruction of its
     /// vDSO (preferably one followed by `ret` or `leave`). For a live task
-    /// ([`Signals::Resend`]) it sets the options to `PTRACE_O_TRACESYSGOOD` (see the module
-    /// docs); other options go through [`Injector::set_options`].
+    /// ([`Signals::Resend`]) it sets the options to `PTRACE_O_TRACESYSGOOD` and injects at the
+    /// stub, written into the vDSO's padding here (see the module docs); other options go
+    /// through [`Injector::set_options`].
     pub fn new(tracee: Tracee, signals: Signals) -> Result<Injector> {
-        let (at, then_faults) = vdso_syscall(tracee.pid())?;
-        let inj = Injector {
+        let pid = tracee.pid();
+        let vdso = read_vdso(pid)?;
+        let (at, then_faults) = vdso_syscall(pid, &vdso)?;
+        let mut inj = Injector {
             tracee,
             at,
             then_faults,
             signals,
+            unsettled: Cell::new(false),
+            stub: None,
         };
         if signals == Signals::Resend {
             inj.set_options(0)?;
+            inj.stub = write_stub(pid, &vdso)?;
+            if let Some(s) = &inj.stub {
+                (inj.at, inj.then_faults) = (s.addr, true);
+            }
         }
         Ok(inj)
     }
@@ -124,6 +177,15 @@ impl Injector {
         self.at
     }
 
+    /// How far past [`Injector::at`] the task can be while an injected call is pending: to
+    /// the stub's end, or just past a plain `syscall`.
+    fn span(&self) -> u64 {
+        match self.stub {
+            Some(_) => STUB.len() as u64 - 1,
+            None => SYSCALL_LEN,
+        }
+    }
+
     /// Moves the instruction used to `at` (the caller moved the vDSO in the task).
     pub fn set_at(&mut self, at: u64) {
         self.at = at;
@@ -136,8 +198,8 @@ impl Injector {
     }
 
     /// [`Injector::call`] for a `clone` whose child must never run the task's code: refused
-    /// unless the instruction after the `syscall` is `ret` or `leave`; the frame pointer is
-    /// zeroed (the caller passes a stack near zero).
+    /// unless what follows the `syscall` is the stub, `ret` or `leave`; the
+    /// frame pointer is zeroed (the caller passes a stack near zero).
     pub fn call_clone(&self, nr: u64, args: [u64; 6]) -> Result<i64> {
         if !self.then_faults {
             return Err(Error::Other(format!(
@@ -159,6 +221,19 @@ impl Injector {
     fn run(&self, nr: u64, args: [u64; 6], clone: bool) -> Result<i64> {
         let t = self.tracee;
         let saved = t.regs().map_err(|e| self.err("PTRACE_GETREGS", nr, e))?;
+        // A live task: the guard learns what to put back before anything changes.
+        let guarded = self.signals == Signals::Resend;
+        let pid = t.pid();
+        if guarded {
+            guard::publish(&Msg::Start {
+                pid,
+                nr,
+                arg0: args[0],
+                at: self.at,
+                span: self.span(),
+                regs: Box::new(guard::regs_to_words(&saved)),
+            });
+        }
         let mut r = saved;
         r.rip = self.at;
         r.rax = nr;
@@ -175,6 +250,9 @@ impl Injector {
                 Signals::Resend => self.syscall_through(nr, &mut pending),
                 Signals::Drop => self.step_through(nr, &mut pending),
             });
+        if let (true, Ok(value)) = (guarded, &res) {
+            guard::publish(&Msg::Result { pid, value: *value });
+        }
         // Every path: the task's own registers back (it fails only if the task is gone).
         let back = match self.signals {
             Signals::Resend => self.settle(nr, &saved, &mut pending),
@@ -182,6 +260,12 @@ impl Injector {
                 .set_regs(&saved)
                 .map_err(|e| self.err("PTRACE_SETREGS (the task's own)", nr, e)),
         };
+        match (&back, guarded) {
+            (Ok(()), true) => guard::publish(&Msg::Settled { pid }),
+            // Left at the stub: the stub stays for the guard to find the task there.
+            (Err(_), _) => self.unsettled.set(true),
+            (Ok(()), false) => {}
+        }
         for s in pending {
             let _ = t.kill(s);
         }
@@ -297,9 +381,27 @@ impl Injector {
     }
 }
 
-/// Address of a `syscall` instruction (0f 05) in the task's vDSO, preferably one followed by
-/// `ret` (c3) or `leave` (c9); whether it is.
-fn vdso_syscall(pid: i32) -> Result<(u64, bool)> {
+impl Drop for Injector {
+    /// Takes the stub out of the task's vDSO again (unless an injection left the task at it).
+    fn drop(&mut self) {
+        let Some(s) = self.stub.take() else {
+            return;
+        };
+        if !self.unsettled.get() && s.mem.write_all_at(&[0u8; STUB.len()], s.addr).is_ok() {
+            guard::publish(&Msg::Unpatch {
+                pid: self.tracee.pid(),
+            });
+        }
+    }
+}
+
+/// The task's vDSO: its start address and bytes.
+struct Vdso {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+fn read_vdso(pid: i32) -> Result<Vdso> {
     let maps = procfs::parse_maps(&String::from_utf8_lossy(&procfs::read(pid, "maps")?))?;
     let v = maps
         .iter()
@@ -311,9 +413,56 @@ fn vdso_syscall(pid: i32) -> Result<(u64, bool)> {
         .and_then(|n| usize::try_from(n).ok())
         .ok_or_else(|| Error::Other(format!("vDSO of pid {pid}: bad bounds")))?;
     let mem = File::open(procfs::path(pid, "mem")).map_err(|e| procfs::proc_err(pid, "mem", e))?;
-    let mut b = vec![0u8; len];
-    mem.read_exact_at(&mut b, v.start)
+    let mut bytes = vec![0u8; len];
+    mem.read_exact_at(&mut bytes, v.start)
         .map_err(|e| Error::io(format!("reading the vDSO of pid {pid}"), e))?;
+    Ok(Vdso {
+        start: v.start,
+        bytes,
+    })
+}
+
+/// Length of the vDSO's tail that must be padding (zeros) for the stub to go there.
+const STUB_SLOT: usize = 32;
+
+/// Writes [`STUB`] into the padding at the end of the task's vDSO (its last 32 bytes, zeros:
+/// code that nothing calls), telling the guard first; `None` (injections then use a `syscall`
+/// of the vDSO's own code) if there is no such padding or the write is refused. A slot that
+/// already holds the stub (a twin's copy, or one a killed cr-dump left) counts as padding.
+fn write_stub(pid: i32, vdso: &Vdso) -> Result<Option<Stub>> {
+    let b = &vdso.bytes;
+    let Some(tail) = b.len().checked_sub(STUB_SLOT).and_then(|i| b.get(i..)) else {
+        return Ok(None);
+    };
+    let (head, rest) = tail.split_at(STUB.len());
+    if !(head.iter().all(|&x| x == 0) || head == STUB) || rest.iter().any(|&x| x != 0) {
+        return Ok(None);
+    }
+    let addr = vdso.start + (b.len() - STUB_SLOT) as u64;
+    let Ok(mem) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(procfs::path(pid, "mem"))
+    else {
+        return Ok(None);
+    };
+    guard::publish(&Msg::Patch {
+        pid,
+        addr,
+        len: STUB.len() as u8,
+        orig: [0; 16],
+    });
+    if mem.write_all_at(&STUB, addr).is_err() {
+        guard::publish(&Msg::Unpatch { pid });
+        return Ok(None);
+    }
+    Ok(Some(Stub { addr, mem }))
+}
+
+/// Address of a `syscall` instruction (0f 05) in the task's vDSO, preferably one followed by
+/// `ret` (c3) or `leave` (c9); whether it is.
+fn vdso_syscall(pid: i32, vdso: &Vdso) -> Result<(u64, bool)> {
+    let b = &vdso.bytes;
     let faulting = b
         .windows(3)
         .position(|w| w[..2] == [0x0f, 0x05] && matches!(w[2], 0xc3 | 0xc9));
@@ -327,5 +476,5 @@ fn vdso_syscall(pid: i32) -> Result<(u64, bool)> {
                 Error::Other(format!("no syscall instruction in the vDSO of pid {pid}"))
             })?,
     };
-    Ok((v.start + i as u64, then_faults))
+    Ok((vdso.start + i as u64, then_faults))
 }

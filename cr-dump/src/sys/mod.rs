@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`ptrace`] | [`Tracee`], the one ptrace handle (seize, interrupt, wait for a [`Stop`], step, continue, registers, detach): the raw requests are private to it; `waitpid` |
 //! | [`inject`] | **how a system call is injected into a stopped task**: [`inject::Injector`], used by the twin, dirty tracking and restore |
+//! | [`guard`] | the guard process that outlives cr-dump and repairs a task it left mid-injection: spawn, messages |
 //! | [`abi`] | kernel structs built for injected calls (`sigaction`, `stack_t`, `prctl_mm_map`), system call numbers, `-ERESTART*` |
 //! | [`uffd`] | userfaultfd ioctls (`uffdio_api`, `uffdio_register`, `uffdio_writeprotect`) |
 //! | [`pagemap`] | the `PAGEMAP_SCAN` ioctl (`pm_scan_arg`, `page_region`) |
@@ -30,6 +31,7 @@ pub mod fdinfo;
 pub mod fdobj;
 pub mod files;
 pub mod fs;
+pub mod guard;
 pub mod inject;
 pub mod mem;
 pub mod pagemap;

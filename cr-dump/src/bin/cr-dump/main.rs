@@ -22,6 +22,13 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 fn main() -> ExitCode {
+    // The guard of a checkpoint (sys::guard), spawned by cr-dump itself: not a user's verb.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == sys::guard::SUBCOMMAND)
+    {
+        return ExitCode::from(cr_dump::capture::guard::run());
+    }
     let cli = Cli::parse();
     sys::ignore_sigxfsz();
     let r = match cli.cmd {
@@ -609,6 +616,13 @@ fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
         (_, Some(p)) => p,
         _ => return Err(Fail::Usage("give --pid PID or -- CMD ARGS...".into())),
     };
+    // A guard for the modes that may inject (a twin, tracking): started before the task is
+    // frozen, so it costs no downtime. Without one (it could not start) nothing changes.
+    if a.track || a.precopy || a.incremental || !(a.copy || a.direct) {
+        if let Err(e) = sys::guard::start(std::path::Path::new("/proc/self/exe")) {
+            eprintln!("cr-dump: warning: no guard process ({e}): a SIGKILL during an injection is not repaired");
+        }
+    }
     let r = capture::checkpoint(&checkpoint_options(&a, pid), &mut Bar::default())?;
     // The command we started: killed unless --keep / --leave-stopped.
     if let Some(s) = &mut started {
