@@ -372,8 +372,11 @@ fn sighup_and_sigquit_unwind_too() {
     );
 }
 
+/// SIGKILL at every ptrace call of the modes that copy the memory while the task is stopped
+/// (`--copy`, `--direct`, content-compare `--incremental`): they too inject, to ask the task's
+/// state of it (signal actions, timers, attributes), and the guard repairs a kill there too.
 #[test]
-fn sigkill_anywhere_is_harmless_without_injection() {
+fn sigkill_in_the_copying_modes_is_harmless() {
     let bad = campaign("KILL", &[MODES[2], MODES[3], MODES[5]], 10);
     assert!(
         bad.is_empty(),

@@ -616,12 +616,11 @@ fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
         (_, Some(p)) => p,
         _ => return Err(Fail::Usage("give --pid PID or -- CMD ARGS...".into())),
     };
-    // A guard for the modes that may inject (a twin, tracking): started before the task is
-    // frozen, so it costs no downtime. Without one (it could not start) nothing changes.
-    if a.track || a.precopy || a.incremental || !(a.copy || a.direct) {
-        if let Err(e) = sys::guard::start(std::path::Path::new("/proc/self/exe")) {
-            eprintln!("cr-dump: warning: no guard process ({e}): a SIGKILL during an injection is not repaired");
-        }
+    // A guard: every mode injects (the task's state is asked of it while frozen; a twin,
+    // tracking). Started before the task is frozen, so it costs no downtime. Without one (it
+    // could not start) nothing changes but that a SIGKILL of cr-dump is not repaired.
+    if let Err(e) = sys::guard::start(std::path::Path::new("/proc/self/exe")) {
+        eprintln!("cr-dump: warning: no guard process ({e}): a SIGKILL during an injection is not repaired");
     }
     let r = capture::checkpoint(&checkpoint_options(&a, pid), &mut Bar::default())?;
     // The command we started: killed unless --keep / --leave-stopped.
