@@ -33,8 +33,6 @@ fn params_used(ftype: u16) -> usize {
     }
 }
 
-/// The first index where `b` holds a nonzero byte.
-
 /// A signal number (1..=64) from the first 4 bytes of a `siginfo_t`.
 fn signo(siginfo: &[u8; 128]) -> u32 {
     let [a, b, c, d, ..] = *siginfo;
