@@ -15,32 +15,62 @@
  * padding; the _Static_asserts below prove it for every field. Records start at multiples of 8
  * in an image, so a record in a buffer that is itself 8-byte aligned can be viewed in place.
  *
- * Usable from userspace (C11, <stdint.h>) and from the kernel (define __KERNEL__: the field
- * types become __le16/__le32/__le64 from <linux/types.h>, which sparse checks for endianness).
+ * Usable from userspace (C90 or later, <stdint.h>), as a UAPI header (define CR_UAPI: the
+ * integer types come from <linux/types.h>, as in the kernel's own uapi headers) and from the
+ * kernel (__KERNEL__). With CR_UAPI or __KERNEL__, the field types are __u8 and
+ * __le16/__le32/__le64, which sparse checks for endianness. The layout checks are C11
+ * _Static_asserts (C++11 static_asserts), and in C90/C99 an array declaration whose size is
+ * negative when a check fails, so every dialect checks them. Valid C90: no // comments, no
+ * long long constants, `inline` only where the dialect has it.
  */
 #ifndef CR_IMAGE_H
 #define CR_IMAGE_H
 
+#if defined(__KERNEL__) || defined(CR_UAPI)
 #ifdef __KERNEL__
 #include <linux/stddef.h>
+#else
+#include <stddef.h>
+#endif
 #include <linux/types.h>
+typedef __u8 cr_u8;
+typedef __u16 cr_u16;
+typedef __u32 cr_u32;
+typedef __u64 cr_u64;
 typedef __le16 cr_le16;
 typedef __le32 cr_le32;
 typedef __le64 cr_le64;
 #else
 #include <stddef.h>
 #include <stdint.h>
+typedef uint8_t cr_u8;
+typedef uint16_t cr_u16;
+typedef uint32_t cr_u32;
+typedef uint64_t cr_u64;
 /* Little-endian on disk: read with cr_get_le16() etc. on big-endian hosts. */
 typedef uint16_t cr_le16;
 typedef uint32_t cr_le32;
 typedef uint64_t cr_le64;
 #endif
 
-/* C11 _Static_assert (static_assert when the header is included from C++). */
-#ifdef __cplusplus
-#define CR_STATIC_ASSERT static_assert
+/* A compile-time check: C11 _Static_assert, C++11 static_assert; before those, a redeclared
+ * extern array whose size is -1 (an error) when the check fails and 1 (a compatible
+ * redeclaration) when it holds. */
+#if defined(__cplusplus) && __cplusplus >= 201103L
+#define CR_STATIC_ASSERT(c, msg) static_assert(c, msg)
+#elif !defined(__cplusplus) && defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+#define CR_STATIC_ASSERT(c, msg) _Static_assert(c, msg)
 #else
-#define CR_STATIC_ASSERT _Static_assert
+#define CR_STATIC_ASSERT(c, msg) extern char cr_static_assert_failed[(c) ? 1 : -1]
+#endif
+
+/* `static inline` where the dialect has it (C99, C++, GNU C90's __inline__). */
+#if defined(__cplusplus) || (defined(__STDC_VERSION__) && __STDC_VERSION__ >= 199901L)
+#define CR_INLINE static inline
+#elif defined(__GNUC__)
+#define CR_INLINE static __inline__
+#else
+#define CR_INLINE static
 #endif
 
 /* ---- Constants (raw.rs) ------------------------------------------------------------------ */
@@ -255,7 +285,7 @@ CR_CHECK_FIELD(cr_record_header, crc, 12, 4);
 
 /* FORMAT.md §3: 96 bytes (Header in cr-format). */
 struct cr_header {
-	uint8_t magic[8];              /*   0: CR_MAGIC */
+	cr_u8 magic[8];              /*   0: CR_MAGIC */
 	cr_le16 version_major;         /*   8: CR_VERSION_MAJOR */
 	cr_le16 version_minor;         /*  10: any; this version writes 1 */
 	cr_le16 arch;                  /*  12: CR_ARCH_X86_64 */
@@ -268,7 +298,7 @@ struct cr_header {
 	cr_le64 created_ns;            /*  48: creation time, ns since the Unix epoch */
 	cr_le32 diff_method;           /*  56: CR_DIFF_*: 0 exactly in a full image */
 	cr_le32 _reserved1;            /*  60: must be 0 */
-	uint8_t producer[32];          /*  64: writer name and version, NUL-padded */
+	cr_u8 producer[32];          /*  64: writer name and version, NUL-padded */
 };
 CR_CHECK_SIZE(cr_header, 96);
 CR_CHECK_FIELD(cr_header, magic, 0, 8);
@@ -293,8 +323,8 @@ struct cr_task {
 	cr_le32 ppid;                  /*   8: parent's pid */
 	cr_le32 pgid;                  /*  12: process group id */
 	cr_le32 sid;                   /*  16: session id */
-	uint8_t state;                 /*  20: state letter of /proc/PID/stat: R, S, D, T, ... */
-	uint8_t _reserved0[3];         /*  21: must be 0 */
+	cr_u8 state;                 /*  20: state letter of /proc/PID/stat: R, S, D, T, ... */
+	cr_u8 _reserved0[3];         /*  21: must be 0 */
 	cr_le32 exit_signal;           /*  24: signal sent to the parent on exit (usually 17, SIGCHLD) */
 	cr_le32 personality;           /*  28: personality(2) flags */
 	cr_le32 uid[4];                /*  32: real, effective, saved and filesystem uid */
@@ -307,7 +337,7 @@ struct cr_task {
 	cr_le64 cap_inheritable;       /* 104: inheritable capability set */
 	cr_le64 cap_permitted;         /* 112: permitted capability set */
 	cr_le64 cap_effective;         /* 120: effective capability set */
-	uint8_t comm[16];              /* 128: command name, NUL-padded */
+	cr_u8 comm[16];              /* 128: command name, NUL-padded */
 	cr_le32 umask;                 /* 144: file-creation mask */
 	cr_le32 _reserved1;            /* 148: must be 0 */
 };
@@ -342,7 +372,7 @@ struct cr_regs_x86_64 {
 	cr_le32 xsave_len;             /*   4: bytes of XSAVE area after this struct */
 	cr_le64 xfeatures;             /*   8: XCR0 of the XSAVE area */
 	cr_le64 gpr[27];               /*  16: user_regs_struct order: CR_GPR_* */
-	uint8_t fxsave[512];           /* 232: the legacy FXSAVE area (NT_PRFPREG, user_fpregs_struct) */
+	cr_u8 fxsave[512];           /* 232: the legacy FXSAVE area (NT_PRFPREG, user_fpregs_struct) */
 };
 CR_CHECK_SIZE(cr_regs_x86_64, 744);
 CR_CHECK_FIELD(cr_regs_x86_64, arch, 0, 2);
@@ -563,7 +593,7 @@ CR_CHECK_FIELD(cr_signals, actions, 24, 2048);
 struct cr_pending_signal {
 	cr_le32 queue;                 /*   0: CR_QUEUE_THREAD, CR_QUEUE_SHARED */
 	cr_le32 _reserved0;            /*   4: must be 0 */
-	uint8_t siginfo[128];          /*   8: siginfo_t (PTRACE_PEEKSIGINFO) */
+	cr_u8 siginfo[128];          /*   8: siginfo_t (PTRACE_PEEKSIGINFO) */
 };
 CR_CHECK_SIZE(cr_pending_signal, 136);
 CR_CHECK_FIELD(cr_pending_signal, queue, 0, 4);
@@ -688,29 +718,28 @@ CR_CHECK_FIELD(cr_vma_attr, _reserved0, 4, 4);
 
 /* ---- Little-endian readers over a byte buffer (any alignment, any host byte order) -------- */
 
-static inline uint16_t cr_get_le16(const void *buf)
+CR_INLINE cr_u16 cr_get_le16(const void *buf)
 {
 	const unsigned char *p = (const unsigned char *)buf;
-	return (uint16_t)(p[0] | (p[1] << 8));
+	return (cr_u16)(p[0] | (p[1] << 8));
 }
 
-static inline uint32_t cr_get_le32(const void *buf)
+CR_INLINE cr_u32 cr_get_le32(const void *buf)
 {
 	const unsigned char *p = (const unsigned char *)buf;
-	return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-	       ((uint32_t)p[3] << 24);
+	return (cr_u32)p[0] | ((cr_u32)p[1] << 8) | ((cr_u32)p[2] << 16) | ((cr_u32)p[3] << 24);
 }
 
-static inline uint64_t cr_get_le64(const void *buf)
+CR_INLINE cr_u64 cr_get_le64(const void *buf)
 {
 	const unsigned char *p = (const unsigned char *)buf;
-	return (uint64_t)cr_get_le32(p) | ((uint64_t)cr_get_le32(p + 4) << 32);
+	return (cr_u64)cr_get_le32(p) | ((cr_u64)cr_get_le32(p + 4) << 32);
 }
 
 /* Payload length rounded up to a multiple of 8 (§1). */
-static inline uint64_t cr_pad8(uint64_t n)
+CR_INLINE cr_u64 cr_pad8(cr_u64 n)
 {
-	return (n + 7u) & ~(uint64_t)7u;
+	return (n + 7u) & ~(cr_u64)7u;
 }
 
 #endif /* CR_IMAGE_H */

@@ -454,6 +454,66 @@ fn header_compiles_pedantic() {
     }
 }
 
+/// The header as a UAPI header (FORMAT.md's C header is meant for kernel and UAPI use too):
+/// valid C90 with gcc's strictest flags, with its integer types from `<linux/types.h>`
+/// (`-DCR_UAPI`, the `__u8`/`__le32` of the kernel's uapi headers) and from `<stdint.h>`; and
+/// its layout checks still bite in C90, where `_Static_assert` does not exist.
+#[test]
+fn header_is_a_c90_uapi_header() {
+    require_gcc();
+    // gcc -std=c90 -pedantic rejects // comments, long long constants and `inline`.
+    let dir = scratch();
+    let src = dir.join("uapi_cr_image.c");
+    std::fs::write(
+        &src,
+        "#include \"cr_image.h\"\n\
+         int cr_probe(const unsigned char *p);\n\
+         int cr_probe(const unsigned char *p)\n\
+         {\n\
+         \tconst struct cr_header *h = (const struct cr_header *)(const void *)p;\n\
+         \treturn (int)cr_get_le16(&h->arch) + (int)cr_pad8(cr_get_le64(p)) + h->magic[0];\n\
+         }\n",
+    )
+    .unwrap();
+    let spec = spec_dir();
+    let obj = dir.join("uapi_cr_image.o");
+    let base = [
+        "-pedantic",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-I",
+        spec.to_str().unwrap(),
+        "-c",
+        "-o",
+        obj.to_str().unwrap(),
+    ];
+    for std in ["-std=c90", "-std=c99", "-std=c11"] {
+        for uapi in [Some("-DCR_UAPI"), None] {
+            let mut args = vec![std];
+            args.extend(uapi);
+            args.extend(base);
+            args.push(src.to_str().unwrap());
+            gcc(&args, &format!("cr_image.h ({std} {uapi:?})"));
+        }
+    }
+    // A failing check fails the C90 build: the fallback is a real check, not a no-op.
+    let bad = dir.join("uapi_bad_assert.c");
+    std::fs::write(
+        &bad,
+        "#include \"cr_image.h\"\nCR_CHECK_SIZE(cr_header, 95);\n",
+    )
+    .unwrap();
+    let mut args = vec!["-std=c90", "-DCR_UAPI"];
+    args.extend(base);
+    args.push(bad.to_str().unwrap());
+    let out = output_within(Command::new("gcc").args(&args), Duration::from_secs(120));
+    assert!(
+        !out.status.success(),
+        "a false CR_CHECK_SIZE compiled in C90"
+    );
+}
+
 /// Layout rows by struct name: (field, offset, size).
 type Layouts = BTreeMap<String, Vec<(String, u64, u64)>>;
 

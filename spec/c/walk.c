@@ -485,6 +485,22 @@ static int check_state_fields(uint16_t kind, const unsigned char *p, uint32_t le
 	}
 }
 
+/* The Mm's exe path (§6), its length checked: no NUL byte in it, zero padding after it; the
+ * error names the NUL or the first nonzero pad byte (§2.6). `p` is the payload, at `at`. */
+static int check_mm_exe(const unsigned char *p, uint64_t at)
+{
+	uint64_t n = cr_get_le32(p + offsetof(struct cr_mm, auxv_count));
+	uint64_t e = cr_get_le16(p + offsetof(struct cr_mm, exe_len));
+	uint64_t o = sizeof(struct cr_mm) + 16 * n, i, z;
+	for (i = 0; i < e; i++)
+		if (p[o + i] == 0)
+			return fail("NUL in the exe path", "field", at + o + i);
+	z = first_nonzero(p + o + e, cr_pad8(e) - e);
+	if (z < cr_pad8(e) - e)
+		return fail("exe path padding not zero", "field", at + o + e + z);
+	return 0;
+}
+
 /* The fields of Task, Regs, Mm, Vma and Pages that cr-format checks first (§4-§8): limits,
  * reserved bytes, ranges. `p` is the payload, at image offset `at`. */
 static int check_fields(uint16_t kind, const unsigned char *p, uint32_t len, uint64_t at,
@@ -502,19 +518,37 @@ static int check_fields(uint16_t kind, const unsigned char *p, uint32_t len, uin
 	case CR_KIND_REGS:
 		if (len < sizeof(struct cr_regs_x86_64))
 			return fail("Regs record too short", "malformed", at);
-		if (cr_get_le32(p + offsetof(struct cr_regs_x86_64, xsave_len)) > CR_MAX_XSAVE_LEN)
-			return fail("xsave_len over CR_MAX_XSAVE_LEN", "limit",
-				    AT(cr_regs_x86_64, xsave_len));
+		{
+			uint64_t x = cr_get_le32(p + offsetof(struct cr_regs_x86_64, xsave_len));
+			uint64_t end = sizeof(struct cr_regs_x86_64) + x, z;
+			if (x > CR_MAX_XSAVE_LEN)
+				return fail("xsave_len over CR_MAX_XSAVE_LEN", "limit",
+					    AT(cr_regs_x86_64, xsave_len));
+			if (len != sizeof(struct cr_regs_x86_64) + cr_pad8(x))
+				return fail("Regs length is not that of its XSAVE area", "malformed",
+					    at - CR_RECORD_HEADER_LEN);
+			/* §2.6: a padding error names the first nonzero byte. */
+			z = first_nonzero(p + end, len - end);
+			if (z < len - end)
+				return fail("XSAVE padding not zero", "field", at + end + z);
+		}
 		return 0;
 	case CR_KIND_MM:
 		if (len < sizeof(struct cr_mm))
 			return fail("Mm record too short", "malformed", at);
 		if (cr_get_le32(p + offsetof(struct cr_mm, auxv_count)) > CR_MAX_AUXV)
 			return fail("auxv_count over CR_MAX_AUXV", "limit", AT(cr_mm, auxv_count));
+		if (cr_get_le16(p + offsetof(struct cr_mm, exe_len)) > CR_MAX_PATH)
+			return fail("exe_len over CR_MAX_PATH", "limit", AT(cr_mm, exe_len));
+		if (len != sizeof(struct cr_mm) +
+				   16ull * cr_get_le32(p + offsetof(struct cr_mm, auxv_count)) +
+				   cr_pad8(cr_get_le16(p + offsetof(struct cr_mm, exe_len))))
+			return fail("Mm length is not that of its auxv and path", "malformed",
+				    at - CR_RECORD_HEADER_LEN);
 		if (cr_get_le64(p + offsetof(struct cr_mm, start_brk)) >
 		    cr_get_le64(p + offsetof(struct cr_mm, brk)))
 			return fail("start_brk above brk", "field", AT(cr_mm, start_brk));
-		return 0;
+		return check_mm_exe(p, at);
 	case CR_KIND_VMA: {
 		if (len < sizeof(struct cr_vma))
 			return fail("Vma record too short", "malformed", at);
@@ -562,6 +596,14 @@ static int check_fields(uint16_t kind, const unsigned char *p, uint32_t len, uin
 			if (rkind > CR_RUN_PARENT || (rkind == CR_RUN_PARENT && c->parent_crid == 0))
 				return fail("bad run kind", "field", ra + offsetof(struct cr_page_run, kind));
 			c->run_end = addr + pages * c->page_size;
+		}
+		{
+			/* The pad after the run table: its first nonzero byte (§2.6). */
+			uint64_t t = sizeof(struct cr_pages) + (uint64_t)runs * sizeof(struct cr_page_run);
+			uint64_t pad = cr_get_le32(p + offsetof(struct cr_pages, pad_len));
+			uint64_t z = first_nonzero(p + t, pad);
+			if (z < pad)
+				return fail("Pages pad not zero", "field", at + t + z);
 		}
 		return 0;
 	}
@@ -659,7 +701,13 @@ static int walk(const unsigned char *img, uint64_t size)
 		uint32_t index = cr_get_le32(h + offsetof(struct cr_record_header, index));
 		uint32_t stored = cr_get_le32(h + offsetof(struct cr_record_header, crc));
 		const unsigned char *p = h + CR_RECORD_HEADER_LEN;
-		/* Not a cr image at all: said before anything else. */
+		/* Not a cr image at all: said before anything else, even of an input too short to
+		 * hold the magic when the bytes it has past 16 are not the magic's first (§2.5). */
+		if (count == 0 && size - off > CR_RECORD_HEADER_LEN &&
+		    size - off < CR_RECORD_HEADER_LEN + CR_MAGIC_LEN &&
+		    memcmp(img + off + CR_RECORD_HEADER_LEN, CR_MAGIC,
+			   (size_t)(size - off - CR_RECORD_HEADER_LEN)) != 0)
+			return fail("bad magic", "magic", off + CR_RECORD_HEADER_LEN);
 		if (count == 0) {
 			if (size - off < CR_RECORD_HEADER_LEN + CR_MAGIC_LEN)
 				return fail("truncated Header", "truncated", size);
@@ -686,6 +734,10 @@ static int walk(const unsigned char *img, uint64_t size)
 					    off + CR_RECORD_HEADER_LEN +
 						    offsetof(struct cr_pages, run_count));
 			uint64_t pad = cr_get_le32(p + offsetof(struct cr_pages, pad_len));
+			if (pad >= CR_MAX_PAGE_SIZE)
+				return fail("pad_len not below CR_MAX_PAGE_SIZE", "field",
+					    off + CR_RECORD_HEADER_LEN +
+						    offsetof(struct cr_pages, pad_len));
 			checked = sizeof(struct cr_pages) + sizeof(struct cr_page_run) * runs + pad;
 			if (checked > len)
 				return fail("Pages run table and pad longer than the record",

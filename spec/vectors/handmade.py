@@ -174,10 +174,12 @@ def build(v11=False, fault=None):
     gpr = dict.fromkeys(GPR_NAMES, 0)
     gpr.update(rip=0x401000, cs=0x33, eflags=0x246, rsp=0x7FFFFFFDE000, ss=0x2B,
                orig_rax=0xFFFFFFFFFFFFFFFF, rax=0)
+    # "regs-xsave-padding": a 5-byte XSAVE area whose padding has a nonzero byte.
+    xlen = 5 if f == "regs-xsave-padding" else 0
     fields = [
         (u16(ARCH_X86_64), "arch = 62"),
         (u16(0), "_reserved0"),
-        (u32(0), "xsave_len = 0 (no XSAVE area)"),
+        (u32(xlen), f"xsave_len = {xlen}"),
         (u64(0), "xfeatures = 0"),
     ]
     for i, n in enumerate(GPR_NAMES):
@@ -189,10 +191,13 @@ def build(v11=False, fault=None):
     fields.append((fx[:16], "fxsave[0..16]: fcw = 0x037f"))
     fields.append((fx[16:32], "fxsave[16..32]: mxcsr = 0x1f80, mxcsr_mask = 0xffff"))
     fields.append((fx[32:], "fxsave[32..512]: zero"))
+    if xlen:
+        fields.append((zeros(xlen) + b"\0\x5a\0", "xsave area, padding with 0x5a"))
     img.record(KIND_REGS, RECORD_CRITICAL, fields, name="Regs")
 
     # §6 Mm, no auxv, exe "/bin/true" (9 bytes, padded to 16).
-    exe = b"/bin/true"
+    exe = b"/bin\0true" if f == "mm-exe-nul" else b"/bin/true"
+    exe_pad = b"\0\0\0\x01\0\0\0" if f == "mm-exe-padding" else zeros(7)
     img.record(KIND_MM, RECORD_CRITICAL, [
         (u64(0x400000), "start_code"),
         (u64(0x401000), "end_code"),
@@ -208,7 +213,7 @@ def build(v11=False, fault=None):
         (u32(0), "auxv_count = 0"),
         (u16(len(exe)), "exe_len = 9"),
         (u16(0), "_reserved0"),
-        (exe + zeros(7), "exe path \"/bin/true\", zero-padded to 16"),
+        (exe + exe_pad, "exe path \"/bin/true\", zero-padded to 16"),
     ], name="Mm")
 
     if v11:
@@ -246,16 +251,20 @@ def build(v11=False, fault=None):
     start = len(img.out)
     table_end = start + 16 + 16 + 16 * 2
     pad = (-table_end) % PAGE
+    pad_len = 65536 if f == "pages-pad-len-huge" else pad
+    pad_bytes = bytearray(pad)
+    if f == "pages-pad-nonzero":
+        pad_bytes[100] = 0x7F
     data_crc = zlib.crc32(data)
     img.record(KIND_PAGES, RECORD_CRITICAL, [
         (u32(2), "run_count = 2"),
-        (u32(pad), f"pad_len = {pad}: the run table ends at {table_end}, data starts at "
+        (u32(pad_len), f"pad_len = {pad_len}: the run table ends at {table_end}, data starts at "
                    f"{table_end + pad}"),
         (u32(data_crc), f"data_crc = 0x{data_crc:08x}"),
         (u32(0), "_reserved0"),
         (u64(0x10000) + u32(1) + u16(RUN_DATA) + u16(0), "run 0: addr 0x10000, pages 1, RUN_DATA"),
         (u64(0x11000) + u32(1) + u16(RUN_ZERO) + u16(0), "run 1: addr 0x11000, pages 1, RUN_ZERO"),
-        (zeros(pad), f"pad: {pad} zero bytes"),
+        (bytes(pad_bytes), f"pad: {pad} zero bytes"),
     ], data=data, name="Pages")
     img.field(data, f"data: {PAGE} bytes of 0xab (offset {table_end + pad}, not under the "
                     "record CRC)")
@@ -454,6 +463,12 @@ FAULTS = {
     "vma-attr-twice": (12, None, "record of kind VmaAttr not allowed here: expected a VmaAttr "
                        "only right after a Vma"),
     "vma-attr-long": (11, None, "VmaAttr record: payload length 16, expected 8"),
+    "regs-xsave-padding": (2, 744 + 5 + 1, "bad xsave padding 0x5a: expected zero bytes"),
+    "mm-exe-nul": (3, 96 + 4, "bad exe path 0x0: expected no NUL byte"),
+    "mm-exe-padding": (3, 96 + 9 + 3, "bad exe path 0x1: expected zero padding"),
+    "pages-pad-len-huge": (12, 4, "bad pad_len 0x10000: expected less than MAX_PAGE_SIZE "
+                           "(65536)"),
+    "pages-pad-nonzero": (12, 16 + 32 + 100, "bad pad 0x7f: expected zero bytes"),
     "vma-attr-zero": (11, 0, "bad attrs 0x0: expected at least one bit (no VmaAttr when "
                       "none)"),
 }
@@ -495,6 +510,16 @@ def main():
         write(os.path.join(here, "invalid", name + ".bin"), bad)
         with open(os.path.join(here, "invalid", name + ".err"), "w") as f:
             f.write(f"offset 0x{at:x}: {message}\n")
+    # Inputs shorter than the magic's end (§2.5): the bytes past 16 decide.
+    short = {
+        "short-not-magic": (bytes(16) + b"\x7fEL", "offset 0x10: not a cr image: bad magic "
+                            "(expected 89 43 52 49 0d 0a 1a 0a)"),
+        "short-magic-prefix": (image[:20], "offset 0x14: image truncated: 4 more bytes expected"),
+    }
+    for name, (data, message) in short.items():
+        write(os.path.join(here, "invalid", name + ".bin"), data)
+        with open(os.path.join(here, "invalid", name + ".err"), "w") as f:
+            f.write(message + "\n")
 
 
 if __name__ == "__main__":

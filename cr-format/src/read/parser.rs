@@ -173,6 +173,17 @@ impl Parser {
         } else {
             REC_HDR
         };
+        // An input too short for the magic (§2.5): `BadMagic` if the bytes it has past 16 are
+        // not the magic's first bytes, so a short file that is no image says so; else
+        // `Truncated` at its end.
+        if self.v.stage == Stage::Header && eof {
+            if let Some(got) = data.get(16..) {
+                let n = got.len().min(MAGIC.len());
+                if got.get(..n) != MAGIC.get(..n) {
+                    return Err(Error::new(16, ErrorKind::BadMagic));
+                }
+            }
+        }
         if self.need(data, first, eof)? {
             return Ok(Chunk::NeedMoreData(first));
         }

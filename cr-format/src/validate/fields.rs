@@ -2,7 +2,7 @@
 //! [`Validator`]: each returns the error at the byte offset of the first field that breaks a
 //! rule, and moves the validator on when the record is good.
 
-use super::{all_zero, bad, limit, nul_padded, pad8, to_u64, to_usize, Stage, Validator};
+use super::{bad, first_nonzero, limit, nul_pad_error, pad8, to_u64, to_usize, Stage, Validator};
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::*;
 use crate::raw::{self, *};
@@ -101,8 +101,9 @@ impl Validator {
                 method.into(),
             ));
         }
-        if !nul_padded(&h.producer) {
-            return Err(bad(at.saturating_add(64), "producer", "NUL-padded text", 0));
+        if let Some((i, b)) = nul_pad_error(&h.producer) {
+            let off = at.saturating_add(64).saturating_add(to_u64(i));
+            return Err(bad(off, "producer", "NUL-padded text", b.into()));
         }
         self.page_size = ps;
         self.minor = h.version_minor.get();
@@ -136,8 +137,9 @@ impl Validator {
                 t._reserved1.get().into(),
             ));
         }
-        if !nul_padded(&t.comm) {
-            return Err(bad(at.saturating_add(128), "comm", "NUL-padded text", 0));
+        if let Some((i, b)) = nul_pad_error(&t.comm) {
+            let off = at.saturating_add(128).saturating_add(to_u64(i));
+            return Err(bad(off, "comm", "NUL-padded text", b.into()));
         }
         self.stage = Stage::Regs;
         Ok(())
@@ -184,8 +186,12 @@ impl Validator {
             }));
         }
         // The writer passes the area without its padding (it writes zeros itself).
-        if !all_zero(tail.get(to_usize(x.into())..).unwrap_or(&[])) {
-            return Err(bad(at, "xsave padding", "zero bytes", 0));
+        if let Some((i, b)) = first_nonzero(tail.get(to_usize(x.into())..).unwrap_or(&[])) {
+            let off = at
+                .saturating_add(to_u64(size_of::<RegsX86_64>()))
+                .saturating_add(x.into())
+                .saturating_add(to_u64(i));
+            return Err(bad(off, "xsave padding", "zero bytes", b.into()));
         }
         self.stage = Stage::Mm;
         Ok(())
@@ -239,7 +245,10 @@ impl Validator {
                 return Err(bad(at.saturating_add(off), field, "start <= end", lo.get()));
             }
         }
-        check_path(exe_and_pad, e, at, "exe path")?;
+        let exe_at = at
+            .saturating_add(96)
+            .saturating_add(16u64.saturating_mul(m.auxv_count.get().into()));
+        check_path(exe_and_pad, e, exe_at, "exe path")?;
         self.stage = Stage::Body;
         Ok(())
     }
@@ -413,8 +422,9 @@ impl Validator {
                 pad_len,
             ));
         }
-        if !all_zero(pad) {
-            return Err(bad(table_end, "pad", "zero bytes", 0));
+        if let Some((i, b)) = first_nonzero(pad) {
+            let off = table_end.saturating_add(to_u64(i));
+            return Err(bad(off, "pad", "zero bytes", b.into()));
         }
         let want = 16u64
             .saturating_add(16u64.saturating_mul(to_u64(runs.len())))
@@ -490,15 +500,19 @@ impl Validator {
     }
 }
 
+/// Checks a path of `len` bytes at image offset `at` and its padding: an error names the NUL
+/// or the first nonzero pad byte (§2.6).
 fn check_path(bytes_and_pad: &[u8], len: u32, at: u64, field: &'static str) -> Result<()> {
     let (path, pad) = bytes_and_pad
         .split_at_checked(to_usize(len.into()))
         .unwrap_or((bytes_and_pad, &[]));
-    if path.contains(&0) {
-        return Err(bad(at, field, "no NUL bytes", 0));
+    if let Some(i) = path.iter().position(|&b| b == 0) {
+        let off = at.saturating_add(to_u64(i));
+        return Err(bad(off, field, "no NUL byte", 0));
     }
-    if !all_zero(pad) {
-        return Err(bad(at.saturating_add(len.into()), field, "zero padding", 0));
+    if let Some((i, b)) = first_nonzero(pad) {
+        let off = at.saturating_add(len.into()).saturating_add(to_u64(i));
+        return Err(bad(off, field, "zero padding", b.into()));
     }
     Ok(())
 }

@@ -49,12 +49,23 @@ fn all_zero(b: &[u8]) -> bool {
     b.iter().fold(0u8, |a, &x| a | x) == 0
 }
 
-/// Bytes after the first NUL must be NUL too, so every value has one encoding.
-fn nul_padded(b: &[u8]) -> bool {
-    match b.iter().position(|&x| x == 0) {
-        Some(i) => b.get(i..).is_some_and(all_zero),
-        None => true,
+/// The first nonzero byte of `b` (its index and value), if any (FORMAT.md §2.6: a padding
+/// error names the first nonzero byte).
+fn first_nonzero(b: &[u8]) -> Option<(usize, u8)> {
+    if all_zero(b) {
+        return None;
     }
+    b.iter()
+        .position(|&x| x != 0)
+        .map(|i| (i, b.get(i).copied().unwrap_or(0)))
+}
+
+/// Bytes after the first NUL must be NUL too, so every value has one encoding: the first
+/// nonzero byte after a NUL (its index and value), if any.
+fn nul_pad_error(b: &[u8]) -> Option<(usize, u8)> {
+    let i = b.iter().position(|&x| x == 0)?;
+    let (j, v) = first_nonzero(b.get(i..)?)?;
+    Some((i.saturating_add(j), v))
 }
 
 /// Where in the record order the validator is.
@@ -317,9 +328,9 @@ impl Validator {
         }
         if p.pad_len.get() >= MAX_PAGE_SIZE {
             return Err(bad(
-                self.payload_off(),
+                self.payload_off().saturating_add(4),
                 "pad_len",
-                "less than the page size",
+                "less than MAX_PAGE_SIZE (65536)",
                 p.pad_len.get().into(),
             ));
         }

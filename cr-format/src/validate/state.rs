@@ -2,7 +2,7 @@
 //! Timers, Process and VmaAttr, and their order (§2.5). Checks that take only the fixed part
 //! run before the variable part is sliced, so a count beyond its limit is reported as such.
 
-use super::{bad, limit, pad8, to_u64, to_usize, Validator};
+use super::{bad, first_nonzero, limit, pad8, to_u64, to_usize, Validator};
 use crate::error::{ErrorKind, Result};
 use crate::limits::*;
 use crate::raw::{self, *};
@@ -31,11 +31,6 @@ fn params_used(ftype: u16) -> usize {
         FILE_SOCKET => 6,
         _ => 0,
     }
-}
-
-/// The first index where `b` holds a nonzero byte.
-fn first_nonzero(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&x| x != 0)
 }
 
 /// A signal number (1..=64) from the first 4 bytes of a `siginfo_t`.
@@ -126,11 +121,11 @@ impl Validator {
         let data_end = to_usize(pad8(p.into()).saturating_add(d.into()));
         let pad2 = rest.get(data_end..).unwrap_or(&[]);
         let nonzero = first_nonzero(pad1)
-            .map(|i| i.saturating_add(pad1_at))
-            .or_else(|| first_nonzero(pad2).map(|i| i.saturating_add(data_end)));
-        if let Some(i) = nonzero {
+            .map(|(i, b)| (i.saturating_add(pad1_at), b))
+            .or_else(|| first_nonzero(pad2).map(|(i, b)| (i.saturating_add(data_end), b)));
+        if let Some((i, b)) = nonzero {
             let off = at.saturating_add(152).saturating_add(to_u64(i));
-            return Err(bad(off, "file padding", "zero bytes", 0));
+            return Err(bad(off, "file padding", "zero bytes", b.into()));
         }
         self.files = self.files.saturating_add(1);
         self.last_file = Some((f.role.get(), f.fd.get()));
@@ -360,12 +355,12 @@ impl Validator {
             ));
         }
         let pad = rest.get(to_usize(n.into())..).unwrap_or(&[]);
-        if let Some(i) = first_nonzero(pad) {
+        if let Some((i, b)) = first_nonzero(pad) {
             let off = at
                 .saturating_add(16)
                 .saturating_add(u64::from(n))
                 .saturating_add(to_u64(i));
-            return Err(bad(off, "file data padding", "zero bytes", 0));
+            return Err(bad(off, "file data padding", "zero bytes", b.into()));
         }
         self.file_data_next = Some(next.saturating_add(n.into()));
         Ok(())
@@ -610,11 +605,11 @@ impl Validator {
             }
             prev = g.get();
         }
-        if let Some(i) = first_nonzero(pad) {
+        if let Some((i, b)) = first_nonzero(pad) {
             let off = base
                 .saturating_add(4u64.saturating_mul(to_u64(groups.len())))
                 .saturating_add(to_u64(i));
-            return Err(bad(off, "groups padding", "zero bytes", 0));
+            return Err(bad(off, "groups padding", "zero bytes", b.into()));
         }
         Ok(())
     }
