@@ -101,6 +101,7 @@ def main():
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--busy", type=int, default=0, help="busy loops competing for the cores")
     ap.add_argument("--bin", default=os.path.join(REPO, "target/release/cr-dump"))
+    ap.add_argument("--base", help="another cr-dump build, measured alongside (rows 'base ...')")
     ap.add_argument("--criu")
     ap.add_argument("--only", choices=["cr", "criu"])
     ap.add_argument("--work", help="directory for images (default: a new one under /var/tmp)")
@@ -131,6 +132,8 @@ def main():
     dumps = []
     if a.only != "criu":
         dumps += [("cr lazy", []), ("cr direct", ["--direct"])]
+        if a.base:
+            dumps += [("base lazy", []), ("base direct", ["--direct"])]
     if criu:
         dumps.append(("criu dump", None))
     load = []
@@ -152,7 +155,8 @@ def main():
                     cmd = [criu, "dump", "-t", str(t.pid), "-D", d, "--shell-job",
                            "--leave-running", "--display-stats", "-o", "dump.log"]
                 else:
-                    cmd = [a.bin, "checkpoint", "--pid", str(t.pid), "-o", d, "--json"] + extra
+                    b = a.base if name.startswith("base") else a.bin
+                    cmd = [b, "checkpoint", "--pid", str(t.pid), "-o", d, "--json"] + extra
                 o, wall, cpu, tcpu = timed(cmd, t.pid)
                 if o.returncode != 0:
                     raise SystemExit(f"{name} failed ({o.returncode}): {o.stderr}{o.stdout}")
@@ -170,20 +174,23 @@ def main():
             rest = []
             if a.only != "criu":
                 rest.append("cr restore")
+                if a.base:
+                    rest.append("base restore")
             if criu:
                 rest.append("criu restore")
-            if r % 2:
-                rest.reverse()
+            rest = rest[r % len(rest):] + rest[:r % len(rest)]
             for name in rest:
                 if name == "cr restore":
                     cmd = [a.bin, "restore", "--detach", images["cr lazy"]]
+                elif name == "base restore":
+                    cmd = [a.base, "restore", "--detach", images["base lazy"]]
                 else:
                     cmd = [criu, "restore", "-d", "-D", images["criu dump"], "--shell-job",
                            "-o", "restore.log"]
                 o, wall, cpu, _ = timed(cmd)
                 if o.returncode != 0:
                     raise SystemExit(f"{name} failed ({o.returncode}): {o.stderr}{o.stdout}")
-                pid = int(o.stdout.split()[-1]) if name == "cr restore" else t.pid
+                pid = t.pid if name == "criu restore" else int(o.stdout.split()[-1])
                 check_restored(sumdir, pid, want, name)
                 add(name, wall=wall, cpu=cpu)
             shutil.rmtree(rd)
@@ -213,8 +220,18 @@ def report(s, a, load):
             print(f"{name:16} {w:9.0f} {c:11.3f} {tc:11.3f} {per:10.3f} {dm:9.1f}")
         else:
             print(f"{name:16} {w:9.0f} {c:11.3f}")
-    if "criu dump" not in s or "cr lazy" not in s:
-        return
+    if "criu dump" in s and "cr lazy" in s:
+        ratios(s, med)
+    if "base lazy" in s:
+        print("\nthis build / --base build:")
+        for what in ("lazy", "direct", "restore"):
+            for k in ("wall", "cpu") + (("down_ms",) if what != "restore" else ()):
+                print(f"  {what:8} {k:8} {med('cr ' + what, k) / med('base ' + what, k):6.2f}")
+    if a.json:
+        print(json.dumps(s))
+
+
+def ratios(s, med):
     per = lambda n: statistics.median((x["cpu"] + x["task_cpu"]) for x in s[n])
     print("\nratios to CRIU (goal):")
     print(f"  CPU/GiB, lazy / criu dump          {per('cr lazy') / per('criu dump'):6.2f}  (<= 1)")
@@ -228,8 +245,6 @@ def report(s, a, load):
     if "cr restore" in s and "criu restore" in s:
         print(f"  restore wall, cr / criu            "
               f"{med('cr restore', 'wall') / med('criu restore', 'wall'):6.2f}  (<= 0.8)")
-    if a.json:
-        print(json.dumps(s))
 
 
 if __name__ == "__main__":

@@ -187,9 +187,8 @@ fn other(m: impl Into<String>) -> Error {
 /// Restores the image at `path` (its ancestors found beside it) into a new child process and
 /// lets it run (or leaves it stopped). The caller should wait for the returned pid.
 pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
-    inspect::verify(path, true, false)?;
     let files = inspect::ChainFiles::open(path)?;
-    let chain = files.parse(inspect::Parse::Metadata)?;
+    let chain = inspect::verify_mapped(&files, path)?;
     let (images, idx) = (chain.images(), chain.index());
     let mut plan = plan::plan(path, images)?;
     let top = images.first().ok_or_else(|| other("an empty chain"))?;
