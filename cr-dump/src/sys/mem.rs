@@ -63,7 +63,11 @@ pub fn process_vm_writev(pid: i32, local: &[&[u8]], remote: &[u64]) -> io::Resul
     };
     let mut liov = [empty; IOV_MAX];
     let mut riov = [empty; IOV_MAX];
-    for ((l, r), (b, &a)) in liov.iter_mut().zip(riov.iter_mut()).zip(local.iter().zip(remote)) {
+    for ((l, r), (b, &a)) in liov
+        .iter_mut()
+        .zip(riov.iter_mut())
+        .zip(local.iter().zip(remote))
+    {
         *l = libc::iovec {
             iov_base: b.as_ptr() as *mut libc::c_void,
             iov_len: b.len(),
