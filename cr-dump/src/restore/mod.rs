@@ -40,8 +40,9 @@
 //!    never writable, so apart from a neighbour that was). An anonymous VMA that would merge
 //!    with the one before it (the task had them apart) is made elsewhere and moved into place,
 //!    so `/proc/PID/maps` is the original's line for line; a warning says if it is not;
-//! 6. the pages: every data page resolved through the chain is written with `pwrite` on
-//!    `/proc/PID/mem` (coalesced into one write per contiguous stretch of the image file);
+//! 6. the pages: every data page resolved through the chain is written with
+//!    `process_vm_writev` (one copy; `/proc/PID/mem` for what it cannot write), coalesced
+//!    into one write per contiguous stretch of the image file;
 //!    zero pages of file mappings are written as zeros; pages that are not present stay fresh
 //!    zero pages (anonymous) or the file's bytes (file mappings); shared file mappings are not
 //!    written (the file is their contents);
