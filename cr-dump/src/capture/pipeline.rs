@@ -11,7 +11,10 @@
 //! Waiting for the turn: a worker spins for up to `Config::spin` on mirrors of the state under
 //! the lock (the next job to commit, whether the pipeline stopped), then sleeps on a condition
 //! variable. A commit takes about 0.2 ms, and sleeping and waking on every turn cost a fifth of
-//! a stream's time.
+//! a stream's time. But on a busy machine the turn's holder is often not running, and a
+//! spinning worker only takes its CPU (half of a checkpoint's samples with two busy loops
+//! besides, BENCHMARKS.md): a worker whose spin fails sleeps for its next 1, 2, 4, ... 64 turns
+//! without spinning, and spins again after a spin that succeeds.
 //!
 //! Failure: the first error, from the producer, a job's work or its commit, is reported in job
 //! order and stops every worker; a worker that panics stops the others too (`StopOnPanic`:
@@ -192,15 +195,25 @@ where
 {
     let _stop_on_panic = StopOnPanic(shared);
     let mut l = local();
+    // Turns to sleep for without spinning, and how many the next failed spin sets.
+    let (mut skip, mut backoff) = (0u32, 1u32);
     loop {
         let Some((seq, job)) = next_job(&jobs) else {
             return l;
         };
         let out = job.and_then(|j| work(&mut l, j));
         if let Some(spin) = shared.spin {
-            let until = Instant::now() + spin;
-            while !shared.my_turn(seq) && Instant::now() < until {
-                std::hint::spin_loop();
+            if skip == 0 {
+                if spin_for_turn(shared, seq, spin) {
+                    backoff = 1;
+                } else {
+                    // The turn's holder is not running (a busy machine): spinning only takes
+                    // its CPU. Sleep for the next few turns, more of them each time it fails.
+                    skip = backoff;
+                    backoff = (backoff * 2).min(MAX_SKIP);
+                }
+            } else {
+                skip -= 1;
             }
         }
         let mut t = shared.turn.lock().unwrap_or_else(PoisonError::into_inner);
@@ -220,6 +233,28 @@ where
             }
         }
         shared.cv.notify_all();
+    }
+}
+
+/// Most turns a worker sleeps for without spinning after a spin that failed.
+const MAX_SKIP: u32 = 64;
+
+/// Spins for up to `spin` until it is `seq`'s turn; `false` if it was not by then. The clock is
+/// read every 64 rounds only (in a VM it cost more than the spinning), and the CPU is yielded
+/// then, to whoever else is runnable: on a busy machine, maybe the turn's holder.
+fn spin_for_turn<S>(shared: &Shared<'_, S>, seq: u64, spin: Duration) -> bool {
+    let until = Instant::now() + spin;
+    loop {
+        for _ in 0..64 {
+            if shared.my_turn(seq) {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if Instant::now() >= until {
+            return shared.my_turn(seq);
+        }
+        std::thread::yield_now();
     }
 }
 

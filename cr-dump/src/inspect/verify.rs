@@ -1,7 +1,7 @@
 //! `verify` and `chain`: one image streamed through every check with bounded memory, or a whole
 //! chain (each image, every link, every "parent" page's resolution).
 
-use super::chain::{image_error, parent_path, ChainFiles, Parse};
+use super::chain::{image_error, parent_path, ChainFiles, LoadedChain, Parse};
 use crate::error::{Error, Result};
 use cr_format::read::{Options, Record, RunKind, StreamReader};
 use std::io::Read;
@@ -148,6 +148,19 @@ pub fn verify(path: &Path, chain: bool, all: bool) -> Result<Report> {
         Err(e) => return Err(e),
     }
     Ok(report)
+}
+
+/// Verifies a mapped chain as [`verify`] with `chain` does (every image's records, CRCs page
+/// data included, every link and every "parent" page's resolution) and returns it parsed, for
+/// restore: the bytes are checked where they are mapped, once, instead of being read through a
+/// second time by the stream reader (that read's copy was a fifth of a 1 GiB restore).
+pub fn verify_mapped<'a>(files: &'a ChainFiles, path: &Path) -> Result<LoadedChain<'a>> {
+    let chain = files.parse(Parse::Full)?;
+    chain
+        .index()
+        .check_parent_refs()
+        .map_err(|e| image_error(path, e, None))?;
+    Ok(chain)
 }
 
 /// A problem's message as a JSON object (`verify --json`): `message` as printed, and what it

@@ -40,8 +40,9 @@
 //!    never writable, so apart from a neighbour that was). An anonymous VMA that would merge
 //!    with the one before it (the task had them apart) is made elsewhere and moved into place,
 //!    so `/proc/PID/maps` is the original's line for line; a warning says if it is not;
-//! 6. the pages: every data page resolved through the chain is written with `pwrite` on
-//!    `/proc/PID/mem` (coalesced into one write per contiguous stretch of the image file);
+//! 6. the pages: every data page resolved through the chain is written with
+//!    `process_vm_writev` (one copy; `/proc/PID/mem` for what it cannot write), coalesced
+//!    into one write per contiguous stretch of the image file;
 //!    zero pages of file mappings are written as zeros; pages that are not present stay fresh
 //!    zero pages (anonymous) or the file's bytes (file mappings); shared file mappings are not
 //!    written (the file is their contents);
@@ -187,9 +188,8 @@ fn other(m: impl Into<String>) -> Error {
 /// Restores the image at `path` (its ancestors found beside it) into a new child process and
 /// lets it run (or leaves it stopped). The caller should wait for the returned pid.
 pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
-    inspect::verify(path, true, false)?;
     let files = inspect::ChainFiles::open(path)?;
-    let chain = files.parse(inspect::Parse::Metadata)?;
+    let chain = inspect::verify_mapped(&files, path)?;
     let (images, idx) = (chain.images(), chain.index());
     let mut plan = plan::plan(path, images)?;
     let top = images.first().ok_or_else(|| other("an empty chain"))?;

@@ -4,6 +4,7 @@ use super::child::Child;
 use super::other;
 use super::plan::{Plan, VmaPlan};
 use crate::error::Result;
+use crate::sys;
 use cr_format::chain::{ChainIndex, Resolved};
 use cr_format::raw;
 use cr_format::read::{Image, Record, Run, RunKind};
@@ -37,7 +38,7 @@ impl Writer<'_, '_> {
                 .bytes()
                 .get(p.off..p.off + p.len)
                 .ok_or_else(|| other(format!("page data at {:#x} outside its image", p.addr)))?;
-            self.c.write(p.addr, bytes)?;
+            put(self.c, p.addr, bytes)?;
         }
         Ok(())
     }
@@ -48,7 +49,7 @@ impl Writer<'_, '_> {
         let mut a = addr;
         while a < addr + len {
             let n = (addr + len - a).min(self.zero.len() as u64);
-            self.c.write(a, &self.zero[..n as usize])?;
+            put(self.c, a, &self.zero[..n as usize])?;
             a += n;
         }
         Ok(())
@@ -57,7 +58,7 @@ impl Writer<'_, '_> {
     /// `bytes` at `addr`, now.
     fn now(&mut self, addr: u64, bytes: &[u8]) -> Result<()> {
         self.flush()?;
-        self.c.write(addr, bytes)
+        put(self.c, addr, bytes)
     }
 
     /// `bytes` (a page of one of the images) at `addr`, joined to the pending write if it
@@ -90,6 +91,23 @@ impl Writer<'_, '_> {
             (p >= base && p + b.len() <= base + img.bytes().len()).then(|| (i, p - base))
         })
     }
+}
+
+/// Writes `bytes` at `addr` of the child with `process_vm_writev`: one copy, straight into the
+/// child's pages, where a write to `/proc/PID/mem` copies each page twice (through a kernel
+/// bounce page) and looks each target page up on its own. What it cannot write (a range not
+/// mapped writable: the kernel stops there) goes through `/proc/PID/mem`, which may write
+/// anywhere the tracer may, and which reports the error if that fails too.
+fn put(c: &Child, addr: u64, bytes: &[u8]) -> Result<()> {
+    let mut done = 0usize;
+    while done < bytes.len() {
+        let rest = &bytes[done..];
+        match sys::process_vm_writev(c.pid(), &[rest], &[addr + done as u64]) {
+            Ok(n) if n > 0 => done += n,
+            _ => return c.write(addr + done as u64, rest),
+        }
+    }
+    Ok(())
 }
 
 /// Writes every page the chain holds with data (and zero pages of file mappings).

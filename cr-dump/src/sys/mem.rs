@@ -1,5 +1,5 @@
 //! Memory outside our own heap: page buffers ([`MapBuf`]), read-only file maps ([`FileMap`]),
-//! and reads of another task's memory ([`process_vm_readv`]).
+//! and reads and writes of another task's memory ([`process_vm_readv`], [`process_vm_writev`]).
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -45,6 +45,48 @@ pub fn process_vm_readv(pid: i32, local: &mut [u8], remote: &[(u64, usize)]) -> 
     }
     // r >= 0 here, and at most `total`.
     usize::try_from(r).map_err(|_| io::Error::other("process_vm_readv: bad count"))
+}
+
+/// `process_vm_writev` of the local slices `local` to the remote addresses `remote` (the same
+/// count, each remote range as long as its slice; at most [`IOV_MAX`]). Returns the bytes
+/// written (the kernel stops at the first range it cannot write: one not mapped writable).
+pub fn process_vm_writev(pid: i32, local: &[&[u8]], remote: &[u64]) -> io::Result<usize> {
+    if local.len() != remote.len() || local.len() > IOV_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "process_vm_writev: local and remote ranges differ in count, or too many",
+        ));
+    }
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut liov = [empty; IOV_MAX];
+    let mut riov = [empty; IOV_MAX];
+    for ((l, r), (b, &a)) in liov
+        .iter_mut()
+        .zip(riov.iter_mut())
+        .zip(local.iter().zip(remote))
+    {
+        *l = libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        };
+        *r = libc::iovec {
+            iov_base: a as usize as *mut libc::c_void,
+            iov_len: b.len(),
+        };
+    }
+    let n = local.len() as libc::c_ulong;
+    // SAFETY: the first `n` local iovecs each cover one of the borrowed slices, which the kernel
+    // only reads (process_vm_writev never writes local memory, hence the cast from a shared
+    // pointer); the remote iovecs name addresses in the other process and are only dereferenced
+    // by the kernel in that process's address space.
+    let r = unsafe { libc::process_vm_writev(pid, liov.as_ptr(), n, riov.as_ptr(), n, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    usize::try_from(r).map_err(|_| io::Error::other("process_vm_writev: bad count"))
 }
 
 /// An anonymous private memory mapping used as a page buffer: populated (faulted in) once, so
