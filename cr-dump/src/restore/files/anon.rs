@@ -29,13 +29,7 @@ pub(super) enum After {
     Epoll(Vec<raw::EpollEntry>),
 }
 
-fn name(f: &File<'_>) -> String {
-    format!(
-        "fd {} ({})",
-        f.raw.fd.get(),
-        String::from_utf8_lossy(f.path)
-    )
-}
+use super::regular::name;
 
 /// Creates the open file of `f` in cr-dump.
 pub(super) fn prepare(_cx: &mut Prep, f: &File<'_>, data: &[u8]) -> Result<Prepared> {

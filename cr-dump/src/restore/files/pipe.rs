@@ -27,13 +27,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 /// Work after placement: none (the pipe is complete before the fork).
 pub(super) enum After {}
 
-fn name(f: &File<'_>) -> String {
-    format!(
-        "fd {} ({})",
-        f.raw.fd.get(),
-        String::from_utf8_lossy(f.path)
-    )
-}
+use super::regular::name;
 
 /// Writes `data` into the non-blocking write end `w`: everything must fit (the pipe has the
 /// recorded capacity).

@@ -35,13 +35,7 @@ use std::path::Path;
 /// Work after placement: none.
 pub(super) enum After {}
 
-fn name(f: &File<'_>) -> String {
-    format!(
-        "fd {} ({})",
-        f.raw.fd.get(),
-        String::from_utf8_lossy(f.path)
-    )
-}
+use super::regular::name;
 
 /// A `sockaddr` as text, for messages.
 fn addr_text(addr: &[u8]) -> String {
