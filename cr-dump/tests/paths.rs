@@ -20,29 +20,18 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
 const NOBODY: u32 = 65534;
 
-/// Runs `cmd`, killing it after `limit` (a hang fails the test, it does not stall it).
+/// Runs `cmd`, killing it after `limit` (a hang fails the test, it does not stall it). Its
+/// output is drained as it comes (`show --json --with-pages` writes more than a pipe holds).
 fn run_within(cmd: &mut Command, limit: Duration) -> (Output, Duration) {
     let t0 = Instant::now();
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return (child.wait_with_output().unwrap(), t0.elapsed());
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{cmd:?} still running after {limit:?} (a blocking open?); stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let out = cr_tests::output_timeout(child, limit);
+    (out, t0.elapsed())
 }
 
 fn cr(crid: &Path, args: &[&str]) -> Command {
