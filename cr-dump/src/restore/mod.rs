@@ -105,8 +105,11 @@
 //!
 //! # What differs from the original
 //!
-//! - The pid (no pid namespace is used), and the parent: the restored task is a child of
-//!   `cr-dump restore`, which waits for it and exits with its status unless `--detach`.
+//! - The pid, unless the image's is free and the caller may choose pids (`--pid`, see
+//!   `child.rs`: `clone3` with `set_tid`; the default takes the image's pid when it can, with
+//!   a warning saying why when it cannot). The parent: the restored task is a child of
+//!   `cr-dump restore` (`getppid()` differs), which waits for it and exits with its status
+//!   unless `--detach`.
 //! - Descriptors: reopened by path (regular files, directories, devices, FIFOs: refused if the
 //!   file changed, unless `--allow-changed-files`), recreated (deleted files, with their
 //!   contents), or attached to restore's own (terminals, fds 0-2 that are restore's own file
@@ -154,6 +157,7 @@ mod process;
 mod selfckpt;
 mod signals;
 
+pub use child::PidMode;
 pub use files::{FileOptions, Inherit, InheritSource};
 pub use selfckpt::checkpoint_self;
 
@@ -167,6 +171,8 @@ pub struct Options {
     pub detach: bool,
     /// Files, terminal and session.
     pub files: FileOptions,
+    /// Which pid the task gets (`--pid`).
+    pub pid: PidMode,
 }
 
 /// A restored task.
@@ -206,7 +212,8 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     } else {
         None
     };
-    let mut child = child::Child::spawn(devnull.as_ref())?;
+    let want = child::choose_pid(opts.pid, plan.task.pid.get(), &mut plan.warnings)?;
+    let mut child = child::Child::spawn(devnull.as_ref(), want, opts.pid, &mut plan.warnings)?;
     build::clear_space(&mut child, &plan)?;
     build::map_vmas(&child, &plan)?;
     pages::fill_pages(&child, &plan, idx, images)?;

@@ -208,7 +208,7 @@ pub(crate) enum Cmd {
     },
 }
 
-/// `restore` options about files, the terminal and the session.
+/// `restore` options about files, the terminal, the session and the pid.
 #[derive(clap::Args, Debug)]
 pub(crate) struct RestoreFiles {
     /// Restore a file that changed since the checkpoint (size, mtime, or another inode at its
@@ -219,6 +219,11 @@ pub(crate) struct RestoreFiles {
     /// access mode) or to restore's own descriptor N (FD:N). Repeatable.
     #[arg(long, value_name = "FD=PATH|FD:N", value_parser = parse_inherit)]
     pub(crate) inherit_fd: Vec<cr_dump::restore::Inherit>,
+    /// The task's pid: `same` (the image's, or refuse), `new`, or `auto` (the image's when it
+    /// is free and cr-dump may choose pids, which needs CAP_CHECKPOINT_RESTORE; else a new one,
+    /// with a warning saying why).
+    #[arg(long, value_name = "same|new|auto", default_value = "auto")]
+    pub(crate) pid: cr_dump::restore::PidMode,
     /// Start a new session (setsid) for the task instead of keeping it in restore's process
     /// group: it then has no controlling terminal.
     #[arg(long)]
