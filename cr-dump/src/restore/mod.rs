@@ -34,7 +34,10 @@
 //!    `mmap(MAP_FIXED|MAP_PRIVATE|MAP_ANONYMOUS)`, private file mappings `mmap(MAP_FIXED|
 //!    MAP_PRIVATE)` of the inherited descriptor at the recorded offset, shared file mappings
 //!    `MAP_SHARED`, shared anonymous memory `mmap(MAP_SHARED|MAP_ANONYMOUS)` (the VMAs of one
-//!    object, by inode, made from one mapping moved piece by piece to their offsets); readable
+//!    object, by inode, made from one mapping moved piece by piece to their offsets), and a
+//!    memfd mapped shared whose memfd the task has open (same inode) `MAP_SHARED` of that
+//!    memfd, so that descriptor and mapping are one object again (its contents are the
+//!    memfd's, like a shared file mapping's); readable
 //!    and writable at first, but shared file mappings and private read-only file mappings the
 //!    image holds no pages of, which get their protection at once (as the task had them:
 //!    never writable, so apart from a neighbour that was). An anonymous VMA that would merge
@@ -200,6 +203,7 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     let mut plan = plan::plan(path, images)?;
     let top = images.first().ok_or_else(|| other("an empty chain"))?;
     let fplan = files::plan(path, top, &opts.files, opts.detach)?;
+    build::join_memfds(top, &mut plan, &fplan)?;
 
     let devnull = if opts.detach && !fplan.has_files {
         Some(

@@ -1,0 +1,166 @@
+//! More memory kinds across a checkpoint and restore, with real processes (`memkinds2.c`) and
+//! the real `cr-dump` binary: a memfd that is both open and mapped shared comes back as one
+//! object (a write through the descriptor is read through the mapping and the other way
+//! round), with its name, size and seals; a memfd only mapped keeps its contents (reported
+//! `partial`: no name and seals); a memfd another process maps too, and System V shared
+//! memory, are refused with the reason; `mlockall(MCL_FUTURE)` holds after restore.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cr_tests::{line_reader, next_line_timeout, program, Run, TempDir};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
+
+fn cr(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("CR_CRID_FILE", dir.join("crid"));
+    c
+}
+
+fn lines(b: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(b)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn memkinds2(args: &[&str]) -> Command {
+    let mut c = Command::new(program("memkinds2"));
+    c.args(args);
+    c
+}
+
+/// What an uninterrupted run prints.
+fn reference(args: &[&str]) -> Vec<String> {
+    let out = memkinds2(args).run();
+    assert!(out.status.success(), "uninterrupted run: {out:?}");
+    lines(&out.stdout)
+}
+
+/// Starts `memkinds2 args`, waits for `ready`, checkpoints it with `--kill --json`: the
+/// checkpoint's output, and the lines the task printed before `ready`.
+fn checkpoint_at_ready(args: &[&str], dir: &Path) -> (Output, Vec<String>) {
+    let mut child: Child = memkinds2(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = line_reader(child.stdout.take().unwrap());
+    let mut before = Vec::new();
+    while let Some(l) = next_line_timeout(&rx, "ready") {
+        if l == "ready" {
+            break;
+        }
+        before.push(l);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let pid = child.id().to_string();
+    let out = cr(dir)
+        .args(["checkpoint", "--pid", &pid, "-o"])
+        .arg(dir)
+        .args(["--kill", "--json"])
+        .run();
+    let _ = child.kill();
+    let _ = child.wait();
+    (out, before)
+}
+
+/// Checkpoints `args` at `ready`, restores it, and checks its output against an uninterrupted
+/// run's: the checkpoint's JSON.
+fn round_trip(args: &[&str], tag: &str) -> serde_json::Value {
+    let want = reference(args);
+    let dir = TempDir::new(tag);
+    let (out, _) = checkpoint_at_ready(args, dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "checkpoint: {err}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let img = PathBuf::from(j["image"].as_str().unwrap());
+    let out = cr(dir.path()).arg("restore").arg(&img).run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "restore: {err}");
+    assert_eq!(want.first().map(String::as_str), Some("ready"));
+    assert_eq!(lines(&out.stdout), want[1..], "restore's stderr: {err}");
+    j
+}
+
+/// The fidelity lines whose kind contains `what`.
+fn fidelity<'a>(j: &'a serde_json::Value, what: &str) -> Vec<&'a serde_json::Value> {
+    j["fidelity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["kind"].as_str().is_some_and(|k| k.contains(what)))
+        .collect()
+}
+
+#[test]
+fn a_memfd_open_and_mapped_shared_is_one_object_after_restore() {
+    let j = round_trip(&["join"], "mk2-join");
+    let maps = fidelity(&j, "shared mapping of memfd cr-test-shm");
+    assert_eq!(maps.len(), 2, "{j}");
+    for l in maps {
+        assert_eq!(l["action"], "restore", "{l}");
+        assert!(
+            l["kind"].as_str().unwrap().contains("the memfd of fd 5"),
+            "{l}"
+        );
+    }
+    let fd = j["fidelity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["item"] == "fd 5")
+        .unwrap();
+    assert_eq!(fd["action"], "restore", "{fd}");
+    assert!(
+        fd["kind"].as_str().unwrap().contains("also mapped shared"),
+        "{fd}"
+    );
+}
+
+#[test]
+fn a_memfd_only_mapped_keeps_its_contents_reported_partial() {
+    let j = round_trip(&["maponly"], "mk2-maponly");
+    let l = fidelity(&j, "shared mapping of memfd cr-test-maponly");
+    assert_eq!(l.len(), 1, "{j}");
+    assert_eq!(l[0]["action"], "partial", "{}", l[0]);
+    assert!(
+        l[0]["note"].as_str().unwrap().contains("name and seals"),
+        "{}",
+        l[0]
+    );
+}
+
+#[test]
+fn a_memfd_another_process_maps_is_refused_naming_it() {
+    let dir = TempDir::new("mk2-other");
+    let (out, before) = checkpoint_at_ready(&["other"], dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let child = before
+        .iter()
+        .find_map(|l| l.strip_prefix("child "))
+        .unwrap();
+    assert!(err.contains("/memfd:cr-test-other"), "{err}");
+    assert!(
+        err.contains(&format!("also mapped by process {child} (memkinds2")),
+        "{err}"
+    );
+    assert!(
+        dir.entries().iter().all(|e| !e.contains(".img")),
+        "{:?}",
+        dir.entries()
+    );
+}
+
+#[test]
+fn system_v_shared_memory_is_refused_with_the_reason() {
+    let dir = TempDir::new("mk2-sysv");
+    let (out, _) = checkpoint_at_ready(&["sysv"], dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("System V shared memory"), "{err}");
+    assert!(err.contains("IPC namespace"), "{err}");
+}
