@@ -3,7 +3,8 @@
 //! object (a write through the descriptor is read through the mapping and the other way
 //! round), with its name, size and seals; a memfd only mapped keeps its contents (reported
 //! `partial`: no name and seals); a memfd another process maps too, and System V shared
-//! memory, are refused with the reason; `mlockall(MCL_FUTURE)` holds after restore.
+//! memory, are refused with the reason; `mlockall(MCL_FUTURE)` (and `MCL_ONFAULT`), which no
+//! `/proc` file shows, is found and holds after restore.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cr_tests::{line_reader, next_line_timeout, program, Run, TempDir};
@@ -163,4 +164,86 @@ fn system_v_shared_memory_is_refused_with_the_reason() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("System V shared memory"), "{err}");
     assert!(err.contains("IPC namespace"), "{err}");
+}
+
+/// The "process attributes" line of the fidelity report.
+fn attributes(j: &serde_json::Value) -> String {
+    let l = j["fidelity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["item"] == "process attributes")
+        .unwrap();
+    l["kind"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn mlockall_future_is_found_and_holds_after_restore() {
+    // Found by the probe, then a mapping the restored task makes is locked (the output says
+    // so, as the uninterrupted run's does).
+    let j = round_trip(&["lockall"], "mk2-lockall");
+    let a = attributes(&j);
+    assert!(a.ends_with("mlockall(MCL_FUTURE)"), "{a}");
+    let j = round_trip(&["lockall", "onfault"], "mk2-lockall-onfault");
+    let a = attributes(&j);
+    assert!(a.ends_with("mlockall(MCL_FUTURE|MCL_ONFAULT)"), "{a}");
+    // A task without it is not taken for one.
+    let j = round_trip(&["maponly"], "mk2-nolock");
+    assert!(!attributes(&j).contains("mlockall"), "{j}");
+}
+
+#[test]
+fn mlockall_refused_at_restore_is_a_warning_naming_rlimit_memlock() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    if root.ok() != Some(0) {
+        return cr_tests::skipped(
+            "mlockall_refused_at_restore_is_a_warning_naming_rlimit_memlock",
+            "needs root to become nobody",
+        );
+    }
+    // nobody's task with mlockall(MCL_FUTURE), restored by nobody under RLIMIT_MEMLOCK 0,
+    // where mlockall is refused: the restore goes on, with a warning naming the limit.
+    let dir = TempDir::new("mk2-memlock");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let nobody = |c: &mut Command| {
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .env("CR_CRID_FILE", dir.path().join("crid"));
+    };
+    let mut task = Command::new("setpriv");
+    nobody(&mut task);
+    let mut child = task
+        .arg(program("memkinds2"))
+        .arg("lockall")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = line_reader(child.stdout.take().unwrap());
+    assert_eq!(next_line_timeout(&rx, "ready").as_deref(), Some("ready"));
+    let mut ck = Command::new("setpriv");
+    nobody(&mut ck);
+    let pid = child.id().to_string();
+    let out = ck
+        .args([BIN, "checkpoint", "--pid", &pid, "-o"])
+        .arg(dir.path())
+        .args(["--kill", "--json"])
+        .run();
+    let _ = child.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(attributes(&j).contains("mlockall(MCL_FUTURE)"), "{j}");
+    let img = j["image"].as_str().unwrap();
+    let mut rs = Command::new("prlimit");
+    rs.args(["--memlock=0:0", "setpriv"]);
+    nobody(&mut rs);
+    let out = rs.args([BIN, "restore", img]).run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mlockall(MCL_FUTURE) failed"), "{err}");
+    assert!(err.contains("RLIMIT_MEMLOCK"), "{err}");
+    assert_eq!(lines(&out.stdout), ["new mapping locked: 0"], "{err}");
 }

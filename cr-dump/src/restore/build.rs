@@ -386,7 +386,36 @@ pub(super) fn protect(c: &Child, plan: &Plan, warnings: &mut Vec<String>) -> Res
     for v in plan.vmas.iter().filter(|v| !v.special() && v.attrs != 0) {
         set_attrs(c, v, warnings)?;
     }
+    mlock_future(c, plan, warnings)?;
     check_layout(c, plan, warnings)
+}
+
+/// `mlockall(MCL_FUTURE[|MCL_ONFAULT])` if the task had it (after every VMA is made: the
+/// image's own locks are per VMA). A refusal is a warning: without `CAP_IPC_LOCK` it needs an
+/// `RLIMIT_MEMLOCK` above 0.
+fn mlock_future(c: &Child, plan: &Plan, warnings: &mut Vec<String>) -> Result<()> {
+    let flags = plan
+        .state
+        .process
+        .as_ref()
+        .map_or(0, |p| p.attr_flags.get());
+    if flags & raw::ATTR_MLOCK_FUTURE == 0 {
+        return Ok(());
+    }
+    let (mut how, mut name) = (libc::MCL_FUTURE as u64, "MCL_FUTURE");
+    if flags & raw::ATTR_MLOCK_ONFAULT != 0 {
+        how |= libc::MCL_ONFAULT as u64;
+        name = "MCL_FUTURE|MCL_ONFAULT";
+    }
+    let r = c.call(libc::SYS_mlockall as u64, [how, 0, 0, 0, 0, 0])?;
+    if r < 0 {
+        let e = std::io::Error::from_raw_os_error(i32::try_from(-r).unwrap_or(0));
+        warnings.push(format!(
+            "mlockall({name}) failed ({e}; without CAP_IPC_LOCK it needs RLIMIT_MEMLOCK above \
+             0): memory the task maps from now on is not locked"
+        ));
+    }
+    Ok(())
 }
 
 /// A warning if the child's mappings are not the image's, one for one (the kernel merged

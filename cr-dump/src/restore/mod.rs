@@ -52,7 +52,8 @@
 //! 7. `mprotect` of each VMA to its recorded protection, then its madvise flags (VmaAttr:
 //!    `MADV_DONTFORK`, `DONTDUMP`, `WIPEONFORK`, `HUGEPAGE`, `NOHUGEPAGE`, `MERGEABLE`) and its
 //!    lock (`mlock2`, with `MLOCK_ONFAULT` for lock-on-fault); a failure (no `CAP_IPC_LOCK`
-//!    and no room under `RLIMIT_MEMLOCK`, no KSM) is a warning naming the VMA;
+//!    and no room under `RLIMIT_MEMLOCK`, no KSM) is a warning naming the VMA; then
+//!    `mlockall(MCL_FUTURE[|MCL_ONFAULT])` if the task had it (a failure is a warning);
 //! 8. `prctl(PR_SET_MM, PR_SET_MM_MAP)` with the image's code, data, brk, stack, argument and
 //!    environment ranges, auxv and the executable (the executable needs
 //!    `CAP_CHECKPOINT_RESTORE` or `CAP_SYS_ADMIN`, and is left out before the fork, with a
