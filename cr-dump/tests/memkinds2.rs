@@ -247,3 +247,70 @@ fn mlockall_refused_at_restore_is_a_warning_naming_rlimit_memlock() {
     assert!(err.contains("RLIMIT_MEMLOCK"), "{err}");
     assert_eq!(lines(&out.stdout), ["new mapping locked: 0"], "{err}");
 }
+
+#[test]
+fn a_twin_holds_the_task_and_a_copy_holds_its_shared_page() {
+    // 40 MiB of private memory and a shared page: a twin is made (the stop is a fork's, not
+    // a copy of 40 MiB), only the shared page is copied while the task is stopped. The task
+    // writes the shared page while the image is written from the twin: the image holds it as
+    // it was at the freeze, and the private memory as the twin holds it.
+    use std::io::Write;
+    let dir = TempDir::new("mk2-twin");
+    let mut child = Command::new(program("twinshared"))
+        .arg("40")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let rx = line_reader(child.stdout.take().unwrap());
+    assert_eq!(next_line_timeout(&rx, "ready").as_deref(), Some("ready"));
+    let pid = child.id().to_string();
+    let d = dir.path().to_path_buf();
+    let ck = std::thread::spawn(move || {
+        cr(&d)
+            .env("CR_DUMP_TEST_WRITEBACK_PAUSE_MS", "1500")
+            .args(["checkpoint", "--pid", &pid, "--twin", "--json", "-o"])
+            .arg(&d)
+            .run()
+    });
+    // Once the task runs again beside its twin (a child of it, stopped), poke the shared page.
+    let kids = format!("/proc/{0}/task/{0}/children", child.id());
+    let status = format!("/proc/{}/status", child.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ck.is_finished() && std::time::Instant::now() < deadline {
+        let k = std::fs::read_to_string(&kids).unwrap_or_default();
+        let st = std::fs::read_to_string(&status).unwrap_or_default();
+        if !k.trim().is_empty() && st.contains("TracerPid:\t0\n") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    stdin.write_all(b"X\n").unwrap();
+    assert_eq!(next_line_timeout(&rx, "poked").as_deref(), Some("poked"));
+    let out = ck.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["snapshot"], "twin", "{j}");
+    assert!(j["data_pages"].as_u64().unwrap() >= 40 * 256, "{j}");
+    drop(stdin);
+    let want = next_line_timeout(&rx, "sum").unwrap();
+    // The poke wrote the first byte of the shared page.
+    assert!(want.ends_with("shared Xhared-at-start"), "{want}");
+    let _ = child.wait();
+    let img = PathBuf::from(j["image"].as_str().unwrap());
+    let out = cr(dir.path())
+        .arg("restore")
+        .arg(&img)
+        .stdin(Stdio::null())
+        .run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Same private memory; the shared page as it was at the freeze.
+    let sum = want.replace("shared Xhared-at-start", "shared shared-at-start");
+    assert_eq!(lines(&out.stdout), [sum], "{err}");
+}

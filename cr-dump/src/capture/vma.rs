@@ -245,6 +245,12 @@ impl VmaRec {
         }
     }
 
+    /// Whether a twin cannot hold its pages ([`VmaRec::not_copied_by_fork`]): a lazy capture by
+    /// a twin copies them while the task is stopped instead.
+    pub fn held_by_copy(&self) -> bool {
+        self.not_copied_by_fork().is_some()
+    }
+
     /// Its kind.
     pub fn kind(&self) -> VmaKind {
         self.kind

@@ -277,7 +277,8 @@ the task is left running, untraced.
 By default the capture is lazy: while the task is stopped, cr-dump injects clone() into it to \
 make a copy-on-write twin (a stopped copy of its memory, traced by cr-dump, killed after the \
 write-back; the task never sees it), resumes the task, and writes the image from the twin. \
-The downtime is the clone, not a copy of the memory; the task then pays a page copy on its \
+The downtime is the clone, not a copy of the memory (only shared memory, which a twin would \
+share rather than hold, is copied then); the task then pays a page copy on its \
 first write to each page until the write-back ends. The memory is copied into a buffer while \
 the task is stopped instead: with --copy; for a task with less than 32 MiB to copy, for which \
 that is shorter (--twin forces a twin); with write-protect tracking (--track, --precopy, or \
