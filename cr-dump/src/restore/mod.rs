@@ -14,8 +14,9 @@
 //! Then cr-dump opens every mapped file and the executable, and the task's open files, working
 //! directory and root (`files/`: each checked to be the captured one, above every descriptor
 //! number the image uses), and forks a child that does only `ptrace(PTRACE_TRACEME)` and
-//! `raise(SIGSTOP)` ([`crate::sys::fork_traced_child`]; for an image without File records,
-//! with `--detach`, it first points 0/1/2 at `/dev/null`). The child inherits the open files at
+//! `raise(SIGSTOP)` ([`crate::sys::fork_traced_child`]: `clone3` with `set_tid` when the task
+//! gets its own pid back, see `child.rs`; for an image without File records, with `--detach`,
+//! it first points 0/1/2 at `/dev/null`). The child inherits the open files at
 //! the same descriptor numbers, so it never needs a path. From then on the child runs no code of its
 //! own: cr-dump drives it with system calls injected by [`crate::sys::inject`] (the registers
 //! set to a `syscall` instruction of the child's vDSO, one `PTRACE_SINGLESTEP`, the result read
