@@ -46,6 +46,7 @@ fn checkpoint_at_ready(args: &[&str], dir: &Path) -> (Output, Vec<String>) {
     let mut child: Child = memkinds2(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let rx = line_reader(child.stdout.take().unwrap());
@@ -217,6 +218,7 @@ fn mlockall_refused_at_restore_is_a_warning_naming_rlimit_memlock() {
         .arg("lockall")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let rx = line_reader(child.stdout.take().unwrap());
@@ -260,6 +262,7 @@ fn a_twin_holds_the_task_and_a_copy_holds_its_shared_page() {
         .arg("40")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();

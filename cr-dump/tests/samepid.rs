@@ -106,6 +106,7 @@ fn checkpoint_at_ready(
     let mut child: Child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let rx = line_reader(child.stdout.take().unwrap());

@@ -101,7 +101,9 @@ pub(crate) fn capture_cow(
 /// ([`super::vma::VmaRec::held_by_copy`]: shared memory) copied from the frozen task into
 /// `buf` (from `buf()`, grown if too small), with their records; the other VMAs without
 /// records (the write-back streams them from the twin). No buffer when there is nothing to
-/// copy.
+/// copy. Measured on a 256 MiB task with one shared page (7 alternating runs, release build,
+/// a loaded machine): median downtime 33 ms, against 628 ms when the shared page made the
+/// capture copy the whole task while it was stopped.
 fn copy_held(
     pid: i32,
     vmas: Vec<super::vma::VmaRec>,

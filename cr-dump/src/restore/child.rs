@@ -264,3 +264,35 @@ impl Child {
         Ok(self.pid())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pid_modes() {
+        assert_eq!("same".parse::<PidMode>(), Ok(PidMode::Same));
+        assert_eq!("new".parse::<PidMode>(), Ok(PidMode::New));
+        assert_eq!("auto".parse::<PidMode>(), Ok(PidMode::Auto));
+        assert!("old".parse::<PidMode>().is_err());
+    }
+
+    #[test]
+    fn names_the_holder_of_a_pid_and_what_no_task_may_have() {
+        let me = std::process::id();
+        let h = pid_holder(me as i32).unwrap_or_default();
+        assert!(h.starts_with(&format!("process {me} (")), "{h}");
+        let why = pid_obstacle(me).unwrap_or_default();
+        assert!(
+            why.starts_with(&format!("pid {me} is taken by process {me}")),
+            "{why}"
+        );
+        assert!(pid_obstacle(1).is_some_and(|w| w.contains("no restored task")));
+        assert!(pid_obstacle(u32::MAX).is_some());
+        let mut w = Vec::new();
+        assert!(choose_pid(PidMode::Same, me, &mut w).is_err());
+        assert_eq!(choose_pid(PidMode::Auto, me, &mut w).ok(), Some(None));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(choose_pid(PidMode::New, me, &mut w).ok(), Some(None));
+    }
+}
