@@ -2,7 +2,8 @@
 //! the real `cr-dump` binary: a memfd that is both open and mapped shared comes back as one
 //! object (a write through the descriptor is read through the mapping and the other way
 //! round), with its name, size and seals; a memfd only mapped keeps its contents (reported
-//! `partial`: no name and seals); a memfd another process maps too, and System V shared
+//! `partial`: no name and seals); a memfd mapped privately keeps the bytes the task never
+//! wrote, and its name; a memfd another process maps too, and System V shared
 //! memory, are refused with the reason; `mlockall(MCL_FUTURE)` (and `MCL_ONFAULT`), which no
 //! `/proc` file shows, is found and holds after restore.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -130,6 +131,24 @@ fn a_memfd_only_mapped_keeps_its_contents_reported_partial() {
     assert_eq!(l[0]["action"], "partial", "{}", l[0]);
     assert!(
         l[0]["note"].as_str().unwrap().contains("name and seals"),
+        "{}",
+        l[0]
+    );
+}
+
+#[test]
+fn a_memfd_mapped_privately_keeps_its_bytes_and_its_name() {
+    // The pages the task never wrote are the memfd's: stored whole (it is a deleted file),
+    // restored from a new memfd of the same name.
+    let j = round_trip(&["private"], "mk2-private");
+    let l = fidelity(&j, "private mapping of /memfd:cr-test-private");
+    assert_eq!(l.len(), 1, "{j}");
+    assert_eq!(l[0]["action"], "partial", "{}", l[0]);
+    assert!(
+        l[0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("also has this memfd open"),
         "{}",
         l[0]
     );

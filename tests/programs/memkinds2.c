@@ -6,6 +6,8 @@
  *                     and the other way round (one object), and the name, seals and maps line
  *                     are printed;
  *   memkinds2 maponly a memfd mapped shared whose descriptor is closed: the contents survive;
+ *   memkinds2 private a memfd mapped privately (its bytes, one page written by the task, so
+ *                     copied on write), its descriptor kept open;
  *   memkinds2 other   a memfd mapped shared by a child too (checkpoint refused, naming it);
  *   memkinds2 sysv    System V shared memory attached (checkpoint refused);
  *   memkinds2 lockall mlockall(MCL_CURRENT|MCL_FUTURE): a mapping made after the checkpoint is
@@ -116,6 +118,24 @@ static int maponly(void) {
     return 0;
 }
 
+static int private_map(void) {
+    int fd = memfd_create("cr-test-private", 0);
+    if (fd < 0 || ftruncate(fd, 3 * PAGE) != 0 || pwrite(fd, "the memfd's bytes", 17, 0) != 17 ||
+        pwrite(fd, "page three", 10, 2 * PAGE) != 10)
+        return perror("memfd"), 1;
+    char *p = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED)
+        return perror("mmap"), 1;
+    strcpy(p + PAGE, "the task's own copy");
+    printf("ready\n");
+    fflush(stdout);
+    nap();
+    char name[512];
+    maps_name(p, name, sizeof name);
+    printf("%s | %s | %s\nmaps: %s", p, p + PAGE, p + 2 * PAGE, name);
+    return 0;
+}
+
 static int other(void) {
     int fd = memfd_create("cr-test-other", 0);
     if (fd < 0 || ftruncate(fd, PAGE) != 0)
@@ -193,12 +213,14 @@ int main(int argc, char **argv) {
         return join();
     if (strcmp(mode, "maponly") == 0)
         return maponly();
+    if (strcmp(mode, "private") == 0)
+        return private_map();
     if (strcmp(mode, "other") == 0)
         return other();
     if (strcmp(mode, "sysv") == 0)
         return sysv();
     if (strcmp(mode, "lockall") == 0)
         return lockall(argc > 2 ? argv[2] : NULL);
-    fprintf(stderr, "usage: memkinds2 join|maponly|other|sysv|lockall [onfault]\n");
+    fprintf(stderr, "usage: memkinds2 join|maponly|private|other|sysv|lockall [onfault]\n");
     return 2;
 }

@@ -12,7 +12,9 @@
 //! object that holds data is stored, whether or not the task's page tables map it (a page
 //! written by a child that has exited, or paged out, is in the object only).
 //!
-//! A memfd mapped shared is recorded the same way (its `inode` the memfd's). When the task has
+//! A memfd mapped privately is stored as a private mapping of a deleted file is (every page up
+//! to its end: restore makes a new memfd of that name from them). A memfd mapped shared is
+//! recorded as shared anonymous memory (its `inode` the memfd's). When the task has
 //! the memfd open too, its File record (§15, with the name, seals and contents) carries the same
 //! inode, and restore makes the mapping from that memfd: one object again. A memfd only mapped
 //! comes back as shared anonymous memory with the mapped contents; its name and seals have no
@@ -199,7 +201,8 @@ impl VmaRec {
             Policy::Shared
         } else if kind.special() || m.shared {
             Policy::Skip
-        } else if kind == VmaKind::File && is_deleted(m) {
+        } else if kind == VmaKind::File && (is_deleted(m) || is_memfd(m)) {
+            // A memfd is a deleted file: its contents must be in the image.
             Policy::Whole
         } else if kind == VmaKind::File {
             Policy::AnonOnly
@@ -282,6 +285,11 @@ impl VmaRec {
     pub fn stored(&self) -> bool {
         self.policy != Policy::Skip
     }
+}
+
+/// Whether `m` maps a memfd (privately: a shared one is [`VmaKind::SharedAnon`]).
+fn is_memfd(m: &MapsEntry) -> bool {
+    m.dev_major == 0 && m.path.starts_with("/memfd:") && m.path.ends_with(" (deleted)")
 }
 
 /// The VMAs of `ins` as a capture would record them (without attributes).
@@ -390,11 +398,25 @@ pub(crate) fn fidelity(vmas: &[VmaRec], files: &[FileEntry]) -> Vec<Fidelity> {
                 Action::Restore,
                 "",
             )),
-            Policy::Whole => out.push(line(
-                format!("private mapping of {}", String::from_utf8_lossy(&v.path)),
-                Action::Restore,
-                "",
-            )),
+            Policy::Whole => {
+                let kind = format!("private mapping of {}", String::from_utf8_lossy(&v.path));
+                let ino = v.vma.inode.get();
+                let memfd_open = v.vma.dev_major.get() == 0
+                    && files
+                        .iter()
+                        .any(|f| f.raw.ftype.get() == raw::FILE_MEMFD && f.raw.inode.get() == ino);
+                out.push(if memfd_open {
+                    line(
+                        kind,
+                        Action::Partial,
+                        "the task also has this memfd open: restored, the mapping has its own \
+                         copy of the contents, and writes through the descriptor no longer \
+                         show in its pages the task has not written",
+                    )
+                } else {
+                    line(kind, Action::Restore, "")
+                });
+            }
             _ => {}
         }
         let known = v.attrs & raw::VMA_ATTR_KNOWN;
