@@ -160,14 +160,26 @@ pub fn is_shared_anon(m: &MapsEntry) -> bool {
     m.shared && m.dev_major == 0 && m.path == SHARED_ANON_NAME
 }
 
+/// Whether `m` is a shared mapping of a memfd (`/memfd:NAME (deleted)` on the kernel's
+/// internal shmem mount): captured and restored as shared memory is, joined at restore with
+/// the memfd's descriptor when the task has one open.
+pub fn is_shared_memfd(m: &MapsEntry) -> bool {
+    m.shared && m.dev_major == 0 && m.path.starts_with("/memfd:")
+}
+
+/// Shared memory of a shmem object: shared anonymous memory or a shared memfd mapping.
+pub fn is_shared_object(m: &MapsEntry) -> bool {
+    is_shared_anon(m) || is_shared_memfd(m)
+}
+
 /// Whether `m` maps a file deleted since it was mapped (not memory of the kernel's own
 /// mounts, whose names also end so).
 pub fn is_deleted(m: &MapsEntry) -> bool {
     m.path.starts_with('/') && m.path.ends_with(" (deleted)") && m.inode != 0 && m.dev_major != 0
 }
 
-/// Refuses a task without memory, with shared writable file memory, System V shared memory,
-/// a shared memfd mapping, or shared anonymous memory that another process also maps.
+/// Refuses a task without memory, with shared writable file memory or System V shared memory
+/// (shared anonymous memory and memfds that another process also maps: [`check_shared_anon`]).
 pub(crate) fn check_maps(pid: i32, maps: &[MapsEntry]) -> Result<()> {
     if maps.is_empty() {
         return Err(refuse(pid, "it has no memory map (a kernel thread?)"));
@@ -175,7 +187,6 @@ pub(crate) fn check_maps(pid: i32, maps: &[MapsEntry]) -> Result<()> {
     let range = |m: &MapsEntry| format!("{:x}-{:x}", m.start, m.end);
     for m in maps.iter().filter(|m| m.shared) {
         let sysv = m.path.starts_with("/SYSV") && m.dev_major == 0;
-        let memfd = m.path.starts_with("/memfd:") && m.dev_major == 0;
         if sysv {
             return Err(refuse(
                 pid,
@@ -187,18 +198,7 @@ pub(crate) fn check_maps(pid: i32, maps: &[MapsEntry]) -> Result<()> {
                 ),
             ));
         }
-        if memfd {
-            return Err(refuse(
-                pid,
-                format!(
-                    "it has a shared mapping {} of a memfd ({}): images do not hold \
-                     mapped memfds",
-                    range(m),
-                    m.path
-                ),
-            ));
-        }
-        if is_shared_anon(m) {
+        if is_shared_object(m) {
             continue;
         }
         if is_deleted(m) {
@@ -267,13 +267,14 @@ fn descendants(pid: i32) -> Vec<i32> {
     out
 }
 
-/// Refuses a task with shared anonymous memory that another process also maps (found by the
+/// Refuses a task with shared anonymous memory (or a memfd mapped shared) that another
+/// process also maps (found by the
 /// object's device and inode among every process's maps), naming that process: its pages
 /// would change under the image, and restore could not share them with it again. Processes
 /// traced by us (twins of earlier checkpoints) do not count. Reads the maps of the processes
 /// of `scope` only when the task has shared anonymous memory.
 pub(crate) fn check_shared_anon(pid: i32, maps: &[MapsEntry], scope: Scope) -> Result<()> {
-    let mine: Vec<&MapsEntry> = maps.iter().filter(|m| is_shared_anon(m)).collect();
+    let mine: Vec<&MapsEntry> = maps.iter().filter(|m| is_shared_object(m)).collect();
     if mine.is_empty() {
         return Ok(());
     }
@@ -298,7 +299,7 @@ pub(crate) fn check_shared_anon(pid: i32, maps: &[MapsEntry], scope: Scope) -> R
         };
         let Some(m) = text
             .lines()
-            .filter(|l| l.ends_with(SHARED_ANON_NAME))
+            .filter(|l| l.ends_with(SHARED_ANON_NAME) || l.contains(" /memfd:"))
             .filter_map(|l| procfs::parse_maps(l).ok()?.into_iter().next())
             .find_map(|o| {
                 mine.iter().find(|m| {
@@ -320,9 +321,16 @@ pub(crate) fn check_shared_anon(pid: i32, maps: &[MapsEntry], scope: Scope) -> R
         return Err(refuse(
             pid,
             format!(
-                "its shared anonymous memory {:x}-{:x} (inode {}) is also mapped by \
-                 process {other} ({name}): memory shared with another process cannot be captured consistently",
-                m.start, m.end, m.inode
+                "its {} {:x}-{:x} (inode {}) is also mapped by process {other} ({name}): \
+                 memory shared with another process cannot be captured consistently",
+                if is_shared_memfd(m) {
+                    format!("shared mapping of {}", m.path)
+                } else {
+                    "shared anonymous memory".into()
+                },
+                m.start,
+                m.end,
+                m.inode
             ),
         ));
     }

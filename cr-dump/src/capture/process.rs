@@ -5,7 +5,8 @@
 //! rseq (`PTRACE_GET_RSEQ_CONFIGURATION`), the bounding and ambient sets, groups, no_new_privs
 //! and seccomp mode (`/proc/PID/status`), and oom_score_adj (`/proc`).
 //! Injected (no `/proc` file shows them): securebits, dumpable, timer slack, the parent-death signal, child
-//! subreaper, THP_DISABLE and the clear-child-tid address.
+//! subreaper, THP_DISABLE and the clear-child-tid address; and `mlockall(MCL_FUTURE)`, found by
+//! an injected `mmap` of one anonymous page ([`mlock_future`]).
 
 use super::ask::Ask;
 use super::signals;
@@ -186,6 +187,7 @@ fn process(
     let slack = linux_raw_sys::prctl::PR_GET_TIMERSLACK as u64;
     p.timer_slack_ns = q(ask, "PR_GET_TIMERSLACK", slack, false)?.into();
     p.clear_child_tid = q(ask, "PR_GET_TID_ADDRESS", pr::GET_TID_ADDRESS, true)?.into();
+    flags |= mlock_future(pid, ask, &mut fid)?;
     p.attr_flags = flags.into();
     let groups: Vec<U32> = status_field(status, "Groups")
         .unwrap_or("")
@@ -210,6 +212,14 @@ fn process(
         (flags & raw::ATTR_CHILD_SUBREAPER != 0, "child subreaper"),
         (flags & raw::ATTR_NO_NEW_PRIVS != 0, "no_new_privs"),
         (flags & raw::ATTR_THP_DISABLE != 0, "THP disabled"),
+        (
+            flags & raw::ATTR_MLOCK_FUTURE != 0 && flags & raw::ATTR_MLOCK_ONFAULT == 0,
+            "mlockall(MCL_FUTURE)",
+        ),
+        (
+            flags & raw::ATTR_MLOCK_ONFAULT != 0,
+            "mlockall(MCL_FUTURE|MCL_ONFAULT)",
+        ),
     ] {
         if on {
             attrs.push_str(", ");
@@ -234,6 +244,72 @@ fn process(
         ));
     }
     Ok((p, groups, fid))
+}
+
+/// `VmLck` of `/proc/PID/status`, kB (the task's locked memory: exact, not a cached counter).
+fn vm_locked_kb(pid: i32) -> Result<u64> {
+    let status = String::from_utf8_lossy(&procfs::read(pid, "status")?).into_owned();
+    status_field(&status, "VmLck")
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| Error::Proc(format!("/proc/{pid}/status: no VmLck")))
+}
+
+/// Whether page `addr` of `pid` is present (`/proc/PID/pagemap`).
+fn page_present(pid: i32, addr: u64) -> Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(procfs::path(pid, "pagemap"))
+        .map_err(|e| procfs::proc_err(pid, "pagemap", e))?;
+    let mut b = [0u8; 8];
+    let at = addr / crate::sys::page_size() as u64 * 8;
+    f.read_exact_at(&mut b, at)
+        .map_err(|e| procfs::proc_err(pid, "pagemap", e))?;
+    Ok(u64::from_le_bytes(b) & procfs::PM_PRESENT != 0)
+}
+
+/// `ATTR_MLOCK_FUTURE` (and `ATTR_MLOCK_ONFAULT`) if the task called `mlockall(MCL_FUTURE)`
+/// (with `MCL_ONFAULT`): no `/proc` file shows it (it is the mm's default flags), so one
+/// anonymous page is mapped in the task by an injected `mmap` and unmapped again. Under
+/// `MCL_FUTURE` the new mapping is locked (`VmLck` grows by a page) and, without
+/// `MCL_ONFAULT`, populated at once (present in pagemap). An `mmap` that fails with `EAGAIN`
+/// means the same: only locked memory at `RLIMIT_MEMLOCK` makes an anonymous page fail so.
+/// Any other failure leaves it unknown: a `Lost` line in `fid`.
+fn mlock_future(pid: i32, ask: &mut Ask, fid: &mut Vec<Fidelity>) -> Result<u32> {
+    let ps = crate::sys::page_size() as u64;
+    let before = vm_locked_kb(pid)?;
+    let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let r = ask.call(nr::MMAP, [0, ps, prot, flags, u64::MAX, 0])?;
+    let Ok(addr) = u64::try_from(r) else {
+        if r == -i64::from(libc::EAGAIN) {
+            return Ok(raw::ATTR_MLOCK_FUTURE);
+        }
+        fid.push(line(
+            "mlockall(MCL_FUTURE)",
+            "unknown".into(),
+            Action::Lost,
+            &format!(
+                "the probe (an injected mmap of one page) failed with errno {}",
+                -r
+            ),
+        ));
+        return Ok(0);
+    };
+    // Read both before the unmap, which comes whatever they gave.
+    let seen = vm_locked_kb(pid).and_then(|after| Ok((after, page_present(pid, addr)?)));
+    ask.call_ok(
+        "munmap of the mlockall probe",
+        nr::MUNMAP,
+        [addr, ps, 0, 0, 0, 0],
+    )?;
+    let (after, present) = seen?;
+    if after < before + ps / 1024 {
+        return Ok(0);
+    }
+    Ok(if present {
+        raw::ATTR_MLOCK_FUTURE
+    } else {
+        raw::ATTR_MLOCK_FUTURE | raw::ATTR_MLOCK_ONFAULT
+    })
 }
 
 #[cfg(test)]

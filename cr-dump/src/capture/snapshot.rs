@@ -11,6 +11,7 @@ use super::twin::Twin;
 use super::vma::{Scan, VmaRec};
 use crate::error::{Error, Result};
 use crate::sys;
+use cr_format::chain::ChainIndex;
 use cr_format::write::{IoSink, Sink, Summary, Writer};
 use std::io::Write;
 
@@ -78,47 +79,93 @@ impl Snapshot {
             std::thread::sleep(pause);
         }
         self.meta.write(w).map_err(|e| sink_err(w, e))?;
-        let vmas: Vec<VmaRec> = self.vmas.iter().map(|v| v.vma.clone()).collect();
         let st = match &self.parent {
-            None => {
-                let src = Source {
-                    pid: t.pid(),
-                    twin: true,
-                    parent: None,
-                };
-                stream_vmas(&src, w, &vmas)?
-            }
+            None => self.write_segments(t.pid(), None, w)?,
             Some(p) => p.with_index(|idx, images| {
                 let top = images.first().ok_or_else(|| {
                     Error::Other("internal: the parent chain has no image".into())
                 })?;
-                let in_parent = vmas_in_parent(top, vmas.iter());
-                let src = Source {
-                    pid: t.pid(),
-                    twin: true,
-                    parent: Some((idx, &in_parent)),
-                };
-                stream_vmas(&src, w, &vmas)
+                let in_parent = vmas_in_parent(top, self.vmas.iter().map(|v| &v.vma));
+                self.write_segments(t.pid(), Some((idx, &in_parent)), w)
             })??,
         };
         let summary = finish_image(w)?;
-        t.set_counts(st.data_pages, st.zero_pages, st.parent_pages);
+        // The copied (shared) pages were counted at the capture.
+        let (data, zero) = (self.stats.data_pages, self.stats.zero_pages);
+        t.set_counts(st.data_pages + data, st.zero_pages + zero, st.parent_pages);
         Ok(summary)
+    }
+
+    /// The VMAs of a snapshot held by twin `pid`, in order: each run of VMAs the twin holds
+    /// streamed from it (compared with `parent`, one entry per VMA, if given), each run of VMAs
+    /// copied at the capture ([`VmaRec::held_by_copy`]) written from the buffer. Returns the
+    /// counts of the streamed pages.
+    fn write_segments<W: Write + Send>(
+        &self,
+        pid: i32,
+        parent: Option<(&ChainIndex<'_>, &[bool])>,
+        w: &mut Writer<IoSink<W>>,
+    ) -> Result<Stats> {
+        let mut st = Stats::default();
+        let mut i = 0;
+        while let Some(first) = self.vmas.get(i) {
+            let held = first.vma.held_by_copy();
+            let n = self.vmas[i..]
+                .iter()
+                .take_while(|v| v.vma.held_by_copy() == held)
+                .count();
+            let run = &self.vmas[i..i + n];
+            if held {
+                for v in run {
+                    v.vma.write(w).map_err(|e| sink_err(w, e))?;
+                    self.write_pages(v, w)?;
+                }
+            } else {
+                let vmas: Vec<VmaRec> = run.iter().map(|v| v.vma.clone()).collect();
+                let parent = match parent {
+                    Some((idx, inp)) => Some((
+                        idx,
+                        inp.get(i..i + n).ok_or_else(|| {
+                            Error::Other("internal: parent mapping entries missing".into())
+                        })?,
+                    )),
+                    None => None,
+                };
+                let src = Source {
+                    pid,
+                    twin: true,
+                    parent,
+                };
+                let s = stream_vmas(&src, w, &vmas)?;
+                st.data_pages += s.data_pages;
+                st.zero_pages += s.zero_pages;
+                st.parent_pages += s.parent_pages;
+            }
+            i += n;
+        }
+        st.vmas = self.vmas.len() as u64;
+        Ok(st)
+    }
+
+    /// The Pages records of `v` from the page buffer.
+    fn write_pages<S: Sink>(&self, v: &SnapVma, w: &mut Writer<S>) -> Result<()> {
+        for r in &v.records {
+            let data = self.buf.get(r.data.clone()).ok_or_else(|| {
+                Error::Other(format!(
+                    "internal: record data {:?} is past the page buffer",
+                    r.data
+                ))
+            })?;
+            w.pages(&r.runs, data)?;
+        }
+        Ok(())
     }
 
     fn write_records<S: Sink>(&self, w: &mut Writer<S>) -> Result<Summary> {
         self.meta.write(w)?;
         for v in &self.vmas {
             v.vma.write(w)?;
-            for r in &v.records {
-                let data = self.buf.get(r.data.clone()).ok_or_else(|| {
-                    Error::Other(format!(
-                        "internal: record data {:?} is past the page buffer",
-                        r.data
-                    ))
-                })?;
-                w.pages(&r.runs, data)?;
-            }
+            self.write_pages(v, w)?;
         }
         Ok(w.finish()?)
     }

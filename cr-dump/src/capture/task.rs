@@ -216,7 +216,9 @@ pub(crate) fn read_frozen(
     let mm = mm_record(&stat, heap_end);
     let vmas = super::vma::vma_recs_with(pid, &maps, &attrs);
     let mut state = super::state::capture(pid, state_opts)?;
-    state.fidelity.extend(super::vma::fidelity(&vmas));
+    state
+        .fidelity
+        .extend(super::vma::fidelity(&vmas, &state.files));
     super::state::strict_check(pid, &state, state_opts)?;
     Ok((
         Meta {

@@ -24,9 +24,11 @@
 //! is set) faults at once.
 //!
 //! The twin is checked before it is used: every VMA to store must be in it with the same bounds
-//! (`MADV_DONTFORK` memory is not copied to a child) and private (a child shares shared memory
-//! instead of copying it), and every anonymous VMA with pages in the
-//! task must have pages in the twin (`MADV_WIPEONFORK` memory is emptied). Otherwise, or when the
+//! (`MADV_DONTFORK` memory is not copied to a child), and every anonymous VMA with pages in the
+//! task must have pages in the twin (`MADV_WIPEONFORK` memory is emptied). Shared memory (and
+//! private mappings of deleted files), which a child shares instead of copying, is not read
+//! from the twin: the capture copies those VMAs alone while the task is stopped, and the
+//! write-back takes them from that copy (`lazy::capture_cow`). Otherwise, or when the
 //! task has a seccomp filter (which could kill it for the injected calls), or the clone fails,
 //! [`make`] says why and the caller copies the memory while the task is stopped instead.
 //!
@@ -79,6 +81,17 @@ impl Twin {
         if let Ok(mut c) = self.counts.lock() {
             *c = Some((data, zero, parent));
         }
+    }
+
+    /// Kills and reaps the twin while its task is still frozen by the caller: for a capture
+    /// that fails after making it (a drop would have to freeze the task again to reap it).
+    pub(crate) fn discard_frozen(mut self) -> Result<()> {
+        let g = std::mem::take(&mut self.pid);
+        kill_and_reap(g);
+        let rseq = save_rseq(self.task);
+        let r = reap_in(self.task, g);
+        restore_rseq(self.task, &rseq)?;
+        r
     }
 
     /// Data, zero and parent pages found by the last write-back, if there was one.
@@ -355,9 +368,10 @@ fn check(pid: i32, twin: &Twin, vmas: &[VmaRec]) -> Result<Option<String>> {
     };
     for v in vmas.iter().filter(|v| v.stored()) {
         let (a, b) = (v.vma.start.get(), v.vma.end.get());
-        if let Some(why) = v.not_copied_by_fork() {
-            // The twin maps the same object: it would see the task's later writes.
-            return Ok(Some(format!("VMA {a:#x}-{b:#x} {why}")));
+        if v.held_by_copy() {
+            // The twin maps the same object (it would see the task's later writes): the
+            // capture copies these pages while the task is stopped (`lazy::capture_cow`).
+            continue;
         }
         let r = AddrRange::new(a, b)
             .ok_or_else(|| Error::Other(format!("VMA {a:#x}-{b:#x} of pid {pid} is inverted")))?;

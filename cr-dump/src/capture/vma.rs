@@ -12,13 +12,23 @@
 //! object that holds data is stored, whether or not the task's page tables map it (a page
 //! written by a child that has exited, or paged out, is in the object only).
 //!
+//! A memfd mapped privately is stored as a private mapping of a deleted file is (every page up
+//! to its end: restore makes a new memfd of that name from them). A memfd mapped shared is
+//! recorded as shared anonymous memory (its `inode` the memfd's). When the task has
+//! the memfd open too, its File record (§15, with the name, seals and contents) carries the same
+//! inode, and restore makes the mapping from that memfd: one object again. A memfd only mapped
+//! comes back as shared anonymous memory with the mapped contents; its name and seals have no
+//! place in the image (a `Partial` line says so).
+//!
 //! Attributes (`VMA_ATTR_*`) come from `VmFlags` of `/proc/PID/smaps`, read at the inspection
 //! and, only when the mappings changed since, again while the task is frozen
 //! (`read_maps_frozen`).
 
 use super::check::{
-    is_deleted, is_shared_anon, read_text, split_smaps, Inspection, ATTR_SEALED, ATTR_SHADOW_STACK,
+    is_deleted, is_shared_memfd, is_shared_object, read_text, split_smaps, Inspection, ATTR_SEALED,
+    ATTR_SHADOW_STACK,
 };
+use super::state::FileEntry;
 use super::state::{Action, Fidelity};
 use crate::error::Result;
 use crate::procfs::{self, MapsEntry};
@@ -47,7 +57,8 @@ pub enum VmaKind {
     Vvar,
     /// `[vsyscall]`.
     Vsyscall,
-    /// Shared anonymous memory: `/dev/zero (deleted)`, shared, on device major 0.
+    /// Shared anonymous memory: `/dev/zero (deleted)`, shared, on device major 0; and a memfd
+    /// mapped shared (`/memfd:NAME (deleted)`), which is recorded and restored the same way.
     SharedAnon,
 }
 
@@ -60,7 +71,7 @@ impl VmaKind {
             "[vdso]" => VmaKind::Vdso,
             p if p.starts_with("[vvar") => VmaKind::Vvar,
             "[vsyscall]" => VmaKind::Vsyscall,
-            _ if is_shared_anon(m) => VmaKind::SharedAnon,
+            _ if is_shared_object(m) => VmaKind::SharedAnon,
             p if p.starts_with('/') && m.inode != 0 => VmaKind::File,
             _ => VmaKind::Anon,
         }
@@ -133,6 +144,8 @@ pub struct VmaRec {
     /// [`super::check::ATTR_SEALED`] and [`super::check::ATTR_SHADOW_STACK`] above them (never
     /// written).
     pub attrs: u32,
+    /// The memfd's name, for a memfd mapped shared.
+    pub memfd: Option<String>,
     kind: VmaKind,
     policy: Policy,
 }
@@ -188,17 +201,23 @@ impl VmaRec {
             Policy::Shared
         } else if kind.special() || m.shared {
             Policy::Skip
-        } else if kind == VmaKind::File && is_deleted(m) {
+        } else if kind == VmaKind::File && (is_deleted(m) || is_memfd(m)) {
+            // A memfd is a deleted file: its contents must be in the image.
             Policy::Whole
         } else if kind == VmaKind::File {
             Policy::AnonOnly
         } else {
             Policy::Present
         };
+        let memfd = is_shared_memfd(m).then(|| {
+            let n = m.path.strip_prefix("/memfd:").unwrap_or(&m.path);
+            n.strip_suffix(" (deleted)").unwrap_or(n).to_string()
+        });
         VmaRec {
             vma: v,
             path,
             attrs: 0,
+            memfd,
             kind,
             policy,
         }
@@ -227,6 +246,12 @@ impl VmaRec {
             ),
             _ => None,
         }
+    }
+
+    /// Whether a twin cannot hold its pages ([`VmaRec::not_copied_by_fork`]): a lazy capture by
+    /// a twin copies them while the task is stopped instead.
+    pub fn held_by_copy(&self) -> bool {
+        self.not_copied_by_fork().is_some()
     }
 
     /// Its kind.
@@ -260,6 +285,11 @@ impl VmaRec {
     pub fn stored(&self) -> bool {
         self.policy != Policy::Skip
     }
+}
+
+/// Whether `m` maps a memfd (privately: a shared one is [`VmaKind::SharedAnon`]).
+fn is_memfd(m: &MapsEntry) -> bool {
+    m.dev_major == 0 && m.path.starts_with("/memfd:") && m.path.ends_with(" (deleted)")
 }
 
 /// The VMAs of `ins` as a capture would record them (without attributes).
@@ -347,8 +377,10 @@ pub(crate) fn vma_recs_with(pid: i32, maps: &[MapsEntry], attrs: &[u32]) -> Vec<
 }
 
 /// The fidelity report's lines for the kinds of memory among `vmas`: shared anonymous memory,
-/// deleted files, madvise flags and locks (restored), seals and shadow stacks (lost).
-pub(crate) fn fidelity(vmas: &[VmaRec]) -> Vec<Fidelity> {
+/// memfds mapped shared (restored as one object with the memfd among `files` when the task
+/// has it open, else partly), deleted files, madvise flags and locks (restored), seals and
+/// shadow stacks (lost).
+pub(crate) fn fidelity(vmas: &[VmaRec], files: &[FileEntry]) -> Vec<Fidelity> {
     let mut out = Vec::new();
     for v in vmas {
         let (a, b) = (v.vma.start.get(), v.vma.end.get());
@@ -360,16 +392,31 @@ pub(crate) fn fidelity(vmas: &[VmaRec]) -> Vec<Fidelity> {
             note: note.to_string(),
         };
         match v.policy {
+            Policy::Shared if v.memfd.is_some() => out.push(memfd_line(v, files, line)),
             Policy::Shared => out.push(line(
                 format!("shared anonymous memory (inode {})", v.vma.inode.get()),
                 Action::Restore,
                 "",
             )),
-            Policy::Whole => out.push(line(
-                format!("private mapping of {}", String::from_utf8_lossy(&v.path)),
-                Action::Restore,
-                "",
-            )),
+            Policy::Whole => {
+                let kind = format!("private mapping of {}", String::from_utf8_lossy(&v.path));
+                let ino = v.vma.inode.get();
+                let memfd_open = v.vma.dev_major.get() == 0
+                    && files
+                        .iter()
+                        .any(|f| f.raw.ftype.get() == raw::FILE_MEMFD && f.raw.inode.get() == ino);
+                out.push(if memfd_open {
+                    line(
+                        kind,
+                        Action::Partial,
+                        "the task also has this memfd open: restored, the mapping has its own \
+                         copy of the contents, and writes through the descriptor no longer \
+                         show in its pages the task has not written",
+                    )
+                } else {
+                    line(kind, Action::Restore, "")
+                });
+            }
             _ => {}
         }
         let known = v.attrs & raw::VMA_ATTR_KNOWN;
@@ -396,6 +443,40 @@ pub(crate) fn fidelity(vmas: &[VmaRec]) -> Vec<Fidelity> {
         }
     }
     out
+}
+
+/// The fidelity line of a memfd mapped shared: restored as one object with its descriptor when
+/// the task has the memfd open with its whole contents captured, else as shared anonymous
+/// memory.
+fn memfd_line(
+    v: &VmaRec,
+    files: &[FileEntry],
+    line: impl Fn(String, Action, &str) -> Fidelity,
+) -> Fidelity {
+    let ino = v.vma.inode.get();
+    let name = v.memfd.as_deref().unwrap_or_default();
+    let kind = format!("shared mapping of memfd {name} (inode {ino})");
+    let fd = files.iter().find(|f| {
+        f.raw.ftype.get() == raw::FILE_MEMFD
+            && f.raw.role.get() == raw::ROLE_FD
+            && f.raw.inode.get() == ino
+            && f.raw.dup_of.get() == raw::DUP_NONE
+            && (f.raw.flags.get() & raw::FILE_HAS_DATA != 0 || f.raw.size.get() == 0)
+    });
+    match fd {
+        Some(f) => line(
+            format!("{kind}, the memfd of fd {}", f.raw.fd.get()),
+            Action::Restore,
+            "",
+        ),
+        None => line(
+            kind,
+            Action::Partial,
+            "the task has no descriptor of this memfd with its contents captured: the mapping \
+             comes back as shared anonymous memory with its contents, without the memfd's name \
+             and seals (images keep those only for an open descriptor)",
+        ),
+    }
 }
 
 /// `VMA_ATTR_*` bits by name.

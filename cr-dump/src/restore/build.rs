@@ -111,6 +111,70 @@ fn move_special(c: &mut Child, plan: &Plan, cm: &[(AddrRange, String)]) -> Resul
     Ok(())
 }
 
+/// Before the fork: each shared anonymous VMA whose object is a memfd the task has open (a
+/// `FILE_MEMFD` File record, not a duplicate, with its whole contents, of the same inode)
+/// becomes a shared mapping of the memfd restore prepared for that descriptor, opened again
+/// (readable, and writable if a VMA of it is): one object for the descriptor and the mapping,
+/// as in the task. Its contents are then the memfd's (step 6 writes no page of it). A
+/// writable mapping of a memfd sealed against writing (`F_SEAL_FUTURE_WRITE` set after it
+/// was mapped) cannot be made again: refused here.
+pub(super) fn join_memfds(
+    top: &cr_format::read::Image<'_>,
+    plan: &mut Plan,
+    fplan: &super::files::FilePlan,
+) -> Result<()> {
+    const WRITE_SEALS: u64 = (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) as u64;
+    for (f, _) in top.files() {
+        let r = &f.raw;
+        let complete = r.flags.get() & raw::FILE_HAS_DATA != 0 || r.size.get() == 0;
+        if f.ftype() != raw::FILE_MEMFD
+            || f.role() != raw::ROLE_FD
+            || r.dup_of.get() != raw::DUP_NONE
+            || r.dev_major.get() != 0
+            || !complete
+        {
+            continue;
+        }
+        let (ino, fd) = (r.inode.get(), r.fd.get());
+        let joined = |v: &VmaPlan| v.shared_anon() && v.inode == ino && v.inode != 0;
+        if !plan.vmas.iter().any(joined) {
+            continue;
+        }
+        let Some(src) = fplan.prepared(fd) else {
+            continue;
+        };
+        let writable = plan
+            .vmas
+            .iter()
+            .any(|v| joined(v) && v.prot & raw::PROT_WRITE != 0);
+        let name = String::from_utf8_lossy(f.path);
+        if writable && f.param(0) & WRITE_SEALS != 0 {
+            return Err(other(format!(
+                "fd {fd} ({name}) is sealed against writing (seals {:#x}) but mapped writable: \
+                 restore cannot map it so again",
+                f.param(0)
+            )));
+        }
+        let mode = if writable {
+            libc::O_RDWR
+        } else {
+            libc::O_RDONLY
+        };
+        let again = format!("/proc/self/fd/{}", src.as_raw_fd());
+        let m = sys::files::open_flags(std::path::Path::new(&again), mode, 0).map_err(|e| {
+            crate::error::Error::io(format!("fd {fd} ({name}): opening the memfd to map it"), e)
+        })?;
+        let idx = plan.files.len();
+        plan.files.push(std::fs::File::from(m));
+        for v in plan.vmas.iter_mut().filter(|v| joined(v)) {
+            // A shared mapping of a file from here on: mapped from it, its pages not written.
+            v.file = Some(idx);
+            v.kind = raw::VMA_FILE;
+        }
+    }
+    Ok(())
+}
+
 /// Step 5: the image's VMAs, readable and writable (private ones and shared anonymous memory)
 /// until their pages are in.
 pub(super) fn map_vmas(c: &Child, plan: &Plan) -> Result<()> {
@@ -322,7 +386,36 @@ pub(super) fn protect(c: &Child, plan: &Plan, warnings: &mut Vec<String>) -> Res
     for v in plan.vmas.iter().filter(|v| !v.special() && v.attrs != 0) {
         set_attrs(c, v, warnings)?;
     }
+    mlock_future(c, plan, warnings)?;
     check_layout(c, plan, warnings)
+}
+
+/// `mlockall(MCL_FUTURE[|MCL_ONFAULT])` if the task had it (after every VMA is made: the
+/// image's own locks are per VMA). A refusal is a warning: without `CAP_IPC_LOCK` it needs an
+/// `RLIMIT_MEMLOCK` above 0.
+fn mlock_future(c: &Child, plan: &Plan, warnings: &mut Vec<String>) -> Result<()> {
+    let flags = plan
+        .state
+        .process
+        .as_ref()
+        .map_or(0, |p| p.attr_flags.get());
+    if flags & raw::ATTR_MLOCK_FUTURE == 0 {
+        return Ok(());
+    }
+    let (mut how, mut name) = (libc::MCL_FUTURE as u64, "MCL_FUTURE");
+    if flags & raw::ATTR_MLOCK_ONFAULT != 0 {
+        how |= libc::MCL_ONFAULT as u64;
+        name = "MCL_FUTURE|MCL_ONFAULT";
+    }
+    let r = c.call(libc::SYS_mlockall as u64, [how, 0, 0, 0, 0, 0])?;
+    if r < 0 {
+        let e = std::io::Error::from_raw_os_error(i32::try_from(-r).unwrap_or(0));
+        warnings.push(format!(
+            "mlockall({name}) failed ({e}; without CAP_IPC_LOCK it needs RLIMIT_MEMLOCK above \
+             0): memory the task maps from now on is not locked"
+        ));
+    }
+    Ok(())
 }
 
 /// A warning if the child's mappings are not the image's, one for one (the kernel merged

@@ -14,8 +14,9 @@
 //! Then cr-dump opens every mapped file and the executable, and the task's open files, working
 //! directory and root (`files/`: each checked to be the captured one, above every descriptor
 //! number the image uses), and forks a child that does only `ptrace(PTRACE_TRACEME)` and
-//! `raise(SIGSTOP)` ([`crate::sys::fork_traced_child`]; for an image without File records,
-//! with `--detach`, it first points 0/1/2 at `/dev/null`). The child inherits the open files at
+//! `raise(SIGSTOP)` ([`crate::sys::fork_traced_child`]: `clone3` with `set_tid` when the task
+//! gets its own pid back, see `child.rs`; for an image without File records, with `--detach`,
+//! it first points 0/1/2 at `/dev/null`). The child inherits the open files at
 //! the same descriptor numbers, so it never needs a path. From then on the child runs no code of its
 //! own: cr-dump drives it with system calls injected by [`crate::sys::inject`] (the registers
 //! set to a `syscall` instruction of the child's vDSO, one `PTRACE_SINGLESTEP`, the result read
@@ -34,7 +35,10 @@
 //!    `mmap(MAP_FIXED|MAP_PRIVATE|MAP_ANONYMOUS)`, private file mappings `mmap(MAP_FIXED|
 //!    MAP_PRIVATE)` of the inherited descriptor at the recorded offset, shared file mappings
 //!    `MAP_SHARED`, shared anonymous memory `mmap(MAP_SHARED|MAP_ANONYMOUS)` (the VMAs of one
-//!    object, by inode, made from one mapping moved piece by piece to their offsets); readable
+//!    object, by inode, made from one mapping moved piece by piece to their offsets), and a
+//!    memfd mapped shared whose memfd the task has open (same inode) `MAP_SHARED` of that
+//!    memfd, so that descriptor and mapping are one object again (its contents are the
+//!    memfd's, like a shared file mapping's); readable
 //!    and writable at first, but shared file mappings and private read-only file mappings the
 //!    image holds no pages of, which get their protection at once (as the task had them:
 //!    never writable, so apart from a neighbour that was). An anonymous VMA that would merge
@@ -49,7 +53,8 @@
 //! 7. `mprotect` of each VMA to its recorded protection, then its madvise flags (VmaAttr:
 //!    `MADV_DONTFORK`, `DONTDUMP`, `WIPEONFORK`, `HUGEPAGE`, `NOHUGEPAGE`, `MERGEABLE`) and its
 //!    lock (`mlock2`, with `MLOCK_ONFAULT` for lock-on-fault); a failure (no `CAP_IPC_LOCK`
-//!    and no room under `RLIMIT_MEMLOCK`, no KSM) is a warning naming the VMA;
+//!    and no room under `RLIMIT_MEMLOCK`, no KSM) is a warning naming the VMA; then
+//!    `mlockall(MCL_FUTURE[|MCL_ONFAULT])` if the task had it (a failure is a warning);
 //! 8. `prctl(PR_SET_MM, PR_SET_MM_MAP)` with the image's code, data, brk, stack, argument and
 //!    environment ranges, auxv and the executable (the executable needs
 //!    `CAP_CHECKPOINT_RESTORE` or `CAP_SYS_ADMIN`, and is left out before the fork, with a
@@ -105,8 +110,11 @@
 //!
 //! # What differs from the original
 //!
-//! - The pid (no pid namespace is used), and the parent: the restored task is a child of
-//!   `cr-dump restore`, which waits for it and exits with its status unless `--detach`.
+//! - The pid, unless the image's is free and the caller may choose pids (`--pid`, see
+//!   `child.rs`: `clone3` with `set_tid`; the default takes the image's pid when it can, with
+//!   a warning saying why when it cannot). The parent: the restored task is a child of
+//!   `cr-dump restore` (`getppid()` differs), which waits for it and exits with its status
+//!   unless `--detach`.
 //! - Descriptors: reopened by path (regular files, directories, devices, FIFOs: refused if the
 //!   file changed, unless `--allow-changed-files`), recreated (deleted files, with their
 //!   contents), or attached to restore's own (terminals, fds 0-2 that are restore's own file
@@ -154,6 +162,7 @@ mod process;
 mod selfckpt;
 mod signals;
 
+pub use child::PidMode;
 pub use files::{FileOptions, Inherit, InheritSource};
 pub use selfckpt::checkpoint_self;
 
@@ -167,6 +176,8 @@ pub struct Options {
     pub detach: bool,
     /// Files, terminal and session.
     pub files: FileOptions,
+    /// Which pid the task gets (`--pid`).
+    pub pid: PidMode,
 }
 
 /// A restored task.
@@ -194,6 +205,7 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     let mut plan = plan::plan(path, images)?;
     let top = images.first().ok_or_else(|| other("an empty chain"))?;
     let fplan = files::plan(path, top, &opts.files, opts.detach)?;
+    build::join_memfds(top, &mut plan, &fplan)?;
 
     let devnull = if opts.detach && !fplan.has_files {
         Some(
@@ -206,7 +218,8 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     } else {
         None
     };
-    let mut child = child::Child::spawn(devnull.as_ref())?;
+    let want = child::choose_pid(opts.pid, plan.task.pid.get(), &mut plan.warnings)?;
+    let mut child = child::Child::spawn(devnull.as_ref(), want, opts.pid, &mut plan.warnings)?;
     build::clear_space(&mut child, &plan)?;
     build::map_vmas(&child, &plan)?;
     pages::fill_pages(&child, &plan, idx, images)?;

@@ -455,6 +455,19 @@ fn recreate_deleted(v: &cr_format::read::Vma<'_>, warnings: &mut Vec<String>) ->
             .map_err(|e| other(format!("recreating deleted {}: {e}", what.display())))?;
         Ok(f)
     };
+    if let Some(m) = name
+        .strip_prefix(b"/memfd:")
+        .filter(|_| v.raw.dev_major.get() == 0)
+    {
+        // A memfd mapped privately: a memfd again, with its name (no file on any disk).
+        let f = sys::fdobj::memfd(m).map_err(|e| {
+            other(format!(
+                "recreating memfd {}: {e}",
+                String::from_utf8_lossy(m)
+            ))
+        })?;
+        return sized(File::from(f), path);
+    }
     let mut o = std::fs::OpenOptions::new();
     o.read(true)
         .write(true)

@@ -35,47 +35,73 @@ pub fn pidfd_getfd(
 }
 
 /// Forks a child that only stops itself under ptrace, as the empty shell of a restored task:
-/// in the child, `dup2(stdio, 0/1/2)` if `stdio` is given, `ptrace(PTRACE_TRACEME)`,
-/// `raise(SIGSTOP)`, then `pause()` forever (the tracer replaces its whole address space and
-/// registers before it runs again). Returns the child's pid; the caller waits for its stop.
+/// in the child, `dup2(stdio, 0/1/2)` if `stdio` is given, `ptrace(PTRACE_TRACEME)`, a
+/// `SIGSTOP` to itself, then `pause()` forever (the tracer replaces its whole address space and
+/// registers before it runs again). With `pid`, the child is made by `clone3` with `set_tid`
+/// = `pid` in this pid namespace (which needs `CAP_CHECKPOINT_RESTORE` or `CAP_SYS_ADMIN` over
+/// it: `EPERM` otherwise; `EEXIST` if the pid is taken); else by `fork`. Returns the child's
+/// pid; the caller waits for its stop.
 ///
-/// Between fork and the stop the child calls only async-signal-safe libc functions and
-/// allocates nothing, so the caller may have other threads.
-pub fn fork_traced_child(stdio: Option<i32>) -> io::Result<i32> {
-    // SAFETY: fork has no memory-safety preconditions by itself; in the child (r == 0) only
-    // async-signal-safe functions (dup2, ptrace, raise, pause, _exit) run, with integer
-    // arguments, no allocation and no lock, until the tracer takes the process over; the child
-    // never returns from this function.
-    let r = unsafe { libc::fork() };
+/// Between the fork and the stop the child makes only raw system calls (no libc state that
+/// caches the thread id, which `clone3` leaves stale) and allocates nothing, so the caller may
+/// have other threads.
+pub fn fork_traced_child(stdio: Option<i32>, pid: Option<i32>) -> io::Result<i32> {
+    let r = match pid {
+        None => {
+            // SAFETY: fork has no memory-safety preconditions by itself; the child (r == 0)
+            // runs only `traced_child_body`, which never returns.
+            unsafe { libc::fork() }
+        }
+        Some(p) => {
+            let tids = [libc::pid_t::from(p)];
+            // SAFETY: clone_args is plain data; all-zero is valid (no flags, no pointers).
+            let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+            args.exit_signal = libc::SIGCHLD as u64;
+            args.set_tid = tids.as_ptr() as u64;
+            args.set_tid_size = 1;
+            // SAFETY: `args` and `tids` live across the call; without CLONE_VM and with no
+            // stack given, clone3 behaves as fork (the child runs on a copy of this stack and
+            // returns 0 here); the child runs only `traced_child_body`, which never returns.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_clone3,
+                    &args as *const libc::clone_args,
+                    std::mem::size_of::<libc::clone_args>(),
+                )
+            };
+            i32::try_from(r).unwrap_or(-1)
+        }
+    };
     if r == -1 {
         return Err(io::Error::last_os_error());
     }
     if r == 0 {
-        // SAFETY: see above: async-signal-safe calls with integer arguments only.
-        unsafe {
-            if let Some(fd) = stdio {
-                for t in 0..3 {
-                    if libc::dup2(fd, t) == -1 {
-                        libc::_exit(126);
-                    }
-                }
-            }
-            if libc::ptrace(
-                libc::PTRACE_TRACEME,
-                0,
-                std::ptr::null_mut::<libc::c_void>(),
-                std::ptr::null_mut::<libc::c_void>(),
-            ) == -1
-            {
-                libc::_exit(127);
-            }
-            libc::raise(libc::SIGSTOP);
-            loop {
-                libc::pause();
-            }
-        }
+        traced_child_body(stdio);
     }
     Ok(r)
+}
+
+/// The child of [`fork_traced_child`]: stdio, `PTRACE_TRACEME`, `SIGSTOP`, `pause` forever.
+fn traced_child_body(stdio: Option<i32>) -> ! {
+    // SAFETY: only raw system calls with integer arguments (dup2, ptrace, getpid, kill,
+    // pause, exit_group): async-signal-safe, no allocation, no lock, no cached thread id.
+    unsafe {
+        if let Some(fd) = stdio {
+            for t in 0..3 {
+                if libc::syscall(libc::SYS_dup2, fd, t) == -1 {
+                    libc::syscall(libc::SYS_exit_group, 126);
+                }
+            }
+        }
+        if libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0) == -1 {
+            libc::syscall(libc::SYS_exit_group, 127);
+        }
+        let me = libc::syscall(libc::SYS_getpid);
+        libc::syscall(libc::SYS_kill, me, libc::SIGSTOP);
+        loop {
+            libc::syscall(libc::SYS_pause);
+        }
+    }
 }
 
 /// `fork()`, only in a single-threaded process (checked in `/proc/self/status`; refused with

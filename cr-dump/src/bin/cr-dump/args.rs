@@ -208,7 +208,7 @@ pub(crate) enum Cmd {
     },
 }
 
-/// `restore` options about files, the terminal and the session.
+/// `restore` options about files, the terminal, the session and the pid.
 #[derive(clap::Args, Debug)]
 pub(crate) struct RestoreFiles {
     /// Restore a file that changed since the checkpoint (size, mtime, or another inode at its
@@ -219,6 +219,11 @@ pub(crate) struct RestoreFiles {
     /// access mode) or to restore's own descriptor N (FD:N). Repeatable.
     #[arg(long, value_name = "FD=PATH|FD:N", value_parser = parse_inherit)]
     pub(crate) inherit_fd: Vec<cr_dump::restore::Inherit>,
+    /// The task's pid: `same` (the image's, or refuse), `new`, or `auto` (the image's when it
+    /// is free and cr-dump may choose pids, which needs CAP_CHECKPOINT_RESTORE; else a new one,
+    /// with a warning saying why).
+    #[arg(long, value_name = "same|new|auto", default_value = "auto")]
+    pub(crate) pid: cr_dump::restore::PidMode,
     /// Start a new session (setsid) for the task instead of keeping it in restore's process
     /// group: it then has no controlling terminal.
     #[arg(long)]
@@ -272,7 +277,8 @@ the task is left running, untraced.
 By default the capture is lazy: while the task is stopped, cr-dump injects clone() into it to \
 make a copy-on-write twin (a stopped copy of its memory, traced by cr-dump, killed after the \
 write-back; the task never sees it), resumes the task, and writes the image from the twin. \
-The downtime is the clone, not a copy of the memory; the task then pays a page copy on its \
+The downtime is the clone, not a copy of the memory (only shared memory, which a twin would \
+share rather than hold, is copied then); the task then pays a page copy on its \
 first write to each page until the write-back ends. The memory is copied into a buffer while \
 the task is stopped instead: with --copy; for a task with less than 32 MiB to copy, for which \
 that is shorter (--twin forces a twin); with write-protect tracking (--track, --precopy, or \

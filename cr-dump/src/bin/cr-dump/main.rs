@@ -361,6 +361,7 @@ fn restore_cmd(
             new_session: files.new_session,
             tcp_close: files.tcp_close,
         },
+        pid: files.pid,
     };
     let r = cr_dump::restore::restore(image, &opts)?;
     for w in &r.warnings {

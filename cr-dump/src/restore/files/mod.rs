@@ -276,6 +276,15 @@ pub(super) fn plan(
 }
 
 impl FilePlan {
+    /// The prepared open file that goes to the image's descriptor `target`, if any (a
+    /// memfd's, for its mappings: `build::join_memfds`).
+    pub fn prepared(&self, target: u32) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.placed
+            .iter()
+            .find(|p| p.target == target)
+            .map(|p| p.src.as_fd())
+    }
+
     /// Prepares one File record (a descriptor, the working directory or the root) and moves
     /// what it opened above `base`.
     fn add(&mut self, prep: &mut Prep<'_>, f: &File<'_>, data: &[u8], base: i32) -> Result<()> {
