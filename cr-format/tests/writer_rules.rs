@@ -19,7 +19,8 @@ use zerocopy::little_endian::U32;
 use zerocopy::FromBytes;
 
 /// Faults in fields the writer computes from its arguments (counts, lengths, record flags).
-const NOT_EXPRESSIBLE: [&str; 17] = [
+const NOT_EXPRESSIBLE: [&str; 18] = [
+    "watch-path-padding",
     "vdso-reserved",
     "file-record-critical",
     "inotify-record-critical",
