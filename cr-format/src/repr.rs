@@ -329,8 +329,8 @@ pub struct PagesRepr {
     pub data: Vec<u8>,
 }
 
-/// A record after the Mm: the state records (§15 to §19), VMAs with their attributes and
-/// pages, and records of unknown kind carried through. The writer checks their order (§2.5).
+/// A record after the Mm: the state records (§15 to §19, §21 to §23), VMAs with their
+/// attributes, the vDSO's bytes (§24) and pages, and records of unknown kind carried through. The writer checks their order (§2.5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BodyRepr {
     /// §15, with its FileData records (§16).

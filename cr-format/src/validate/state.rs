@@ -1,6 +1,7 @@
 //! The checks of the state records of 1.1 (FORMAT.md §15 to §20): File, FileData, Signals,
-//! Timers, Process and VmaAttr, and their order (§2.5). Checks that take only the fixed part
-//! run before the variable part is sliced, so a count beyond its limit is reported as such.
+//! Timers, Process and VmaAttr (their order, §2.5, is in `state12`, with the kinds of 1.2).
+//! Checks that take only the fixed part run before the variable part is sliced, so a count
+//! beyond its limit is reported as such.
 
 use super::{bad, first_nonzero, limit, pad8, to_u64, to_usize, Validator};
 use crate::error::{ErrorKind, Result};
