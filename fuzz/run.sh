@@ -39,11 +39,31 @@ for t in "${targets[@]}"; do
 import json, sys
 doc = json.load(open(sys.argv[1]))
 img = open(sys.argv[2], "rb").read()
+# The records, as (kind, payload): file contents and the vDSO's bytes are taken from them.
+recs, at = [], 0
+while at + 16 <= len(img):
+    n = int.from_bytes(img[at + 4 : at + 8], "little")
+    recs.append((int.from_bytes(img[at : at + 2], "little"), img[at + 16 : at + 16 + n]))
+    at += 16 + n
+contents = []  # per File record (kind 8), the bytes of the FileData records (kind 9) after it
+for kind, payload in recs:
+    if kind == 8:
+        contents.append([])
+    elif kind == 9 and contents:
+        contents[-1].append(payload[16 : 16 + int.from_bytes(payload[8:12], "little")].hex())
+files = iter(contents)
 for b in doc["body"]:
+    f = b.get("file")
+    if f is not None:
+        f["contents"] = next(files, [])
     p = b.get("pages")
     if p is not None:
         off = int(p["data_offset"], 16)
         p["data"] = img[off : off + p["data_len"]].hex()
+    v = b.get("vdso_data")
+    if v is not None:
+        # The vDSO's bytes: the payload of the VdsoData record (kind 17) after its 8 bytes.
+        v["data"] = next(p[8 : 8 + v["len"]] for k, p in recs if k == 17).hex()
 sys.stdout.write(json.dumps(doc, separators=(",", ":")))
 PY
             if [ "$(wc -c <"corpus/$t/seed-$name-pages.json")" -gt 65536 ]; then

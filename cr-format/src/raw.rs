@@ -8,13 +8,16 @@
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
+mod state12;
+pub use state12::*;
+
 /// The image magic (FORMAT.md §3): `\x89` catches 7-bit truncation, `\r\n` and `\n` catch
 /// line-ending conversion, `\x1a` stops a DOS `type`.
 pub const MAGIC: [u8; 8] = [0x89, b'C', b'R', b'I', b'\r', b'\n', 0x1a, b'\n'];
 /// The major format version this crate reads and writes.
 pub const VERSION_MAJOR: u16 = 1;
 /// The minor format version this crate writes (it reads any minor of [`VERSION_MAJOR`]).
-pub const VERSION_MINOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 2;
 
 /// Record kind: image header (§3).
 pub const KIND_HEADER: u16 = 1;
@@ -43,11 +46,22 @@ pub const KIND_TIMERS: u16 = 11;
 pub const KIND_PROCESS: u16 = 12;
 /// Record kind (1.1, non-critical): madvise and mlock attributes of the Vma before it (§20).
 pub const KIND_VMA_ATTR: u16 = 13;
+/// Record kind (1.2, non-critical): one inotify descriptor (§21).
+pub const KIND_INOTIFY: u16 = 14;
+/// Record kind (1.2, non-critical): one watch of the Inotify record before it (§22).
+pub const KIND_INOTIFY_WATCH: u16 = 15;
+/// Record kind (1.2, non-critical): a file lock the task holds (§23).
+pub const KIND_LOCK: u16 = 16;
+/// Record kind (1.2, non-critical): the bytes of the vDSO, right after its Vma (§24).
+pub const KIND_VDSO_DATA: u16 = 17;
 /// The kinds 1.0 defines, all critical: `KIND_HEADER..=KIND_CORE_LAST`.
 pub const KIND_CORE_LAST: u16 = KIND_TAIL;
-/// The highest kind this version defines; the kinds of 1.1 (`KIND_FILE..=KIND_LAST`) are
-/// non-critical (a 1.0 reader skips them).
-pub const KIND_LAST: u16 = KIND_VMA_ATTR;
+/// The highest kind 1.1 defines (`KIND_FILE..=KIND_LAST_1_1` need `version_minor` ≥ 1).
+pub const KIND_LAST_1_1: u16 = KIND_VMA_ATTR;
+/// The highest kind this version defines; the kinds of 1.1 and 1.2 (`KIND_FILE..=KIND_LAST`)
+/// are non-critical (an older reader skips them); those of 1.2 (`KIND_INOTIFY..=KIND_LAST`)
+/// need `version_minor` ≥ 2.
+pub const KIND_LAST: u16 = KIND_VDSO_DATA;
 
 /// Record flag: a reader that does not know this record's kind must reject the image (§2.2).
 pub const RECORD_CRITICAL: u16 = 1;
