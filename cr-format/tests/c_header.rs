@@ -551,7 +551,7 @@ fn spec_tables() -> Layouts {
 }
 
 /// C struct name of each struct of `raw`.
-const C_NAMES: [(&str, &str); 22] = [
+const C_NAMES: [(&str, &str); 26] = [
     ("RecordHeader", "cr_record_header"),
     ("Header", "cr_header"),
     ("Task", "cr_task"),
@@ -574,6 +574,10 @@ const C_NAMES: [(&str, &str); 22] = [
     ("Rlimit", "cr_rlimit"),
     ("Process", "cr_process"),
     ("VmaAttr", "cr_vma_attr"),
+    ("Inotify", "cr_inotify"),
+    ("InotifyWatch", "cr_inotify_watch"),
+    ("Lock", "cr_lock"),
+    ("VdsoData", "cr_vdso_data"),
 ];
 
 /// `CR_CHECK_FIELD(s, f, off, n);` and `CR_CHECK_SIZE(s, n);` lines of the header.
@@ -751,6 +755,20 @@ fn header_constants_are_rusts() {
         ("CR_MAX_PENDING_SIGNALS", MAX_PENDING_SIGNALS.into()),
         ("CR_MAX_POSIX_TIMERS", MAX_POSIX_TIMERS.into()),
         ("CR_MAX_GROUPS", MAX_GROUPS.into()),
+        ("CR_KIND_INOTIFY", KIND_INOTIFY.into()),
+        ("CR_KIND_INOTIFY_WATCH", KIND_INOTIFY_WATCH.into()),
+        ("CR_KIND_LOCK", KIND_LOCK.into()),
+        ("CR_KIND_VDSO_DATA", KIND_VDSO_DATA.into()),
+        ("CR_KIND_LAST_1_1", KIND_LAST_1_1.into()),
+        ("CR_NO_DUP", NO_DUP.into()),
+        ("CR_LOCK_POSIX", LOCK_POSIX.into()),
+        ("CR_LOCK_FLOCK", LOCK_FLOCK.into()),
+        ("CR_LOCK_OFD", LOCK_OFD.into()),
+        ("CR_LOCK_READ", LOCK_READ.into()),
+        ("CR_LOCK_WRITE", LOCK_WRITE.into()),
+        ("CR_MAX_INOTIFY_WATCHES", MAX_INOTIFY_WATCHES.into()),
+        ("CR_MAX_LOCKS", MAX_LOCKS.into()),
+        ("CR_MAX_VDSO_LEN", MAX_VDSO_LEN.into()),
     ]
     .into_iter()
     .map(|(n, v)| (n.to_string(), v))
