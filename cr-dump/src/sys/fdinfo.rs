@@ -115,6 +115,29 @@ impl LockLine {
     }
 }
 
+impl LockLine {
+    /// How the lock reads in messages: `POSIX WRITE bytes 0-99`, `FLOCK READ`.
+    pub fn describe(&self) -> String {
+        let kind = match self.kind {
+            LockKind::Posix => "POSIX",
+            LockKind::Flock => "FLOCK",
+            LockKind::Ofd => "OFD",
+            LockKind::Lease => "lease",
+            LockKind::Other => "unknown-kind",
+        };
+        let mode = match self.write {
+            Some(true) => "WRITE",
+            Some(false) => "READ",
+            None => "UNLCK",
+        };
+        match (self.kind, self.end) {
+            (LockKind::Flock | LockKind::Lease, _) => format!("{kind} {mode}"),
+            (_, Some(end)) => format!("{kind} {mode} bytes {}-{end}", self.start),
+            (_, None) => format!("{kind} {mode} bytes {}-EOF", self.start),
+        }
+    }
+}
+
 /// Parses one lock line (the text after `lock:` in fdinfo, or a line of `/proc/locks`).
 pub fn parse_lock(line: &str) -> Option<LockLine> {
     let mut w = line.split_whitespace().peekable();
@@ -210,7 +233,11 @@ fn parse_inotify_line(rest: &str) -> Option<InotifyLine> {
             .find_map(|t| t.strip_prefix(k).and_then(|v| v.strip_prefix(':')))
     };
     let hex32 = |k: &str| field(k).and_then(|v| u32::from_str_radix(v, 16).ok());
-    let handle = match (hex32("fhandle-bytes"), hex32("fhandle-type"), field("f_handle")) {
+    let handle = match (
+        hex32("fhandle-bytes"),
+        hex32("fhandle-type"),
+        field("f_handle"),
+    ) {
         (Some(n), Some(t), Some(h)) => {
             let bytes = decode_hex(h)?;
             (bytes.len() == n as usize).then_some(())?;
@@ -256,10 +283,19 @@ mod tests {
     #[test]
     fn parses_locks() {
         let l = parse_lock("1: POSIX  ADVISORY  WRITE 99 08:01:77 10 19").unwrap();
-        assert_eq!((l.kind, l.write, l.pid, l.dev, l.ino), (LockKind::Posix, Some(true), 99, (8, 1), 77));
-        assert_eq!((l.start, l.end, l.len(), l.blocked), (10, Some(19), 10, false));
+        assert_eq!(
+            (l.kind, l.write, l.pid, l.dev, l.ino),
+            (LockKind::Posix, Some(true), 99, (8, 1), 77)
+        );
+        assert_eq!(
+            (l.start, l.end, l.len(), l.blocked),
+            (10, Some(19), 10, false)
+        );
         let l = parse_lock("2: FLOCK  ADVISORY  READ 5 fd:1a:123 0 EOF").unwrap();
-        assert_eq!((l.kind, l.write, l.dev, l.len()), (LockKind::Flock, Some(false), (0xfd, 0x1a), 0));
+        assert_eq!(
+            (l.kind, l.write, l.dev, l.len()),
+            (LockKind::Flock, Some(false), (0xfd, 0x1a), 0)
+        );
         let l = parse_lock("3: OFDLCK ADVISORY  WRITE -1 00:2a:9 0 EOF").unwrap();
         assert_eq!((l.kind, l.pid), (LockKind::Ofd, -1));
         let l = parse_lock("4: -> POSIX  ADVISORY  WRITE 7 08:01:77 0 EOF").unwrap();
@@ -278,11 +314,18 @@ mod tests {
                  inotify wd:4 ino:2 sdev:2a mask:100 ignored_mask:0\n";
         let w = parse_inotify(t, "f").unwrap();
         assert_eq!(w.len(), 2);
-        assert_eq!((w[0].wd, w[0].ino, w[0].dev(), w[0].mask), (3, 0x1a, (8, 1), 0xfff));
+        assert_eq!(
+            (w[0].wd, w[0].ino, w[0].dev(), w[0].mask),
+            (3, 0x1a, (8, 1), 0xfff)
+        );
         assert_eq!(w[0].handle.as_ref().unwrap().0, 1);
         assert_eq!(w[0].handle.as_ref().unwrap().1.len(), 8);
         assert_eq!((w[1].dev(), w[1].handle.is_none()), ((0, 0x2a), true));
         assert!(parse_inotify("inotify wd:zz\n", "f").is_err());
-        assert!(parse_inotify("inotify wd:1 ino:1 sdev:1 mask:1 fhandle-bytes:4 fhandle-type:1 f_handle:ab\n", "f").is_err());
+        assert!(parse_inotify(
+            "inotify wd:1 ino:1 sdev:1 mask:1 fhandle-bytes:4 fhandle-type:1 f_handle:ab\n",
+            "f"
+        )
+        .is_err());
     }
 }

@@ -328,7 +328,11 @@ pub fn lock_conflict(
     len: u64,
 ) -> io::Result<Option<i32>> {
     let mut fl = flock_of(write, start, len)?;
-    let cmd = if ofd { libc::F_OFD_GETLK } else { libc::F_GETLK };
+    let cmd = if ofd {
+        libc::F_OFD_GETLK
+    } else {
+        libc::F_GETLK
+    };
     // SAFETY: fcntl(F_GETLK) reads and writes one `struct flock`, which lives across the call.
     check(unsafe { libc::fcntl(fd.as_raw_fd(), cmd, &mut fl) }.into())?;
     Ok((fl.l_type != libc::F_UNLCK as i16).then_some(fl.l_pid))

@@ -1,0 +1,391 @@
+//! File locks and inotify watches across checkpoint → kill → restore, with real programs
+//! (`tests/programs/locks.c`, `tests/programs/inotify.c`) and the real `cr-dump` binary.
+//!
+//! - A program holding a POSIX write lock on a range, an flock and an OFD lock is restored;
+//!   while it runs, another process (`locks probe`) sees each lock held, the POSIX one by the
+//!   restored task's pid; its output (which checks the same from a child) equals an
+//!   uninterrupted run's. `--strict` accepts it.
+//! - While another process holds a conflicting POSIX lock or flock, the restore is refused,
+//!   naming the file, the range and the holder, before the task runs.
+//! - A program watching directories with inotify (its wds 2, 3, 4 after a watch removed) is
+//!   restored; files created afterwards give it the events with the same wds as in an
+//!   uninterrupted run. `--strict` accepts it.
+//! - A watched directory removed before the restore: refused with its path; restored with
+//!   `--allow-changed-files` without that watch.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cr_tests::{output_timeout, process_timeout, program, skipped, wait_timeout, Run, TempDir};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
+
+fn crid_file() -> &'static Path {
+    static F: OnceLock<PathBuf> = OnceLock::new();
+    F.get_or_init(|| {
+        std::env::temp_dir().join(format!("cr-test-crid-files-lock-{}", std::process::id()))
+    })
+}
+
+/// `cr-dump` with this binary's CRID file in its environment.
+fn cr() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("CR_CRID_FILE", crid_file());
+    c
+}
+
+/// Runs the program with every descriptor above 2 closed (the harness leaks some).
+const CLOSE_AND_EXEC: &str =
+    "import os, sys; os.closerange(3, 65536); os.execvp(sys.argv[1], sys.argv[1:])";
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Starts `bin args` in `dir`, stdout to `out.txt`, stderr to `err.txt`.
+fn start(dir: &Path, bin: &Path, args: &[&str]) -> Child {
+    Command::new("python3")
+        .args(["-c", CLOSE_AND_EXEC])
+        .arg(bin)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(File::create(dir.join("out.txt")).unwrap())
+        .stderr(File::create(dir.join("err.txt")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    String::from_utf8_lossy(&std::fs::read(dir.join(name)).unwrap_or_default()).into_owned()
+}
+
+/// Waits until `out.txt` of `dir` holds a line `line` (`c`, if given, must not end first).
+fn wait_line(dir: &Path, line: &str, c: Option<&mut Child>, tag: &str) {
+    let t0 = Instant::now();
+    let mut c = c;
+    while !read(dir, "out.txt").lines().any(|l| l == line) {
+        if let Some(c) = c.as_deref_mut() {
+            if let Some(st) = c.try_wait().unwrap() {
+                panic!(
+                    "{tag}: ended ({st}) before {line:?}: {}",
+                    read(dir, "err.txt")
+                );
+            }
+        }
+        assert!(
+            t0.elapsed() < process_timeout(),
+            "{tag}: no {line:?} in {}",
+            read(dir, "out.txt")
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Checkpoints `c` (`--kill --json`, plus `extra`) into `dir/img` once it printed `tick 9`;
+/// returns the image and the JSON.
+fn checkpoint(
+    dir: &Path,
+    c: &mut Child,
+    extra: &[&str],
+    tag: &str,
+) -> (PathBuf, serde_json::Value) {
+    wait_line(dir, "tick 9", Some(c), tag);
+    let out = cr()
+        .args([
+            "checkpoint",
+            "--json",
+            "--kill",
+            "--pid",
+            &c.id().to_string(),
+            "-o",
+        ])
+        .arg(dir.join("img"))
+        .args(extra)
+        .run();
+    assert!(
+        out.status.success(),
+        "{tag}: checkpoint failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_timeout(c, process_timeout());
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (PathBuf::from(j["image"].as_str().unwrap()), j)
+}
+
+/// `cr-dump restore IMAGE ARGS`, not waited for.
+fn restore_bg(img: &Path, args: &[&str]) -> Child {
+    cr().arg("restore")
+        .arg(img)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn restore(img: &Path, args: &[&str]) -> Output {
+    output_timeout(restore_bg(img, args), process_timeout())
+}
+
+/// The report line of `item` in a checkpoint's JSON.
+fn line<'a>(j: &'a serde_json::Value, item: &str) -> &'a serde_json::Value {
+    j["fidelity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["item"] == item)
+        .unwrap_or_else(|| panic!("no report line {item}: {j}"))
+}
+
+fn locks_bin() -> PathBuf {
+    program("locks")
+}
+
+/// `locks` run through to the end with `go` there from the start: its output.
+fn locks_reference(tag: &str) -> String {
+    let d = TempDir::new(&format!("{tag}-ref"));
+    std::fs::write(d.path().join("go"), "").unwrap();
+    let mut c = start(d.path(), &locks_bin(), &[]);
+    let st = wait_timeout(&mut c, process_timeout());
+    assert!(
+        st.success(),
+        "{tag}: reference: {st} {}",
+        read(d.path(), "err.txt")
+    );
+    read(d.path(), "out.txt")
+}
+
+#[test]
+fn locks_are_held_again_by_the_restored_task() {
+    let tag = "lock-held";
+    let want = locks_reference(tag);
+    let d = TempDir::new(tag);
+    let mut c = start(d.path(), &locks_bin(), &[]);
+    // Every lock is re-taken: --strict has nothing to refuse.
+    let (img, j) = checkpoint(d.path(), &mut c, &["--strict"], tag);
+    for (fd, what) in [
+        (3, "POSIX WRITE bytes 10-29"),
+        (4, "FLOCK WRITE"),
+        (5, "OFD READ bytes 100-EOF"),
+    ] {
+        let l = line(&j, &format!("fd {fd}"));
+        assert_eq!(l["action"], "restore", "{tag}: {l}");
+        let note = l["note"].as_str().unwrap_or_default();
+        assert!(
+            note.contains(&format!("lock re-taken at restore: {what}")),
+            "{tag}: {l}"
+        );
+    }
+    // The task is dead: nothing holds the locks.
+    let probe = Command::new(locks_bin())
+        .arg("probe")
+        .current_dir(d.path())
+        .run();
+    let seen = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        seen.contains("posix.dat free") && seen.contains("flock.dat free"),
+        "{tag}: {seen}"
+    );
+    let mut r = restore_bg(&img, &[]);
+    wait_line(d.path(), "waiting", Some(&mut r), tag);
+    let pid = read(d.path(), "pid.txt").trim().to_string();
+    let probe = Command::new(locks_bin())
+        .arg("probe")
+        .current_dir(d.path())
+        .run();
+    let seen = String::from_utf8_lossy(&probe.stdout);
+    assert_eq!(
+        seen,
+        format!("posix.dat write 10+20 pid {pid}\nflock.dat locked\nofd.dat read 100+0\n"),
+        "{tag}: what another process sees while the restored task runs"
+    );
+    std::fs::write(d.path().join("go"), "").unwrap();
+    let out = output_timeout(r, process_timeout());
+    assert!(
+        out.status.success(),
+        "{tag}: restore: {} {}",
+        String::from_utf8_lossy(&out.stderr),
+        read(d.path(), "err.txt")
+    );
+    assert_eq!(
+        read(d.path(), "out.txt"),
+        want,
+        "{tag}: output differs from the uninterrupted run's"
+    );
+}
+
+/// Starts `locks hold KIND` in `dir` and waits until it holds its lock.
+fn holder(dir: &Path, kind: &str, tag: &str) -> Child {
+    let mut h = Command::new(locks_bin())
+        .args(["hold", kind])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let rx = cr_tests::line_reader(h.stdout.take().unwrap());
+    let l = cr_tests::next_line_timeout(&rx, tag);
+    assert_eq!(l.as_deref(), Some("held"), "{tag}: locks hold {kind}");
+    h
+}
+
+#[test]
+fn restore_is_refused_while_another_process_holds_a_conflicting_lock() {
+    let tag = "lock-conflict";
+    let d = TempDir::new(tag);
+    let mut c = start(d.path(), &locks_bin(), &[]);
+    let (img, _) = checkpoint(d.path(), &mut c, &[], tag);
+    let before = read(d.path(), "out.txt");
+    for (kind, file, what) in [
+        ("posix", "posix.dat", "the POSIX write lock on bytes 10-29"),
+        ("flock", "flock.dat", "the flock write lock"),
+    ] {
+        let mut h = holder(d.path(), kind, tag);
+        let r = restore(&img, &[]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{tag}: {kind}: {err}");
+        let path = d.path().join(file);
+        let want = format!(
+            "({}): {what} cannot be taken again: pid {}",
+            path.display(),
+            h.id()
+        );
+        assert!(err.contains(&want), "{tag}: {err}\nwanted: {want}");
+        let _ = h.kill();
+        let _ = h.wait();
+        // Refused before the task ran: it wrote nothing.
+        assert_eq!(read(d.path(), "out.txt"), before, "{tag}: {kind}");
+    }
+    // With the holders gone it restores.
+    let mut r = restore_bg(&img, &[]);
+    wait_line(d.path(), "waiting", Some(&mut r), tag);
+    std::fs::write(d.path().join("go"), "").unwrap();
+    let out = output_timeout(r, process_timeout());
+    assert!(
+        out.status.success(),
+        "{tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(read(d.path(), "out.txt").ends_with("done\n"), "{tag}");
+}
+
+fn inotify_setup(d: &Path) {
+    for s in ["a", "watched", "other"] {
+        std::fs::create_dir(d.join(s)).unwrap();
+    }
+}
+
+/// Creates the files the inotify program waits for, once it printed `waiting`.
+fn make_events(d: &Path, names: &[&str]) {
+    for n in names {
+        std::fs::write(d.join(n), "").unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+const EVENTS: &[&str] = &["watched/x", "other/y", "a/z", "watched/q"];
+
+fn inotify_reference(tag: &str) -> String {
+    let d = TempDir::new(&format!("{tag}-ref"));
+    inotify_setup(d.path());
+    let mut c = start(d.path(), &program("inotify"), &[]);
+    wait_line(d.path(), "waiting", Some(&mut c), tag);
+    make_events(d.path(), EVENTS);
+    let st = wait_timeout(&mut c, process_timeout());
+    assert!(
+        st.success(),
+        "{tag}: reference: {st} {}",
+        read(d.path(), "err.txt")
+    );
+    read(d.path(), "out.txt")
+}
+
+#[test]
+fn inotify_watches_come_back_with_their_numbers() {
+    let tag = "inotify-wds";
+    if !is_root() {
+        skipped(
+            tag,
+            "finding a watch's path needs CAP_DAC_READ_SEARCH (root)",
+        );
+        return;
+    }
+    let want = inotify_reference(tag);
+    assert!(
+        want.contains("event wd 3 mask 0x100 name y"),
+        "{tag}: {want}"
+    );
+    let d = TempDir::new(tag);
+    inotify_setup(d.path());
+    let mut c = start(d.path(), &program("inotify"), &[]);
+    let (img, j) = checkpoint(d.path(), &mut c, &["--strict"], tag);
+    let l = line(&j, "fd 3");
+    assert_eq!(l["action"], "restore", "{tag}: {l}");
+    assert_eq!(l["kind"], "inotify (3 watches)", "{tag}: {l}");
+    let mut r = restore_bg(&img, &[]);
+    wait_line(d.path(), "waiting", Some(&mut r), tag);
+    make_events(d.path(), EVENTS);
+    let out = output_timeout(r, process_timeout());
+    assert!(
+        out.status.success(),
+        "{tag}: restore: {} {}",
+        String::from_utf8_lossy(&out.stderr),
+        read(d.path(), "err.txt")
+    );
+    assert_eq!(
+        read(d.path(), "out.txt"),
+        want,
+        "{tag}: output differs from the uninterrupted run's"
+    );
+}
+
+#[test]
+fn a_watched_directory_removed_before_restore_is_refused() {
+    let tag = "inotify-gone";
+    if !is_root() {
+        skipped(
+            tag,
+            "finding a watch's path needs CAP_DAC_READ_SEARCH (root)",
+        );
+        return;
+    }
+    let d = TempDir::new(tag);
+    inotify_setup(d.path());
+    let mut c = start(d.path(), &program("inotify"), &[]);
+    let (img, _) = checkpoint(d.path(), &mut c, &[], tag);
+    std::fs::remove_dir(d.path().join("other")).unwrap();
+    let before = read(d.path(), "out.txt");
+    let r = restore(&img, &[]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{tag}: {err}");
+    let want = format!(
+        "fd 3 (inotify): watch 3 of {}: the watched path is gone",
+        d.path().join("other").display()
+    );
+    assert!(err.contains(&want), "{tag}: {err}\nwanted: {want}");
+    assert!(err.contains("--allow-changed-files"), "{tag}: {err}");
+    assert_eq!(read(d.path(), "out.txt"), before, "{tag}: the task ran");
+    // Anyway: the other watches keep their numbers.
+    let mut r = restore_bg(&img, &["--allow-changed-files"]);
+    wait_line(d.path(), "waiting", Some(&mut r), tag);
+    make_events(d.path(), &["watched/x", "a/z", "watched/q", "a/w"]);
+    let out = output_timeout(r, process_timeout());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{tag}: {err}");
+    assert!(err.contains("the watch is left out"), "{tag}: {err}");
+    let got = read(d.path(), "out.txt");
+    for l in [
+        "event wd 2 mask 0x100 name x",
+        "event wd 4 mask 0x100 name z",
+        "event wd 4 mask 0x100 name w",
+    ] {
+        assert!(got.contains(l), "{tag}: no {l:?} in {got}");
+    }
+}
