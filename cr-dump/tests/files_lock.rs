@@ -389,3 +389,44 @@ fn a_watched_directory_removed_before_restore_is_refused() {
         assert!(got.contains(l), "{tag}: no {l:?} in {got}");
     }
 }
+
+#[test]
+fn without_cap_dac_read_search_the_watches_are_reported_lost() {
+    let tag = "inotify-nocap";
+    if !is_root() || Command::new("setpriv").arg("--version").run().status.code() != Some(0) {
+        skipped(tag, "needs root and setpriv (to drop CAP_DAC_READ_SEARCH)");
+        return;
+    }
+    let d = TempDir::new(tag);
+    inotify_setup(d.path());
+    let mut c = start(d.path(), &program("inotify"), &[]);
+    wait_line(d.path(), "tick 9", Some(&mut c), tag);
+    // An event queued and not read at the checkpoint.
+    std::fs::write(d.path().join("watched/early"), "").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let drop = "-dac_read_search";
+    let out = Command::new("setpriv")
+        .args(["--inh-caps", drop, "--bounding-set", drop, BIN])
+        .env("CR_CRID_FILE", crid_file())
+        .args(["checkpoint", "--json", "--pid", &c.id().to_string(), "-o"])
+        .arg(d.path().join("img"))
+        .run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{tag}: {err}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let l = line(&j, "fd 3");
+    assert_eq!(l["action"], "partial", "{tag}: {l}");
+    let note = l["note"].as_str().unwrap();
+    assert!(
+        note.contains("watches 2 (inode ")
+            && note.contains("are lost: finding its path needs CAP_DAC_READ_SEARCH"),
+        "{tag}: {note}"
+    );
+    // One IN_CREATE event with the name "early": 16 bytes and the name padded to 16.
+    assert!(
+        note.contains("32 bytes of events queued and unread at the checkpoint are lost"),
+        "{tag}: {note}"
+    );
+    let _ = c.kill();
+    let _ = c.wait();
+}

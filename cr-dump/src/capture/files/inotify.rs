@@ -80,13 +80,27 @@ impl Capture {
         let mut lines = parse_inotify(&cx.info.text, &what)?;
         lines.sort_by_key(|l| l.wd);
         let mut watches = Vec::with_capacity(lines.len());
-        let mut notes = Vec::new();
+        // Lost watches by reason, so that one reason (no capability) is said once.
+        let mut lost: Vec<(String, Vec<String>)> = Vec::new();
         for l in &lines {
             match self.path_of(l) {
                 Ok(path) => watches.push((watch(l), path)),
-                Err(why) => notes.push(format!("watch {} (inode {}) is lost: {why}", l.wd, l.ino)),
+                Err(why) => {
+                    let w = format!("{} (inode {})", l.wd, l.ino);
+                    match lost.iter_mut().find(|x| x.0 == why) {
+                        Some(x) => x.1.push(w),
+                        None => lost.push((why, vec![w])),
+                    }
+                }
             }
         }
+        let mut notes: Vec<String> = lost
+            .into_iter()
+            .map(|(why, wds)| match wds.as_slice() {
+                [one] => format!("watch {one} is lost: {why}"),
+                _ => format!("watches {} are lost: {why}", wds.join(", ")),
+            })
+            .collect();
         match queued(cx) {
             Ok(0) => {}
             Ok(n) => notes.push(format!(
@@ -182,7 +196,7 @@ fn queued(cx: &Cx) -> std::io::Result<u32> {
     sf::unread_bytes(dup.as_fd())
 }
 
-/// A descriptor (`O_PATH`) of a mount of device `dev` in cr-dump's mount namespace, the one
+/// A descriptor of a mount of device `dev` in cr-dump's mount namespace, the one
 /// showing the file system's root if there is one.
 fn mount_of(dev: (u32, u32)) -> std::result::Result<OwnedFd, String> {
     let text = std::fs::read_to_string("/proc/self/mountinfo")
@@ -203,7 +217,8 @@ fn mount_of(dev: (u32, u32)) -> std::result::Result<OwnedFd, String> {
         }
     }
     let (_, point) = best.ok_or_else(|| format!("no mount of device {want} is visible"))?;
-    sf::open_flags(&point, libc::O_PATH | libc::O_DIRECTORY, 0)
+    // Not O_PATH: open_by_handle_at does not take an O_PATH descriptor (EBADF).
+    sf::open_flags(&point, libc::O_RDONLY | libc::O_DIRECTORY, 0)
         .map_err(|e| format!("opening the mount {}: {e}", point.display()))
 }
 

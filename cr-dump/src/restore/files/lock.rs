@@ -183,7 +183,7 @@ fn holders(l: &Lock, dev_ino: Option<((u32, u32), u64)>) -> Option<String> {
             } else {
                 "an open file description (OFD lock)".into()
             };
-            format!("{who} ({})", p.describe())
+            format!("{who} [{}]", p.describe())
         })
         .collect();
     (!found.is_empty()).then(|| found.join(", "))
