@@ -25,6 +25,9 @@ pub struct FileEntry {
     pub contents: Vec<u8>,
 }
 
+/// One inotify fd with its watches, each with its path (FORMAT.md §21, §22).
+pub type InotifyEntry = (raw::Inotify, Vec<(raw::InotifyWatch, Vec<u8>)>);
+
 /// What restore will do with one item of the task's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -60,7 +63,7 @@ pub struct TaskState {
     /// root.
     pub files: Vec<FileEntry>,
     /// Inotify fds in increasing order, each with its watches (and their paths).
-    pub inotify: Vec<(raw::Inotify, Vec<(raw::InotifyWatch, Vec<u8>)>)>,
+    pub inotify: Vec<InotifyEntry>,
     /// Locks the task holds.
     pub locks: Vec<raw::Lock>,
     /// Signal dispositions, alternate stack and pending signals.

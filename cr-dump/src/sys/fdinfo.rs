@@ -108,8 +108,8 @@ pub struct LockLine {
 }
 
 impl LockLine {
-    /// The length as `struct flock` takes it: 0 for "to the end", else `end - start + 1`.
-    pub fn len(&self) -> u64 {
+    /// The length as `struct flock` takes it (`l_len`): 0 for "to the end", else `end - start + 1`.
+    pub fn flock_len(&self) -> u64 {
         self.end
             .map_or(0, |e| e.saturating_sub(self.start).saturating_add(1))
     }
@@ -288,12 +288,12 @@ mod tests {
             (LockKind::Posix, Some(true), 99, (8, 1), 77)
         );
         assert_eq!(
-            (l.start, l.end, l.len(), l.blocked),
+            (l.start, l.end, l.flock_len(), l.blocked),
             (10, Some(19), 10, false)
         );
         let l = parse_lock("2: FLOCK  ADVISORY  READ 5 fd:1a:123 0 EOF").unwrap();
         assert_eq!(
-            (l.kind, l.write, l.dev, l.len()),
+            (l.kind, l.write, l.dev, l.flock_len()),
             (LockKind::Flock, Some(false), (0xfd, 0x1a), 0)
         );
         let l = parse_lock("3: OFDLCK ADVISORY  WRITE -1 00:2a:9 0 EOF").unwrap();

@@ -11,7 +11,7 @@
 //! their bytes: `FIONREAD` on a duplicate of the task's fd).
 
 use super::Cx;
-use crate::capture::state::{Action, Fidelity};
+use crate::capture::state::{Action, Fidelity, InotifyEntry};
 use crate::error::Result;
 use crate::sys::fdinfo::{parse_inotify, InotifyLine};
 use crate::sys::files as sf;
@@ -22,9 +22,6 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-
-/// One inotify fd with its watches (each with its path), as written to the image.
-pub(crate) type InotifyEntry = (raw::Inotify, Vec<(raw::InotifyWatch, Vec<u8>)>);
 
 /// The inotify fds of one task, captured one by one.
 #[derive(Default)]

@@ -95,7 +95,7 @@ impl Capture {
         let (start, len) = if l.kind == LockKind::Flock {
             (0, 0)
         } else {
-            (l.start, l.len())
+            (l.start, l.flock_len())
         };
         if i64::try_from(start.saturating_add(len)).is_err() {
             return Err(format!("its range {start}+{len} is out of range"));
