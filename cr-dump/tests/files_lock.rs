@@ -9,7 +9,10 @@
 //!   naming the file, the range and the holder, before the task runs.
 //! - A program watching directories with inotify (its wds 2, 3, 4 after a watch removed) is
 //!   restored; files created afterwards give it the events with the same wds as in an
-//!   uninterrupted run. `--strict` accepts it.
+//!   uninterrupted run, read through a dup of its inotify fd (one instance). `--strict`
+//!   accepts it.
+//! - Without `CAP_DAC_READ_SEARCH` the watches are named lost, with the reason, and so are
+//!   events queued and unread at the checkpoint (their byte count).
 //! - A watched directory removed before the restore: refused with its path; restored with
 //!   `--allow-changed-files` without that watch.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -329,6 +332,9 @@ fn inotify_watches_come_back_with_their_numbers() {
     let l = line(&j, "fd 3");
     assert_eq!(l["action"], "restore", "{tag}: {l}");
     assert_eq!(l["kind"], "inotify (3 watches)", "{tag}: {l}");
+    let l = line(&j, "fd 4");
+    assert_eq!(l["kind"], "inotify (the open file of fd 3)", "{tag}: {l}");
+    assert_eq!(l["action"], "restore", "{tag}: {l}");
     let mut r = restore_bg(&img, &[]);
     wait_line(d.path(), "waiting", Some(&mut r), tag);
     make_events(d.path(), EVENTS);

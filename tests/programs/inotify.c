@@ -6,8 +6,9 @@
  *   watches other (wd 3) and a again (wd 4), prints its wds, then prints `tick N` 60 times
  *   20 ms apart (the checkpoint comes then), prints `waiting` and reads events until it has
  *   seen 4 of IN_CREATE (made by the test in watched, other and a), printing each: wd, mask,
- *   name. A restored run prints the same lines as an uninterrupted one only if the watches
- *   are back with their numbers.
+ *   name, reading them through a dup of the inotify fd (fd 4: one instance with fd 3). A
+ *   restored run prints the same lines as an uninterrupted one only if the watches are back
+ *   with their numbers, on one instance.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -41,6 +42,11 @@ int main(void) {
     int o = add(fd, "other", IN_CREATE | IN_ONLYDIR);
     int a2 = add(fd, "a", IN_CREATE | IN_MOVED_TO);
     printf("wds: watched %d other %d a %d\n", w, o, a2);
+    int dupfd = dup(fd);
+    if (dupfd < 0) {
+        perror("dup");
+        return 2;
+    }
     for (int i = 0; i < 60; i++) {
         printf("tick %d\n", i);
         usleep(20000);
@@ -48,7 +54,7 @@ int main(void) {
     printf("waiting\n");
     int creates = 0;
     while (creates < 4) {
-        n = read(fd, buf, sizeof buf);
+        n = read(dupfd, buf, sizeof buf);
         if (n <= 0) {
             perror("read");
             return 2;
