@@ -19,6 +19,11 @@ pub(crate) struct Capture {
     pub locks: Vec<raw::Lock>,
     /// `/proc/locks`, read at the first POSIX lock (or why it could not be).
     proc_locks: Option<std::result::Result<Vec<LockLine>, String>>,
+    /// The flock and OFD write locks recorded, with their fd: two descriptors of one open
+    /// file description whose sharing `kcmp` could not tell both show its locks (two open
+    /// file descriptions never hold one write lock; read locks they may, and re-taking a
+    /// read lock twice is harmless).
+    seen: Vec<(LockLine, u32)>,
 }
 
 impl Capture {
@@ -38,9 +43,22 @@ impl Capture {
                 ));
                 continue;
             };
+            let same = |(p, _): &&(LockLine, u32)| {
+                (p.kind, p.dev, p.ino, p.start, p.end, p.write)
+                    == (l.kind, l.dev, l.ino, l.start, l.end, l.write)
+            };
+            if l.kind != LockKind::Posix && l.write == Some(true) {
+                if let Some((_, fd)) = self.seen.iter().find(same) {
+                    taken.push(format!("{} (through fd {fd})", l.describe()));
+                    continue;
+                }
+            }
             match self.record(pid, e, &l) {
                 Ok(rec) => {
                     self.locks.push(rec);
+                    if l.kind != LockKind::Posix && l.write == Some(true) {
+                        self.seen.push((l.clone(), rec.fd.get()));
+                    }
                     taken.push(l.describe());
                 }
                 Err(why) => lost.push(format!("{} is not re-taken: {why}", l.describe())),
