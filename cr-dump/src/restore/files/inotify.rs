@@ -13,11 +13,13 @@
 //! with a warning). Paths are never followed through a symlink in their last component
 //! (`IN_DONT_FOLLOW`).
 
-use super::{Prep, Prepared};
+use super::{After, FilePlan, Placed, Prep, Prepared};
 use crate::error::{Error, Result};
 use crate::sys::files as sf;
+use cr_format::raw;
+use cr_format::read::Image;
 use std::ffi::OsStr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -135,4 +137,68 @@ fn changed(w: &Watch<'_>, path: &Path) -> Option<String> {
         }
         Ok(_) => None,
     }
+}
+
+/// Prepares every inotify fd of the image `top` in `fp` above `base` (a duplicate gets its
+/// original's instance).
+pub(super) fn add_all(
+    fp: &mut FilePlan,
+    prep: &Prep<'_>,
+    top: &Image<'_>,
+    base: i32,
+) -> Result<()> {
+    let first = fp.placed.len();
+    for (i, watches) in top.inotify() {
+        let target = i.fd.get();
+        if fp.placed.iter().any(|p| p.target == target) {
+            return Err(Error::Other(format!(
+                "fd {target} is both a File and an Inotify record of the image"
+            )));
+        }
+        let dup_of = i.dup_of.get();
+        let src = if dup_of != raw::NO_DUP {
+            let orig = fp
+                .placed
+                .get(first..)
+                .unwrap_or_default()
+                .iter()
+                .find(|p| p.target == dup_of)
+                .ok_or_else(|| {
+                    Error::Other(format!(
+                        "fd {target} (inotify): dup_of names fd {dup_of}, not an inotify fd \
+                         before it"
+                    ))
+                })?;
+            above(orig.src.as_fd(), base, target)?
+        } else {
+            let ws: Vec<Watch<'_>> = watches
+                .map(|w| Watch {
+                    wd: w.raw.wd.get(),
+                    mask: w.raw.mask.get(),
+                    inode: w.raw.inode.get(),
+                    dev: (w.raw.dev_major.get(), w.raw.dev_minor.get()),
+                    path: w.path,
+                })
+                .collect();
+            let p = prepare(prep, target, i.open_flags.get(), &ws)?;
+            fp.warnings.extend(p.warnings);
+            above(p.fd.as_fd(), base, target)?
+        };
+        fp.placed.push(Placed {
+            target,
+            src,
+            cloexec: i.fd_flags.get() & 1 != 0,
+            after: After::None,
+        });
+    }
+    Ok(())
+}
+
+fn above(fd: BorrowedFd<'_>, base: i32, target: u32) -> Result<std::os::fd::OwnedFd> {
+    sf::dup_above(fd, base).map_err(|e| {
+        Error::io(
+            format!("fd {target} (inotify): moving it above fd {base}"),
+            e,
+        )
+    })
 }

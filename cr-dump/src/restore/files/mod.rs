@@ -288,7 +288,7 @@ pub(super) fn plan(
         let data: Vec<u8> = contents.flat_map(|d| d.bytes.iter().copied()).collect();
         fp.add(&mut prep, &f, &data, base).map_err(why)?;
     }
-    fp.add_inotify(&prep, top, base).map_err(why)?;
+    inotify::add_all(&mut fp, &prep, top, base).map_err(why)?;
     let locks: Vec<lock::Lock> = top.locks().map(lock::Lock::from_raw).collect();
     let targets: Vec<lock::Target<'_>> = fp
         .placed
@@ -345,50 +345,6 @@ impl FilePlan {
                     after: p.after,
                 });
             }
-        }
-        Ok(())
-    }
-}
-
-impl FilePlan {
-    /// Prepares every inotify fd of the image (a duplicate gets its original's instance).
-    fn add_inotify(&mut self, prep: &Prep<'_>, top: &Image<'_>, base: i32) -> Result<()> {
-        for (i, watches) in top.inotify() {
-            let target = i.fd.get();
-            let dup_of = i.dup_of.get();
-            let src = if dup_of != raw::NO_DUP {
-                let orig = self
-                    .placed
-                    .iter()
-                    .find(|p| p.target == dup_of)
-                    .ok_or_else(|| {
-                        Error::Other(format!(
-                            "fd {target}: dup_of names fd {dup_of}, not before it"
-                        ))
-                    })?;
-                sf::dup_above(orig.src.as_fd(), base)
-                    .map_err(|e| Error::io(format!("fd {target}: duplicating fd {dup_of}"), e))?
-            } else {
-                let ws: Vec<inotify::Watch<'_>> = watches
-                    .map(|w| inotify::Watch {
-                        wd: w.raw.wd.get(),
-                        mask: w.raw.mask.get(),
-                        inode: w.raw.inode.get(),
-                        dev: (w.raw.dev_major.get(), w.raw.dev_minor.get()),
-                        path: w.path,
-                    })
-                    .collect();
-                let p = inotify::prepare(prep, target, i.open_flags.get(), &ws)?;
-                self.warnings.extend(p.warnings);
-                sf::dup_above(p.fd.as_fd(), base)
-                    .map_err(|e| Error::io(format!("moving fd {target} above fd {base}"), e))?
-            };
-            self.placed.push(Placed {
-                target,
-                src,
-                cloexec: i.fd_flags.get() & 1 != 0,
-                after: After::None,
-            });
         }
         Ok(())
     }
