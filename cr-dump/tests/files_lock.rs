@@ -13,6 +13,7 @@
 //!   accepts it.
 //! - Without `CAP_DAC_READ_SEARCH` the watches are named lost, with the reason, and so are
 //!   events queued and unread at the checkpoint (their byte count).
+//! - A lease is named lost in the report (and `--strict` refuses it).
 //! - A watched directory removed before the restore: refused with its path; restored with
 //!   `--allow-changed-files` without that watch.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -431,6 +432,46 @@ fn without_cap_dac_read_search_the_watches_are_reported_lost() {
     // One IN_CREATE event with the name "early": 16 bytes and the name padded to 16.
     assert!(
         note.contains("32 bytes of events queued and unread at the checkpoint are lost"),
+        "{tag}: {note}"
+    );
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+#[test]
+fn a_lease_is_named_lost_in_the_report() {
+    let tag = "lock-lease";
+    let d = TempDir::new(tag);
+    std::fs::write(d.path().join("leased.dat"), "x").unwrap();
+    // F_SETLEASE is 1024 (Python's fcntl module may not name it).
+    let script = "import fcntl, os, time\nfd = os.open('leased.dat', os.O_RDONLY)\n\
+                  fcntl.fcntl(fd, 1024, fcntl.F_RDLCK)\nprint('tick 9', flush=True)\n\
+                  time.sleep(60)\n";
+    let mut c = start(d.path(), Path::new("python3"), &["-c", script]);
+    wait_line(d.path(), "tick 9", Some(&mut c), tag);
+    let pid = c.id().to_string();
+    let run = |extra: &[&str]| {
+        cr().args(["checkpoint", "--json", "--pid", &pid, "-o"])
+            .arg(d.path().join("img"))
+            .args(extra)
+            .run()
+    };
+    let out = run(&["--strict"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{tag}: {err}");
+    assert!(err.contains("lease READ is not re-taken"), "{tag}: {err}");
+    let out = run(&[]);
+    assert!(
+        out.status.success(),
+        "{tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let l = line(&j, "fd 3");
+    assert_eq!(l["action"], "partial", "{tag}: {l}");
+    let note = l["note"].as_str().unwrap();
+    assert!(
+        note.contains("lease READ is not re-taken: leases (F_SETLEASE) are not restored"),
         "{tag}: {note}"
     );
     let _ = c.kill();
