@@ -1,7 +1,9 @@
 /* A program watching directories with inotify across a checkpoint
  * (cr-dump/tests/files_lock.rs).
  *
- * usage: inotify   (in a work directory holding the directories a, watched and other)
+ * usage: inotify [SKIP]   (in a work directory holding the directories a, watched and other)
+ *   With SKIP, first adds and removes a watch of /dev/null SKIP times (reading the events),
+ *   so that every wd below is SKIP higher.
  *   Watches a (wd 1), watched (wd 2), removes the watch of a (its IN_IGNORED is read), then
  *   watches other (wd 3) and a again (wd 4), prints its wds, then prints `tick N` 60 times
  *   20 ms apart (the checkpoint comes then), prints `waiting` and reads events until it has
@@ -11,6 +13,7 @@
  *   with their numbers, on one instance.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/inotify.h>
@@ -25,17 +28,25 @@ static int add(int fd, const char *p, unsigned mask) {
     return wd;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    int fd = inotify_init1(IN_CLOEXEC);
+    int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     if (fd < 0) {
         perror("inotify_init1");
         return 2;
     }
+    char buf[4096] __attribute__((aligned(8)));
+    int skip = argc > 1 ? atoi(argv[1]) : 0;
+    for (int i = 0; i < skip; i++) {
+        inotify_rm_watch(fd, add(fd, "/dev/null", IN_ATTRIB));
+        while (read(fd, buf, sizeof buf) > 0)
+            ;
+    }
+    /* Blocking from here. */
+    fcntl(fd, F_SETFL, 0);
     int a = add(fd, "a", IN_CREATE);
     int w = add(fd, "watched", IN_CREATE | IN_DELETE);
     inotify_rm_watch(fd, a);
-    char buf[4096] __attribute__((aligned(8)));
     ssize_t n = read(fd, buf, sizeof buf);
     struct inotify_event *ev = (struct inotify_event *)buf;
     printf("removed wd %d: %zd bytes, mask %#x\n", a, n, n > 0 ? ev->mask : 0);
