@@ -305,18 +305,38 @@ fn reseal(img: &mut [u8]) {
     }
 }
 
-/// Every byte of the payloads of the 1.1 records of `state-handmade.bin` changed (two ways) and
-/// the image resealed, so that the field checks run: walk.c, written from FORMAT.md, accepts
-/// exactly what the Rust reader accepts and otherwise names the same error at the same offset.
+/// Every byte of the payloads of the 1.1 records of `state-handmade.bin` and of the 1.2 records
+/// of `v12-handmade.bin` changed (two ways) and the image resealed, so that the field checks run:
+/// walk.c, written from FORMAT.md, accepts exactly what the Rust reader accepts and otherwise
+/// names the same error at the same offset.
 #[test]
 fn walk_agrees_with_the_reader_on_resealed_edits_of_the_1_1_records() {
+    resealed_edits("state-handmade.bin", KIND_FILE..=KIND_LAST_1_1);
+}
+
+/// As above, for the records of 1.2 of `v12-handmade.bin` (of the VdsoData, the fixed part and
+/// the first bytes only: the vDSO's bytes are not checked).
+#[test]
+fn walk_agrees_with_the_reader_on_resealed_edits_of_the_1_2_records() {
+    resealed_edits("v12-handmade.bin", KIND_INOTIFY..=KIND_LAST);
+}
+
+fn resealed_edits(name: &str, kinds: std::ops::RangeInclusive<u16>) {
     let bin = walk_binary();
-    let img = std::fs::read(spec_dir().join("vectors/valid/state-handmade.bin")).unwrap();
-    let case = scratch().join("state-edit.bin");
+    let img = std::fs::read(spec_dir().join("vectors/valid").join(name)).unwrap();
+    let case = scratch().join(format!("edit-{name}"));
     let spans: Vec<(usize, usize)> = Records::new(&img, Options::default())
         .map(|r| r.unwrap())
-        .filter(|p| (KIND_FILE..=KIND_LAST).contains(&p.header.kind.get()))
-        .map(|p| (p.offset as usize + 16, p.header.len.get() as usize))
+        .filter(|p| kinds.contains(&p.header.kind.get()))
+        .map(|p| {
+            let len = p.header.len.get() as usize;
+            let len = if p.header.kind.get() == KIND_VDSO_DATA {
+                len.min(24)
+            } else {
+                len
+            };
+            (p.offset as usize + 16, len)
+        })
         .collect();
     let (mut accepted, mut rejected) = (0, 0);
     for (start, len) in spans {
@@ -349,7 +369,7 @@ fn walk_agrees_with_the_reader_on_resealed_edits_of_the_1_1_records() {
         }
     }
     assert!(
-        accepted > 100 && rejected > 100,
+        accepted > 50 && rejected > 50,
         "{accepted} accepted, {rejected} rejected"
     );
 }

@@ -475,6 +475,10 @@ fn scale_page_size(r: &mut ImageRepr, ps: u32) -> bool {
             | BodyRepr::Unknown { .. } => {}
             // Its length is the vDSO Vma's: grow it as the Vma grows, each page `k` times.
             BodyRepr::VdsoData(d) => {
+                let grown = d.len().saturating_mul(factor);
+                if grown > to_usize(cr_format::limits::MAX_VDSO_LEN.into()) {
+                    return false;
+                }
                 let mut data = Vec::with_capacity(d.len().saturating_mul(factor));
                 for page in d.chunks(to_usize(old.into())) {
                     for _ in 0..factor {
