@@ -14,6 +14,9 @@
 //! - Without `CAP_DAC_READ_SEARCH` the watches are named lost, with the reason, and so are
 //!   events queued and unread at the checkpoint (their byte count).
 //! - A lease is named lost in the report (and `--strict` refuses it).
+//! - Root restoring a `nobody` task adds its watches with nobody's permissions: a watched
+//!   directory nobody may no longer read refuses the restore.
+//! - 20000 wds used up before the watches: their numbers come back all the same.
 //! - A watched directory removed before the restore: refused with its path; restored with
 //!   `--allow-changed-files` without that watch.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -502,4 +505,79 @@ fn a_lease_is_named_lost_in_the_report() {
     );
     let _ = c.kill();
     let _ = c.wait();
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn watches_of_another_users_task_are_added_with_its_permissions() {
+    let tag = "inotify-creds";
+    if !is_root() {
+        skipped(tag, "needs root (to checkpoint a task of user nobody)");
+        return;
+    }
+    let d = TempDir::new(tag);
+    inotify_setup(d.path());
+    for n in ["out.txt", "err.txt"] {
+        // The task (nobody) reopens its stdout at restore: it must be allowed to.
+        File::create(d.path().join(n)).unwrap();
+        set_mode(&d.path().join(n), 0o666);
+    }
+    let bin = program("inotify");
+    let nobody = [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        bin.to_str().unwrap(),
+    ];
+    let mut c = Command::new("python3")
+        .args(["-c", CLOSE_AND_EXEC, "setpriv"])
+        .args(nobody)
+        .current_dir(d.path())
+        .stdin(Stdio::null())
+        .stdout(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(d.path().join("out.txt"))
+                .unwrap(),
+        )
+        .stderr(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(d.path().join("err.txt"))
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    let (img, _) = checkpoint(d.path(), &mut c, &[], tag);
+    // Nobody may no longer read `other` (chmod keeps the inode): refused, as the task.
+    let other = d.path().join("other");
+    set_mode(&other, 0o700);
+    let r = restore(&img, &[]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{tag}: {err}");
+    let want = format!("inotify_add_watch {}", other.display());
+    assert!(
+        err.contains(&want) && err.contains("Permission denied") && err.contains("uid 65534"),
+        "{tag}: {err}\nwanted: {want}"
+    );
+    set_mode(&other, 0o755);
+    let mut r = restore_bg(&img, &[]);
+    wait_line(d.path(), "waiting", Some(&mut r), tag);
+    make_events(d.path(), EVENTS);
+    let out = output_timeout(r, process_timeout());
+    assert!(
+        out.status.success(),
+        "{tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = read(d.path(), "out.txt");
+    assert!(
+        got.contains("event wd 3 mask 0x100 name y\n"),
+        "{tag}: {got}"
+    );
+    assert!(got.ends_with("done\n"), "{tag}: {got}");
 }
