@@ -15,7 +15,7 @@ use crate::capture::state::{Action, Fidelity, InotifyEntry};
 use crate::error::Result;
 use crate::sys::fdinfo::{parse_inotify, InotifyLine};
 use crate::sys::files as sf;
-use cr_format::limits::MAX_PATH;
+use cr_format::limits::{MAX_INOTIFY_WATCHES, MAX_PATH};
 use cr_format::raw;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -79,9 +79,26 @@ impl Capture {
         let mut watches = Vec::with_capacity(lines.len());
         // Lost watches by reason, so that one reason (no capability) is said once.
         let mut lost: Vec<(String, Vec<String>)> = Vec::new();
+        let mut room = MAX_INOTIFY_WATCHES as usize
+            - self
+                .entries
+                .iter()
+                .map(|e| e.1.len())
+                .sum::<usize>()
+                .min(MAX_INOTIFY_WATCHES as usize);
         for l in &lines {
-            match self.path_of(l) {
-                Ok(path) => watches.push((watch(l), path)),
+            let found = if room == 0 {
+                Err(format!(
+                    "an image holds at most {MAX_INOTIFY_WATCHES} watches"
+                ))
+            } else {
+                self.path_of(l)
+            };
+            match found {
+                Ok(path) => {
+                    watches.push((watch(l), path));
+                    room -= 1;
+                }
                 Err(why) => {
                     let w = format!("{} (inode {})", l.wd, l.ino);
                     match lost.iter_mut().find(|x| x.0 == why) {

@@ -10,6 +10,7 @@
 
 use crate::capture::state::{Action, Fidelity, FileEntry};
 use crate::sys::fdinfo::{parse_lock, LockKind, LockLine};
+use cr_format::limits::MAX_LOCKS;
 use cr_format::raw;
 
 /// The task's locks, read fd by fd.
@@ -109,6 +110,9 @@ impl Capture {
         let ghost_left_out = fl & raw::FILE_DELETED != 0 && fl & raw::FILE_HAS_DATA == 0;
         if e.raw.ftype.get() == raw::FILE_UNSUPPORTED || ghost_left_out {
             return Err("its file is not restored".into());
+        }
+        if self.locks.len() >= MAX_LOCKS as usize {
+            return Err(format!("an image holds at most {MAX_LOCKS} locks"));
         }
         let (start, len) = if l.kind == LockKind::Flock {
             (0, 0)
