@@ -11,8 +11,9 @@
 //!   restored; files created afterwards give it the events with the same wds as in an
 //!   uninterrupted run, read through a dup of its inotify fd (one instance). `--strict`
 //!   accepts it.
-//! - Without `CAP_DAC_READ_SEARCH` the watches are named lost, with the reason, and so are
-//!   events queued and unread at the checkpoint (their byte count).
+//! - Without `CAP_DAC_READ_SEARCH` the watched objects are looked for in the task's working
+//!   directory; one outside it is named lost, with the reason, and so are events queued and
+//!   unread at the checkpoint (their byte count).
 //! - A lease is named lost in the report (and `--strict` refuses it).
 //! - Root restoring a `nobody` task adds its watches with nobody's permissions: a watched
 //!   directory nobody may no longer read refuses the restore.
@@ -427,15 +428,25 @@ fn a_watched_directory_removed_before_restore_is_refused() {
 }
 
 #[test]
-fn without_cap_dac_read_search_the_watches_are_reported_lost() {
+fn without_cap_dac_read_search_watches_are_looked_for_in_the_working_directory() {
     let tag = "inotify-nocap";
     if !is_root() || Command::new("setpriv").arg("--version").run().status.code() != Some(0) {
         skipped(tag, "needs root and setpriv (to drop CAP_DAC_READ_SEARCH)");
         return;
     }
     let d = TempDir::new(tag);
+    let elsewhere = TempDir::new(&format!("{tag}-elsewhere"));
     inotify_setup(d.path());
-    let mut c = start(d.path(), &program("inotify"), &[]);
+    let mut c = Command::new("python3")
+        .args(["-c", CLOSE_AND_EXEC])
+        .arg(program("inotify"))
+        .env("EXTRA", elsewhere.path())
+        .current_dir(d.path())
+        .stdin(Stdio::null())
+        .stdout(File::create(d.path().join("out.txt")).unwrap())
+        .stderr(File::create(d.path().join("err.txt")).unwrap())
+        .spawn()
+        .unwrap();
     wait_line(d.path(), "tick 9", Some(&mut c), tag);
     // An event queued and not read at the checkpoint.
     std::fs::write(d.path().join("watched/early"), "").unwrap();
@@ -453,9 +464,15 @@ fn without_cap_dac_read_search_the_watches_are_reported_lost() {
     let l = line(&j, "fd 3");
     assert_eq!(l["action"], "partial", "{tag}: {l}");
     let note = l["note"].as_str().unwrap();
+    // wds 2 to 4 are within the working directory: found; 5 is not.
+    let want = "watch 5 (inode ";
     assert!(
-        note.contains("watches 2 (inode ")
-            && note.contains("are lost: finding its path needs CAP_DAC_READ_SEARCH"),
+        note.contains(want)
+            && note.contains(
+                "is lost: finding its path needs CAP_DAC_READ_SEARCH (it is not within the \
+                 task's working directory, where it was looked for)"
+            )
+            && !note.contains("watches "),
         "{tag}: {note}"
     );
     // One IN_CREATE event with the name "early": 16 bytes and the name padded to 16.
@@ -463,6 +480,18 @@ fn without_cap_dac_read_search_the_watches_are_reported_lost() {
         note.contains("32 bytes of events queued and unread at the checkpoint are lost"),
         "{tag}: {note}"
     );
+    let img = PathBuf::from(j["image"].as_str().unwrap());
+    let show = cr().arg("show").arg(&img).run();
+    let text = String::from_utf8_lossy(&show.stdout);
+    for (wd, dir) in [(2, "watched"), (3, "other"), (4, "a")] {
+        let path = d.path().join(dir);
+        assert!(
+            text.lines().any(|l| l.contains(&format!("wd {wd} "))
+                && l.contains(&format!("{} (inode", path.display()))),
+            "{tag}: no watch {wd} of {} in\n{text}",
+            path.display()
+        );
+    }
     let _ = c.kill();
     let _ = c.wait();
 }

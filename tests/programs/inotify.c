@@ -3,7 +3,8 @@
  *
  * usage: inotify [SKIP]   (in a work directory holding the directories a, watched and other)
  *   With SKIP, first adds and removes a watch of /dev/null SKIP times (reading the events),
- *   so that every wd below is SKIP higher.
+ *   so that every wd below is SKIP higher. With $EXTRA (a directory), watches it too, last
+ *   (`extra wd N`).
  *   Watches a (wd 1), watched (wd 2), removes the watch of a (its IN_IGNORED is read), then
  *   watches other (wd 3) and a again (wd 4), prints its wds, then prints `tick N` 60 times
  *   20 ms apart (the checkpoint comes then), prints `waiting` and reads events until it has
@@ -53,6 +54,9 @@ int main(int argc, char **argv) {
     int o = add(fd, "other", IN_CREATE | IN_ONLYDIR);
     int a2 = add(fd, "a", IN_CREATE | IN_MOVED_TO);
     printf("wds: watched %d other %d a %d\n", w, o, a2);
+    const char *extra = getenv("EXTRA");
+    if (extra)
+        printf("extra wd %d\n", add(fd, extra, IN_CREATE));
     int dupfd = dup(fd);
     if (dupfd < 0) {
         perror("dup");

@@ -4,7 +4,8 @@
 //! `/proc/PID/fdinfo/N` of an inotify fd shows each watch: its wd, inode, device (`sdev`),
 //! mask and a file handle. The path is found by opening the handle (`open_by_handle_at`, which
 //! needs `CAP_DAC_READ_SEARCH`) on a mount of that device and reading the link of what it
-//! opened; the path is then checked to name that very inode. Paths are those of cr-dump's
+//! opened; without the capability, it is looked for in the task's working directory (a
+//! bounded search, no symlink followed). The path is then checked to name that very inode. Paths are those of cr-dump's
 //! mount namespace. A watch whose path cannot be found (no capability, the object removed, no
 //! file handle on that file system) is left out and named in the report; the wd numbers of the
 //! others are kept. Events queued and unread at the checkpoint are not kept (the report counts
@@ -30,12 +31,18 @@ pub(crate) struct Capture {
     pub entries: Vec<InotifyEntry>,
     /// A descriptor of a mount of each device met (or why there is none).
     mounts: HashMap<(u32, u32), std::result::Result<OwnedFd, String>>,
+    /// The task's working directory, where a watched object is looked for when its handle
+    /// cannot be opened (no `CAP_DAC_READ_SEARCH`).
+    cwd: Option<PathBuf>,
 }
 
 impl Capture {
     /// Captures the inotify fd `cx.fd` and returns its report line.
     pub fn fd(&mut self, cx: &Cx) -> Result<Fidelity> {
         let fd = cx.fd as u32;
+        if self.cwd.is_none() {
+            self.cwd = std::fs::read_link(crate::procfs::path(cx.pid, "cwd")).ok();
+        }
         let mut rec = raw::Inotify {
             fd: fd.into(),
             fd_flags: u32::from(cx.info.flags & libc::O_CLOEXEC as u32 != 0).into(),
@@ -148,15 +155,22 @@ impl Capture {
             .or_insert_with(|| mount_of(dev))
             .as_ref()
             .map_err(Clone::clone)?;
-        let obj = sf::open_by_handle(mount.as_fd(), *htype, bytes).map_err(|e| {
-            match e.raw_os_error() {
-                Some(libc::EPERM) => "finding its path needs CAP_DAC_READ_SEARCH".to_string(),
-                Some(libc::ESTALE) => "the watched object no longer exists".to_string(),
-                _ => format!("open_by_handle_at: {e}"),
+        let link = match sf::open_by_handle(mount.as_fd(), *htype, bytes) {
+            Ok(obj) => std::fs::read_link(format!("/proc/self/fd/{}", obj.as_raw_fd()))
+                .map_err(|e| format!("reading the path of its handle: {e}"))?,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => self
+                .cwd
+                .as_deref()
+                .and_then(|cwd| search(cwd, l.ino, dev))
+                .ok_or(
+                    "finding its path needs CAP_DAC_READ_SEARCH (it is not within the \
+                     task's working directory, where it was looked for)",
+                )?,
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {
+                return Err("the watched object no longer exists".into())
             }
-        })?;
-        let link = std::fs::read_link(format!("/proc/self/fd/{}", obj.as_raw_fd()))
-            .map_err(|e| format!("reading the path of its handle: {e}"))?;
+            Err(e) => return Err(format!("open_by_handle_at: {e}")),
+        };
         let path = link.as_os_str().as_bytes().to_vec();
         if !path.starts_with(b"/") {
             return Err(format!("it has no path ({})", link.display()));
@@ -177,6 +191,49 @@ impl Capture {
             Err(e) => Err(format!("it has no path any more ({}: {e})", link.display())),
         }
     }
+}
+
+/// Most directory entries looked at, and the depth, when a watched object is looked for in
+/// the task's working directory (some milliseconds).
+const SEARCH_ENTRIES: usize = 20_000;
+const SEARCH_DEPTH: usize = 4;
+
+/// A path within `root` (itself included, breadth first, no symlink followed) of the object
+/// with inode `ino` on device `dev`.
+fn search(root: &std::path::Path, ino: u64, dev: (u32, u32)) -> Option<PathBuf> {
+    let is = |m: &std::fs::Metadata| {
+        m.ino() == ino && (libc::major(m.dev()), libc::minor(m.dev())) == dev
+    };
+    if std::fs::symlink_metadata(root).is_ok_and(|m| is(&m)) {
+        return Some(root.to_path_buf());
+    }
+    let mut level = vec![root.to_path_buf()];
+    let mut seen = 0;
+    for _ in 0..SEARCH_DEPTH {
+        let mut next = Vec::new();
+        for dir in &level {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for ent in rd.flatten() {
+                seen += 1;
+                if seen > SEARCH_ENTRIES {
+                    return None;
+                }
+                let Ok(m) = std::fs::symlink_metadata(ent.path()) else {
+                    continue;
+                };
+                if is(&m) {
+                    return Some(ent.path());
+                }
+                if m.is_dir() {
+                    next.push(ent.path());
+                }
+            }
+        }
+        level = next;
+    }
+    None
 }
 
 fn with_note(mut line: Fidelity, action: Action, note: String) -> Fidelity {
