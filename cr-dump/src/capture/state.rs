@@ -25,6 +25,9 @@ pub struct FileEntry {
     pub contents: Vec<u8>,
 }
 
+/// One inotify fd with its watches, each with its path (FORMAT.md §21, §22).
+pub type InotifyEntry = (raw::Inotify, Vec<(raw::InotifyWatch, Vec<u8>)>);
+
 /// What restore will do with one item of the task's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -59,6 +62,10 @@ pub struct TaskState {
     /// File records: descriptors in increasing order, then the working directory, then the
     /// root.
     pub files: Vec<FileEntry>,
+    /// Inotify fds in increasing order, each with its watches (and their paths).
+    pub inotify: Vec<InotifyEntry>,
+    /// Locks the task holds.
+    pub locks: Vec<raw::Lock>,
     /// Signal dispositions, alternate stack and pending signals.
     pub signals: Option<(raw::Signals, Vec<raw::PendingSignal>)>,
     /// Interval and POSIX timers.
@@ -79,6 +86,15 @@ impl TaskState {
                 w.file_data(off, chunk)?;
                 off += chunk.len() as u64;
             }
+        }
+        for (i, watches) in &self.inotify {
+            w.inotify(i)?;
+            for (wa, path) in watches {
+                w.inotify_watch(wa, path)?;
+            }
+        }
+        for l in &self.locks {
+            w.lock(l)?;
         }
         if let Some((s, p)) = &self.signals {
             w.signals(s, p)?;

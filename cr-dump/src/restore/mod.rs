@@ -65,7 +65,9 @@
 //!    personality, umask, comm; the open files: `dup3` of each prepared one to its recorded
 //!    number (`O_CLOEXEC` as recorded), `fchdir` to the working directory (after `chroot` for
 //!    another root, while the child still has the caller's credentials), every other
-//!    descriptor closed, the types' after-placement work (epoll registrations), `setsid` with
+//!    descriptor closed, the types' after-placement work (epoll registrations), the task's
+//!    POSIX locks (`fcntl(F_SETLK)`; its flock and OFD locks and its inotify watches were
+//!    taken and added on the prepared files before the fork), `setsid` with
 //!    `--new-session` (an image without File records keeps only 0/1/2); the rlimits
 //!    (`prlimit` on the child from cr-dump), oom_score_adj (`/proc/CHILD/oom_score_adj`), rseq
 //!    registered again, the robust futex list, the clear-child-tid address, timer slack,

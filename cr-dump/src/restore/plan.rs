@@ -120,13 +120,11 @@ fn check_kinds(path: &Path, images: &[Image<'_>]) -> Result<()> {
     for img in images {
         for r in img.records() {
             use cr_format::read::Record as R;
-            // Format 1.2's kinds are known to the reader but not yet restored: refused like
-            // unknown ones until restore brings them back.
+            // VdsoData (1.2) is known to the reader but not yet restored: refused like an
+            // unknown kind until restore brings it back.
             let kind = match r.record {
                 R::Unknown(u) => u.kind,
-                R::Inotify(_) | R::InotifyWatch(_) | R::Lock(_) | R::VdsoData(_) => {
-                    r.header.kind.get()
-                }
+                R::VdsoData(_) => r.header.kind.get(),
                 _ => continue,
             };
             return Err(other(format!(

@@ -1,6 +1,8 @@
 //! Descriptors for checkpoint and restore of open files: comparing open file descriptions
 //! across descriptors (`kcmp`), moving a descriptor above a number (`F_DUPFD_CLOEXEC`),
-//! terminals, and unnamed files (`O_TMPFILE`).
+//! terminals, and unnamed files (`O_TMPFILE`); inotify instances and watches, files opened
+//! by handle (`open_by_handle_at`), and file locks (`F_GETLK`, `F_OFD_SETLK`, `flock`, and the
+//! `struct flock` an injected `fcntl` reads).
 
 use super::check;
 use std::ffi::CString;
@@ -78,6 +80,8 @@ pub mod nr {
     pub const CHROOT: u64 = k::__NR_chroot as u64;
     /// `setsid(2)`.
     pub const SETSID: u64 = k::__NR_setsid as u64;
+    /// `fcntl(2)` (`F_SETLK` of a POSIX lock the task must own).
+    pub const FCNTL: u64 = k::__NR_fcntl as u64;
 }
 
 /// Whether this process has `CAP_SYS_CHROOT` in its effective set (`CapEff` of
@@ -204,4 +208,148 @@ pub fn unread_bytes(fd: BorrowedFd<'_>) -> io::Result<u32> {
     // SAFETY: FIONREAD writes one int into `n`, which lives across the call.
     check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) }.into())?;
     Ok(n.max(0) as u32)
+}
+
+/// A new inotify instance (`inotify_init1`, `flags` of `IN_NONBLOCK`; `IN_CLOEXEC` added).
+pub fn inotify_init(flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: inotify_init1 takes an integer.
+    let r = unsafe { libc::inotify_init1(flags | libc::IN_CLOEXEC) };
+    let r = check(r.into())?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+/// `inotify_add_watch(fd, path, mask)`: the watch descriptor.
+pub fn inotify_add_watch(fd: BorrowedFd<'_>, path: &Path, mask: u32) -> io::Result<i32> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a NUL-terminated string that lives across the call.
+    let r = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), mask) };
+    Ok(check(r.into())? as i32)
+}
+
+/// `inotify_rm_watch(fd, wd)`.
+pub fn inotify_rm_watch(fd: BorrowedFd<'_>, wd: i32) -> io::Result<()> {
+    // SAFETY: inotify_rm_watch takes integers.
+    let r = unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) };
+    check(r.into()).map(drop)
+}
+
+/// Reads and throws away whatever the non-blocking inotify fd `fd` has queued; returns the
+/// number of bytes discarded.
+pub fn drain(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut buf = [0u8; 4096];
+    let mut total = 0;
+    loop {
+        // SAFETY: `buf` is writable for its length across the call.
+        let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        match check(r as libc::c_long) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as usize,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Opens, `O_PATH`, the object of a file handle (`type`, `bytes`, as fdinfo shows them) on the
+/// file system of `mount` (`open_by_handle_at`; needs `CAP_DAC_READ_SEARCH`).
+pub fn open_by_handle(mount: BorrowedFd<'_>, htype: i32, bytes: &[u8]) -> io::Result<OwnedFd> {
+    let n = u32::try_from(bytes.len())
+        .ok()
+        .filter(|&n| n <= 128)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // `struct file_handle { u32 handle_bytes; int handle_type; unsigned char f_handle[]; }`,
+    // built in u32 words so that it is aligned as the kernel reads it.
+    let mut words = vec![0u32; 2 + bytes.len().div_ceil(4)];
+    if let [a, b, rest @ ..] = words.as_mut_slice() {
+        *a = n;
+        *b = htype as u32;
+        for (i, chunk) in bytes.chunks(4).enumerate() {
+            let mut w = [0u8; 4];
+            w[..chunk.len()].copy_from_slice(chunk);
+            if let Some(slot) = rest.get_mut(i) {
+                *slot = u32::from_ne_bytes(w);
+            }
+        }
+    }
+    let flags = libc::O_PATH | libc::O_CLOEXEC;
+    // SAFETY: `words` holds a complete file_handle of `n` bytes and lives across the call;
+    // the kernel only reads it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            words.as_ptr(),
+            flags,
+        )
+    };
+    let r = check(r)?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+/// The size of the kernel's `struct flock` on this architecture (what [`flock_struct`]
+/// builds).
+pub const FLOCK_SIZE: usize = std::mem::size_of::<libc::flock>();
+const _: () = assert!(FLOCK_SIZE == 32);
+
+/// The bytes of a `struct flock { short l_type; short l_whence; off_t l_start; off_t l_len;
+/// pid_t l_pid; }` (x86-64 layout, `SEEK_SET`) for an injected `fcntl`.
+pub fn flock_struct(write: bool, start: u64, len: u64) -> [u8; FLOCK_SIZE] {
+    let ltype = if write { libc::F_WRLCK } else { libc::F_RDLCK } as i16;
+    let mut b = [0u8; FLOCK_SIZE];
+    b[0..2].copy_from_slice(&ltype.to_ne_bytes());
+    b[2..4].copy_from_slice(&(libc::SEEK_SET as i16).to_ne_bytes());
+    b[8..16].copy_from_slice(&start.to_ne_bytes());
+    b[16..24].copy_from_slice(&len.to_ne_bytes());
+    b
+}
+
+fn flock_of(write: bool, start: u64, len: u64) -> io::Result<libc::flock> {
+    let bad = || io::Error::from(io::ErrorKind::InvalidInput);
+    Ok(libc::flock {
+        l_type: (if write { libc::F_WRLCK } else { libc::F_RDLCK }) as i16,
+        l_whence: libc::SEEK_SET as i16,
+        l_start: i64::try_from(start).map_err(|_| bad())?,
+        l_len: i64::try_from(len).map_err(|_| bad())?,
+        l_pid: 0,
+    })
+}
+
+/// Who holds a lock that conflicts with a `write` (else read) byte-range lock of `start`,
+/// `len` on `fd`'s file: `F_GETLK` (POSIX locks; `ofd`: `F_OFD_GETLK`, OFD locks too). `None`
+/// when the lock could be taken; `Some(pid)` otherwise (-1 for an OFD lock's holder).
+pub fn lock_conflict(
+    fd: BorrowedFd<'_>,
+    ofd: bool,
+    write: bool,
+    start: u64,
+    len: u64,
+) -> io::Result<Option<i32>> {
+    let mut fl = flock_of(write, start, len)?;
+    let cmd = if ofd {
+        libc::F_OFD_GETLK
+    } else {
+        libc::F_GETLK
+    };
+    // SAFETY: fcntl(F_GETLK) reads and writes one `struct flock`, which lives across the call.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), cmd, &mut fl) }.into())?;
+    Ok((fl.l_type != libc::F_UNLCK as i16).then_some(fl.l_pid))
+}
+
+/// Takes an OFD byte-range lock on `fd`'s open file description without waiting
+/// (`F_OFD_SETLK`): `EAGAIN` when another holds a conflicting one.
+pub fn ofd_lock(fd: BorrowedFd<'_>, write: bool, start: u64, len: u64) -> io::Result<()> {
+    let fl = flock_of(write, start, len)?;
+    // SAFETY: fcntl(F_OFD_SETLK) reads one `struct flock`, which lives across the call.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &fl) }.into()).map(drop)
+}
+
+/// `flock(fd, LOCK_EX or LOCK_SH | LOCK_NB)`: `EWOULDBLOCK` when another holds a conflicting
+/// one.
+pub fn flock_nb(fd: BorrowedFd<'_>, write: bool) -> io::Result<()> {
+    let op = if write { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
+    // SAFETY: flock takes integers.
+    check(unsafe { libc::flock(fd.as_raw_fd(), op) }.into()).map(drop)
 }

@@ -21,6 +21,7 @@
 //! | `socket:[N]` | `socket::capture` |
 //! | `anon_inode:[eventfd]`, `anon_inode:[timerfd]`, `anon_inode:[signalfd]`, `anon_inode:[eventpoll]` | `anon::capture` |
 //! | `/memfd:NAME (deleted)` | `anon::capture_memfd` |
+//! | `anon_inode:inotify` | `inotify::Capture::fd` (an Inotify record, no File record) |
 //! | anything else | this module's own (regular files, directories, devices, FIFOs) |
 //!
 //! Each has the signature `pub(super) fn capture(cx: &Cx, e: &mut FileEntry) ->
@@ -34,6 +35,8 @@
 //! know whether its other end is in the task).
 //!
 //! After the descriptors come the working directory (`ROLE_CWD`) and the root (`ROLE_ROOT`).
+//! The `lock:` lines of each descriptor go to `lock::Capture::fd`, which records the locks
+//! and says so on the descriptor's report line.
 
 use super::options::StateOptions;
 use super::state::{Action, Fidelity, FileEntry, TaskState};
@@ -48,6 +51,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 mod anon;
+mod inotify;
+mod lock;
 mod pipe;
 mod regular;
 mod socket;
@@ -184,15 +189,8 @@ fn find_dup(
     Ok(None)
 }
 
-/// Reads one descriptor.
-fn capture_fd(
-    pid: i32,
-    fd: i32,
-    link: &[u8],
-    all: &[(i32, Vec<u8>)],
-    done: (&[FileEntry], &[Fidelity]),
-    opts: &StateOptions,
-) -> Result<(FileEntry, Fidelity)> {
+/// The fdinfo and the stat of descriptor `fd` of task `pid`.
+fn read_fd(pid: i32, fd: i32) -> Result<(FdInfo, Metadata)> {
     let name = format!("fdinfo/{fd}");
     let text = procfs::read(pid, &name)?;
     let info = parse_fdinfo(
@@ -201,6 +199,20 @@ fn capture_fd(
     )?;
     let md = std::fs::metadata(procfs::path(pid, &format!("fd/{fd}")))
         .map_err(|e| procfs::proc_err(pid, &format!("fd/{fd}"), e))?;
+    Ok((info, md))
+}
+
+/// Reads one descriptor; also returns its `lock:` lines.
+fn capture_fd(
+    pid: i32,
+    fd: i32,
+    link: &[u8],
+    all: &[(i32, Vec<u8>)],
+    done: (&[FileEntry], &[Fidelity]),
+    opts: &StateOptions,
+) -> Result<(FileEntry, Fidelity, Vec<String>)> {
+    let (mut info, md) = read_fd(pid, fd)?;
+    let locks = std::mem::take(&mut info.locks);
     let mut e = common(fd as u32, raw::ROLE_FD, link, &md);
     e.raw.open_flags = info.flags.into();
     e.raw.fd_flags = u32::from(info.flags & libc::O_CLOEXEC as u32 != 0).into();
@@ -228,7 +240,7 @@ fn capture_fd(
                 format!("as for fd {}: {}", p.raw.fd.get(), orig.note)
             },
         };
-        return Ok((e, line));
+        return Ok((e, line, Vec::new()));
     }
     if link.len() > MAX_PATH as usize {
         e.raw.ftype = raw::FILE_UNSUPPORTED.into();
@@ -238,7 +250,7 @@ fn capture_fd(
             action: Action::Lost,
             note: format!("its path is longer than an image holds ({MAX_PATH} bytes)"),
         };
-        return Ok((e, line));
+        return Ok((e, line, locks));
     }
     let cx = Cx {
         pid,
@@ -266,7 +278,7 @@ fn capture_fd(
     } else {
         regular::capture(&cx, &mut e)?
     };
-    Ok((e, with_dup_note(line, dup)))
+    Ok((e, with_dup_note(line, dup), locks))
 }
 
 /// A descriptor whose sharing could not be checked is restored on an open file of its own.
@@ -288,18 +300,41 @@ fn with_dup_note(mut line: Fidelity, dup: std::result::Result<Option<usize>, Str
 pub(crate) fn capture(pid: i32, st: &mut TaskState, opts: &StateOptions) -> Result<()> {
     let all = list_fds(pid)?;
     let mut files: Vec<FileEntry> = Vec::with_capacity(all.len() + 2);
-    let first = st.fidelity.len();
+    let mut lines: Vec<Fidelity> = Vec::with_capacity(all.len() + 2);
+    let (mut ino, mut locks) = (inotify::Capture::default(), lock::Capture::default());
+    let mut ino_lines = Vec::new();
     for (fd, link) in &all {
-        let done = (files.as_slice(), &st.fidelity[first..]);
-        let (e, line) = capture_fd(pid, *fd, link, &all, done, opts)?;
+        if link.as_slice() == b"anon_inode:inotify" {
+            let (info, md) = read_fd(pid, *fd)?;
+            let cx = Cx {
+                pid,
+                fd: *fd,
+                link,
+                info: &info,
+                md: &md,
+                all: &all,
+                opts,
+            };
+            ino_lines.push((*fd as u32, ino.fd(&cx)?));
+            continue;
+        }
+        let (e, mut line, held) = capture_fd(pid, *fd, link, &all, (&files, &lines), opts)?;
+        locks.fd(pid, &e, &held, &mut line);
         files.push(e);
-        st.fidelity.push(line);
+        lines.push(line);
     }
+    // The report in descriptor order, inotify fds among the others.
+    let mut by_fd: Vec<(u32, Fidelity)> = files.iter().map(|f| f.raw.fd.get()).zip(lines).collect();
+    by_fd.append(&mut ino_lines);
+    by_fd.sort_by_key(|l| l.0);
+    st.fidelity.extend(by_fd.into_iter().map(|l| l.1));
     for (role, name) in [(raw::ROLE_CWD, "cwd"), (raw::ROLE_ROOT, "root")] {
         let (e, line) = regular::capture_dir(pid, role, name)?;
         files.push(e);
         st.fidelity.push(line);
     }
     st.files = files;
+    st.inotify = ino.entries;
+    st.locks = locks.locks;
     Ok(())
 }

@@ -32,20 +32,9 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
             "this kind of descriptor is not supported",
         ));
     }
+    // Locks held are recorded by `lock::Capture::fd`, which adds to this line.
     let mut notes = Vec::new();
-    if !cx.info.locks.is_empty() {
-        let locks: Vec<String> = cx
-            .info
-            .locks
-            .iter()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect();
-        notes.push(format!(
-            "locks held are not re-taken at restore (images do not record them): {}",
-            locks.join("; ")
-        ));
-    }
-    let (kind, mut action) = if ft.is_file() {
+    let (kind, action) = if ft.is_file() {
         regular(cx, e, &mut notes)?
     } else if ft.is_dir() {
         e.raw.ftype = raw::FILE_DIR.into();
@@ -73,9 +62,6 @@ pub(super) fn capture(cx: &Cx, e: &mut FileEntry) -> Result<Fidelity> {
         let k = crate::sys::fs::file_kind(cx.md.mode());
         return Ok(cx.line(format!("{k} {link}"), Action::Lost, "not supported"));
     };
-    if !cx.info.locks.is_empty() && action == Action::Restore {
-        action = Action::Partial;
-    }
     Ok(cx.line(kind, action, notes.join("; ")))
 }
 

@@ -45,6 +45,11 @@
 //! `pub(super) fn after_placement(c: &Child, scratch: u64, fd: u32, work: &After) -> Result<()>`
 //! (the module's own `After`; `scratch` is 64 KiB of the child's memory for structures passed
 //! by pointer; `fd` is the placed number).
+//!
+//! Inotify fds (Inotify records, no File record) are made with their watches by
+//! `inotify::prepare` and placed like the others. The locks (Lock records) are checked, and
+//! the flock and OFD ones taken, by `lock::prepare` once every descriptor is prepared; the
+//! POSIX ones are taken in the task by `lock::after_placement`, last.
 
 use super::child::Child;
 use crate::error::{Error, Result};
@@ -57,6 +62,8 @@ use std::path::{Path, PathBuf};
 
 mod anon;
 mod ghost;
+mod inotify;
+mod lock;
 mod pipe;
 mod regular;
 mod socket;
@@ -203,6 +210,8 @@ pub(super) struct FilePlan {
     cwd: Option<OwnedFd>,
     root: Option<OwnedFd>,
     new_session: bool,
+    /// The POSIX locks the task takes after placement.
+    posix_locks: lock::PosixLocks,
     /// What will differ, one line each.
     pub warnings: Vec<String>,
 }
@@ -220,6 +229,7 @@ pub(super) fn plan(
         .iter()
         .filter(|(f, _)| f.role() == raw::ROLE_FD)
         .map(|(f, _)| f.raw.fd.get())
+        .chain(top.inotify().map(|(i, _)| i.fd.get()))
         .max();
     for i in &opts.inherit {
         if !files
@@ -245,11 +255,12 @@ pub(super) fn plan(
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
     };
     let mut fp = FilePlan {
-        has_files: !files.is_empty(),
+        has_files: !files.is_empty() || top.inotify().next().is_some(),
         placed: Vec::new(),
         cwd: None,
         root: None,
         new_session: opts.new_session,
+        posix_locks: lock::PosixLocks::default(),
         warnings: Vec::new(),
     };
     let creds = task_creds(top);
@@ -268,10 +279,23 @@ pub(super) fn plan(
         )),
         None => e,
     };
+    let paths: HashMap<u32, String> = files
+        .iter()
+        .filter(|(f, _)| f.role() == raw::ROLE_FD)
+        .map(|(f, _)| (f.raw.fd.get(), String::from_utf8_lossy(f.path).into_owned()))
+        .collect();
     for (f, contents) in files {
         let data: Vec<u8> = contents.flat_map(|d| d.bytes.iter().copied()).collect();
         fp.add(&mut prep, &f, &data, base).map_err(why)?;
     }
+    inotify::add_all(&mut fp, &prep, top, base).map_err(why)?;
+    let locks: Vec<lock::Lock> = top.locks().map(lock::Lock::from_raw).collect();
+    let targets: Vec<lock::Target<'_>> = fp
+        .placed
+        .iter()
+        .filter_map(|p| Some((p.target, p.src.as_fd(), paths.get(&p.target)?.clone())))
+        .collect();
+    fp.posix_locks = lock::prepare(&locks, &targets)?;
     Ok(fp)
 }
 
@@ -458,6 +482,8 @@ pub(super) fn place(c: &Child, scratch: u64, fp: &FilePlan) -> Result<()> {
             After::Socket(w) => socket::after_placement(c, scratch, p.target, w)?,
         }
     }
+    // Last: closing any descriptor of a file would drop the task's POSIX locks on it.
+    lock::after_placement(c, scratch, &fp.posix_locks)?;
     if fp.new_session {
         c.call_ok("setsid", nr::SETSID, [0; 6])?;
     }
