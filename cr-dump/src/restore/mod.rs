@@ -148,6 +148,7 @@ mod build;
 mod child;
 mod creds;
 mod files;
+mod lazy;
 mod pages;
 mod plan;
 mod process;
@@ -155,6 +156,7 @@ mod selfckpt;
 mod signals;
 
 pub use files::{FileOptions, Inherit, InheritSource};
+pub use lazy::{serve_detached, LazyEnd, LazyFill};
 pub use selfckpt::checkpoint_self;
 
 /// How to restore.
@@ -167,6 +169,28 @@ pub struct Options {
     pub detach: bool,
     /// Files, terminal and session.
     pub files: FileOptions,
+    /// Let the task run before its memory is in ([`lazy`]): the returned [`Restored::lazy`]
+    /// must then be served ([`LazyFill::serve`]) until every page is in.
+    pub lazy: bool,
+    /// Called as pages go in.
+    pub progress: Option<Progress>,
+}
+
+/// A progress callback: bytes of page data in so far, and the total.
+#[derive(Clone)]
+pub struct Progress(pub std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>);
+
+impl Progress {
+    /// Calls the callback.
+    pub fn report(&self, done: u64, total: u64) {
+        (self.0)(done, total)
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress(..)")
+    }
 }
 
 /// A restored task.
@@ -176,6 +200,9 @@ pub struct Restored {
     pub pid: i32,
     /// What could not be restored exactly, one line each.
     pub warnings: Vec<String>,
+    /// With [`Options::lazy`]: the pages still to come, to be served by this thread (the
+    /// task's tracer) with [`LazyFill::serve`].
+    pub lazy: Option<LazyFill>,
 }
 
 /// Size of the scratch area (structures passed by pointer, and the auxv at offset 1024).
@@ -188,12 +215,19 @@ fn other(m: impl Into<String>) -> Error {
 /// Restores the image at `path` (its ancestors found beside it) into a new child process and
 /// lets it run (or leaves it stopped). The caller should wait for the returned pid.
 pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
-    let files = inspect::ChainFiles::open(path)?;
-    let chain = inspect::verify_mapped(&files, path)?;
+    let files = inspect::chain::ChainFiles::open(path)?;
+    let chain = files.parse(inspect::chain::Parse::Metadata)?;
+    chain
+        .index()
+        .check_parent_refs()
+        .map_err(|e| inspect::chain::image_error(path, e, None))?;
     let (images, idx) = (chain.images(), chain.index());
     let mut plan = plan::plan(path, images)?;
     let top = images.first().ok_or_else(|| other("an empty chain"))?;
     let fplan = files::plan(path, top, &opts.files, opts.detach)?;
+    let mut src = pages::Source::new(images, &files);
+    let pieces = pages::pieces(&plan, idx, images, &src)?;
+    drop(chain);
 
     let devnull = if opts.detach && !fplan.has_files {
         Some(
@@ -209,7 +243,15 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     let mut child = child::Child::spawn(devnull.as_ref())?;
     build::clear_space(&mut child, &plan)?;
     build::map_vmas(&child, &plan)?;
-    pages::fill_pages(&child, &plan, idx, images)?;
+    let progress = opts.progress.as_ref();
+    let lazy = if opts.lazy {
+        let prep = lazy::prepare(&child, &plan, &files, &mut src, &pieces, progress)?;
+        // Served from here on: the rest of the restore may touch the task's memory.
+        Some(prep.start(&child, files, src, pieces, opts.progress.clone())?)
+    } else {
+        pages::fill(&child, &plan, &files, &mut src, &pieces, progress)?;
+        None
+    };
     let mut warnings = Vec::new();
     build::protect(&child, &plan, &mut warnings)?;
     build::set_mm(&child, &plan, &mut warnings)?;
@@ -217,11 +259,19 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     build::set_registers(&child, &plan)?;
     plan.warnings.extend(warnings);
     plan.warnings.extend(fplan.warnings.iter().cloned());
-    let pid = child.release(if opts.stopped { libc::SIGSTOP } else { 0 })?;
+    let signal = if opts.stopped { libc::SIGSTOP } else { 0 };
+    let (pid, lazy) = match lazy {
+        Some(l) => {
+            let fill = l.release(child, opts.stopped)?;
+            (fill.pid(), Some(fill))
+        }
+        None => (child.release(signal)?, None),
+    };
     drop(plan.files);
     drop(fplan);
     Ok(Restored {
         pid,
         warnings: plan.warnings,
+        lazy,
     })
 }

@@ -1,0 +1,704 @@
+//! `restore --lazy`: the task runs before its memory is in.
+//!
+//! # How
+//!
+//! Before the VMAs get their protection (step 7), the child makes a userfaultfd (an injected
+//! `userfaultfd`, fetched with `pidfd_getfd`; not user-mode-only, so that the kernel's own
+//! accesses to the task's memory, a `write(fd, buf)` from a page not yet there, wait too: this
+//! needs root or `CAP_SYS_PTRACE` while `vm.unprivileged_userfaultfd` is 0) and every private
+//! anonymous VMA (heap and stack too) with pages in the image is registered in missing-page
+//! mode instead of filled. Everything else (file mappings, shared memory, locked VMAs, whose
+//! `mlock` would fault every page in) is filled at once, as [`super::pages::fill`] does.
+//!
+//! From then on a server thread owns the userfaultfd: a fault is answered with `UFFDIO_COPY` of
+//! the page and the pages after it (up to [`FAULT_BATCH`]) from the image, or `UFFDIO_ZEROPAGE`
+//! where the image has no data; between faults it copies the rest in address order,
+//! [`BACKGROUND_BATCH`] at a time. Every Pages record's data CRC is checked before the first
+//! byte of it is copied ([`super::pages::Source::check`]): a bad one kills the task (and
+//! whatever it forked meanwhile is left without that memory: it is killed too when it is
+//! traced, see below) and the error names the image and the record; no unchecked byte is ever
+//! given to the task. The thread runs during the rest of the restore already (so a page the
+//! kernel touches while the state is set, the rseq area, is served too).
+//!
+//! The task's own changes of its memory during the fill are followed (the userfaultfd asks for
+//! these events): `madvise(MADV_DONTNEED)` and `munmap` (`UFFD_EVENT_REMOVE`/`UNMAP`) drop
+//! the range from what is still to come (it reads as zeros, or is gone); `mremap`
+//! (`UFFD_EVENT_REMAP`) copies what is still to come of the range to its new place at once;
+//! `fork` (`UFFD_EVENT_FORK`, which needs `CAP_SYS_PTRACE`) hands over a userfaultfd of the
+//! child's memory, which is then filled the same way (first, before the parent's rest).
+//! Without `UFFD_EVENT_FORK` the kernel drops the registration in the child: every page not
+//! yet filled would read as zeros there, silently; so the event is required.
+//!
+//! # The task while it is filled
+//!
+//! The task stays traced by cr-dump (`PTRACE_O_EXITKILL`): if cr-dump (or the `--detach`
+//! server) dies before the fill ends, the kernel kills the task, where a closed userfaultfd
+//! would otherwise let its missing pages fill with zeros. Its signals are passed on as they
+//! come (a stop signal ends the fill first, then the task is let go with it, and stops). When
+//! every page is in, the task is stopped for a moment with `SIGSTOP`, which is then dropped,
+//! and let go (`PTRACE_DETACH`): a system call the kernel does not restart after a signal
+//! (`epoll_wait`, `select`, ...) may then return `EINTR` once. A process the task forks during
+//! the fill is not traced: it is not killed if cr-dump dies before its fill ends (it is filled
+//! first, so that window is short).
+
+use super::child::Child;
+use super::other;
+use super::pages::{self, Piece, Source, Src};
+use super::plan::{Plan, VmaPlan};
+use super::Progress;
+use crate::error::{Error, Result};
+use crate::inspect::chain::ChainFiles;
+use crate::sys::{self, Tracee, UffdEvent, WaitStatus};
+use cr_format::raw;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+/// Pages copied for a fault: the page and the ones after it.
+const FAULT_BATCH: u64 = 16;
+/// Pages copied between two looks at the userfaultfd.
+const BACKGROUND_BATCH: u64 = 64;
+
+/// The userfaultfd features a lazy restore needs.
+const FEATURES: u64 = sys::UFFD_FEATURE_EVENT_FORK
+    | sys::UFFD_FEATURE_EVENT_REMAP
+    | sys::UFFD_FEATURE_EVENT_REMOVE
+    | sys::UFFD_FEATURE_EVENT_UNMAP;
+
+/// Whether `v` is left to be filled lazily.
+fn lazy_vma(v: &VmaPlan) -> bool {
+    pages::uffd_vma(v)
+        && v.pages
+        && v.attrs & (raw::VMA_ATTR_LOCKED | raw::VMA_ATTR_LOCKONFAULT) == 0
+}
+
+/// Whether `p` is left to be filled lazily.
+fn lazy_piece(p: &Piece) -> bool {
+    p.anon && !p.locked && matches!(p.src, Src::Data { .. })
+}
+
+/// The registered userfaultfd, before the server starts.
+pub(super) struct Prepared {
+    uffd: OwnedFd,
+}
+
+/// Registers the lazy VMAs and fills everything else now.
+pub(super) fn prepare(
+    c: &Child,
+    plan: &Plan,
+    files: &ChainFiles,
+    src: &mut Source,
+    pieces: &[Piece],
+    progress: Option<&Progress>,
+) -> Result<Prepared> {
+    let uffd = pages::register(c, plan, 0, FEATURES, lazy_vma).map_err(|e| {
+        other(format!(
+            "restore --lazy: a userfaultfd for the task's memory cannot be made ({e}): it needs \
+             root or CAP_SYS_PTRACE (vm.unprivileged_userfaultfd is {}), and a kernel with \
+             UFFD_FEATURE_EVENT_FORK/REMAP/REMOVE/UNMAP; restore without --lazy instead",
+            std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd")
+                .map_or("unknown".into(), |s| s.trim().to_string())
+        ))
+    })?;
+    let now: Vec<Piece> = pieces.iter().copied().filter(|p| !lazy_piece(p)).collect();
+    // The VMAs filled now are not registered: [`pages::fill`] writes them (an anonymous
+    // locked one through a userfaultfd of its own).
+    pages::fill_with(c, plan, files, src, &now, progress, |v| {
+        pages::uffd_vma(v) && !lazy_vma(v)
+    })?;
+    Ok(Prepared { uffd })
+}
+
+/// A lazy fill under way: the server thread, and the task, traced by this thread.
+#[derive(Debug)]
+pub struct LazyFill {
+    tracee: Tracee,
+    /// Set by the server when every page is in.
+    done: Arc<AtomicBool>,
+    /// Tells the server the task runs (and may be stopped with the doorbell).
+    released: Option<mpsc::Sender<()>>,
+    server: Option<JoinHandle<Result<Stats>>>,
+    stopped: bool,
+}
+
+/// What the fill did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Pages copied to answer a fault.
+    pub fault_pages: u64,
+    /// Faults answered.
+    pub faults: u64,
+    /// Pages copied in the background.
+    pub background_pages: u64,
+    /// Pages dropped (the task unmapped or discarded them first).
+    pub dropped_pages: u64,
+    /// Processes forked during the fill whose memory was filled too.
+    pub forks: u64,
+}
+
+/// How a lazy fill ended.
+#[derive(Debug)]
+pub struct LazyEnd {
+    /// The task ended during the fill (its status); `None`: it runs, let go.
+    pub status: Option<WaitStatus>,
+    /// What the fill did.
+    pub stats: Stats,
+}
+
+impl Prepared {
+    /// Starts the server thread (before the rest of the restore, whose system calls may touch
+    /// the task's memory).
+    pub(super) fn start(
+        self,
+        child: &Child,
+        files: ChainFiles,
+        src: Source,
+        pieces: Vec<Piece>,
+        progress: Option<Progress>,
+    ) -> Result<Running> {
+        let pid = child.pid();
+        let done = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel::<()>();
+        let mut state = Server::new(self.uffd, files, src, pieces, progress);
+        let d = done.clone();
+        let server = std::thread::Builder::new()
+            .name("cr-lazy".into())
+            .spawn(move || {
+                let r = state.run();
+                if r.is_ok() {
+                    d.store(true, Ordering::SeqCst);
+                    // The doorbell only once the task runs under the tracer's loop.
+                    if rx.recv().is_ok() {
+                        let _ = sys::kill(pid, libc::SIGSTOP);
+                    }
+                } else {
+                    let _ = sys::kill(pid, libc::SIGKILL);
+                }
+                r
+            })
+            .map_err(|e| Error::io("starting the lazy-restore server thread", e))?;
+        Ok(Running {
+            done,
+            released: tx,
+            server,
+        })
+    }
+}
+
+/// The server thread, started, the task not yet running.
+pub(super) struct Running {
+    done: Arc<AtomicBool>,
+    released: mpsc::Sender<()>,
+    server: JoinHandle<Result<Stats>>,
+}
+
+impl Running {
+    /// Lets the task run, traced (`PTRACE_O_EXITKILL`: killed if this process dies before the
+    /// fill ends); `stop` leaves it stopped at the end of the fill.
+    pub(super) fn release(self, child: Child, stop: bool) -> Result<LazyFill> {
+        let opts = libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACEEXEC;
+        let tracee = child.keep_traced(opts)?;
+        Ok(LazyFill {
+            tracee,
+            done: self.done,
+            released: Some(self.released),
+            server: Some(self.server),
+            stopped: stop,
+        })
+    }
+}
+
+impl LazyFill {
+    /// The task's pid.
+    pub fn pid(&self) -> i32 {
+        self.tracee.pid()
+    }
+
+    /// Serves the task until every page is in (then lets it go) or it ends. Must run on the
+    /// thread that restored it (its tracer). On a bad page (CRC) or a failure the task is
+    /// killed and the error says why.
+    pub fn serve(mut self) -> Result<LazyEnd> {
+        if let Some(tx) = self.released.take() {
+            let _ = tx.send(());
+        }
+        let t = self.tracee;
+        let pid = t.pid();
+        let status = loop {
+            let w = sys::waitpid(pid).map_err(|e| Error::io(format!("waitpid {pid}"), e))?;
+            match w {
+                WaitStatus::Exited(_) | WaitStatus::Signaled(_) => break Some(w),
+                WaitStatus::Stopped { sig, event: 0 } => {
+                    let doorbell = sig == libc::SIGSTOP && self.done.load(Ordering::SeqCst);
+                    if doorbell || is_stop_signal(sig) {
+                        // The fill ends first (a stopped task would not fault), then the task
+                        // is let go: stopped if asked, or with the stop signal it got.
+                        self.join()?;
+                        let s = if doorbell { 0 } else { sig };
+                        let s = if self.stopped { libc::SIGSTOP } else { s };
+                        t.detach(s)
+                            .map_err(|e| Error::io(format!("PTRACE_DETACH {pid}"), e))?;
+                        break None;
+                    }
+                    t.cont(sig)
+                        .map_err(|e| Error::io(format!("PTRACE_CONT {pid}"), e))?;
+                }
+                WaitStatus::Stopped { .. } | WaitStatus::Other => {
+                    t.cont(0)
+                        .map_err(|e| Error::io(format!("PTRACE_CONT {pid}"), e))?;
+                }
+            }
+        };
+        let stats = match status {
+            Some(_) => self.join().unwrap_or_default(),
+            None => self.join()?,
+        };
+        Ok(LazyEnd { status, stats })
+    }
+
+    fn join(&mut self) -> Result<Stats> {
+        match self.server.take() {
+            Some(h) => h
+                .join()
+                .map_err(|_| other("the lazy-restore server thread panicked"))?,
+            None => Ok(Stats::default()),
+        }
+    }
+}
+
+impl Drop for LazyFill {
+    fn drop(&mut self) {
+        // Not served to its end: the task must not run on with pages missing.
+        if self.server.is_some() {
+            let _ = self.tracee.kill(libc::SIGKILL);
+            let _ = sys::kill(self.tracee.pid(), libc::SIGKILL);
+            self.released.take();
+            let _ = self.join();
+        }
+    }
+}
+
+fn is_stop_signal(sig: i32) -> bool {
+    matches!(
+        sig,
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+    )
+}
+
+/// One address space being filled: the task's, or a child's it forked during the fill.
+struct Mm {
+    uffd: OwnedFd,
+    /// One bit per page of the pieces: still to come.
+    todo: Vec<u64>,
+    left: u64,
+    /// The next piece the background fill looks at.
+    cursor: usize,
+}
+
+/// The server thread's state.
+struct Server {
+    mms: Vec<Mm>,
+    files: ChainFiles,
+    src: Source,
+    /// The lazy pieces, by address.
+    pieces: Vec<Piece>,
+    /// The page index of each piece's first page.
+    first: Vec<u64>,
+    ps: u64,
+    total: u64,
+    progress: Option<Progress>,
+    stats: Stats,
+    events: Vec<UffdEvent>,
+}
+
+/// What a copy into one address space found.
+enum Copied {
+    Ok,
+    /// The address space is gone (the task exited or exec'd).
+    Gone,
+    /// Its layout is changing (an event to read first).
+    Again,
+}
+
+impl Server {
+    fn new(
+        uffd: OwnedFd,
+        files: ChainFiles,
+        src: Source,
+        pieces: Vec<Piece>,
+        progress: Option<Progress>,
+    ) -> Server {
+        let ps = sys::page_size() as u64;
+        let mut pieces: Vec<Piece> = pieces.into_iter().filter(lazy_piece).collect();
+        pieces.sort_by_key(|p| p.addr);
+        let mut first = Vec::with_capacity(pieces.len());
+        let mut n = 0u64;
+        for p in &pieces {
+            first.push(n);
+            n += p.len / ps;
+        }
+        let mut todo = vec![u64::MAX; n.div_ceil(64) as usize];
+        if n % 64 != 0 {
+            if let Some(last) = todo.last_mut() {
+                *last = (1u64 << (n % 64)) - 1;
+            }
+        }
+        Server {
+            mms: vec![Mm {
+                uffd,
+                todo,
+                left: n,
+                cursor: 0,
+            }],
+            files,
+            src,
+            pieces,
+            first,
+            ps,
+            total: n * ps,
+            progress,
+            stats: Stats::default(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Serves until no page is left in any address space.
+    fn run(&mut self) -> Result<Stats> {
+        let mut told = 0u64;
+        loop {
+            self.events()?;
+            if self.mms.is_empty() {
+                break;
+            }
+            // The newest address space first: a child forked during the fill is not traced.
+            let Some(mi) = self.mms.iter().rposition(|m| m.left > 0) else {
+                break;
+            };
+            self.background(mi)?;
+            let left: u64 = self.mms.first().map_or(0, |m| m.left);
+            let done = self.total - left * self.ps;
+            if let Some(p) = &self.progress {
+                if done - told >= 4 << 20 || left == 0 {
+                    p.report(done, self.total);
+                    told = done;
+                }
+            }
+        }
+        Ok(self.stats)
+    }
+
+    /// Reads and handles what every userfaultfd reports.
+    fn events(&mut self) -> Result<()> {
+        let mut mi = 0;
+        while mi < self.mms.len() {
+            let mut ev = std::mem::take(&mut self.events);
+            let got = self.mms.get(mi).map(|m| sys::uffd_read(&m.uffd, &mut ev));
+            let mut gone = matches!(got, Some(Err(_)));
+            for e in ev.drain(..) {
+                match self.event(mi, e)? {
+                    Copied::Gone => gone = true,
+                    Copied::Ok | Copied::Again => {}
+                }
+            }
+            self.events = ev;
+            if gone {
+                self.mms.remove(mi);
+            } else {
+                mi += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, mi: usize, e: UffdEvent) -> Result<Copied> {
+        match e {
+            UffdEvent::PageFault { addr } => {
+                self.stats.faults += 1;
+                self.fault(mi, addr & !(self.ps - 1))
+            }
+            UffdEvent::Remove { start, end } | UffdEvent::Unmap { start, end } => {
+                self.drop_range(mi, start, end);
+                Ok(Copied::Ok)
+            }
+            UffdEvent::Remap { from, to, len } => self.remap(mi, from, to, len),
+            UffdEvent::Fork { ufd } => {
+                let Some(m) = self.mms.get(mi) else {
+                    return Ok(Copied::Ok);
+                };
+                let (todo, left) = (m.todo.clone(), m.left);
+                self.mms.push(Mm {
+                    uffd: ufd,
+                    todo,
+                    left,
+                    cursor: 0,
+                });
+                self.stats.forks += 1;
+                Ok(Copied::Ok)
+            }
+            UffdEvent::Other(_) => Ok(Copied::Ok),
+        }
+    }
+
+    /// The piece holding page `addr` and the page's index in it.
+    fn find(&self, addr: u64) -> Option<(usize, u64)> {
+        let i = self.pieces.partition_point(|p| p.addr <= addr);
+        let k = i.checked_sub(1)?;
+        let p = self.pieces.get(k)?;
+        (addr < p.addr + p.len).then(|| (k, (addr - p.addr) / self.ps))
+    }
+
+    fn bit(&self, mi: usize, page: u64) -> bool {
+        self.mms
+            .get(mi)
+            .and_then(|m| m.todo.get((page / 64) as usize))
+            .is_some_and(|w| w & (1 << (page % 64)) != 0)
+    }
+
+    fn clear(&mut self, mi: usize, page: u64) {
+        if let Some(m) = self.mms.get_mut(mi) {
+            if let Some(w) = m.todo.get_mut((page / 64) as usize) {
+                if *w & (1 << (page % 64)) != 0 {
+                    *w &= !(1 << (page % 64));
+                    m.left -= 1;
+                }
+            }
+        }
+    }
+
+    /// A fault at page `addr`: its data and the pages after it, or a zero page.
+    fn fault(&mut self, mi: usize, addr: u64) -> Result<Copied> {
+        if let Some((k, pg)) = self.find(addr) {
+            let g = self.first.get(k).copied().unwrap_or(0) + pg;
+            if self.bit(mi, g) {
+                let r = self.copy(mi, k, pg, FAULT_BATCH, 0)?;
+                self.stats.fault_pages += 1;
+                return Ok(r);
+            }
+        }
+        // No data (a zero page, or dropped by the task), or already there: zero it, or wake
+        // the waiter.
+        let Some(m) = self.mms.get(mi) else {
+            return Ok(Copied::Gone);
+        };
+        match sys::uffd_zeropage(&m.uffd, addr, self.ps) {
+            Ok(()) => Ok(Copied::Ok),
+            Err((_, e)) => match e.raw_os_error() {
+                Some(libc::EEXIST) => {
+                    let _ = sys::uffd_wake(&m.uffd, addr, self.ps);
+                    Ok(Copied::Ok)
+                }
+                Some(libc::ESRCH) => Ok(Copied::Gone),
+                Some(libc::EAGAIN) => Ok(Copied::Again),
+                // Unmapped meanwhile (its event follows).
+                Some(libc::ENOENT) => Ok(Copied::Ok),
+                _ => Err(Error::io(format!("UFFDIO_ZEROPAGE at {addr:#x}"), e)),
+            },
+        }
+    }
+
+    /// Copies up to `max` pages still to come of piece `k` from its page `pg` on (a stretch
+    /// of pages still to come), to their address plus `delta`.
+    fn copy(&mut self, mi: usize, k: usize, pg: u64, max: u64, delta: u64) -> Result<Copied> {
+        let Some(&p) = self.pieces.get(k) else {
+            return Ok(Copied::Ok);
+        };
+        let Src::Data { image, off, rec } = p.src else {
+            return Ok(Copied::Ok);
+        };
+        let g0 = self.first.get(k).copied().unwrap_or(0);
+        let npages = p.len / self.ps;
+        let mut n = 0;
+        while pg + n < npages && n < max && self.bit(mi, g0 + pg + n) {
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(Copied::Ok);
+        }
+        // Never an unchecked byte: the record's CRC first (a failure ends the fill and kills
+        // the task).
+        self.src.check(&self.files, rec)?;
+        let bytes = pages::piece_bytes(&self.files, image, off, p.len)?;
+        let s = usize::try_from(pg * self.ps).unwrap_or(usize::MAX);
+        let l = usize::try_from(n * self.ps).unwrap_or(0);
+        let chunk = bytes.get(s..s.saturating_add(l)).unwrap_or_default();
+        let dst = (p.addr + pg * self.ps).wrapping_add(delta);
+        let Some(m) = self.mms.get(mi) else {
+            return Ok(Copied::Gone);
+        };
+        let (done, r) = match sys::uffd_copy(&m.uffd, dst, chunk) {
+            Ok(d) => (d, Copied::Ok),
+            Err((d, e)) => match e.raw_os_error() {
+                Some(libc::EAGAIN) => (d, Copied::Again),
+                Some(libc::ESRCH) => return Ok(Copied::Gone),
+                // A page there already, or no longer registered (its event follows): skip it.
+                Some(libc::EEXIST | libc::ENOENT) => (d + self.ps as usize, Copied::Ok),
+                _ => {
+                    return Err(Error::io(
+                        format!("UFFDIO_COPY of {} bytes at {dst:#x}", chunk.len()),
+                        e,
+                    ))
+                }
+            },
+        };
+        let pages = (done as u64 / self.ps).min(n);
+        for i in 0..pages {
+            self.clear(mi, g0 + pg + i);
+        }
+        Ok(r)
+    }
+
+    /// The next stretch of the background fill of address space `mi`.
+    fn background(&mut self, mi: usize) -> Result<()> {
+        let Some(start) = self.mms.get(mi).map(|m| m.cursor) else {
+            return Ok(());
+        };
+        for k in (start..self.pieces.len()).chain(0..start) {
+            let g0 = self.first.get(k).copied().unwrap_or(0);
+            let npages = self.pieces.get(k).map_or(0, |p| p.len / self.ps);
+            if let Some(pg) = (0..npages).find(|&i| self.bit(mi, g0 + i)) {
+                if let Some(m) = self.mms.get_mut(mi) {
+                    m.cursor = k;
+                }
+                let before = self.mms.get(mi).map_or(0, |m| m.left);
+                match self.copy(mi, k, pg, BACKGROUND_BATCH, 0)? {
+                    Copied::Gone => {
+                        self.mms.remove(mi);
+                    }
+                    Copied::Again => {}
+                    Copied::Ok => {
+                        let after = self.mms.get(mi).map_or(0, |m| m.left);
+                        self.stats.background_pages += before - after;
+                    }
+                }
+                return Ok(());
+            }
+        }
+        // Nothing found: the count is off; end this address space's fill.
+        if let Some(m) = self.mms.get_mut(mi) {
+            m.left = 0;
+        }
+        Ok(())
+    }
+
+    /// `[start, end)` was discarded or unmapped by the task: nothing more goes there.
+    fn drop_range(&mut self, mi: usize, start: u64, end: u64) {
+        let mut a = start & !(self.ps - 1);
+        while a < end {
+            match self.find(a) {
+                Some((k, pg)) => {
+                    let g = self.first.get(k).copied().unwrap_or(0) + pg;
+                    if self.bit(mi, g) {
+                        self.stats.dropped_pages += 1;
+                    }
+                    self.clear(mi, g);
+                    a += self.ps;
+                }
+                None => {
+                    // To the next piece.
+                    let i = self.pieces.partition_point(|p| p.addr <= a);
+                    match self.pieces.get(i) {
+                        Some(p) => a = p.addr.max(a + self.ps),
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+
+    /// `[from, from+len)` moved to `to`: what is still to come of it goes to its new place now.
+    fn remap(&mut self, mi: usize, from: u64, to: u64, len: u64) -> Result<Copied> {
+        let delta = to.wrapping_sub(from);
+        let mut a = from;
+        while a < from + len {
+            if let Some((k, pg)) = self.find(a) {
+                let g = self.first.get(k).copied().unwrap_or(0) + pg;
+                if self.bit(mi, g) {
+                    let npages = self.pieces.get(k).map_or(0, |p| p.len / self.ps);
+                    let room = (from + len - a) / self.ps;
+                    match self.copy(mi, k, pg, room.min(npages - pg), delta)? {
+                        Copied::Ok => continue,
+                        other => return Ok(other),
+                    }
+                }
+            }
+            a += self.ps;
+        }
+        Ok(Copied::Ok)
+    }
+}
+
+/// `restore --lazy --detach`: restores from a server process, which serves the task's pages
+/// until every one is in, then ends; this process only waits for the task to run and returns
+/// its pid and the warnings. The server's standard streams are `/dev/null`; the image must
+/// stay until it ends. If the server dies before, the task dies with it (it is the task's
+/// tracer, with `PTRACE_O_EXITKILL`).
+pub fn serve_detached(path: &std::path::Path, opts: &super::Options) -> Result<super::Restored> {
+    use std::io::{Read, Write};
+    let (mut rd, wr) = std::io::pipe().map_err(|e| Error::io("pipe", e))?;
+    let pid = sys::fork_single_threaded().map_err(|e| Error::io("fork (lazy server)", e))?;
+    if pid == 0 {
+        drop(rd);
+        let mut wr = wr;
+        let code = match super::restore(path, opts) {
+            Ok(r) => {
+                let mut msg = format!("ok {}\n", r.pid);
+                for w in &r.warnings {
+                    msg.push_str(&format!("warning {}\n", w.replace('\n', " ")));
+                }
+                quiet_stdio();
+                let _ = wr.write_all(msg.as_bytes());
+                drop(wr);
+                match r.lazy.map(LazyFill::serve) {
+                    Some(Err(_)) => 1,
+                    _ => 0,
+                }
+            }
+            Err(e) => {
+                let _ = wr.write_all(format!("error {e}\n").as_bytes());
+                1
+            }
+        };
+        sys::exit_now(code);
+    }
+    drop(wr);
+    let mut s = String::new();
+    rd.read_to_string(&mut s)
+        .map_err(|e| Error::io("reading from the lazy server", e))?;
+    let mut out = super::Restored {
+        pid: 0,
+        warnings: Vec::new(),
+        lazy: None,
+    };
+    for line in s.lines() {
+        if let Some(p) = line.strip_prefix("ok ") {
+            out.pid = p.trim().parse().unwrap_or(0);
+        } else if let Some(w) = line.strip_prefix("warning ") {
+            out.warnings.push(w.to_string());
+        } else if let Some(e) = line.strip_prefix("error ") {
+            let _ = sys::waitpid(pid);
+            return Err(Error::Other(e.to_string()));
+        }
+    }
+    if out.pid == 0 {
+        let _ = sys::waitpid(pid);
+        return Err(other(format!(
+            "the lazy-restore server (pid {pid}) ended without a word"
+        )));
+    }
+    Ok(out)
+}
+
+/// Points 0/1/2 at `/dev/null`: the server outlives the command that started it, and must not
+/// hold its caller's pipes or terminal open.
+fn quiet_stdio() {
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsFd;
+        for t in 0..3 {
+            let _ = sys::dup_to(f.as_fd(), t);
+        }
+    }
+}
