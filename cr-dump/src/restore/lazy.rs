@@ -23,7 +23,7 @@
 //! The task's own changes of its memory during the fill are followed (the userfaultfd asks for
 //! these events): `madvise(MADV_DONTNEED)` and `munmap` (`UFFD_EVENT_REMOVE`/`UNMAP`) drop
 //! the range from what is still to come (it reads as zeros, or is gone); `mremap`
-//! (`UFFD_EVENT_REMAP`) copies what is still to come of the range to its new place at once;
+//! (`UFFD_EVENT_REMAP`) sends what is still to come of the range to its new place;
 //! `fork` (`UFFD_EVENT_FORK`, which needs `CAP_SYS_PTRACE`) hands over a userfaultfd of the
 //! child's memory, which is then filled the same way (first, before the parent's rest).
 //! Without `UFFD_EVENT_FORK` the kernel drops the registration in the child: every page not
@@ -120,6 +120,8 @@ pub struct LazyFill {
     released: Option<mpsc::Sender<()>>,
     server: Option<JoinHandle<Result<Stats>>>,
     stopped: bool,
+    /// Set when the task ended (reaped): no doorbell then (its pid may be reused).
+    ended: Arc<AtomicBool>,
 }
 
 /// What the fill did.
@@ -162,6 +164,8 @@ impl Prepared {
         let (tx, rx) = mpsc::channel::<()>();
         let mut state = Server::new(self.uffd, files, src, pieces, progress);
         let d = done.clone();
+        let ended = Arc::new(AtomicBool::new(false));
+        let e = ended.clone();
         let server = std::thread::Builder::new()
             .name("cr-lazy".into())
             .spawn(move || {
@@ -169,7 +173,7 @@ impl Prepared {
                 if r.is_ok() {
                     d.store(true, Ordering::SeqCst);
                     // The doorbell only once the task runs under the tracer's loop.
-                    if rx.recv().is_ok() {
+                    if rx.recv().is_ok() && !e.load(Ordering::SeqCst) {
                         let _ = sys::kill(pid, libc::SIGSTOP);
                     }
                 } else {
@@ -182,6 +186,7 @@ impl Prepared {
             done,
             released: tx,
             server,
+            ended,
         })
     }
 }
@@ -191,6 +196,7 @@ pub(super) struct Running {
     done: Arc<AtomicBool>,
     released: mpsc::Sender<()>,
     server: JoinHandle<Result<Stats>>,
+    ended: Arc<AtomicBool>,
 }
 
 impl Running {
@@ -205,6 +211,7 @@ impl Running {
             released: Some(self.released),
             server: Some(self.server),
             stopped: stop,
+            ended: self.ended,
         })
     }
 }
@@ -249,10 +256,11 @@ impl LazyFill {
                 }
             }
         };
-        let stats = match status {
-            Some(_) => self.join().unwrap_or_default(),
-            None => self.join()?,
-        };
+        if status.is_some() {
+            self.ended.store(true, Ordering::SeqCst);
+        }
+        // A damaged page ends the fill with an error (the task was killed for it).
+        let stats = self.join()?;
         Ok(LazyEnd { status, stats })
     }
 
@@ -287,12 +295,47 @@ fn is_stop_signal(sig: i32) -> bool {
 
 /// One address space being filled: the task's, or a child's it forked during the fill.
 struct Mm {
+    id: u64,
     uffd: OwnedFd,
     /// One bit per page of the pieces: still to come.
     todo: Vec<u64>,
     left: u64,
     /// The next piece the background fill looks at.
     cursor: usize,
+    /// The task's `mremap`s, in order: (from, to, len). A page still to come goes where they
+    /// moved its first address.
+    moves: Vec<(u64, u64, u64)>,
+}
+
+impl Mm {
+    /// Where the page first at `a` is now.
+    fn cur(&self, a: u64) -> u64 {
+        self.moves.iter().fold(
+            a,
+            |a, &(f, t, l)| {
+                if a >= f && a - f < l {
+                    a - f + t
+                } else {
+                    a
+                }
+            },
+        )
+    }
+
+    /// Which first address the page now at `x` had, if a page of the image is there.
+    fn orig(&self, x: u64) -> Option<u64> {
+        let a = self.moves.iter().rev().fold(
+            x,
+            |a, &(f, t, l)| {
+                if a >= t && a - t < l {
+                    a - t + f
+                } else {
+                    a
+                }
+            },
+        );
+        (self.cur(a) == x).then_some(a)
+    }
 }
 
 /// The server thread's state.
@@ -309,6 +352,10 @@ struct Server {
     progress: Option<Progress>,
     stats: Stats,
     events: Vec<UffdEvent>,
+    /// Faults and moves that met a changing layout (`EAGAIN`: an event the task has not yet
+    /// finished), tried again after the next read: (address space id, event).
+    retry: Vec<(u64, UffdEvent)>,
+    next_id: u64,
 }
 
 /// What a copy into one address space found.
@@ -345,10 +392,12 @@ impl Server {
         }
         Server {
             mms: vec![Mm {
+                id: 0,
                 uffd,
                 todo,
                 left: n,
                 cursor: 0,
+                moves: Vec::new(),
             }],
             files,
             src,
@@ -359,6 +408,8 @@ impl Server {
             progress,
             stats: Stats::default(),
             events: Vec::new(),
+            retry: Vec::new(),
+            next_id: 1,
         }
     }
 
@@ -387,7 +438,7 @@ impl Server {
         Ok(self.stats)
     }
 
-    /// Reads and handles what every userfaultfd reports.
+    /// Reads and handles what every userfaultfd reports, then what must be tried again.
     fn events(&mut self) -> Result<()> {
         let mut mi = 0;
         while mi < self.mms.len() {
@@ -395,10 +446,7 @@ impl Server {
             let got = self.mms.get(mi).map(|m| sys::uffd_read(&m.uffd, &mut ev));
             let mut gone = matches!(got, Some(Err(_)));
             for e in ev.drain(..) {
-                match self.event(mi, e)? {
-                    Copied::Gone => gone = true,
-                    Copied::Ok | Copied::Again => {}
-                }
+                gone |= self.handle(mi, e)?;
             }
             self.events = ev;
             if gone {
@@ -407,15 +455,47 @@ impl Server {
                 mi += 1;
             }
         }
+        let again = std::mem::take(&mut self.retry);
+        if !again.is_empty() {
+            // The task finishes its change of layout when it runs: let it.
+            std::thread::yield_now();
+        }
+        for (id, e) in again {
+            if let Some(mi) = self.mms.iter().position(|m| m.id == id) {
+                if self.handle(mi, e)? {
+                    self.mms.remove(mi);
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Handles one event; whether its address space is gone.
+    fn handle(&mut self, mi: usize, e: UffdEvent) -> Result<bool> {
+        let retry = match &e {
+            UffdEvent::PageFault { addr } => Some(UffdEvent::PageFault { addr: *addr }),
+            UffdEvent::Remap { from, to, len } => Some(UffdEvent::Remap {
+                from: *from,
+                to: *to,
+                len: *len,
+            }),
+            _ => None,
+        };
+        Ok(match self.event(mi, e)? {
+            Copied::Gone => true,
+            Copied::Ok => false,
+            Copied::Again => {
+                if let (Some(r), Some(m)) = (retry, self.mms.get(mi)) {
+                    self.retry.push((m.id, r));
+                }
+                false
+            }
+        })
     }
 
     fn event(&mut self, mi: usize, e: UffdEvent) -> Result<Copied> {
         match e {
-            UffdEvent::PageFault { addr } => {
-                self.stats.faults += 1;
-                self.fault(mi, addr & !(self.ps - 1))
-            }
+            UffdEvent::PageFault { addr } => self.fault(mi, addr & !(self.ps - 1)),
             UffdEvent::Remove { start, end } | UffdEvent::Unmap { start, end } => {
                 self.drop_range(mi, start, end);
                 Ok(Copied::Ok)
@@ -425,14 +505,17 @@ impl Server {
                 let Some(m) = self.mms.get(mi) else {
                     return Ok(Copied::Ok);
                 };
-                let (todo, left) = (m.todo.clone(), m.left);
+                let (todo, left, moves) = (m.todo.clone(), m.left, m.moves.clone());
                 self.mms.push(Mm {
+                    id: self.next_id,
                     uffd: ufd,
                     todo,
                     left,
                     cursor: 0,
+                    moves,
                 });
                 self.stats.forks += 1;
+                self.next_id += 1;
                 Ok(Copied::Ok)
             }
             UffdEvent::Other(_) => Ok(Copied::Ok),
@@ -467,11 +550,14 @@ impl Server {
 
     /// A fault at page `addr`: its data and the pages after it, or a zero page.
     fn fault(&mut self, mi: usize, addr: u64) -> Result<Copied> {
-        if let Some((k, pg)) = self.find(addr) {
+        let first = self.mms.get(mi).and_then(|m| m.orig(addr));
+        if let Some((k, pg)) = first.and_then(|a| self.find(a)) {
             let g = self.first.get(k).copied().unwrap_or(0) + pg;
             if self.bit(mi, g) {
-                let r = self.copy(mi, k, pg, FAULT_BATCH, 0)?;
-                self.stats.fault_pages += 1;
+                let r = self.copy(mi, k, pg, FAULT_BATCH)?;
+                if !matches!(r, Copied::Again) {
+                    self.stats.faults += 1;
+                }
                 return Ok(r);
             }
         }
@@ -497,8 +583,8 @@ impl Server {
     }
 
     /// Copies up to `max` pages still to come of piece `k` from its page `pg` on (a stretch
-    /// of pages still to come), to their address plus `delta`.
-    fn copy(&mut self, mi: usize, k: usize, pg: u64, max: u64, delta: u64) -> Result<Copied> {
+    /// of pages still to come, together where the task has them now).
+    fn copy(&mut self, mi: usize, k: usize, pg: u64, max: u64) -> Result<Copied> {
         let Some(&p) = self.pieces.get(k) else {
             return Ok(Copied::Ok);
         };
@@ -507,8 +593,14 @@ impl Server {
         };
         let g0 = self.first.get(k).copied().unwrap_or(0);
         let npages = p.len / self.ps;
+        let Some(m) = self.mms.get(mi) else {
+            return Ok(Copied::Gone);
+        };
+        let a0 = p.addr + pg * self.ps;
+        let dst = m.cur(a0);
+        let together = |n: u64| m.moves.is_empty() || m.cur(a0 + n * self.ps) == dst + n * self.ps;
         let mut n = 0;
-        while pg + n < npages && n < max && self.bit(mi, g0 + pg + n) {
+        while pg + n < npages && n < max && self.bit(mi, g0 + pg + n) && together(n) {
             n += 1;
         }
         if n == 0 {
@@ -521,7 +613,6 @@ impl Server {
         let s = usize::try_from(pg * self.ps).unwrap_or(usize::MAX);
         let l = usize::try_from(n * self.ps).unwrap_or(0);
         let chunk = bytes.get(s..s.saturating_add(l)).unwrap_or_default();
-        let dst = (p.addr + pg * self.ps).wrapping_add(delta);
         let Some(m) = self.mms.get(mi) else {
             return Ok(Copied::Gone);
         };
@@ -541,6 +632,9 @@ impl Server {
             },
         };
         let pages = (done as u64 / self.ps).min(n);
+        if max == FAULT_BATCH {
+            self.stats.fault_pages += pages;
+        }
         for i in 0..pages {
             self.clear(mi, g0 + pg + i);
         }
@@ -560,7 +654,7 @@ impl Server {
                     m.cursor = k;
                 }
                 let before = self.mms.get(mi).map_or(0, |m| m.left);
-                match self.copy(mi, k, pg, BACKGROUND_BATCH, 0)? {
+                match self.copy(mi, k, pg, BACKGROUND_BATCH)? {
                     Copied::Gone => {
                         self.mms.remove(mi);
                     }
@@ -582,22 +676,28 @@ impl Server {
 
     /// `[start, end)` was discarded or unmapped by the task: nothing more goes there.
     fn drop_range(&mut self, mi: usize, start: u64, end: u64) {
-        let mut a = start & !(self.ps - 1);
-        while a < end {
-            match self.find(a) {
+        let moved = self.mms.get(mi).is_some_and(|m| !m.moves.is_empty());
+        let mut x = start & !(self.ps - 1);
+        while x < end {
+            let a = match self.mms.get(mi) {
+                Some(m) if moved => m.orig(x),
+                _ => Some(x),
+            };
+            match a.and_then(|a| self.find(a)) {
                 Some((k, pg)) => {
                     let g = self.first.get(k).copied().unwrap_or(0) + pg;
                     if self.bit(mi, g) {
                         self.stats.dropped_pages += 1;
                     }
                     self.clear(mi, g);
-                    a += self.ps;
+                    x += self.ps;
                 }
+                None if moved => x += self.ps,
                 None => {
                     // To the next piece.
-                    let i = self.pieces.partition_point(|p| p.addr <= a);
+                    let i = self.pieces.partition_point(|p| p.addr <= x);
                     match self.pieces.get(i) {
-                        Some(p) => a = p.addr.max(a + self.ps),
+                        Some(p) => x = p.addr.max(x + self.ps),
                         None => break,
                     }
                 }
@@ -605,23 +705,12 @@ impl Server {
         }
     }
 
-    /// `[from, from+len)` moved to `to`: what is still to come of it goes to its new place now.
+    /// `[from, from+len)` moved to `to`: what is still to come of it goes to its new place (a
+    /// copy now would meet the layout still changing: the task finishes its `mremap`, and the
+    /// unmapping of the old range, after this event is read).
     fn remap(&mut self, mi: usize, from: u64, to: u64, len: u64) -> Result<Copied> {
-        let delta = to.wrapping_sub(from);
-        let mut a = from;
-        while a < from + len {
-            if let Some((k, pg)) = self.find(a) {
-                let g = self.first.get(k).copied().unwrap_or(0) + pg;
-                if self.bit(mi, g) {
-                    let npages = self.pieces.get(k).map_or(0, |p| p.len / self.ps);
-                    let room = (from + len - a) / self.ps;
-                    match self.copy(mi, k, pg, room.min(npages - pg), delta)? {
-                        Copied::Ok => continue,
-                        other => return Ok(other),
-                    }
-                }
-            }
-            a += self.ps;
+        if let Some(m) = self.mms.get_mut(mi) {
+            m.moves.push((from, to, len));
         }
         Ok(Copied::Ok)
     }
