@@ -26,6 +26,7 @@ use cr_format::chain::{ChainIndex, Resolved};
 use cr_format::raw;
 use cr_format::read::{Image, Record, RunKind};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// One Pages record's data area.
 #[derive(Clone, Copy, Debug)]
@@ -89,12 +90,22 @@ impl Source {
 
     /// Checks the data CRC of record `k` (once).
     pub fn check(&mut self, files: &ChainFiles, k: usize) -> Result<()> {
-        let Some(r) = self.recs.get_mut(k) else {
-            return Err(other(format!("internal: no page record {k}")));
-        };
-        if r.checked {
+        if self.recs.get(k).is_some_and(|r| r.checked) {
             return Ok(());
         }
+        self.crc_ok(files, k)?;
+        if let Some(r) = self.recs.get_mut(k) {
+            r.checked = true;
+        }
+        Ok(())
+    }
+
+    /// Whether record `k`'s data matches its CRC (an error naming the image and the record if
+    /// not).
+    fn crc_ok(&self, files: &ChainFiles, k: usize) -> Result<()> {
+        let Some(r) = self.recs.get(k) else {
+            return Err(other(format!("internal: no page record {k}")));
+        };
         let path = self.paths.get(r.image).map_or("?", String::as_str);
         let data = files
             .files()
@@ -110,8 +121,34 @@ impl Source {
                 r.start, r.offset, r.crc
             )));
         }
-        r.checked = true;
         Ok(())
+    }
+}
+
+/// The data CRCs checked on a second thread, in the order the copy needs them, while this one
+/// copies what is checked: the CRC was a fifth of an eager restore, and reading each record
+/// there also brings it into the cache for the copy.
+struct Ahead<'a> {
+    state: &'a [AtomicU8],
+    src: &'a Source,
+    files: &'a ChainFiles,
+}
+
+const UNCHECKED: u8 = 0;
+const GOOD: u8 = 1;
+const BAD: u8 = 2;
+
+impl Ahead<'_> {
+    /// Waits until record `k` is checked; its error if it is bad.
+    fn wait(&self, k: usize) -> Result<()> {
+        loop {
+            match self.state.get(k).map(|s| s.load(Ordering::Acquire)) {
+                Some(GOOD) => return Ok(()),
+                Some(UNCHECKED) => std::thread::park_timeout(std::time::Duration::from_millis(1)),
+                // Bad, or not in the list the checker walks: checked here, said why.
+                _ => return self.src.crc_ok(self.files, k),
+            }
+        }
     }
 }
 
@@ -370,15 +407,68 @@ pub(super) fn fill_with(
     } else {
         None
     };
+    let mut order: Vec<usize> = Vec::new();
+    for p in pieces {
+        if let Src::Data { rec, .. } = p.src {
+            if order.last() != Some(&rec) && !src.recs.get(rec).is_some_and(|r| r.checked) {
+                order.push(rec);
+            }
+        }
+    }
+    let state: Vec<AtomicU8> = (0..src.recs.len())
+        .map(|_| AtomicU8::new(UNCHECKED))
+        .collect();
+    let stop = AtomicBool::new(false);
+    let src: &Source = src;
+    let ahead = Ahead {
+        state: &state,
+        src,
+        files,
+    };
+    let me = std::thread::current();
+    std::thread::scope(|s| {
+        let checker = std::thread::Builder::new().spawn_scoped(s, || {
+            for &k in &order {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let ok = src.crc_ok(files, k).is_ok();
+                if let Some(st) = state.get(k) {
+                    st.store(if ok { GOOD } else { BAD }, Ordering::Release);
+                }
+                me.unpark();
+            }
+        });
+        if checker.is_err() {
+            // No second thread: `wait` checks each record itself (as it does a bad one).
+            for st in &state {
+                st.store(BAD, Ordering::Release);
+            }
+        }
+        let r = copy_all(c, files, pieces, uffd.as_ref(), &ahead, progress);
+        stop.store(true, Ordering::Relaxed);
+        r
+    })
+}
+
+/// The copy loop of [`fill_with`].
+fn copy_all(
+    c: &Child,
+    files: &ChainFiles,
+    pieces: &[Piece],
+    uffd: Option<&OwnedFd>,
+    ahead: &Ahead<'_>,
+    progress: Option<&Progress>,
+) -> Result<()> {
     let total: u64 = pieces.iter().map(|p| p.len).sum();
     let (mut done, mut told) = (0u64, 0u64);
     let zero = vec![0u8; 1 << 20];
     for p in pieces {
         match p.src {
             Src::Data { image, off, rec } => {
-                src.check(files, rec)?;
+                ahead.wait(rec)?;
                 let bytes = piece_bytes(files, image, off, p.len)?;
-                match &uffd {
+                match uffd {
                     Some(u) if p.anon => uffd_put(c, u, p.addr, bytes)?,
                     _ => put(c, p.addr, bytes)?,
                 }
