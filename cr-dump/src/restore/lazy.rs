@@ -163,6 +163,8 @@ impl Prepared {
         let done = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel::<()>();
         let mut state = Server::new(self.uffd, files, src, pieces, progress);
+        let go = Arc::new(AtomicBool::new(false));
+        state.go = Some(go.clone());
         let d = done.clone();
         let ended = Arc::new(AtomicBool::new(false));
         let e = ended.clone();
@@ -185,8 +187,9 @@ impl Prepared {
         Ok(Running {
             done,
             released: tx,
-            server,
+            server: Some(server),
             ended,
+            go,
         })
     }
 }
@@ -195,24 +198,36 @@ impl Prepared {
 pub(super) struct Running {
     done: Arc<AtomicBool>,
     released: mpsc::Sender<()>,
-    server: JoinHandle<Result<Stats>>,
+    server: Option<JoinHandle<Result<Stats>>>,
     ended: Arc<AtomicBool>,
+    /// Set when the task runs: the background fill waits for it, so as not to slow the rest of
+    /// the restore (only faults are served before).
+    go: Arc<AtomicBool>,
 }
 
 impl Running {
     /// Lets the task run, traced (`PTRACE_O_EXITKILL`: killed if this process dies before the
     /// fill ends); `stop` leaves it stopped at the end of the fill.
-    pub(super) fn release(self, child: Child, stop: bool) -> Result<LazyFill> {
+    pub(super) fn release(mut self, child: Child, stop: bool) -> Result<LazyFill> {
         let opts = libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACEEXEC;
         let tracee = child.keep_traced(opts)?;
+        self.go.store(true, Ordering::SeqCst);
         Ok(LazyFill {
             tracee,
-            done: self.done,
-            released: Some(self.released),
-            server: Some(self.server),
+            done: self.done.clone(),
+            released: Some(self.released.clone()),
+            server: self.server.take(),
             stopped: stop,
-            ended: self.ended,
+            ended: self.ended.clone(),
         })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A restore that failed before the task ran (the child is killed): the server finds
+        // the memory gone and ends.
+        self.go.store(true, Ordering::SeqCst);
     }
 }
 
@@ -356,6 +371,8 @@ struct Server {
     /// finished), tried again after the next read: (address space id, event).
     retry: Vec<(u64, UffdEvent)>,
     next_id: u64,
+    /// Background filling may start (the task runs).
+    go: Option<Arc<AtomicBool>>,
 }
 
 /// What a copy into one address space found.
@@ -410,6 +427,7 @@ impl Server {
             events: Vec::new(),
             retry: Vec::new(),
             next_id: 1,
+            go: None,
         }
     }
 
@@ -420,6 +438,15 @@ impl Server {
             self.events()?;
             if self.mms.is_empty() {
                 break;
+            }
+            if self.go.as_ref().is_some_and(|g| !g.load(Ordering::SeqCst)) {
+                let fds: Vec<&dyn std::os::fd::AsRawFd> = self
+                    .mms
+                    .iter()
+                    .map(|m| &m.uffd as &dyn std::os::fd::AsRawFd)
+                    .collect();
+                sys::poll_readable(&fds, 1).map_err(|e| Error::io("poll on the userfaultfd", e))?;
+                continue;
             }
             // The newest address space first: a child forked during the fill is not traced.
             let Some(mi) = self.mms.iter().rposition(|m| m.left > 0) else {
