@@ -750,7 +750,8 @@ impl Server {
 /// tracer, with `PTRACE_O_EXITKILL`).
 pub fn serve_detached(path: &std::path::Path, opts: &super::Options) -> Result<super::Restored> {
     use std::io::{Read, Write};
-    let (mut rd, wr) = std::io::pipe().map_err(|e| Error::io("pipe", e))?;
+    let (rd, wr) = sys::fdobj::pipe(libc::O_CLOEXEC).map_err(|e| Error::io("pipe", e))?;
+    let (mut rd, wr) = (std::fs::File::from(rd), std::fs::File::from(wr));
     let pid = sys::fork_single_threaded().map_err(|e| Error::io("fork (lazy server)", e))?;
     if pid == 0 {
         drop(rd);

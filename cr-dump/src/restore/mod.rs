@@ -3,8 +3,9 @@
 //! # Technique
 //!
 //! Everything that can be checked without a process is checked first, and a restore that
-//! cannot succeed is refused before anything starts: the chain is verified in full
-//! ([`crate::inspect::verify`] with `--chain`), the page size must be this machine's, the CPU
+//! cannot succeed is refused before anything starts: the chain is verified (every record and
+//! its CRC, the Tail digests, every link and "parent" page; the page data CRCs as the pages go
+//! in, step 6, before the task runs unless `--lazy`), the page size must be this machine's, the CPU
 //! (XCR0) must enable every XSAVE component the image's XCR0 has, every mapped file must still
 //! be the captured one (inode, size and mtime), and any VMA or page run that is empty, inverted or
 //! outside the user address space (past `0x7fff_ffff_f000`; only the vsyscall page, never
@@ -40,12 +41,16 @@
 //!    never writable, so apart from a neighbour that was). An anonymous VMA that would merge
 //!    with the one before it (the task had them apart) is made elsewhere and moved into place,
 //!    so `/proc/PID/maps` is the original's line for line; a warning says if it is not;
-//! 6. the pages: every data page resolved through the chain is written with
-//!    `process_vm_writev` (one copy; `/proc/PID/mem` for what it cannot write), coalesced
-//!    into one write per contiguous stretch of the image file;
+//! 6. the pages (`pages.rs`): every data page resolved through the chain; private anonymous
+//!    memory with `UFFDIO_COPY` through a userfaultfd the child makes (the kernel allocates
+//!    and copies in one step, no fault), the rest with `process_vm_writev` (`/proc/PID/mem` for
+//!    what it cannot write); each Pages record's data CRC checked on a second thread before
+//!    its bytes are copied (a damaged record fails the restore before the task runs);
 //!    zero pages of file mappings are written as zeros; pages that are not present stay fresh
 //!    zero pages (anonymous) or the file's bytes (file mappings); shared file mappings are not
-//!    written (the file is their contents);
+//!    written (the file is their contents). With `--lazy` ([`LazyFill`], `lazy.rs`) private
+//!    anonymous memory is registered instead and served on fault and in the background while
+//!    the task runs;
 //! 7. `mprotect` of each VMA to its recorded protection, then its madvise flags (VmaAttr:
 //!    `MADV_DONTFORK`, `DONTDUMP`, `WIPEONFORK`, `HUGEPAGE`, `NOHUGEPAGE`, `MERGEABLE`) and its
 //!    lock (`mlock2`, with `MLOCK_ONFAULT` for lock-on-fault); a failure (no `CAP_IPC_LOCK`
@@ -85,15 +90,16 @@
 //!
 //! Pages are written, not mapped from the image file: a restored anonymous VMA stays anonymous
 //! (mapping the page-aligned data of the image privately would make restore time independent
-//! of the image's size, but the VMAs would become file mappings of the image). Measured here for
-//! a 1 GiB image (release build): restore 0.55 s in total, of which 0.12 s is the verification
-//! of the chain; the rest runs at the page-write limit of FACTS.md (2.3 GiB/s into fresh
-//! pages); the checkpoint of the same target takes 0.7 s.
+//! of the image's size, but the VMAs would become file mappings of the image). The chain is
+//! parsed before the fork without its page data CRCs (every record CRC, the Tail digest,
+//! which covers every `data_crc`, and every link are checked); the data CRCs are checked as
+//! the pages go in (BENCHMARKS.md, "Restore (issue 14, session 6)", has the figures).
 //!
 //! # Where the code is
 //!
 //! `plan.rs` checks the image and opens its files before the fork; `child.rs` is the forked
-//! shell with its injector; `build.rs` runs steps 1-5 and 7-10; `pages.rs` is step 6;
+//! shell with its injector; `build.rs` runs steps 1-5 and 7-10; `pages.rs` is step 6 and
+//! `lazy.rs` its lazy form;
 //! `signals.rs`, `process.rs` and `creds.rs` are step 9's signals and timers, limits and
 //! attributes, and credentials (each planned before the fork: what the caller may not do is
 //! refused or lowered with a warning there); `selfckpt.rs` is [`checkpoint_self`].
@@ -169,7 +175,7 @@ pub struct Options {
     pub detach: bool,
     /// Files, terminal and session.
     pub files: FileOptions,
-    /// Let the task run before its memory is in ([`lazy`]): the returned [`Restored::lazy`]
+    /// Let the task run before its memory is in ([`LazyFill`]): the returned [`Restored::lazy`]
     /// must then be served ([`LazyFill::serve`]) until every page is in.
     pub lazy: bool,
     /// Called as pages go in.
