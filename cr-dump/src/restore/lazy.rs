@@ -14,7 +14,7 @@
 //! the page and the pages after it (up to [`FAULT_BATCH`]) from the image, or `UFFDIO_ZEROPAGE`
 //! where the image has no data; between faults it copies the rest in address order,
 //! [`BACKGROUND_BATCH`] at a time. Every Pages record's data CRC is checked before the first
-//! byte of it is copied ([`super::pages::Source::check`]): a bad one kills the task (and
+//! byte of it is copied ([`super::pages::Source::crc_ok`], on a second thread ahead of the copies): a bad one kills the task (and
 //! whatever it forked meanwhile is left without that memory: it is killed too when it is
 //! traced, see below) and the error names the image and the record; no unchecked byte is ever
 //! given to the task. The thread runs during the rest of the restore already (so a page the
@@ -51,14 +51,17 @@ use crate::inspect::chain::ChainFiles;
 use crate::sys::{self, Tracee, UffdEvent, WaitStatus};
 use cr_format::raw;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+
+/// A record whose CRC matched ([`Server::crc`]).
+const GOOD: u8 = 1;
 
 /// Pages copied for a fault: the page and the ones after it.
 const FAULT_BATCH: u64 = 16;
 /// Pages copied between two looks at the userfaultfd.
-const BACKGROUND_BATCH: u64 = 64;
+const BACKGROUND_BATCH: u64 = 256;
 
 /// The userfaultfd features a lazy restore needs.
 const FEATURES: u64 = sys::UFFD_FEATURE_EVENT_FORK
@@ -88,7 +91,7 @@ pub(super) fn prepare(
     c: &Child,
     plan: &Plan,
     files: &ChainFiles,
-    src: &mut Source,
+    src: &Source,
     pieces: &[Piece],
     progress: Option<&Progress>,
 ) -> Result<Prepared> {
@@ -162,7 +165,8 @@ impl Prepared {
         let pid = child.pid();
         let done = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel::<()>();
-        let mut state = Server::new(self.uffd, files, src, pieces, progress);
+        let mut state = Server::new(self.uffd, Arc::new(files), Arc::new(src), pieces, progress);
+        state.check_ahead();
         let go = Arc::new(AtomicBool::new(false));
         state.go = Some(go.clone());
         let d = done.clone();
@@ -356,8 +360,13 @@ impl Mm {
 /// The server thread's state.
 struct Server {
     mms: Vec<Mm>,
-    files: ChainFiles,
-    src: Source,
+    files: Arc<ChainFiles>,
+    src: Arc<Source>,
+    /// Each record's CRC: unchecked, good or bad (a second thread checks them in address order
+    /// ahead of the background fill; a fault that needs one not yet checked checks it itself).
+    crc: Arc<Vec<AtomicU8>>,
+    /// Tells the checker to stop.
+    stop: Arc<AtomicBool>,
     /// The lazy pieces, by address.
     pieces: Vec<Piece>,
     /// The page index of each piece's first page.
@@ -387,8 +396,8 @@ enum Copied {
 impl Server {
     fn new(
         uffd: OwnedFd,
-        files: ChainFiles,
-        src: Source,
+        files: Arc<ChainFiles>,
+        src: Arc<Source>,
         pieces: Vec<Piece>,
         progress: Option<Progress>,
     ) -> Server {
@@ -416,6 +425,8 @@ impl Server {
                 cursor: 0,
                 moves: Vec::new(),
             }],
+            crc: Arc::new((0..src.len()).map(|_| AtomicU8::new(0)).collect()),
+            stop: Arc::new(AtomicBool::new(false)),
             files,
             src,
             pieces,
@@ -431,8 +442,48 @@ impl Server {
         }
     }
 
+    /// Starts the thread that checks the records' CRCs ahead of the fill (none if it cannot
+    /// be started: each record is then checked before its first copy).
+    fn check_ahead(&self) {
+        let mut order: Vec<usize> = Vec::new();
+        for p in &self.pieces {
+            if let Src::Data { rec, .. } = p.src {
+                if order.last() != Some(&rec) {
+                    order.push(rec);
+                }
+            }
+        }
+        let (files, src, crc, stop) = (
+            self.files.clone(),
+            self.src.clone(),
+            self.crc.clone(),
+            self.stop.clone(),
+        );
+        let _ = std::thread::Builder::new()
+            .name("cr-lazy-crc".into())
+            .spawn(move || {
+                for k in order {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    // A bad one stays unchecked: the copy that needs it checks it and fails.
+                    if src.crc_ok(&files, k).is_ok() {
+                        if let Some(c) = crc.get(k) {
+                            c.store(GOOD, Ordering::Release);
+                        }
+                    }
+                }
+            });
+    }
+
     /// Serves until no page is left in any address space.
     fn run(&mut self) -> Result<Stats> {
+        let r = self.run_inner();
+        self.stop.store(true, Ordering::Relaxed);
+        r
+    }
+
+    fn run_inner(&mut self) -> Result<Stats> {
         let mut told = 0u64;
         loop {
             self.events()?;
@@ -635,7 +686,12 @@ impl Server {
         }
         // Never an unchecked byte: the record's CRC first (a failure ends the fill and kills
         // the task).
-        self.src.check(&self.files, rec)?;
+        if self.crc.get(rec).map(|c| c.load(Ordering::Acquire)) != Some(GOOD) {
+            self.src.crc_ok(&self.files, rec)?;
+            if let Some(c) = self.crc.get(rec) {
+                c.store(GOOD, Ordering::Release);
+            }
+        }
         let bytes = pages::piece_bytes(&self.files, image, off, p.len)?;
         let s = usize::try_from(pg * self.ps).unwrap_or(usize::MAX);
         let l = usize::try_from(n * self.ps).unwrap_or(0);

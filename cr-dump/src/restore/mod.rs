@@ -231,7 +231,7 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     let mut plan = plan::plan(path, images)?;
     let top = images.first().ok_or_else(|| other("an empty chain"))?;
     let fplan = files::plan(path, top, &opts.files, opts.detach)?;
-    let mut src = pages::Source::new(images, &files);
+    let src = pages::Source::new(images, &files);
     let pieces = pages::pieces(&plan, idx, images, &src)?;
     drop(chain);
 
@@ -251,11 +251,11 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     build::map_vmas(&child, &plan)?;
     let progress = opts.progress.as_ref();
     let lazy = if opts.lazy {
-        let prep = lazy::prepare(&child, &plan, &files, &mut src, &pieces, progress)?;
+        let prep = lazy::prepare(&child, &plan, &files, &src, &pieces, progress)?;
         // Served from here on: the rest of the restore may touch the task's memory.
         Some(prep.start(&child, files, src, pieces, opts.progress.clone())?)
     } else {
-        pages::fill(&child, &plan, &files, &mut src, &pieces, progress)?;
+        pages::fill(&child, &plan, &files, &src, &pieces, progress)?;
         None
     };
     let mut warnings = Vec::new();

@@ -2,7 +2,7 @@
 //!
 //! The chain is parsed without its page data CRCs ([`crate::inspect::chain::Parse::Metadata`]:
 //! every record CRC, the Tail digest, which covers every `data_crc`, and every link); the data
-//! CRC of a Pages record is checked here ([`Source::check`]), right before the first byte of
+//! CRC of a Pages record is checked ([`Source::crc_ok`], on a second thread) before the first byte of
 //! that record is copied, so each byte is read from the image once into the cache and once
 //! from there into the task. A bad CRC fails the restore before the task ever runs: the child
 //! is killed, and the error names the image and the record.
@@ -37,11 +37,10 @@ struct Rec {
     crc: u32,
     /// The record's offset in its image (for messages).
     offset: u64,
-    checked: bool,
 }
 
 /// Where page data comes from: every Pages record of the chain, each data CRC checked once,
-/// before its first byte is used. Owns no borrow: the bytes are the chain's files'.
+/// before its first byte is used ([`Source::crc_ok`]). Owns no borrow: the bytes are the chain's files'.
 pub(super) struct Source {
     recs: Vec<Rec>,
     paths: Vec<String>,
@@ -63,7 +62,6 @@ impl Source {
                             end: start.saturating_add(len),
                             crc: p.raw.data_crc.get(),
                             offset: r.offset,
-                            checked: false,
                         });
                     }
                 }
@@ -88,21 +86,14 @@ impl Source {
         (r.image == image && off.saturating_add(len) <= r.end).then_some(k)
     }
 
-    /// Checks the data CRC of record `k` (once).
-    pub fn check(&mut self, files: &ChainFiles, k: usize) -> Result<()> {
-        if self.recs.get(k).is_some_and(|r| r.checked) {
-            return Ok(());
-        }
-        self.crc_ok(files, k)?;
-        if let Some(r) = self.recs.get_mut(k) {
-            r.checked = true;
-        }
-        Ok(())
+    /// The number of records.
+    pub fn len(&self) -> usize {
+        self.recs.len()
     }
 
     /// Whether record `k`'s data matches its CRC (an error naming the image and the record if
     /// not).
-    fn crc_ok(&self, files: &ChainFiles, k: usize) -> Result<()> {
+    pub fn crc_ok(&self, files: &ChainFiles, k: usize) -> Result<()> {
         let Some(r) = self.recs.get(k) else {
             return Err(other(format!("internal: no page record {k}")));
         };
@@ -384,7 +375,7 @@ pub(super) fn fill(
     c: &Child,
     plan: &Plan,
     files: &ChainFiles,
-    src: &mut Source,
+    src: &Source,
     pieces: &[Piece],
     progress: Option<&Progress>,
 ) -> Result<()> {
@@ -397,7 +388,7 @@ pub(super) fn fill_with(
     c: &Child,
     plan: &Plan,
     files: &ChainFiles,
-    src: &mut Source,
+    src: &Source,
     pieces: &[Piece],
     progress: Option<&Progress>,
     which: impl Fn(&VmaPlan) -> bool,
@@ -410,7 +401,7 @@ pub(super) fn fill_with(
     let mut order: Vec<usize> = Vec::new();
     for p in pieces {
         if let Src::Data { rec, .. } = p.src {
-            if order.last() != Some(&rec) && !src.recs.get(rec).is_some_and(|r| r.checked) {
+            if order.last() != Some(&rec) {
                 order.push(rec);
             }
         }
@@ -419,7 +410,6 @@ pub(super) fn fill_with(
         .map(|_| AtomicU8::new(UNCHECKED))
         .collect();
     let stop = AtomicBool::new(false);
-    let src: &Source = src;
     let ahead = Ahead {
         state: &state,
         src,
