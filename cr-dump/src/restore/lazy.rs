@@ -176,6 +176,9 @@ impl Prepared {
             .name("cr-lazy".into())
             .spawn(move || {
                 let r = state.run();
+                // The userfaultfd closed now, not after the doorbell: an event the task raises
+                // meanwhile (a fork, an munmap) would wait for a reader that is gone.
+                drop(state);
                 if r.is_ok() {
                     d.store(true, Ordering::SeqCst);
                     // The doorbell only once the task runs under the tracer's loop.
