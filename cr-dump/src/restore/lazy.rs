@@ -166,9 +166,9 @@ impl Prepared {
         let done = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel::<()>();
         let mut state = Server::new(self.uffd, Arc::new(files), Arc::new(src), pieces, progress);
-        state.check_ahead();
         let go = Arc::new(AtomicBool::new(false));
         state.go = Some(go.clone());
+        state.check_ahead();
         let d = done.clone();
         let ended = Arc::new(AtomicBool::new(false));
         let e = ended.clone();
@@ -456,15 +456,22 @@ impl Server {
                 }
             }
         }
-        let (files, src, crc, stop) = (
+        let (files, src, crc, stop, go) = (
             self.files.clone(),
             self.src.clone(),
             self.crc.clone(),
             self.stop.clone(),
+            self.go.clone(),
         );
         let _ = std::thread::Builder::new()
             .name("cr-lazy-crc".into())
             .spawn(move || {
+                // Not before the task runs: the rest of the restore comes first.
+                while go.as_ref().is_some_and(|g| !g.load(Ordering::SeqCst))
+                    && !stop.load(Ordering::Relaxed)
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
                 for k in order {
                     if stop.load(Ordering::Relaxed) {
                         break;
