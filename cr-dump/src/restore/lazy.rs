@@ -125,6 +125,7 @@ pub struct LazyFill {
     /// Tells the server the task runs (and may be stopped with the doorbell).
     released: Option<mpsc::Sender<()>>,
     server: Option<JoinHandle<Result<Stats>>>,
+    /// Let go stopped (unused: `--lazy` and `--stopped` are refused together).
     stopped: bool,
     /// Set when the task ended (reaped): no doorbell then (its pid may be reused).
     ended: Arc<AtomicBool>,

@@ -221,6 +221,12 @@ fn other(m: impl Into<String>) -> Error {
 /// Restores the image at `path` (its ancestors found beside it) into a new child process and
 /// lets it run (or leaves it stopped). The caller should wait for the returned pid.
 pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
+    if opts.lazy && opts.stopped {
+        // A stopped task would never fault: the fill could not end until it is continued.
+        return Err(other(
+            "restore --lazy and --stopped together: a lazy restore lets the task run",
+        ));
+    }
     let files = inspect::chain::ChainFiles::open(path)?;
     let chain = files.parse(inspect::chain::Parse::Metadata)?;
     chain
