@@ -2,7 +2,8 @@
 //! page): checkpointed while it waits, killed, restored lazily, then asked (SIGUSR1) to read
 //! its memory: in order, in a pseudo-random order, or after unmapping, discarding and moving
 //! parts of it and forking; the results must be those of an uninterrupted run. A damaged page
-//! in the image kills the task and names the record (never a wrong result); `--lazy --detach`.
+//! in the image kills the task and names the record (never a wrong result); `--lazy --detach`,
+//! and its server killed mid-fill: the task dies with it.
 //! Also the eager restore of the same (UFFDIO_COPY path) and of the damaged image.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -13,6 +14,18 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
 const MIB: &str = "64";
+
+/// The tracer of `pid` (0: none).
+fn tracer(pid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
 
 fn cr(dir: &Path) -> Command {
     let mut c = Command::new(BIN);
@@ -226,4 +239,46 @@ fn lazy_detach() {
     let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     kill(pid, libc::SIGUSR1);
     assert_eq!(wait_file(d.path(), "out", pid), want);
+}
+
+#[test]
+fn lazy_detach_server_killed_kills_the_task() {
+    if !root() {
+        cr_tests::skipped("server_killed", "restore --lazy needs root");
+        return;
+    }
+    let d = TempDir::new("lazy-killed");
+    let img = image("seq", d.path());
+    let out = cr(d.path())
+        .args(["restore", "--lazy", "--detach"])
+        .arg(&img)
+        .run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    // The server is the task's tracer until every page is in.
+    let server = tracer(pid);
+    if server == 0 {
+        cr_tests::skipped_part(
+            "server_killed",
+            "the fill ended before the server was killed",
+        );
+        kill(pid, libc::SIGKILL);
+        return;
+    }
+    kill(server, libc::SIGKILL);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cr_tests::state(pid) {
+            None | Some(('Z' | 'X', _)) => break,
+            Some(_) if Instant::now() > end => {
+                kill(pid, libc::SIGKILL);
+                panic!("the task {pid} outlived its lazy-restore server {server}");
+            }
+            Some(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
 }
