@@ -16,6 +16,11 @@ downtime (`--json` downtime_ms; CRIU's "Frozen time").
     sudo python3 cr-dump/benches/vs_criu.py [--rounds 5] [--mib 1024] [--busy 2]
          [--bin target/release/cr-dump] [--criu PATH] [--only cr|criu] [--work DIR]
 
+--lazy adds the lazy restores: `cr-dump restore --lazy --detach` and CRIU's `criu lazy-pages` +
+`criu restore --lazy-pages`, each timed to the task running (the restore command returns) and
+to every page in (cr-dump: the task no longer traced, /proc/PID/status TracerPid 0; CRIU: its
+lazy-pages daemon ends), then checked as the others.
+
 --busy N starts N `yes > /dev/null` loops for the whole run. CRIU is taken from --criu, $CRIU,
 ../shared/peers/criu (beside the repository or its parent) or `criu` on PATH; when it is absent
 the CRIU rows are skipped and said so. Root is needed (CRIU; cr-dump's restore of credentials).
@@ -95,6 +100,52 @@ def check_restored(sumdir, pid, want, who):
         raise SystemExit(f"{who}: restored memory differs: checksum {got}, original {want}")
 
 
+def tracer_pid(pid):
+    """TracerPid of a live task (0 when not traced or gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("TracerPid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def lazy_restore(name, a, criu, images, orig_pid, sumdir, want, add):
+    """A lazy restore: wall time to the task running, then to every page in; checked."""
+    subprocess.run(["sync"])
+    time.sleep(0.3)
+    daemon = None
+    if name == "criu lazy restore":
+        d = images["criu dump"]
+        daemon = subprocess.Popen([criu, "lazy-pages", "-D", d, "-o", "lazy-pages.log"],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(0.3)  # its socket up (CRIU's restore fails without it)
+        cmd = [criu, "restore", "-d", "-D", d, "--shell-job", "--lazy-pages", "-o",
+               "restore-lazy.log"]
+    else:
+        cmd = [a.bin, "restore", "--lazy", "--detach", images["cr lazy"]]
+    t0 = time.monotonic()
+    o = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    t1 = time.monotonic()
+    if o.returncode != 0:
+        if daemon:
+            daemon.kill()
+        raise SystemExit(f"{name} failed ({o.returncode}): {o.stderr}{o.stdout}")
+    pid = orig_pid if daemon else int(o.stdout.split()[-1])
+    if daemon:
+        daemon.wait(120)
+    else:
+        end = time.monotonic() + 120
+        while tracer_pid(pid) != 0 and time.monotonic() < end:
+            time.sleep(0.0005)
+    t2 = time.monotonic()
+    check_restored(sumdir, pid, want, name)
+    add(name, wall=t1 - t0, filled=t2 - t0, cpu=0.0)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
@@ -106,6 +157,7 @@ def main():
     ap.add_argument("--only", choices=["cr", "criu"])
     ap.add_argument("--work", help="directory for images (default: a new one under /var/tmp)")
     ap.add_argument("--json", action="store_true", help="also print every sample as JSON")
+    ap.add_argument("--lazy", action="store_true", help="also the lazy restores (see above)")
     a = ap.parse_args()
     criu = None if a.only == "cr" else find_criu(a.criu)
     if criu is None and a.only != "cr":
@@ -178,8 +230,15 @@ def main():
                     rest.append("base restore")
             if criu:
                 rest.append("criu restore")
+            if a.lazy and a.only != "criu":
+                rest.append("cr lazy restore")
+            if a.lazy and criu:
+                rest.append("criu lazy restore")
             rest = rest[r % len(rest):] + rest[:r % len(rest)]
             for name in rest:
+                if name.endswith("lazy restore"):
+                    lazy_restore(name, a, criu, images, t.pid, sumdir, want, add)
+                    continue
                 if name == "cr restore":
                     cmd = [a.bin, "restore", "--detach", images["cr lazy"]]
                 elif name == "base restore":
@@ -218,6 +277,9 @@ def report(s, a, load):
             tc, dm = med(name, "task_cpu"), med(name, "down_ms")
             per = statistics.median((x["cpu"] + x["task_cpu"]) / gib for x in s[name])
             print(f"{name:16} {w:9.0f} {c:11.3f} {tc:11.3f} {per:10.3f} {dm:9.1f}")
+        elif "filled" in s[name][0]:
+            f = med(name, "filled") * 1000
+            print(f"{name:16} {w:9.0f} ms to running, {f:.0f} ms to every page in")
         else:
             print(f"{name:16} {w:9.0f} {c:11.3f}")
     if "criu dump" in s and "cr lazy" in s:
@@ -225,6 +287,8 @@ def report(s, a, load):
     if "base lazy" in s:
         print("\nthis build / --base build:")
         for what in ("lazy", "direct", "restore"):
+            if "base " + what not in s:
+                continue
             for k in ("wall", "cpu") + (("down_ms",) if what != "restore" else ()):
                 print(f"  {what:8} {k:8} {med('cr ' + what, k) / med('base ' + what, k):6.2f}")
     if a.json:
@@ -245,6 +309,14 @@ def ratios(s, med):
     if "cr restore" in s and "criu restore" in s:
         print(f"  restore wall, cr / criu            "
               f"{med('cr restore', 'wall') / med('criu restore', 'wall'):6.2f}  (<= 0.8)")
+    if "cr lazy restore" in s and "criu lazy restore" in s:
+        print(f"  lazy restore to running, cr / criu "
+              f"{med('cr lazy restore', 'wall') / med('criu lazy restore', 'wall'):6.2f}")
+        print(f"  lazy restore to filled, cr / criu  "
+              f"{med('cr lazy restore', 'filled') / med('criu lazy restore', 'filled'):6.2f}")
+    if "cr lazy restore" in s and "cr restore" in s:
+        print(f"  lazy filled / eager restore, cr    "
+              f"{med('cr lazy restore', 'filled') / med('cr restore', 'wall'):6.2f}  (<= 1)")
 
 
 if __name__ == "__main__":

@@ -254,6 +254,17 @@ impl Child {
         self.write(addr, v.as_bytes())
     }
 
+    /// Lets the task run still traced by this thread (ptrace options `opts`, then
+    /// `PTRACE_CONT`): from here it is no longer killed on drop (the caller owns it).
+    pub fn keep_traced(mut self, opts: i32) -> Result<Tracee> {
+        self.tracee
+            .set_options(opts)
+            .map_err(|e| self.io("PTRACE_SETOPTIONS", e))?;
+        self.tracee.cont(0).map_err(|e| self.io("PTRACE_CONT", e))?;
+        self.guard.0 = None;
+        Ok(self.tracee)
+    }
+
     /// Lets the task run (`PTRACE_DETACH`, with `signal`; 0 for none): from here it is no
     /// longer killed on drop. Returns its pid.
     pub fn release(mut self, signal: i32) -> Result<i32> {

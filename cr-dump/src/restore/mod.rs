@@ -3,8 +3,9 @@
 //! # Technique
 //!
 //! Everything that can be checked without a process is checked first, and a restore that
-//! cannot succeed is refused before anything starts: the chain is verified in full
-//! ([`crate::inspect::verify`] with `--chain`), the page size must be this machine's, the CPU
+//! cannot succeed is refused before anything starts: the chain is verified (every record and
+//! its CRC, the Tail digests, every link and "parent" page; the page data CRCs as the pages go
+//! in, step 6, before the task runs unless `--lazy`), the page size must be this machine's, the CPU
 //! (XCR0) must enable every XSAVE component the image's XCR0 has, every mapped file must still
 //! be the captured one (inode, size and mtime), and any VMA or page run that is empty, inverted or
 //! outside the user address space (past `0x7fff_ffff_f000`; only the vsyscall page, never
@@ -44,12 +45,16 @@
 //!    never writable, so apart from a neighbour that was). An anonymous VMA that would merge
 //!    with the one before it (the task had them apart) is made elsewhere and moved into place,
 //!    so `/proc/PID/maps` is the original's line for line; a warning says if it is not;
-//! 6. the pages: every data page resolved through the chain is written with
-//!    `process_vm_writev` (one copy; `/proc/PID/mem` for what it cannot write), coalesced
-//!    into one write per contiguous stretch of the image file;
+//! 6. the pages (`pages.rs`): every data page resolved through the chain; private anonymous
+//!    memory with `UFFDIO_COPY` through a userfaultfd the child makes (the kernel allocates
+//!    and copies in one step, no fault), the rest with `process_vm_writev` (`/proc/PID/mem` for
+//!    what it cannot write); each Pages record's data CRC checked on a second thread before
+//!    its bytes are copied (a damaged record fails the restore before the task runs);
 //!    zero pages of file mappings are written as zeros; pages that are not present stay fresh
 //!    zero pages (anonymous) or the file's bytes (file mappings); shared file mappings are not
-//!    written (the file is their contents);
+//!    written (the file is their contents). With `--lazy` ([`LazyFill`], `lazy.rs`) private
+//!    anonymous memory is registered instead and served on fault and in the background while
+//!    the task runs;
 //! 7. `mprotect` of each VMA to its recorded protection, then its madvise flags (VmaAttr:
 //!    `MADV_DONTFORK`, `DONTDUMP`, `WIPEONFORK`, `HUGEPAGE`, `NOHUGEPAGE`, `MERGEABLE`) and its
 //!    lock (`mlock2`, with `MLOCK_ONFAULT` for lock-on-fault); a failure (no `CAP_IPC_LOCK`
@@ -92,15 +97,16 @@
 //!
 //! Pages are written, not mapped from the image file: a restored anonymous VMA stays anonymous
 //! (mapping the page-aligned data of the image privately would make restore time independent
-//! of the image's size, but the VMAs would become file mappings of the image). Measured here for
-//! a 1 GiB image (release build): restore 0.55 s in total, of which 0.12 s is the verification
-//! of the chain; the rest runs at the page-write limit of FACTS.md (2.3 GiB/s into fresh
-//! pages); the checkpoint of the same target takes 0.7 s.
+//! of the image's size, but the VMAs would become file mappings of the image). The chain is
+//! parsed before the fork without its page data CRCs (every record CRC, the Tail digest,
+//! which covers every `data_crc`, and every link are checked); the data CRCs are checked as
+//! the pages go in (BENCHMARKS.md, "Restore (issue 14, session 6)", has the figures).
 //!
 //! # Where the code is
 //!
 //! `plan.rs` checks the image and opens its files before the fork; `child.rs` is the forked
-//! shell with its injector; `build.rs` runs steps 1-5 and 7-10; `pages.rs` is step 6;
+//! shell with its injector; `build.rs` runs steps 1-5 and 7-10; `pages.rs` is step 6 and
+//! `lazy.rs` its lazy form;
 //! `signals.rs`, `process.rs` and `creds.rs` are step 9's signals and timers, limits and
 //! attributes, and credentials (each planned before the fork: what the caller may not do is
 //! refused or lowered with a warning there); `selfckpt.rs` is [`checkpoint_self`].
@@ -158,6 +164,7 @@ mod build;
 mod child;
 mod creds;
 mod files;
+mod lazy;
 mod pages;
 mod plan;
 mod process;
@@ -166,6 +173,7 @@ mod signals;
 
 pub use child::PidMode;
 pub use files::{FileOptions, Inherit, InheritSource};
+pub use lazy::{serve_detached, LazyEnd, LazyFill};
 pub use selfckpt::checkpoint_self;
 
 /// How to restore.
@@ -180,6 +188,28 @@ pub struct Options {
     pub files: FileOptions,
     /// Which pid the task gets (`--pid`).
     pub pid: PidMode,
+    /// Let the task run before its memory is in ([`LazyFill`]): the returned [`Restored::lazy`]
+    /// must then be served ([`LazyFill::serve`]) until every page is in.
+    pub lazy: bool,
+    /// Called as pages go in.
+    pub progress: Option<Progress>,
+}
+
+/// A progress callback: bytes of page data in so far, and the total.
+#[derive(Clone)]
+pub struct Progress(pub std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>);
+
+impl Progress {
+    /// Calls the callback.
+    pub fn report(&self, done: u64, total: u64) {
+        (self.0)(done, total)
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress(..)")
+    }
 }
 
 /// A restored task.
@@ -189,6 +219,9 @@ pub struct Restored {
     pub pid: i32,
     /// What could not be restored exactly, one line each.
     pub warnings: Vec<String>,
+    /// With [`Options::lazy`]: the pages still to come, to be served by this thread (the
+    /// task's tracer) with [`LazyFill::serve`].
+    pub lazy: Option<LazyFill>,
 }
 
 /// Size of the scratch area (structures passed by pointer, and the auxv at offset 1024).
@@ -201,13 +234,26 @@ fn other(m: impl Into<String>) -> Error {
 /// Restores the image at `path` (its ancestors found beside it) into a new child process and
 /// lets it run (or leaves it stopped). The caller should wait for the returned pid.
 pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
-    let files = inspect::ChainFiles::open(path)?;
-    let chain = inspect::verify_mapped(&files, path)?;
+    if opts.lazy && opts.stopped {
+        // A stopped task would never fault: the fill could not end until it is continued.
+        return Err(other(
+            "restore --lazy and --stopped together: a lazy restore lets the task run",
+        ));
+    }
+    let files = inspect::chain::ChainFiles::open(path)?;
+    let chain = files.parse(inspect::chain::Parse::Metadata)?;
+    chain
+        .index()
+        .check_parent_refs()
+        .map_err(|e| inspect::chain::image_error(path, e, None))?;
     let (images, idx) = (chain.images(), chain.index());
     let mut plan = plan::plan(path, images)?;
     let top = images.first().ok_or_else(|| other("an empty chain"))?;
     let fplan = files::plan(path, top, &opts.files, opts.detach)?;
     build::join_memfds(top, &mut plan, &fplan)?;
+    let src = pages::Source::new(images, &files);
+    let pieces = pages::pieces(&plan, idx, images, &src)?;
+    drop(chain);
 
     let devnull = if opts.detach && !fplan.has_files {
         Some(
@@ -224,7 +270,15 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     let mut child = child::Child::spawn(devnull.as_ref(), want, opts.pid, &mut plan.warnings)?;
     build::clear_space(&mut child, &plan)?;
     build::map_vmas(&child, &plan)?;
-    pages::fill_pages(&child, &plan, idx, images)?;
+    let progress = opts.progress.as_ref();
+    let lazy = if opts.lazy {
+        let prep = lazy::prepare(&child, &plan, &files, &src, &pieces, progress)?;
+        // Served from here on: the rest of the restore may touch the task's memory.
+        Some(prep.start(&child, files, src, pieces, opts.progress.clone())?)
+    } else {
+        pages::fill(&child, &plan, &files, &src, &pieces, progress)?;
+        None
+    };
     let mut warnings = Vec::new();
     build::protect(&child, &plan, &mut warnings)?;
     build::set_mm(&child, &plan, &mut warnings)?;
@@ -232,11 +286,19 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     build::set_registers(&child, &plan)?;
     plan.warnings.extend(warnings);
     plan.warnings.extend(fplan.warnings.iter().cloned());
-    let pid = child.release(if opts.stopped { libc::SIGSTOP } else { 0 })?;
+    let signal = if opts.stopped { libc::SIGSTOP } else { 0 };
+    let (pid, lazy) = match lazy {
+        Some(l) => {
+            let fill = l.release(child, opts.stopped)?;
+            (fill.pid(), Some(fill))
+        }
+        None => (child.release(signal)?, None),
+    };
     drop(plan.files);
     drop(fplan);
     Ok(Restored {
         pid,
         warnings: plan.warnings,
+        lazy,
     })
 }

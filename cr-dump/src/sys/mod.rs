@@ -52,11 +52,16 @@ pub use pagemap::{
     PAGE_IS_WPALLOWED, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING,
 };
 pub use process::{
-    catch_interrupts, check_interrupt, exit_now, fork_single_threaded, fork_traced_child,
+    catch_interrupts, check_interrupt, dup_to, exit_now, fork_single_threaded, fork_traced_child,
     interrupted, kill, pidfd_getfd, pidfd_open, signal_name, INTERRUPT_SIGNALS,
 };
 pub use ptrace::{waitpid, Stop, Tracee, WaitStatus, NT_PRFPREG, NT_PRSTATUS, NT_X86_XSTATE};
-pub use uffd::{uffd_api, uffd_register_wp, uffd_writeprotect, UFFD_FEATURE_WP_ASYNC};
+pub use uffd::{
+    poll_readable, uffd_api, uffd_copy, uffd_read, uffd_register_missing, uffd_register_wp,
+    uffd_wake, uffd_writeprotect, uffd_zeropage, UffdEvent, UFFD_FEATURE_EVENT_FORK,
+    UFFD_FEATURE_EVENT_REMAP, UFFD_FEATURE_EVENT_REMOVE, UFFD_FEATURE_EVENT_UNMAP,
+    UFFD_FEATURE_WP_ASYNC,
+};
 
 use std::io;
 

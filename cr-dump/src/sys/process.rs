@@ -129,6 +129,18 @@ pub fn fork_single_threaded() -> io::Result<i32> {
     Ok(r)
 }
 
+/// `dup2(fd, target)`: `target` becomes a copy of `fd` (closing what it was).
+pub fn dup_to(fd: std::os::fd::BorrowedFd<'_>, target: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: dup2 takes two integers; `fd` is open for the call (borrowed). Replacing
+    // `target` is what the caller asks for.
+    let r = unsafe { libc::dup2(fd.as_raw_fd(), target) };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `_exit(code)`: ends the process at once, without running exit handlers or flushing stdio
 /// buffers (for a forked child that must not flush copies of its parent's buffers).
 pub fn exit_now(code: i32) -> ! {

@@ -193,6 +193,16 @@ pub(crate) enum Cmd {
         /// renamed over FILE: a symlink at FILE is replaced, never followed).
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
+        /// Let the task run before its private memory is in: its pages are copied from the
+        /// image when it touches them (userfaultfd; needs root or CAP_SYS_PTRACE) and in the
+        /// background, every page's CRC checked first (a damaged page kills the task). The
+        /// task stays traced by cr-dump until every page is in, and is killed if cr-dump dies
+        /// before that. With --detach a server process does this after restore returns: the
+        /// image must stay until the server ends (it ends when every page is in). At the end
+        /// the task is stopped for a moment to be let go: a system call the kernel does not
+        /// restart (epoll_wait, select) may return EINTR then.
+        #[arg(long, conflicts_with = "stopped")]
+        lazy: bool,
         #[command(flatten)]
         files: RestoreFiles,
     },

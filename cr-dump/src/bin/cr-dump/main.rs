@@ -66,8 +66,9 @@ fn main() -> ExitCode {
             stopped,
             detach,
             pid_file,
+            lazy,
             files,
-        } => restore_cmd(&image, stopped, detach, pid_file.as_deref(), files),
+        } => restore_cmd(&image, stopped, detach, lazy, pid_file.as_deref(), files),
         Cmd::Completions { shell } => std::io::stdout()
             .write_all(completion_script(shell).as_bytes())
             .map_err(|e| Fail::Run(format!("writing the completion script: {e}"))),
@@ -349,9 +350,11 @@ fn restore_cmd(
     image: &std::path::Path,
     stopped: bool,
     detach: bool,
+    lazy: bool,
     pid_file: Option<&std::path::Path>,
     files: args::RestoreFiles,
 ) -> Result<(), Fail> {
+    let pbar = restore_bar(lazy && detach);
     let opts = cr_dump::restore::Options {
         stopped,
         detach,
@@ -362,8 +365,24 @@ fn restore_cmd(
             tcp_close: files.tcp_close,
         },
         pid: files.pid,
+        lazy,
+        progress: pbar.clone().map(|b| {
+            cr_dump::restore::Progress(std::sync::Arc::new(move |done, total| {
+                b.set_length(total);
+                b.set_position(done);
+            }))
+        }),
     };
-    let r = cr_dump::restore::restore(image, &opts)?;
+    let mut r = if lazy && detach {
+        cr_dump::restore::serve_detached(image, &opts)?
+    } else {
+        cr_dump::restore::restore(image, &opts)?
+    };
+    if r.lazy.is_none() {
+        if let Some(b) = &pbar {
+            b.finish_and_clear();
+        }
+    }
     for w in &r.warnings {
         eprintln!("cr-dump: warning: {w}");
     }
@@ -376,12 +395,25 @@ fn restore_cmd(
                 .map_err(|e| Error::io(format!("writing {}", f.display()), e))
         })?;
     }
+    let mut status = None;
+    if let Some(fill) = r.lazy.take() {
+        // The task runs; its pages come in while this thread serves them.
+        let end = fill.serve()?;
+        status = end.status;
+        if let Some(b) = &pbar {
+            b.finish_and_clear();
+        }
+    }
     if detach {
         println!("{}", r.pid);
         return Ok(());
     }
     let _ = std::io::stdout().flush();
-    let code = match sys::waitpid(r.pid) {
+    let waited = match status {
+        Some(s) => Ok(s),
+        None => sys::waitpid(r.pid),
+    };
+    let code = match waited {
         Ok(sys::WaitStatus::Exited(c)) => c,
         Ok(sys::WaitStatus::Signaled(s)) => 128 + s,
         Ok(s) => return Err(Fail::Run(format!("restored task {}: {s:?}", r.pid))),
@@ -529,6 +561,23 @@ impl capture::Progress for Bar {
     fn note(&mut self, note: &str) {
         eprintln!("cr-dump: note: {note}");
     }
+}
+
+/// The restore's progress bar on stderr, when stderr is a terminal (none for a lazy
+/// `--detach`: the server fills after this command ends).
+fn restore_bar(lazy_detach: bool) -> Option<indicatif::ProgressBar> {
+    if lazy_detach || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let b =
+        indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    b.set_style(style.progress_chars("=> "));
+    b.set_message("restore");
+    Some(b)
 }
 
 fn bar(len: Option<u64>, msg: &'static str) -> Option<indicatif::ProgressBar> {

@@ -1,0 +1,284 @@
+//! `restore --lazy` of real processes (`tests/programs/lazy_touch.c`, 64 MiB written page by
+//! page): checkpointed while it waits, killed, restored lazily, then asked (SIGUSR1) to read
+//! its memory: in order, in a pseudo-random order, or after unmapping, discarding and moving
+//! parts of it and forking; the results must be those of an uninterrupted run. A damaged page
+//! in the image kills the task and names the record (never a wrong result); `--lazy --detach`,
+//! and its server killed mid-fill: the task dies with it.
+//! Also the eager restore of the same (UFFDIO_COPY path) and of the damaged image.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cr_tests::{program, wait_timeout, Run, TempDir};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
+const MIB: &str = "64";
+
+/// The tracer of `pid` (0: none).
+fn tracer(pid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn cr(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("CR_CRID_FILE", dir.join("crid"));
+    c
+}
+
+/// Waits for `DIR/NAME.PID` and returns its contents (removed).
+fn wait_file(dir: &Path, name: &str, pid: i32) -> String {
+    let p = dir.join(format!("{name}.{pid}"));
+    let end = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < end {
+        if let Ok(s) = std::fs::read_to_string(&p) {
+            if !s.is_empty() {
+                std::fs::remove_file(&p).unwrap();
+                return s;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no {} within 60 s", p.display());
+}
+
+fn kill(pid: i32, sig: i32) {
+    let ok = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Starts the program and waits until it is ready.
+fn start(mode: &str, dir: &Path) -> std::process::Child {
+    let c = Command::new(program("lazy_touch"))
+        .args([MIB, mode, dir.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_file(dir, "ready", c.id() as i32);
+    c
+}
+
+/// The output of an uninterrupted run.
+fn reference(mode: &str, dir: &Path) -> String {
+    let mut c = start(mode, dir);
+    let pid = c.id() as i32;
+    kill(pid, libc::SIGUSR1);
+    assert!(wait_timeout(&mut c, Duration::from_secs(60)).success());
+    wait_file(dir, "out", pid)
+}
+
+/// A checkpoint of a ready run (then killed); the image's path.
+fn image(mode: &str, dir: &Path) -> PathBuf {
+    let mut c = start(mode, dir);
+    let img = dir.join("img");
+    std::fs::create_dir_all(&img).unwrap();
+    let out = cr(dir)
+        .args(["checkpoint", "--pid", &c.id().to_string(), "-o"])
+        .arg(&img)
+        .run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.kill().unwrap();
+    let _ = c.wait();
+    let name = std::fs::read_dir(&img)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains(".img."))
+        .unwrap();
+    name
+}
+
+/// Restores `img` in the foreground (`extra` flags), asks the task for its result, and
+/// returns (restore's exit status, its stderr, the task's output if any).
+fn restore_fg(dir: &Path, img: &Path, extra: &[&str]) -> (bool, String, Option<String>) {
+    let pidf = dir.join("pid");
+    let _ = std::fs::remove_file(&pidf);
+    let mut c = cr(dir)
+        .arg("restore")
+        .args(extra)
+        .arg("--pid-file")
+        .arg(&pidf)
+        .arg(img)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    let pid = loop {
+        if let Some(p) = std::fs::read_to_string(&pidf)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            break Some(p);
+        }
+        if c.try_wait().unwrap().is_some() || Instant::now() > end {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if let Some(p) = pid {
+        let _ = Command::new("kill")
+            .args(["-USR1", &p.to_string()])
+            .status();
+    }
+    let st = wait_timeout(&mut c, Duration::from_secs(120));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut c.stderr.take().unwrap(), &mut err).unwrap();
+    let out = pid.and_then(|p| std::fs::read_to_string(dir.join(format!("out.{p}"))).ok());
+    (st.success(), err, out)
+}
+
+fn root() -> bool {
+    // SAFETY-free check: the uid of /proc/self.
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        == 0
+}
+
+fn check_mode(mode: &str) {
+    if !root() {
+        cr_tests::skipped(
+            mode,
+            "restore --lazy needs root (userfaultfd for kernel faults)",
+        );
+        return;
+    }
+    let d = TempDir::new(&format!("lazy-{mode}"));
+    let want = reference(mode, d.path());
+    let img = image(mode, d.path());
+    for extra in [&["--lazy"][..], &[][..]] {
+        let (ok, err, out) = restore_fg(d.path(), &img, extra);
+        assert!(ok, "restore {extra:?} failed: {err}");
+        assert_eq!(
+            out.as_deref(),
+            Some(want.as_str()),
+            "restore {extra:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn lazy_sequential_checksum() {
+    check_mode("seq");
+}
+
+#[test]
+fn lazy_random_order() {
+    check_mode("random");
+}
+
+#[test]
+fn lazy_fork_munmap_dontneed_mremap() {
+    check_mode("forkunmap");
+}
+
+#[test]
+fn damaged_page_kills_the_task() {
+    if !root() {
+        cr_tests::skipped("damaged_page", "restore --lazy needs root");
+        return;
+    }
+    let d = TempDir::new("lazy-bad");
+    let img = image("seq", d.path());
+    let mut bytes = std::fs::read(&img).unwrap();
+    // In the page data of the 64 MiB area (the image is almost all of it).
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&img, &bytes).unwrap();
+    for extra in [&["--lazy"][..], &[][..]] {
+        let (ok, err, out) = restore_fg(d.path(), &img, extra);
+        assert!(!ok, "restore {extra:?} of a damaged image succeeded");
+        assert!(
+            out.is_none(),
+            "a task restored from a damaged image answered: {out:?}"
+        );
+        assert!(
+            err.contains("does not match its CRC") && err.contains("Pages record at offset"),
+            "restore {extra:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn lazy_detach() {
+    if !root() {
+        cr_tests::skipped("lazy_detach", "restore --lazy needs root");
+        return;
+    }
+    let d = TempDir::new("lazy-detach");
+    let want = reference("random", d.path());
+    let img = image("random", d.path());
+    let out = cr(d.path())
+        .args(["restore", "--lazy", "--detach"])
+        .arg(&img)
+        .run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    kill(pid, libc::SIGUSR1);
+    assert_eq!(wait_file(d.path(), "out", pid), want);
+}
+
+#[test]
+fn lazy_detach_server_killed_kills_the_task() {
+    if !root() {
+        cr_tests::skipped("server_killed", "restore --lazy needs root");
+        return;
+    }
+    let d = TempDir::new("lazy-killed");
+    let img = image("seq", d.path());
+    let out = cr(d.path())
+        .args(["restore", "--lazy", "--detach"])
+        .arg(&img)
+        .run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    // The server is the task's tracer until every page is in.
+    let server = tracer(pid);
+    if server == 0 {
+        cr_tests::skipped_part(
+            "server_killed",
+            "the fill ended before the server was killed",
+        );
+        kill(pid, libc::SIGKILL);
+        return;
+    }
+    kill(server, libc::SIGKILL);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cr_tests::state(pid) {
+            None | Some(('Z' | 'X', _)) => break,
+            Some(_) if Instant::now() > end => {
+                kill(pid, libc::SIGKILL);
+                panic!("the task {pid} outlived its lazy-restore server {server}");
+            }
+            Some(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
