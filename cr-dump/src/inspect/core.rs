@@ -3,7 +3,7 @@
 //!
 //! Layout, as the kernel's own core dumps: the ELF header; program headers, a PT_NOTE first, then
 //! one PT_LOAD per VMA; the notes (NT_PRSTATUS, NT_PRPSINFO, NT_AUXV, NT_FILE,
-//! NT_FPREGSET, NT_X86_XSTATE); then each VMA's contents, page-aligned, resolved through the image
+//! NT_FPREGSET, NT_X86_XSTATE, NT_X86_XSAVE_LAYOUT); then each VMA's contents, page-aligned, resolved through the image
 //! chain (stored pages, zeros, and for untouched pages of file mappings the file's bytes).
 //!
 //! The vDSO, vvar and vsyscall areas are not in images. gdb needs the vDSO's bytes (its symbols
@@ -57,6 +57,8 @@ mod elf {
     pub const NT_FILE: u32 = 0x4649_4c45;
     /// Note types.
     pub const NT_X86_XSTATE: u32 = 0x202;
+    /// Note type: the XSAVE area's layout (`include/uapi/linux/elf.h`, Linux 6.12).
+    pub const NT_X86_XSAVE_LAYOUT: u32 = 0x205;
 
     /// `Elf64_Ehdr`.
     #[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -289,6 +291,35 @@ fn file_note(vmas: &[Vma<'_>], page: u64) -> Vec<u8> {
     f
 }
 
+/// `NT_X86_XSAVE_LAYOUT`'s descriptor, as the kernel (6.12 and later) writes it after
+/// NT_X86_XSTATE: one `struct x86_xfeat_component { u32 type, size, offset, flags; }` per
+/// extended user state component (2 and up) the machine enables, with the offset CPUID leaf 0xD
+/// gives (gdb reads the XSAVE area through it; AMD and Intel CPUs place some components
+/// differently). Images do not record the capturing CPU's layout, so this is THIS machine's:
+/// written only when the image's components (XCR0, which the kernel stores at bytes 464..472
+/// of the area) are all enabled here and every component listed fits in the saved area, which
+/// holds for an image taken on this machine or one like it. `None` otherwise: gdb then uses its
+/// own idea of the layout, as with a core from an older kernel.
+fn xsave_layout(xsave: &[u8]) -> Option<Vec<u8>> {
+    let image_xcr0 = u64::from_le_bytes(xsave.get(464..472)?.try_into().ok()?);
+    let here = crate::sys::xcr0()?;
+    if image_xcr0 & !here != 0 {
+        return None;
+    }
+    let mut out = Vec::new();
+    for i in (2..64).filter(|i| here & (1u64 << i) != 0) {
+        let (size, offset) = crate::sys::xstate_component(i)?;
+        let end = usize::try_from(u64::from(offset) + u64::from(size)).ok()?;
+        if end > xsave.len() {
+            return None;
+        }
+        for v in [i, size, offset, 0] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// Builds the notes of the top image.
 fn notes(img: &Image<'_>, vmas: &[Vma<'_>], args: Option<Vec<u8>>) -> Result<Vec<u8>> {
     let mut n = Vec::new();
@@ -309,6 +340,9 @@ fn notes(img: &Image<'_>, vmas: &[Vma<'_>], args: Option<Vec<u8>>) -> Result<Vec
         note(&mut n, b"CORE", NT_FPREGSET, &r.raw.fxsave)?;
         if !r.xsave.is_empty() {
             note(&mut n, b"LINUX", NT_X86_XSTATE, r.xsave)?;
+            if let Some(layout) = xsave_layout(r.xsave) {
+                note(&mut n, b"LINUX", NT_X86_XSAVE_LAYOUT, &layout)?;
+            }
         }
     }
     Ok(n)

@@ -117,7 +117,12 @@ pub(crate) enum Cmd {
         memory, file pages past the file's end) are holes, so what is written is bounded by the \
         images' data and the mapped files, whatever the VMAs' sizes. A core is as long as the \
         task's address space: one of a VMA near 16 TiB needs a file system that allows such a \
-        length (tmpfs, XFS; not ext4)."
+        length (tmpfs, XFS; not ext4).\nNotes as the kernel writes them: NT_PRSTATUS, \
+        NT_PRPSINFO, NT_AUXV, NT_FILE, NT_FPREGSET, NT_X86_XSTATE and NT_X86_XSAVE_LAYOUT (the \
+        XSAVE area's layout, Linux 6.12). Images do not record the capturing CPU's XSAVE \
+        layout: the layout note is this machine's (CPUID leaf 0xD), written only when every \
+        XSAVE component of the image is enabled here; otherwise it is left out and gdb uses its \
+        own idea of the layout, as with a core from an older kernel."
     )]
     Core {
         /// The image (its parents are found beside it), or - for standard input (a full image).
