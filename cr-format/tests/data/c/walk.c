@@ -1,0 +1,843 @@
+/* SPDX-License-Identifier: Apache-2.0 OR MIT */
+/*
+ * walk - walk the records of a cr image with nothing but cr_image.h and libc.
+ *
+ *   walk IMAGE
+ *
+ * Prints one line per record:
+ *
+ *   <offset 0x..> <kind> <len> <crc 0x%08x> <ok|BAD>
+ *
+ * where ok means the stored CRC equals the CRC-32 of header bytes 0..12 and the payload's checked
+ * part (FORMAT.md §2.3) and, for a Pages record, the data area's CRC equals data_crc. Then, at
+ * the Tail:
+ *
+ *   tail records=<n> image_len=<n> digest=0x%016llx digest_ok=<yes|no>
+ *
+ * with the Tail's stored values; digest_ok says whether the stored digest is the CRC-64/XZ of the
+ * record headers before the Tail (§2.4). Then, if anything was wrong, one last line names the
+ * first error the way cr-format does, its kind and the byte offset cr-format gives:
+ *
+ *   error 0x<offset> <kind>
+ *
+ * kind: truncated, magic, version, arch, page_size, crid, parent_crid (Header fields, §3),
+ * order (a record where §2.2's order does not allow it), unknown_critical, record_crc,
+ * page_data_crc, tail_digest, tail_count, trailing_data, index, malformed, limit, reserved,
+ * field. This is a record walker, not a validator: it checks framing, record order (that of
+ * 1.1's state records and VmaAttr included), the Header's fields, indexes and checksums, and the
+ * fields of the other records that cr-format checks first (for the records of 1.1, §15..§20,
+ * every rule; cr-format checks every rule of every record). Exit status: 0
+ * when none of that is wrong; 1 on an error (with a message on stderr); 2 on a usage or I/O
+ * error.
+ *
+ * C11, no dependencies beyond libc; its own table-driven CRC-32 and bitwise CRC-64/XZ.
+ */
+#include "cr_image.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* CRC-32/ISO-HDLC (zlib crc32), table-driven. */
+static uint32_t crc32_table[256];
+
+static void crc32_init(void)
+{
+	for (uint32_t i = 0; i < 256; i++) {
+		uint32_t c = i;
+		for (int k = 0; k < 8; k++)
+			c = (c & 1u) ? (c >> 1) ^ 0xEDB88320u : c >> 1;
+		crc32_table[i] = c;
+	}
+}
+
+/* Continues a CRC: pass 0 to start; the result of one call can be passed to the next. */
+static uint32_t crc32_update(uint32_t crc, const unsigned char *p, size_t n)
+{
+	crc = ~crc;
+	while (n--)
+		crc = crc32_table[(crc ^ *p++) & 0xFFu] ^ (crc >> 8);
+	return ~crc;
+}
+
+/* CRC-64/XZ, bitwise: reflected polynomial 0xC96C5795D7870F42, init and xorout all ones. */
+static uint64_t crc64_update(uint64_t crc, const unsigned char *p, size_t n)
+{
+	crc = ~crc;
+	while (n--) {
+		crc ^= *p++;
+		for (int k = 0; k < 8; k++)
+			crc = (crc & 1u) ? (crc >> 1) ^ UINT64_C(0xC96C5795D7870F42) : crc >> 1;
+	}
+	return ~crc;
+}
+
+/* The first error found: its kind and offset, printed last (cr-format stops at its first). */
+static const char *err_kind;
+static uint64_t err_off;
+
+static void error_at(const char *kind, uint64_t off)
+{
+	if (!err_kind) {
+		err_kind = kind;
+		err_off = off;
+	}
+}
+
+static int fail(const char *msg, const char *kind, uint64_t off)
+{
+	fprintf(stderr, "walk: malformed image at offset 0x%" PRIx64 ": %s\n", off, msg);
+	error_at(kind, off);
+	return 1;
+}
+
+/* §3: the Header's own fields, at `p` (its payload, at image offset `at`). */
+static int check_header(const unsigned char *p, uint64_t at)
+{
+	uint16_t major = cr_get_le16(p + offsetof(struct cr_header, version_major));
+	uint16_t arch = cr_get_le16(p + offsetof(struct cr_header, arch));
+	uint32_t ps = cr_get_le32(p + offsetof(struct cr_header, page_size));
+	uint64_t crid = cr_get_le64(p + offsetof(struct cr_header, crid));
+	uint64_t parent = cr_get_le64(p + offsetof(struct cr_header, parent_crid));
+	if (major != CR_VERSION_MAJOR)
+		return fail("unsupported format version", "version",
+			    at + offsetof(struct cr_header, version_major));
+	if (arch != CR_ARCH_X86_64)
+		return fail("unsupported architecture", "arch",
+			    at + offsetof(struct cr_header, arch));
+	if (ps < 4096 || ps > 65536 || (ps & (ps - 1)) != 0)
+		return fail("bad page_size", "page_size",
+			    at + offsetof(struct cr_header, page_size));
+	if (crid == 0)
+		return fail("bad crid", "crid", at + offsetof(struct cr_header, crid));
+	if (parent != 0 && parent >= crid)
+		return fail("bad parent_crid", "parent_crid",
+			    at + offsetof(struct cr_header, parent_crid));
+	return 0;
+}
+
+/* What the field checks of later records need from earlier ones. */
+struct ctx {
+	uint64_t page_size, parent_crid;
+	uint64_t vma_start, vma_end; /* the last Vma; a Pages record's runs lie in it */
+	uint64_t prev_end;           /* end of the Vma before it */
+	uint64_t run_end;            /* end of the last run in this Vma */
+	unsigned minor;              /* the Header's version_minor */
+	int state_part;              /* 1.1 state records passed: 1 Signals, 2 Timers, 3 Process */
+	uint64_t files;              /* File records so far */
+	int have_last;               /* a File was seen: its (role, fd) */
+	uint32_t last_role, last_fd;
+	int data_open;               /* a FileData may come, at offset data_next */
+	uint64_t data_next;
+	int after_vma;               /* the record before was a Vma */
+};
+
+/* ---- The records of 1.1 (§2.5, §15..§20) ---- */
+
+/* §2.5: where a record of kind 8..13 may come; 1.1's kinds are non-critical (flags 0). */
+static int check_state_order(uint16_t kind, uint16_t flags, int seen_vma, uint64_t off,
+			     const struct ctx *c)
+{
+	if (flags != 0)
+		return fail("bad record flags for a kind of 1.1", "field", off);
+	if (c->minor == 0)
+		return fail("a record kind of 1.1 in an image of version 1.0", "order", off);
+	switch (kind) {
+	case CR_KIND_VMA_ATTR:
+		return c->after_vma ? 0 : fail("VmaAttr not right after a Vma", "order", off);
+	case CR_KIND_FILE_DATA:
+		return c->data_open ? 0 :
+				      fail("FileData not after a File with data", "order", off);
+	default:
+		break;
+	}
+	if (seen_vma)
+		return fail("state record after a Vma", "order", off);
+	if (kind == CR_KIND_FILE && c->state_part > 0)
+		return fail("File after Signals, Timers or Process", "order", off);
+	if (kind != CR_KIND_FILE && c->state_part >= kind - CR_KIND_SIGNALS + 1)
+		return fail("Signals, Timers, Process out of order or twice", "order", off);
+	return 0;
+}
+
+/* What a record leaves behind for the order of the next one (after its fields). */
+static void state_advance(uint16_t kind, struct ctx *c)
+{
+	c->after_vma = kind == CR_KIND_VMA;
+	if (kind != CR_KIND_FILE && kind != CR_KIND_FILE_DATA)
+		c->data_open = 0;
+	if (kind >= CR_KIND_SIGNALS && kind <= CR_KIND_PROCESS &&
+	    c->state_part < kind - CR_KIND_SIGNALS + 1)
+		c->state_part = kind - CR_KIND_SIGNALS + 1;
+}
+
+/* The first nonzero byte of p[0..n), or n. */
+static uint64_t first_nonzero(const unsigned char *p, uint64_t n)
+{
+	uint64_t i = 0;
+	while (i < n && p[i] == 0)
+		i++;
+	return i;
+}
+
+/* §15: File. */
+static int check_file(const unsigned char *p, uint32_t len, uint64_t at, struct ctx *c)
+{
+#define F(f) (at + offsetof(struct cr_file, f))
+#define G32(f) cr_get_le32(p + offsetof(struct cr_file, f))
+#define G16(f) cr_get_le16(p + offsetof(struct cr_file, f))
+	if (len < sizeof(struct cr_file))
+		return fail("File record too short", "malformed", at);
+	uint32_t fd = G32(fd), role = G16(role), ftype = G16(ftype), flags = G32(flags);
+	uint32_t path_len = G16(path_len), data_len = G32(data_len), dup = G32(dup_of);
+	if (path_len > CR_MAX_PATH)
+		return fail("path_len over CR_MAX_PATH", "limit", F(path_len));
+	if (ftype > CR_FILE_TYPE_LAST)
+		return fail("unknown file type", "field", F(ftype));
+	if (ftype == CR_FILE_EPOLL) {
+		if (data_len % 16)
+			return fail("epoll data_len not a multiple of 16", "field", F(data_len));
+		if (data_len / 16 > CR_MAX_EPOLL_ENTRIES)
+			return fail("epoll entries over CR_MAX_EPOLL_ENTRIES", "limit", F(data_len));
+	} else if (ftype == CR_FILE_SOCKET) {
+		if (data_len > CR_MAX_SOCKADDR)
+			return fail("socket address over CR_MAX_SOCKADDR", "limit", F(data_len));
+	} else if (data_len) {
+		return fail("data for a type without data", "field", F(data_len));
+	}
+	if (len != sizeof(struct cr_file) + cr_pad8(path_len) + cr_pad8(data_len))
+		return fail("File length", "malformed", at - CR_RECORD_HEADER_LEN);
+	if (role > CR_ROLE_ROOT)
+		return fail("unknown role", "field", F(role));
+	if (flags & ~(uint32_t)CR_FILE_FLAGS_KNOWN)
+		return fail("unknown file flags", "field", F(flags));
+	if (G16(_reserved0))
+		return fail("File _reserved0 not 0", "reserved", F(_reserved0));
+	if (G32(_reserved1))
+		return fail("File _reserved1 not 0", "reserved", F(_reserved1));
+	int dir = role != CR_ROLE_FD;
+	if (dir && fd != 0)
+		return fail("cwd or root with an fd", "field", F(fd));
+	if (c->have_last && (role < c->last_role || (role == c->last_role && fd <= c->last_fd)))
+		return fail("File records not sorted by (role, fd)", "field",
+			    role == c->last_role ? F(fd) : F(role));
+	if (c->files >= CR_MAX_FILES)
+		return fail("more than CR_MAX_FILES File records", "limit",
+			    at - CR_RECORD_HEADER_LEN);
+	if (dir && ftype != CR_FILE_DIR && ftype != CR_FILE_UNSUPPORTED)
+		return fail("cwd or root not a directory", "field", F(ftype));
+	int data_type = ftype == CR_FILE_REG || ftype == CR_FILE_MEMFD || ftype == CR_FILE_PIPE ||
+			ftype == CR_FILE_FIFO;
+	if (((flags & CR_FILE_DELETED) && ftype != CR_FILE_REG) ||
+	    ((flags & CR_FILE_TTY) && ftype != CR_FILE_CHR) ||
+	    ((flags & CR_FILE_HAS_DATA) && (!data_type || dir)))
+		return fail("file flag for another type", "field", F(flags));
+	if (G32(fd_flags) & ~(uint32_t)(dir ? 0 : 1))
+		return fail("bad fd_flags", "field", F(fd_flags));
+	if (dup != CR_DUP_NONE && (dir || dup >= fd))
+		return fail("dup_of not a smaller fd", "field", F(dup_of));
+	unsigned used = 0;
+	switch (ftype) {
+	case CR_FILE_PIPE:
+		used = 2;
+		break;
+	case CR_FILE_FIFO: case CR_FILE_SIGNALFD: case CR_FILE_MEMFD:
+		used = 1;
+		break;
+	case CR_FILE_EVENTFD:
+		used = 2;
+		break;
+	case CR_FILE_TIMERFD:
+		used = 4;
+		break;
+	case CR_FILE_SOCKET:
+		used = 6;
+		break;
+	}
+	uint64_t param[8];
+	for (unsigned i = 0; i < 8; i++) {
+		param[i] = cr_get_le64(p + offsetof(struct cr_file, params) + 8 * i);
+		if (i >= used && param[i])
+			return fail("a param the type does not use", "field", F(params) + 8 * i);
+	}
+	if (ftype == CR_FILE_PIPE && param[1] > CR_PIPE_OTHER_END_OUTSIDE)
+		return fail("pipe other-end flag", "field", F(params) + 8);
+	if (ftype == CR_FILE_EVENTFD && param[1] > 1)
+		return fail("eventfd semaphore flag", "field", F(params) + 8);
+	if (ftype == CR_FILE_SOCKET) {
+		if (param[3] > CR_SOCKET_CONNECTED)
+			return fail("socket state", "field", F(params) + 24);
+		if (param[3] != CR_SOCKET_LISTENING && param[4])
+			return fail("backlog of a socket not listening", "field", F(params) + 32);
+		if (param[5] && (param[3] != CR_SOCKET_CONNECTED || param[0] != CR_AF_UNIX))
+			return fail("peer inode of a socket not a connected Unix one", "field", F(params) + 40);
+		if (param[3] == CR_SOCKET_UNBOUND && data_len)
+			return fail("address of an unbound socket", "field", F(data_len));
+	}
+	const unsigned char *path = p + sizeof(struct cr_file);
+	uint64_t nul = 0;
+	while (nul < path_len && path[nul])
+		nul++;
+	if (nul < path_len)
+		return fail("NUL in the path", "field", at + sizeof(struct cr_file) + nul);
+	uint64_t pad1 = cr_pad8(path_len) - path_len;
+	uint64_t z = first_nonzero(path + path_len, pad1);
+	const unsigned char *dpad = path + cr_pad8(path_len) + data_len;
+	uint64_t pad2 = cr_pad8(data_len) - data_len;
+	if (z < pad1)
+		return fail("File padding", "field", at + sizeof(struct cr_file) + path_len + z);
+	z = first_nonzero(dpad, pad2);
+	if (z < pad2)
+		return fail("File padding", "field",
+			    at + sizeof(struct cr_file) + cr_pad8(path_len) + data_len + z);
+	c->files++;
+	c->have_last = 1;
+	c->last_role = role;
+	c->last_fd = fd;
+	c->data_open = (flags & CR_FILE_HAS_DATA) != 0;
+	c->data_next = 0;
+	return 0;
+#undef F
+#undef G32
+#undef G16
+}
+
+/* §16: FileData. */
+static int check_file_data(const unsigned char *p, uint32_t len, uint64_t at, struct ctx *c)
+{
+	if (len < sizeof(struct cr_file_data))
+		return fail("FileData record too short", "malformed", at);
+	uint32_t n = cr_get_le32(p + offsetof(struct cr_file_data, len));
+	if (n > CR_MAX_FILE_DATA)
+		return fail("FileData len over CR_MAX_FILE_DATA", "limit", at + 8);
+	if (n == 0)
+		return fail("empty FileData", "field", at + 8);
+	if (len != sizeof(struct cr_file_data) + cr_pad8(n))
+		return fail("FileData length", "malformed", at - CR_RECORD_HEADER_LEN);
+	if (cr_get_le32(p + offsetof(struct cr_file_data, _reserved0)))
+		return fail("FileData _reserved0 not 0", "reserved", at + 12);
+	if (cr_get_le64(p + offsetof(struct cr_file_data, offset)) != c->data_next)
+		return fail("FileData offset not where the previous ended", "field", at);
+	uint64_t z = first_nonzero(p + 16 + n, cr_pad8(n) - n);
+	if (z < cr_pad8(n) - n)
+		return fail("FileData padding", "field", at + 16 + n + z);
+	c->data_next += n;
+	return 0;
+}
+
+/* §17: Signals. */
+static int check_signals(const unsigned char *p, uint32_t len, uint64_t at)
+{
+	if (len < sizeof(struct cr_signals))
+		return fail("Signals record too short", "malformed", at);
+	uint32_t n = cr_get_le32(p + offsetof(struct cr_signals, pending_count));
+	if (n > CR_MAX_PENDING_SIGNALS)
+		return fail("pending_count over CR_MAX_PENDING_SIGNALS", "limit", at + 20);
+	if (len != sizeof(struct cr_signals) + (uint64_t)n * sizeof(struct cr_pending_signal))
+		return fail("Signals length", "malformed", at - CR_RECORD_HEADER_LEN);
+	uint32_t fl = cr_get_le32(p + offsetof(struct cr_signals, altstack_flags));
+	if (fl & ~(uint32_t)(1u | 2u | 0x80000000u))
+		return fail("unknown altstack flags", "field", at + 16);
+	if ((fl & 2u) && cr_get_le64(p))
+		return fail("disabled altstack with an address", "field", at);
+	if ((fl & 2u) && cr_get_le64(p + 8))
+		return fail("disabled altstack with a size", "field", at + 8);
+	for (unsigned i = 0; i < 64; i++) {
+		uint64_t o = offsetof(struct cr_signals, actions) + 32u * i;
+		for (unsigned j = 0; (i == 8 || i == 18) && j < 4; j++)
+			if (cr_get_le64(p + o + 8 * j))
+				return fail("SIGKILL/SIGSTOP action not zero", "field",
+					    at + o + 8 * j);
+		if (cr_get_le64(p + o + 24) & ((1u << 8) | (1u << 18)))
+			return fail("sigaction mask with SIGKILL or SIGSTOP", "field", at + o + 24);
+	}
+	uint32_t queue = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t o = sizeof(struct cr_signals) + (uint64_t)i * sizeof(struct cr_pending_signal);
+		uint32_t q = cr_get_le32(p + o);
+		if (q > CR_QUEUE_SHARED || q < queue)
+			return fail("pending signal queue", "field", at + o);
+		queue = q;
+		if (cr_get_le32(p + o + 4))
+			return fail("pending signal _reserved0 not 0", "reserved", at + o + 4);
+		uint32_t sig = cr_get_le32(p + o + 8);
+		if (sig < 1 || sig > 64)
+			return fail("pending si_signo", "field", at + o + 8);
+	}
+	return 0;
+}
+
+/* §18: Timers. */
+static int check_timers(const unsigned char *p, uint32_t len, uint64_t at)
+{
+	if (len < sizeof(struct cr_timers))
+		return fail("Timers record too short", "malformed", at);
+	uint32_t n = cr_get_le32(p + offsetof(struct cr_timers, posix_count));
+	if (n > CR_MAX_POSIX_TIMERS)
+		return fail("posix_count over CR_MAX_POSIX_TIMERS", "limit", at + 48);
+	if (len != sizeof(struct cr_timers) + (uint64_t)n * sizeof(struct cr_posix_timer))
+		return fail("Timers length", "malformed", at - CR_RECORD_HEADER_LEN);
+	if (cr_get_le32(p + offsetof(struct cr_timers, _reserved0)))
+		return fail("Timers _reserved0 not 0", "reserved", at + 52);
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t o = sizeof(struct cr_timers) + (uint64_t)i * sizeof(struct cr_posix_timer);
+#define T(f) cr_get_le32(p + o + offsetof(struct cr_posix_timer, f))
+		uint32_t id = T(id), notify = T(sigev_notify), sig = T(sigev_signo);
+		uint32_t tid = T(notify_tid);
+#undef T
+		if (id > 0x7fffffffu || (i > 0 && id <= cr_get_le32(p + o - 48)))
+			return fail("timer id", "field", at + o);
+		if (notify != 0 && notify != 1 && notify != 2 && notify != 4)
+			return fail("sigev_notify", "field", at + o + 8);
+		if (notify != 1 && (sig < 1 || sig > 64))
+			return fail("sigev_signo", "field", at + o + 12);
+		if ((notify == 4) != (tid != 0))
+			return fail("notify_tid", "field", at + o + 24);
+	}
+	return 0;
+}
+
+/* §19: Process. */
+static int check_process(const unsigned char *p, uint32_t len, uint64_t at)
+{
+#define P(f) cr_get_le32(p + offsetof(struct cr_process, f))
+#define O(f) (at + offsetof(struct cr_process, f))
+	if (len < sizeof(struct cr_process))
+		return fail("Process record too short", "malformed", at);
+	uint32_t n = P(group_count), attrs = P(attr_flags);
+	if (n > CR_MAX_GROUPS)
+		return fail("group_count over CR_MAX_GROUPS", "limit", O(group_count));
+	if (len != sizeof(struct cr_process) + cr_pad8(4ull * n))
+		return fail("Process length", "malformed", at - CR_RECORD_HEADER_LEN);
+	if (attrs & ~(uint32_t)CR_ATTR_FLAGS_KNOWN)
+		return fail("unknown attr_flags", "field", O(attr_flags));
+	if (P(_reserved0))
+		return fail("Process _reserved0 not 0", "reserved", O(_reserved0));
+	for (unsigned r = 0; r < CR_RLIMIT_COUNT; r++)
+		if (cr_get_le64(p + 16u * r) > cr_get_le64(p + 16u * r + 8))
+			return fail("rlimit cur above max", "field", at + 16u * r);
+	int no_rseq = cr_get_le64(p + offsetof(struct cr_process, rseq_addr)) == 0;
+	if (no_rseq && P(rseq_len))
+		return fail("rseq_len without rseq", "field", O(rseq_len));
+	if (no_rseq && P(rseq_sig))
+		return fail("rseq_sig without rseq", "field", O(rseq_sig));
+	if (P(pdeathsig) > 64)
+		return fail("pdeathsig", "field", O(pdeathsig));
+	if (P(dumpable) > 2)
+		return fail("dumpable", "field", O(dumpable));
+	if ((attrs & CR_ATTR_MLOCK_ONFAULT) && !(attrs & CR_ATTR_MLOCK_FUTURE))
+		return fail("ATTR_MLOCK_ONFAULT without ATTR_MLOCK_FUTURE", "field", O(attr_flags));
+	int32_t oom = (int32_t)P(oom_score_adj);
+	if (oom < -1000 || oom > 1000)
+		return fail("oom_score_adj", "field", O(oom_score_adj));
+	if (P(seccomp_mode) > 2)
+		return fail("seccomp_mode", "field", O(seccomp_mode));
+	const unsigned char *g = p + sizeof(struct cr_process);
+	for (uint32_t i = 1; i < n; i++)
+		if (cr_get_le32(g + 4u * i) < cr_get_le32(g + 4u * (i - 1)))
+			return fail("groups not in increasing order", "field",
+				    at + sizeof(struct cr_process) + 4u * i);
+	uint64_t pad = cr_pad8(4ull * n) - 4ull * n;
+	uint64_t z = first_nonzero(g + 4ull * n, pad);
+	if (z < pad)
+		return fail("groups padding", "field", at + sizeof(struct cr_process) + 4ull * n + z);
+	return 0;
+#undef P
+#undef O
+}
+
+/* §20: VmaAttr. */
+static int check_vma_attr(const unsigned char *p, uint32_t len, uint64_t at)
+{
+	if (len != sizeof(struct cr_vma_attr))
+		return fail("VmaAttr length not 8", "malformed", at - CR_RECORD_HEADER_LEN);
+	uint32_t a = cr_get_le32(p + offsetof(struct cr_vma_attr, attrs));
+	if ((a & ~(uint32_t)CR_VMA_ATTR_KNOWN) || a == 0 ||
+	    ((a & CR_VMA_ATTR_LOCKONFAULT) && !(a & CR_VMA_ATTR_LOCKED)) ||
+	    ((a & CR_VMA_ATTR_HUGEPAGE) && (a & CR_VMA_ATTR_NOHUGEPAGE)))
+		return fail("bad VMA attributes", "field", at);
+	if (cr_get_le32(p + offsetof(struct cr_vma_attr, _reserved0)))
+		return fail("VmaAttr _reserved0 not 0", "reserved", at + 4);
+	return 0;
+}
+
+/* The fields of the records of 1.1, every rule of §15..§20 in cr-format's order. */
+static int check_state_fields(uint16_t kind, const unsigned char *p, uint32_t len, uint64_t at,
+			      struct ctx *c)
+{
+	switch (kind) {
+	case CR_KIND_FILE:
+		return check_file(p, len, at, c);
+	case CR_KIND_FILE_DATA:
+		return check_file_data(p, len, at, c);
+	case CR_KIND_SIGNALS:
+		return check_signals(p, len, at);
+	case CR_KIND_TIMERS:
+		return check_timers(p, len, at);
+	case CR_KIND_PROCESS:
+		return check_process(p, len, at);
+	case CR_KIND_VMA_ATTR:
+		return check_vma_attr(p, len, at);
+	default:
+		return 0;
+	}
+}
+
+/* The Mm's exe path (§6), its length checked: no NUL byte in it, zero padding after it; the
+ * error names the NUL or the first nonzero pad byte (§2.6). `p` is the payload, at `at`. */
+static int check_mm_exe(const unsigned char *p, uint64_t at)
+{
+	uint64_t n = cr_get_le32(p + offsetof(struct cr_mm, auxv_count));
+	uint64_t e = cr_get_le16(p + offsetof(struct cr_mm, exe_len));
+	uint64_t o = sizeof(struct cr_mm) + 16 * n, i, z;
+	for (i = 0; i < e; i++)
+		if (p[o + i] == 0)
+			return fail("NUL in the exe path", "field", at + o + i);
+	z = first_nonzero(p + o + e, cr_pad8(e) - e);
+	if (z < cr_pad8(e) - e)
+		return fail("exe path padding not zero", "field", at + o + e + z);
+	return 0;
+}
+
+/* The fields of Task, Regs, Mm, Vma and Pages that cr-format checks first (§4-§8): limits,
+ * reserved bytes, ranges. `p` is the payload, at image offset `at`. */
+static int check_fields(uint16_t kind, const unsigned char *p, uint32_t len, uint64_t at,
+			struct ctx *c)
+{
+#define AT(s, f) (at + offsetof(struct s, f))
+	switch (kind) {
+	case CR_KIND_TASK:
+		if (len < sizeof(struct cr_task))
+			return fail("Task record too short", "malformed", at);
+		for (int i = 0; i < 3; i++)
+			if (p[offsetof(struct cr_task, _reserved0) + i])
+				return fail("Task _reserved0 not 0", "reserved", AT(cr_task, _reserved0));
+		return 0;
+	case CR_KIND_REGS:
+		if (len < sizeof(struct cr_regs_x86_64))
+			return fail("Regs record too short", "malformed", at);
+		{
+			uint64_t x = cr_get_le32(p + offsetof(struct cr_regs_x86_64, xsave_len));
+			uint64_t end = sizeof(struct cr_regs_x86_64) + x, z;
+			if (x > CR_MAX_XSAVE_LEN)
+				return fail("xsave_len over CR_MAX_XSAVE_LEN", "limit",
+					    AT(cr_regs_x86_64, xsave_len));
+			if (len != sizeof(struct cr_regs_x86_64) + cr_pad8(x))
+				return fail("Regs length is not that of its XSAVE area", "malformed",
+					    at - CR_RECORD_HEADER_LEN);
+			/* §2.6: a padding error names the first nonzero byte. */
+			z = first_nonzero(p + end, len - end);
+			if (z < len - end)
+				return fail("XSAVE padding not zero", "field", at + end + z);
+		}
+		return 0;
+	case CR_KIND_MM:
+		if (len < sizeof(struct cr_mm))
+			return fail("Mm record too short", "malformed", at);
+		if (cr_get_le32(p + offsetof(struct cr_mm, auxv_count)) > CR_MAX_AUXV)
+			return fail("auxv_count over CR_MAX_AUXV", "limit", AT(cr_mm, auxv_count));
+		if (cr_get_le16(p + offsetof(struct cr_mm, exe_len)) > CR_MAX_PATH)
+			return fail("exe_len over CR_MAX_PATH", "limit", AT(cr_mm, exe_len));
+		if (len != sizeof(struct cr_mm) +
+				   16ull * cr_get_le32(p + offsetof(struct cr_mm, auxv_count)) +
+				   cr_pad8(cr_get_le16(p + offsetof(struct cr_mm, exe_len))))
+			return fail("Mm length is not that of its auxv and path", "malformed",
+				    at - CR_RECORD_HEADER_LEN);
+		if (cr_get_le64(p + offsetof(struct cr_mm, start_brk)) >
+		    cr_get_le64(p + offsetof(struct cr_mm, brk)))
+			return fail("start_brk above brk", "field", AT(cr_mm, start_brk));
+		return check_mm_exe(p, at);
+	case CR_KIND_VMA: {
+		if (len < sizeof(struct cr_vma))
+			return fail("Vma record too short", "malformed", at);
+		uint64_t start = cr_get_le64(p + offsetof(struct cr_vma, start));
+		uint64_t end = cr_get_le64(p + offsetof(struct cr_vma, end));
+		uint16_t path_len = cr_get_le16(p + offsetof(struct cr_vma, path_len));
+		uint16_t vkind = cr_get_le16(p + offsetof(struct cr_vma, kind));
+		uint64_t mask = c->page_size - 1;
+		if ((start & mask) || start < c->prev_end)
+			return fail("Vma start unaligned or below the previous Vma's end", "field",
+				    AT(cr_vma, start));
+		if ((end & mask) || end <= start)
+			return fail("Vma end unaligned or not above start", "field", AT(cr_vma, end));
+		if (cr_get_le32(p + offsetof(struct cr_vma, prot)) &
+		    ~(uint32_t)(CR_PROT_READ | CR_PROT_WRITE | CR_PROT_EXEC))
+			return fail("Vma prot has unknown bits", "field", AT(cr_vma, prot));
+		if (path_len > CR_MAX_PATH)
+			return fail("Vma path_len over CR_MAX_PATH", "limit", AT(cr_vma, path_len));
+		if ((path_len != 0) != (vkind == CR_VMA_FILE))
+			return fail("Vma path_len nonzero other than for a file", "field",
+				    AT(cr_vma, path_len));
+		c->vma_start = start;
+		c->vma_end = end;
+		c->prev_end = end;
+		c->run_end = start;
+		return 0;
+	}
+	case CR_KIND_PAGES: {
+		/* run_count is bounded (and the run table inside the record) by the framing. */
+		uint32_t runs = cr_get_le32(p + offsetof(struct cr_pages, run_count));
+		for (uint32_t i = 0; i < runs; i++) {
+			uint64_t o = sizeof(struct cr_pages) + (uint64_t)i * sizeof(struct cr_page_run);
+			const unsigned char *r = p + o;
+			uint64_t ra = at + o;
+			uint64_t addr = cr_get_le64(r + offsetof(struct cr_page_run, addr));
+			uint64_t pages = cr_get_le32(r + offsetof(struct cr_page_run, pages));
+			uint16_t rkind = cr_get_le16(r + offsetof(struct cr_page_run, kind));
+			if ((addr & (c->page_size - 1)) || addr < c->run_end)
+				return fail("run addr below the Vma or the previous run", "field",
+					    ra + offsetof(struct cr_page_run, addr));
+			if (pages == 0 || addr >= c->vma_end ||
+			    pages > (c->vma_end - addr) / c->page_size)
+				return fail("run does not end inside the Vma", "field",
+					    ra + offsetof(struct cr_page_run, pages));
+			if (rkind > CR_RUN_PARENT || (rkind == CR_RUN_PARENT && c->parent_crid == 0))
+				return fail("bad run kind", "field", ra + offsetof(struct cr_page_run, kind));
+			c->run_end = addr + pages * c->page_size;
+		}
+		{
+			/* The pad after the run table: its first nonzero byte (§2.6). */
+			uint64_t t = sizeof(struct cr_pages) + (uint64_t)runs * sizeof(struct cr_page_run);
+			uint64_t pad = cr_get_le32(p + offsetof(struct cr_pages, pad_len));
+			uint64_t z = first_nonzero(p + t, pad);
+			if (z < pad)
+				return fail("Pages pad not zero", "field", at + t + z);
+		}
+		return 0;
+	}
+	default:
+		return 0;
+	}
+#undef AT
+}
+
+/* §2.2's order: Header, Task, Regs, Mm, then Vma, Pages (after a Vma) and non-critical
+ * records of unknown kinds, then the Tail. `state` counts the fixed records seen. */
+static int check_order(uint16_t kind, uint16_t flags, int *state, int *seen_vma, uint64_t off,
+		       const struct ctx *c)
+{
+	static const uint16_t fixed[] = { CR_KIND_HEADER, CR_KIND_TASK, CR_KIND_REGS, CR_KIND_MM };
+	int known = kind >= CR_KIND_HEADER && kind <= CR_KIND_TAIL;
+	if (*state >= 4 && kind >= CR_KIND_FILE && kind <= CR_KIND_LAST)
+		return check_state_order(kind, flags, *seen_vma, off, c);
+	if (*state < 4) {
+		if (kind != fixed[*state])
+			return fail("record not allowed here", "order", off);
+		(*state)++;
+		return 0;
+	}
+	if (!known)
+		return (flags & CR_RECORD_CRITICAL) ?
+			       fail("unknown critical record kind", "unknown_critical", off) :
+			       0;
+	if (kind == CR_KIND_VMA)
+		*seen_vma = 1;
+	else if (kind == CR_KIND_PAGES && !*seen_vma)
+		return fail("Pages before any Vma", "order", off);
+	else if (kind != CR_KIND_PAGES && kind != CR_KIND_TAIL)
+		return fail("record not allowed here", "order", off);
+	return 0;
+}
+
+/* Reads all of `path` into a malloc'd buffer. */
+static unsigned char *read_all(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		fprintf(stderr, "walk: %s: %s\n", path, strerror(errno));
+		return NULL;
+	}
+	size_t cap = 1 << 16, n = 0;
+	unsigned char *buf = malloc(cap);
+	while (buf) {
+		if (n == cap) {
+			unsigned char *bigger = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
+			if (!bigger) {
+				free(buf);
+				buf = NULL;
+				break;
+			}
+			buf = bigger;
+			cap *= 2;
+		}
+		size_t got = fread(buf + n, 1, cap - n, f);
+		n += got;
+		if (got == 0) {
+			if (ferror(f)) {
+				fprintf(stderr, "walk: %s: read error\n", path);
+				free(buf);
+				buf = NULL;
+			}
+			break;
+		}
+	}
+	if (!buf && !ferror(f))
+		fprintf(stderr, "walk: %s: out of memory\n", path);
+	fclose(f);
+	*len = n;
+	return buf;
+}
+
+static int walk(const unsigned char *img, uint64_t size)
+{
+	uint64_t off = 0, count = 0, digest = 0;
+	int bad = 0, state = 0, seen_vma = 0;
+	struct ctx c;
+	memset(&c, 0, sizeof(c));
+	c.page_size = 4096;
+
+	for (;;) {
+		/* Truncation is reported where the bytes run out, as cr-format does. */
+		if (off == size)
+			return fail("the image ends without a Tail", "truncated", size);
+		if (size - off < CR_RECORD_HEADER_LEN)
+			return fail("truncated record header", "truncated", size);
+		const unsigned char *h = img + off;
+		uint16_t kind = cr_get_le16(h + offsetof(struct cr_record_header, kind));
+		uint16_t flags = cr_get_le16(h + offsetof(struct cr_record_header, flags));
+		uint32_t len = cr_get_le32(h + offsetof(struct cr_record_header, len));
+		uint32_t index = cr_get_le32(h + offsetof(struct cr_record_header, index));
+		uint32_t stored = cr_get_le32(h + offsetof(struct cr_record_header, crc));
+		const unsigned char *p = h + CR_RECORD_HEADER_LEN;
+		/* Not a cr image at all: said before anything else, even of an input too short to
+		 * hold the magic when the bytes it has past 16 are not the magic's first (§2.5). */
+		if (count == 0 && size - off > CR_RECORD_HEADER_LEN &&
+		    size - off < CR_RECORD_HEADER_LEN + CR_MAGIC_LEN &&
+		    memcmp(img + off + CR_RECORD_HEADER_LEN, CR_MAGIC,
+			   (size_t)(size - off - CR_RECORD_HEADER_LEN)) != 0)
+			return fail("bad magic", "magic", off + CR_RECORD_HEADER_LEN);
+		if (count == 0) {
+			if (size - off < CR_RECORD_HEADER_LEN + CR_MAGIC_LEN)
+				return fail("truncated Header", "truncated", size);
+			if (memcmp(p, CR_MAGIC, CR_MAGIC_LEN) != 0)
+				return fail("bad magic", "magic", off + CR_RECORD_HEADER_LEN);
+		}
+		if (len % 8 != 0)
+			return fail("record length not a multiple of 8", "malformed", off);
+		if (len > size - off - CR_RECORD_HEADER_LEN)
+			return fail("truncated record payload", "truncated", size);
+		if (check_order(kind, flags, &state, &seen_vma, off, &c))
+			return 1;
+
+		/* The checked part: all of the payload, or for Pages everything before the data. */
+		uint64_t checked = len;
+		int data_ok = 1;
+		if (kind == CR_KIND_PAGES) {
+			if (len < sizeof(struct cr_pages))
+				return fail("Pages record shorter than its fixed part", "malformed",
+					    off);
+			uint64_t runs = cr_get_le32(p + offsetof(struct cr_pages, run_count));
+			if (runs > CR_MAX_RUNS_PER_RECORD)
+				return fail("run_count over CR_MAX_RUNS_PER_RECORD", "limit",
+					    off + CR_RECORD_HEADER_LEN +
+						    offsetof(struct cr_pages, run_count));
+			uint64_t pad = cr_get_le32(p + offsetof(struct cr_pages, pad_len));
+			if (pad >= CR_MAX_PAGE_SIZE)
+				return fail("pad_len not below CR_MAX_PAGE_SIZE", "field",
+					    off + CR_RECORD_HEADER_LEN +
+						    offsetof(struct cr_pages, pad_len));
+			checked = sizeof(struct cr_pages) + sizeof(struct cr_page_run) * runs + pad;
+			if (checked > len)
+				return fail("Pages run table and pad longer than the record",
+					    "malformed", off);
+			uint32_t data_crc = cr_get_le32(p + offsetof(struct cr_pages, data_crc));
+			data_ok = crc32_update(0, p + checked, (size_t)(len - checked)) == data_crc;
+		}
+		uint32_t crc = crc32_update(0, h, 12);
+		crc = crc32_update(crc, p, (size_t)checked);
+		int ok = crc == stored && data_ok;
+		if (!ok) {
+			fprintf(stderr, "walk: record at 0x%" PRIx64 ": %s mismatch\n", off,
+				crc != stored ? "record CRC" : "page data CRC");
+			if (crc != stored)
+				error_at("record_crc", off);
+			else
+				error_at("page_data_crc", off + CR_RECORD_HEADER_LEN + checked);
+			bad = 1;
+		}
+		if (index != count) {
+			fprintf(stderr, "walk: record at 0x%" PRIx64 " has index %" PRIu32
+					", expected %" PRIu64 "\n",
+				off, index, count);
+			error_at("index", off);
+			bad = 1;
+		}
+		printf("0x%" PRIx64 " %u %" PRIu32 " 0x%08" PRIx32 " %s\n", off, (unsigned)kind, len,
+		       stored, ok ? "ok" : "BAD");
+		if (kind == CR_KIND_HEADER) {
+			if (len < sizeof(struct cr_header))
+				return fail("Header record shorter than 96 bytes", "malformed", off);
+			if (ok && check_header(p, off + CR_RECORD_HEADER_LEN))
+				return 1;
+			c.page_size = cr_get_le32(p + offsetof(struct cr_header, page_size));
+			c.minor = cr_get_le16(p + offsetof(struct cr_header, version_minor));
+			c.parent_crid = cr_get_le64(p + offsetof(struct cr_header, parent_crid));
+		} else if (ok && check_fields(kind, p, len, off + CR_RECORD_HEADER_LEN, &c)) {
+			return 1;
+		} else if (ok && check_state_fields(kind, p, len, off + CR_RECORD_HEADER_LEN, &c)) {
+			return 1;
+		}
+		state_advance(kind, &c);
+
+		uint64_t next = off + CR_RECORD_HEADER_LEN + len;
+		if (kind == CR_KIND_TAIL) {
+			if (len < sizeof(struct cr_tail))
+				return fail("Tail record shorter than 24 bytes", "malformed", off);
+			uint64_t records = cr_get_le64(p + offsetof(struct cr_tail, record_count));
+			uint64_t image_len = cr_get_le64(p + offsetof(struct cr_tail, image_len));
+			uint64_t want = cr_get_le64(p + offsetof(struct cr_tail, digest));
+			uint64_t at = off + CR_RECORD_HEADER_LEN;
+			printf("tail records=%" PRIu64 " image_len=%" PRIu64 " digest=0x%016" PRIx64
+			       " digest_ok=%s\n",
+			       records, image_len, want, want == digest ? "yes" : "no");
+			if (records != count || image_len != next) {
+				fprintf(stderr, "walk: Tail says %" PRIu64 " records, %" PRIu64
+						" bytes; found %" PRIu64 ", %" PRIu64 "\n",
+					records, image_len, count, next);
+				error_at("tail_count", records != count ?
+							       at + offsetof(struct cr_tail, record_count) :
+							       at + offsetof(struct cr_tail, image_len));
+				bad = 1;
+			}
+			if (want != digest) {
+				fprintf(stderr, "walk: tail digest mismatch: computed 0x%016" PRIx64 "\n",
+					digest);
+				error_at("tail_digest", at + offsetof(struct cr_tail, digest));
+				bad = 1;
+			}
+			if (next != size) {
+				fprintf(stderr, "walk: %" PRIu64 " bytes after the Tail\n", size - next);
+				error_at("trailing_data", next);
+				bad = 1;
+			}
+			return bad;
+		}
+		digest = crc64_update(digest, h, CR_RECORD_HEADER_LEN);
+		count++;
+		off = next;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 2) {
+		fprintf(stderr, "usage: walk IMAGE\n");
+		return 2;
+	}
+	crc32_init();
+	size_t len;
+	unsigned char *img = read_all(argv[1], &len);
+	if (!img)
+		return 2;
+	int rc = walk(img, (uint64_t)len);
+	if (err_kind)
+		printf("error 0x%" PRIx64 " %s\n", err_off, err_kind);
+	if (fflush(stdout) != 0) {
+		fprintf(stderr, "walk: write error\n");
+		rc = 2;
+	}
+	free(img);
+	return rc;
+}
