@@ -1,5 +1,6 @@
 //! The inspection verbs on images that hold every 1.1 state record (files with contents,
-//! signals, timers, process attributes, VMA attributes): `show` names them, `show --json` and
+//! signals, timers, process attributes, VMA attributes) and every 1.2 one (inotify watches,
+//! locks, the vDSO's bytes): `show` names them, `show --json` and
 //! `encode` give the same bytes back (also through a tool that reads JSON numbers as doubles),
 //! `diff` names what differs, `verify` prints a damaged state record's error with its offset,
 //! `squash` copies the newest image's state. The images are written with cr-format's Writer from
@@ -575,4 +576,245 @@ fn diff_names_the_state_that_differs() {
         .iter()
         .find(|f| f["field"] == "SIGINT");
     assert_eq!(sigint.unwrap()["a"], "default");
+}
+
+// ---- The records of format 1.2: inotify watches, locks, the vDSO's bytes ----
+
+/// This machine's vDSO, as any process here has it (`None` if it cannot be read).
+fn machine_vdso() -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let range = maps
+        .lines()
+        .find(|l| l.ends_with("[vdso]"))?
+        .split(' ')
+        .next()?;
+    let (a, b) = range.split_once('-')?;
+    let a = u64::from_str_radix(a, 16).ok()?;
+    let b = u64::from_str_radix(b, 16).ok()?;
+    let mut buf = vec![0; (b - a) as usize];
+    let mem = std::fs::File::open("/proc/self/mem").ok()?;
+    mem.read_exact_at(&mut buf, a).ok()?;
+    Some(buf)
+}
+
+/// `stateful(base, variant)` as a 1.2 image: two inotify fds (one a dup) with watches and three
+/// locks before the Signals, and after the vDSO's Vma (and VmaAttr) its bytes: `vdso`, or bytes
+/// made up from `variant`. `variant` changes a watch's mask and a lock's mode.
+fn stateful12(base: &[u8], variant: u64, vdso: Option<&[u8]>) -> Vec<u8> {
+    let v11 = stateful(base, variant);
+    let img = Image::parse(&v11).unwrap();
+    let mut out = Vec::new();
+    let mut w = Writer::new(&mut out);
+    let mut vdso_len = None;
+    for r in img.records() {
+        match r.record {
+            Record::Header(h) => {
+                let mut h = *h;
+                h.version_minor = 2.into();
+                w.header(&h).unwrap();
+            }
+            Record::Task(t) => w.task(t).unwrap(),
+            Record::Regs(x) => w.regs(x.raw, x.xsave).unwrap(),
+            Record::Mm(m) => w.mm(m.raw, m.auxv, m.exe).unwrap(),
+            Record::File(f) => w.file(f.raw, f.path, f.data).unwrap(),
+            Record::FileData(d) => w.file_data(d.raw.offset.get(), d.bytes).unwrap(),
+            Record::Signals(x) => {
+                write_inotify_and_locks(&mut w, variant);
+                w.signals(x.raw, x.pending).unwrap();
+            }
+            Record::Timers(x) => w.timers(x.raw, x.posix).unwrap(),
+            Record::Process(x) => w.process(x.raw, x.groups).unwrap(),
+            Record::Vma(v) => {
+                w.vma(v.raw, v.path).unwrap();
+                vdso_len = (v.kind() == VMA_VDSO).then(|| (v.end() - v.start()) as usize);
+            }
+            Record::VmaAttr(a) => {
+                w.vma_attr(a).unwrap();
+                if let Some(n) = vdso_len.take() {
+                    let made_up: Vec<u8> =
+                        (0..n).map(|i| (i as u64 * 31 + variant) as u8).collect();
+                    w.vdso_data(vdso.unwrap_or(&made_up)).unwrap();
+                }
+            }
+            Record::Pages(p) => {
+                let runs: Vec<PageRun> = p.runs.to_vec();
+                w.pages(&runs, p.data.unwrap_or(&[])).unwrap();
+            }
+            Record::Unknown(u) => w.unknown(u.kind, u.payload).unwrap(),
+            _ => {}
+        }
+    }
+    w.finish().unwrap();
+    out
+}
+
+fn write_inotify_and_locks(w: &mut Writer<&mut Vec<u8>>, variant: u64) {
+    let n = |fd: u32, dup_of: u32| raw::Inotify {
+        fd: fd.into(),
+        fd_flags: 1.into(),
+        open_flags: 0o4000.into(),
+        dup_of: dup_of.into(),
+    };
+    w.inotify(&n(20, NO_DUP)).unwrap();
+    let mut watch = raw::InotifyWatch::new_zeroed();
+    watch.wd = 1.into();
+    watch.mask = (0x102 | (variant as u32 * 0x200)).into();
+    watch.inode = MTIME.into();
+    (watch.dev_major, watch.dev_minor) = (8.into(), 2.into());
+    w.inotify_watch(&watch, b"/tmp/watched").unwrap();
+    watch.wd = 7.into();
+    watch.mask = 0x8.into();
+    w.inotify_watch(&watch, b"/tmp/watched/file").unwrap();
+    w.inotify(&n(21, 20)).unwrap();
+    let lock = |ltype: u16, mode: u16, start: u64, len: u64| raw::Lock {
+        fd: 1.into(),
+        ltype: ltype.into(),
+        mode: mode.into(),
+        start: start.into(),
+        len: len.into(),
+    };
+    w.lock(&lock(LOCK_POSIX, LOCK_WRITE - variant as u16, 0, 100))
+        .unwrap();
+    w.lock(&lock(LOCK_FLOCK, LOCK_READ, 0, 0)).unwrap();
+    w.lock(&lock(LOCK_OFD, LOCK_WRITE, MTIME, 0)).unwrap();
+}
+
+#[test]
+fn show_names_the_records_of_1_2() {
+    let dir = TempDir::new("state12-show");
+    let base = std::fs::read(vector("full.bin")).unwrap();
+    let img = write(dir.path(), "s.img", &stateful12(&base, 0, None));
+    let out = ok(&run(&["show", s(&img)]));
+    for want in [
+        "version       1.2",
+        "inotify\n  fd 20   O_RDONLY|O_NONBLOCK FD_CLOEXEC   2 watch(es)",
+        "wd 1    IN_MODIFY|IN_CREATE              /tmp/watched (inode 1795541570886164921, dev 8:2)",
+        "wd 7    IN_CLOSE_WRITE",
+        "fd 21   O_RDONLY|O_NONBLOCK FD_CLOEXEC   the inotify instance of fd 20 (shared)",
+        "locks\n  fd 1    posix  write  bytes 0..100",
+        "fd 1    flock  read   the whole file",
+        "fd 1    ofd    write  bytes 1795541570886164921.. (to the end)",
+        "vdso\n  vdso bytes: 8 KiB, crc32 ",
+        "differs from this machine's",
+    ] {
+        assert!(out.contains(want), "show lacks {want:?}:\n{out}");
+    }
+    // The vDSO's bytes as this machine has them: show says so.
+    match machine_vdso() {
+        Some(m) if m.len() == 8192 => {
+            let img = write(dir.path(), "m.img", &stateful12(&base, 0, Some(&m)));
+            let out = ok(&run(&["show", s(&img)]));
+            assert!(out.contains("same as this machine's"), "{out}");
+        }
+        m => cr_tests::skipped_part(
+            "show_names_the_records_of_1_2",
+            &format!(
+                "this machine's vDSO is {:?} bytes, the image's Vma 8192",
+                m.map(|m| m.len())
+            ),
+        ),
+    }
+}
+
+#[test]
+fn json_of_the_records_of_1_2_encodes_back_to_the_same_bytes() {
+    let dir = TempDir::new("state12-json");
+    let base = std::fs::read(vector("full.bin")).unwrap();
+    let bytes = stateful12(&base, 0, None);
+    let img = write(dir.path(), "s.img", &bytes);
+    let json = round_trip(&img, dir.path());
+    for want in [
+        r#""inotify": {"#,
+        r#""events": "IN_MODIFY|IN_CREATE""#,
+        r#""mask": 258"#,
+        r#""dup_of": 20"#,
+        r#""type": "flock""#,
+        r#""mode": "write""#,
+        // Above 2^53: strings, as elsewhere.
+        r#""start": "1795541570886164921""#,
+        r#""inode": "1795541570886164921""#,
+        r#""vdso_data": {"#,
+    ] {
+        assert!(json.contains(want), "JSON lacks {want}");
+    }
+    // Through jq, when it is there.
+    if let Ok(o) = Command::new("jq")
+        .arg(".")
+        .stdin(std::fs::File::open(dir.path().join("rt.json")).unwrap())
+        .output()
+    {
+        assert!(o.status.success());
+        let j = write(dir.path(), "jq.json", &o.stdout);
+        let back = dir.path().join("jq.img");
+        ok(&run(&["encode", s(&j), "-o", s(&back)]));
+        assert!(bytes == std::fs::read(&back).unwrap(), "through jq");
+    } else {
+        cr_tests::skipped_part("json_of_the_records_of_1_2", "jq is not installed");
+    }
+    // Without --with-pages the vDSO's bytes are left out, and encode says what is missing.
+    let bare = ok(&run(&["show", "--json", s(&img)]));
+    let doc: serde_json::Value = serde_json::from_str(&bare).unwrap();
+    let vd = doc["body"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|b| b.get("vdso_data"))
+        .unwrap();
+    assert_eq!(vd["len"], 8192);
+    assert!(vd.get("data").is_none(), "{vd}");
+}
+
+#[test]
+fn diff_squash_and_verify_know_the_records_of_1_2() {
+    let dir = TempDir::new("state12-diff");
+    let base = std::fs::read(vector("full.bin")).unwrap();
+    let a = write(dir.path(), "a.img", &stateful12(&base, 0, None));
+    let b = write(dir.path(), "b.img", &stateful12(&base, 1, None));
+    let o = run(&["diff", s(&a), s(&b)]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8(o.stdout).unwrap();
+    for want in [
+        "field inotify fd 20.wd 1.mask: IN_MODIFY|IN_CREATE -> IN_MODIFY|IN_CREATE|IN_DELETE",
+        "field lock fd 1 posix 0+100: write -> read",
+        "field vdso.bytes: 8192 bytes, crc32",
+    ] {
+        assert!(text.contains(want), "diff lacks {want:?}:\n{text}");
+    }
+    // squash carries them: the same state entries, the VdsoData right after its Vma.
+    let sq = dir.path().join("sq.img");
+    ok(&run(&["squash", s(&a), "-o", s(&sq)]));
+    ok(&run(&["verify", s(&sq)]));
+    let (ja, jb) = (state_json(&a), state_json(&sq));
+    assert_eq!(ja, jb);
+    assert_eq!(
+        ja.iter()
+            .filter(|e| e.get("inotify").is_some() || e.get("lock").is_some())
+            .count(),
+        5
+    );
+    assert_eq!(
+        ja.iter().filter(|e| e.get("vdso_data").is_some()).count(),
+        1
+    );
+    // verify names a damaged field of each kind, at its offset.
+    let good = std::fs::read(&a).unwrap();
+    for (kind, at, value, what) in [
+        (KIND_INOTIFY, 4, 2, "fd_flags"),
+        (KIND_INOTIFY_WATCH, 0, 0, "wd"),
+        (KIND_INOTIFY_WATCH, 32, 0, "path"),
+        (KIND_LOCK, 4, 9, "ltype"),
+        (KIND_VDSO_DATA, 4, 1, "_reserved0"),
+    ] {
+        let mut bad = good.clone();
+        let field_at = damage(&mut bad, kind, at, value);
+        let p = write(dir.path(), "bad.img", &bad);
+        let o = run(&["verify", s(&p)]);
+        assert_eq!(o.status.code(), Some(1), "{what}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(what) && err.contains(&format!("{field_at:#x}")),
+            "{what} at {field_at:#x}: {err}"
+        );
+    }
 }

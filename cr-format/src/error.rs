@@ -266,6 +266,10 @@ pub fn kind_name(kind: u16) -> &'static str {
         KIND_TIMERS => "Timers",
         KIND_PROCESS => "Process",
         KIND_VMA_ATTR => "VmaAttr",
+        KIND_INOTIFY => "Inotify",
+        KIND_INOTIFY_WATCH => "InotifyWatch",
+        KIND_LOCK => "Lock",
+        KIND_VDSO_DATA => "VdsoData",
         _ => "unknown",
     }
 }

@@ -40,3 +40,10 @@ pub const MAX_PENDING_SIGNALS: u32 = 4096;
 pub const MAX_POSIX_TIMERS: u32 = 4096;
 /// Most supplementary groups in a Process record (Linux's `NGROUPS_MAX`).
 pub const MAX_GROUPS: u32 = 65536;
+/// Most InotifyWatch records in one image (Linux's default `fs.inotify.max_user_watches` is
+/// larger on big machines; a task with more is refused at capture).
+pub const MAX_INOTIFY_WATCHES: u32 = 65536;
+/// Most Lock records in one image.
+pub const MAX_LOCKS: u32 = 65536;
+/// Longest vDSO a VdsoData record holds, bytes (1 MiB; x86-64's is 8 KiB).
+pub const MAX_VDSO_LEN: u32 = 1 << 20;

@@ -8,10 +8,12 @@ use crate::write::{Sink, Summary, Writer};
 use alloc::vec::Vec;
 
 mod state;
+mod state12;
 pub use state::{
     FileRepr, ITimerRepr, PendingSignalRepr, PosixTimerRepr, ProcessRepr, RlimitRepr,
     SigActionRepr, SignalsRepr, TimersRepr,
 };
+pub use state12::{InotifyRepr, LockRepr, WatchRepr};
 
 /// Header fields (§3). Magic and major version are implied.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -339,10 +341,16 @@ pub enum BodyRepr {
     Timers(TimersRepr),
     /// §19.
     Process(ProcessRepr),
+    /// §21, with its InotifyWatch records (§22).
+    Inotify(InotifyRepr),
+    /// §23.
+    Lock(LockRepr),
     /// §7.
     Vma(VmaRepr),
     /// §20: the `VMA_ATTR_*` bits of the Vma just before.
     VmaAttr(u32),
+    /// §24: the bytes of the vDSO, whose Vma (and VmaAttr, if any) is just before.
+    VdsoData(Vec<u8>),
     /// §8.
     Pages(PagesRepr),
     /// A non-critical record of unknown kind.
@@ -438,6 +446,15 @@ impl ImageRepr {
                 Record::Timers(x) => out.body.push(BodyRepr::Timers(TimersRepr::parse(&x))),
                 Record::Process(x) => out.body.push(BodyRepr::Process(ProcessRepr::parse(&x))),
                 Record::VmaAttr(a) => out.body.push(BodyRepr::VmaAttr(a.attrs.get())),
+                Record::Inotify(n) => out.body.push(BodyRepr::Inotify(InotifyRepr::parse(n))),
+                // Right after its Inotify or another watch (§22), like FileData.
+                Record::InotifyWatch(x) => {
+                    if let Some(BodyRepr::Inotify(n)) = out.body.last_mut() {
+                        n.watches.push(WatchRepr::parse(&x));
+                    }
+                }
+                Record::Lock(l) => out.body.push(BodyRepr::Lock(LockRepr::parse(l))),
+                Record::VdsoData(d) => out.body.push(BodyRepr::VdsoData(d.bytes.to_vec())),
                 Record::Task(t) => out.task = TaskRepr::parse(t),
                 Record::Regs(x) => {
                     out.regs = RegsRepr {
@@ -506,6 +523,9 @@ impl ImageRepr {
                 BodyRepr::Signals(x) => x.emit(&mut w)?,
                 BodyRepr::Timers(x) => x.emit(&mut w)?,
                 BodyRepr::Process(x) => x.emit(&mut w)?,
+                BodyRepr::Inotify(x) => x.emit(&mut w)?,
+                BodyRepr::Lock(x) => w.lock(&x.to_raw())?,
+                BodyRepr::VdsoData(b) => w.vdso_data(b)?,
                 BodyRepr::VmaAttr(a) => w.vma_attr(&raw::VmaAttr {
                     attrs: (*a).into(),
                     _reserved0: 0.into(),

@@ -12,6 +12,8 @@ use crate::validate::{pad8, record_crc_start, to_u64, to_usize, Stage, Validator
 use zerocopy::little_endian::U32;
 use zerocopy::IntoBytes;
 
+mod state12;
+
 /// Where the writer's bytes go.
 pub trait Sink {
     /// Writes all of `bytes`, or fails with [`ErrorKind::SinkFull`] or [`ErrorKind::Io`].

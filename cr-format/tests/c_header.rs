@@ -304,18 +304,38 @@ fn reseal(img: &mut [u8]) {
     }
 }
 
-/// Every byte of the payloads of the 1.1 records of `state-handmade.bin` changed (two ways) and
-/// the image resealed, so that the field checks run: walk.c, written from FORMAT.md, accepts
-/// exactly what the Rust reader accepts and otherwise names the same error at the same offset.
+/// Every byte of the payloads of the 1.1 records of `state-handmade.bin` and of the 1.2 records
+/// of `v12-handmade.bin` changed (two ways) and the image resealed, so that the field checks run:
+/// walk.c, written from FORMAT.md, accepts exactly what the Rust reader accepts and otherwise
+/// names the same error at the same offset.
 #[test]
 fn walk_agrees_with_the_reader_on_resealed_edits_of_the_1_1_records() {
+    resealed_edits("state-handmade.bin", KIND_FILE..=KIND_LAST_1_1);
+}
+
+/// As above, for the records of 1.2 of `v12-handmade.bin` (of the VdsoData, the fixed part and
+/// the first bytes only: the vDSO's bytes are not checked).
+#[test]
+fn walk_agrees_with_the_reader_on_resealed_edits_of_the_1_2_records() {
+    resealed_edits("v12-handmade.bin", KIND_INOTIFY..=KIND_LAST);
+}
+
+fn resealed_edits(name: &str, kinds: std::ops::RangeInclusive<u16>) {
     let bin = walk_binary();
-    let img = std::fs::read(spec_dir().join("vectors/valid/state-handmade.bin")).unwrap();
-    let case = scratch().join("state-edit.bin");
+    let img = std::fs::read(spec_dir().join("vectors/valid").join(name)).unwrap();
+    let case = scratch().join(format!("edit-{name}"));
     let spans: Vec<(usize, usize)> = Records::new(&img, Options::default())
         .map(|r| r.unwrap())
-        .filter(|p| (KIND_FILE..=KIND_LAST).contains(&p.header.kind.get()))
-        .map(|p| (p.offset as usize + 16, p.header.len.get() as usize))
+        .filter(|p| kinds.contains(&p.header.kind.get()))
+        .map(|p| {
+            let len = p.header.len.get() as usize;
+            let len = if p.header.kind.get() == KIND_VDSO_DATA {
+                len.min(24)
+            } else {
+                len
+            };
+            (p.offset as usize + 16, len)
+        })
         .collect();
     let (mut accepted, mut rejected) = (0, 0);
     for (start, len) in spans {
@@ -348,7 +368,7 @@ fn walk_agrees_with_the_reader_on_resealed_edits_of_the_1_1_records() {
         }
     }
     assert!(
-        accepted > 100 && rejected > 100,
+        accepted > 50 && rejected > 50,
         "{accepted} accepted, {rejected} rejected"
     );
 }
@@ -550,7 +570,7 @@ fn spec_tables() -> Layouts {
 }
 
 /// C struct name of each struct of `raw`.
-const C_NAMES: [(&str, &str); 22] = [
+const C_NAMES: [(&str, &str); 26] = [
     ("RecordHeader", "cr_record_header"),
     ("Header", "cr_header"),
     ("Task", "cr_task"),
@@ -573,6 +593,10 @@ const C_NAMES: [(&str, &str); 22] = [
     ("Rlimit", "cr_rlimit"),
     ("Process", "cr_process"),
     ("VmaAttr", "cr_vma_attr"),
+    ("Inotify", "cr_inotify"),
+    ("InotifyWatch", "cr_inotify_watch"),
+    ("Lock", "cr_lock"),
+    ("VdsoData", "cr_vdso_data"),
 ];
 
 /// `CR_CHECK_FIELD(s, f, off, n);` and `CR_CHECK_SIZE(s, n);` lines of the header.
@@ -750,6 +774,20 @@ fn header_constants_are_rusts() {
         ("CR_MAX_PENDING_SIGNALS", MAX_PENDING_SIGNALS.into()),
         ("CR_MAX_POSIX_TIMERS", MAX_POSIX_TIMERS.into()),
         ("CR_MAX_GROUPS", MAX_GROUPS.into()),
+        ("CR_KIND_INOTIFY", KIND_INOTIFY.into()),
+        ("CR_KIND_INOTIFY_WATCH", KIND_INOTIFY_WATCH.into()),
+        ("CR_KIND_LOCK", KIND_LOCK.into()),
+        ("CR_KIND_VDSO_DATA", KIND_VDSO_DATA.into()),
+        ("CR_KIND_LAST_1_1", KIND_LAST_1_1.into()),
+        ("CR_NO_DUP", NO_DUP.into()),
+        ("CR_LOCK_POSIX", LOCK_POSIX.into()),
+        ("CR_LOCK_FLOCK", LOCK_FLOCK.into()),
+        ("CR_LOCK_OFD", LOCK_OFD.into()),
+        ("CR_LOCK_READ", LOCK_READ.into()),
+        ("CR_LOCK_WRITE", LOCK_WRITE.into()),
+        ("CR_MAX_INOTIFY_WATCHES", MAX_INOTIFY_WATCHES.into()),
+        ("CR_MAX_LOCKS", MAX_LOCKS.into()),
+        ("CR_MAX_VDSO_LEN", MAX_VDSO_LEN.into()),
     ]
     .into_iter()
     .map(|(n, v)| (n.to_string(), v))

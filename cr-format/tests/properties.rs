@@ -338,11 +338,12 @@ fn extents_agree_with_pages_on_the_chain_vectors() {
 }
 
 /// The arbitrary images the property tests and fuzzers start from carry every record kind of
-/// 1.1 (FileData included), with seeds of the size the property tests use.
+/// 1.1 and 1.2 (FileData, InotifyWatch and VdsoData included), with seeds of the size the
+/// property tests use.
 #[test]
-fn arbitrary_images_cover_every_kind_of_1_1() {
+fn arbitrary_images_cover_every_kind_of_1_1_and_1_2() {
     use cr_format::raw::{KIND_FILE, KIND_LAST};
-    let mut seen = [0u32; 16];
+    let mut seen = [0u32; 32];
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     for _ in 0..400 {
         let seed: Vec<u8> = (0..4096)
@@ -356,7 +357,7 @@ fn arbitrary_images_cover_every_kind_of_1_1() {
         let repr = ImageRepr::arbitrary(&mut Unstructured::new(&seed)).unwrap();
         let bytes = repr.to_vec().unwrap();
         for r in Records::new(&bytes, Options::default()) {
-            seen[usize::from(r.unwrap().header.kind.get()).min(15)] += 1;
+            seen[usize::from(r.unwrap().header.kind.get()).min(31)] += 1;
         }
     }
     for k in KIND_FILE..=KIND_LAST {

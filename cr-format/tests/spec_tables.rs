@@ -307,6 +307,60 @@ fn layout_tables_match_raw() {
     );
     check_struct!(md, Rlimit, [cur, max]);
     check_struct!(md, VmaAttr, [attrs, _reserved0]);
+    check_struct!(md, Inotify, [fd, fd_flags, open_flags, dup_of]);
+    check_struct!(
+        md,
+        InotifyWatch,
+        [wd, mask, inode, dev_major, dev_minor, path_len, _reserved0]
+    );
+    check_struct!(md, Lock, [fd, ltype, mode, start, len]);
+    check_struct!(md, VdsoData, [len, _reserved0]);
+}
+
+/// The rows of the kinds table of §2.2 for 1.2, the constants named in §21..§24 and the limits
+/// of §10 against `raw` and `limits`.
+#[test]
+fn kinds_and_constants_of_1_2_match_raw() {
+    let md = format_md();
+    for (kind, name) in [
+        (raw::KIND_INOTIFY, "KIND_INOTIFY"),
+        (raw::KIND_INOTIFY_WATCH, "KIND_INOTIFY_WATCH"),
+        (raw::KIND_LOCK, "KIND_LOCK"),
+        (raw::KIND_VDSO_DATA, "KIND_VDSO_DATA"),
+    ] {
+        let row = format!("| {kind} | `{name}` |");
+        assert!(md.contains(&row), "§2.2 has no row {row:?}");
+    }
+    let pairs: [(u64, &str); 8] = [
+        (raw::LOCK_POSIX.into(), "`LOCK_POSIX` (1)"),
+        (raw::LOCK_FLOCK.into(), "`LOCK_FLOCK` (2)"),
+        (raw::LOCK_OFD.into(), "`LOCK_OFD` (3)"),
+        (raw::LOCK_READ.into(), "`LOCK_READ` (1)"),
+        (raw::LOCK_WRITE.into(), "`LOCK_WRITE` (2)"),
+        (
+            cr_format::limits::MAX_INOTIFY_WATCHES.into(),
+            "| `MAX_INOTIFY_WATCHES` | 65536 |",
+        ),
+        (
+            cr_format::limits::MAX_LOCKS.into(),
+            "| `MAX_LOCKS` | 65536 |",
+        ),
+        (
+            cr_format::limits::MAX_VDSO_LEN.into(),
+            "| `MAX_VDSO_LEN` | 1048576 |",
+        ),
+    ];
+    for (value, text) in pairs {
+        assert!(
+            md.contains(text),
+            "FORMAT.md does not say {text:?} (value {value})"
+        );
+        let shown: String = text.chars().filter(|c| c.is_ascii_digit()).collect();
+        assert_eq!(shown, value.to_string(), "{text}");
+    }
+    assert!(md.contains(&format!("`NO_DUP` ({:#x})", raw::NO_DUP)));
+    assert_eq!(raw::VERSION_MINOR, 2);
+    assert!(md.starts_with("# The cr image format, version 1.2\n"));
 }
 
 /// The rows of the kinds table of §2.2 against the constants, and the constants named in the

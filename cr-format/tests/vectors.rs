@@ -143,6 +143,14 @@ fn describe_record(p: &Parsed<'_>) -> String {
             )
         }
         Record::VmaAttr(a) => write!(s, "VmaAttr attrs={:#x}", a.attrs.get()),
+        Record::Inotify(n) => write!(s, "Inotify fd={} fd_flags={:#x} open_flags={:#o} dup_of={:#x}", n.fd, n.fd_flags.get(), n.open_flags.get(), n.dup_of.get()),
+        Record::InotifyWatch(w) => write!(
+            s,
+            "InotifyWatch wd={} mask={:#x} inode={} dev={}:{} path={:?}",
+            w.raw.wd, w.raw.mask.get(), w.raw.inode, w.raw.dev_major, w.raw.dev_minor, String::from_utf8_lossy(w.path)
+        ),
+        Record::Lock(l) => write!(s, "Lock fd={} ltype={} mode={} start={} len={}", l.fd, l.ltype, l.mode, l.start, l.len),
+        Record::VdsoData(d) => write!(s, "VdsoData len={} crc={:#010x}", d.raw.len, crc32fast::hash(d.bytes)),
         Record::Tail(t) => write!(s, "Tail records={} image_len={} digest={:#018x}", t.record_count, t.image_len, t.digest.get()),
     }
     .unwrap();

@@ -24,9 +24,9 @@
  * order (a record where §2.2's order does not allow it), unknown_critical, record_crc,
  * page_data_crc, tail_digest, tail_count, trailing_data, index, malformed, limit, reserved,
  * field. This is a record walker, not a validator: it checks framing, record order (that of
- * 1.1's state records and VmaAttr included), the Header's fields, indexes and checksums, and the
- * fields of the other records that cr-format checks first (for the records of 1.1, §15..§20,
- * every rule; cr-format checks every rule of every record). Exit status: 0
+ * the state records, VmaAttr and VdsoData of 1.1 and 1.2 included), the Header's fields, indexes
+ * and checksums, and the fields of the other records that cr-format checks first (for the
+ * records of 1.1 and 1.2, §15..§24, every rule; cr-format checks every rule of every record). Exit status: 0
  * when none of that is wrong; 1 on an error (with a message on stderr); 2 on a usage or I/O
  * error.
  *
@@ -125,39 +125,82 @@ struct ctx {
 	uint64_t prev_end;           /* end of the Vma before it */
 	uint64_t run_end;            /* end of the last run in this Vma */
 	unsigned minor;              /* the Header's version_minor */
-	int state_part;              /* 1.1 state records passed: 1 Signals, 2 Timers, 3 Process */
+	int state_part;              /* state records passed: 1 Inotify, 2 Lock, 3 Signals,
+				      * 4 Timers, 5 Process */
 	uint64_t files;              /* File records so far */
 	int have_last;               /* a File was seen: its (role, fd) */
 	uint32_t last_role, last_fd;
 	int data_open;               /* a FileData may come, at offset data_next */
 	uint64_t data_next;
 	int after_vma;               /* the record before was a Vma */
+	int watch_open;              /* an InotifyWatch may come, with a wd above watch_prev */
+	uint32_t watch_prev;
+	int have_inotify;            /* an Inotify was seen: its fd */
+	uint32_t last_inotify;
+	uint64_t watches, locks;     /* InotifyWatch and Lock records so far */
+	int vdso_open;               /* a VdsoData may come, of vdso_len bytes */
+	uint64_t vdso_len;
+	int vdso_seen;               /* a VdsoData was seen */
 };
 
-/* ---- The records of 1.1 (§2.5, §15..§20) ---- */
+/* §2.5: the place of a state record among File, Inotify, Lock, Signals, Timers, Process. */
+static int state_part_of(uint16_t kind)
+{
+	switch (kind) {
+	case CR_KIND_INOTIFY:
+		return 1;
+	case CR_KIND_LOCK:
+		return 2;
+	case CR_KIND_SIGNALS:
+		return 3;
+	case CR_KIND_TIMERS:
+		return 4;
+	case CR_KIND_PROCESS:
+		return 5;
+	default:
+		return 0;
+	}
+}
 
-/* §2.5: where a record of kind 8..13 may come; 1.1's kinds are non-critical (flags 0). */
+/* ---- The records of 1.1 and 1.2 (§2.5, §15..§24) ---- */
+
+/* §2.5: where a record of kind 8..17 may come; these kinds are non-critical (flags 0). */
 static int check_state_order(uint16_t kind, uint16_t flags, int seen_vma, uint64_t off,
 			     const struct ctx *c)
 {
 	if (flags != 0)
-		return fail("bad record flags for a kind of 1.1", "field", off);
+		return fail("bad record flags for a kind of 1.1 or 1.2", "field", off);
 	if (c->minor == 0)
 		return fail("a record kind of 1.1 in an image of version 1.0", "order", off);
+	if (kind >= CR_KIND_INOTIFY && c->minor < 2)
+		return fail("a record kind of 1.2 in an image of version 1.1", "order", off);
 	switch (kind) {
 	case CR_KIND_VMA_ATTR:
 		return c->after_vma ? 0 : fail("VmaAttr not right after a Vma", "order", off);
 	case CR_KIND_FILE_DATA:
 		return c->data_open ? 0 :
 				      fail("FileData not after a File with data", "order", off);
+	case CR_KIND_INOTIFY_WATCH:
+		return c->watch_open ? 0 :
+				       fail("InotifyWatch not after an Inotify that is no dup",
+					    "order", off);
+	case CR_KIND_VDSO_DATA:
+		if (c->vdso_seen)
+			return fail("a second VdsoData", "order", off);
+		return c->vdso_open ? 0 : fail("VdsoData not right after the vDSO's Vma", "order", off);
 	default:
 		break;
 	}
 	if (seen_vma)
 		return fail("state record after a Vma", "order", off);
 	if (kind == CR_KIND_FILE && c->state_part > 0)
-		return fail("File after Signals, Timers or Process", "order", off);
-	if (kind != CR_KIND_FILE && c->state_part >= kind - CR_KIND_SIGNALS + 1)
+		return fail("File after Inotify, Lock, Signals, Timers or Process", "order", off);
+	if (kind == CR_KIND_INOTIFY && c->state_part > 1)
+		return fail("Inotify after Lock, Signals, Timers or Process", "order", off);
+	if (kind == CR_KIND_LOCK && c->state_part > 2)
+		return fail("Lock after Signals, Timers or Process", "order", off);
+	if (kind >= CR_KIND_SIGNALS && kind <= CR_KIND_PROCESS &&
+	    c->state_part >= state_part_of(kind))
 		return fail("Signals, Timers, Process out of order or twice", "order", off);
 	return 0;
 }
@@ -168,9 +211,14 @@ static void state_advance(uint16_t kind, struct ctx *c)
 	c->after_vma = kind == CR_KIND_VMA;
 	if (kind != CR_KIND_FILE && kind != CR_KIND_FILE_DATA)
 		c->data_open = 0;
-	if (kind >= CR_KIND_SIGNALS && kind <= CR_KIND_PROCESS &&
-	    c->state_part < kind - CR_KIND_SIGNALS + 1)
-		c->state_part = kind - CR_KIND_SIGNALS + 1;
+	if (kind != CR_KIND_INOTIFY && kind != CR_KIND_INOTIFY_WATCH)
+		c->watch_open = 0;
+	if (kind != CR_KIND_VMA && kind != CR_KIND_VMA_ATTR)
+		c->vdso_open = 0;
+	if (kind == CR_KIND_VDSO_DATA)
+		c->vdso_seen = 1;
+	if (c->state_part < state_part_of(kind))
+		c->state_part = state_part_of(kind);
 }
 
 /* The first nonzero byte of p[0..n), or n. */
@@ -463,7 +511,114 @@ static int check_vma_attr(const unsigned char *p, uint32_t len, uint64_t at)
 	return 0;
 }
 
-/* The fields of the records of 1.1, every rule of §15..§20 in cr-format's order. */
+/* §21: Inotify. */
+static int check_inotify(const unsigned char *p, uint32_t len, uint64_t at, struct ctx *c)
+{
+	if (len != sizeof(struct cr_inotify))
+		return fail("Inotify length not 16", "malformed", at - CR_RECORD_HEADER_LEN);
+	uint32_t fd = cr_get_le32(p + offsetof(struct cr_inotify, fd));
+	uint32_t dup = cr_get_le32(p + offsetof(struct cr_inotify, dup_of));
+	c->watch_open = 0;
+	if (fd > 0x7fffffffu || (c->have_inotify && fd <= c->last_inotify))
+		return fail("Inotify fd not below 2^31 and above the previous one", "field", at);
+	if (cr_get_le32(p + offsetof(struct cr_inotify, fd_flags)) & ~1u)
+		return fail("bad fd_flags", "field", at + offsetof(struct cr_inotify, fd_flags));
+	if (dup != CR_NO_DUP && dup >= fd)
+		return fail("dup_of not a smaller fd", "field", at + offsetof(struct cr_inotify, dup_of));
+	c->have_inotify = 1;
+	c->last_inotify = fd;
+	c->watch_open = dup == CR_NO_DUP;
+	c->watch_prev = 0;
+	return 0;
+}
+
+/* §22: InotifyWatch. */
+static int check_inotify_watch(const unsigned char *p, uint32_t len, uint64_t at, struct ctx *c)
+{
+#define W(f) (at + offsetof(struct cr_inotify_watch, f))
+	if (len < sizeof(struct cr_inotify_watch))
+		return fail("InotifyWatch record too short", "malformed", at - CR_RECORD_HEADER_LEN);
+	if (c->watches >= CR_MAX_INOTIFY_WATCHES)
+		return fail("more than CR_MAX_INOTIFY_WATCHES watches", "limit",
+			    at - CR_RECORD_HEADER_LEN);
+	uint32_t n = cr_get_le16(p + offsetof(struct cr_inotify_watch, path_len));
+	uint32_t wd = cr_get_le32(p + offsetof(struct cr_inotify_watch, wd));
+	if (n > CR_MAX_PATH)
+		return fail("path_len over CR_MAX_PATH", "limit", W(path_len));
+	if (n == 0)
+		return fail("empty watch path", "field", W(path_len));
+	if (len != sizeof(struct cr_inotify_watch) + cr_pad8(n))
+		return fail("InotifyWatch length", "malformed", at - CR_RECORD_HEADER_LEN);
+	if (wd == 0 || wd > 0x7fffffffu || wd <= c->watch_prev)
+		return fail("wd not above the previous watch's", "field", W(wd));
+	if (cr_get_le32(p + offsetof(struct cr_inotify_watch, mask)) == 0)
+		return fail("empty watch mask", "field", W(mask));
+	if (first_nonzero(p + offsetof(struct cr_inotify_watch, _reserved0), 6) < 6)
+		return fail("InotifyWatch _reserved0 not 0", "reserved", W(_reserved0));
+	const unsigned char *path = p + sizeof(struct cr_inotify_watch);
+	uint64_t i = 0, z;
+	while (i < n && path[i])
+		i++;
+	if (i < n)
+		return fail("NUL in the watch path", "field", at + sizeof(struct cr_inotify_watch) + i);
+	z = first_nonzero(path + n, cr_pad8(n) - n);
+	if (z < cr_pad8(n) - n)
+		return fail("watch path padding", "field", at + sizeof(struct cr_inotify_watch) + n + z);
+	c->watches++;
+	c->watch_prev = wd;
+	return 0;
+#undef W
+}
+
+/* §23: Lock. */
+static int check_lock(const unsigned char *p, uint32_t len, uint64_t at, struct ctx *c)
+{
+	const uint64_t off_max = 0x7fffffffffffffffull;
+	if (len != sizeof(struct cr_lock))
+		return fail("Lock length not 24", "malformed", at - CR_RECORD_HEADER_LEN);
+	if (c->locks >= CR_MAX_LOCKS)
+		return fail("more than CR_MAX_LOCKS locks", "limit", at - CR_RECORD_HEADER_LEN);
+	uint32_t fd = cr_get_le32(p + offsetof(struct cr_lock, fd));
+	uint16_t ltype = cr_get_le16(p + offsetof(struct cr_lock, ltype));
+	uint16_t mode = cr_get_le16(p + offsetof(struct cr_lock, mode));
+	uint64_t start = cr_get_le64(p + offsetof(struct cr_lock, start));
+	uint64_t n = cr_get_le64(p + offsetof(struct cr_lock, len));
+	if (fd > 0x7fffffffu)
+		return fail("Lock fd not below 2^31", "field", at);
+	if (ltype < CR_LOCK_POSIX || ltype > CR_LOCK_OFD)
+		return fail("unknown lock type", "field", at + offsetof(struct cr_lock, ltype));
+	if (mode < CR_LOCK_READ || mode > CR_LOCK_WRITE)
+		return fail("unknown lock mode", "field", at + offsetof(struct cr_lock, mode));
+	if (ltype == CR_LOCK_FLOCK && start)
+		return fail("flock with a start", "field", at + offsetof(struct cr_lock, start));
+	if (ltype == CR_LOCK_FLOCK && n)
+		return fail("flock with a len", "field", at + offsetof(struct cr_lock, len));
+	if (start > off_max)
+		return fail("lock start beyond 2^63-1", "field", at + offsetof(struct cr_lock, start));
+	if (n > off_max - start + 1)
+		return fail("lock end beyond 2^63-1", "field", at + offsetof(struct cr_lock, len));
+	c->locks++;
+	return 0;
+}
+
+/* §24: VdsoData (its bytes are not checked). */
+static int check_vdso_data(const unsigned char *p, uint32_t len, uint64_t at, struct ctx *c)
+{
+	if (len < sizeof(struct cr_vdso_data))
+		return fail("VdsoData record too short", "malformed", at - CR_RECORD_HEADER_LEN);
+	uint32_t n = cr_get_le32(p + offsetof(struct cr_vdso_data, len));
+	if (n > CR_MAX_VDSO_LEN)
+		return fail("VdsoData len over CR_MAX_VDSO_LEN", "limit", at);
+	if (len != sizeof(struct cr_vdso_data) + cr_pad8(n))
+		return fail("VdsoData length", "malformed", at - CR_RECORD_HEADER_LEN);
+	if (n != c->vdso_len)
+		return fail("VdsoData len not the vDSO Vma's", "field", at);
+	if (cr_get_le32(p + offsetof(struct cr_vdso_data, _reserved0)))
+		return fail("VdsoData _reserved0 not 0", "reserved", at + 4);
+	return 0;
+}
+
+/* The fields of the records of 1.1 and 1.2, every rule of §15..§24 in cr-format's order. */
 static int check_state_fields(uint16_t kind, const unsigned char *p, uint32_t len, uint64_t at,
 			      struct ctx *c)
 {
@@ -480,6 +635,14 @@ static int check_state_fields(uint16_t kind, const unsigned char *p, uint32_t le
 		return check_process(p, len, at);
 	case CR_KIND_VMA_ATTR:
 		return check_vma_attr(p, len, at);
+	case CR_KIND_INOTIFY:
+		return check_inotify(p, len, at, c);
+	case CR_KIND_INOTIFY_WATCH:
+		return check_inotify_watch(p, len, at, c);
+	case CR_KIND_LOCK:
+		return check_lock(p, len, at, c);
+	case CR_KIND_VDSO_DATA:
+		return check_vdso_data(p, len, at, c);
 	default:
 		return 0;
 	}
@@ -572,6 +735,8 @@ static int check_fields(uint16_t kind, const unsigned char *p, uint32_t len, uin
 				    AT(cr_vma, path_len));
 		c->vma_start = start;
 		c->vma_end = end;
+		c->vdso_open = vkind == CR_VMA_VDSO;
+		c->vdso_len = end - start;
 		c->prev_end = end;
 		c->run_end = start;
 		return 0;

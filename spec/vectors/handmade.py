@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Builds the minimal image of FORMAT.md §14 and the 1.1 image of §14.1 from the spec's tables
-alone, and invalid 1.1 images that each break one rule of §2.5 or §15..§20.
+"""Builds the minimal image of FORMAT.md §14, the 1.1 image of §14.1 and the 1.2 image of §14.2
+from the spec's tables alone, and invalid 1.1 and 1.2 images that each break one rule of §2.5 or
+§15..§24.
 
 Independent of the Rust writer: only struct.pack, zlib.crc32 and the bitwise CRC-64/XZ below.
-Writes (next to this script) valid/minimal-handmade.bin, valid/state-handmade.bin, and for each
-fault of FAULTS invalid/NAME.bin with invalid/NAME.err, the error a reader must report: the
+Writes (next to this script) valid/minimal-handmade.bin, valid/state-handmade.bin,
+valid/v12-handmade.bin, and for each fault of FAULTS and FAULTS_12 invalid/NAME.bin with invalid/NAME.err, the error a reader must report: the
 byte offset (computed here from the spec's layouts) and cr-format's message. Prints the
 annotated hex dump that FORMAT.md §14 shows. Run from anywhere: python3 spec/vectors/handmade.py
 """
@@ -20,8 +21,17 @@ PAGE = 4096
 KIND_HEADER, KIND_TASK, KIND_REGS, KIND_MM, KIND_VMA, KIND_PAGES, KIND_TAIL = range(1, 8)
 # §2.2 kinds of 1.1 (non-critical), §15..§20 constants.
 KIND_FILE, KIND_FILE_DATA, KIND_SIGNALS, KIND_TIMERS, KIND_PROCESS, KIND_VMA_ATTR = range(8, 14)
+# §2.2 kinds of 1.2 (non-critical), §21..§24 constants.
+KIND_INOTIFY, KIND_INOTIFY_WATCH, KIND_LOCK, KIND_VDSO_DATA = range(14, 18)
+NO_DUP = 0xFFFFFFFF
+LOCK_POSIX, LOCK_FLOCK, LOCK_OFD = 1, 2, 3
+LOCK_READ, LOCK_WRITE = 1, 2
+IN_MODIFY, IN_CLOSE_WRITE, IN_CREATE = 0x2, 0x8, 0x100
+O_NONBLOCK = 0o4000
+VMA_VDSO = 4
+PROT_EXEC = 4
 ROLE_FD, ROLE_CWD = 0, 1
-FILE_DIR, FILE_PIPE = 2, 5
+FILE_REG, FILE_DIR, FILE_PIPE = 1, 2, 5
 FILE_DELETED, FILE_HAS_DATA = 1, 4
 DUP_NONE = 0xFFFFFFFF
 QUEUE_THREAD = 0
@@ -117,15 +127,20 @@ GPR_NAMES = ["r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8",
              "gs_base", "ds", "es", "fs", "gs"]
 
 
-def build(v11=False, fault=None):
-    """The image of §14, or with `v11` the image of §14.1; `fault` (a name of FAULTS) breaks one
-    rule of the 1.1 image. Returns the bytes, the dump lines and the records' offsets."""
+def build(v11=False, fault=None, v12=False):
+    """The image of §14, with `v11` the image of §14.1, with `v12` the image of §14.2; `fault` (a
+    name of FAULTS or FAULTS_12) breaks one rule of the 1.1 or 1.2 image. Returns the bytes, the
+    dump lines and the records' offsets."""
     img = Image()
     f = fault or ""
+    v11 = v11 or v12
 
     # §3 Header.
     minor = 1 if v11 and f != "state-in-1.0-image" else 0
-    producer = (b"cr-handmade 1.1" if v11 else b"cr-handmade 1.0").ljust(32, b"\0")
+    if v12 and f != "v12-kind-in-1.1-image":
+        minor = 2
+    producer = (b"cr-handmade 1.2" if v12 else b"cr-handmade 1.1" if v11
+                else b"cr-handmade 1.0").ljust(32, b"\0")
     img.record(KIND_HEADER, RECORD_CRITICAL, [
         (MAGIC, "magic = 89 'CRI' \\r \\n 1a \\n"),
         (u16(1), "version_major = 1"),
@@ -217,7 +232,7 @@ def build(v11=False, fault=None):
     ], name="Mm")
 
     if v11:
-        state(img, f)
+        state(img, f, v12)
 
     # §7 Vma: anonymous, rw, 0x10000..0x12000.
     img.record(KIND_VMA, RECORD_CRITICAL, [
@@ -245,6 +260,8 @@ def build(v11=False, fault=None):
             ] + extra, name="VmaAttr")
     elif v11:
         signals(img, f)
+    if v12 and f == "vdso-after-anon-vma":
+        vdso_data(img, f)
 
     # §8 Pages: DATA run of 1 page at 0x10000 (0xab), ZERO run of 1 page at 0x11000.
     data = b"\xab" * PAGE
@@ -269,6 +286,9 @@ def build(v11=False, fault=None):
     img.field(data, f"data: {PAGE} bytes of 0xab (offset {table_end + pad}, not under the "
                     "record CRC)")
 
+    if v12:
+        vdso(img, f)
+
     # §9 Tail.
     digest = crc64_xz(b"".join(img.headers))
     count = img.index
@@ -282,8 +302,8 @@ def build(v11=False, fault=None):
     return bytes(img.out), img.dump, img.offsets
 
 
-def state(img, f):
-    """The state records of §14.1 (§15..§19), with fault `f`."""
+def state(img, f, v12=False):
+    """The state records of §14.1 (§15..§19), with `v12` those of §14.2, with fault `f`."""
     # §15 File: fd 0, the read end of a pipe with 5 unread bytes.
     path = b"pipe:[4242]"
     if f == "file-path-nul":
@@ -308,6 +328,10 @@ def state(img, f):
         (u32(0), "_reserved0"),
         (b"hello" + zeros(3), "\"hello\", zero-padded to 8"),
     ], name="FileData")
+    if v12:
+        # §15 File: fd 5, a regular file the task holds locks on.
+        file_record(img, ROLE_FD, 5, FILE_REG, 0, 0o100644, 77, DUP_NONE, b"/tmp/cr.lock",
+                    [0] * 8, b"")
     # §15 File: the cwd.
     role, fd = ROLE_CWD, 0
     if f == "file-fd-twice":
@@ -315,6 +339,20 @@ def state(img, f):
     if f == "file-cwd-nonzero-fd":
         fd = 3
     file_record(img, role, fd, FILE_DIR, 0, 0o40755, 2, DUP_NONE, b"/tmp", [0] * 8, b"")
+    if v12:
+        if f == "lock-after-signals":
+            inotify(img, f)
+            signals(img, f)
+            locks(img, f)
+            timers(img, f)
+            process(img, f)
+            return
+        if f == "lock-before-inotify":
+            locks(img, f)
+            inotify(img, f)
+        else:
+            inotify(img, f)
+            locks(img, f)
     if f == "timers-before-signals":
         timers(img, f)
         signals(img, f)
@@ -420,6 +458,125 @@ def process(img, f):
     ], name="Process")
 
 
+def inotify(img, f):
+    """§21, §22: an inotify fd 3 with two watches, and fd 4, a dup of it."""
+    fd = 0x80000000 if f == "inotify-fd-huge" else 3
+    fd_flags = 2 if f == "inotify-fd-flags" else 1
+    fields = [
+        (u32(fd), f"fd = {fd}"),
+        (u32(fd_flags), f"fd_flags = {fd_flags} (FD_CLOEXEC)"),
+        (u32(O_NONBLOCK), "open_flags = O_NONBLOCK"),
+        (u32(NO_DUP), "dup_of = NO_DUP"),
+    ]
+    if f == "inotify-long":
+        fields.append((zeros(8), "8 bytes too many"))
+    img.record(KIND_INOTIFY, 1 if f == "inotify-record-critical" else 0, fields, name="Inotify")
+    wd2 = 1 if f == "watch-wd-not-increasing" else 2
+    watch(img, f, 0 if f == "watch-wd-zero" else 1, IN_MODIFY | IN_CREATE, 2, b"/tmp", first=True)
+    watch(img, "", wd2, IN_CLOSE_WRITE, 77, b"/tmp/cr.lock")
+    fd2 = 3 if f == "inotify-fd-not-increasing" else 4
+    dup_of = 5 if f == "inotify-dup-of-later" else 3
+    img.record(KIND_INOTIFY, 0, [
+        (u32(fd2), f"fd = {fd2}"),
+        (u32(0), "fd_flags = 0"),
+        (u32(O_NONBLOCK), "open_flags = O_NONBLOCK"),
+        (u32(dup_of), f"dup_of = {dup_of}"),
+    ], name="Inotify")
+    if f == "watch-after-dup":
+        watch(img, "", 1, IN_MODIFY, 2, b"/tmp")
+
+
+def watch(img, f, wd, mask, inode, path, first=False):
+    """§22: one InotifyWatch; faults apply to the first watch only."""
+    if not first:
+        f = ""
+    if f == "watch-mask-zero":
+        mask = 0
+    if f == "watch-path-nul":
+        path = b"/t\0p"
+    path_len = {"watch-path-len-zero": 0, "watch-path-len-huge": 5000}.get(f, len(path))
+    reserved = bytearray(6)
+    if f == "watch-reserved":
+        reserved[3] = 9
+    pad = bytearray((-len(path)) % 8)
+    if f == "watch-path-padding":
+        pad[2] = 1
+    extra = [(zeros(8), "8 bytes too many")] if f == "watch-length" else []
+    img.record(KIND_INOTIFY_WATCH, 0, [
+        (u32(wd), f"wd = {wd}"),
+        (u32(mask), f"mask = 0x{mask:x}"),
+        (u64(inode), f"inode = {inode}"),
+        (u32(8) + u32(1), "dev = 8:1"),
+        (u16(path_len), f"path_len = {path_len}"),
+        (bytes(reserved), "_reserved0"),
+        (path + bytes(pad), f"path {path!r}, zero-padded"),
+    ] + extra, name="InotifyWatch")
+
+
+def locks(img, f):
+    """§23: a POSIX write lock on bytes 0..100 of fd 5, a shared flock of it."""
+    fd = 0x80000000 if f == "lock-fd-huge" else 5
+    ltype = 4 if f == "lock-ltype" else LOCK_POSIX
+    mode = 0 if f == "lock-mode" else LOCK_WRITE
+    start = 1 << 63 if f == "lock-start-huge" else 0
+    length = (1 << 63) - 99 if f == "lock-len-overflow" else 100
+    if f == "lock-len-overflow":
+        start = 100
+    img.record(KIND_LOCK, 0, [
+        (u32(fd), f"fd = {fd}"),
+        (u16(ltype) + u16(mode), f"ltype = {ltype} (LOCK_POSIX), mode = {mode} (LOCK_WRITE)"),
+        (u64(start), f"start = {start}"),
+        (u64(length), f"len = {length}"),
+    ], name="Lock")
+    start = 1 if f == "lock-flock-start" else 0
+    length = 1 if f == "lock-flock-len" else 0
+    img.record(KIND_LOCK, 0, [
+        (u32(5), "fd = 5"),
+        (u16(LOCK_FLOCK) + u16(LOCK_READ), "ltype = 2 (LOCK_FLOCK), mode = 1 (LOCK_READ)"),
+        (u64(start), f"start = {start}"),
+        (u64(length), f"len = {length}"),
+    ], name="Lock")
+
+
+VDSO_START = 0x7FFF0000
+
+
+def vdso(img, f):
+    """§7, §24: the vDSO's Vma, one page, and its bytes."""
+    img.record(KIND_VMA, RECORD_CRITICAL, [
+        (u64(VDSO_START), f"start = 0x{VDSO_START:x}"),
+        (u64(VDSO_START + PAGE), f"end = 0x{VDSO_START + PAGE:x}"),
+        (u64(0), "offset"),
+        (u64(0), "inode"),
+        (u64(0), "file_size"),
+        (u64(0), "file_mtime_ns"),
+        (u32(0), "dev_major"),
+        (u32(0), "dev_minor"),
+        (u32(PROT_READ | PROT_EXEC), "prot = PROT_READ|PROT_EXEC"),
+        (u32(0), "flags = 0 (private)"),
+        (u16(VMA_VDSO), "kind = 4 (VMA_VDSO)"),
+        (u16(0), "path_len = 0"),
+        (u32(0), "_reserved0"),
+    ], name="Vma")
+    if f != "vdso-after-anon-vma":
+        vdso_data(img, f)
+    if f == "vdso-twice":
+        vdso_data(img, "")
+
+
+def vdso_data(img, f):
+    """§24: one page: the ELF magic, then bytes 0..255 over and over."""
+    body = b"\x7fELF" + bytes(i % 256 for i in range(PAGE - 4))
+    if f == "vdso-len-mismatch":
+        body = body * 2
+    length = {"vdso-len-huge": 0x200000, "vdso-short": 4000}.get(f, len(body))
+    img.record(KIND_VDSO_DATA, 0, [
+        (u32(length), f"len = {length}"),
+        (u32(1 if f == "vdso-reserved" else 0), "_reserved0"),
+        (body, f"the vDSO: {len(body)} bytes, 7f 'ELF' then 00 01 02 ... ff 00 01 ..."),
+    ], name="VdsoData")
+
+
 # Invalid 1.1 images: name -> (record index, payload offset of the field at fault or None for the
 # record itself, cr-format's message). Record indexes of §14.1: 4 File fd 0, 5 FileData, 6 File
 # cwd, 7 Signals, 8 Timers, 9 Process, 10 Vma, 11 VmaAttr, 12 Pages, 13 Tail.
@@ -428,7 +585,7 @@ FAULTS = {
     "state-in-1.0-image": (4, None, "record of kind File not allowed here: expected no record "
                            "kind of 1.1 in an image of version 1.0"),
     "file-record-critical": (4, None, "bad record flags 0x1: expected 0 (not critical) for a "
-                             "kind of 1.1"),
+                             "kind of 1.1 or 1.2"),
     "file-deleted-pipe": (4, 8, "bad file flags 0x5: expected FILE_DELETED only for FILE_REG"),
     "file-unused-param": (4, 88 + 16, "bad params 0x7: expected 0 where the type uses none"),
     "file-data-for-pipe": (4, 80, "bad data_len 0x8: expected 0 but for sockets and epoll"),
@@ -459,7 +616,7 @@ FAULTS = {
     "process-groups-unsorted": (9, 352 + 4, "bad groups 0x4: expected in increasing order"),
     "process-group-count-huge": (9, 344, "4294967295 exceeds MAX_GROUPS (65536)"),
     "signals-after-vma": (10, None, "record of kind Signals not allowed here: expected File, "
-                          "Signals, Timers and Process before the first Vma"),
+                          "Inotify, Lock, Signals, Timers and Process before the first Vma"),
     "vma-attr-twice": (12, None, "record of kind VmaAttr not allowed here: expected a VmaAttr "
                        "only right after a Vma"),
     "vma-attr-long": (11, None, "VmaAttr record: payload length 16, expected 8"),
@@ -471,6 +628,57 @@ FAULTS = {
     "pages-pad-nonzero": (12, 16 + 32 + 100, "bad pad 0x7f: expected zero bytes"),
     "vma-attr-zero": (11, 0, "bad attrs 0x0: expected at least one bit (no VmaAttr when "
                       "none)"),
+}
+
+
+# Invalid 1.2 images, as FAULTS. Record indexes of §14.2: 4 File fd 0, 5 FileData, 6 File fd 5,
+# 7 File cwd, 8 Inotify fd 3, 9 and 10 its InotifyWatch records, 11 Inotify fd 4, 12 and 13 Lock,
+# 14 Signals, 15 Timers, 16 Process, 17 Vma, 18 VmaAttr, 19 Pages, 20 Vma vDSO, 21 VdsoData,
+# 22 Tail.
+NO_ORDER = "record of kind {} not allowed here: expected "
+FAULTS_12 = {
+    "v12-kind-in-1.1-image": (8, None, NO_ORDER.format("Inotify") + "no record kind of 1.2 in "
+                              "an image of version 1.1"),
+    "inotify-record-critical": (8, None, "bad record flags 0x1: expected 0 (not critical) for "
+                                "a kind of 1.1 or 1.2"),
+    "inotify-long": (8, None, "Inotify record: payload length 24, expected 16"),
+    "inotify-fd-huge": (8, 0, "bad fd 0x80000000: expected below 2^31, above the previous "
+                        "Inotify's"),
+    "inotify-fd-flags": (8, 4, "bad fd_flags 0x2: expected FD_CLOEXEC or 0"),
+    "inotify-fd-not-increasing": (11, 0, "bad fd 0x3: expected below 2^31, above the previous "
+                                  "Inotify's"),
+    "inotify-dup-of-later": (11, 12, "bad dup_of 0x5: expected NO_DUP or a smaller fd"),
+    "watch-after-dup": (12, None, NO_ORDER.format("InotifyWatch") + "an InotifyWatch only right "
+                        "after an Inotify with dup_of NO_DUP or an InotifyWatch"),
+    "watch-path-len-huge": (9, 24, "5000 exceeds MAX_PATH (4096)"),
+    "watch-path-len-zero": (9, 24, "bad path_len 0x0: expected at least 1"),
+    "watch-length": (9, None, "InotifyWatch record: payload length 48, expected 40"),
+    "watch-wd-zero": (9, 0, "bad wd 0x0: expected 1..=2^31-1, above the previous watch's"),
+    "watch-wd-not-increasing": (10, 0, "bad wd 0x1: expected 1..=2^31-1, above the previous "
+                                "watch's"),
+    "watch-mask-zero": (9, 4, "bad mask 0x0: expected nonzero"),
+    "watch-reserved": (9, 26, "bad _reserved0 0x9: expected 0"),
+    "watch-path-nul": (9, 32 + 2, "bad path 0x0: expected no NUL byte"),
+    "watch-path-padding": (9, 32 + 4 + 2, "bad watch path padding 0x1: expected zero bytes"),
+    "lock-before-inotify": (10, None, NO_ORDER.format("Inotify") + "Inotify records before Lock, "
+                            "Signals, Timers and Process"),
+    "lock-after-signals": (13, None, NO_ORDER.format("Lock") + "Lock records before Signals, "
+                           "Timers and Process"),
+    "lock-fd-huge": (12, 0, "bad fd 0x80000000: expected below 2^31"),
+    "lock-ltype": (12, 4, "bad ltype 0x4: expected LOCK_POSIX, LOCK_FLOCK or LOCK_OFD"),
+    "lock-mode": (12, 6, "bad mode 0x0: expected LOCK_READ or LOCK_WRITE"),
+    "lock-flock-start": (13, 8, "bad start 0x1: expected 0 for LOCK_FLOCK"),
+    "lock-flock-len": (13, 16, "bad len 0x1: expected 0 for LOCK_FLOCK"),
+    "lock-start-huge": (12, 8, "bad start 0x8000000000000000: expected at most 2^63-1"),
+    "lock-len-overflow": (12, 16, f"bad len 0x{(1 << 63) - 99:x}: expected start + len - 1 at "
+                          "most 2^63-1"),
+    "vdso-after-anon-vma": (19, None, NO_ORDER.format("VdsoData") + "a VdsoData only right after "
+                            "the vDSO's Vma or its VmaAttr"),
+    "vdso-twice": (22, None, NO_ORDER.format("VdsoData") + "at most one VdsoData"),
+    "vdso-len-huge": (21, 0, "2097152 exceeds MAX_VDSO_LEN (1048576)"),
+    "vdso-short": (21, None, "VdsoData record: payload length 4104, expected 4008"),
+    "vdso-len-mismatch": (21, 0, "bad len 0x2000: expected the vDSO Vma's end - start"),
+    "vdso-reserved": (21, 4, "bad _reserved0 0x1: expected 0"),
 }
 
 
@@ -504,8 +712,14 @@ def main():
     print(render(dump))
     state_image, _, _ = build(v11=True)
     write(os.path.join(here, "valid", "state-handmade.bin"), state_image)
-    for name, (index, field, message) in FAULTS.items():
-        bad, _, offsets = build(v11=True, fault=name)
+    v12_image, v12_dump, _ = build(v12=True)
+    write(os.path.join(here, "valid", "v12-handmade.bin"), v12_image)
+    if "--v12-dump" in sys.argv:
+        print(render(v12_dump))
+    faults = [(n, x, False) for n, x in FAULTS.items()]
+    faults += [(n, x, True) for n, x in FAULTS_12.items()]
+    for name, (index, field, message), v12 in faults:
+        bad, _, offsets = build(v11=True, fault=name, v12=v12)
         at = offsets[index] + (0 if field is None else 16 + field)
         write(os.path.join(here, "invalid", name + ".bin"), bad)
         with open(os.path.join(here, "invalid", name + ".err"), "w") as f:

@@ -94,6 +94,7 @@ fn flatten(img: &Image<'_>) -> Fields {
     let mut file_key = String::new();
     let mut contents: Vec<u8> = Vec::new();
     let mut vma_start = 0u64;
+    let mut inotify_fd = 0u32;
     for r in img.records() {
         match r.record {
             Record::File(x) => {
@@ -114,11 +115,56 @@ fn flatten(img: &Image<'_>) -> Fields {
                 format!("vma {vma_start:#x}.attrs"),
                 names::flags(a.attrs.get().into(), names::VMA_ATTRS),
             ),
+            Record::Inotify(n) => {
+                inotify_fd = n.fd.get();
+                inotify(&mut f, n);
+            }
+            Record::InotifyWatch(w) => watch(&mut f, inotify_fd, &w),
+            Record::Lock(l) => lock(&mut f, l),
+            Record::VdsoData(d) => put(&mut f, "vdso.bytes", blob(d.bytes)),
             _ => {}
         }
     }
     flush_contents(&mut f, &file_key, &mut contents);
     f
+}
+
+fn inotify(f: &mut Fields, n: &raw::Inotify) {
+    let k = format!("inotify fd {}", n.fd.get());
+    let fl = names::flags(n.fd_flags.get().into(), names::FD_FLAGS);
+    put(f, format!("{k}.fd_flags"), fl);
+    let fl = names::flags(n.open_flags.get().into(), names::OPEN_FLAGS);
+    put(f, format!("{k}.open_flags"), fl);
+    let dup = match n.dup_of.get() {
+        raw::NO_DUP => "none".to_string(),
+        d => format!("fd {d}"),
+    };
+    put(f, format!("{k}.dup_of"), dup);
+}
+
+fn watch(f: &mut Fields, fd: u32, w: &cr_format::read::InotifyWatch<'_>) {
+    let k = format!("inotify fd {fd}.wd {}", w.wd());
+    put(
+        f,
+        format!("{k}.mask"),
+        names::flags(w.mask().into(), names::IN_FLAGS),
+    );
+    put(f, format!("{k}.path"), String::from_utf8_lossy(w.path));
+    put(f, format!("{k}.inode"), w.raw.inode.get().to_string());
+    let dev = format!("{}:{}", w.raw.dev_major.get(), w.raw.dev_minor.get());
+    put(f, format!("{k}.dev"), dev);
+}
+
+/// A lock, named by what it covers; its value is its mode.
+fn lock(f: &mut Fields, l: &raw::Lock) {
+    let k = format!(
+        "lock fd {} {} {}+{}",
+        l.fd.get(),
+        kind_or_number(l.ltype.get().into(), names::LOCK_TYPES),
+        l.start.get(),
+        l.len.get()
+    );
+    put(f, k, kind_or_number(l.mode.get().into(), names::LOCK_MODES));
 }
 
 fn flush_contents(f: &mut Fields, key: &str, c: &mut Vec<u8>) {

@@ -217,6 +217,10 @@ impl JsonBuilder {
             Record::Timers(t) => body.push(super::json_state::timers(&t)),
             Record::Process(p) => body.push(super::json_state::process(&p)),
             Record::VmaAttr(a) => body.push(super::json_state::vma_attr(a)),
+            Record::Inotify(n) => body.push(super::json_state::inotify(n)),
+            Record::InotifyWatch(w) => super::json_state::inotify_watch(body, &w),
+            Record::Lock(l) => body.push(super::json_state::lock(l)),
+            Record::VdsoData(d) => body.push(super::json_state::vdso_data(&d, with_pages)),
             Record::Tail(t) => {
                 doc.insert(
                     "tail".into(),
@@ -428,6 +432,12 @@ fn body_from(b: &Value, p: &str) -> Result<BodyRepr, String> {
         Ok(BodyRepr::Timers(super::json_state::timers_from(&x)?))
     } else if let Ok(x) = o.obj("process") {
         Ok(BodyRepr::Process(super::json_state::process_from(&x)?))
+    } else if let Ok(x) = o.obj("inotify") {
+        Ok(BodyRepr::Inotify(super::json_state::inotify_from(&x)?))
+    } else if let Ok(x) = o.obj("lock") {
+        Ok(BodyRepr::Lock(super::json_state::lock_from(&x)?))
+    } else if let Ok(x) = o.obj("vdso_data") {
+        Ok(BodyRepr::VdsoData(super::json_state::vdso_data_from(&x)?))
     } else if o.v.contains_key("vma_attr") {
         Ok(BodyRepr::VmaAttr(super::json_state::vma_attr_from(&o)?))
     } else if let Ok(u) = o.obj("unknown") {

@@ -1,11 +1,12 @@
-//! The JSON form of the 1.1 state records (`file`, `signals`, `timers`, `process`, `vma_attr`
-//! entries of `body`, spec/JSON.md) and back. Flags and kinds are written as names
+//! The JSON form of the state records of 1.1 (`file`, `signals`, `timers`, `process`,
+//! `vma_attr` entries of `body`) and 1.2 (`inotify`, `lock`, `vdso_data`), spec/JSON.md, and
+//! back. Flags and kinds are written as names
 //! ([`super::names`]); the reader takes names, numbers or both.
 
 use super::json_value::{bytes_value, hex, int, ints, n64, unhex, x, Obj};
 use super::names::{self, Flag, Kinds};
 use cr_format::raw;
-use cr_format::read::{File, Process, Signals, Timers};
+use cr_format::read::{File, InotifyWatch, Process, Signals, Timers, VdsoData};
 use cr_format::repr::*;
 use serde_json::{json, Map, Value};
 
@@ -462,4 +463,113 @@ pub fn process_from(o: &Obj<'_>) -> Result<ProcessRepr, String> {
 /// A `vma_attr` entry of `body` (`b` is the entry).
 pub fn vma_attr_from(b: &Obj<'_>) -> Result<u32, String> {
     flags_from(b, "vma_attr", names::VMA_ATTRS)
+}
+
+// ---- the records of 1.2 ----
+
+/// An Inotify record, its watches to be appended by [`inotify_watch`].
+pub fn inotify(n: &raw::Inotify) -> Value {
+    json!({ "inotify": {
+        "fd": n.fd.get(),
+        "fd_flags": flags(n.fd_flags.get().into(), names::FD_FLAGS),
+        "open_flags": flags(n.open_flags.get().into(), names::OPEN_FLAGS),
+        "dup_of": match n.dup_of.get() {
+            raw::NO_DUP => Value::Null,
+            d => d.into(),
+        },
+        "watches": [],
+    }})
+}
+
+/// Appends an InotifyWatch record to the `inotify` entry before it (the last of `body`).
+pub fn inotify_watch(body: &mut [Value], w: &InotifyWatch<'_>) {
+    let Some(Value::Array(ws)) = body
+        .last_mut()
+        .and_then(|b| b.get_mut("inotify"))
+        .and_then(|n| n.get_mut("watches"))
+    else {
+        return;
+    };
+    let r = w.raw;
+    ws.push(json!({
+        "wd": r.wd.get(),
+        "mask": r.mask.get(),
+        // Informative: `mask` is what encode reads.
+        "events": names::flags(r.mask.get().into(), names::IN_FLAGS),
+        "inode": n64(r.inode.get()),
+        "dev": [r.dev_major.get(), r.dev_minor.get()],
+        "path": bytes_value(w.path),
+    }));
+}
+
+/// A Lock record.
+pub fn lock(l: &raw::Lock) -> Value {
+    json!({ "lock": {
+        "fd": l.fd.get(),
+        "type": kind(l.ltype.get().into(), names::LOCK_TYPES),
+        "mode": kind(l.mode.get().into(), names::LOCK_MODES),
+        "start": n64(l.start.get()),
+        "len": n64(l.len.get()),
+    }})
+}
+
+/// A VdsoData record: its length, and its bytes with `--with-pages`.
+pub fn vdso_data(d: &VdsoData<'_>, with_pages: bool) -> Value {
+    let mut o = Map::new();
+    o.insert("len".into(), d.raw.len.get().into());
+    if with_pages {
+        o.insert("data".into(), hex(d.bytes).into());
+    }
+    json!({ "vdso_data": o })
+}
+
+/// An `inotify` entry of `body`, with its watches.
+pub fn inotify_from(o: &Obj<'_>) -> Result<InotifyRepr, String> {
+    let p = &o.path;
+    let mut watches = Vec::new();
+    for (i, w) in o.arr("watches")?.iter().enumerate() {
+        let w = Obj::new(w, &format!("{p}.watches[{i}]"))?;
+        let [dev_major, dev_minor] = pair(w.get("dev")?, &format!("{}.dev", w.path))?;
+        watches.push(WatchRepr {
+            wd: w.n("wd")?,
+            mask: w.n("mask")?,
+            inode: w.u64("inode")?,
+            dev_major,
+            dev_minor,
+            path: w.bytes("path")?,
+        });
+    }
+    Ok(InotifyRepr {
+        fd: o.n("fd")?,
+        fd_flags: flags_from(o, "fd_flags", names::FD_FLAGS)?,
+        open_flags: flags_from(o, "open_flags", names::OPEN_FLAGS)?,
+        dup_of: match o.get("dup_of")? {
+            Value::Null => raw::NO_DUP,
+            _ => o.n("dup_of")?,
+        },
+        watches,
+    })
+}
+
+/// A `lock` entry of `body`.
+pub fn lock_from(o: &Obj<'_>) -> Result<LockRepr, String> {
+    let p = &o.path;
+    Ok(LockRepr {
+        fd: o.n("fd")?,
+        ltype: kind_from(o.get("type")?, &format!("{p}.type"), names::LOCK_TYPES)?,
+        mode: kind_from(o.get("mode")?, &format!("{p}.mode"), names::LOCK_MODES)?,
+        start: o.u64("start")?,
+        len: o.u64("len")?,
+    })
+}
+
+/// A `vdso_data` entry of `body`: its bytes (only `show --json --with-pages` writes them).
+pub fn vdso_data_from(o: &Obj<'_>) -> Result<Vec<u8>, String> {
+    match o.v.get("data") {
+        Some(_) => o.hex("data"),
+        None => Err(format!(
+            "{}.data: missing: the JSON must come from `show --json --with-pages`",
+            o.path
+        )),
+    }
 }

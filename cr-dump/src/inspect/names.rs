@@ -116,6 +116,32 @@ pub const VMA_ATTRS: &[Flag] = &[
     f(raw::VMA_ATTR_LOCKONFAULT, "lockonfault"),
 ];
 
+/// The event mask of an inotify watch (`IN_*`, as `/proc/PID/fdinfo` shows it).
+pub const IN_FLAGS: &[Flag] = &[
+    f(k::IN_ACCESS, "IN_ACCESS"),
+    f(k::IN_MODIFY, "IN_MODIFY"),
+    f(k::IN_ATTRIB, "IN_ATTRIB"),
+    f(k::IN_CLOSE_WRITE, "IN_CLOSE_WRITE"),
+    f(k::IN_CLOSE_NOWRITE, "IN_CLOSE_NOWRITE"),
+    f(k::IN_OPEN, "IN_OPEN"),
+    f(k::IN_MOVED_FROM, "IN_MOVED_FROM"),
+    f(k::IN_MOVED_TO, "IN_MOVED_TO"),
+    f(k::IN_CREATE, "IN_CREATE"),
+    f(k::IN_DELETE, "IN_DELETE"),
+    f(k::IN_DELETE_SELF, "IN_DELETE_SELF"),
+    f(k::IN_MOVE_SELF, "IN_MOVE_SELF"),
+    f(k::IN_UNMOUNT, "IN_UNMOUNT"),
+    f(k::IN_Q_OVERFLOW, "IN_Q_OVERFLOW"),
+    f(k::IN_IGNORED, "IN_IGNORED"),
+    f(k::IN_ONLYDIR, "IN_ONLYDIR"),
+    f(k::IN_DONT_FOLLOW, "IN_DONT_FOLLOW"),
+    f(k::IN_EXCL_UNLINK, "IN_EXCL_UNLINK"),
+    f(k::IN_MASK_CREATE, "IN_MASK_CREATE"),
+    f(k::IN_MASK_ADD, "IN_MASK_ADD"),
+    f(k::IN_ISDIR, "IN_ISDIR"),
+    f(k::IN_ONESHOT, "IN_ONESHOT"),
+];
+
 /// `flags` of a Vma.
 pub const VMA_FLAGS: &[Flag] = &[
     f(raw::VMA_SHARED, "shared"),
@@ -266,6 +292,19 @@ pub const SIGEV: Kinds = &[
     (k::SIGEV_NONE as u64, "SIGEV_NONE"),
     (k::SIGEV_THREAD as u64, "SIGEV_THREAD"),
     (k::SIGEV_THREAD_ID as u64, "SIGEV_THREAD_ID"),
+];
+
+/// Lock types (`LOCK_*` of a Lock record).
+pub const LOCK_TYPES: Kinds = &[
+    (raw::LOCK_POSIX as u64, "posix"),
+    (raw::LOCK_FLOCK as u64, "flock"),
+    (raw::LOCK_OFD as u64, "ofd"),
+];
+
+/// Lock modes.
+pub const LOCK_MODES: Kinds = &[
+    (raw::LOCK_READ as u64, "read"),
+    (raw::LOCK_WRITE as u64, "write"),
 ];
 
 /// Seccomp modes.

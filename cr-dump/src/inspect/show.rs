@@ -128,7 +128,13 @@ impl Shown {
                 what = format!("{} bytes at {}", d.raw.len.get(), d.raw.offset.get());
                 self.state.record(&r.record);
             }
-            Record::Signals(_) | Record::Timers(_) | Record::Process(_) => {
+            Record::Signals(_)
+            | Record::Timers(_)
+            | Record::Process(_)
+            | Record::Inotify(_)
+            | Record::InotifyWatch(_)
+            | Record::Lock(_)
+            | Record::VdsoData(_) => {
                 self.state.record(&r.record);
             }
             Record::Tail(t) => self.tail = Some(*t),

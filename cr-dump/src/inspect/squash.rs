@@ -198,6 +198,11 @@ fn write_squashed<S: Sink>(
             Record::Timers(x) => o.w.timers(x.raw, x.posix)?,
             Record::Process(x) => o.w.process(x.raw, x.groups)?,
             Record::VmaAttr(a) => o.w.vma_attr(a)?,
+            Record::Inotify(n) => o.w.inotify(n)?,
+            Record::InotifyWatch(x) => o.w.inotify_watch(x.raw, x.path)?,
+            Record::Lock(l) => o.w.lock(l)?,
+            // Right after its Vma (and VmaAttr): no Pages of that Vma are written yet.
+            Record::VdsoData(d) => o.w.vdso_data(d.bytes)?,
             Record::Unknown(_) | Record::Tail(_) => {}
         }
     }

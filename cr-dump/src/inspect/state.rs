@@ -1,5 +1,5 @@
 //! The task's state besides memory and registers (format 1.1: files, signals, timers, process
-//! attributes) as `show` prints it: gathered record by record into [`State`], rendered as
+//! attributes; 1.2: inotify watches, locks, the vDSO's bytes) as `show` prints it: gathered record by record into [`State`], rendered as
 //! sections. Without `-v` only what differs from a fresh process is printed (handlers that are
 //! not the default, limits, armed timers); with `-v`, every field.
 
@@ -21,6 +21,9 @@ pub struct FileShown {
     pub contents: u64,
 }
 
+/// An Inotify record with its watches and their paths.
+pub type InotifyShown = (raw::Inotify, Vec<(raw::InotifyWatch, Vec<u8>)>);
+
 /// The state records of one image.
 #[derive(Clone, Debug, Default)]
 pub struct State {
@@ -32,6 +35,12 @@ pub struct State {
     pub timers: Option<(raw::Timers, Vec<raw::PosixTimer>)>,
     /// Limits, attributes and supplementary groups.
     pub process: Option<(raw::Process, Vec<u32>)>,
+    /// Inotify descriptors, each with its watches and their paths.
+    pub inotify: Vec<InotifyShown>,
+    /// File locks held.
+    pub locks: Vec<raw::Lock>,
+    /// The vDSO's bytes.
+    pub vdso: Option<Vec<u8>>,
 }
 
 impl State {
@@ -55,6 +64,14 @@ impl State {
             Record::Process(p) => {
                 self.process = Some((*p.raw, p.groups.iter().map(|g| g.get()).collect()))
             }
+            Record::Inotify(n) => self.inotify.push((**n, Vec::new())),
+            Record::InotifyWatch(w) => {
+                if let Some((_, ws)) = self.inotify.last_mut() {
+                    ws.push((*w.raw, w.path.to_vec()));
+                }
+            }
+            Record::Lock(l) => self.locks.push(**l),
+            Record::VdsoData(d) => self.vdso = Some(d.bytes.to_vec()),
             _ => return false,
         }
         true
@@ -66,6 +83,9 @@ impl State {
             && self.signals.is_none()
             && self.timers.is_none()
             && self.process.is_none()
+            && self.inotify.is_empty()
+            && self.locks.is_empty()
+            && self.vdso.is_none()
     }
 }
 
@@ -73,6 +93,20 @@ impl State {
 pub fn render(o: &mut String, s: &State, verbose: bool) {
     if !s.files.is_empty() {
         render_files(o, &s.files, verbose);
+    }
+    if !s.inotify.is_empty() {
+        render_inotify(o, &s.inotify);
+    }
+    if !s.locks.is_empty() {
+        render_locks(o, &s.locks);
+    }
+    if let Some(v) = &s.vdso {
+        let _ = writeln!(
+            o,
+            "vdso
+  {}",
+            vdso_line(v, machine_vdso().as_deref())
+        );
     }
     if let Some((sig, pending)) = &s.signals {
         render_signals(o, sig, pending, verbose);
@@ -83,6 +117,91 @@ pub fn render(o: &mut String, s: &State, verbose: bool) {
     if let Some((p, groups)) = &s.process {
         render_process(o, p, groups, verbose);
     }
+}
+
+fn render_inotify(o: &mut String, inotify: &[InotifyShown]) {
+    let _ = writeln!(o, "inotify");
+    for (n, watches) in inotify {
+        let mut fl = names::flags(n.open_flags.get().into(), names::OPEN_FLAGS);
+        if n.fd_flags.get() != 0 {
+            fl = format!(
+                "{fl} {}",
+                names::flags(n.fd_flags.get().into(), names::FD_FLAGS)
+            );
+        }
+        let what = match n.dup_of.get() {
+            raw::NO_DUP => format!("{} watch(es)", watches.len()),
+            d => format!("the inotify instance of fd {d} (shared)"),
+        };
+        let _ = writeln!(o, "  fd {:<4} {fl:<32} {what}", n.fd.get());
+        for (w, path) in watches {
+            let _ = writeln!(
+                o,
+                "         wd {:<4} {:<32} {} (inode {}, dev {}:{})",
+                w.wd.get(),
+                names::flags(w.mask.get().into(), names::IN_FLAGS),
+                lossy(path),
+                w.inode.get(),
+                w.dev_major.get(),
+                w.dev_minor.get()
+            );
+        }
+    }
+}
+
+fn render_locks(o: &mut String, locks: &[raw::Lock]) {
+    let _ = writeln!(o, "locks");
+    for l in locks {
+        let (start, len) = (l.start.get(), l.len.get());
+        let range = match (l.ltype.get(), len) {
+            (raw::LOCK_FLOCK, _) => "the whole file".to_string(),
+            (_, 0) => format!("bytes {start}.. (to the end)"),
+            _ => format!("bytes {start}..{}", start.saturating_add(len)),
+        };
+        let _ = writeln!(
+            o,
+            "  fd {:<4} {:<6} {:<6} {range}",
+            l.fd.get(),
+            kind_or_number(l.ltype.get().into(), names::LOCK_TYPES),
+            kind_or_number(l.mode.get().into(), names::LOCK_MODES),
+        );
+    }
+}
+
+/// The vDSO line: its size, and whether this machine's vDSO has the same bytes (a restore here
+/// runs this machine's vDSO, FORMAT.md §24).
+pub fn vdso_line(bytes: &[u8], machine: Option<&[u8]>) -> String {
+    let kib = bytes.len() / 1024;
+    let cmp = match machine {
+        Some(m) if m == bytes => "same as this machine's".to_string(),
+        Some(_) => "differs from this machine's".to_string(),
+        None => "this machine's vDSO could not be read".to_string(),
+    };
+    format!(
+        "vdso bytes: {kib} KiB, crc32 {:#010x}, {cmp}",
+        crc32fast::hash(bytes)
+    )
+}
+
+/// This process's vDSO bytes (every process of a boot has the same), read through
+/// `/proc/self/mem` at the `[vdso]` range of `/proc/self/maps`.
+pub fn machine_vdso() -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let line = maps.lines().find(|l| l.ends_with("[vdso]"))?;
+    let range = line.split_whitespace().next()?;
+    let (a, b) = range.split_once('-')?;
+    let (a, b) = (
+        u64::from_str_radix(a, 16).ok()?,
+        u64::from_str_radix(b, 16).ok()?,
+    );
+    let len = usize::try_from(b.checked_sub(a)?).ok()?;
+    let mut buf = vec![0u8; len];
+    std::fs::File::open("/proc/self/mem")
+        .ok()?
+        .read_exact_at(&mut buf, a)
+        .ok()?;
+    Some(buf)
 }
 
 fn lossy(b: &[u8]) -> String {

@@ -3,7 +3,8 @@
 
 use super::parser::{Chunk, Options, Parser};
 use super::view::{
-    File, FileData, Mm, Parsed, Process, Record, Regs, RunKind, Signals, Timers, Vma,
+    File, FileData, InotifyWatch, Mm, Parsed, Process, Record, Regs, RunKind, Signals, Timers,
+    VdsoData, Vma,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::raw;
@@ -180,6 +181,37 @@ impl<'a> Image<'a> {
         Files { walk }
     }
 
+    /// The Inotify records (§21), each with its watches (§22), in image order. One walk, as
+    /// [`Image::files`].
+    pub fn inotify(&self) -> Inotifies<'a> {
+        let mut walk = Records::new(self.data, Options { verify_data: true });
+        walk.parser.trusted = true;
+        Inotifies { walk }
+    }
+
+    /// The Lock records (§23), in image order.
+    pub fn locks(&self) -> impl Iterator<Item = &'a raw::Lock> + 'a {
+        self.records()
+            .take_while(|r| !matches!(r.record, Record::Vma(_)))
+            .filter_map(|r| match r.record {
+                Record::Lock(l) => Some(l),
+                _ => None,
+            })
+    }
+
+    /// The vDSO's Vma and the VdsoData (§24) after it, if the image has one.
+    pub fn vdso_data(&self) -> Option<(Vma<'a>, VdsoData<'a>)> {
+        let mut vma = None;
+        for r in self.records() {
+            match r.record {
+                Record::Vma(v) => vma = Some(v),
+                Record::VdsoData(d) => return vma.map(|v| (v, d)),
+                _ => {}
+            }
+        }
+        None
+    }
+
     /// The Signals record (§17), if the image has one.
     pub fn signals(&self) -> Option<Signals<'a>> {
         self.records().find_map(|r| match r.record {
@@ -277,6 +309,48 @@ impl<'a> Iterator for Files<'a> {
                 Record::Vma(_) | Record::Tail(_) => return None,
                 _ => {}
             }
+        }
+    }
+}
+
+/// The Inotify records of an image ([`Image::inotify`]).
+#[derive(Clone)]
+pub struct Inotifies<'a> {
+    walk: Records<'a>,
+}
+
+impl<'a> Iterator for Inotifies<'a> {
+    type Item = (&'a raw::Inotify, Watches<'a>);
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let r = self.walk.next()?.ok()?;
+            match r.record {
+                Record::Inotify(n) => {
+                    let watches = Watches {
+                        walk: self.walk.clone(),
+                    };
+                    return Some((n, watches));
+                }
+                // State records precede the body (§2.5).
+                Record::Vma(_) | Record::Tail(_) => return None,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The watches of one Inotify: the InotifyWatch records right after it, in order.
+#[derive(Clone)]
+pub struct Watches<'a> {
+    walk: Records<'a>,
+}
+
+impl<'a> Iterator for Watches<'a> {
+    type Item = InotifyWatch<'a>;
+    fn next(&mut self) -> Option<InotifyWatch<'a>> {
+        match self.walk.next()?.ok()?.record {
+            Record::InotifyWatch(w) => Some(w),
+            _ => None,
         }
     }
 }

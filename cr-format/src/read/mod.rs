@@ -17,11 +17,11 @@ mod parser;
 mod stream;
 mod view;
 
-pub use image::{FileContents, Files, Image, Lookup, Records};
+pub use image::{FileContents, Files, Image, Inotifies, Lookup, Records, Watches};
 pub use parser::{Chunk, Options, Parser};
 #[cfg(feature = "std")]
 pub use stream::StreamReader;
 pub use view::{
-    File, FileData, Mm, Pages, Parsed, Process, Record, RecordKind, Regs, Run, RunIter, RunKind,
-    Signals, Timers, Unknown, Vma,
+    File, FileData, InotifyWatch, Mm, Pages, Parsed, Process, Record, RecordKind, Regs, Run,
+    RunIter, RunKind, Signals, Timers, Unknown, VdsoData, Vma,
 };

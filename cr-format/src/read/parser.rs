@@ -3,8 +3,8 @@
 //! run on it.
 
 use super::view::{
-    File, FileData, Mm, Pages, Parsed, Process, Record, RecordKind, Regs, Signals, Timers, Unknown,
-    Vma,
+    File, FileData, InotifyWatch, Mm, Pages, Parsed, Process, Record, RecordKind, Regs, Signals,
+    Timers, Unknown, VdsoData, Vma,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::*;
@@ -106,6 +106,7 @@ impl Parser {
             (Stage::Mm, KIND_MM) => self.v.stage = Stage::Body,
             (Stage::Body, KIND_VMA) => {
                 self.v.vma = None;
+                self.v.vdso_next = None;
                 self.v.orphan = true;
                 self.v.vmas = self.v.vmas.saturating_add(1);
             }
@@ -397,6 +398,28 @@ impl Parser {
                 let (x, _) = raw::VmaAttr::ref_from_prefix(p).map_err(|_| short(()))?;
                 self.v.check_vma_attr(x)?;
                 Record::VmaAttr(x)
+            }
+            KIND_INOTIFY => {
+                let (x, _) = raw::Inotify::ref_from_prefix(p).map_err(|_| short(()))?;
+                self.v.check_inotify(x)?;
+                Record::Inotify(x)
+            }
+            KIND_INOTIFY_WATCH => {
+                let (x, rest) = raw::InotifyWatch::ref_from_prefix(p).map_err(|_| short(()))?;
+                self.v.check_inotify_watch(x, len, rest)?;
+                let path = rest.get(..usize::from(x.path_len.get())).unwrap_or(&[]);
+                Record::InotifyWatch(InotifyWatch { raw: x, path })
+            }
+            KIND_LOCK => {
+                let (x, _) = raw::Lock::ref_from_prefix(p).map_err(|_| short(()))?;
+                self.v.check_lock(x)?;
+                Record::Lock(x)
+            }
+            KIND_VDSO_DATA => {
+                let (x, rest) = raw::VdsoData::ref_from_prefix(p).map_err(|_| short(()))?;
+                self.v.check_vdso_data(x, len)?;
+                let bytes = rest.get(..to_usize(x.len.get().into())).unwrap_or(&[]);
+                Record::VdsoData(VdsoData { raw: x, bytes })
             }
             kind => Record::Unknown(Unknown { kind, payload: p }),
         })

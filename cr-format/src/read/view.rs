@@ -66,6 +66,14 @@ pub enum RecordKind {
     Process,
     /// §20.
     VmaAttr,
+    /// §21.
+    Inotify,
+    /// §22.
+    InotifyWatch,
+    /// §23.
+    Lock,
+    /// §24.
+    VdsoData,
     /// A kind this version does not define.
     Unknown(u16),
 }
@@ -86,6 +94,10 @@ impl From<u16> for RecordKind {
             KIND_TIMERS => RecordKind::Timers,
             KIND_PROCESS => RecordKind::Process,
             KIND_VMA_ATTR => RecordKind::VmaAttr,
+            KIND_INOTIFY => RecordKind::Inotify,
+            KIND_INOTIFY_WATCH => RecordKind::InotifyWatch,
+            KIND_LOCK => RecordKind::Lock,
+            KIND_VDSO_DATA => RecordKind::VdsoData,
             n => RecordKind::Unknown(n),
         }
     }
@@ -297,6 +309,35 @@ pub struct Process<'a> {
     pub groups: &'a [zerocopy::little_endian::U32],
 }
 
+/// InotifyWatch view (§22).
+#[derive(Clone, Copy, Debug)]
+pub struct InotifyWatch<'a> {
+    /// Fixed part.
+    pub raw: &'a raw::InotifyWatch,
+    /// The watched path found at capture (bytes, no NUL, at least one).
+    pub path: &'a [u8],
+}
+
+impl InotifyWatch<'_> {
+    /// Watch descriptor.
+    pub fn wd(&self) -> u32 {
+        self.raw.wd.get()
+    }
+    /// `IN_*` event mask.
+    pub fn mask(&self) -> u32 {
+        self.raw.mask.get()
+    }
+}
+
+/// VdsoData view (§24).
+#[derive(Clone, Copy, Debug)]
+pub struct VdsoData<'a> {
+    /// Fixed part.
+    pub raw: &'a raw::VdsoData,
+    /// The vDSO's bytes, as long as its Vma.
+    pub bytes: &'a [u8],
+}
+
 /// A record of a kind this version does not know, not critical (skipped by readers).
 #[derive(Clone, Copy, Debug)]
 pub struct Unknown<'a> {
@@ -333,6 +374,14 @@ pub enum Record<'a> {
     Process(Process<'a>),
     /// §20.
     VmaAttr(&'a raw::VmaAttr),
+    /// §21.
+    Inotify(&'a raw::Inotify),
+    /// §22.
+    InotifyWatch(InotifyWatch<'a>),
+    /// §23.
+    Lock(&'a raw::Lock),
+    /// §24.
+    VdsoData(VdsoData<'a>),
     /// A non-critical record of unknown kind.
     Unknown(Unknown<'a>),
     /// §9.

@@ -4,7 +4,7 @@
 #![allow(clippy::arithmetic_side_effects, clippy::as_conversions)]
 
 use super::*;
-use crate::limits::{MAX_AUXV, MAX_DATA_PER_RECORD, MAX_SOCKADDR};
+use crate::limits::{MAX_AUXV, MAX_DATA_PER_RECORD, MAX_SOCKADDR, MAX_VDSO_LEN};
 use crate::raw::*;
 use arbitrary::{Arbitrary, Result, Unstructured};
 
@@ -67,8 +67,9 @@ impl<'a> Arbitrary<'a> for ImageRepr {
         mm.exe.truncate(300);
         let mut body = Vec::new();
         if header.version_minor >= 1 {
-            state(u, &mut body)?;
+            state(u, &mut body, header.version_minor)?;
         }
+        let mut vdso_done = false;
         let mut addr = u.int_in_range(0..=0xffffu64)? * ps;
         for _ in 0..u.int_in_range(0..=6u32)? {
             if u.ratio(1, 8)? {
@@ -107,6 +108,22 @@ impl<'a> Arbitrary<'a> for ImageRepr {
                 if let Some(a) = vma_attr(u)? {
                     body.push(BodyRepr::VmaAttr(a));
                 }
+            }
+            // The vDSO's bytes (§24): at most one, for a vDSO Vma short enough.
+            let vdso_len = end - start;
+            if kind == VMA_VDSO
+                && header.version_minor >= 2
+                && !vdso_done
+                && vdso_len <= u64::from(MAX_VDSO_LEN)
+                && u.ratio(2, 3)?
+            {
+                let fill: u8 = u.arbitrary()?;
+                let mut bytes = alloc::vec![fill; vdso_len as usize];
+                for (d, s) in bytes.iter_mut().zip(b"\x7fELF") {
+                    *d = *s;
+                }
+                body.push(BodyRepr::VdsoData(bytes));
+                vdso_done = true;
             }
             // Pages records over parts of the VMA.
             let mut p = start;
@@ -182,9 +199,9 @@ fn sig(u: &mut Unstructured<'_>) -> Result<u32> {
     u.int_in_range(1..=64u32)
 }
 
-/// The state records (§2.5): files (fds, cwd, root), Signals, Timers, Process, each present or
-/// not, with unknown records among them now and then.
-fn state(u: &mut Unstructured<'_>, body: &mut Vec<BodyRepr>) -> Result<()> {
+/// The state records (§2.5): files (fds, cwd, root), from 1.2 inotify instances and locks,
+/// Signals, Timers, Process, each present or not, with unknown records among them now and then.
+fn state(u: &mut Unstructured<'_>, body: &mut Vec<BodyRepr>, minor: u16) -> Result<()> {
     let mut fds: Vec<u32> = Vec::new();
     let mut fd = 0u32;
     for _ in 0..u.int_in_range(0..=5u32)? {
@@ -206,6 +223,9 @@ fn state(u: &mut Unstructured<'_>, body: &mut Vec<BodyRepr>) -> Result<()> {
             body.push(BodyRepr::File(file(u, role, 0, DUP_NONE)?));
         }
     }
+    if minor >= 2 {
+        inotify_and_locks(u, body, &fds)?;
+    }
     if u.ratio(2, 3)? {
         body.push(BodyRepr::Signals(signals(u)?.into()));
     }
@@ -217,6 +237,72 @@ fn state(u: &mut Unstructured<'_>, body: &mut Vec<BodyRepr>) -> Result<()> {
     }
     if u.ratio(2, 3)? {
         body.push(BodyRepr::Process(process(u)?));
+    }
+    Ok(())
+}
+
+/// Inotify records with their watches (§21, §22) and Lock records (§23), following the rules;
+/// locks mostly on the descriptors of `fds`.
+fn inotify_and_locks(
+    u: &mut Unstructured<'_>,
+    body: &mut Vec<BodyRepr>,
+    fds: &[u32],
+) -> Result<()> {
+    let mut fd = u.int_in_range(0..=100u32)?;
+    let mut firsts: Vec<u32> = Vec::new();
+    for _ in 0..u.int_in_range(0..=3u32)? {
+        let dup_of = if !firsts.is_empty() && u.ratio(1, 3)? {
+            *u.choose(&firsts)?
+        } else {
+            NO_DUP
+        };
+        let mut watches = Vec::new();
+        if dup_of == NO_DUP {
+            firsts.push(fd);
+            let mut wd = 0u32;
+            for _ in 0..u.int_in_range(0..=3u32)? {
+                wd += u.int_in_range(1..=50u32)?;
+                let mut path = no_nul(u, 100)?;
+                path.insert(0, b'/');
+                watches.push(WatchRepr {
+                    wd,
+                    mask: u.int_in_range(1..=u32::MAX)?,
+                    inode: u.arbitrary()?,
+                    dev_major: u.arbitrary()?,
+                    dev_minor: u.arbitrary()?,
+                    path,
+                });
+            }
+        }
+        body.push(BodyRepr::Inotify(InotifyRepr {
+            fd,
+            fd_flags: u.int_in_range(0..=1)?,
+            open_flags: u.arbitrary()?,
+            dup_of,
+            watches,
+        }));
+        fd += u.int_in_range(1..=10u32)?;
+    }
+    const OFF_MAX: u64 = u64::MAX >> 1;
+    for _ in 0..u.int_in_range(0..=3u32)? {
+        let fd = match u.choose(fds) {
+            Ok(&f) if u.ratio(3, 4)? => f,
+            _ => u.int_in_range(0..=0x7fff_ffffu32)?,
+        };
+        let ltype = u.int_in_range(LOCK_POSIX..=LOCK_OFD)?;
+        let (start, len) = if ltype == LOCK_FLOCK {
+            (0, 0)
+        } else {
+            let start = u.int_in_range(0..=OFF_MAX)?;
+            (start, u.int_in_range(0..=OFF_MAX - start + 1)?)
+        };
+        body.push(BodyRepr::Lock(LockRepr {
+            fd,
+            ltype,
+            mode: u.int_in_range(LOCK_READ..=LOCK_WRITE)?,
+            start,
+            len,
+        }));
     }
     Ok(())
 }

@@ -260,6 +260,7 @@ impl Validator {
         path_and_pad: &[u8],
     ) -> Result<()> {
         let at = self.payload_off();
+        self.vdso_next = None;
         if self.vmas >= MAX_VMAS {
             return Err(limit(
                 self.offset,
@@ -348,6 +349,9 @@ impl Validator {
         self.vmas = self.vmas.saturating_add(1);
         self.orphan = false;
         self.vma = Some((start, end));
+        if kind == VMA_VDSO {
+            self.vdso_next = Some(end.saturating_sub(start));
+        }
         self.last_vma_end = end;
         self.run_floor = start;
         Ok(())

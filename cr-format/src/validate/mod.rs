@@ -9,6 +9,7 @@
 
 mod fields;
 mod state;
+mod state12;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::*;
@@ -114,7 +115,8 @@ pub(crate) struct Validator {
     pub(crate) digest: crc::Digest<'static, u64>,
     /// The Header's `version_minor` (the kinds of 1.1 need 1 or more).
     pub(crate) minor: u16,
-    /// The state records (§2.5) passed: 0 none or Files only, 1 Signals, 2 Timers, 3 Process.
+    /// The state records (§2.5) passed: 0 none or Files only, 1 Inotify, 2 Lock, 3 Signals,
+    /// 4 Timers, 5 Process.
     pub(crate) state_part: u8,
     /// File records so far.
     pub(crate) files: u32,
@@ -125,6 +127,20 @@ pub(crate) struct Validator {
     pub(crate) file_data_next: Option<u64>,
     /// The record before was a Vma (a VmaAttr may come).
     pub(crate) after_vma: bool,
+    /// While an InotifyWatch may come (right after an Inotify that is no dup, or a watch): the
+    /// `wd` it must exceed.
+    pub(crate) watch_next: Option<u32>,
+    /// `fd` of the last Inotify.
+    pub(crate) last_inotify: Option<u32>,
+    /// InotifyWatch records so far.
+    pub(crate) watches: u32,
+    /// Lock records so far.
+    pub(crate) locks: u32,
+    /// While a VdsoData may come (right after the vDSO's Vma or its VmaAttr): the `len` it
+    /// must have.
+    pub(crate) vdso_next: Option<u64>,
+    /// A VdsoData was read.
+    pub(crate) vdso_seen: bool,
 }
 
 impl Default for Validator {
@@ -148,6 +164,12 @@ impl Default for Validator {
             last_file: None,
             file_data_next: None,
             after_vma: false,
+            watch_next: None,
+            last_inotify: None,
+            watches: 0,
+            locks: 0,
+            vdso_next: None,
+            vdso_seen: false,
         }
     }
 }
@@ -215,7 +237,7 @@ impl Validator {
                 return Err(bad(
                     self.offset,
                     "record flags",
-                    "0 (not critical) for a kind of 1.1",
+                    "0 (not critical) for a kind of 1.1 or 1.2",
                     flags.into(),
                 ));
             }
@@ -279,7 +301,11 @@ impl Validator {
         }
         let fixed = |n: usize| -> Result<()> {
             let n = to_u64(n);
-            let ok = if matches!(kind, KIND_HEADER | KIND_TASK | KIND_TAIL | KIND_VMA_ATTR) {
+            let exact = matches!(
+                kind,
+                KIND_HEADER | KIND_TASK | KIND_TAIL | KIND_VMA_ATTR | KIND_INOTIFY | KIND_LOCK
+            );
+            let ok = if exact {
                 u64::from(len) == n
             } else {
                 u64::from(len) >= n
@@ -308,6 +334,10 @@ impl Validator {
             KIND_TIMERS => fixed(size_of::<raw::Timers>()),
             KIND_PROCESS => fixed(size_of::<raw::Process>()),
             KIND_VMA_ATTR => fixed(size_of::<raw::VmaAttr>()),
+            KIND_INOTIFY => fixed(size_of::<raw::Inotify>()),
+            KIND_INOTIFY_WATCH => fixed(size_of::<raw::InotifyWatch>()),
+            KIND_LOCK => fixed(size_of::<raw::Lock>()),
+            KIND_VDSO_DATA => fixed(size_of::<raw::VdsoData>()),
             _ => Ok(()),
         }
     }
@@ -350,10 +380,19 @@ impl Validator {
         if !matches!(kind, KIND_FILE | KIND_FILE_DATA) {
             self.file_data_next = None;
         }
+        if !matches!(kind, KIND_INOTIFY | KIND_INOTIFY_WATCH) {
+            self.watch_next = None;
+        }
+        if !matches!(kind, KIND_VMA | KIND_VMA_ATTR) {
+            self.vdso_next = None;
+        }
+        self.vdso_seen |= kind == KIND_VDSO_DATA;
         let part = match kind {
-            KIND_SIGNALS => 1,
-            KIND_TIMERS => 2,
-            KIND_PROCESS => 3,
+            KIND_INOTIFY => 1,
+            KIND_LOCK => 2,
+            KIND_SIGNALS => 3,
+            KIND_TIMERS => 4,
+            KIND_PROCESS => 5,
             _ => 0,
         };
         self.state_part = self.state_part.max(part);

@@ -9,7 +9,7 @@ use crate::raw::{self, *};
 use zerocopy::little_endian::U32;
 
 /// `FD_CLOEXEC`, the only descriptor flag.
-const FD_CLOEXEC: u32 = 1;
+pub(super) const FD_CLOEXEC: u32 = 1;
 /// `sigaltstack` flags: `SS_ONSTACK`, `SS_DISABLE`, `SS_AUTODISARM`.
 const SS_ONSTACK: u32 = 1;
 const SS_DISABLE: u32 = 2;
@@ -40,7 +40,7 @@ fn signo(siginfo: &[u8; 128]) -> u32 {
 }
 
 impl Validator {
-    fn exact_len(&self, kind: u16, want: u64, found: u64) -> Result<()> {
+    pub(super) fn exact_len(&self, kind: u16, want: u64, found: u64) -> Result<()> {
         if want == found {
             Ok(())
         } else {
@@ -49,35 +49,6 @@ impl Validator {
                 expected: want,
                 found,
             }))
-        }
-    }
-
-    /// The order rules of the kinds of 1.1 (§2.5), from the record header alone: `Some(what
-    /// is expected)` when `kind` may not come here. Other kinds: `None`.
-    pub(crate) fn state_order(&self, kind: u16) -> Option<&'static str> {
-        if !(KIND_FILE..=KIND_LAST).contains(&kind) {
-            return None;
-        }
-        if self.minor == 0 {
-            return Some("no record kind of 1.1 in an image of version 1.0");
-        }
-        let before_vmas = self.vmas == 0 && !self.orphan;
-        match kind {
-            KIND_VMA_ATTR => (!self.after_vma).then_some("a VmaAttr only right after a Vma"),
-            KIND_FILE_DATA => self
-                .file_data_next
-                .is_none()
-                .then_some("a FileData only right after a File with FILE_HAS_DATA or a FileData"),
-            _ if !before_vmas => Some("File, Signals, Timers and Process before the first Vma"),
-            KIND_FILE => {
-                (self.state_part > 0).then_some("File records before Signals, Timers and Process")
-            }
-            KIND_SIGNALS => (self.state_part >= 1)
-                .then_some("Signals, Timers, Process in this order, each at most once"),
-            KIND_TIMERS => (self.state_part >= 2)
-                .then_some("Signals, Timers, Process in this order, each at most once"),
-            _ => (self.state_part >= 3)
-                .then_some("Signals, Timers, Process in this order, each at most once"),
         }
     }
 

@@ -470,7 +470,23 @@ fn scale_page_size(r: &mut ImageRepr, ps: u32) -> bool {
             | BodyRepr::Timers(_)
             | BodyRepr::Process(_)
             | BodyRepr::VmaAttr(_)
+            | BodyRepr::Inotify(_)
+            | BodyRepr::Lock(_)
             | BodyRepr::Unknown { .. } => {}
+            // Its length is the vDSO Vma's: grow it as the Vma grows, each page `k` times.
+            BodyRepr::VdsoData(d) => {
+                let grown = d.len().saturating_mul(factor);
+                if grown > to_usize(cr_format::limits::MAX_VDSO_LEN.into()) {
+                    return false;
+                }
+                let mut data = Vec::with_capacity(d.len().saturating_mul(factor));
+                for page in d.chunks(to_usize(old.into())) {
+                    for _ in 0..factor {
+                        data.extend_from_slice(page);
+                    }
+                }
+                *d = data;
+            }
         }
     }
     r.header.page_size = ps;

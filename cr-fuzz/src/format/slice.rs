@@ -189,7 +189,11 @@ fn touch(p: &Parsed<'_>, with_data: bool, page_size: u32) {
         | Record::Signals(_)
         | Record::Timers(_)
         | Record::Process(_)
-        | Record::VmaAttr(_) => touch_state(&p.record),
+        | Record::VmaAttr(_)
+        | Record::Inotify(_)
+        | Record::InotifyWatch(_)
+        | Record::Lock(_)
+        | Record::VdsoData(_) => touch_state(&p.record),
         Record::Tail(t) => {
             assert_eq!(
                 t.image_len.get(),
