@@ -51,7 +51,10 @@ fn cr_format_ships_the_spec_its_tests_read() {
         .into_iter()
         .filter(|(rel, _)| shipped(rel))
         .collect();
-    assert!(spec.contains_key("vectors/valid/full.bin"), "no spec/vectors");
+    assert!(
+        spec.contains_key("vectors/valid/full.bin"),
+        "no spec/vectors"
+    );
     let data = root().join("cr-format/tests/data");
     if std::env::var_os("CR_FORMAT_DATA_SYNC").is_some() {
         let _ = std::fs::remove_dir_all(&data);

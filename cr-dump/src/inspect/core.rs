@@ -6,10 +6,11 @@
 //! NT_FPREGSET, NT_X86_XSTATE, NT_X86_XSAVE_LAYOUT); then each VMA's contents, page-aligned, resolved through the image
 //! chain (stored pages, zeros, and for untouched pages of file mappings the file's bytes).
 //!
-//! The vDSO, vvar and vsyscall areas are not in images. gdb needs the vDSO's bytes (its symbols
-//! and unwind tables) to show the stack of a task stopped inside it (`clock_gettime`): it reads
-//! them from the core's memory at `AT_SYSINFO_EHDR`, as in the kernel's own cores. So when the
-//! image's vDSO has the size of this machine's, the core holds this machine's vDSO (read from
+//! gdb needs the vDSO's bytes (its symbols and unwind tables) to show the stack of a task
+//! stopped inside it (`clock_gettime`): it reads them from the core's memory at
+//! `AT_SYSINFO_EHDR`, as in the kernel's own cores. Images of format 1.2 hold them (a VdsoData
+//! record after the vDSO's Vma): the core has the task's own. For an older image, when its vDSO
+//! has the size of this machine's, the core holds this machine's vDSO (read from
 //! `/proc/self/mem`), and says so ([`Core::notes`]): the task's own if it was checkpointed
 //! under this kernel. The vvar and vsyscall PT_LOADs have no file contents.
 
@@ -388,14 +389,20 @@ pub fn write_core(
     Ok(Core { len, notes })
 }
 
-/// This machine's vDSO, if the image's has its size (see the module's doc); a note says which
-/// was used, or why none.
+/// The vDSO's bytes for the core: the task's own, from the image's VdsoData record (format
+/// 1.2); for an image without them, this machine's if it has the size of the image's (see the
+/// module's doc), with a note saying so, or why none.
 fn this_vdso(img: &Image<'_>, notes: &mut Vec<String>) -> Option<Vec<u8>> {
+    if let Some((v, d)) = img.vdso_data() {
+        if len64(d.bytes.len()) == v.end() - v.start() {
+            return Some(d.bytes.to_vec());
+        }
+    }
     let v = img.vmas().find(|v| v.kind() == raw::VMA_VDSO)?;
     let want = v.end() - v.start();
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "?".into(), |s| s.trim().to_string());
-    match read_own_vdso() {
+    match machine_vdso() {
         Ok(b) if len64(b.len()) == want => {
             notes.push(format!(
                 "the image does not hold the vDSO's bytes: the core has this machine's vDSO \
@@ -420,8 +427,9 @@ fn this_vdso(img: &Image<'_>, notes: &mut Vec<String>) -> Option<Vec<u8>> {
     }
 }
 
-/// This process's vDSO: its range in `/proc/self/maps`, its bytes through `/proc/self/mem`.
-fn read_own_vdso() -> std::result::Result<Vec<u8>, String> {
+/// This machine's vDSO (every process of a boot has the same): this process's range in
+/// `/proc/self/maps`, its bytes through `/proc/self/mem`; or why it cannot be read.
+pub fn machine_vdso() -> std::result::Result<Vec<u8>, String> {
     use std::os::unix::fs::FileExt;
     let maps = std::fs::read_to_string("/proc/self/maps")
         .map_err(|e| format!("reading /proc/self/maps: {e}"))?;

@@ -124,9 +124,7 @@ fn check_kinds(path: &Path, images: &[Image<'_>]) -> Result<()> {
             // unknown ones until restore brings them back.
             let kind = match r.record {
                 R::Unknown(u) => u.kind,
-                R::Inotify(_) | R::InotifyWatch(_) | R::Lock(_) | R::VdsoData(_) => {
-                    r.header.kind.get()
-                }
+                R::Inotify(_) | R::InotifyWatch(_) | R::Lock(_) => r.header.kind.get(),
                 _ => continue,
             };
             return Err(other(format!(
@@ -187,6 +185,7 @@ pub(super) fn plan(path: &Path, images: &[Image<'_>]) -> Result<Plan> {
     check_user_space(path, top)?;
     check_kinds(path, images)?;
     let mut warnings = Vec::new();
+    check_vdso(path, top, regs.gpr(GPR_RIP), &mut warnings)?;
     let (vmas, files) = vma_plans(top, &mut warnings)?;
     let exe = if mm.exe.is_empty() {
         None
@@ -226,6 +225,42 @@ pub(super) fn plan(path: &Path, images: &[Image<'_>]) -> Result<Plan> {
     };
     super::process::plan(top, &mut plan)?;
     Ok(plan)
+}
+
+/// The instruction pointer's index in `user_regs_struct` (`NT_PRSTATUS` order).
+const GPR_RIP: usize = 16;
+
+/// The image's vDSO bytes (format 1.2's VdsoData) against this machine's, which the restored
+/// task gets (a task cannot be given another vDSO): a warning when they differ, as code of the
+/// task may have kept addresses inside it; refused when the saved instruction pointer is inside
+/// it, as the task would resume in the middle of different code. Images without the bytes are
+/// not checked (the vDSO areas' sizes are, in [`layout`]).
+fn check_vdso(path: &Path, top: &Image<'_>, rip: u64, warnings: &mut Vec<String>) -> Result<()> {
+    let Some((v, d)) = top.vdso_data() else {
+        return Ok(());
+    };
+    let machine = crate::inspect::core::machine_vdso();
+    if machine.as_deref() == Ok(d.bytes) {
+        return Ok(());
+    }
+    let why = match &machine {
+        Ok(_) => "differs from this machine's (checkpointed under another kernel?)".to_string(),
+        Err(e) => format!("cannot be compared with this machine's ({e})"),
+    };
+    if (v.start()..v.end()).contains(&rip) {
+        return Err(other(format!(
+            "{}: the task was stopped inside its vDSO (at {rip:#x}, in {:#x}-{:#x}), whose \
+             code {why}: it would resume in the middle of other code",
+            path.display(),
+            v.start(),
+            v.end()
+        )));
+    }
+    warnings.push(format!(
+        "the task's vDSO {why}: the restored task runs this machine's; the task may crash in \
+         clock_gettime, gettimeofday or getcpu if it kept an address inside the vDSO"
+    ));
+    Ok(())
 }
 
 /// End of the x86-64 user address space with 4-level paging (`TASK_SIZE`): the kernel maps

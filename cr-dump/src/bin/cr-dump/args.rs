@@ -168,8 +168,9 @@ pub(crate) enum Cmd {
     #[command(
         after_help = "Verifies the chain, refuses what cannot be restored (changed mapped file, \
         another architecture or kernel vDSO layout, XSAVE features this CPU lacks, a VMA or \
-        page run outside the user address space, an open file that changed) before anything \
-        starts, then builds the task in a child of cr-dump by ptrace syscall injection. The \
+        page run outside the user address space, an open file that changed; a task stopped \
+        inside a vDSO whose bytes differ from this machine's) before anything starts (a vDSO \
+        that differs elsewhere is a warning: the task gets this machine's), then builds the task in a child of cr-dump by ptrace syscall injection. The \
         task gets a new pid, the image's credentials (refused if cr-dump may not give them), its working directory and its open files at their numbers, \
         offsets and flags: files reopened by path and checked (device, inode, size, mtime), \
         deleted files recreated unlinked with their contents, dup'ed descriptors sharing one \
