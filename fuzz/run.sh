@@ -44,6 +44,17 @@ for b in doc["body"]:
     if p is not None:
         off = int(p["data_offset"], 16)
         p["data"] = img[off : off + p["data_len"]].hex()
+    v = b.get("vdso_data")
+    if v is not None:
+        # The vDSO's bytes: the payload of the VdsoData record (kind 17) after its 8 bytes.
+        at = 0
+        while at + 16 <= len(img):
+            kind = int.from_bytes(img[at : at + 2], "little")
+            n = int.from_bytes(img[at + 4 : at + 8], "little")
+            if kind == 17:
+                v["data"] = img[at + 24 : at + 24 + v["len"]].hex()
+                break
+            at += 16 + n
 sys.stdout.write(json.dumps(doc, separators=(",", ":")))
 PY
             if [ "$(wc -c <"corpus/$t/seed-$name-pages.json")" -gt 65536 ]; then

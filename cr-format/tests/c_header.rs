@@ -113,7 +113,7 @@ fn gcc(args: &[&str], what: &str) {
     );
 }
 
-/// walk.c, compiled once with the flags CI uses; None without gcc.
+/// walk.c and walk_state.c, compiled once with the flags CI uses; None without gcc.
 fn walk_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -121,6 +121,7 @@ fn walk_binary() -> &'static Path {
         let bin = scratch().join("walk");
         let spec = spec_dir();
         let src = spec.join("c/walk.c");
+        let state = spec.join("c/walk_state.c");
         gcc(
             &[
                 "-std=c11",
@@ -133,8 +134,9 @@ fn walk_binary() -> &'static Path {
                 "-o",
                 bin.to_str().unwrap(),
                 src.to_str().unwrap(),
+                state.to_str().unwrap(),
             ],
-            "spec/c/walk.c",
+            "spec/c/walk.c and walk_state.c",
         );
         bin
     })

@@ -226,6 +226,7 @@ fn check_json(img: &Image<'_>, data: &[u8], doc: &Value, meta_doc: &Value) {
     };
     let has_data = img.records().any(|p| match p.record {
         Record::Pages(pg) => pg.iter().any(|r| r.kind == RunKind::Data),
+        Record::VdsoData(_) => true,
         _ => false,
     });
     match json::decode(meta_text.as_bytes()) {
@@ -244,7 +245,8 @@ fn check_json(img: &Image<'_>, data: &[u8], doc: &Value, meta_doc: &Value) {
     }
 }
 
-/// A document with every `data` field of every Pages object removed.
+/// A document with every `data` field of every Pages and VdsoData object removed, and every
+/// File's `contents`.
 fn without_data(doc: &Value) -> Value {
     let mut d = doc.clone();
     if let Some(body) = d.get_mut("body").and_then(Value::as_array_mut) {
@@ -252,9 +254,12 @@ fn without_data(doc: &Value) -> Value {
             if let Some(p) = b.get_mut("pages").and_then(Value::as_object_mut) {
                 p.remove("data");
             }
-            // A File's contents are data too: only with `--with-pages`.
+            // A File's contents and the vDSO's bytes are data too: only with `--with-pages`.
             if let Some(f) = b.get_mut("file").and_then(Value::as_object_mut) {
                 f.remove("contents");
+            }
+            if let Some(v) = b.get_mut("vdso_data").and_then(Value::as_object_mut) {
+                v.remove("data");
             }
         }
     }

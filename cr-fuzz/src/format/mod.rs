@@ -9,8 +9,9 @@
 //!   [`Image::parse`] / [`Image::parse_metadata`]; every view accessor of every record holds
 //!   what its header promises; [`Image::lookup`] agrees with a lookup written here from the
 //!   record walk; a valid image re-emits byte for byte through [`ImageRepr`]; the records of
-//!   1.1 follow their rules and the order of FORMAT.md §2.5 by checks written here, and
-//!   `Image::files` / `signals` / `timers` / `process` agree with the record walk.
+//!   1.1 and 1.2 follow their rules and the order of FORMAT.md §2.5 by checks written here, and
+//!   `Image::files` / `inotify` / `locks` / `vdso_data` / `signals` / `timers` / `process`
+//!   agree with the record walk.
 //! - [`stream_vs_slice`]: the sans-I/O [`Parser`] fed in chunks, and the
 //!   [`StreamReader`] over a reader (and a seekable reader) that
 //!   returns those chunks, yield the records and the error of the slice reader;

@@ -1,10 +1,11 @@
-//! Properties of the 1.1 state records (FORMAT.md §15..§20) in a validated image, checked here
-//! independently of the validator: each view holds what its header promises and follows its
-//! rules, the records come in the order of §2.5, and `Image::files`, `Image::signals`,
-//! `Image::timers` and `Image::process` give what the record walk gives.
+//! Properties of the state records of 1.1 and 1.2 (FORMAT.md §15..§24) in a validated image,
+//! checked here independently of the validator: each view holds what its header promises and
+//! follows its rules, the records come in the order of §2.5, and `Image::files`,
+//! `Image::inotify`, `Image::locks`, `Image::vdso_data`, `Image::signals`, `Image::timers` and
+//! `Image::process` give what the record walk gives.
 
 use super::to_u64;
-use cr_format::limits::{MAX_FILES, MAX_FILE_DATA};
+use cr_format::limits::{MAX_FILES, MAX_FILE_DATA, MAX_INOTIFY_WATCHES, MAX_LOCKS, MAX_PATH};
 use cr_format::raw::{self, *};
 use cr_format::read::{Image, Record};
 
@@ -107,6 +108,35 @@ pub(super) fn touch_state(r: &Record<'_>) {
             let v = a.attrs.get();
             assert!(v != 0 && v & !VMA_ATTR_KNOWN == 0);
         }
+        Record::Inotify(n) => {
+            assert!(n.fd.get() < 1 << 31);
+            assert!(n.fd_flags.get() <= 1);
+            let dup = n.dup_of.get();
+            assert!(
+                dup == NO_DUP || dup < n.fd.get(),
+                "Inotify dup_of not below fd"
+            );
+        }
+        Record::InotifyWatch(w) => {
+            assert_eq!(to_u64(w.path.len()), u64::from(w.raw.path_len.get()));
+            assert!(!w.path.is_empty() && w.path.len() <= MAX_PATH as usize);
+            assert!(!w.path.contains(&0), "NUL in a watch path");
+            assert!((1..1 << 31).contains(&w.wd()) && w.mask() != 0);
+            assert_eq!(w.raw._reserved0, [0; 6]);
+        }
+        Record::Lock(l) => {
+            let (ltype, start, len) = (l.ltype.get(), l.start.get(), l.len.get());
+            assert!((LOCK_POSIX..=LOCK_OFD).contains(&ltype));
+            assert!((LOCK_READ..=LOCK_WRITE).contains(&l.mode.get()));
+            assert!(ltype != LOCK_FLOCK || (start, len) == (0, 0));
+            // The last byte locked is an off_t.
+            let last = u128::from(start) + u128::from(len.max(1)) - 1;
+            assert!(last <= i64::MAX as u128, "lock beyond 2^63-1");
+        }
+        Record::VdsoData(d) => {
+            assert_eq!(to_u64(d.bytes.len()), u64::from(d.raw.len.get()));
+            assert_eq!(d.raw._reserved0.get(), 0);
+        }
         _ => {}
     }
 }
@@ -120,11 +150,21 @@ pub(super) fn check_state_order(img: &Image<'_>) {
     let mut contents: Vec<Vec<u8>> = Vec::new();
     let mut data_next: Option<u64> = None;
     let (mut signals, mut timers, mut process) = (None, None, None);
+    // The 1.2 records from the walk, to compare with the Image lookups.
+    let (mut ino, mut locks, mut vdso) = (Vec::new(), Vec::new(), None);
+    let (mut last_vma, mut watches, mut nlocks) = (None, 0u32, 0u32);
     for p in img.records() {
         let kind = p.header.kind.get();
         let state = matches!(
             kind,
-            KIND_FILE | KIND_FILE_DATA | KIND_SIGNALS | KIND_TIMERS | KIND_PROCESS
+            KIND_FILE
+                | KIND_FILE_DATA
+                | KIND_INOTIFY
+                | KIND_INOTIFY_WATCH
+                | KIND_LOCK
+                | KIND_SIGNALS
+                | KIND_TIMERS
+                | KIND_PROCESS
         );
         if (KIND_FILE..=KIND_LAST).contains(&kind) {
             assert!(
@@ -132,10 +172,19 @@ pub(super) fn check_state_order(img: &Image<'_>) {
                 "a 1.1 kind in a 1.0 image"
             );
         }
+        if (KIND_INOTIFY..=KIND_LAST).contains(&kind) {
+            assert!(
+                img.header().version_minor.get() >= 2,
+                "a 1.2 kind in a 1.0 or 1.1 image"
+            );
+        }
         assert!(!(state && seen_vma), "state record after a Vma");
         match p.record {
             Record::File(f) => {
-                assert_eq!(part, 0, "File after Signals, Timers or Process");
+                assert_eq!(
+                    part, 0,
+                    "File after Inotify, Lock, Signals, Timers or Process"
+                );
                 let key = (f.role(), f.raw.fd.get());
                 assert!(last_file.is_none_or(|l| l < key), "Files not sorted");
                 last_file = Some(key);
@@ -151,23 +200,56 @@ pub(super) fn check_state_order(img: &Image<'_>) {
                     c.extend_from_slice(d.bytes);
                 }
             }
-            Record::Signals(s) => {
-                assert!(part < 1);
+            Record::Inotify(n) => {
+                assert!(part <= 1, "Inotify after Lock, Signals, Timers or Process");
                 part = 1;
+                if let Some((last, _)) = ino.last() {
+                    assert!(n.fd.get() > *last, "Inotify fds not increasing");
+                }
+                ino.push((n.fd.get(), Vec::new()));
+            }
+            Record::InotifyWatch(w) => {
+                assert!(matches!(prev, Some(KIND_INOTIFY | KIND_INOTIFY_WATCH)));
+                watches += 1;
+                if let Some((_, ws)) = ino.last_mut() {
+                    assert!(ws.last().is_none_or(|&l| l < w.wd()), "wds not increasing");
+                    ws.push(w.wd());
+                }
+            }
+            Record::Lock(l) => {
+                assert!(part <= 2, "Lock after Signals, Timers or Process");
+                part = 2;
+                nlocks += 1;
+                locks.push(*l);
+            }
+            Record::Signals(s) => {
+                assert!(part < 3);
+                part = 3;
                 signals = Some(s.raw as *const raw::Signals);
             }
             Record::Timers(t) => {
-                assert!(part < 2);
-                part = 2;
+                assert!(part < 4);
+                part = 4;
                 timers = Some(t.raw as *const raw::Timers);
             }
             Record::Process(x) => {
-                assert!(part < 3);
-                part = 3;
+                assert!(part < 5);
+                part = 5;
                 process = Some(x.raw as *const raw::Process);
             }
             Record::VmaAttr(_) => assert_eq!(prev, Some(KIND_VMA), "VmaAttr not after a Vma"),
-            Record::Vma(_) => seen_vma = true,
+            Record::Vma(v) => {
+                seen_vma = true;
+                last_vma = Some(v);
+            }
+            Record::VdsoData(d) => {
+                assert!(matches!(prev, Some(KIND_VMA | KIND_VMA_ATTR)));
+                assert!(vdso.is_none(), "two VdsoData");
+                let v = last_vma.expect("VdsoData without a Vma");
+                assert_eq!(v.kind(), VMA_VDSO, "VdsoData after a Vma not the vDSO's");
+                assert_eq!(u64::from(d.raw.len.get()), v.end() - v.start());
+                vdso = Some((v.start(), d.bytes.as_ptr()));
+            }
             _ => {}
         }
         if !matches!(kind, KIND_FILE | KIND_FILE_DATA) {
@@ -176,6 +258,16 @@ pub(super) fn check_state_order(img: &Image<'_>) {
         prev = Some(kind);
     }
     assert!(files <= MAX_FILES);
+    assert!(watches <= MAX_INOTIFY_WATCHES && nlocks <= MAX_LOCKS);
+    let got: Vec<(u32, Vec<u32>)> = img
+        .inotify()
+        .map(|(n, ws)| (n.fd.get(), ws.map(|w| w.wd()).collect()))
+        .collect();
+    assert!(got == ino, "Image::inotify differs from the record walk");
+    let got: Vec<raw::Lock> = img.locks().copied().collect();
+    assert!(got == locks, "Image::locks differs from the record walk");
+    let got = img.vdso_data().map(|(v, d)| (v.start(), d.bytes.as_ptr()));
+    assert_eq!(got, vdso, "Image::vdso_data");
     let got: Vec<Vec<u8>> = img
         .files()
         .map(|(_, c)| c.flat_map(|d| d.bytes.iter().copied()).collect())
