@@ -80,13 +80,13 @@ typedef uint64_t cr_le64;
 #define CR_MAGIC_LEN 8
 /* §11: the major version this header describes, and the minor version it writes. */
 #define CR_VERSION_MAJOR 1
-#define CR_VERSION_MINOR 1
+#define CR_VERSION_MINOR 2
 
 /* §2.1: size of the record header that precedes every payload. */
 #define CR_RECORD_HEADER_LEN 16
 
-/* §2.2: record kinds. 1..7 are 1.0's (critical), 8..13 1.1's (non-critical); 0 and 14..65535
- * are unknown in 1.1. */
+/* §2.2: record kinds. 1..7 are 1.0's (critical), 8..13 1.1's and 14..17 1.2's (non-critical);
+ * 0 and 18..65535 are unknown in 1.2. */
 #define CR_KIND_HEADER 1
 #define CR_KIND_TASK 2
 #define CR_KIND_REGS 3
@@ -100,8 +100,13 @@ typedef uint64_t cr_le64;
 #define CR_KIND_TIMERS 11
 #define CR_KIND_PROCESS 12
 #define CR_KIND_VMA_ATTR 13
+#define CR_KIND_INOTIFY 14
+#define CR_KIND_INOTIFY_WATCH 15
+#define CR_KIND_LOCK 16
+#define CR_KIND_VDSO_DATA 17
 #define CR_KIND_CORE_LAST 7 /* the last kind of 1.0 */
-#define CR_KIND_LAST 13     /* the last kind of 1.1 */
+#define CR_KIND_LAST_1_1 13 /* the last kind of 1.1 */
+#define CR_KIND_LAST 17     /* the last kind of 1.2 */
 
 /* §2.2: record flag: a reader that does not know the kind must reject the image. */
 #define CR_RECORD_CRITICAL 1
@@ -158,6 +163,14 @@ typedef uint64_t cr_le64;
 #define CR_FILE_HAS_DATA 4
 #define CR_FILE_FLAGS_KNOWN 7
 #define CR_DUP_NONE 0xffffffffu
+
+/* §21: dup_of of an Inotify that is no dup. §23: lock types and modes. */
+#define CR_NO_DUP 0xffffffffu
+#define CR_LOCK_POSIX 1
+#define CR_LOCK_FLOCK 2
+#define CR_LOCK_OFD 3
+#define CR_LOCK_READ 1
+#define CR_LOCK_WRITE 2
 
 /* §15.3: socket states (params[3] of a socket File). */
 #define CR_SOCKET_UNBOUND 0
@@ -246,6 +259,9 @@ typedef uint64_t cr_le64;
 #define CR_MAX_PENDING_SIGNALS 4096u
 #define CR_MAX_POSIX_TIMERS 4096u
 #define CR_MAX_GROUPS 65536u
+#define CR_MAX_INOTIFY_WATCHES 65536u
+#define CR_MAX_LOCKS 65536u
+#define CR_MAX_VDSO_LEN 1048576u /* 1 MiB */
 
 CR_STATIC_ASSERT(CR_MAX_PAYLOAD_LEN ==
 			 16u + 16u * CR_MAX_RUNS_PER_RECORD + CR_MAX_PAGE_SIZE + CR_MAX_DATA_PER_RECORD,
@@ -701,6 +717,62 @@ struct cr_vma_attr {
 CR_CHECK_SIZE(cr_vma_attr, 8);
 CR_CHECK_FIELD(cr_vma_attr, attrs, 0, 4);
 CR_CHECK_FIELD(cr_vma_attr, _reserved0, 4, 4);
+
+/* FORMAT.md §21: 16 bytes (Inotify in cr-format). */
+struct cr_inotify {
+	cr_le32 fd;                    /*   0: below 2^31, above the previous Inotify's */
+	cr_le32 fd_flags;              /*   4: FD_CLOEXEC (1) or 0 */
+	cr_le32 open_flags;            /*   8: O_* as /proc/PID/fdinfo shows them */
+	cr_le32 dup_of;                /*  12: CR_NO_DUP or a smaller fd of an earlier Inotify */
+};
+CR_CHECK_SIZE(cr_inotify, 16);
+CR_CHECK_FIELD(cr_inotify, fd, 0, 4);
+CR_CHECK_FIELD(cr_inotify, fd_flags, 4, 4);
+CR_CHECK_FIELD(cr_inotify, open_flags, 8, 4);
+CR_CHECK_FIELD(cr_inotify, dup_of, 12, 4);
+
+/* FORMAT.md §22: 32 bytes (InotifyWatch in cr-format); path_len bytes of path follow. */
+struct cr_inotify_watch {
+	cr_le32 wd;                    /*   0: 1..2^31-1, above the previous watch's */
+	cr_le32 mask;                  /*   4: IN_* event mask, nonzero */
+	cr_le64 inode;                 /*   8: inode of the watched file */
+	cr_le32 dev_major;             /*  16: its device */
+	cr_le32 dev_minor;             /*  20 */
+	cr_le16 path_len;              /*  24: 1..CR_MAX_PATH */
+	cr_u8 _reserved0[6];           /*  26: must be 0 */
+};
+CR_CHECK_SIZE(cr_inotify_watch, 32);
+CR_CHECK_FIELD(cr_inotify_watch, wd, 0, 4);
+CR_CHECK_FIELD(cr_inotify_watch, mask, 4, 4);
+CR_CHECK_FIELD(cr_inotify_watch, inode, 8, 8);
+CR_CHECK_FIELD(cr_inotify_watch, dev_major, 16, 4);
+CR_CHECK_FIELD(cr_inotify_watch, dev_minor, 20, 4);
+CR_CHECK_FIELD(cr_inotify_watch, path_len, 24, 2);
+CR_CHECK_FIELD(cr_inotify_watch, _reserved0, 26, 6);
+
+/* FORMAT.md §23: 24 bytes (Lock in cr-format). */
+struct cr_lock {
+	cr_le32 fd;                    /*   0: fd of a File (role FD) on the locked file */
+	cr_le16 ltype;                 /*   4: CR_LOCK_POSIX, CR_LOCK_FLOCK, CR_LOCK_OFD */
+	cr_le16 mode;                  /*   6: CR_LOCK_READ, CR_LOCK_WRITE */
+	cr_le64 start;                 /*   8: first byte locked, 0 for flock */
+	cr_le64 len;                   /*  16: bytes locked, 0 = to the end; 0 for flock */
+};
+CR_CHECK_SIZE(cr_lock, 24);
+CR_CHECK_FIELD(cr_lock, fd, 0, 4);
+CR_CHECK_FIELD(cr_lock, ltype, 4, 2);
+CR_CHECK_FIELD(cr_lock, mode, 6, 2);
+CR_CHECK_FIELD(cr_lock, start, 8, 8);
+CR_CHECK_FIELD(cr_lock, len, 16, 8);
+
+/* FORMAT.md §24: 8 bytes (VdsoData in cr-format); len bytes of the vDSO follow. */
+struct cr_vdso_data {
+	cr_le32 len;                   /*   0: the vDSO Vma's end - start, <= CR_MAX_VDSO_LEN */
+	cr_le32 _reserved0;            /*   4: must be 0 */
+};
+CR_CHECK_SIZE(cr_vdso_data, 8);
+CR_CHECK_FIELD(cr_vdso_data, len, 0, 4);
+CR_CHECK_FIELD(cr_vdso_data, _reserved0, 4, 4);
 /*
  * Variable parts, after the fixed structs (all zero-padded to a multiple of 8):
  *   Regs:  xsave_len bytes of XSAVE area.
@@ -714,6 +786,8 @@ CR_CHECK_FIELD(cr_vma_attr, _reserved0, 4, 4);
  *   Signals: pending_count struct cr_pending_signal.
  *   Timers: posix_count struct cr_posix_timer.
  *   Process: group_count cr_le32 group ids.
+ *   InotifyWatch: path_len bytes of path.
+ *   VdsoData: len bytes of the vDSO (a multiple of the page size: no padding).
  */
 
 /* ---- Little-endian readers over a byte buffer (any alignment, any host byte order) -------- */
