@@ -19,3 +19,18 @@ for v in "$here"/../spec/vectors/valid/*.bin; do
     n=$((n + 1))
 done
 echo "no_std check: staticlib without std/alloc, linked into C, validated and re-emitted $n vectors"
+
+# No panic path: the same reader and writer in a bare-metal program for x86_64-unknown-none,
+# release with overflow checks on (as kernel builds have them) and LTO, whose panic handler
+# calls a symbol defined nowhere (cr_format_panicked): it links only if every panic path was
+# optimised away.
+if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-none; then
+    rustup target add x86_64-unknown-none
+fi
+if ! cargo build --manifest-path "$here/Cargo.toml" --quiet --profile panic-free \
+    --target x86_64-unknown-none --features panic-free --bin panic_free; then
+    echo "panic-free check: a panic path of cr-format survives optimisation with overflow checks on" \
+         "(the link error above names the function that references cr_format_panicked)" >&2
+    exit 1
+fi
+echo "panic-free check: reader and writer for x86_64-unknown-none with overflow checks on link without a panic handler"

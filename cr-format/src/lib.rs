@@ -103,3 +103,8 @@ mod validate;
 pub mod write;
 
 pub use error::{Error, ErrorKind, Result};
+
+/// The README's examples, run as doctests (the README is the crate's page on crates.io).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

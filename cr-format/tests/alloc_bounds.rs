@@ -7,6 +7,7 @@
     clippy::as_conversions
 )]
 
+mod support;
 use cr_format::read::{Options, StreamReader};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -52,7 +53,7 @@ fn peak_while_streaming(bytes: &[u8]) -> (usize, Result<(), cr_format::Error>) {
 #[test]
 fn huge_claims_cost_no_memory() {
     let _serial = serial();
-    let dir = format!("{}/../spec/vectors/invalid", env!("CARGO_MANIFEST_DIR"));
+    let dir = support::spec_dir().join("vectors/invalid");
     let mut n = 0;
     for name in [
         "run-count-huge",
@@ -61,7 +62,7 @@ fn huge_claims_cost_no_memory() {
         "vma-path-4gib-claim",
         "regs-xsave-len-huge",
     ] {
-        let bytes = std::fs::read(format!("{dir}/{name}.bin")).unwrap();
+        let bytes = std::fs::read(dir.join(format!("{name}.bin"))).unwrap();
         let (peak, res) = peak_while_streaming(&bytes);
         assert!(res.is_err(), "{name} accepted");
         // The reader holds at most the largest honest record of these images (< 64 KiB + 16 KiB).
@@ -70,11 +71,7 @@ fn huge_claims_cost_no_memory() {
     }
     // A header claiming a maximal record followed by nothing, and a tail claiming a 2^63-byte
     // image: both refused, neither allocates the claim.
-    let full = std::fs::read(format!(
-        "{}/../spec/vectors/valid/full.bin",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let full = std::fs::read(support::spec_dir().join("vectors/valid/full.bin")).unwrap();
     let mut claim = full[..0x70].to_vec(); // Header record only
     claim.extend_from_slice(&[2, 0, 1, 0]); // Task kind, critical
     claim.extend_from_slice(&cr_format::limits::MAX_PAYLOAD_LEN.to_le_bytes());
@@ -169,11 +166,7 @@ fn vma_count_past_the_limit_is_refused_in_bounded_memory() {
 #[test]
 fn million_deep_chain_is_refused_at_once() {
     let _serial = serial();
-    let full = std::fs::read(format!(
-        "{}/../spec/vectors/valid/full.bin",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let full = std::fs::read(support::spec_dir().join("vectors/valid/full.bin")).unwrap();
     let img = cr_format::read::Image::parse(&full).unwrap();
     let many = vec![img; 1_000_000];
     // The depth is the first check, so nothing is walked.

@@ -13,6 +13,7 @@
     clippy::arithmetic_side_effects
 )]
 
+mod support;
 use cr_format::limits::*;
 use cr_format::raw::*;
 use cr_format::read::{Options, Record, Records};
@@ -23,9 +24,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-fn spec_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec")
-}
+use support::spec_dir;
 
 fn header_text() -> String {
     std::fs::read_to_string(spec_dir().join("cr_image.h")).expect("spec/cr_image.h")

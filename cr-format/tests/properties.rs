@@ -8,6 +8,7 @@
     clippy::as_conversions
 )]
 
+mod support;
 use arbitrary::{Arbitrary, Unstructured};
 use cr_format::chain::{Chain, Resolved};
 use cr_format::read::{Image, Options, Records};
@@ -16,11 +17,7 @@ use cr_format::ErrorKind;
 use proptest::prelude::*;
 
 fn vector(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/../spec/vectors/valid/{name}.bin",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
+    std::fs::read(support::spec_dir().join(format!("vectors/valid/{name}.bin"))).unwrap()
 }
 
 proptest! {

@@ -10,15 +10,13 @@
     clippy::arithmetic_side_effects
 )]
 
+mod support;
 use cr_format::raw;
 use cr_format::read::{Image, Record};
 use cr_format::repr::ImageRepr;
-use std::path::PathBuf;
 use zerocopy::FromZeros;
 
-fn spec_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec")
-}
+use support::spec_dir;
 
 fn format_md() -> String {
     std::fs::read_to_string(spec_dir().join("FORMAT.md")).expect("spec/FORMAT.md")

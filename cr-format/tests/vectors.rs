@@ -9,15 +9,14 @@
     clippy::as_conversions
 )]
 
+mod support;
 use cr_format::read::{Image, Options, Parsed, Record, Records, StreamReader};
 use cr_format::repr::ImageRepr;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 fn vectors(kind: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../spec/vectors")
-        .join(kind);
+    let dir = support::spec_dir().join("vectors").join(kind);
     let mut v: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -12,9 +12,9 @@
     clippy::arithmetic_side_effects
 )]
 
+mod support;
 use cr_format::raw::{self, *};
 use cr_format::write::Writer;
-use std::path::PathBuf;
 use zerocopy::little_endian::U32;
 use zerocopy::FromBytes;
 
@@ -137,7 +137,7 @@ fn put(w: &mut Writer<&mut Vec<u8>>, kind: u16, p: &[u8]) -> cr_format::Result<(
 
 #[test]
 fn writer_refuses_every_invalid_1_1_and_1_2_vector_like_the_reader() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors/invalid");
+    let dir = support::spec_dir().join("vectors/invalid");
     let mut checked = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
         let path = e.unwrap().path();

@@ -268,7 +268,8 @@ pub fn checkpoint(o: &CheckpointOptions, progress: &mut dyn Progress) -> Result<
     let crid = tmp.next_crid()?;
     let mut notes = Vec::new();
     let w = if o.direct {
-        progress.start("capture", None);
+        // The pages present now: about what the capture writes.
+        progress.start("capture", super::memory::estimate_bytes(&ins).ok());
         let mut out = Counting {
             inner: tmp.writer(),
             progress: &mut *progress,
@@ -393,7 +394,7 @@ fn write_back(
     let crid = lazy.crid;
     let snap = reg.get(crid)?;
     let t_wb = Instant::now();
-    progress.start("write-back", snap.twin.is_none().then(|| snap.data_bytes()));
+    progress.start("write-back", snap.bytes_to_write());
     let r = snap.write_to(Counting {
         inner: tmp.writer(),
         progress: &mut *progress,

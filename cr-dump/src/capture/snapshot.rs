@@ -174,4 +174,20 @@ impl Snapshot {
     pub fn data_bytes(&self) -> u64 {
         self.stats.data_pages * u64::from(self.meta.header.page_size.get())
     }
+
+    /// About the bytes its write-back writes, for a progress bar: the page data held, or for a
+    /// twin the pages present in it (an upper bound: zero pages and pages found in the parent
+    /// are not written as data). `None` if the twin's page map cannot be read.
+    pub fn bytes_to_write(&self) -> Option<u64> {
+        let Some(t) = &self.twin else {
+            return Some(self.data_bytes());
+        };
+        let pagemap = super::memory::open_proc(t.pid(), "pagemap").ok()?;
+        let mut bytes = 0u64;
+        for v in &self.vmas {
+            let b = super::memory::vma_bytes(t.pid(), &pagemap, &v.vma).ok()?;
+            bytes = bytes.saturating_add(b);
+        }
+        Some(bytes)
+    }
 }

@@ -146,6 +146,10 @@ pub struct VmaRec {
     pub attrs: u32,
     /// The memfd's name, for a memfd mapped shared.
     pub memfd: Option<String>,
+    /// The vDSO's bytes (the `[vdso]` VMA only), read from the task: written in a VdsoData
+    /// record after its Vma, so cores unwind through the task's own vDSO. `None` when they
+    /// could not be read (cores then fall back to this machine's).
+    pub vdso: Option<Vec<u8>>,
     kind: VmaKind,
     policy: Policy,
 }
@@ -213,11 +217,17 @@ impl VmaRec {
             let n = m.path.strip_prefix("/memfd:").unwrap_or(&m.path);
             n.strip_suffix(" (deleted)").unwrap_or(n).to_string()
         });
+        // Read whenever the record is made: the vDSO never changes (a debugger's breakpoint
+        // aside), and it is a few KiB.
+        let vdso = (kind == VmaKind::Vdso)
+            .then(|| read_vdso(pid, m.start, m.end))
+            .flatten();
         VmaRec {
             vma: v,
             path,
             attrs: 0,
             memfd,
+            vdso,
             kind,
             policy,
         }
@@ -231,6 +241,9 @@ impl VmaRec {
             let mut a = raw::VmaAttr::new_zeroed();
             a.attrs = attrs.into();
             w.vma_attr(&a)?;
+        }
+        if let Some(b) = &self.vdso {
+            w.vdso_data(b)?;
         }
         Ok(())
     }
@@ -290,6 +303,20 @@ impl VmaRec {
 /// Whether `m` maps a memfd (privately: a shared one is [`VmaKind::SharedAnon`]).
 fn is_memfd(m: &MapsEntry) -> bool {
     m.dev_major == 0 && m.path.starts_with("/memfd:") && m.path.ends_with(" (deleted)")
+}
+
+/// The bytes of the task's vDSO at `start..end`, through `/proc/PID/mem` (as a twin's memory is
+/// read); `None` if they cannot be read or are longer than a VdsoData holds.
+fn read_vdso(pid: i32, start: u64, end: u64) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let len = end.checked_sub(start)?;
+    if len > u64::from(cr_format::limits::MAX_VDSO_LEN) {
+        return None;
+    }
+    let mut b = vec![0u8; usize::try_from(len).ok()?];
+    let mem = std::fs::File::open(procfs::path(pid, "mem")).ok()?;
+    mem.read_exact_at(&mut b, start).ok()?;
+    Some(b)
 }
 
 /// The VMAs of `ins` as a capture would record them (without attributes).

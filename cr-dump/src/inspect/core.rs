@@ -3,13 +3,14 @@
 //!
 //! Layout, as the kernel's own core dumps: the ELF header; program headers, a PT_NOTE first, then
 //! one PT_LOAD per VMA; the notes (NT_PRSTATUS, NT_PRPSINFO, NT_AUXV, NT_FILE,
-//! NT_FPREGSET, NT_X86_XSTATE); then each VMA's contents, page-aligned, resolved through the image
+//! NT_FPREGSET, NT_X86_XSTATE, NT_X86_XSAVE_LAYOUT); then each VMA's contents, page-aligned, resolved through the image
 //! chain (stored pages, zeros, and for untouched pages of file mappings the file's bytes).
 //!
-//! The vDSO, vvar and vsyscall areas are not in images. gdb needs the vDSO's bytes (its symbols
-//! and unwind tables) to show the stack of a task stopped inside it (`clock_gettime`): it reads
-//! them from the core's memory at `AT_SYSINFO_EHDR`, as in the kernel's own cores. So when the
-//! image's vDSO has the size of this machine's, the core holds this machine's vDSO (read from
+//! gdb needs the vDSO's bytes (its symbols and unwind tables) to show the stack of a task
+//! stopped inside it (`clock_gettime`): it reads them from the core's memory at
+//! `AT_SYSINFO_EHDR`, as in the kernel's own cores. Images of format 1.2 hold them (a VdsoData
+//! record after the vDSO's Vma): the core has the task's own. For an older image, when its vDSO
+//! has the size of this machine's, the core holds this machine's vDSO (read from
 //! `/proc/self/mem`), and says so ([`Core::notes`]): the task's own if it was checkpointed
 //! under this kernel. The vvar and vsyscall PT_LOADs have no file contents.
 
@@ -57,6 +58,8 @@ mod elf {
     pub const NT_FILE: u32 = 0x4649_4c45;
     /// Note types.
     pub const NT_X86_XSTATE: u32 = 0x202;
+    /// Note type: the XSAVE area's layout (`include/uapi/linux/elf.h`, Linux 6.12).
+    pub const NT_X86_XSAVE_LAYOUT: u32 = 0x205;
 
     /// `Elf64_Ehdr`.
     #[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -289,6 +292,35 @@ fn file_note(vmas: &[Vma<'_>], page: u64) -> Vec<u8> {
     f
 }
 
+/// `NT_X86_XSAVE_LAYOUT`'s descriptor, as the kernel (6.12 and later) writes it after
+/// NT_X86_XSTATE: one `struct x86_xfeat_component { u32 type, size, offset, flags; }` per
+/// extended user state component (2 and up) the machine enables, with the offset CPUID leaf 0xD
+/// gives (gdb reads the XSAVE area through it; AMD and Intel CPUs place some components
+/// differently). Images do not record the capturing CPU's layout, so this is THIS machine's:
+/// written only when the image's components (XCR0, which the kernel stores at bytes 464..472
+/// of the area) are all enabled here and every component listed fits in the saved area, which
+/// holds for an image taken on this machine or one like it. `None` otherwise: gdb then uses its
+/// own idea of the layout, as with a core from an older kernel.
+fn xsave_layout(xsave: &[u8]) -> Option<Vec<u8>> {
+    let image_xcr0 = u64::from_le_bytes(xsave.get(464..472)?.try_into().ok()?);
+    let here = crate::sys::xcr0()?;
+    if image_xcr0 & !here != 0 {
+        return None;
+    }
+    let mut out = Vec::new();
+    for i in (2..64).filter(|i| here & (1u64 << i) != 0) {
+        let (size, offset) = crate::sys::xstate_component(i)?;
+        let end = usize::try_from(u64::from(offset) + u64::from(size)).ok()?;
+        if end > xsave.len() {
+            return None;
+        }
+        for v in [i, size, offset, 0] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// Builds the notes of the top image.
 fn notes(img: &Image<'_>, vmas: &[Vma<'_>], args: Option<Vec<u8>>) -> Result<Vec<u8>> {
     let mut n = Vec::new();
@@ -309,6 +341,9 @@ fn notes(img: &Image<'_>, vmas: &[Vma<'_>], args: Option<Vec<u8>>) -> Result<Vec
         note(&mut n, b"CORE", NT_FPREGSET, &r.raw.fxsave)?;
         if !r.xsave.is_empty() {
             note(&mut n, b"LINUX", NT_X86_XSTATE, r.xsave)?;
+            if let Some(layout) = xsave_layout(r.xsave) {
+                note(&mut n, b"LINUX", NT_X86_XSAVE_LAYOUT, &layout)?;
+            }
         }
     }
     Ok(n)
@@ -354,14 +389,20 @@ pub fn write_core(
     Ok(Core { len, notes })
 }
 
-/// This machine's vDSO, if the image's has its size (see the module's doc); a note says which
-/// was used, or why none.
+/// The vDSO's bytes for the core: the task's own, from the image's VdsoData record (format
+/// 1.2); for an image without them, this machine's if it has the size of the image's (see the
+/// module's doc), with a note saying so, or why none.
 fn this_vdso(img: &Image<'_>, notes: &mut Vec<String>) -> Option<Vec<u8>> {
+    if let Some((v, d)) = img.vdso_data() {
+        if len64(d.bytes.len()) == v.end() - v.start() {
+            return Some(d.bytes.to_vec());
+        }
+    }
     let v = img.vmas().find(|v| v.kind() == raw::VMA_VDSO)?;
     let want = v.end() - v.start();
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "?".into(), |s| s.trim().to_string());
-    match read_own_vdso() {
+    match machine_vdso() {
         Ok(b) if len64(b.len()) == want => {
             notes.push(format!(
                 "the image does not hold the vDSO's bytes: the core has this machine's vDSO \
@@ -386,8 +427,9 @@ fn this_vdso(img: &Image<'_>, notes: &mut Vec<String>) -> Option<Vec<u8>> {
     }
 }
 
-/// This process's vDSO: its range in `/proc/self/maps`, its bytes through `/proc/self/mem`.
-fn read_own_vdso() -> std::result::Result<Vec<u8>, String> {
+/// This machine's vDSO (every process of a boot has the same): this process's range in
+/// `/proc/self/maps`, its bytes through `/proc/self/mem`; or why it cannot be read.
+pub fn machine_vdso() -> std::result::Result<Vec<u8>, String> {
     use std::os::unix::fs::FileExt;
     let maps = std::fs::read_to_string("/proc/self/maps")
         .map_err(|e| format!("reading /proc/self/maps: {e}"))?;

@@ -43,5 +43,5 @@ pub use chain::{
 pub use extract::{extract, hexdump, page_content, page_content_with, Page};
 pub use verify::{
     chain_report, check_stream, problem_json, verify, verify_mapped, verify_reader, verify_stream,
-    ChainReport, ImageReport, Report,
+    verify_with, ChainReport, ImageReport, Report,
 };

@@ -112,15 +112,50 @@ fn check_into(report: &mut Report, r: impl Read, name: &str, all: bool) -> Resul
     Ok(())
 }
 
+/// Reports the bytes read through it.
+struct Counted<'p, R> {
+    inner: R,
+    done: u64,
+    total: u64,
+    progress: super::core::Progress<'p>,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done = self.done.saturating_add(n as u64);
+        (self.progress)(self.done, self.total.max(self.done));
+        Ok(n)
+    }
+}
+
 /// Verifies an image file; with `chain`, also its ancestors (found beside it), every link, and
 /// every "parent" page's resolution. With `all`, every problem goes into `Report::problems`
 /// instead of ending the check at the first.
 pub fn verify(path: &Path, chain: bool, all: bool) -> Result<Report> {
-    let open = |p: &Path| super::open_image(p);
+    verify_with(path, chain, all, &mut |_, _| {})
+}
+
+/// [`verify()`], calling `progress(done, total)` with the bytes read of each image file as
+/// it goes (a chain: each image from 0 again).
+pub fn verify_with(
+    path: &Path,
+    chain: bool,
+    all: bool,
+    progress: super::core::Progress<'_>,
+) -> Result<Report> {
     let mut report = Report::default();
-    let check = |report: &mut Report, p: &Path| -> Result<()> {
+    let mut check = |report: &mut Report, p: &Path| -> Result<()> {
+        let f = super::open_image(p)?;
+        let total = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let r = Counted {
+            inner: f,
+            done: 0,
+            total,
+            progress: &mut *progress,
+        };
         // The stream reader buffers itself (one record at a time): no BufReader, no extra copy.
-        check_into(report, open(p)?, &p.display().to_string(), all)
+        check_into(report, r, &p.display().to_string(), all)
     };
     check(&mut report, path)?;
     if !chain {

@@ -120,13 +120,8 @@ fn check_kinds(path: &Path, images: &[Image<'_>]) -> Result<()> {
     for img in images {
         for r in img.records() {
             use cr_format::read::Record as R;
-            // VdsoData (1.2) is known to the reader but not yet restored: refused like an
-            // unknown kind until restore brings it back.
-            let kind = match r.record {
-                R::Unknown(u) => u.kind,
-                R::VdsoData(_) => r.header.kind.get(),
-                _ => continue,
-            };
+            let R::Unknown(u) = r.record else { continue };
+            let kind = u.kind;
             return Err(other(format!(
                 "{}: record kind {} at offset {:#x} is unknown to this cr-dump ({}): it may \
                  hold state of the task that restore would lose; use a newer cr-dump",
@@ -185,6 +180,7 @@ pub(super) fn plan(path: &Path, images: &[Image<'_>]) -> Result<Plan> {
     check_user_space(path, top)?;
     check_kinds(path, images)?;
     let mut warnings = Vec::new();
+    check_vdso(path, top, regs.gpr(GPR_RIP), &mut warnings)?;
     let (vmas, files) = vma_plans(top, &mut warnings)?;
     let exe = if mm.exe.is_empty() {
         None
@@ -224,6 +220,42 @@ pub(super) fn plan(path: &Path, images: &[Image<'_>]) -> Result<Plan> {
     };
     super::process::plan(top, &mut plan)?;
     Ok(plan)
+}
+
+/// The instruction pointer's index in `user_regs_struct` (`NT_PRSTATUS` order).
+const GPR_RIP: usize = 16;
+
+/// The image's vDSO bytes (format 1.2's VdsoData) against this machine's, which the restored
+/// task gets (a task cannot be given another vDSO): a warning when they differ, as code of the
+/// task may have kept addresses inside it; refused when the saved instruction pointer is inside
+/// it, as the task would resume in the middle of different code. Images without the bytes are
+/// not checked (the vDSO areas' sizes are, in [`layout`]).
+fn check_vdso(path: &Path, top: &Image<'_>, rip: u64, warnings: &mut Vec<String>) -> Result<()> {
+    let Some((v, d)) = top.vdso_data() else {
+        return Ok(());
+    };
+    let machine = crate::inspect::core::machine_vdso();
+    if machine.as_deref() == Ok(d.bytes) {
+        return Ok(());
+    }
+    let why = match &machine {
+        Ok(_) => "differs from this machine's (checkpointed under another kernel?)".to_string(),
+        Err(e) => format!("cannot be compared with this machine's ({e})"),
+    };
+    if (v.start()..v.end()).contains(&rip) {
+        return Err(other(format!(
+            "{}: the task was stopped inside its vDSO (at {rip:#x}, in {:#x}-{:#x}), whose \
+             code {why}: it would resume in the middle of other code",
+            path.display(),
+            v.start(),
+            v.end()
+        )));
+    }
+    warnings.push(format!(
+        "the task's vDSO {why}: the restored task runs this machine's; the task may crash in \
+         clock_gettime, gettimeofday or getcpu if it kept an address inside the vDSO"
+    ));
+    Ok(())
 }
 
 /// End of the x86-64 user address space with 4-level paging (`TASK_SIZE`): the kernel maps

@@ -95,6 +95,25 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// The size and offset (in the standard, non-compacted XSAVE format) of user state component
+/// `i` (2..=63), from CPUID leaf 0xD sub-leaf `i`; `None` when the CPU reports none.
+pub fn xstate_component(i: u32) -> Option<(u32, u32)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: CPUID exists on every x86-64 CPU; leaf 0xD is defined when XSAVE is, and
+        // an undefined sub-leaf reads as zeros. It touches no memory. (Safe to call in newer
+        // Rust versions, unsafe in the minimum one.)
+        #[allow(unused_unsafe)]
+        let r = unsafe { std::arch::x86_64::__cpuid_count(0xd, i) };
+        (xcr0().is_some() && r.eax != 0).then_some((r.eax, r.ebx))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = i;
+        None
+    }
+}
+
 /// XCR0, the state components the OS enabled for XSAVE (`xgetbv(0)`), or `None` if the CPU or
 /// the OS has no XSAVE.
 pub fn xcr0() -> Option<u64> {

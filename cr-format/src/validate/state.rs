@@ -238,8 +238,12 @@ impl Validator {
         let at = self.payload_off().saturating_add(88);
         let ftype = f.ftype.get();
         let used = params_used(ftype);
-        for (i, v) in f.params.iter().enumerate().skip(used) {
+        // Not `enumerate().skip(used)`: with overflow checks on, `Enumerate::nth` keeps a panic
+        // path the optimiser cannot remove (nostd-check's panic-free build).
+        let unused = f.params.get(used..).unwrap_or_default();
+        for (k, v) in unused.iter().enumerate() {
             if v.get() != 0 {
+                let i = used.saturating_add(k);
                 let off = at.saturating_add(8u64.saturating_mul(to_u64(i)));
                 return Err(bad(off, "params", "0 where the type uses none", v.get()));
             }

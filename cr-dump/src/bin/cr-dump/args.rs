@@ -117,7 +117,12 @@ pub(crate) enum Cmd {
         memory, file pages past the file's end) are holes, so what is written is bounded by the \
         images' data and the mapped files, whatever the VMAs' sizes. A core is as long as the \
         task's address space: one of a VMA near 16 TiB needs a file system that allows such a \
-        length (tmpfs, XFS; not ext4)."
+        length (tmpfs, XFS; not ext4).\nNotes as the kernel writes them: NT_PRSTATUS, \
+        NT_PRPSINFO, NT_AUXV, NT_FILE, NT_FPREGSET, NT_X86_XSTATE and NT_X86_XSAVE_LAYOUT (the \
+        XSAVE area's layout, Linux 6.12). Images do not record the capturing CPU's XSAVE \
+        layout: the layout note is this machine's (CPUID leaf 0xD), written only when every \
+        XSAVE component of the image is enabled here; otherwise it is left out and gdb uses its \
+        own idea of the layout, as with a core from an older kernel."
     )]
     Core {
         /// The image (its parents are found beside it), or - for standard input (a full image).
@@ -163,8 +168,9 @@ pub(crate) enum Cmd {
     #[command(
         after_help = "Verifies the chain, refuses what cannot be restored (changed mapped file, \
         another architecture or kernel vDSO layout, XSAVE features this CPU lacks, a VMA or \
-        page run outside the user address space, an open file that changed) before anything \
-        starts, then builds the task in a child of cr-dump by ptrace syscall injection. The \
+        page run outside the user address space, an open file that changed; a task stopped \
+        inside a vDSO whose bytes differ from this machine's) before anything starts (a vDSO \
+        that differs elsewhere is a warning: the task gets this machine's), then builds the task in a child of cr-dump by ptrace syscall injection. The \
         task gets a new pid, the image's credentials (refused if cr-dump may not give them), its working directory and its open files at their numbers, \
         offsets and flags: files reopened by path and checked (device, inode, size, mtime), \
         deleted files recreated unlinked with their contents, dup'ed descriptors sharing one \

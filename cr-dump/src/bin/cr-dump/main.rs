@@ -208,7 +208,11 @@ fn verify_cmd(path: &std::path::Path, chain: bool, all: bool, json: bool) -> Res
     let report = if is_stdin(path) {
         inspect::verify_reader(std::io::stdin().lock(), "-", all)
     } else {
-        inspect::verify(path, chain, all)
+        // Large images take seconds to read and check.
+        let meter = Meter::new("verify", Some(0));
+        let r = inspect::verify_with(path, chain, all, &mut |d, t| meter.set(d, t));
+        meter.finish();
+        r
     };
     let report = match report {
         Ok(r) => r,
@@ -305,34 +309,11 @@ fn diff_cmd(a: &std::path::Path, b: &std::path::Path, json: bool) -> Result<(), 
 }
 
 fn core_cmd(image: &std::path::Path, out: &std::path::Path) -> Result<(), Fail> {
-    // Progress on stderr when it is a terminal: cores of large tasks take seconds.
-    let pb = std::io::stderr().is_terminal().then(|| {
-        let pb = indicatif::ProgressBar::with_draw_target(
-            Some(0),
-            indicatif::ProgressDrawTarget::stderr(),
-        );
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "core {bar:30} {percent:>3}% {binary_bytes}/{binary_total_bytes} \
-                 {binary_bytes_per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        pb
-    });
-    let mut progress = |done: u64, total: u64| {
-        if let Some(pb) = &pb {
-            // set_length redraws at once; set_position is rate-limited.
-            if pb.length() != Some(total) {
-                pb.set_length(total);
-            }
-            pb.set_position(done);
-        }
-    };
+    // Cores of large tasks take seconds.
+    let meter = Meter::new("core", Some(0));
+    let mut progress = |done: u64, total: u64| meter.set(done, total);
     let core = output::write_atomic(out, |w| inspect::core::write_core(image, w, &mut progress));
-    if let Some(pb) = &pb {
-        pb.finish_and_clear();
-    }
+    meter.finish();
     let core = core?;
     for n in &core.notes {
         eprintln!("cr-dump: note: {n}");
@@ -469,14 +450,29 @@ fn squash_cmd(image: &std::path::Path, out: &std::path::Path) -> Result<(), Fail
         // An image in a directory: named like a checkpoint's, never over a file there.
         let mut tmp = output::TempImage::create(out, &stem)?;
         let crid = tmp.next_crid()?;
-        let s = squash::squash(image, crid, &mut tmp.writer())?;
-        (s, tmp.commit(crid, false)?)
+        let meter = Meter::new("squash", Some(squash_estimate(image)));
+        let w = Metered {
+            inner: tmp.writer(),
+            meter: &meter,
+        };
+        let s = squash::squash(image, crid, w);
+        meter.finish();
+        (s?, tmp.commit(crid, false)?)
     } else {
         let crid = crid::next()?;
-        (
-            output::write_atomic(out, |w| squash::squash(image, crid, w))?,
-            out.to_path_buf(),
-        )
+        let meter = Meter::new("squash", Some(squash_estimate(image)));
+        let s = output::write_atomic(out, |w| {
+            squash::squash(
+                image,
+                crid,
+                Metered {
+                    inner: w,
+                    meter: &meter,
+                },
+            )
+        });
+        meter.finish();
+        (s?, out.to_path_buf())
     };
     println!(
         "squashed {} image(s) (newest CRID {}) into {}: CRID {}, {} bytes, {} data and {} zero pages",
@@ -489,6 +485,34 @@ fn squash_cmd(image: &std::path::Path, out: &std::path::Path) -> Result<(), Fail
         s.zero_pages
     );
     Ok(())
+}
+
+/// About the bytes a squash of `image` writes, for its progress bar: the page data of its
+/// newest image and of every page it finds in a parent (0 when it cannot be read now: the
+/// squash says why).
+fn squash_estimate(image: &std::path::Path) -> u64 {
+    use cr_format::read::{Options, Record, Records, RunKind};
+    if inspect::chain::is_stdin(image) {
+        return 0;
+    }
+    let Ok(m) = inspect::Mapped::open(image) else {
+        return 0;
+    };
+    let mut pages = 0u64;
+    let mut page_size = 0u64;
+    for r in Records::new(m.bytes(), Options { verify_data: false }) {
+        match r.map(|p| p.record) {
+            Ok(Record::Header(h)) => page_size = u64::from(h.page_size.get()),
+            Ok(Record::Pages(pg)) => {
+                for run in pg.iter().filter(|r| r.kind != RunKind::Zero) {
+                    pages = pages.saturating_add(u64::from(run.pages));
+                }
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    pages.saturating_mul(page_size)
 }
 
 /// Kills and reaps a child we started, when dropped (unless released).
@@ -540,22 +564,97 @@ impl FdClone for std::io::Stderr {
     }
 }
 
-/// Shows the long steps of a checkpoint as a progress bar on a terminal, and prints its notes.
+/// A determinate progress bar (percent, human sizes, rate, ETA) on stderr, drawn only when
+/// stderr is a terminal: never into a pipe or a file, whatever stdout is. One for every long
+/// step: checkpoint capture and write-back, `core`, `squash`, `verify`.
+struct Meter(Option<indicatif::ProgressBar>);
+
+impl Meter {
+    /// A bar for `step` of `total` bytes (`None`: not known, a spinner with the count).
+    fn new(step: &'static str, total: Option<u64>) -> Meter {
+        if !std::io::stderr().is_terminal() {
+            return Meter(None);
+        }
+        let b = indicatif::ProgressBar::with_draw_target(
+            total,
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        let template = match total {
+            Some(_) => {
+                "{msg:<10} [{bar:30}] {percent:>3}% {binary_bytes}/{binary_total_bytes} \
+                 {binary_bytes_per_sec} ETA {eta}"
+            }
+            None => "{msg:<10} {spinner} {binary_bytes} {binary_bytes_per_sec}",
+        };
+        let style = indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        b.set_style(style.progress_chars("=> "));
+        b.set_message(step);
+        Meter(Some(b))
+    }
+
+    /// `done` of `total` bytes.
+    fn set(&self, done: u64, total: u64) {
+        if let Some(b) = &self.0 {
+            // set_length redraws at once; set_position is rate-limited.
+            if b.length() != Some(total) {
+                b.set_length(total);
+            }
+            b.set_position(done);
+        }
+    }
+
+    /// `n` more bytes. A total that was an estimate grows rather than showing over 100%.
+    fn inc(&self, n: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(n);
+            if b.length().is_some_and(|l| l < b.position()) {
+                b.set_length(b.position());
+            }
+        }
+    }
+
+    /// Removes the bar.
+    fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Counts the bytes written through it on a [`Meter`].
+struct Metered<'m, W> {
+    inner: W,
+    meter: &'m Meter,
+}
+
+impl<W: Write> Write for Metered<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.meter.inc(n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Shows the long steps of a checkpoint on a [`Meter`], and prints its notes.
 #[derive(Default)]
-struct Bar(Option<indicatif::ProgressBar>);
+struct Bar(Option<Meter>);
 
 impl capture::Progress for Bar {
     fn start(&mut self, step: &'static str, len: Option<u64>) {
-        self.0 = bar(len, step);
+        self.0 = Some(Meter::new(step, len));
     }
     fn advance(&mut self, bytes: u64) {
-        if let Some(b) = &self.0 {
-            b.inc(bytes);
+        if let Some(m) = &self.0 {
+            m.inc(bytes);
         }
     }
     fn finish(&mut self) {
-        if let Some(b) = self.0.take() {
-            b.finish_and_clear();
+        if let Some(m) = self.0.take() {
+            m.finish();
         }
     }
     fn note(&mut self, note: &str) {
@@ -563,38 +662,13 @@ impl capture::Progress for Bar {
     }
 }
 
-/// The restore's progress bar on stderr, when stderr is a terminal (none for a lazy
-/// `--detach`: the server fills after this command ends).
+/// The restore's progress bar (a [`Meter`]'s), none for a lazy `--detach`: the server fills
+/// after this command ends.
 fn restore_bar(lazy_detach: bool) -> Option<indicatif::ProgressBar> {
-    if lazy_detach || !std::io::stderr().is_terminal() {
+    if lazy_detach {
         return None;
     }
-    let b =
-        indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
-    let style = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    b.set_style(style.progress_chars("=> "));
-    b.set_message("restore");
-    Some(b)
-}
-
-fn bar(len: Option<u64>, msg: &'static str) -> Option<indicatif::ProgressBar> {
-    if !std::io::stdout().is_terminal() {
-        return None;
-    }
-    let b = match len {
-        Some(l) => indicatif::ProgressBar::new(l),
-        None => indicatif::ProgressBar::new_spinner(),
-    };
-    let style = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    b.set_style(style.progress_chars("=> "));
-    b.set_message(msg);
-    Some(b)
+    Meter::new("restore", Some(0)).0
 }
 
 /// This process's peak resident set (`VmHWM`), KiB.
