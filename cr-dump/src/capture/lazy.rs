@@ -3,7 +3,7 @@
 
 use super::check::Inspection;
 use super::freeze::{freeze, frozen_err, Frozen};
-use super::memory::{buf_len, open_proc, page_size, pages_in, read_memory_parallel, spans_of};
+use super::memory::{buf_len, open_proc, page_size, pages_in, read_memory_parallel, spans_of_all};
 use super::options::{Options, Stats};
 use super::plan::plan_pages;
 use super::snapshot::{SnapVma, Snapshot};
@@ -127,12 +127,16 @@ fn capture_frozen(
         t.arm(pid, &vmas)?;
     }
     scans.resize(vmas.len(), None);
-    let mut per_vma: Vec<Vec<PageSpan>> = Vec::with_capacity(vmas.len());
-    for (v, sc) in vmas.iter().zip(&scans) {
-        per_vma.push(match sc {
-            Some(sc) => sc.written.clone(),
-            None => spans_of(pid, &pagemap, v, ps64)?,
-        });
+    // One walk of the whole address space for the VMAs without a scan.
+    let mut per_vma = if scans.iter().all(Option::is_some) {
+        vec![Vec::new(); vmas.len()]
+    } else {
+        spans_of_all(pid, &pagemap, &vmas, ps64)?
+    };
+    for (spans, sc) in per_vma.iter_mut().zip(&scans) {
+        if let Some(sc) = sc {
+            spans.clone_from(&sc.written);
+        }
     }
     let all: Vec<PageSpan> = per_vma.iter().flatten().copied().collect();
     let need = buf_len(pages_in(&all), ps)?;

@@ -28,6 +28,8 @@ pub const PAGE_IS_WRITTEN: u64 = k::PAGE_IS_WRITTEN as u64;
 pub const PAGE_IS_PRESENT: u64 = k::PAGE_IS_PRESENT as u64;
 /// `PAGE_IS_SWAPPED`.
 pub const PAGE_IS_SWAPPED: u64 = k::PAGE_IS_SWAPPED as u64;
+/// `PAGE_IS_FILE`: a page of a file (or shmem), not anonymous.
+pub const PAGE_IS_FILE: u64 = k::PAGE_IS_FILE as u64;
 /// `PAGE_IS_PFNZERO`.
 pub const PAGE_IS_PFNZERO: u64 = k::PAGE_IS_PFNZERO as u64;
 
