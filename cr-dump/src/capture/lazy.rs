@@ -44,22 +44,30 @@ pub(crate) fn capture_lazy_tracked(
         .map_err(|e| frozen_err(pid, e))
 }
 
-/// Lazy capture by a copy-on-write twin ([`super::twin`]): freeze, make the twin, release the
-/// task. When no twin can stand for the task, the memory is copied while it is stopped, into
-/// `fallback` (grown if too small) as [`capture_lazy`] does, and the reason is in
-/// [`Snapshot::twin`]'s absence and the returned note.
+/// Lazy capture by a copy-on-write twin ([`super::twin`]): freeze, (re)arm dirty tracking if
+/// `tracker` is given (one that gives no scans: a full capture), make the twin, release the
+/// task. The twin is made after the arming, so its memory is the tracker's baseline: the
+/// task is stopped for the arming and a fork, not for a copy of its memory. When no twin can
+/// stand for the task, the memory is copied while it is stopped, into `fallback` (grown if
+/// too small) as [`capture_lazy`] does, and the reason is in [`Snapshot::twin`]'s absence and
+/// the returned note.
 pub(crate) fn capture_cow(
     ins: &Inspection,
     crid: u64,
     opts: &Options,
+    mut tracker: Option<&mut dyn Tracker>,
     fallback: impl FnOnce() -> Result<sys::MapBuf>,
 ) -> Result<(Snapshot, Option<String>)> {
     let started = Instant::now();
     let pid = ins.pid;
     let (_, ps32) = page_size()?;
     let frozen = freeze(pid)?;
-    let made = read_frozen(ins, crid, ps32, &opts.state)
-        .and_then(|(meta, vmas)| Ok((twin::make(pid, &vmas)?, meta, vmas)));
+    let made = read_frozen(ins, crid, ps32, &opts.state).and_then(|(meta, vmas)| {
+        if let Some(t) = tracker.as_mut() {
+            t.arm(pid, &vmas)?;
+        }
+        Ok((twin::make(pid, &vmas)?, meta, vmas))
+    });
     match made {
         Ok((Ok(twin), meta, vmas)) => {
             let downtime = frozen.release(opts.after)?;
@@ -93,7 +101,8 @@ pub(crate) fn capture_cow(
         }
         Ok((Err(why), _, _)) => {
             let buf = fallback()?;
-            let snap = capture_frozen(ins, crid, opts, buf, frozen, started, None)
+            // Armed above: armed again (the same ranges, protected afterwards) before the copy.
+            let snap = capture_frozen(ins, crid, opts, buf, frozen, started, tracker)
                 .map_err(|e| frozen_err(pid, e))?;
             Ok((snap, Some(why)))
         }

@@ -134,6 +134,9 @@ struct Regions<'f> {
     /// Where the next scan starts.
     at: u64,
     end: u64,
+    /// The end of the last region taken: the kernel may resume a full buffer's walk below
+    /// it (seen on 6.18), and no page is taken twice.
+    covered: u64,
 }
 
 /// Regions per `PAGEMAP_SCAN` call of a walk.
@@ -149,7 +152,7 @@ impl Regions<'_> {
             if let Some(r) = self.buf.get(self.idx) {
                 return Ok(Some(*r));
             }
-            let at = self.at.max(from);
+            let at = self.at.max(from).max(self.covered);
             if at >= self.end {
                 return Ok(None);
             }
@@ -172,7 +175,13 @@ impl Regions<'_> {
                     self.pid
                 )));
             }
-            self.at = walked;
+            let covered = &mut self.covered;
+            self.buf.retain_mut(|r| {
+                r.start = r.start.max(*covered);
+                *covered = (*covered).max(r.end);
+                r.start < r.end
+            });
+            self.at = walked.max(self.covered);
             self.idx = 0;
         }
     }
@@ -207,6 +216,7 @@ pub(crate) fn for_each_vma_span(
         idx: 0,
         at: start,
         end,
+        covered: 0,
     };
     for (i, v) in vmas.iter().enumerate() {
         if !f(Walk::Vma(i))? {

@@ -119,21 +119,26 @@ pub fn pagemap_scan_all(
             end: range.end,
         };
         let end = pagemap_scan(pagemap, r, &q, &mut buf)?;
+        // The kernel may resume a full buffer's walk below the end of the last region it
+        // gave (seen on 6.18): regions are clipped to what is not taken yet.
         for g in &buf {
+            let covered = out.last().map_or(0, |l| l.end);
+            let start = g.start.max(covered);
+            if g.end <= start {
+                continue;
+            }
             match out.last_mut() {
-                Some(l) if l.end == g.start => l.end = g.end,
-                _ => out.push(AddrRange {
-                    start: g.start,
-                    end: g.end,
-                }),
+                Some(l) if l.end == start => l.end = g.end,
+                _ => out.push(AddrRange { start, end: g.end }),
             }
         }
-        if end <= at {
+        let next = end.max(out.last().map_or(0, |l| l.end));
+        if next <= at {
             return Err(io::Error::other(format!(
                 "PAGEMAP_SCAN made no progress at {at:#x}"
             )));
         }
-        at = end;
+        at = next;
     }
     Ok(out)
 }
