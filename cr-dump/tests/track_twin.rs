@@ -70,6 +70,10 @@ impl Prog {
         let bin = program("incr");
         let mut child = Command::new(bin)
             .arg(pages.to_string())
+            // No rseq area: the kernel rewrites it (the CPU number) whenever the task returns
+            // to user mode, as it does for every system call a checkpoint injects, so two
+            // checkpoints of the stopped task would see different bytes there.
+            .env("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
