@@ -1,5 +1,7 @@
-//! Reading the task's memory: which pages to store (a walk of `/proc/PID/pagemap` per VMA), and
-//! copying them out, by `process_vm_readv` (one or two threads) or through `/proc/PID/mem`.
+//! Reading the task's memory: which pages to store (`PAGEMAP_SCAN` over many VMAs at once,
+//! `for_each_vma_span`; or a walk of `/proc/PID/pagemap` over one VMA, `for_each_span`),
+//! and copying them out, by `process_vm_readv` (one or two threads) or through
+//! `/proc/PID/mem`.
 
 use super::check::Inspection;
 use super::freeze::gone_or;
