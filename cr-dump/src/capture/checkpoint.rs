@@ -286,6 +286,11 @@ pub fn checkpoint(o: &CheckpointOptions, progress: &mut dyn Progress) -> Result<
             fidelity: r.fidelity,
         }
     } else {
+        if let Some(s) = session.as_mut().filter(|_| o.precopy.is_none()) {
+            // A full capture that arms tracking: most of the protection is set while the task
+            // runs, not in the freeze.
+            s.prearm(pid, &super::vma::vma_recs(&ins))?;
+        }
         let lazy = take_lazy(o, &ins, crid, &opts, parent.as_ref(), session.as_mut())?;
         if let Err(e) = safe_point() {
             // Held in the registry: dropping it kills and reaps a twin.
@@ -330,7 +335,11 @@ pub fn checkpoint(o: &CheckpointOptions, progress: &mut dyn Progress) -> Result<
         vmas: w.stats.vmas,
         mode: if o.direct { Mode::Direct } else { Mode::Lazy },
         snapshot: w.snapshot,
-        downtime: w.stats.downtime,
+        // Both stops when tracking was armed before the freeze.
+        downtime: w.stats.downtime
+            + session
+                .as_ref()
+                .map_or(Duration::ZERO, |s| s.prearm_downtime),
         capture: w.stats.capture,
         writeback: w.writeback,
         notes,

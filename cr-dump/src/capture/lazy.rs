@@ -3,7 +3,9 @@
 
 use super::check::Inspection;
 use super::freeze::{freeze, frozen_err, Frozen};
-use super::memory::{buf_len, open_proc, page_size, pages_in, read_memory_parallel, spans_of};
+use super::memory::{
+    buf_len, open_proc, page_size, pages_in, read_memory_parallel, spans_of, spans_of_all,
+};
 use super::options::{Options, Stats};
 use super::plan::plan_pages;
 use super::snapshot::{SnapVma, Snapshot};
@@ -44,23 +46,31 @@ pub(crate) fn capture_lazy_tracked(
         .map_err(|e| frozen_err(pid, e))
 }
 
-/// Lazy capture by a copy-on-write twin ([`super::twin`]): freeze, make the twin, copy the
-/// shared memory the twin would share rather than hold ([`copy_held`]), release the task.
-/// When no twin can stand for the task, the memory is copied while it is stopped, into
-/// `fallback` (grown if too small) as [`capture_lazy`] does, and the reason is in
-/// [`Snapshot::twin`]'s absence and the returned note.
+/// Lazy capture by a copy-on-write twin ([`super::twin`]): freeze, (re)arm dirty tracking if
+/// `tracker` is given (one that gives no scans: a full capture), make the twin, copy the shared
+/// memory the twin would share rather than hold ([`copy_held`]), release the task. The twin is
+/// made after the arming, so its memory is the tracker's baseline: the task is stopped for the
+/// arming, a fork and the copy of shared memory, not for a copy of all its memory. When no twin
+/// can stand for the task, the memory is copied while it is stopped, into `fallback` (grown if
+/// too small) as [`capture_lazy`] does, and the reason is in [`Snapshot::twin`]'s absence and
+/// the returned note.
 pub(crate) fn capture_cow(
     ins: &Inspection,
     crid: u64,
     opts: &Options,
+    mut tracker: Option<&mut dyn Tracker>,
     fallback: impl FnOnce() -> Result<sys::MapBuf>,
 ) -> Result<(Snapshot, Option<String>)> {
     let started = Instant::now();
     let pid = ins.pid;
     let (_, ps32) = page_size()?;
     let frozen = freeze(pid)?;
-    let made = read_frozen(ins, crid, ps32, &opts.state)
-        .and_then(|(meta, vmas)| Ok((twin::make(pid, &vmas)?, meta, vmas)));
+    let made = read_frozen(ins, crid, ps32, &opts.state).and_then(|(meta, vmas)| {
+        if let Some(t) = tracker.as_mut() {
+            t.arm(pid, &vmas)?;
+        }
+        Ok((twin::make(pid, &vmas)?, meta, vmas))
+    });
     match made {
         Ok((Ok(twin), meta, vmas)) => {
             // The twin shares shared memory with the task: those VMAs are copied now.
@@ -89,7 +99,8 @@ pub(crate) fn capture_cow(
         }
         Ok((Err(why), _, _)) => {
             let buf = fallback()?;
-            let snap = capture_frozen(ins, crid, opts, buf, frozen, started, None)
+            // Armed above: armed again (the same ranges, protected afterwards) before the copy.
+            let snap = capture_frozen(ins, crid, opts, buf, frozen, started, tracker)
                 .map_err(|e| frozen_err(pid, e))?;
             Ok((snap, Some(why)))
         }
@@ -174,12 +185,16 @@ fn capture_frozen(
         t.arm(pid, &vmas)?;
     }
     scans.resize(vmas.len(), None);
-    let mut per_vma: Vec<Vec<PageSpan>> = Vec::with_capacity(vmas.len());
-    for (v, sc) in vmas.iter().zip(&scans) {
-        per_vma.push(match sc {
-            Some(sc) => sc.written.clone(),
-            None => spans_of(pid, &pagemap, v, ps64)?,
-        });
+    // One walk of the whole address space for the VMAs without a scan.
+    let mut per_vma = if scans.iter().all(Option::is_some) {
+        vec![Vec::new(); vmas.len()]
+    } else {
+        spans_of_all(pid, &pagemap, &vmas, ps64)?
+    };
+    for (spans, sc) in per_vma.iter_mut().zip(&scans) {
+        if let Some(sc) = sc {
+            spans.clone_from(&sc.written);
+        }
     }
     let all: Vec<PageSpan> = per_vma.iter().flatten().copied().collect();
     let need = buf_len(pages_in(&all), ps)?;

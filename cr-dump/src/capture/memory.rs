@@ -1,5 +1,7 @@
-//! Reading the task's memory: which pages to store (a walk of `/proc/PID/pagemap` per VMA), and
-//! copying them out, by `process_vm_readv` (one or two threads) or through `/proc/PID/mem`.
+//! Reading the task's memory: which pages to store (`PAGEMAP_SCAN` over many VMAs at once,
+//! `for_each_vma_span`; or a walk of `/proc/PID/pagemap` over one VMA, `for_each_span`),
+//! and copying them out, by `process_vm_readv` (one or two threads) or through
+//! `/proc/PID/mem`.
 
 use super::check::Inspection;
 use super::freeze::gone_or;
@@ -102,6 +104,208 @@ pub(crate) fn spans_of(pid: i32, pagemap: &File, v: &VmaRec, ps: u64) -> Result<
     Ok(rs)
 }
 
+/// What [`for_each_vma_span`] reports, in address order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Walk {
+    /// VMA `i` of the list starts (before any of its spans).
+    Vma(usize),
+    /// A span of pages of VMA `i` to store.
+    Span(usize, PageSpan),
+}
+
+/// Whether a page of a VMA of policy `p` (`Present` or `AnonOnly`) whose `PAGEMAP_SCAN`
+/// categories are `cat` (present or swapped) is stored: [`Policy::keeps`] for the scan's bits.
+fn keeps_categories(p: Policy, cat: u64) -> bool {
+    match p {
+        Policy::AnonOnly => {
+            cat & sys::PAGE_IS_SWAPPED != 0
+                || (cat & sys::PAGE_IS_PRESENT != 0 && cat & sys::pagemap::PAGE_IS_FILE == 0)
+        }
+        Policy::Skip => false,
+        Policy::Present | Policy::Shared | Policy::Whole => true,
+    }
+}
+
+/// Regions of one address space that are present or swapped, in address order, read by
+/// `PAGEMAP_SCAN` a batch at a time as a walk over the VMAs asks for them.
+struct Regions<'f> {
+    pid: i32,
+    pagemap: &'f File,
+    buf: Vec<sys::PageRegion>,
+    idx: usize,
+    /// Where the next scan starts.
+    at: u64,
+    end: u64,
+    /// The end of the last region taken: the kernel may resume a full buffer's walk below
+    /// it (seen on 6.18), and no page is taken twice.
+    covered: u64,
+}
+
+/// Regions per `PAGEMAP_SCAN` call of a walk.
+const REGIONS_PER_SCAN: usize = 4096;
+
+impl Regions<'_> {
+    /// The first region that ends after `from`, scanning on as needed; `None` past the end.
+    fn first_after(&mut self, from: u64) -> Result<Option<sys::PageRegion>> {
+        loop {
+            while self.buf.get(self.idx).is_some_and(|r| r.end <= from) {
+                self.idx += 1;
+            }
+            if let Some(r) = self.buf.get(self.idx) {
+                return Ok(Some(*r));
+            }
+            let at = self.at.max(from).max(self.covered);
+            if at >= self.end {
+                return Ok(None);
+            }
+            let q = sys::ScanQuery {
+                anyof_mask: sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
+                return_mask: sys::PAGE_IS_PRESENT
+                    | sys::PAGE_IS_SWAPPED
+                    | sys::pagemap::PAGE_IS_FILE,
+                ..sys::ScanQuery::default()
+            };
+            let range = crate::span::AddrRange {
+                start: at,
+                end: self.end,
+            };
+            let walked = sys::pagemap_scan(self.pagemap, range, &q, &mut self.buf)
+                .map_err(|e| gone_or(self.pid, e, "PAGEMAP_SCAN"))?;
+            if walked <= at {
+                return Err(Error::Other(format!(
+                    "PAGEMAP_SCAN of pid {} made no progress at {at:#x}",
+                    self.pid
+                )));
+            }
+            let covered = &mut self.covered;
+            self.buf.retain_mut(|r| {
+                r.start = r.start.max(*covered);
+                *covered = (*covered).max(r.end);
+                r.start < r.end
+            });
+            self.at = walked.max(self.covered);
+            self.idx = 0;
+        }
+    }
+}
+
+/// Calls `f` for every VMA of `vmas` (in address order, as maps lists them) and the spans of
+/// its pages to store (at most `max_pages` pages each), until `f` returns `false`. Unlike a
+/// pagemap read per VMA, one `PAGEMAP_SCAN` covers many VMAs: the cost follows the pages and
+/// the regions they form, not the number of mappings.
+pub(crate) fn for_each_vma_span(
+    pid: i32,
+    pagemap: &File,
+    vmas: &[VmaRec],
+    page_size: u64,
+    max_pages: u64,
+    mut f: impl FnMut(Walk) -> Result<bool>,
+) -> Result<()> {
+    let scanned = |v: &VmaRec| matches!(v.policy(), Policy::Present | Policy::AnonOnly);
+    let start = vmas
+        .iter()
+        .find(|v| scanned(v))
+        .map_or(0, |v| v.vma.start.get());
+    let end = vmas
+        .iter()
+        .rev()
+        .find(|v| scanned(v))
+        .map_or(0, |v| v.vma.end.get());
+    let mut regions = Regions {
+        pid,
+        pagemap,
+        buf: Vec::with_capacity(REGIONS_PER_SCAN),
+        idx: 0,
+        at: start,
+        end,
+        covered: 0,
+    };
+    for (i, v) in vmas.iter().enumerate() {
+        if !f(Walk::Vma(i))? {
+            return Ok(());
+        }
+        let policy = v.policy();
+        if matches!(policy, Policy::Shared | Policy::Whole) {
+            let mut go_on = true;
+            super::vma::for_each_object_span(pid, v, page_size, max_pages, |s| {
+                if go_on {
+                    go_on = f(Walk::Span(i, s))?;
+                }
+                Ok(())
+            })?;
+            if !go_on {
+                return Ok(());
+            }
+            continue;
+        }
+        if !scanned(v) {
+            continue;
+        }
+        let (a, b) = (v.vma.start.get(), v.vma.end.get());
+        let mut cur: Option<PageSpan> = None;
+        while let Some(r) = regions.first_after(a)? {
+            if r.start >= b {
+                break;
+            }
+            if keeps_categories(policy, r.categories) {
+                let mut p = r.start.max(a);
+                let q = r.end.min(b);
+                while p < q {
+                    match &mut cur {
+                        Some(s) if s.addr + s.pages * page_size == p && s.pages < max_pages => {
+                            let n = ((q - p) / page_size).min(max_pages - s.pages);
+                            s.pages += n;
+                            p += n * page_size;
+                        }
+                        _ => {
+                            if let Some(s) = cur.take() {
+                                if !f(Walk::Span(i, s))? {
+                                    return Ok(());
+                                }
+                            }
+                            let n = ((q - p) / page_size).min(max_pages);
+                            cur = Some(PageSpan::new(p, n));
+                            p += n * page_size;
+                        }
+                    }
+                }
+            }
+            if r.end > b {
+                break; // the rest of the region is the next VMA's
+            }
+            regions.idx += 1;
+        }
+        if let Some(s) = cur {
+            if !f(Walk::Span(i, s))? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The spans of every VMA of `vmas` to store, whole, one list per VMA.
+pub(crate) fn spans_of_all(
+    pid: i32,
+    pagemap: &File,
+    vmas: &[VmaRec],
+    ps: u64,
+) -> Result<Vec<Vec<PageSpan>>> {
+    let mut out: Vec<Vec<PageSpan>> = Vec::with_capacity(vmas.len());
+    for_each_vma_span(pid, pagemap, vmas, ps, u64::MAX, |w| {
+        match w {
+            Walk::Vma(_) => out.push(Vec::new()),
+            Walk::Span(_, s) => {
+                if let Some(l) = out.last_mut() {
+                    l.push(s);
+                }
+            }
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
 /// Pages in `spans`.
 pub(crate) fn pages_in(spans: &[PageSpan]) -> u64 {
     spans.iter().map(|s| s.pages).sum()
@@ -111,11 +315,15 @@ pub(crate) fn pages_in(spans: &[PageSpan]) -> u64 {
 /// sizing estimate for the buffer, taken before the freeze so the freeze does not pay for it).
 pub fn estimate_bytes(ins: &Inspection) -> Result<u64> {
     let pagemap = open_proc(ins.pid, "pagemap")?;
-    let mut bytes = 0u64;
-    for v in &vma_recs(ins) {
-        bytes = bytes.saturating_add(vma_bytes(ins.pid, &pagemap, v)?);
-    }
-    Ok(bytes)
+    let ps = sys::page_size() as u64;
+    let mut pages = 0u64;
+    for_each_vma_span(ins.pid, &pagemap, &vma_recs(ins), ps, u64::MAX, |w| {
+        if let Walk::Span(_, s) = w {
+            pages = pages.saturating_add(s.pages);
+        }
+        Ok(true)
+    })?;
+    Ok(pages.saturating_mul(ps))
 }
 
 /// Bytes of page data of `v` a capture would copy now (per the pagemap).

@@ -25,10 +25,10 @@
 //!
 //! # How page bytes travel from the task to the image
 //!
-//! 1. Which pages: `memory::for_each_span` walks `/proc/PID/pagemap` over each VMA as its
-//!    [`vma::Policy`] says (present or swapped anonymous pages; only the copied-on-write pages
-//!    of a private file mapping; nothing of shared mappings and the vDSO), or a tracker's
-//!    [`Scan`] says which were written.
+//! 1. Which pages: `memory::for_each_vma_span` walks the VMAs with `PAGEMAP_SCAN` (one call
+//!    covers many VMAs) as each one's [`vma::Policy`] says (present or swapped anonymous
+//!    pages; only the copied-on-write pages of a private file mapping; nothing of shared
+//!    mappings and the vDSO), or a tracker's [`Scan`] says which were written.
 //! 2. Read: `process_vm_readv` from the frozen task (`memory::read_memory`, split over two
 //!    threads for a large copy), or `/proc/PID/mem` from a twin (pinning would unshare its
 //!    copy-on-write pages).

@@ -131,10 +131,12 @@ impl Registry {
                     .unwrap_or_else(|_| ins.status.rss_anon.saturating_add(ins.status.vm_swap))
             })
         };
+        let mut tracker = tracker;
         // Not for a task killed after the checkpoint: the twin, its child, would outlive it as
-        // an orphan of init (and a copy costs the task nothing then). Not with a tracker: a
-        // twin does not carry the tracking state, and tracking needs the copied pages.
-        if tracker.is_none() && opts.after != After::Kill {
+        // an orphan of init (and a copy costs the task nothing then). Not with a tracker that
+        // gives scans: a tracked incremental copies only the written pages while stopped. A
+        // tracker that gives none is armed while the twin is made.
+        if tracker.as_ref().is_none_or(|t| !t.usable()) && opts.after != After::Kill {
             let twin = match opts.lazy {
                 LazyMode::Auto => present() >= TWIN_MIN_BYTES,
                 LazyMode::Twin => true,
@@ -152,7 +154,13 @@ impl Registry {
                     }
                     None => None,
                 };
-                let (mut snap, note) = lazy::capture_cow(ins, crid, opts, || Ok(self.pooled()))?;
+                let (mut snap, note) = lazy::capture_cow(
+                    ins,
+                    crid,
+                    opts,
+                    tracker.as_mut().map(|t| &mut **t as &mut dyn Tracker),
+                    || Ok(self.pooled()),
+                )?;
                 if let Some(p) = own_parent {
                     if snap.twin.is_some() {
                         p.name_in(&mut snap.meta.header, cr_format::raw::DIFF_CONTENT_COMPARE);
@@ -168,7 +176,6 @@ impl Registry {
                 return Ok(lazy);
             }
         }
-        let mut tracker = tracker;
         // With a usable tracker only the written pages of the tracked VMAs are copied: the
         // buffer is pre-faulted for those (pre-faulting for everything took longer than the
         // whole incremental checkpoint), and the whole pagemap is not read for a size.

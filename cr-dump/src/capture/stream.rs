@@ -4,7 +4,9 @@
 //! run on the ordered worker pipeline (`pipeline.rs`).
 
 use super::incremental::equal_in_parent;
-use super::memory::{buf_len, for_each_span, open_proc, read_memory, read_memory_mem_file};
+use super::memory::{
+    buf_len, for_each_vma_span, open_proc, read_memory, read_memory_mem_file, Walk,
+};
 use super::options::Stats;
 use super::pipeline::{self, Feed};
 use super::plan::{plan_pages, InParent, PageCounts, RecordPlan};
@@ -32,12 +34,24 @@ const STREAM: pipeline::Config = pipeline::Config {
 /// A job of a stream compared with a parent covers this many records' worth of pages.
 const PARENT_JOB: u64 = 16;
 
-/// A chunk of a stream: the VMA records to write first, then the pages of `spans` (at most
-/// one Pages record's data, all in VMA `vma`).
+/// VMAs whose records one job writes at most: many small VMAs share a job (65,000 one-page
+/// mappings were 65,000 jobs, most of the write-back in handing them over), few enough that
+/// a job stays small.
+const GROUPS_PER_JOB: usize = 1024;
+
+/// A chunk of a stream: for each of its groups in order, the VMA record (if the group is its
+/// first) then the Pages records of its pages; all its pages fit one Pages record's data.
+#[derive(Default)]
 struct StreamJob {
-    vmas: Vec<usize>,
-    /// The VMA the pages are in.
+    groups: Vec<Group>,
+}
+
+/// The pages of one VMA in a job.
+struct Group {
+    /// The VMA.
     vma: usize,
+    /// Whether its VMA record is written here (its first group).
+    first: bool,
     spans: Vec<PageSpan>,
 }
 
@@ -105,7 +119,7 @@ pub(crate) fn stream_vmas<W: Write + Send>(
         },
         |wk, job| read_and_plan(src, &mem, wk, job, ps),
         w,
-        |w, wk, (vs, plans)| write_records(w, vmas, &wk.buf, &vs, &plans),
+        |w, wk, groups| write_records(w, vmas, &wk.buf, &groups),
     )?;
     let mut counts = PageCounts::default();
     for l in &locals {
@@ -120,8 +134,8 @@ pub(crate) fn stream_vmas<W: Write + Send>(
     })
 }
 
-/// The producer: walks the pagemap and cuts the pages into jobs of at most `max_pages` pages
-/// (and half a record's runs), each VMA record going with the first job after it.
+/// The producer: walks the VMAs' pages ([`for_each_vma_span`]) and cuts them into jobs of at
+/// most `max_pages` pages, half a record's runs per VMA and [`GROUPS_PER_JOB`] VMAs.
 fn cut_jobs(
     pid: i32,
     pagemap: &File,
@@ -130,50 +144,61 @@ fn cut_jobs(
     max_pages: u64,
     feed: &mut Feed<StreamJob>,
 ) -> Result<()> {
-    let mut pending: Vec<usize> = Vec::new();
-    let mut chunk: Vec<PageSpan> = Vec::new();
-    let mut send = |pending: &mut Vec<usize>, chunk: &mut Vec<PageSpan>, vma: usize| {
-        feed.push(StreamJob {
-            vmas: std::mem::take(pending),
-            vma,
-            spans: std::mem::take(chunk),
-        })
-    };
-    for (i, v) in vmas.iter().enumerate() {
-        pending.push(i);
-        let mut chunk_pages = 0u64;
-        let mut go_on = true;
-        for_each_span(pid, pagemap, v, ps64, max_pages, |r| {
-            if go_on
-                && (chunk_pages + r.pages > max_pages
-                    || chunk.len() >= MAX_RUNS_PER_RECORD as usize / 2)
-            {
-                go_on = send(&mut pending, &mut chunk, i);
-                chunk_pages = 0;
+    let mut job = StreamJob::default();
+    let mut job_pages = 0u64;
+    let runs = MAX_RUNS_PER_RECORD as usize / 2;
+    for_each_vma_span(pid, pagemap, vmas, ps64, max_pages, |w| {
+        let full = |job: &StreamJob, more: u64| {
+            job.groups.len() >= GROUPS_PER_JOB
+                || job_pages + more > max_pages
+                || job.groups.last().is_some_and(|g| g.spans.len() >= runs)
+        };
+        match w {
+            Walk::Vma(i) => {
+                if job.groups.len() >= GROUPS_PER_JOB {
+                    job_pages = 0;
+                    if !feed.push(std::mem::take(&mut job)) {
+                        return Ok(false);
+                    }
+                }
+                job.groups.push(Group {
+                    vma: i,
+                    first: true,
+                    spans: Vec::new(),
+                });
             }
-            if go_on {
-                chunk.push(r);
-                chunk_pages += r.pages;
+            Walk::Span(i, span) => {
+                if full(&job, span.pages) {
+                    job_pages = 0;
+                    if !feed.push(std::mem::take(&mut job)) {
+                        return Ok(false);
+                    }
+                }
+                match job.groups.last_mut() {
+                    Some(g) if g.vma == i => g.spans.push(span),
+                    _ => job.groups.push(Group {
+                        vma: i,
+                        first: false,
+                        spans: vec![span],
+                    }),
+                }
+                job_pages += span.pages;
             }
-            Ok(())
-        })?;
-        if go_on && !chunk.is_empty() {
-            go_on = send(&mut pending, &mut chunk, i);
         }
-        if !go_on {
-            return Ok(());
-        }
-    }
-    if !pending.is_empty() {
-        send(&mut pending, &mut chunk, vmas.len());
+        Ok(true)
+    })?;
+    if !job.groups.is_empty() {
+        feed.push(job);
     }
     Ok(())
 }
 
-/// A job's records with their data CRCs, computed while the bytes are in this core's cache.
-type Planned = (Vec<usize>, Vec<(RecordPlan, DataCrc)>);
+/// A job's groups, each with its records and their data CRCs, computed while the bytes are
+/// in this core's cache.
+type Planned = Vec<(usize, bool, Vec<(RecordPlan, DataCrc)>)>;
 
-/// A worker's step: reads the job's pages into its buffer and plans their records.
+/// A worker's step: reads the job's pages into its buffer (back to back, group after group)
+/// and plans each group's records.
 fn read_and_plan(
     src: &Source<'_>,
     mem: &File,
@@ -182,69 +207,98 @@ fn read_and_plan(
     ps: usize,
 ) -> Result<Planned> {
     let ps64 = ps as u64;
-    let mut plans = Vec::new();
-    if !j.spans.is_empty() {
+    let all: Vec<PageSpan> = j
+        .groups
+        .iter()
+        .flat_map(|g| g.spans.iter().copied())
+        .collect();
+    if !all.is_empty() {
         if src.twin {
-            read_memory_mem_file(src.pid, mem, &j.spans, ps64, &mut wk.buf)?;
+            // Pages of neighbouring VMAs are read by one read of /proc/PID/mem.
+            read_memory_mem_file(src.pid, mem, &coalesce(&all, ps64), ps64, &mut wk.buf)?;
         } else {
-            read_memory(src.pid, mem, &j.spans, ps64, &mut wk.buf)?;
+            read_memory(src.pid, mem, &all, ps64, &mut wk.buf)?;
         }
-        let planned = match src.parent {
-            Some((idx, in_parent)) => {
-                let inp = *in_parent.get(j.vma).ok_or_else(|| {
-                    Error::Other(format!(
-                        "internal: no parent mapping entry for VMA {}",
-                        j.vma
-                    ))
-                })?;
-                let eq = |a: u64, now: Option<&[u8]>| inp && equal_in_parent(idx, a, now);
-                let eq: InParent<'_> = &eq;
-                plan_pages(&j.spans, &mut wk.buf, 0, ps, Some(eq))?
-            }
-            None => plan_pages(&j.spans, &mut wk.buf, 0, ps, None)?,
-        };
-        wk.counts.add(planned.counts);
-        plans = planned.records;
     }
-    let plans = plans
-        .into_iter()
-        .map(|r| {
-            let data = wk.buf.get(r.data.clone()).ok_or_else(|| {
+    let mut out = Vec::with_capacity(j.groups.len());
+    let mut base = 0usize;
+    for g in j.groups {
+        let pages: u64 = g.spans.iter().map(|s| s.pages).sum();
+        let mut records = Vec::new();
+        if !g.spans.is_empty() {
+            let planned = match src.parent {
+                Some((idx, in_parent)) => {
+                    let inp = *in_parent.get(g.vma).ok_or_else(|| {
+                        Error::Other(format!(
+                            "internal: no parent mapping entry for VMA {}",
+                            g.vma
+                        ))
+                    })?;
+                    let eq = |a: u64, now: Option<&[u8]>| inp && equal_in_parent(idx, a, now);
+                    let eq: InParent<'_> = &eq;
+                    plan_pages(&g.spans, &mut wk.buf, base, ps, Some(eq))?
+                }
+                None => plan_pages(&g.spans, &mut wk.buf, base, ps, None)?,
+            };
+            wk.counts.add(planned.counts);
+            records = planned
+                .records
+                .into_iter()
+                .map(|r| {
+                    let data = wk.buf.get(r.data.clone()).ok_or_else(|| {
+                        Error::Other(format!(
+                            "internal: record data {:?} past the buffer",
+                            r.data
+                        ))
+                    })?;
+                    let crc = DataCrc::of(data);
+                    Ok((r, crc))
+                })
+                .collect::<Result<Vec<_>>>()?;
+        }
+        base += buf_len(pages, ps)?;
+        out.push((g.vma, g.first, records));
+    }
+    Ok(out)
+}
+
+/// `spans` (in address order) with touching ones joined, for fewer reads.
+fn coalesce(spans: &[PageSpan], ps: u64) -> Vec<PageSpan> {
+    let mut out: Vec<PageSpan> = Vec::with_capacity(spans.len());
+    for s in spans {
+        match out.last_mut() {
+            Some(l) if l.addr + l.pages * ps == s.addr => l.pages += s.pages,
+            _ => out.push(*s),
+        }
+    }
+    out
+}
+
+/// A worker's step at its turn: writes each group's VMA record (if it is its first) and its
+/// Pages records.
+fn write_records<W: Write>(
+    w: &mut Writer<IoSink<W>>,
+    vmas: &[VmaRec],
+    buf: &[u8],
+    groups: &Planned,
+) -> Result<()> {
+    for (i, first, plans) in groups {
+        if *first {
+            let v = vmas
+                .get(*i)
+                .ok_or_else(|| Error::Other(format!("internal: no VMA {i} to write")))?;
+            v.write(w).map_err(|e| sink_err(w, e))?;
+        }
+        for (r, crc) in plans {
+            let data = buf.get(r.data.clone()).ok_or_else(|| {
                 Error::Other(format!(
                     "internal: record data {:?} past the buffer",
                     r.data
                 ))
             })?;
-            let crc = DataCrc::of(data);
-            Ok((r, crc))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((j.vmas, plans))
-}
-
-/// A worker's step at its turn: writes the job's VMA records and Pages records.
-fn write_records<W: Write>(
-    w: &mut Writer<IoSink<W>>,
-    vmas: &[VmaRec],
-    buf: &[u8],
-    vs: &[usize],
-    plans: &[(RecordPlan, DataCrc)],
-) -> Result<()> {
-    for &i in vs {
-        let v = vmas
-            .get(i)
-            .ok_or_else(|| Error::Other(format!("internal: no VMA {i} to write")))?;
-        v.write(w).map_err(|e| sink_err(w, e))?;
-    }
-    for (r, crc) in plans {
-        let data = buf.get(r.data.clone()).ok_or_else(|| {
-            Error::Other(format!(
-                "internal: record data {:?} past the buffer",
-                r.data
-            ))
-        })?;
-        w.pages_with_crc(&r.runs, data, *crc)
-            .map_err(|e| sink_err(w, e))?;
+            w.pages_with_crc(&r.runs, data, *crc)
+                .map_err(|e| sink_err(w, e))?;
+        }
     }
     Ok(())
 }

@@ -397,6 +397,13 @@ pub fn registered(pid: i32, pagemap: &File, ranges: &[AddrRange]) -> Result<Vec<
     Ok(reg)
 }
 
+/// Whether `r` is among `reg` (in address order, as [`registered`] gives them): a binary
+/// search, so that checking every VMA of a task with many stays linear.
+fn is_registered(reg: &[AddrRange], r: AddrRange) -> bool {
+    reg.binary_search_by_key(&r.start, |x| x.start)
+        .is_ok_and(|i| reg.get(i) == Some(&r))
+}
+
 fn trackable_ranges(vmas: &[VmaRec]) -> Vec<AddrRange> {
     vmas.iter()
         .filter(|v| v.trackable())
@@ -427,6 +434,10 @@ pub struct Session {
     pub tracked_vmas: u64,
     /// Whether tracking is armed after this capture (then [`Session::commit`] records it).
     pub armed: bool,
+    /// Whether [`Session::prearm`] protected the task's memory while it ran.
+    prearmed: bool,
+    /// How long [`Session::prearm`] stopped the task (to create the userfaultfd).
+    pub prearm_downtime: std::time::Duration,
     /// Why tracking was not used or not armed, if it was wanted.
     pub notes: Vec<String>,
 }
@@ -449,20 +460,25 @@ impl Session {
     fn tracked(&self, pid: i32, pagemap: &File, vmas: &[VmaRec]) -> Result<Vec<bool>> {
         let pv = self.parent_vmas.as_deref().unwrap_or(&[]);
         let reg = registered(pid, pagemap, &trackable_ranges(vmas))?;
+        // The parent's VMAs by start (an image lists them in address order; a map, should one
+        // not, keeps this linear in their number all the same).
+        let by_start: std::collections::HashMap<u64, &(raw::Vma, Vec<u8>)> =
+            pv.iter().map(|e| (e.0.start.get(), e)).collect();
         Ok(vmas
             .iter()
             .map(|v| {
                 let a = v.vma.start.get();
                 v.trackable()
-                    && reg.contains(&AddrRange {
-                        start: a,
-                        end: v.vma.end.get(),
-                    })
-                    && pv.iter().any(|(r, p)| {
-                        r.start.get() == a && {
-                            let then = cr_format::read::Vma { raw: r, path: p };
-                            crate::records::same_mapping(&v.vma, &v.path, &then)
-                        }
+                    && is_registered(
+                        &reg,
+                        AddrRange {
+                            start: a,
+                            end: v.vma.end.get(),
+                        },
+                    )
+                    && by_start.get(&a).is_some_and(|(r, p)| {
+                        let then = cr_format::read::Vma { raw: r, path: p };
+                        crate::records::same_mapping(&v.vma, &v.path, &then)
                     })
             })
             .collect())
@@ -489,6 +505,8 @@ impl Session {
             scanned: Vec::new(),
             tracked_vmas: 0,
             armed: false,
+            prearmed: false,
+            prearm_downtime: std::time::Duration::ZERO,
             notes: Vec::new(),
         };
         if let Some(st) = &state {
@@ -519,6 +537,49 @@ impl Session {
             s.save_baseline(0, 0)?;
         }
         Ok(s)
+    }
+
+    /// Before the freeze of a capture that arms tracking without using it (a full one):
+    /// creates the userfaultfd if there is none (a stop of the task for one injected call),
+    /// then registers and write-protects the trackable VMAs of `vmas` while the task runs. The
+    /// arming in the freeze ([`Tracker::arm`]) then only protects again the pages written
+    /// since, instead of write-protecting everything while the task is stopped. Failures
+    /// become notes: the arming in the freeze does it all then.
+    pub fn prearm(&mut self, pid: i32, vmas: &[VmaRec]) -> Result<()> {
+        if !self.arm_wanted || self.usable() {
+            // A tracked incremental's scan needs the protection as the last capture left it.
+            return Ok(());
+        }
+        if self.uffd.is_none() {
+            let frozen = super::freeze::freeze_quiet(pid)?;
+            let made = create(pid);
+            self.prearm_downtime = frozen.release(super::options::After::Continue)?;
+            match made {
+                Ok(u) => {
+                    self.uffd = Some(u);
+                    self.save_baseline(0, 0)?;
+                }
+                Err(e) => {
+                    self.notes
+                        .push(format!("tracking not armed before the freeze: {e}"));
+                    return Ok(());
+                }
+            }
+        }
+        let Some(u) = &self.uffd else { return Ok(()) };
+        let reg = registered(pid, &open_pagemap(pid)?, &trackable_ranges(vmas))?;
+        for v in vmas.iter().filter(|v| v.trackable()) {
+            let (a, b) = (v.vma.start.get(), v.vma.end.get());
+            // The task runs: a VMA it unmaps or changes meanwhile fails here, harmlessly (the
+            // arming in the freeze handles the VMAs it finds then).
+            let _done = if is_registered(&reg, AddrRange { start: a, end: b }) {
+                sys::uffd_writeprotect(&u.fd, a, b - a).is_ok()
+            } else {
+                arm(pid, u, a, b).is_ok()
+            };
+        }
+        self.prearmed = true;
+        Ok(())
     }
 
     /// Whether a tracking session was active for the task (armed by an earlier checkpoint).
@@ -651,14 +712,21 @@ impl Tracker for Session {
             }
         }
         let Some(u) = &self.uffd else { return Ok(()) };
-        let reg = registered(pid, &open_pagemap(pid)?, &trackable_ranges(vmas))?;
+        let pagemap = open_pagemap(pid)?;
+        let reg = registered(pid, &pagemap, &trackable_ranges(vmas))?;
+        let ps = sys::page_size() as u64;
         let mut ok = true;
         for (i, v) in vmas.iter().enumerate() {
             let (a, b) = (v.vma.start.get(), v.vma.end.get());
             if !v.trackable() || self.scanned.get(i).copied().unwrap_or(false) {
                 continue;
             }
-            let r = if reg.contains(&AddrRange { start: a, end: b }) {
+            let r = if is_registered(&reg, AddrRange { start: a, end: b }) && self.prearmed {
+                // Protected while the task ran (`prearm`): only the pages written since are
+                // protected again, which leaves every page protected as a full
+                // UFFDIO_WRITEPROTECT would, at the cost of a walk.
+                scan(pid, &pagemap, a, b, ps, false).map(drop)
+            } else if is_registered(&reg, AddrRange { start: a, end: b }) {
                 sys::uffd_writeprotect(&u.fd, a, b - a)
                     .map_err(|e| io_err(pid, &format!("UFFDIO_WRITEPROTECT {a:#x}-{b:#x}"), e))
             } else {

@@ -402,24 +402,38 @@ struct Vdso {
 }
 
 fn read_vdso(pid: i32) -> Result<Vdso> {
-    let maps = procfs::parse_maps(&String::from_utf8_lossy(&procfs::read(pid, "maps")?))?;
-    let v = maps
-        .iter()
-        .find(|m| m.path == "[vdso]")
-        .ok_or_else(|| Error::Other(format!("pid {pid} has no vDSO to inject a system call")))?;
-    let len = v
-        .end
-        .checked_sub(v.start)
+    let (start, end) = match vdso_by_query(pid) {
+        Some(r) => r,
+        None => {
+            let maps = procfs::parse_maps(&String::from_utf8_lossy(&procfs::read(pid, "maps")?))?;
+            let v = maps.iter().find(|m| m.path == "[vdso]").ok_or_else(|| {
+                Error::Other(format!("pid {pid} has no vDSO to inject a system call"))
+            })?;
+            (v.start, v.end)
+        }
+    };
+    let len = end
+        .checked_sub(start)
         .and_then(|n| usize::try_from(n).ok())
         .ok_or_else(|| Error::Other(format!("vDSO of pid {pid}: bad bounds")))?;
     let mem = File::open(procfs::path(pid, "mem")).map_err(|e| procfs::proc_err(pid, "mem", e))?;
     let mut bytes = vec![0u8; len];
-    mem.read_exact_at(&mut bytes, v.start)
+    mem.read_exact_at(&mut bytes, start)
         .map_err(|e| Error::io(format!("reading the vDSO of pid {pid}"), e))?;
-    Ok(Vdso {
-        start: v.start,
-        bytes,
-    })
+    Ok(Vdso { start, bytes })
+}
+
+/// The vDSO's range without reading all of `/proc/PID/maps` (whose cost grows with the number
+/// of mappings, paid while the task is stopped): the VMA at the auxiliary vector's
+/// `AT_SYSINFO_EHDR`, by one `PROCMAP_QUERY`, if the kernel names it `[vdso]` and it starts
+/// there. `None` (then maps is read) otherwise: an older kernel, or a vDSO moved since exec.
+fn vdso_by_query(pid: i32) -> Option<(u64, u64)> {
+    const AT_SYSINFO_EHDR: u64 = 33;
+    let auxv = procfs::parse_auxv(&procfs::read(pid, "auxv").ok()?);
+    let ehdr = auxv.iter().find(|(k, _)| *k == AT_SYSINFO_EHDR)?.1;
+    let maps = File::open(procfs::path(pid, "maps")).ok()?;
+    let (r, name) = super::pagemap::procmap_query(&maps, ehdr).ok()??;
+    (name == b"[vdso]" && r.start == ehdr).then_some((r.start, r.end))
 }
 
 /// Length of the vDSO's tail that must be padding (zeros) for the stub to go there.

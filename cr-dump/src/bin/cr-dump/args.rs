@@ -297,8 +297,8 @@ The downtime is the clone, not a copy of the memory (only shared memory, which a
 share rather than hold, is copied then); the task then pays a page copy on its \
 first write to each page until the write-back ends. The memory is copied into a buffer while \
 the task is stopped instead: with --copy; for a task with less than 32 MiB to copy, for which \
-that is shorter (--twin forces a twin); with write-protect tracking (--track, --precopy, or \
-armed by an earlier checkpoint: a twin would not carry it) and with --kill; and where no twin \
+that is shorter (--twin forces a twin); for an incremental checkpoint that write-protect \
+tracking serves (only the written pages are copied) and with --precopy and --kill; and where no twin \
 can stand for the task (seccomp, MADV_DONTFORK or MADV_WIPEONFORK memory, clone failing; a \
 note says why). --direct streams \
 the image while the task stays stopped, with bounded memory (a few 1 MiB buffers).
