@@ -393,7 +393,7 @@ fn missing_in_twin(pid: i32, g: i32, vmas: &[VmaRec]) -> Result<Option<String>> 
 fn wiped_in_twin(pid: i32, g: i32, vmas: &[VmaRec]) -> Result<Option<String>> {
     let anon: Vec<AddrRange> = vmas
         .iter()
-        .filter(|v| v.stored())
+        .filter(|v| v.stored() && !v.held_by_copy())
         .filter(|v| {
             matches!(
                 v.vma.kind.get(),
