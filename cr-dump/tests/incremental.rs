@@ -5,260 +5,19 @@
 //! missing parents are refused naming the CRID, and `squash` keeps the memory page for page.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use cr_dump::inspect::{self, Page};
+use cr_dump::inspect::{self};
 use cr_format::raw;
 use cr_format::read::{Image, Record, RunKind};
-use cr_tests::{program, Run, TempDir};
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::mpsc::Receiver;
-use std::sync::OnceLock;
+use cr_tests::TempDir;
+use std::path::Path;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
-const PS: u64 = 4096;
 /// Pages of the program's big region; 1% of them are rewritten between checkpoints.
 const PAGES: u64 = 4000;
 const REWRITE: u64 = PAGES / 100;
 
-fn crid_file() -> &'static Path {
-    static F: OnceLock<PathBuf> = OnceLock::new();
-    F.get_or_init(|| {
-        // Given by the environment (a test run again in a child process): used as is.
-        if let Some(p) = std::env::var_os("CR_CRID_FILE") {
-            return PathBuf::from(p);
-        }
-        std::env::temp_dir().join(format!("cr-test-incr-crid-{}", std::process::id()))
-    })
-}
-
-/// `cr-dump` with this binary's CRID file in its environment (never set in this process, whose
-/// other test threads start processes).
-fn cr() -> Command {
-    let mut c = Command::new(BIN);
-    c.env("CR_CRID_FILE", crid_file());
-    c
-}
-fn dump(args: &[&str]) -> Output {
-    cr().args(args).run()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "cr-dump failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_str(&ok(out)).unwrap()
-}
-
-/// The incr program, driven through its stdin.
-struct Prog {
-    child: Child,
-    stdin: ChildStdin,
-    out: Receiver<String>,
-    regions: BTreeMap<String, (u64, u64)>,
-}
-
-impl Prog {
-    fn spawn() -> Prog {
-        Prog::spawn_with(PAGES)
-    }
-
-    fn spawn_with(pages: u64) -> Prog {
-        let bin = program("incr");
-        let mut child = Command::new(bin)
-            .arg(pages.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let out = cr_tests::line_reader(child.stdout.take().unwrap());
-        let mut p = Prog {
-            child,
-            stdin,
-            out,
-            regions: BTreeMap::new(),
-        };
-        p.wait_ready();
-        p
-    }
-
-    fn pid(&self) -> i32 {
-        i32::try_from(self.child.id()).unwrap()
-    }
-
-    fn wait_ready(&mut self) {
-        loop {
-            let l = cr_tests::next_line_timeout(&self.out, "incr").expect("incr ended");
-            let f: Vec<&str> = l.split_whitespace().collect();
-            match f.as_slice() {
-                ["ready"] => return,
-                ["region", n, a, len] => {
-                    self.regions.insert(
-                        n.to_string(),
-                        (
-                            u64::from_str_radix(a, 16).unwrap(),
-                            u64::from_str_radix(len, 16).unwrap(),
-                        ),
-                    );
-                }
-                _ => panic!("incr said {l:?}"),
-            }
-        }
-    }
-
-    /// Sends a command and waits for `ready` (the program must be running).
-    fn cmd(&mut self, c: &str) {
-        self.send(c);
-        self.wait_ready();
-    }
-
-    /// Sends a command without waiting.
-    fn send(&mut self, c: &str) {
-        writeln!(self.stdin, "{c}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    fn region(&self, n: &str) -> (u64, u64) {
-        self.regions[n]
-    }
-
-    fn cont(&self) {
-        let st = Command::new("kill")
-            .args(["-CONT", &self.pid().to_string()])
-            .run_status();
-        assert!(st.success());
-    }
-}
-
-impl Drop for Prog {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A mapping of /proc/PID/maps: start, end, path.
-fn maps(pid: i32) -> Vec<(u64, u64, String, bool)> {
-    std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (s, e) = f[0].split_once('-').unwrap();
-            (
-                u64::from_str_radix(s, 16).unwrap(),
-                u64::from_str_radix(e, 16).unwrap(),
-                f.get(5).map_or(String::new(), |s| s.to_string()),
-                f[1].as_bytes()[3] == b's',
-            )
-        })
-        .collect()
-}
-
-/// The task's memory now, page by page (private mappings but the kernel's special areas).
-fn memory(pid: i32) -> BTreeMap<u64, Vec<u8>> {
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
-    let mut out = BTreeMap::new();
-    for (s, e, path, shared) in maps(pid) {
-        if shared || path.starts_with("[v") {
-            continue;
-        }
-        let mut a = s;
-        while a < e {
-            let mut b = vec![0u8; PS as usize];
-            mem.read_exact_at(&mut b, a)
-                .unwrap_or_else(|err| panic!("read {a:#x} of {pid}: {err}"));
-            out.insert(a, b);
-            a += PS;
-        }
-    }
-    out
-}
-
-/// Checkpoints `pid` (left stopped) with `extra` options; returns the JSON report and the
-/// memory at that moment; lets the task go on.
-fn checkpoint(p: &Prog, dir: &Path, extra: &[&str]) -> (serde_json::Value, BTreeMap<u64, Vec<u8>>) {
-    let pid = p.pid().to_string();
-    let mut args = vec![
-        "checkpoint",
-        "--pid",
-        &pid,
-        "-o",
-        dir.to_str().unwrap(),
-        "--name",
-        "incr",
-        "--json",
-        "--leave-stopped",
-    ];
-    args.extend_from_slice(extra);
-    let j = json(&dump(&args));
-    let m = memory(p.pid());
-    p.cont();
-    (j, m)
-}
-
-fn image_path(j: &serde_json::Value) -> PathBuf {
-    PathBuf::from(j["image"].as_str().unwrap())
-}
-
-/// Resolves every page of every VMA of `image`'s chain (except the kernel's areas) and checks
-/// it against `mem`; also that the image's VMAs are exactly the mappings `mem` came from.
-fn check_chain_memory(image: &Path, mem: &BTreeMap<u64, Vec<u8>>) {
-    let files = inspect::ChainFiles::open(image).unwrap();
-    let chain = files.parse(inspect::Parse::Full).unwrap();
-    let idx = chain.index();
-    idx.check_parent_refs().unwrap();
-    let mut seen = 0usize;
-    for v in chain.top().vmas() {
-        if matches!(v.kind(), raw::VMA_VDSO | raw::VMA_VVAR | raw::VMA_VSYSCALL) {
-            continue;
-        }
-        let mut a = v.start();
-        while a < v.end() {
-            let want = mem
-                .get(&a)
-                .unwrap_or_else(|| panic!("{}: page {a:#x} is not in the task", image.display()));
-            match inspect::page_content(idx, a, PS) {
-                Page::Bytes(b) => assert!(
-                    b.as_ref() == want.as_slice(),
-                    "{}: page {a:#x} differs from the task's memory: {:?} resolves to {:x?}, \
-                     the task has {:x?}",
-                    image.display(),
-                    idx.resolve(a).map(|r| match r {
-                        cr_format::chain::Resolved::Data { crid, .. } => ("data", crid),
-                        cr_format::chain::Resolved::Zero { crid } => ("zero", crid),
-                        cr_format::chain::Resolved::NotPresent { crid, .. } => ("none", crid),
-                    }),
-                    &b[..16],
-                    &want[..16]
-                ),
-                Page::Zero => assert!(
-                    want.iter().all(|&x| x == 0),
-                    "{}: page {a:#x} resolves to zero, the task's is not",
-                    image.display()
-                ),
-                Page::Unavailable(why) => panic!("{}: page {a:#x}: {why}", image.display()),
-            }
-            seen += 1;
-            a += PS;
-        }
-    }
-    assert_eq!(
-        seen,
-        mem.len(),
-        "{}: VMAs cover the task's pages",
-        image.display()
-    );
-}
+#[path = "support/incr.rs"]
+mod incr;
+use incr::*;
 
 /// (start, end) of VMAs that hold at least one "in the parent" page, and of every VMA.
 type Bounds = Vec<(u64, u64)>;
@@ -326,7 +85,7 @@ fn chain_of_three_through_twins() {
 
 fn chain_of_three(extra: &[&str]) {
     let dir = TempDir::new("incr-chain");
-    let mut p = Prog::spawn();
+    let mut p = Prog::spawn_with(PAGES);
     let (j1, m1) = checkpoint(&p, dir.path(), extra);
     let i1 = image_path(&j1);
     p.cmd(&format!("rewrite {REWRITE} 1"));
@@ -455,7 +214,7 @@ fn mappings_changed_through_twins() {
 
 fn mappings_changed(extra: &[&str]) {
     let dir = TempDir::new("incr-maps");
-    let mut p = Prog::spawn();
+    let mut p = Prog::spawn_with(PAGES);
     for n in ["a", "b", "c", "d", "e"] {
         p.cmd(&format!("map {n} 16"));
     }
@@ -533,7 +292,7 @@ fn mappings_changed(extra: &[&str]) {
 #[test]
 fn wrong_or_missing_parent_is_refused_naming_the_crid() {
     let dir = TempDir::new("incr-refuse");
-    let p = Prog::spawn();
+    let p = Prog::spawn_with(PAGES);
     let (j1, _) = checkpoint(&p, dir.path(), &[]);
     let i1 = image_path(&j1);
     let c1 = j1["crid"].as_u64().unwrap();
@@ -586,7 +345,7 @@ fn wrong_or_missing_parent_is_refused_naming_the_crid() {
     fails(&i2, &[&format!("CRID {c1}"), "missing"]);
     std::fs::rename(&moved, &i1).unwrap();
     // Its parent was replaced by another image of that CRID (digest mismatch).
-    let other = Prog::spawn();
+    let other = Prog::spawn_with(PAGES);
     let od = TempDir::new("incr-other");
     let (jo, _) = checkpoint(&other, od.path(), &[]);
     let io = image_path(&jo);
@@ -620,7 +379,7 @@ fn wrong_or_missing_parent_is_refused_naming_the_crid() {
 #[test]
 fn chain_reports_a_broken_link() {
     let dir = TempDir::new("incr-broken");
-    let mut p = Prog::spawn();
+    let mut p = Prog::spawn_with(PAGES);
     let (j1, _) = checkpoint(&p, dir.path(), &[]);
     p.cmd("rewrite 4 1");
     let (j2, _) = checkpoint(&p, dir.path(), &["--incremental"]);
@@ -650,7 +409,7 @@ fn assert_tracking_armed(j: &serde_json::Value) {
 #[test]
 fn write_tracking_chain_resolves_to_memory_and_copies_only_written_pages() {
     let dir = TempDir::new("incr-track");
-    let mut p = Prog::spawn();
+    let mut p = Prog::spawn_with(PAGES);
     p.cmd("map a 16");
     p.cmd("map b 16");
     let (j1, m1) = checkpoint(&p, dir.path(), &["--track"]);
