@@ -25,66 +25,18 @@ import argparse, ctypes, json, os, re, shutil, signal, statistics, subprocess, s
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, "../.."))
-TICK = os.sysconf("SC_CLK_TCK")
 
 
-def find_criu(arg):
-    cands = [arg, os.environ.get("CRIU"),
-             os.path.join(REPO, "../shared/peers/criu"),
-             os.path.join(REPO, "../../shared/peers/criu"), shutil.which("criu")]
-    for c in cands:
-        if c and os.path.isfile(c) and os.access(c, os.X_OK):
-            return os.path.abspath(c)
-    return None
-
-
-def task_cpu(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def timed(cmd, pid=None):
-    """Runs cmd; returns (CompletedProcess, wall s, tool CPU s, target CPU s)."""
-    subprocess.run(["sync"])
-    time.sleep(0.3)
-    k0 = task_cpu(pid) if pid else 0.0
-    t0, c0 = time.monotonic(), os.times()
-    o = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    t1, c1 = time.monotonic(), os.times()
-    k1 = task_cpu(pid) if pid else 0.0
-    cpu = c1.children_user - c0.children_user + c1.children_system - c0.children_system
-    return o, t1 - t0, cpu, max(0.0, k1 - k0)
+# The helpers the side-by-side benchmark has (finding CRIU, timing a command, the CPU of a
+# task, waiting for a target's checksum, reaping a restored task).
+sys.path.insert(0, HERE)
+from vs_criu import find_criu, reap, task_cpu, timed  # noqa: E402
+from vs_criu import wait_sum as _wait_sum  # noqa: E402
 
 
 def wait_sum(sumdir, pid, timeout=120.0):
-    path = os.path.join(sumdir, f"sum.{pid}")
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with open(path) as f:
-                s = f.read().strip()
-            if s:
-                os.remove(path)
-                return s
-        except FileNotFoundError:
-            pass
-        time.sleep(0.01)
-    raise SystemExit(f"no checksum from pid {pid} within {timeout} s ({path})")
-
-
-def reap(pid):
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:  # a child subreaper: detached restored tasks end up our children
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
+    """A target with 65,000 mappings takes longer to sum than vs_criu's."""
+    return _wait_sum(sumdir, pid, timeout)
 
 
 def main():
