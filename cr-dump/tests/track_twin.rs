@@ -57,6 +57,24 @@ fn tracked_incremental_after_a_twin_armed_full_is_a_full_checkpoints_memory() {
     let (j4, m4) = checkpoint(&p, dir.path(), &["--incremental"]);
     assert_eq!(j4["diff_method"], "write-tracking", "{j4}");
     check_chain_memory(&image_path(&j4), &m4);
+    // The userfaultfd the first checkpoint left in the task is named as cr-dump's, not as a
+    // descriptor of the program that restore would lose.
+    for j in [&j2, &j3, &j4] {
+        let lines = j["fidelity"].as_array().unwrap();
+        assert!(
+            lines.iter().all(|l| l["action"] != "lost"),
+            "a line is lost: {}",
+            j["fidelity"]
+        );
+        assert!(
+            lines.iter().any(|l| l["kind"]
+                .as_str()
+                .unwrap()
+                .starts_with("cr-dump's dirty-tracking userfaultfd")),
+            "no line names the tracking userfaultfd: {}",
+            j["fidelity"]
+        );
+    }
 }
 
 /// [`checkpoint`], the task left stopped.

@@ -100,6 +100,16 @@ impl Cx<'_> {
     }
 }
 
+/// The descriptor of cr-dump's dirty-tracking userfaultfd in the task, if `--track` armed one
+/// (its state file names it).
+fn tracking_fd(pid: i32) -> Option<i32> {
+    let start = crate::capture::tracking::start_time(pid)?;
+    let path = crate::capture::tracking::state_path(pid, start).ok()?;
+    crate::capture::tracking::State::load(&path)
+        .filter(|s| s.pid == pid && s.start_time == start)
+        .map(|s| s.fd)
+}
+
 /// The task's descriptors, in increasing order, with their links.
 fn list_fds(pid: i32) -> Result<Vec<(i32, Vec<u8>)>> {
     let dir = procfs::path(pid, "fd");
@@ -303,7 +313,24 @@ pub(crate) fn capture(pid: i32, st: &mut TaskState, opts: &StateOptions) -> Resu
     let mut lines: Vec<Fidelity> = Vec::with_capacity(all.len() + 2);
     let (mut ino, mut locks) = (inotify::Capture::default(), lock::Capture::default());
     let mut ino_lines = Vec::new();
+    let tracking = tracking_fd(pid);
     for (fd, link) in &all {
+        if Some(*fd) == tracking && link.as_slice() == b"anon_inode:[userfaultfd]" {
+            // Not the program's: an earlier `--track` checkpoint put it there, and it stays
+            // for the next. The restored task is not given it (its own next `--track`
+            // checkpoint makes one).
+            ino_lines.push((
+                *fd as u32,
+                Fidelity {
+                    item: format!("fd {fd}"),
+                    kind: "cr-dump's dirty-tracking userfaultfd (made by a --track checkpoint)"
+                        .into(),
+                    action: Action::Restore,
+                    note: "left out at restore: the program never opened it".into(),
+                },
+            ));
+            continue;
+        }
         if link.as_slice() == b"anon_inode:inotify" {
             let (info, md) = read_fd(pid, *fd)?;
             let cx = Cx {
