@@ -8,6 +8,7 @@ use super::{other, SCRATCH_LEN};
 use crate::error::Result;
 use crate::span::AddrRange;
 use crate::sys::abi::{self, nr, PrctlMmMap};
+use crate::sys::inject::{batch_table, BatchCall, BATCH_CODE, BATCH_ENTRY};
 use crate::sys::{self, ptrace::zeroed_regs};
 use cr_format::raw;
 use std::os::fd::AsRawFd;
@@ -176,14 +177,16 @@ pub(super) fn join_memfds(
 }
 
 /// Step 5: the image's VMAs, readable and writable (private ones and shared anonymous memory)
-/// until their pages are in.
+/// until their pages are in. The `mmap` and `mremap` calls go in batches ([`Batch`]).
 pub(super) fn map_vmas(c: &Child, plan: &Plan) -> Result<()> {
     let mut shared_done: Vec<u64> = Vec::new();
     let mut pool = ApartPool::new(c, plan)?;
+    let pool_range: Vec<AddrRange> = pool.iter().map(|p| p.range()).collect();
+    let mut batch = Batch::new(c, plan, &pool_range)?;
     for v in plan.vmas.iter().filter(|v| !v.special()) {
         let (start, len) = (v.range.start, v.range.len());
         let fixed = libc::MAP_FIXED as u64;
-        let got = if let Some(fi) = v.file {
+        if let Some(fi) = v.file {
             let f = plan
                 .files
                 .get(fi)
@@ -200,33 +203,175 @@ pub(super) fn map_vmas(c: &Child, plan: &Plan) -> Result<()> {
                 libc::MAP_PRIVATE
             } as u64;
             let args = [start, len, prot, flags | fixed, fd, v.offset];
-            c.call_ok("mmap file", nr::MMAP, args)?
+            batch.push(c, "mmap file", v, nr::MMAP, args, start)?;
         } else if v.shared_anon() {
             if v.inode != 0 && shared_done.contains(&v.inode) {
                 continue;
             }
-            let avoid: Vec<AddrRange> = pool.iter().map(|p| p.range()).collect();
+            // Its own calls, each depending on the one before: after the batch's.
+            batch.flush(c)?;
+            let mut avoid = pool_range.clone();
+            avoid.extend(batch.range());
             map_shared_anon(c, plan, v, &avoid)?;
             shared_done.push(v.inode);
-            continue;
         } else {
             let mut flags = PRIVATE_ANON | fixed;
             if v.flags & raw::VMA_GROWSDOWN != 0 {
                 flags |= libc::MAP_GROWSDOWN as u64;
             }
             match pool.as_mut().filter(|_| v.apart) {
-                Some(pool) => pool.move_to(c, v)?,
-                None => c.call_ok("mmap", nr::MMAP, [start, len, RW, flags, u64::MAX, 0])?,
+                Some(pool) => {
+                    let (nr, args) = pool.move_to(v)?;
+                    batch.push(c, "mremap", v, nr, args, start)?;
+                }
+                None => {
+                    let args = [start, len, RW, flags, u64::MAX, 0];
+                    batch.push(c, "mmap", v, nr::MMAP, args, start)?;
+                }
             }
-        };
-        if got != start {
-            return Err(other(format!("mmap at {start:#x} gave {got:#x}")));
         }
     }
+    batch.finish(c)?;
     if let Some(p) = pool {
         c.call_ok("munmap", nr::MUNMAP, [p.base, p.len, 0, 0, 0, 0])?;
     }
     Ok(())
+}
+
+/// Injected calls run many at a time ([`crate::sys::inject::Injector::call_batch`]): one
+/// stop of the child per [`Batch::CAP`] calls instead of one per call, which is most of
+/// restore's time with tens of thousands of VMAs. Its area in the child, in a free place: a
+/// page of [`BATCH_CODE`] (made read-only and executable) and the table; unmapped by
+/// [`Batch::finish`]. Without an area (the child refused to make it executable) each call is
+/// injected alone.
+struct Batch {
+    area: Option<u64>,
+    calls: Vec<BatchCall>,
+    /// What each call is and the VMA it is for (for the error).
+    what: Vec<(&'static str, AddrRange)>,
+}
+
+impl Batch {
+    /// Calls per batch (the table's size is `CAP * BATCH_ENTRY`: 256 KiB).
+    const CAP: usize = 4096;
+
+    /// The area's length: a page of code, then the table.
+    fn len() -> u64 {
+        sys::page_size() as u64 + Batch::CAP as u64 * BATCH_ENTRY
+    }
+
+    /// Makes the area in a place none of the image's VMAs, the scratch area or `avoid` use.
+    fn new(c: &Child, plan: &Plan, avoid: &[AddrRange]) -> Result<Batch> {
+        let mut busy = busy(plan);
+        busy.extend_from_slice(avoid);
+        let len = Batch::len();
+        let at = hole(&busy, len).ok_or_else(|| other("no room for the batch area"))?;
+        let flags = PRIVATE_ANON | abi::MAP_FIXED_NOREPLACE;
+        let got = c.call_ok(
+            "mmap batch area",
+            nr::MMAP,
+            [at, len, RW, flags, u64::MAX, 0],
+        )?;
+        if got != at {
+            return Err(other(format!("batch area mapped at {got:#x}, not {at:#x}")));
+        }
+        c.write(at, &BATCH_CODE)?;
+        let rx = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+        let ps = sys::page_size() as u64;
+        let area = match c.call(nr::MPROTECT, [at, ps, rx, 0, 0, 0])? {
+            0 => Some(at),
+            _ => {
+                c.call_ok("munmap batch area", nr::MUNMAP, [at, len, 0, 0, 0, 0])?;
+                None
+            }
+        };
+        Ok(Batch {
+            area,
+            calls: Vec::with_capacity(Batch::CAP),
+            what: Vec::with_capacity(Batch::CAP),
+        })
+    }
+
+    /// Its area's range, if it has one.
+    fn range(&self) -> Option<AddrRange> {
+        self.area.and_then(|a| AddrRange::at(a, Batch::len()))
+    }
+
+    /// Adds call `nr(args)` for VMA `v`, which must give `expect`; runs the batch when full.
+    fn push(
+        &mut self,
+        c: &Child,
+        what: &'static str,
+        v: &VmaPlan,
+        nr: u64,
+        args: [u64; 6],
+        expect: u64,
+    ) -> Result<()> {
+        self.calls.push(BatchCall { nr, args, expect });
+        self.what.push((what, v.range));
+        if self.calls.len() >= Batch::CAP || self.area.is_none() {
+            self.flush(c)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the calls pushed; the first that gives another result than expected fails the
+    /// restore, naming its VMA.
+    fn flush(&mut self, c: &Child) -> Result<()> {
+        if self.calls.is_empty() {
+            return Ok(());
+        }
+        let (done, failed) = match self.area {
+            Some(at) => {
+                let table = at + sys::page_size() as u64;
+                c.write(table, &batch_table(&self.calls))?;
+                let end = c.injector().call_batch(at, table, self.calls.len())?;
+                (end.done, end.failed)
+            }
+            None => self.one_by_one(c)?,
+        };
+        if let Some(r) = failed {
+            let ((what, range), call) =
+                self.what
+                    .get(done)
+                    .zip(self.calls.get(done))
+                    .ok_or_else(|| {
+                        other(format!(
+                            "internal: batch call {done} of {}",
+                            self.calls.len()
+                        ))
+                    })?;
+            let vma = format!("{what} of VMA {:#x}-{:#x}", range.start, range.end);
+            if r < 0 && r > -4096 {
+                return Err(c.errno(&vma, r));
+            }
+            return Err(other(format!("{vma} gave {r:#x}, not {:#x}", call.expect)));
+        }
+        self.calls.clear();
+        self.what.clear();
+        Ok(())
+    }
+
+    /// The calls injected one at a time (no area); as [`crate::sys::inject::BatchEnd`].
+    fn one_by_one(&self, c: &Child) -> Result<(usize, Option<i64>)> {
+        for (k, call) in self.calls.iter().enumerate() {
+            let r = c.call(call.nr, call.args)?;
+            if r as u64 != call.expect {
+                return Ok((k, Some(r)));
+            }
+        }
+        Ok((self.calls.len(), None))
+    }
+
+    /// Runs what is left and unmaps the area.
+    fn finish(mut self, c: &Child) -> Result<()> {
+        self.flush(c)?;
+        if let Some(at) = self.area {
+            let args = [at, Batch::len(), 0, 0, 0, 0];
+            c.call_ok("munmap batch area", nr::MUNMAP, args)?;
+        }
+        Ok(())
+    }
 }
 
 /// Where the VMAs kept apart ([`VmaPlan::apart`]) are made before they are moved into place:
@@ -291,15 +436,15 @@ impl ApartPool {
         }
     }
 
-    /// Moves the next piece to `v`'s place; returns where it went.
-    fn move_to(&mut self, c: &Child, v: &VmaPlan) -> Result<u64> {
+    /// The call that moves the next piece to `v`'s place (`mremap`; it returns `v`'s start).
+    fn move_to(&mut self, v: &VmaPlan) -> Result<(u64, [u64; 6])> {
         let (start, len) = (v.range.start, v.range.len());
         let at = self
             .at
             .next()
             .ok_or_else(|| other(format!("internal: no piece of the pool for {start:#x}")))?;
         let mflags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
-        c.call_ok("mremap", nr::MREMAP, [at, len, len, mflags, start, 0])
+        Ok((nr::MREMAP, [at, len, len, mflags, start, 0]))
     }
 }
 
@@ -370,18 +515,18 @@ fn map_shared_anon(c: &Child, plan: &Plan, v: &VmaPlan, avoid: &[AddrRange]) -> 
     Ok(())
 }
 
-/// Step 7: each VMA created writable gets its recorded protection, then its madvise flags and
+/// Step 7: each VMA created writable gets its recorded protection (in batches), then its madvise flags and
 /// locks (a failure is a warning naming the VMA and why).
 pub(super) fn protect(c: &Child, plan: &Plan, warnings: &mut Vec<String>) -> Result<()> {
-    for v in plan
-        .vmas
-        .iter()
-        .filter(|v| !v.special() && !v.final_prot_at_map())
-    {
-        if u64::from(v.prot) != RW {
+    let to_protect =
+        |v: &&VmaPlan| !v.special() && !v.final_prot_at_map() && u64::from(v.prot) != RW;
+    if plan.vmas.iter().any(|v| to_protect(&v)) {
+        let mut batch = Batch::new(c, plan, &[])?;
+        for v in plan.vmas.iter().filter(to_protect) {
             let args = [v.range.start, v.range.len(), v.prot.into(), 0, 0, 0];
-            c.call_ok("mprotect", nr::MPROTECT, args)?;
+            batch.push(c, "mprotect", v, nr::MPROTECT, args, 0)?;
         }
+        batch.finish(c)?;
     }
     for v in plan.vmas.iter().filter(|v| !v.special() && v.attrs != 0) {
         set_attrs(c, v, warnings)?;

@@ -213,6 +213,11 @@ impl Child {
         self.tracee
     }
 
+    /// The injector (for [`Injector::call_batch`]).
+    pub fn injector(&self) -> &Injector {
+        &self.inj
+    }
+
     /// The injector (to move its `syscall` instruction with the vDSO).
     pub fn injector_mut(&mut self) -> &mut Injector {
         &mut self.inj
