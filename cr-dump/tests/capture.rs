@@ -6,31 +6,15 @@
 use cr_format::raw;
 use cr_format::read::Image;
 use cr_tests::{assert_running, program, read_mem, state, Page, PageIndex, Run, Target, TempDir};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
 const PS: u64 = 4096;
 
-/// One CRID file for every test of this binary.
-pub fn crid_file() -> &'static Path {
-    static F: OnceLock<PathBuf> = OnceLock::new();
-    F.get_or_init(|| {
-        // Given by the environment (a test run again in a child process): used as is.
-        if let Some(p) = std::env::var_os("CR_CRID_FILE") {
-            return PathBuf::from(p);
-        }
-        std::env::temp_dir().join(format!("cr-test-crid-{}", std::process::id()))
-    })
-}
-
-/// `cr-dump` with this binary's CRID file in its environment (never set in this process, whose
-/// other test threads start processes).
+/// `cr-dump` with this test binary's CRID file in its environment.
 fn cr() -> Command {
-    let mut c = Command::new(BIN);
-    c.env("CR_CRID_FILE", crid_file());
-    c
+    cr_tests::cr_command(BIN)
 }
 fn dump(args: &[&str]) -> Output {
     cr().args(args).run()
@@ -483,7 +467,7 @@ fn concurrent_checkpoints_get_unique_crids() {
     if !cr_tests::in_child_with_env(
         "concurrent_checkpoints_get_unique_crids",
         "CR_CRID_FILE",
-        crid_file(),
+        cr_tests::crid_file(),
     ) {
         return;
     }
@@ -555,14 +539,17 @@ fn concurrent_checkpoints_get_unique_crids() {
     all.dedup();
     assert_eq!(all.len(), n);
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(crid_file()).unwrap().permissions().mode();
+    let mode = std::fs::metadata(cr_tests::crid_file())
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
 
 #[test]
 fn lazy_library_api() {
     // The library draws the CRIDs from the file named by the environment.
-    if !cr_tests::in_child_with_env("lazy_library_api", "CR_CRID_FILE", crid_file()) {
+    if !cr_tests::in_child_with_env("lazy_library_api", "CR_CRID_FILE", cr_tests::crid_file()) {
         return;
     }
     let t = Target::spawn(&program("misc"), &["spin"]);

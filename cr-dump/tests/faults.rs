@@ -4,31 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cr_tests::{assert_running, program, state, Run, Target, TempDir};
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
 
-fn crid_file() -> PathBuf {
-    static F: OnceLock<PathBuf> = OnceLock::new();
-    F.get_or_init(|| {
-        // Given by the environment (a test run again in a child process): used as is.
-        if let Some(p) = std::env::var_os("CR_CRID_FILE") {
-            return PathBuf::from(p);
-        }
-        std::env::temp_dir().join(format!("cr-test-crid-faults-{}", std::process::id()))
-    })
-    .clone()
-}
-
-/// `cr-dump` with this binary's CRID file in its environment (never set in this process, whose
-/// other test threads start processes).
+/// `cr-dump` with this test binary's CRID file in its environment.
 fn cr() -> Command {
-    let mut c = Command::new(BIN);
-    c.env("CR_CRID_FILE", crid_file());
-    c
+    cr_tests::cr_command(BIN)
 }
 fn dump_in(dir: &TempDir, pid: i32) -> Output {
     cr().args(["checkpoint", "--pid", &pid.to_string(), "-o"])
@@ -302,7 +285,7 @@ fn output_directory_not_writable() {
     let out = cr()
         .args(["checkpoint", "--pid", &t.pid().to_string(), "-o"])
         .arg(&missing)
-        .env("CR_CRID_FILE", crid_file())
+        .env("CR_CRID_FILE", cr_tests::crid_file())
         .run();
     assert_failed(&out, "output directory", &d);
     assert_running(t.pid());
@@ -333,7 +316,7 @@ fn output_directory_not_writable() {
     let out = cr()
         .args(["checkpoint", "--pid", &t.pid().to_string(), "-o"])
         .arg(&f)
-        .env("CR_CRID_FILE", crid_file())
+        .env("CR_CRID_FILE", cr_tests::crid_file())
         .run();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
@@ -356,7 +339,7 @@ fn disk_full() {
             .args(["checkpoint", "--pid", &t.pid().to_string(), "-o"])
             .arg(out_dir.path())
             .args(extra)
-            .env("CR_CRID_FILE", crid_file())
+            .env("CR_CRID_FILE", cr_tests::crid_file())
             .run();
         assert_failed(&out, "writing the image", &out_dir);
         assert!(

@@ -12,23 +12,13 @@ use cr_tests::{process_timeout, program, skipped, wait_timeout, Run, TempDir};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
 
-fn crid_file() -> &'static Path {
-    static F: OnceLock<PathBuf> = OnceLock::new();
-    F.get_or_init(|| {
-        std::env::temp_dir().join(format!("cr-test-crid-files-{}", std::process::id()))
-    })
-}
-
-/// `cr-dump` with this binary's CRID file in its environment.
+/// `cr-dump` with this test binary's CRID file in its environment.
 fn cr() -> Command {
-    let mut c = Command::new(BIN);
-    c.env("CR_CRID_FILE", crid_file());
-    c
+    cr_tests::cr_command(BIN)
 }
 
 /// Runs the program with every descriptor above 2 closed (the test harness leaks some, e.g.
@@ -723,7 +713,7 @@ fn in_pty(cmd: &str, dir: &Path, out: &Path) -> Child {
     Command::new("script")
         .args(["-qfec", cmd, "/dev/null"])
         .current_dir(dir)
-        .env("CR_CRID_FILE", crid_file())
+        .env("CR_CRID_FILE", cr_tests::crid_file())
         .stdin(Stdio::null())
         .stdout(File::create(out).unwrap())
         .stderr(Stdio::null())

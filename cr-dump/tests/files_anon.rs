@@ -12,24 +12,12 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::Receiver;
-use std::sync::OnceLock;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
 
-fn crid_file() -> &'static Path {
-    static F: OnceLock<PathBuf> = OnceLock::new();
-    F.get_or_init(|| {
-        if let Some(p) = std::env::var_os("CR_CRID_FILE") {
-            return PathBuf::from(p);
-        }
-        std::env::temp_dir().join(format!("cr-test-crid-anon-{}", std::process::id()))
-    })
-}
-
+/// `cr-dump` with this test binary's CRID file in its environment.
 fn cr() -> Command {
-    let mut c = Command::new(BIN);
-    c.env("CR_CRID_FILE", crid_file());
-    c
+    cr_tests::cr_command(BIN)
 }
 
 /// `cmd` with no descriptor but 0, 1 and 2: a test process inherits others (cargo's

@@ -26,23 +26,13 @@ use cr_tests::{output_timeout, process_timeout, program, skipped, wait_timeout, 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
 
-fn crid_file() -> &'static Path {
-    static F: OnceLock<PathBuf> = OnceLock::new();
-    F.get_or_init(|| {
-        std::env::temp_dir().join(format!("cr-test-crid-files-lock-{}", std::process::id()))
-    })
-}
-
-/// `cr-dump` with this binary's CRID file in its environment.
+/// `cr-dump` with this test binary's CRID file in its environment.
 fn cr() -> Command {
-    let mut c = Command::new(BIN);
-    c.env("CR_CRID_FILE", crid_file());
-    c
+    cr_tests::cr_command(BIN)
 }
 
 /// Runs the program with every descriptor above 2 closed (the harness leaks some).
@@ -454,7 +444,7 @@ fn without_cap_dac_read_search_watches_are_looked_for_in_the_working_directory()
     let drop = "-dac_read_search";
     let out = Command::new("setpriv")
         .args(["--inh-caps", drop, "--bounding-set", drop, BIN])
-        .env("CR_CRID_FILE", crid_file())
+        .env("CR_CRID_FILE", cr_tests::crid_file())
         .args(["checkpoint", "--json", "--pid", &c.id().to_string(), "-o"])
         .arg(d.path().join("img"))
         .run();

@@ -16,23 +16,9 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
 const STEPS: &str = "150";
 
-fn crid_file() -> &'static Path {
-    static F: OnceLock<PathBuf> = OnceLock::new();
-    F.get_or_init(|| {
-        // Given by the environment (a test run again in a child process): used as is.
-        if let Some(p) = std::env::var_os("CR_CRID_FILE") {
-            return PathBuf::from(p);
-        }
-        std::env::temp_dir().join(format!("cr-test-crid-restore-{}", std::process::id()))
-    })
-}
-
-/// `cr-dump` with this binary's CRID file in its environment (never set in this process, whose
-/// other test threads start processes).
+/// `cr-dump` with this test binary's CRID file in its environment.
 fn cr() -> Command {
-    let mut c = Command::new(BIN);
-    c.env("CR_CRID_FILE", crid_file());
-    c
+    cr_tests::cr_command(BIN)
 }
 fn dump(args: &[&str]) -> Output {
     cr().args(args).run()
@@ -398,7 +384,7 @@ fn self_checkpoint_returns_crid_then_zero() {
     let dir = TempDir::new("selfckpt");
     let log = dir.path().join("log");
     let d = dir.path().to_path_buf();
-    let crid = crid_file();
+    let crid = cr_tests::crid_file();
     // The child's stdout: a pipe whose read end this test holds (so the image records a pipe to
     // outside the task, which restore attaches to its own stdout), whatever the test's own
     // stdout is (a regular file would be reopened by path, and "restarted" would go there).

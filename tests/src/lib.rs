@@ -171,6 +171,34 @@ pub fn next_line_timeout(rx: &Receiver<String>, what: &str) -> Option<String> {
     }
 }
 
+/// This test process's CRID file (cr-dump's checkpoint ids): `CR_CRID_FILE` when set (a test
+/// run again in a child process: the same file as its parent's), else one per test process in
+/// the temporary directory, named after the test binary, so that test binaries running at the
+/// same time never share one.
+pub fn crid_file() -> &'static Path {
+    static F: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    F.get_or_init(|| {
+        if let Some(p) = std::env::var_os("CR_CRID_FILE") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().ok();
+        let name = exe
+            .as_deref()
+            .and_then(Path::file_stem)
+            .and_then(|s| s.to_str())
+            .unwrap_or("test");
+        std::env::temp_dir().join(format!("cr-test-crid-{name}-{}", std::process::id()))
+    })
+}
+
+/// Program `bin` (cr-dump) with [`crid_file`] in its environment. The variable is never set in
+/// the test process itself, whose other threads start processes of their own.
+pub fn cr_command(bin: &str) -> Command {
+    let mut c = Command::new(bin);
+    c.env("CR_CRID_FILE", crid_file());
+    c
+}
+
 /// Reports a legitimately skipped test (or part of one) where CI's closing line counts it:
 /// `SKIPPED: <test>: <why>` on stderr, written past the test harness's output capture. Only for
 /// what the machine cannot provide (no IA-32 emulation, not root); a missing tool CI installs is
