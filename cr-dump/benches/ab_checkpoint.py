@@ -9,8 +9,9 @@ Env: N rounds (default 8), CR_BENCH_MIB (default 1024). Run as root or the targe
 """
 import glob, os, statistics, subprocess, sys, tempfile, time
 
-if len(sys.argv) < 3:
-    sys.exit(__doc__)
+if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
+    print(__doc__)
+    sys.exit(0 if sys.argv[1:2] in (["-h"], ["--help"]) else 2)
 bins = {"A": sys.argv[1], "B": sys.argv[2]}
 extra = sys.argv[3:]
 rounds = int(os.environ.get("N", "8"))
