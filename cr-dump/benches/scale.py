@@ -4,7 +4,7 @@
 For each size (--sizes, MiB), each round, in an order that rotates from round to round:
   cr-dump: a fresh target (tests/programs/bench_sum.c: every page non-zero, a checksum of its
     whole memory written to a file), `cr-dump checkpoint --direct` (image deleted at once),
-    `cr-dump checkpoint` (lazy, the default), the target killed, `cr-dump restore --detach` of
+    then `cr-dump checkpoint` (lazy, the default), the target killed, `cr-dump restore --detach` of
     the lazy image, the restored task's checksum checked, the image deleted;
   CRIU: a fresh target, `criu dump --leave-running --shell-job --display-stats`, the target
     killed, `criu restore -d --shell-job`, the restored task's checksum checked, the images
@@ -22,6 +22,9 @@ and the peak memory per size.
 
     sudo python3 cr-dump/benches/scale.py [--sizes 64,256,1024,4096,8192] [--rounds 1]
          [--bin target/release/cr-dump] [--criu PATH] [--only cr] [--work DIR] [--thp]
+
+--cold drops each image's pages from the page cache (posix_fadvise DONTNEED, those files only)
+before its restore: both tools then read their image from the disk.
 
 --thp runs the targets with transparent huge pages (an LD_PRELOAD shim built here makes the
 target's large anonymous mmap MADV_HUGEPAGE; the machine's THP setting is left alone): the same
@@ -138,8 +141,11 @@ def cr_round(a, prog, mib, sumdir, env, rd, add):
     t, want = start_target(prog, mib, sumdir, env)
     try:
         images = {}
-        for name, extra in ([("cr direct", ["--direct"]), ("cr lazy", [])] if a.flip else
-                            [("cr lazy", []), ("cr direct", ["--direct"])]):
+        # --direct first (its image deleted at once), then the lazy checkpoint whose image is
+        # restored: written last, it is in the page cache as CRIU's image is at its restore (at
+        # 8 GiB, writing the --direct image after it pushed part of it out of the cache, and the
+        # restore then read it from the disk).
+        for name, extra in [("cr direct", ["--direct"]), ("cr lazy", [])]:
             d = os.path.join(rd, name.replace(" ", "-"))
             os.mkdir(d)
             rc, text, etext, m = run([a.bin, "checkpoint", "--pid", str(t.pid), "-o", d, "--json"]
@@ -155,6 +161,8 @@ def cr_round(a, prog, mib, sumdir, env, rd, add):
                 shutil.rmtree(d)  # one image on disk at a time
     finally:
         stop(t)
+    if a.cold:
+        evict(images["cr lazy"])
     rc, text, etext, m = run([a.bin, "restore", "--detach", images["cr lazy"]])
     must(rc, text, etext, "cr restore")
     check_restored(sumdir, int(text.split()[-1]), want, "cr restore")
@@ -176,12 +184,28 @@ def criu_round(a, criu, prog, mib, sumdir, env, rd, add):
         add("criu dump", m)
     finally:
         stop(t)
+    if a.cold:
+        evict(d)
     rc, text, etext, m = run([criu, "restore", "-d", "-D", d, "--shell-job", "-o",
                               "restore.log"])
     must(rc, text, etext, "criu restore")
     check_restored(sumdir, t.pid, want, "criu restore")
     add("criu restore", m)
     shutil.rmtree(d)
+
+
+def evict(path):
+    """Drops the page cache of an image file (or of every file of a directory) after writing it
+    out: a restore from a cold image, as on another machine or after a while. Only these files'
+    pages: the rest of the machine's cache is left alone."""
+    subprocess.run(["sync"])
+    files = [path] if os.path.isfile(path) else [os.path.join(path, f) for f in os.listdir(path)]
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def room(mib, work):
@@ -208,6 +232,8 @@ def main():
     ap.add_argument("--only", choices=["cr"])
     ap.add_argument("--work", help="directory for images (default: a new one under /var/tmp)")
     ap.add_argument("--thp", action="store_true", help="targets with THP (see above)")
+    ap.add_argument("--cold", action="store_true",
+                    help="restore from images out of the page cache (see above)")
     ap.add_argument("--json", action="store_true", help="also print every sample as JSON")
     a = ap.parse_args()
     sizes = [int(x) for x in a.sizes.split(",") if x]
@@ -246,7 +272,6 @@ def main():
                 rd = os.path.join(work, f"{mib}-{r}")
                 os.mkdir(rd)
                 add = lambda name, m, mib=mib: s.setdefault((mib, name), []).append(m)
-                a.flip = r % 2 == 1
                 parts = [lambda: cr_round(a, prog, mib, sumdir, env, rd, add)]
                 if criu:
                     parts.append(lambda: criu_round(a, criu, prog, mib, sumdir, env, rd, add))
@@ -264,7 +289,8 @@ def report(s, a, sizes, load, skipped):
     med = lambda mib, name, k: statistics.median(x[k] for x in s[(mib, name)])
     have = lambda mib, name: (mib, name) in s
     done = [m for m in sizes if m not in skipped]
-    print(f"\nscale: {a.rounds} round(s) per size, THP {'on (madvise shim)' if a.thp else 'off'}")
+    print(f"\nscale: {a.rounds} round(s) per size, THP {'on (madvise shim)' if a.thp else 'off'}"
+          f", images {'cold (evicted before restore)' if a.cold else 'in the page cache'}")
     for mib, why in skipped.items():
         print(f"  {mib} MiB skipped: {why}")
     for mib in done:
