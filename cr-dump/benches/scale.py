@@ -12,9 +12,11 @@ For each size (--sizes, MiB), each round, in an order that rotates from round to
 So at most one image is on disk at a time. Measured per command: wall time, CPU of the tool and
 its threads and children (wait4's rusage), the CPU the target spends meanwhile
 (/proc/PID/stat), downtime (`--json` downtime_ms; CRIU's "Frozen time"), and the tool's peak
-memory: ru_maxrss (the peak resident set, file pages included) and, sampled every 20 ms from
-/proc/PID/status, the peak of RssAnon (its own memory) and of RssFile (mapped file pages, e.g. an
-image it maps: page cache, reclaimable).
+memory, sampled every 20 ms from /proc/PID/status: VmHWM (the peak resident set, file pages
+included; the last sample before the exit), and the peaks of RssAnon (its own memory) and of
+RssFile (mapped file pages, e.g. an image it maps: page cache, reclaimable). (getrusage's
+ru_maxrss is not used: it counts the Python process the command was forked from, 17 MiB, as
+long as the command is smaller.)
 
 Printed: per size the medians, the time per GiB and its ratio to the 1 GiB row (linearity: 1.0
 is linear; a per-GiB figure that grows with the size is worse than linear), the ratios to CRIU,
@@ -93,20 +95,20 @@ def run(cmd, pid=None):
     """Runs cmd; returns (returncode, stdout, stderr, dict of measures).
 
     Measures: wall s, cpu s (the command, its threads and reaped children: wait4's rusage),
-    task_cpu s (the target pid's CPU meanwhile), maxrss MiB (ru_maxrss), anon/file MiB (peaks of
-    RssAnon/RssFile sampled every 20 ms)."""
+    task_cpu s (the target pid's CPU meanwhile), hwm/anon/file MiB (peaks of VmHWM/RssAnon/
+    RssFile sampled every 20 ms)."""
     subprocess.run(["sync"])
     time.sleep(0.3)
     k0 = task_cpu(pid) if pid else 0.0
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.monotonic()
         p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        peak = {"RssAnon": 0, "RssFile": 0}
+        peak = {"VmHWM": 0, "RssAnon": 0, "RssFile": 0}
         while True:
             got, status, ru = os.wait4(p.pid, os.WNOHANG)
             if got == p.pid:
                 break
-            for k, v in status_kib(p.pid, ("RssAnon", "RssFile")).items():
+            for k, v in status_kib(p.pid, tuple(peak)).items():
                 peak[k] = max(peak[k], v)
             time.sleep(0.02)
         t1 = time.monotonic()
@@ -116,7 +118,7 @@ def run(cmd, pid=None):
         text, etext = out.read(), err.read()
     k1 = task_cpu(pid) if pid else 0.0
     m = dict(wall=t1 - t0, cpu=ru.ru_utime + ru.ru_stime, task_cpu=max(0.0, k1 - k0),
-             maxrss=ru.ru_maxrss / 1024, anon=peak["RssAnon"] / 1024, file=peak["RssFile"] / 1024)
+             hwm=peak["VmHWM"] / 1024, anon=peak["RssAnon"] / 1024, file=peak["RssFile"] / 1024)
     return p.returncode, text, etext, m
 
 
@@ -297,7 +299,7 @@ def report(s, a, sizes, load, skipped):
         print(f"  {mib} MiB: load avg at round starts {min(load[mib]):.1f}-{max(load[mib]):.1f}")
     names = ["cr lazy", "cr direct", "criu dump", "cr restore", "criu restore"]
     print(f"\n{'MiB':>6} {'':13} {'wall ms':>9} {'ms/GiB':>8} {'/1GiB':>6} {'CPU s':>7} "
-          f"{'CPU/GiB':>8} {'/1GiB':>6} {'down ms':>8} {'maxrss':>7} {'anon':>6} {'file':>6}")
+          f"{'CPU/GiB':>8} {'/1GiB':>6} {'down ms':>8} {'VmHWM':>7} {'anon':>6} {'file':>6}")
     ref = 1024 if 1024 in done else (done[0] if done else None)
     for mib in done:
         gib = mib / 1024
@@ -313,10 +315,10 @@ def report(s, a, sizes, load, skipped):
                 f"{'':8}"
             print(f"{mib:6} {name:13} {w * 1000:9.0f} {w * 1000 / gib:8.0f} {wr:6.2f} "
                   f"{cpu:7.2f} {cpu / gib:8.3f} {cr_:6.2f} {down} "
-                  f"{med(mib, name, 'maxrss'):7.0f} {med(mib, name, 'anon'):6.0f} "
+                  f"{med(mib, name, 'hwm'):7.0f} {med(mib, name, 'anon'):6.1f} "
                   f"{med(mib, name, 'file'):6.0f}")
     print(f"(ms/GiB, CPU/GiB: per GiB of the target; /1GiB: that per-GiB figure over the "
-          f"{ref} MiB row's; CPU = tool + target; maxrss/anon/file: the tool's peak RSS, "
+          f"{ref} MiB row's; CPU = tool + target; VmHWM/anon/file: the tool's peak RSS, "
           "RssAnon, RssFile in MiB)")
     if not any(have(m, "criu dump") for m in done):
         return
