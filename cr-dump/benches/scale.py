@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Scale: cr-dump against CRIU 4.2 from 64 MiB to 8 GiB of present memory (issue 14, "Scale").
 
-For each size (--sizes, MiB), each round, in an order that rotates from round to round:
+For each size (--sizes, MiB), each round, the two parts in an order that rotates from round to
+round:
   cr-dump: a fresh target (tests/programs/bench_sum.c: every page non-zero, a checksum of its
     whole memory written to a file), `cr-dump checkpoint --direct` (image deleted at once),
-    then `cr-dump checkpoint` (lazy, the default), the target killed, `cr-dump restore --detach` of
-    the lazy image, the restored task's checksum checked, the image deleted;
+    then `cr-dump checkpoint` (lazy, the default), the target killed, `cr-dump restore
+    --detach` of the lazy image, the restored task's checksum checked, the image deleted;
   CRIU: a fresh target, `criu dump --leave-running --shell-job --display-stats`, the target
     killed, `criu restore -d --shell-job`, the restored task's checksum checked, the images
     deleted.
@@ -23,7 +24,8 @@ is linear; a per-GiB figure that grows with the size is worse than linear), the 
 and the peak memory per size.
 
     sudo python3 cr-dump/benches/scale.py [--sizes 64,256,1024,4096,8192] [--rounds 1]
-         [--bin target/release/cr-dump] [--criu PATH] [--only cr] [--work DIR] [--thp]
+         [--bin target/release/cr-dump] [--criu PATH] [--only cr] [--work DIR] [--cold] [--thp]
+         [--json]
 
 --cold drops each image's pages from the page cache (posix_fadvise DONTNEED, those files only)
 before its restore: both tools then read their image from the disk.
@@ -38,8 +40,7 @@ an image of the size, and 22 GB for 8 GiB and more) and skips the size with the 
 either is short. CRIU is found as vs_criu.py finds it; its rows are skipped (and said so) when
 it is absent. Root is needed.
 """
-import argparse, ctypes, json, os, re, shutil, signal, statistics, subprocess, sys, tempfile
-import threading, time
+import argparse, ctypes, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, "../.."))
