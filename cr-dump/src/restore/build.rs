@@ -176,8 +176,9 @@ pub(super) fn join_memfds(
     Ok(())
 }
 
-/// Step 5: the image's VMAs, readable and writable (private ones and shared anonymous memory)
-/// until their pages are in. The `mmap` and `mremap` calls go in batches ([`Batch`]).
+/// Step 5: the image's VMAs, readable and writable until their pages are in (private file
+/// mappings with pages, shared anonymous memory, anonymous VMAs kept apart), or with their
+/// recorded protection at once ([`VmaPlan::final_prot_at_map`]). The `mmap` and `mremap` calls go in batches ([`Batch`]).
 pub(super) fn map_vmas(c: &Child, plan: &Plan) -> Result<()> {
     let mut shared_done: Vec<u64> = Vec::new();
     let mut pool = ApartPool::new(c, plan)?;
@@ -225,7 +226,12 @@ pub(super) fn map_vmas(c: &Child, plan: &Plan) -> Result<()> {
                     batch.push(c, "mremap", v, nr, args, start)?;
                 }
                 None => {
-                    let args = [start, len, RW, flags, u64::MAX, 0];
+                    let prot = if v.final_prot_at_map() {
+                        u64::from(v.prot)
+                    } else {
+                        RW
+                    };
+                    let args = [start, len, prot, flags, u64::MAX, 0];
                     batch.push(c, "mmap", v, nr::MMAP, args, start)?;
                 }
             }

@@ -170,6 +170,7 @@ mod plan;
 mod process;
 mod selfckpt;
 mod signals;
+mod walk;
 
 pub use child::PidMode;
 pub use files::{FileOptions, Inherit, InheritSource};
@@ -247,12 +248,13 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
         .check_parent_refs()
         .map_err(|e| inspect::chain::image_error(path, e, None))?;
     let (images, idx) = (chain.images(), chain.index());
-    let mut plan = plan::plan(path, images)?;
+    let (mut plan, body) = plan::plan(path, images)?;
     let top = images.first().ok_or_else(|| other("an empty chain"))?;
     let fplan = files::plan(path, top, &opts.files, opts.detach)?;
     build::join_memfds(top, &mut plan, &fplan)?;
-    let src = pages::Source::new(images, &files);
-    let pieces = pages::pieces(&plan, idx, images, &src)?;
+    let src = pages::Source::new(&body, &files);
+    let pieces = pages::pieces(&plan, &body, idx, images, &src)?;
+    drop(body);
     drop(chain);
 
     let devnull = if opts.detach && !fplan.has_files {

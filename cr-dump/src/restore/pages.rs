@@ -18,62 +18,37 @@
 use super::child::Child;
 use super::other;
 use super::plan::{Plan, VmaPlan};
+use super::walk::{Body, DataRec};
 use super::Progress;
 use crate::error::{Error, Result};
 use crate::inspect::chain::ChainFiles;
+use crate::span::AddrRange;
 use crate::sys::{self, abi::nr};
 use cr_format::chain::{ChainIndex, Resolved};
 use cr_format::raw;
-use cr_format::read::{Image, Record, RunKind};
+use cr_format::read::{Image, RunKind};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-
-/// One Pages record's data area.
-#[derive(Clone, Copy, Debug)]
-struct Rec {
-    image: usize,
-    start: usize,
-    end: usize,
-    crc: u32,
-    /// The record's offset in its image (for messages).
-    offset: u64,
-}
 
 /// Where page data comes from: every Pages record of the chain, each data CRC checked once,
 /// before its first byte is used ([`Source::crc_ok`]). Owns no borrow: the bytes are the chain's files'.
 pub(super) struct Source {
-    recs: Vec<Rec>,
+    recs: Vec<DataRec>,
     paths: Vec<String>,
 }
 
 impl Source {
-    /// Every Pages record with data of every image.
-    pub fn new(images: &[Image<'_>], files: &ChainFiles) -> Source {
-        let mut recs = Vec::new();
-        for (i, img) in images.iter().enumerate() {
-            for r in img.records() {
-                if let Record::Pages(p) = r.record {
-                    let len = usize::try_from(p.data_len()).unwrap_or(usize::MAX);
-                    let start = usize::try_from(p.data_offset).unwrap_or(usize::MAX);
-                    if len > 0 {
-                        recs.push(Rec {
-                            image: i,
-                            start,
-                            end: start.saturating_add(len),
-                            crc: p.raw.data_crc.get(),
-                            offset: r.offset,
-                        });
-                    }
-                }
-            }
-        }
-        recs.sort_by_key(|r| (r.image, r.start));
+    /// Every Pages record with data of every image (found by [`Body::walk`]).
+    pub fn new(body: &Body<'_>, files: &ChainFiles) -> Source {
         let paths = files
             .files()
             .iter()
             .map(|m| m.path.display().to_string())
             .collect();
-        Source { recs, paths }
+        Source {
+            recs: body.data.clone(),
+            paths,
+        }
     }
 
     /// The record whose data holds `[off, off+len)` of image `image`.
@@ -180,8 +155,10 @@ pub(super) fn uffd_vma(v: &VmaPlan) -> bool {
 /// Every stretch to fill, in the image's order (by address within each VMA): data pages
 /// resolved through the chain, joined where contiguous in the task and in one record; zero
 /// pages of file mappings. Shared file mappings are left out (the file is their contents).
+/// `body` holds the top image's VMAs in the order of `plan.vmas`.
 pub(super) fn pieces(
     plan: &Plan,
+    body: &Body<'_>,
     idx: &ChainIndex<'_>,
     images: &[Image<'_>],
     src: &Source,
@@ -189,46 +166,37 @@ pub(super) fn pieces(
     let top = images.first().ok_or_else(|| other("an empty chain"))?;
     let ps = u64::from(top.page_size());
     let mut out: Vec<Piece> = Vec::new();
-    let mut cur: Option<&VmaPlan> = None;
-    let mut vi = 0usize;
-    for r in top.records() {
-        match r.record {
-            Record::Vma(v) => {
-                cur = plan.vmas.get(vi).filter(|p| p.range.start == v.start());
-                vi += 1;
-            }
-            Record::Pages(p) => {
-                let Some(v) = cur else { continue };
-                if v.special() || (v.shared() && !v.shared_anon()) {
-                    continue;
-                }
-                let mut add = Adder {
-                    out: &mut out,
-                    images,
-                    src,
-                    anon: uffd_vma(v),
-                    locked: v.attrs & (raw::VMA_ATTR_LOCKED | raw::VMA_ATTR_LOCKONFAULT) != 0,
-                    file: v.kind == raw::VMA_FILE,
-                };
-                // The record was parsed without its data: each data run's bytes follow the
-                // previous one's from `data_offset`.
-                let mut off = usize::try_from(p.data_offset).map_err(|_| other("data offset"))?;
-                for run in p.iter() {
-                    let end = run.end(top.page_size());
-                    match run.kind {
-                        RunKind::Data => {
-                            let n = usize::try_from(end - run.addr).map_err(|_| other("run"))?;
-                            let d = top.bytes().get(off..off.saturating_add(n));
-                            let d = d.ok_or_else(|| other("page data outside its image"))?;
-                            add.data(run.addr, d)?;
-                            off = off.saturating_add(n);
-                        }
-                        RunKind::Zero => add.zero(run.addr, end - run.addr),
-                        RunKind::Parent => add.parent(idx, run.addr, end, ps)?,
+    for (rec, v) in body.vmas.iter().zip(&plan.vmas) {
+        let skip = v.special() || (v.shared() && !v.shared_anon());
+        if skip || rec.vma.start() != v.range.start {
+            continue;
+        }
+        let mut add = Adder {
+            out: &mut out,
+            images,
+            src,
+            anon: uffd_vma(v),
+            locked: v.attrs & (raw::VMA_ATTR_LOCKED | raw::VMA_ATTR_LOCKONFAULT) != 0,
+            file: v.kind == raw::VMA_FILE,
+        };
+        for p in rec.pages().filter_map(|i| body.pages.get(i)) {
+            // The record was parsed without its data: each data run's bytes follow the
+            // previous one's from `data_offset`.
+            let mut off = usize::try_from(p.data_offset).map_err(|_| other("data offset"))?;
+            for run in p.iter() {
+                let end = run.end(top.page_size());
+                match run.kind {
+                    RunKind::Data => {
+                        let n = usize::try_from(end - run.addr).map_err(|_| other("run"))?;
+                        let d = top.bytes().get(off..off.saturating_add(n));
+                        let d = d.ok_or_else(|| other("page data outside its image"))?;
+                        add.data(run.addr, d)?;
+                        off = off.saturating_add(n);
                     }
+                    RunKind::Zero => add.zero(run.addr, end - run.addr),
+                    RunKind::Parent => add.parent(idx, run.addr, end, ps)?,
                 }
             }
-            _ => {}
         }
     }
     Ok(out)
@@ -508,20 +476,38 @@ pub(super) fn register(
             features & !got
         )));
     }
+    // One UFFDIO_REGISTER for each run of selected VMAs that touch one another (nothing else
+    // can lie between them), instead of one per VMA.
+    let mut run: Option<AddrRange> = None;
     for v in plan.vmas.iter().filter(|v| uffd_vma(v) && which(v)) {
-        let (s, l) = (v.range.start, v.range.len());
-        sys::uffd_register_missing(&u, s, l).map_err(|e| {
-            c.io(
-                &format!(
-                    "UFFDIO_REGISTER {s:#x}-{:#x} (fd {})",
-                    v.range.end,
-                    u.as_raw_fd()
-                ),
-                e,
-            )
-        })?;
+        match run.as_mut() {
+            Some(r) if r.end == v.range.start => r.end = v.range.end,
+            _ => {
+                if let Some(r) = run.replace(v.range) {
+                    register_range(c, &u, r)?;
+                }
+            }
+        }
+    }
+    if let Some(r) = run {
+        register_range(c, &u, r)?;
     }
     Ok(u)
+}
+
+/// `UFFDIO_REGISTER` of `r` in missing-page mode.
+fn register_range(c: &Child, u: &OwnedFd, r: AddrRange) -> Result<()> {
+    sys::uffd_register_missing(u, r.start, r.len()).map_err(|e| {
+        c.io(
+            &format!(
+                "UFFDIO_REGISTER {:#x}-{:#x} (fd {})",
+                r.start,
+                r.end,
+                u.as_raw_fd()
+            ),
+            e,
+        )
+    })
 }
 
 /// Writes `bytes` at `addr` of the child with `process_vm_writev`: one copy, straight into the
