@@ -206,6 +206,58 @@ impl ChainFiles {
     }
 }
 
+impl ChainFiles {
+    /// Parses every image and checks the links between them as [`ChainFiles::parse`] does,
+    /// handing each record to `each` (the image's index, newest first, and the record) as it is
+    /// validated ([`Image::parse_each`]): one walk over each image for whoever needs every
+    /// record. The chain's index is built only when there are parents to resolve pages in (a
+    /// full image resolves every page itself); `check_parent_refs` is then run too.
+    pub fn parse_each<'a>(
+        &'a self,
+        how: Parse,
+        mut each: impl FnMut(usize, &cr_format::read::Parsed<'a>),
+    ) -> Result<(Vec<Image<'a>>, Option<ChainIndex<'a>>)> {
+        let named: Vec<(&Path, &[u8])> = self
+            .files
+            .iter()
+            .map(|m| (m.path.as_path(), m.bytes()))
+            .collect();
+        let opts = cr_format::read::Options {
+            verify_data: how == Parse::Full,
+        };
+        let images = named
+            .iter()
+            .enumerate()
+            .map(|(i, (p, b))| {
+                Image::parse_each(b, opts, |r| each(i, r)).map_err(|e| image_error(p, e, None))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let chain = check_links(&named, &images)?;
+        if images.len() < 2 {
+            return Ok((images, None));
+        }
+        let index = ChainIndex::new(&chain);
+        let top = named.first().map_or(Path::new("-"), |(p, _)| *p);
+        index
+            .check_parent_refs()
+            .map_err(|e| image_error(top, e, None))?;
+        Ok((images, Some(index)))
+    }
+}
+
+/// The chain of `images` (newest first) with its links checked; an error names the image whose
+/// link fails ([`LoadedChain::parse`]).
+fn check_links<'c, 'a>(
+    named: &[(&Path, &'a [u8])],
+    images: &'c [Image<'a>],
+) -> Result<Chain<'c, 'a>> {
+    Chain::new(images).map_err(|e| {
+        let at = wrong_link(images).unwrap_or(0);
+        let p = named.get(at).map_or(Path::new("-"), |(p, _)| *p);
+        image_error(p, e, None)
+    })
+}
+
 /// A parsed chain whose links hold, with its index: what the inspection verbs work on.
 pub struct LoadedChain<'a> {
     top: Image<'a>,
@@ -228,14 +280,7 @@ impl<'a> LoadedChain<'a> {
                 .map_err(|e| image_error(p, e, None))
             })
             .collect::<Result<Vec<_>>>()?;
-        let index = match Chain::new(&images) {
-            Ok(chain) => ChainIndex::new(&chain),
-            Err(e) => {
-                let at = wrong_link(&images).unwrap_or(0);
-                let p = named.get(at).map_or(Path::new("-"), |(p, _)| *p);
-                return Err(image_error(p, e, None));
-            }
-        };
+        let index = ChainIndex::new(&check_links(named, &images)?);
         // Chain::new refused an empty chain.
         let top = *images
             .first()

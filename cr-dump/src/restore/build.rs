@@ -573,9 +573,8 @@ fn mlock_future(c: &Child, plan: &Plan, warnings: &mut Vec<String>) -> Result<()
 /// or split some): the restored task would differ where `/proc/PID/maps` shows.
 fn check_layout(c: &Child, plan: &Plan, warnings: &mut Vec<String>) -> Result<()> {
     let scratch = plan.scratch;
-    let now: Vec<AddrRange> = super::plan::task_maps(c.pid())?
+    let now: Vec<AddrRange> = maps_ranges(c.pid())?
         .into_iter()
-        .map(|m| m.0)
         .filter(|r| r.start != scratch)
         .collect();
     let want: Vec<AddrRange> = plan.vmas.iter().map(|v| v.range).collect();
@@ -595,6 +594,36 @@ fn check_layout(c: &Child, plan: &Plan, warnings: &mut Vec<String>) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// The address ranges of a task's mappings, from `/proc/PID/maps`: only each line's first
+/// field is parsed (65,000 lines are 3 MB of text, and the rest of each line is not needed).
+fn maps_ranges(pid: i32) -> Result<Vec<AddrRange>> {
+    let text = crate::procfs::read(pid, "maps")?;
+    let bad = |l: &[u8]| {
+        other(format!(
+            "pid {pid}: a line of /proc/{pid}/maps without a range: {:?}",
+            String::from_utf8_lossy(l)
+        ))
+    };
+    let hex = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| u64::from_str_radix(s, 16).ok())
+    };
+    let mut out = Vec::new();
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let range = line.split(|&b| b == b' ').next().unwrap_or_default();
+        let mut ends = range.splitn(2, |&b| b == b'-');
+        let r = ends
+            .next()
+            .and_then(hex)
+            .zip(ends.next().and_then(hex))
+            .and_then(|(a, b)| AddrRange::new(a, b))
+            .ok_or_else(|| bad(line))?;
+        out.push(r);
+    }
+    Ok(out)
 }
 
 /// The madvise advice for each `VMA_ATTR_*` bit.

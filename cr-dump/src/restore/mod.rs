@@ -242,20 +242,18 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
         ));
     }
     let files = inspect::chain::ChainFiles::open(path)?;
-    let chain = files.parse(inspect::chain::Parse::Metadata)?;
-    chain
-        .index()
-        .check_parent_refs()
-        .map_err(|e| inspect::chain::image_error(path, e, None))?;
-    let (images, idx) = (chain.images(), chain.index());
-    let (mut plan, body) = plan::plan(path, images)?;
+    let mut body = walk::Body::default();
+    let (images, idx) =
+        files.parse_each(inspect::chain::Parse::Metadata, |i, r| body.take(i, r))?;
+    let (mut plan, body) = plan::plan(path, &images, body)?;
     let top = images.first().ok_or_else(|| other("an empty chain"))?;
     let fplan = files::plan(path, top, &opts.files, opts.detach)?;
     build::join_memfds(top, &mut plan, &fplan)?;
     let src = pages::Source::new(&body, &files);
-    let pieces = pages::pieces(&plan, &body, idx, images, &src)?;
+    let pieces = pages::pieces(&plan, &body, idx.as_ref(), &images, &src)?;
     drop(body);
-    drop(chain);
+    drop(idx);
+    drop(images);
 
     let devnull = if opts.detach && !fplan.has_files {
         Some(

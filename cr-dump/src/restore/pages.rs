@@ -159,7 +159,7 @@ pub(super) fn uffd_vma(v: &VmaPlan) -> bool {
 pub(super) fn pieces(
     plan: &Plan,
     body: &Body<'_>,
-    idx: &ChainIndex<'_>,
+    idx: Option<&ChainIndex<'_>>,
     images: &[Image<'_>],
     src: &Source,
 ) -> Result<Vec<Piece>> {
@@ -178,23 +178,22 @@ pub(super) fn pieces(
             anon: uffd_vma(v),
             locked: v.attrs & (raw::VMA_ATTR_LOCKED | raw::VMA_ATTR_LOCKONFAULT) != 0,
             file: v.kind == raw::VMA_FILE,
+            last_rec: None,
         };
         for p in rec.pages().filter_map(|i| body.pages.get(i)) {
             // The record was parsed without its data: each data run's bytes follow the
             // previous one's from `data_offset`.
             let mut off = usize::try_from(p.data_offset).map_err(|_| other("data offset"))?;
-            for run in p.iter() {
-                let end = run.end(top.page_size());
+            for run in p.runs().filter_map(|i| body.runs.get(i)) {
+                let (start, end) = (run.addr, run.end);
                 match run.kind {
                     RunKind::Data => {
-                        let n = usize::try_from(end - run.addr).map_err(|_| other("run"))?;
-                        let d = top.bytes().get(off..off.saturating_add(n));
-                        let d = d.ok_or_else(|| other("page data outside its image"))?;
-                        add.data(run.addr, d)?;
+                        let n = usize::try_from(end - start).map_err(|_| other("run"))?;
+                        add.top_data(start, off, n)?;
                         off = off.saturating_add(n);
                     }
-                    RunKind::Zero => add.zero(run.addr, end - run.addr),
-                    RunKind::Parent => add.parent(idx, run.addr, end, ps)?,
+                    RunKind::Zero => add.zero(start, end - start),
+                    RunKind::Parent => add.parent(idx, start, end, ps)?,
                 }
             }
         }
@@ -210,9 +209,33 @@ struct Adder<'o, 'i, 's> {
     anon: bool,
     locked: bool,
     file: bool,
+    /// The record of the last top-image data.
+    last_rec: Option<usize>,
 }
 
 impl Adder<'_, '_, '_> {
+    /// `len` bytes of the top image's data at `off`, for `addr`: the record holding them is
+    /// most often the one before's.
+    fn top_data(&mut self, addr: u64, off: usize, len: usize) -> Result<()> {
+        let known = self.last_rec.filter(|&k| {
+            self.src
+                .recs
+                .get(k)
+                .is_some_and(|r| r.image == 0 && r.start <= off && off.saturating_add(len) <= r.end)
+        });
+        let rec = match known.or_else(|| self.src.rec_of(0, off, len)) {
+            Some(k) => k,
+            None => {
+                return Err(other(format!(
+                    "page data for {addr:#x} is in no Pages record"
+                )))
+            }
+        };
+        self.last_rec = Some(rec);
+        self.push_data(addr, 0, off, len as u64, rec);
+        Ok(())
+    }
+
     fn data(&mut self, addr: u64, bytes: &[u8]) -> Result<()> {
         let p = bytes.as_ptr() as usize;
         let (image, off) = self
@@ -228,7 +251,13 @@ impl Adder<'_, '_, '_> {
             .src
             .rec_of(image, off, bytes.len())
             .ok_or_else(|| other(format!("page data for {addr:#x} is in no Pages record")))?;
-        let len = bytes.len() as u64;
+        self.push_data(addr, image, off, bytes.len() as u64, rec);
+        Ok(())
+    }
+
+    /// A piece of `len` bytes of image `image` at `off` (in record `rec`) for `addr`, joined
+    /// to the one before when they follow each other in the task and in the record.
+    fn push_data(&mut self, addr: u64, image: usize, off: usize, len: u64, rec: usize) {
         if let Some(last) = self.out.last_mut() {
             if let Src::Data {
                 image: li,
@@ -239,7 +268,7 @@ impl Adder<'_, '_, '_> {
                 let joins = li == image && lr == rec && lo + last.len as usize == off;
                 if joins && last.addr + last.len == addr && last.anon == self.anon {
                     last.len += len;
-                    return Ok(());
+                    return;
                 }
             }
         }
@@ -250,7 +279,6 @@ impl Adder<'_, '_, '_> {
             anon: self.anon,
             locked: self.locked,
         });
-        Ok(())
     }
 
     /// Zero pages matter only in file mappings (fresh anonymous pages are zero).
@@ -268,7 +296,19 @@ impl Adder<'_, '_, '_> {
 
     /// Pages "in the parent", extent by extent ([`ChainIndex::extent`]: the cost is per run,
     /// not per page).
-    fn parent(&mut self, idx: &ChainIndex<'_>, start: u64, end: u64, ps: u64) -> Result<()> {
+    /// `idx` is the chain's index (`None` for a full image, which has no "parent" pages).
+    fn parent(
+        &mut self,
+        idx: Option<&ChainIndex<'_>>,
+        start: u64,
+        end: u64,
+        ps: u64,
+    ) -> Result<()> {
+        let idx = idx.ok_or_else(|| {
+            other(format!(
+                "page {start:#x} is \"in the parent\" of an image without one"
+            ))
+        })?;
         let mut a = start;
         while a < end {
             let e = idx.extent(a);

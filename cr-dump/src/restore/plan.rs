@@ -130,7 +130,11 @@ pub(super) fn special_areas(maps: &[(AddrRange, String)]) -> Vec<AddrRange> {
 
 /// Checks the image against this machine and opens its files; with what the walk over the
 /// chain found ([`Body`]).
-pub(super) fn plan<'a>(path: &Path, images: &[Image<'a>]) -> Result<(Plan, Body<'a>)> {
+pub(super) fn plan<'a>(
+    path: &Path,
+    images: &[Image<'a>],
+    body: Body<'a>,
+) -> Result<(Plan, Body<'a>)> {
     let top = images
         .first()
         .ok_or_else(|| other(format!("{}: an empty chain", path.display())))?;
@@ -171,7 +175,7 @@ pub(super) fn plan<'a>(path: &Path, images: &[Image<'a>]) -> Result<(Plan, Body<
     for (i, g) in gpr.iter_mut().enumerate() {
         *g = regs.gpr(i);
     }
-    let body = Body::walk(path, images)?;
+    let body = body.check(path)?;
     let mut warnings = Vec::new();
     check_vdso(path, &body, regs.gpr(GPR_RIP), &mut warnings)?;
     let (vmas, files) = vma_plans(&body, &mut warnings)?;
@@ -279,7 +283,7 @@ fn vma_plans(body: &Body<'_>, warnings: &mut Vec<String>) -> Result<(Vec<VmaPlan
             // The image holds pages of it (data, zero or in the parent).
             pages: rec
                 .pages()
-                .any(|i| body.pages.get(i).is_some_and(|p| p.iter().next().is_some())),
+                .any(|i| body.pages.get(i).is_some_and(|p| !p.runs().is_empty())),
             apart: false,
         };
         let shared = p.shared();

@@ -1,4 +1,5 @@
-//! One walk over each image of the chain, before the fork: the top image's VMAs with their
+//! What restore needs of every record, gathered as the chain is parsed (one walk over each
+//! image, [`crate::inspect::chain::ChainFiles::parse_each`]): the top image's VMAs with their
 //! attributes, vDSO bytes and Pages records, and every image's Pages records with data (for
 //! [`super::pages::Source`]). Each walk over an image of 65,000 mappings costs ~15 ms (a page
 //! of the image touched per record): plan, pages and the checks of the records take what
@@ -8,7 +9,7 @@ use super::other;
 use super::plan::TASK_SIZE;
 use crate::error::Result;
 use cr_format::raw;
-use cr_format::read::{Image, Pages, Record, VdsoData, Vma};
+use cr_format::read::{Parsed, Record, RunKind, VdsoData, Vma};
 use std::ops::Range;
 use std::path::Path;
 
@@ -24,11 +25,36 @@ pub(super) struct VmaRecs<'a> {
     pub pages: (usize, usize),
 }
 
+impl PagesRec {
+    /// Its runs' indices in [`Body::runs`].
+    pub fn runs(&self) -> Range<usize> {
+        self.runs.0..self.runs.1
+    }
+}
+
 impl VmaRecs<'_> {
     /// Its Pages records' indices in [`Body::pages`].
     pub fn pages(&self) -> Range<usize> {
         self.pages.0..self.pages.1
     }
+}
+
+/// A Pages record of the top image, its runs copied out while the record is at hand (a second
+/// look at 65,000 records spread over the image costs a cache and TLB miss each).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PagesRec {
+    /// Where its data starts in the image.
+    pub data_offset: u64,
+    /// Its runs: a range of [`Body::runs`].
+    pub runs: (usize, usize),
+}
+
+/// A page run: `[addr, end)` and its kind.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RunRec {
+    pub addr: u64,
+    pub end: u64,
+    pub kind: RunKind,
 }
 
 /// A Pages record with data: where its data lies in its image, and its CRC.
@@ -43,59 +69,63 @@ pub(super) struct DataRec {
 }
 
 /// What the walks found.
+#[derive(Default)]
 pub(super) struct Body<'a> {
     /// The top image's VMAs, in image (address) order.
     pub vmas: Vec<VmaRecs<'a>>,
     /// The top image's Pages records, in image order.
-    pub pages: Vec<Pages<'a>>,
+    pub pages: Vec<PagesRec>,
+    /// Their runs, in image order.
+    pub runs: Vec<RunRec>,
     /// Every Pages record with data of every image, by image and data offset.
     pub data: Vec<DataRec>,
+    /// The first VMA or page run outside the user address space: ((start, end, what), the
+    /// record's offset).
+    space_err: Option<((u64, u64, String), u64)>,
+    /// The first record of a kind this version does not know: (kind, offset).
+    kind_err: Option<(u16, u64)>,
 }
 
 impl<'a> Body<'a> {
-    /// Walks every image once; refuses (naming `path`, the record's offset and why) a VMA or a
-    /// page run the child could not have (empty, inverted, or outside the user address space:
-    /// only the vsyscall VMA, never created, lies above it, at its fixed address), then a record
-    /// kind this version does not know (restore cannot bring back what it cannot read).
-    pub fn walk(path: &Path, images: &[Image<'a>]) -> Result<Body<'a>> {
-        let mut body = Body {
-            vmas: Vec::new(),
-            pages: Vec::new(),
-            data: Vec::new(),
-        };
-        let mut space_err = None;
-        let mut kind_err = None;
-        for (i, img) in images.iter().enumerate() {
-            let ps = img.page_size();
-            for r in img.records() {
-                if let Record::Unknown(u) = r.record {
-                    kind_err.get_or_insert((u.kind, r.offset));
-                }
-                if let Record::Pages(p) = r.record {
-                    let len = usize::try_from(p.data_len()).unwrap_or(usize::MAX);
-                    let start = usize::try_from(p.data_offset).unwrap_or(usize::MAX);
-                    if len > 0 {
-                        body.data.push(DataRec {
-                            image: i,
-                            start,
-                            end: start.saturating_add(len),
-                            crc: p.raw.data_crc.get(),
-                            offset: r.offset,
-                        });
-                    }
-                }
-                if i != 0 {
-                    continue;
-                }
-                if space_err.is_none() {
-                    space_err = outside(&r.record, ps).map(|e| (e, r.offset));
-                }
-                body.take(r.record);
+    /// Takes record `r` of image `image` (0 the newest), in image order.
+    pub fn take(&mut self, image: usize, r: &Parsed<'a>) {
+        if let Record::Unknown(u) = r.record {
+            self.kind_err.get_or_insert((u.kind, r.offset));
+        }
+        if let Record::Pages(p) = r.record {
+            let len = usize::try_from(p.data_len()).unwrap_or(usize::MAX);
+            let start = usize::try_from(p.data_offset).unwrap_or(usize::MAX);
+            if len > 0 {
+                self.data.push(DataRec {
+                    image,
+                    start,
+                    end: start.saturating_add(len),
+                    crc: p.raw.data_crc.get(),
+                    offset: r.offset,
+                });
             }
         }
-        // Image order is data order within an image: sorted already, but a cheap check.
-        body.data.sort_by_key(|r| (r.image, r.start));
-        if let Some(((start, end, what), offset)) = space_err {
+        if image != 0 {
+            return;
+        }
+        if self.space_err.is_none() {
+            let ps = match r.record {
+                Record::Pages(p) => p.page_size,
+                _ => 0,
+            };
+            self.space_err = outside(&r.record, ps).map(|e| (e, r.offset));
+        }
+        self.take_top(r.record);
+    }
+
+    /// Refuses (naming `path`, the record's offset and why) a VMA or a page run the child
+    /// could not have (empty, inverted, or outside the user address space: only the vsyscall
+    /// VMA, never created, lies above it, at its fixed address), then a record kind this
+    /// version does not know (restore cannot bring back what it cannot read).
+    pub fn check(mut self, path: &Path) -> Result<Body<'a>> {
+        // Image order is data order within an image: sorted already, but cheap to be sure.
+        self.data.sort_by_key(|r| (r.image, r.start));
+        if let Some(((start, end, what), offset)) = self.space_err.take() {
             return Err(other(format!(
                 "{}: {what} {start:#x}-{end:#x} (record at offset {offset}) is {}: refused \
                  before anything starts",
@@ -107,7 +137,7 @@ impl<'a> Body<'a> {
                 }
             )));
         }
-        if let Some((kind, offset)) = kind_err {
+        if let Some((kind, offset)) = self.kind_err {
             return Err(other(format!(
                 "{}: record kind {kind} at offset {offset:#x} is unknown to this cr-dump ({}): \
                  it may hold state of the task that restore would lose; use a newer cr-dump",
@@ -115,11 +145,11 @@ impl<'a> Body<'a> {
                 crate::PRODUCER
             )));
         }
-        Ok(body)
+        Ok(self)
     }
 
     /// Takes a record of the top image.
-    fn take(&mut self, r: Record<'a>) {
+    fn take_top(&mut self, r: Record<'a>) {
         match r {
             Record::Vma(vma) => {
                 let n = self.pages.len();
@@ -141,7 +171,16 @@ impl<'a> Body<'a> {
                 }
             }
             Record::Pages(p) => {
-                self.pages.push(p);
+                let first = self.runs.len();
+                self.runs.extend(p.iter().map(|r| RunRec {
+                    addr: r.addr,
+                    end: r.end(p.page_size),
+                    kind: r.kind,
+                }));
+                self.pages.push(PagesRec {
+                    data_offset: p.data_offset,
+                    runs: (first, self.runs.len()),
+                });
                 if let Some(v) = self.vmas.last_mut() {
                     v.pages.1 = self.pages.len();
                 }

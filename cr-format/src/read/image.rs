@@ -91,10 +91,25 @@ impl<'a> Image<'a> {
 
     /// Validates with the given options.
     pub fn parse_with(data: &'a [u8], opts: Options) -> Result<Self> {
+        Self::parse_each(data, opts, |_| {})
+    }
+
+    /// Validates with the given options, handing each record to `each` once it is validated,
+    /// in order: a reader that needs every record gets them from this one walk, without a
+    /// second ([`Image::records`]; each walk of an image of 65,000 mappings costs ~15 ms, a
+    /// page of the image touched per record). On an error `each` has seen the records before
+    /// it only: what it gathered must be dropped with the error.
+    pub fn parse_each(
+        data: &'a [u8],
+        opts: Options,
+        mut each: impl FnMut(&Parsed<'a>),
+    ) -> Result<Self> {
         let mut header = None;
         let mut tail = None;
         for r in Records::new(data, opts) {
-            match r?.record {
+            let r = r?;
+            each(&r);
+            match r.record {
                 Record::Header(h) => header = Some(h),
                 Record::Tail(t) => tail = Some(t),
                 _ => {}
