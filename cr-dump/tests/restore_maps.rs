@@ -156,6 +156,51 @@ fn round_trip(tag: &str, extra: &[&str], no_uffd: bool) {
     assert_eq!(got, want, "restore {extra:?}: the memory's checksum");
 }
 
+/// A page of data three quarters into the image (where the second copy thread of a restore of
+/// many small mappings works) damaged: the restore fails naming the record's CRC, no task is
+/// left, and it ends (the copy threads and the CRC thread do not wait for one another forever).
+#[test]
+fn damaged_page_among_many_mappings_fails_the_restore() {
+    let dir = TempDir::new("maps-damaged");
+    let d = dir.path();
+    let (mut t, _, _) = start(d);
+    let pid = t.id().to_string();
+    let o = cr(d)
+        .args([
+            "checkpoint",
+            "--pid",
+            &pid,
+            "-o",
+            d.to_str().unwrap(),
+            "--json",
+        ])
+        .run();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    t.kill().unwrap();
+    t.wait().unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let img = j["image"].as_str().unwrap();
+    let mut bytes = std::fs::read(img).unwrap();
+    let at = {
+        let image = cr_format::read::Image::parse(&bytes).unwrap();
+        let data: Vec<u64> = image
+            .records()
+            .filter_map(|r| match r.record {
+                cr_format::read::Record::Pages(p) if p.data_len() > 0 => Some(p.data_offset),
+                _ => None,
+            })
+            .collect();
+        assert!(data.len() > 3000, "{} Pages records with data", data.len());
+        data[data.len() * 3 / 4] as usize + 100
+    };
+    bytes[at] ^= 0x40;
+    std::fs::write(img, &bytes).unwrap();
+    let r = cr(d).args(["restore", "--detach", img]).run();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success(), "restore of a damaged image succeeded");
+    assert!(err.contains("does not match its CRC"), "{err}");
+}
+
 fn root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self")
