@@ -558,12 +558,15 @@ struct Fill<'a> {
     abort: AtomicBool,
 }
 
+/// Writes bytes at an address of the child.
+type PutFn<'a> = dyn Fn(u64, &[u8]) -> Result<()> + 'a;
+
 /// The copy loop of [`fill_with`] (on each copy thread).
 /// `put` writes what does not go through the userfaultfd (`None` on the second thread, which
 /// gets only pieces that do).
 fn copy_all(
     pid: i32,
-    put: Option<&dyn Fn(u64, &[u8]) -> Result<()>>,
+    put: Option<&PutFn<'_>>,
     pieces: &[Piece],
     uffd: Option<&OwnedFd>,
     f: &Fill<'_>,
