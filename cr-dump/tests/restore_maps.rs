@@ -156,9 +156,8 @@ fn round_trip(tag: &str, extra: &[&str], no_uffd: bool) {
     assert_eq!(got, want, "restore {extra:?}: the memory's checksum");
 }
 
-/// A page of data three quarters into the image (where the second copy thread of a restore of
-/// many small mappings works) damaged: the restore fails naming the record's CRC, no task is
-/// left, and it ends (the copy threads and the CRC thread do not wait for one another forever).
+/// A page of data three quarters into an image of many small mappings damaged: the restore
+/// fails naming the record's CRC (checked on the CRC thread ahead of the copy), and ends.
 #[test]
 fn damaged_page_among_many_mappings_fails_the_restore() {
     let dir = TempDir::new("maps-damaged");

@@ -28,7 +28,7 @@ use cr_format::chain::{ChainIndex, Resolved};
 use cr_format::raw;
 use cr_format::read::{Image, RunKind};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// Where page data comes from: every Pages record of the chain, each data CRC checked once,
 /// before its first byte is used ([`Source::crc_ok`]). Owns no borrow: the bytes are the chain's files'.
@@ -353,7 +353,7 @@ pub(super) fn child_uffd(c: &Child, flags: u64) -> Result<OwnedFd> {
 
 /// Copies `bytes` to `dst` through `uffd` (every page of it missing there; a page found
 /// there already is left as it is).
-fn uffd_put(pid: i32, uffd: &OwnedFd, dst: u64, bytes: &[u8]) -> Result<()> {
+fn uffd_put(c: &Child, uffd: &OwnedFd, dst: u64, bytes: &[u8]) -> Result<()> {
     let ps = sys::page_size();
     let mut done = 0usize;
     while done < bytes.len() {
@@ -364,11 +364,8 @@ fn uffd_put(pid: i32, uffd: &OwnedFd, dst: u64, bytes: &[u8]) -> Result<()> {
             Err((n, e)) if e.raw_os_error() == Some(libc::EAGAIN) => done += n,
             Err((n, e)) if e.raw_os_error() == Some(libc::EEXIST) => done += n + ps,
             Err((_, e)) => {
-                return Err(Error::io(
-                    format!(
-                        "UFFDIO_COPY of {} bytes at {at:#x} (restoring into pid {pid})",
-                        rest.len()
-                    ),
+                return Err(c.io(
+                    &format!("UFFDIO_COPY of {} bytes at {at:#x}", rest.len()),
                     e,
                 ))
             }
@@ -409,11 +406,14 @@ pub(super) fn fill_with(
     } else {
         None
     };
-    // Many small anonymous pieces (one UFFDIO_COPY each, as no copy may cross a VMA): a second
-    // thread copies the second half of them (the kernel takes each VMA's own lock for a copy,
-    // not the whole address space's), this one the rest.
-    let (mine, theirs) = split(pieces, uffd.is_some());
-    let order = check_order(&mine, &theirs);
+    let mut order: Vec<usize> = Vec::new();
+    for p in pieces {
+        if let Src::Data { rec, .. } = p.src {
+            if order.last() != Some(&rec) {
+                order.push(rec);
+            }
+        }
+    }
     let state: Vec<AtomicU8> = (0..src.recs.len())
         .map(|_| AtomicU8::new(UNCHECKED))
         .collect();
@@ -423,38 +423,10 @@ pub(super) fn fill_with(
         src,
         files,
     };
-    let total: u64 = pieces.iter().map(|p| p.len).sum();
-    let done = AtomicU64::new(0);
-    let pid = c.pid();
-    let fill = Fill {
-        files,
-        ahead: &ahead,
-        progress,
-        total,
-        done: &done,
-        abort: AtomicBool::new(false),
-    };
+    let me = std::thread::current();
     std::thread::scope(|s| {
-        let helper = if theirs.is_empty() {
-            None
-        } else {
-            let (fill, u, theirs) = (&fill, uffd.as_ref(), &theirs);
-            let h = std::thread::Builder::new().spawn_scoped(s, move || {
-                let r = copy_all(pid, None, theirs, u, fill);
-                if r.is_err() {
-                    fill.abort.store(true, Ordering::Relaxed);
-                }
-                r
-            });
-            // No second thread: this one copies them too.
-            h.ok()
-        };
-        let waiters: Vec<std::thread::Thread> = std::iter::once(std::thread::current())
-            .chain(helper.as_ref().map(|h| h.thread().clone()))
-            .collect();
-        let (order, state, stop) = (&order, &state, &stop);
-        let checker = std::thread::Builder::new().spawn_scoped(s, move || {
-            for &k in order {
+        let checker = std::thread::Builder::new().spawn_scoped(s, || {
+            for &k in &order {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
@@ -462,150 +434,55 @@ pub(super) fn fill_with(
                 if let Some(st) = state.get(k) {
                     st.store(if ok { GOOD } else { BAD }, Ordering::Release);
                 }
-                waiters.iter().for_each(std::thread::Thread::unpark);
+                me.unpark();
             }
         });
         if checker.is_err() {
             // No second thread: `wait` checks each record itself (as it does a bad one).
-            for st in state.iter() {
+            for st in &state {
                 st.store(BAD, Ordering::Release);
             }
         }
-        let put_here = |a: u64, b: &[u8]| put(c, a, b);
-        let mut r = copy_all(pid, Some(&put_here), &mine, uffd.as_ref(), &fill);
-        if helper.is_none() && r.is_ok() {
-            r = copy_all(pid, Some(&put_here), &theirs, uffd.as_ref(), &fill);
-        }
-        if r.is_err() {
-            fill.abort.store(true, Ordering::Relaxed);
-        }
-        let r2 = match helper.map(|h| h.join()) {
-            Some(Ok(r2)) => r2,
-            Some(Err(_)) => Err(other("the second copy thread panicked")),
-            None => Ok(()),
-        };
-        // The checker stops only once no copy can wait for it.
+        let r = copy_all(c, files, pieces, uffd.as_ref(), &ahead, progress);
         stop.store(true, Ordering::Relaxed);
-        r.and(r2)
+        r
     })
 }
 
-/// Pieces from which on a second thread helps ([`split`]): fewer are copied as fast alone.
-const SPLIT_MIN_PIECES: usize = 1024;
-/// Pieces larger than this on average are not split: the copy is then bound by the bytes (and
-/// the CRC thread needs the other core), not by the calls.
-const SPLIT_MAX_AVERAGE: u64 = 64 << 10;
-
-/// The pieces this thread copies, and those a second one does (the anonymous data pieces of
-/// the second half, when there are many small ones and a userfaultfd to copy them with).
-fn split(pieces: &[Piece], uffd: bool) -> (Vec<Piece>, Vec<Piece>) {
-    let anon = |p: &Piece| p.anon && matches!(p.src, Src::Data { .. });
-    let n = pieces.iter().filter(|p| anon(p)).count();
-    let bytes: u64 = pieces.iter().filter(|p| anon(p)).map(|p| p.len).sum();
-    let small = n > 0 && bytes / (n as u64) <= SPLIT_MAX_AVERAGE;
-    if !uffd || n < SPLIT_MIN_PIECES || !small {
-        return (pieces.to_vec(), Vec::new());
-    }
-    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
-    let mut seen = 0usize;
-    for p in pieces {
-        if anon(p) {
-            seen += 1;
-            if seen > n / 2 {
-                theirs.push(*p);
-                continue;
-            }
-        }
-        mine.push(*p);
-    }
-    (mine, theirs)
-}
-
-/// The records to check, in the order the two copy threads need them (taken in turn).
-fn check_order(a: &[Piece], b: &[Piece]) -> Vec<usize> {
-    let recs = |v: &[Piece]| {
-        let mut out: Vec<usize> = Vec::new();
-        for p in v {
-            if let Src::Data { rec, .. } = p.src {
-                if out.last() != Some(&rec) {
-                    out.push(rec);
-                }
-            }
-        }
-        out
-    };
-    let (ra, rb) = (recs(a), recs(b));
-    let mut order = Vec::with_capacity(ra.len() + rb.len());
-    let (mut ia, mut ib) = (ra.into_iter(), rb.into_iter());
-    loop {
-        match (ia.next(), ib.next()) {
-            (None, None) => break,
-            (x, y) => order.extend(x.into_iter().chain(y)),
-        }
-    }
-    order
-}
-
-/// What the copy threads share.
-struct Fill<'a> {
-    files: &'a ChainFiles,
-    ahead: &'a Ahead<'a>,
-    progress: Option<&'a Progress>,
-    /// Bytes of every piece, and those in so far (both threads).
-    total: u64,
-    done: &'a AtomicU64,
-    /// Set when a copy thread failed: the other stops too (its error is the first's).
-    abort: AtomicBool,
-}
-
-/// Writes bytes at an address of the child.
-type PutFn<'a> = dyn Fn(u64, &[u8]) -> Result<()> + 'a;
-
-/// The copy loop of [`fill_with`] (on each copy thread).
-/// `put` writes what does not go through the userfaultfd (`None` on the second thread, which
-/// gets only pieces that do).
+/// The copy loop of [`fill_with`].
 fn copy_all(
-    pid: i32,
-    put: Option<&PutFn<'_>>,
+    c: &Child,
+    files: &ChainFiles,
     pieces: &[Piece],
     uffd: Option<&OwnedFd>,
-    f: &Fill<'_>,
+    ahead: &Ahead<'_>,
+    progress: Option<&Progress>,
 ) -> Result<()> {
-    let put = |a: u64, b: &[u8]| match put {
-        Some(put) => put(a, b),
-        None => Err(other(format!(
-            "internal: piece at {a:#x} on the second copy thread"
-        ))),
-    };
-    let mut told = 0u64;
-    let mut zero: Vec<u8> = Vec::new();
+    let total: u64 = pieces.iter().map(|p| p.len).sum();
+    let (mut done, mut told) = (0u64, 0u64);
+    let zero = vec![0u8; 1 << 20];
     for p in pieces {
-        if f.abort.load(Ordering::Relaxed) {
-            return Ok(());
-        }
         match p.src {
             Src::Data { image, off, rec } => {
-                f.ahead.wait(rec)?;
-                let bytes = piece_bytes(f.files, image, off, p.len)?;
+                ahead.wait(rec)?;
+                let bytes = piece_bytes(files, image, off, p.len)?;
                 match uffd {
-                    Some(u) if p.anon => uffd_put(pid, u, p.addr, bytes)?,
-                    _ => put(p.addr, bytes)?,
+                    Some(u) if p.anon => uffd_put(c, u, p.addr, bytes)?,
+                    _ => put(c, p.addr, bytes)?,
                 }
             }
             Src::Zero => {
-                zero.resize(1 << 20, 0);
                 let mut a = p.addr;
                 while a < p.addr + p.len {
                     let n = (p.addr + p.len - a).min(zero.len() as u64);
-                    put(a, zero.get(..n as usize).unwrap_or_default())?;
+                    put(c, a, zero.get(..n as usize).unwrap_or_default())?;
                     a += n;
                 }
             }
         }
-        let done = f.done.fetch_add(p.len, Ordering::Relaxed) + p.len;
-        let step = done.saturating_sub(told) >= PROGRESS_STEP || done == f.total;
-        if let Some(pr) = f.progress.filter(|_| step) {
-            pr.report(done, f.total);
+        done += p.len;
+        if let Some(f) = progress.filter(|_| done - told >= PROGRESS_STEP || done == total) {
+            f.report(done, total);
             told = done;
         }
     }
