@@ -8,6 +8,11 @@
 //! same memory: a checksum the program computes of every one of those pages, read through
 //! `/proc/self/mem` (which reads PROT_NONE pages too). And so without a userfaultfd
 //! (`tests/programs/no_uffd.c`: a seccomp filter fails it), when the pages go in another way.
+//!
+//! With `--lazy` the sum is taken once the fill has ended: a read of `/proc/self/mem` (or of
+//! `/proc/PID/mem` by another process) of a page still to come fails (`EIO`) instead of waiting
+//! for it, as the kernel's remote access (`access_remote_vm`) does not let a userfaultfd make
+//! it wait. Accesses of the task's own (and system calls on its memory) wait as they should.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cr_tests::{line_reader, next_line_timeout, program, Run, TempDir};
@@ -47,6 +52,22 @@ fn maps(pid: u32) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// Waits until pid `pid` has no tracer (a lazy restore lets the task go once every page is in).
+fn wait_untraced(pid: u32) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < end {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        if st
+            .lines()
+            .any(|l| l.split_whitespace().eq(["TracerPid:", "0"]))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("pid {pid} still traced after 60 s: its lazy fill did not end");
 }
 
 fn send(pid: u32, sig: &str) {
@@ -145,6 +166,12 @@ fn round_trip(tag: &str, extra: &[&str], no_uffd: bool) {
         .parse()
         .unwrap();
     let got_maps = maps(rpid);
+    if extra.contains(&"--lazy") {
+        // The program reads its memory through /proc/self/mem, where the kernel does not wait
+        // for a page still to come (it reads as an error: see the module docs): the sum is
+        // taken once every page is in, when the task is let go (no tracer then).
+        wait_untraced(rpid);
+    }
     send(rpid, "USR1");
     let got = wait_sum(d, rpid);
     send(rpid, "KILL");
