@@ -105,25 +105,57 @@ pub fn parent_path(child: &Path, parent: u64) -> Result<PathBuf> {
 /// Maps an image and its ancestors, newest first, following each Header's parent CRID to the
 /// file of that CRID beside it. Stops at a full image or the depth limit ([`Chain`] then
 /// refuses a chain too deep); a missing parent is an error.
+///
+/// Only each image's Header record is read and checked here (its CRC and fields): the whole
+/// image is parsed once, by [`ChainFiles::parse`]. When a parent cannot be found, the child
+/// is parsed whole first, so that an image that is damaged is reported as such, as before.
 pub fn load_chain(path: &Path) -> Result<Vec<Mapped>> {
     let mut out = vec![Mapped::open(path)?];
     while let Some(last) = out.last() {
-        let img =
-            Image::parse_metadata(last.bytes()).map_err(|e| image_error(&last.path, e, None))?;
-        let parent = img.parent_crid();
+        let parent = header_parent(last)?;
         if parent == 0 || out.len() > cr_format::limits::MAX_CHAIN_DEPTH as usize {
             break;
         }
+        let whole =
+            || Image::parse_metadata(last.bytes()).map_err(|e| image_error(&last.path, e, None));
         if is_stdin(&last.path) {
+            whole()?;
             return Err(Error::Other(format!(
                 "-: the image read from standard input is incremental (parent CRID {parent}): \
                  its parents are found beside its file, so give the file's name"
             )));
         }
-        let pp = parent_path(&last.path, parent)?;
-        out.push(Mapped::open(&pp)?);
+        let next = parent_path(&last.path, parent).and_then(|pp| Mapped::open(&pp));
+        match next {
+            Ok(m) => out.push(m),
+            Err(e) => {
+                whole()?;
+                return Err(e);
+            }
+        }
     }
     Ok(out)
+}
+
+/// The parent CRID of a mapped image, from its Header record (checked; an error naming the
+/// file if it is not a valid Header).
+fn header_parent(m: &Mapped) -> Result<u64> {
+    let opts = cr_format::read::Options { verify_data: false };
+    match cr_format::read::Records::new(m.bytes(), opts).next() {
+        Some(Ok(p)) => match p.record {
+            cr_format::read::Record::Header(h) => Ok(h.parent_crid.get()),
+            // The parser accepts only a Header first.
+            _ => Err(Error::Other(format!(
+                "{}: no Header record",
+                m.path.display()
+            ))),
+        },
+        Some(Err(e)) => Err(image_error(&m.path, e, None)),
+        // An empty input: the whole parse says why.
+        None => Image::parse_metadata(m.bytes())
+            .map(|i| i.parent_crid())
+            .map_err(|e| image_error(&m.path, e, None)),
+    }
 }
 
 /// An image error with the file, offset and record kind.
@@ -174,6 +206,58 @@ impl ChainFiles {
     }
 }
 
+impl ChainFiles {
+    /// Parses every image and checks the links between them as [`ChainFiles::parse`] does,
+    /// handing each record to `each` (the image's index, newest first, and the record) as it is
+    /// validated ([`Image::parse_each`]): one walk over each image for whoever needs every
+    /// record. The chain's index is built only when there are parents to resolve pages in (a
+    /// full image resolves every page itself); `check_parent_refs` is then run too.
+    pub fn parse_each<'a>(
+        &'a self,
+        how: Parse,
+        mut each: impl FnMut(usize, &cr_format::read::Parsed<'a>),
+    ) -> Result<(Vec<Image<'a>>, Option<ChainIndex<'a>>)> {
+        let named: Vec<(&Path, &[u8])> = self
+            .files
+            .iter()
+            .map(|m| (m.path.as_path(), m.bytes()))
+            .collect();
+        let opts = cr_format::read::Options {
+            verify_data: how == Parse::Full,
+        };
+        let images = named
+            .iter()
+            .enumerate()
+            .map(|(i, (p, b))| {
+                Image::parse_each(b, opts, |r| each(i, r)).map_err(|e| image_error(p, e, None))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let chain = check_links(&named, &images)?;
+        if images.len() < 2 {
+            return Ok((images, None));
+        }
+        let index = ChainIndex::new(&chain);
+        let top = named.first().map_or(Path::new("-"), |(p, _)| *p);
+        index
+            .check_parent_refs()
+            .map_err(|e| image_error(top, e, None))?;
+        Ok((images, Some(index)))
+    }
+}
+
+/// The chain of `images` (newest first) with its links checked; an error names the image whose
+/// link fails ([`LoadedChain::parse`]).
+fn check_links<'c, 'a>(
+    named: &[(&Path, &'a [u8])],
+    images: &'c [Image<'a>],
+) -> Result<Chain<'c, 'a>> {
+    Chain::new(images).map_err(|e| {
+        let at = wrong_link(images).unwrap_or(0);
+        let p = named.get(at).map_or(Path::new("-"), |(p, _)| *p);
+        image_error(p, e, None)
+    })
+}
+
 /// A parsed chain whose links hold, with its index: what the inspection verbs work on.
 pub struct LoadedChain<'a> {
     top: Image<'a>,
@@ -196,14 +280,7 @@ impl<'a> LoadedChain<'a> {
                 .map_err(|e| image_error(p, e, None))
             })
             .collect::<Result<Vec<_>>>()?;
-        let index = match Chain::new(&images) {
-            Ok(chain) => ChainIndex::new(&chain),
-            Err(e) => {
-                let at = wrong_link(&images).unwrap_or(0);
-                let p = named.get(at).map_or(Path::new("-"), |(p, _)| *p);
-                return Err(image_error(p, e, None));
-            }
-        };
+        let index = ChainIndex::new(&check_links(named, &images)?);
         // Chain::new refused an empty chain.
         let top = *images
             .first()

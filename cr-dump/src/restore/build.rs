@@ -176,8 +176,9 @@ pub(super) fn join_memfds(
     Ok(())
 }
 
-/// Step 5: the image's VMAs, readable and writable (private ones and shared anonymous memory)
-/// until their pages are in. The `mmap` and `mremap` calls go in batches ([`Batch`]).
+/// Step 5: the image's VMAs, readable and writable until their pages are in (private file
+/// mappings with pages, shared anonymous memory, anonymous VMAs kept apart), or with their
+/// recorded protection at once ([`VmaPlan::final_prot_at_map`]). The `mmap` and `mremap` calls go in batches ([`Batch`]).
 pub(super) fn map_vmas(c: &Child, plan: &Plan) -> Result<()> {
     let mut shared_done: Vec<u64> = Vec::new();
     let mut pool = ApartPool::new(c, plan)?;
@@ -225,7 +226,12 @@ pub(super) fn map_vmas(c: &Child, plan: &Plan) -> Result<()> {
                     batch.push(c, "mremap", v, nr, args, start)?;
                 }
                 None => {
-                    let args = [start, len, RW, flags, u64::MAX, 0];
+                    let prot = if v.final_prot_at_map() {
+                        u64::from(v.prot)
+                    } else {
+                        RW
+                    };
+                    let args = [start, len, prot, flags, u64::MAX, 0];
                     batch.push(c, "mmap", v, nr::MMAP, args, start)?;
                 }
             }
@@ -567,9 +573,8 @@ fn mlock_future(c: &Child, plan: &Plan, warnings: &mut Vec<String>) -> Result<()
 /// or split some): the restored task would differ where `/proc/PID/maps` shows.
 fn check_layout(c: &Child, plan: &Plan, warnings: &mut Vec<String>) -> Result<()> {
     let scratch = plan.scratch;
-    let now: Vec<AddrRange> = super::plan::task_maps(c.pid())?
+    let now: Vec<AddrRange> = maps_ranges(c.pid())?
         .into_iter()
-        .map(|m| m.0)
         .filter(|r| r.start != scratch)
         .collect();
     let want: Vec<AddrRange> = plan.vmas.iter().map(|v| v.range).collect();
@@ -589,6 +594,36 @@ fn check_layout(c: &Child, plan: &Plan, warnings: &mut Vec<String>) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// The address ranges of a task's mappings, from `/proc/PID/maps`: only each line's first
+/// field is parsed (65,000 lines are 3 MB of text, and the rest of each line is not needed).
+fn maps_ranges(pid: i32) -> Result<Vec<AddrRange>> {
+    let text = crate::procfs::read(pid, "maps")?;
+    let bad = |l: &[u8]| {
+        other(format!(
+            "pid {pid}: a line of /proc/{pid}/maps without a range: {:?}",
+            String::from_utf8_lossy(l)
+        ))
+    };
+    let hex = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| u64::from_str_radix(s, 16).ok())
+    };
+    let mut out = Vec::new();
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let range = line.split(|&b| b == b' ').next().unwrap_or_default();
+        let mut ends = range.splitn(2, |&b| b == b'-');
+        let r = ends
+            .next()
+            .and_then(hex)
+            .zip(ends.next().and_then(hex))
+            .and_then(|(a, b)| AddrRange::new(a, b))
+            .ok_or_else(|| bad(line))?;
+        out.push(r);
+    }
+    Ok(out)
 }
 
 /// The madvise advice for each `VMA_ATTR_*` bit.

@@ -29,6 +29,13 @@
 //! Without `UFFD_EVENT_FORK` the kernel drops the registration in the child: every page not
 //! yet filled would read as zeros there, silently; so the event is required.
 //!
+//! A read of the task's memory through `/proc/PID/mem` (its own `/proc/self/mem` too) of a
+//! page still to come fails (`EIO`) instead of waiting for it: the kernel's remote access
+//! (`access_remote_vm`) cannot wait on a userfaultfd (`handle_userfault` answers
+//! `VM_FAULT_SIGBUS` without `FAULT_FLAG_ALLOW_RETRY`; seen with `tests/restore_maps.rs`'s
+//! program, the build before this one alike). The task's own accesses and its system calls on
+//! its memory wait as they should.
+//!
 //! # The task while it is filled
 //!
 //! The task stays traced by cr-dump (`PTRACE_O_EXITKILL`): if cr-dump (or the `--detach`

@@ -42,7 +42,10 @@
 //!    memfd's, like a shared file mapping's); readable
 //!    and writable at first, but shared file mappings and private read-only file mappings the
 //!    image holds no pages of, which get their protection at once (as the task had them:
-//!    never writable, so apart from a neighbour that was). An anonymous VMA that would merge
+//!    never writable, so apart from a neighbour that was), and private anonymous memory, whose
+//!    pages go in by `UFFDIO_COPY` or `/proc/PID/mem`, neither of which needs a writable VMA
+//!    (mapped writable, one-page neighbours of other protections would merge, and step 7
+//!    would split them again). An anonymous VMA that would merge
 //!    with the one before it (the task had them apart) is made elsewhere and moved into place,
 //!    so `/proc/PID/maps` is the original's line for line; a warning says if it is not;
 //! 6. the pages (`pages.rs`): every data page resolved through the chain; private anonymous
@@ -55,7 +58,7 @@
 //!    written (the file is their contents). With `--lazy` ([`LazyFill`], `lazy.rs`) private
 //!    anonymous memory is registered instead and served on fault and in the background while
 //!    the task runs;
-//! 7. `mprotect` of each VMA to its recorded protection, then its madvise flags (VmaAttr:
+//! 7. `mprotect` of each VMA not mapped with it to its recorded protection, then its madvise flags (VmaAttr:
 //!    `MADV_DONTFORK`, `DONTDUMP`, `WIPEONFORK`, `HUGEPAGE`, `NOHUGEPAGE`, `MERGEABLE`) and its
 //!    lock (`mlock2`, with `MLOCK_ONFAULT` for lock-on-fault); a failure (no `CAP_IPC_LOCK`
 //!    and no room under `RLIMIT_MEMLOCK`, no KSM) is a warning naming the VMA; then
@@ -100,11 +103,15 @@
 //! of the image's size, but the VMAs would become file mappings of the image). The chain is
 //! parsed before the fork without its page data CRCs (every record CRC, the Tail digest,
 //! which covers every `data_crc`, and every link are checked); the data CRCs are checked as
-//! the pages go in (BENCHMARKS.md, "Restore (issue 14, session 6)", has the figures).
+//! the pages go in (BENCHMARKS.md, "Restore (issue 14, session 6)", has the figures). Each
+//! image is parsed once, and what restore needs of its records is gathered in that walk
+//! (`walk.rs`): with 65,000 mappings a walk costs ~15 ms (BENCHMARKS.md, "Restore with many
+//! mappings (issue 14, session 7)").
 //!
 //! # Where the code is
 //!
-//! `plan.rs` checks the image and opens its files before the fork; `child.rs` is the forked
+//! `walk.rs` gathers the records as the chain is parsed; `plan.rs` checks the image and opens
+//! its files before the fork; `child.rs` is the forked
 //! shell with its injector; `build.rs` runs steps 1-5 and 7-10; `pages.rs` is step 6 and
 //! `lazy.rs` its lazy form;
 //! `signals.rs`, `process.rs` and `creds.rs` are step 9's signals and timers, limits and
@@ -170,6 +177,7 @@ mod plan;
 mod process;
 mod selfckpt;
 mod signals;
+mod walk;
 
 pub use child::PidMode;
 pub use files::{FileOptions, Inherit, InheritSource};
@@ -241,19 +249,18 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
         ));
     }
     let files = inspect::chain::ChainFiles::open(path)?;
-    let chain = files.parse(inspect::chain::Parse::Metadata)?;
-    chain
-        .index()
-        .check_parent_refs()
-        .map_err(|e| inspect::chain::image_error(path, e, None))?;
-    let (images, idx) = (chain.images(), chain.index());
-    let mut plan = plan::plan(path, images)?;
+    let mut body = walk::Body::default();
+    let (images, idx) =
+        files.parse_each(inspect::chain::Parse::Metadata, |i, r| body.take(i, r))?;
+    let (mut plan, body) = plan::plan(path, &images, body)?;
     let top = images.first().ok_or_else(|| other("an empty chain"))?;
     let fplan = files::plan(path, top, &opts.files, opts.detach)?;
     build::join_memfds(top, &mut plan, &fplan)?;
-    let src = pages::Source::new(images, &files);
-    let pieces = pages::pieces(&plan, idx, images, &src)?;
-    drop(chain);
+    let src = pages::Source::new(&body, &files);
+    let pieces = pages::pieces(&plan, &body, idx.as_ref(), &images, &src)?;
+    drop(body);
+    drop(idx);
+    drop(images);
 
     let devnull = if opts.detach && !fplan.has_files {
         Some(

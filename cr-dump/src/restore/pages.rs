@@ -18,62 +18,37 @@
 use super::child::Child;
 use super::other;
 use super::plan::{Plan, VmaPlan};
+use super::walk::{Body, DataRec};
 use super::Progress;
 use crate::error::{Error, Result};
 use crate::inspect::chain::ChainFiles;
+use crate::span::AddrRange;
 use crate::sys::{self, abi::nr};
 use cr_format::chain::{ChainIndex, Resolved};
 use cr_format::raw;
-use cr_format::read::{Image, Record, RunKind};
+use cr_format::read::{Image, RunKind};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-
-/// One Pages record's data area.
-#[derive(Clone, Copy, Debug)]
-struct Rec {
-    image: usize,
-    start: usize,
-    end: usize,
-    crc: u32,
-    /// The record's offset in its image (for messages).
-    offset: u64,
-}
 
 /// Where page data comes from: every Pages record of the chain, each data CRC checked once,
 /// before its first byte is used ([`Source::crc_ok`]). Owns no borrow: the bytes are the chain's files'.
 pub(super) struct Source {
-    recs: Vec<Rec>,
+    recs: Vec<DataRec>,
     paths: Vec<String>,
 }
 
 impl Source {
-    /// Every Pages record with data of every image.
-    pub fn new(images: &[Image<'_>], files: &ChainFiles) -> Source {
-        let mut recs = Vec::new();
-        for (i, img) in images.iter().enumerate() {
-            for r in img.records() {
-                if let Record::Pages(p) = r.record {
-                    let len = usize::try_from(p.data_len()).unwrap_or(usize::MAX);
-                    let start = usize::try_from(p.data_offset).unwrap_or(usize::MAX);
-                    if len > 0 {
-                        recs.push(Rec {
-                            image: i,
-                            start,
-                            end: start.saturating_add(len),
-                            crc: p.raw.data_crc.get(),
-                            offset: r.offset,
-                        });
-                    }
-                }
-            }
-        }
-        recs.sort_by_key(|r| (r.image, r.start));
+    /// Every Pages record with data of every image (found by [`Body::walk`]).
+    pub fn new(body: &Body<'_>, files: &ChainFiles) -> Source {
         let paths = files
             .files()
             .iter()
             .map(|m| m.path.display().to_string())
             .collect();
-        Source { recs, paths }
+        Source {
+            recs: body.data.clone(),
+            paths,
+        }
     }
 
     /// The record whose data holds `[off, off+len)` of image `image`.
@@ -180,55 +155,47 @@ pub(super) fn uffd_vma(v: &VmaPlan) -> bool {
 /// Every stretch to fill, in the image's order (by address within each VMA): data pages
 /// resolved through the chain, joined where contiguous in the task and in one record; zero
 /// pages of file mappings. Shared file mappings are left out (the file is their contents).
+/// `body` holds the top image's VMAs in the order of `plan.vmas`.
 pub(super) fn pieces(
     plan: &Plan,
-    idx: &ChainIndex<'_>,
+    body: &Body<'_>,
+    idx: Option<&ChainIndex<'_>>,
     images: &[Image<'_>],
     src: &Source,
 ) -> Result<Vec<Piece>> {
     let top = images.first().ok_or_else(|| other("an empty chain"))?;
     let ps = u64::from(top.page_size());
     let mut out: Vec<Piece> = Vec::new();
-    let mut cur: Option<&VmaPlan> = None;
-    let mut vi = 0usize;
-    for r in top.records() {
-        match r.record {
-            Record::Vma(v) => {
-                cur = plan.vmas.get(vi).filter(|p| p.range.start == v.start());
-                vi += 1;
-            }
-            Record::Pages(p) => {
-                let Some(v) = cur else { continue };
-                if v.special() || (v.shared() && !v.shared_anon()) {
-                    continue;
-                }
-                let mut add = Adder {
-                    out: &mut out,
-                    images,
-                    src,
-                    anon: uffd_vma(v),
-                    locked: v.attrs & (raw::VMA_ATTR_LOCKED | raw::VMA_ATTR_LOCKONFAULT) != 0,
-                    file: v.kind == raw::VMA_FILE,
-                };
-                // The record was parsed without its data: each data run's bytes follow the
-                // previous one's from `data_offset`.
-                let mut off = usize::try_from(p.data_offset).map_err(|_| other("data offset"))?;
-                for run in p.iter() {
-                    let end = run.end(top.page_size());
-                    match run.kind {
-                        RunKind::Data => {
-                            let n = usize::try_from(end - run.addr).map_err(|_| other("run"))?;
-                            let d = top.bytes().get(off..off.saturating_add(n));
-                            let d = d.ok_or_else(|| other("page data outside its image"))?;
-                            add.data(run.addr, d)?;
-                            off = off.saturating_add(n);
-                        }
-                        RunKind::Zero => add.zero(run.addr, end - run.addr),
-                        RunKind::Parent => add.parent(idx, run.addr, end, ps)?,
+    for (rec, v) in body.vmas.iter().zip(&plan.vmas) {
+        let skip = v.special() || (v.shared() && !v.shared_anon());
+        if skip || rec.vma.start() != v.range.start {
+            continue;
+        }
+        let mut add = Adder {
+            out: &mut out,
+            images,
+            src,
+            anon: uffd_vma(v),
+            locked: v.attrs & (raw::VMA_ATTR_LOCKED | raw::VMA_ATTR_LOCKONFAULT) != 0,
+            file: v.kind == raw::VMA_FILE,
+            last_rec: None,
+        };
+        for p in rec.pages().filter_map(|i| body.pages.get(i)) {
+            // The record was parsed without its data: each data run's bytes follow the
+            // previous one's from `data_offset`.
+            let mut off = usize::try_from(p.data_offset).map_err(|_| other("data offset"))?;
+            for run in p.runs().filter_map(|i| body.runs.get(i)) {
+                let (start, end) = (run.addr, run.end);
+                match run.kind {
+                    RunKind::Data => {
+                        let n = usize::try_from(end - start).map_err(|_| other("run"))?;
+                        add.top_data(start, off, n)?;
+                        off = off.saturating_add(n);
                     }
+                    RunKind::Zero => add.zero(start, end - start),
+                    RunKind::Parent => add.parent(idx, start, end, ps)?,
                 }
             }
-            _ => {}
         }
     }
     Ok(out)
@@ -242,9 +209,33 @@ struct Adder<'o, 'i, 's> {
     anon: bool,
     locked: bool,
     file: bool,
+    /// The record of the last top-image data.
+    last_rec: Option<usize>,
 }
 
 impl Adder<'_, '_, '_> {
+    /// `len` bytes of the top image's data at `off`, for `addr`: the record holding them is
+    /// most often the one before's.
+    fn top_data(&mut self, addr: u64, off: usize, len: usize) -> Result<()> {
+        let known = self.last_rec.filter(|&k| {
+            self.src
+                .recs
+                .get(k)
+                .is_some_and(|r| r.image == 0 && r.start <= off && off.saturating_add(len) <= r.end)
+        });
+        let rec = match known.or_else(|| self.src.rec_of(0, off, len)) {
+            Some(k) => k,
+            None => {
+                return Err(other(format!(
+                    "page data for {addr:#x} is in no Pages record"
+                )))
+            }
+        };
+        self.last_rec = Some(rec);
+        self.push_data(addr, 0, off, len as u64, rec);
+        Ok(())
+    }
+
     fn data(&mut self, addr: u64, bytes: &[u8]) -> Result<()> {
         let p = bytes.as_ptr() as usize;
         let (image, off) = self
@@ -260,7 +251,13 @@ impl Adder<'_, '_, '_> {
             .src
             .rec_of(image, off, bytes.len())
             .ok_or_else(|| other(format!("page data for {addr:#x} is in no Pages record")))?;
-        let len = bytes.len() as u64;
+        self.push_data(addr, image, off, bytes.len() as u64, rec);
+        Ok(())
+    }
+
+    /// A piece of `len` bytes of image `image` at `off` (in record `rec`) for `addr`, joined
+    /// to the one before when they follow each other in the task and in the record.
+    fn push_data(&mut self, addr: u64, image: usize, off: usize, len: u64, rec: usize) {
         if let Some(last) = self.out.last_mut() {
             if let Src::Data {
                 image: li,
@@ -271,7 +268,7 @@ impl Adder<'_, '_, '_> {
                 let joins = li == image && lr == rec && lo + last.len as usize == off;
                 if joins && last.addr + last.len == addr && last.anon == self.anon {
                     last.len += len;
-                    return Ok(());
+                    return;
                 }
             }
         }
@@ -282,7 +279,6 @@ impl Adder<'_, '_, '_> {
             anon: self.anon,
             locked: self.locked,
         });
-        Ok(())
     }
 
     /// Zero pages matter only in file mappings (fresh anonymous pages are zero).
@@ -300,7 +296,19 @@ impl Adder<'_, '_, '_> {
 
     /// Pages "in the parent", extent by extent ([`ChainIndex::extent`]: the cost is per run,
     /// not per page).
-    fn parent(&mut self, idx: &ChainIndex<'_>, start: u64, end: u64, ps: u64) -> Result<()> {
+    /// `idx` is the chain's index (`None` for a full image, which has no "parent" pages).
+    fn parent(
+        &mut self,
+        idx: Option<&ChainIndex<'_>>,
+        start: u64,
+        end: u64,
+        ps: u64,
+    ) -> Result<()> {
+        let idx = idx.ok_or_else(|| {
+            other(format!(
+                "page {start:#x} is \"in the parent\" of an image without one"
+            ))
+        })?;
         let mut a = start;
         while a < end {
             let e = idx.extent(a);
@@ -508,20 +516,38 @@ pub(super) fn register(
             features & !got
         )));
     }
+    // One UFFDIO_REGISTER for each run of selected VMAs that touch one another (nothing else
+    // can lie between them), instead of one per VMA.
+    let mut run: Option<AddrRange> = None;
     for v in plan.vmas.iter().filter(|v| uffd_vma(v) && which(v)) {
-        let (s, l) = (v.range.start, v.range.len());
-        sys::uffd_register_missing(&u, s, l).map_err(|e| {
-            c.io(
-                &format!(
-                    "UFFDIO_REGISTER {s:#x}-{:#x} (fd {})",
-                    v.range.end,
-                    u.as_raw_fd()
-                ),
-                e,
-            )
-        })?;
+        match run.as_mut() {
+            Some(r) if r.end == v.range.start => r.end = v.range.end,
+            _ => {
+                if let Some(r) = run.replace(v.range) {
+                    register_range(c, &u, r)?;
+                }
+            }
+        }
+    }
+    if let Some(r) = run {
+        register_range(c, &u, r)?;
     }
     Ok(u)
+}
+
+/// `UFFDIO_REGISTER` of `r` in missing-page mode.
+fn register_range(c: &Child, u: &OwnedFd, r: AddrRange) -> Result<()> {
+    sys::uffd_register_missing(u, r.start, r.len()).map_err(|e| {
+        c.io(
+            &format!(
+                "UFFDIO_REGISTER {:#x}-{:#x} (fd {})",
+                r.start,
+                r.end,
+                u.as_raw_fd()
+            ),
+            e,
+        )
+    })
 }
 
 /// Writes `bytes` at `addr` of the child with `process_vm_writev`: one copy, straight into the

@@ -1,6 +1,7 @@
 //! Everything checked and opened before the fork: a restore that cannot succeed is refused
 //! here, before a process exists.
 
+use super::walk::Body;
 use super::{other, SCRATCH_LEN};
 use crate::error::Result;
 use crate::procfs;
@@ -51,8 +52,21 @@ impl VmaPlan {
     /// (most likely never writable, so without the kernel's `VM_ACCOUNT`): mapped writable
     /// first, it would merge with a neighbour the task had apart (an ELF's read-only data and
     /// its RELRO part, which was writable once).
+    ///
+    /// And private anonymous memory (heap and stack too) not kept [`VmaPlan::apart`]: its pages
+    /// go in by `UFFDIO_COPY` (or `/proc/PID/mem`), neither of which needs a writable VMA.
+    /// Mapped writable first, one-page neighbours of other protections would merge into one
+    /// VMA, which step 7's `mprotect`s would split again (a fifth of the restore of 65,000
+    /// mappings). The pages (`pages.rs`, `lazy.rs`) must never go in by `process_vm_writev`
+    /// alone there: [`super::pages::put`] falls back to `/proc/PID/mem`, which writes through
+    /// any protection. (Mapped so, a read-only VMA lacks the `VM_ACCOUNT` a task's
+    /// `mprotect` from writable leaves: maps does not show it; it is charged when the task
+    /// makes the VMA writable.)
     pub fn final_prot_at_map(&self) -> bool {
-        self.file.is_some() && (self.shared() || (self.prot & raw::PROT_WRITE == 0 && !self.pages))
+        if self.file.is_some() {
+            return self.shared() || (self.prot & raw::PROT_WRITE == 0 && !self.pages);
+        }
+        !self.apart && super::pages::uffd_vma(self)
     }
     /// Shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`).
     pub fn shared_anon(&self) -> bool {
@@ -114,29 +128,13 @@ pub(super) fn special_areas(maps: &[(AddrRange, String)]) -> Vec<AddrRange> {
         .collect()
 }
 
-/// Refuses a chain with a record kind this version does not know: restore cannot bring back
-/// what it cannot read, and a reader may skip such a record only to inspect the image.
-fn check_kinds(path: &Path, images: &[Image<'_>]) -> Result<()> {
-    for img in images {
-        for r in img.records() {
-            use cr_format::read::Record as R;
-            let R::Unknown(u) = r.record else { continue };
-            let kind = u.kind;
-            return Err(other(format!(
-                "{}: record kind {} at offset {:#x} is unknown to this cr-dump ({}): it may \
-                 hold state of the task that restore would lose; use a newer cr-dump",
-                path.display(),
-                kind,
-                r.offset,
-                crate::PRODUCER
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Checks the image against this machine and opens its files.
-pub(super) fn plan(path: &Path, images: &[Image<'_>]) -> Result<Plan> {
+/// Checks the image against this machine and opens its files; with what the walk over the
+/// chain found ([`Body`]).
+pub(super) fn plan<'a>(
+    path: &Path,
+    images: &[Image<'a>],
+    body: Body<'a>,
+) -> Result<(Plan, Body<'a>)> {
     let top = images
         .first()
         .ok_or_else(|| other(format!("{}: an empty chain", path.display())))?;
@@ -177,11 +175,10 @@ pub(super) fn plan(path: &Path, images: &[Image<'_>]) -> Result<Plan> {
     for (i, g) in gpr.iter_mut().enumerate() {
         *g = regs.gpr(i);
     }
-    check_user_space(path, top)?;
-    check_kinds(path, images)?;
+    let body = body.check(path)?;
     let mut warnings = Vec::new();
-    check_vdso(path, top, regs.gpr(GPR_RIP), &mut warnings)?;
-    let (vmas, files) = vma_plans(top, &mut warnings)?;
+    check_vdso(path, &body, regs.gpr(GPR_RIP), &mut warnings)?;
+    let (vmas, files) = vma_plans(&body, &mut warnings)?;
     let exe = if mm.exe.is_empty() {
         None
     } else {
@@ -219,7 +216,7 @@ pub(super) fn plan(path: &Path, images: &[Image<'_>]) -> Result<Plan> {
         state: Default::default(),
     };
     super::process::plan(top, &mut plan)?;
-    Ok(plan)
+    Ok((plan, body))
 }
 
 /// The instruction pointer's index in `user_regs_struct` (`NT_PRSTATUS` order).
@@ -230,8 +227,8 @@ const GPR_RIP: usize = 16;
 /// task may have kept addresses inside it; refused when the saved instruction pointer is inside
 /// it, as the task would resume in the middle of different code. Images without the bytes are
 /// not checked (the vDSO areas' sizes are, in [`layout`]).
-fn check_vdso(path: &Path, top: &Image<'_>, rip: u64, warnings: &mut Vec<String>) -> Result<()> {
-    let Some((v, d)) = top.vdso_data() else {
+fn check_vdso(path: &Path, body: &Body<'_>, rip: u64, warnings: &mut Vec<String>) -> Result<()> {
+    let Some((v, d)) = body.vdso() else {
         return Ok(());
     };
     let machine = crate::inspect::core::machine_vdso();
@@ -263,64 +260,15 @@ fn check_vdso(path: &Path, top: &Image<'_>, rip: u64, warnings: &mut Vec<String>
 /// a hint address above it, which restore does not give).
 pub(super) const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 
-/// The vsyscall page: the one mapping above [`TASK_SIZE`], the kernel's, at a fixed address.
-const VSYSCALL: (u64, u64) = (0xffff_ffff_ff60_0000, 0xffff_ffff_ff60_1000);
-
-/// Refuses, before anything starts, a VMA or a page run that the child could not have: empty
-/// or inverted, or outside the user address space (only the vsyscall VMA, which is never
-/// created, lies above it, at its fixed address).
-fn check_user_space(path: &Path, top: &Image<'_>) -> Result<()> {
-    use cr_format::read::Record;
-    let ps = top.page_size();
-    for r in top.records() {
-        let (start, end, what) = match r.record {
-            Record::Vma(v) if v.kind() == raw::VMA_VSYSCALL => {
-                if (v.start(), v.end()) == VSYSCALL {
-                    continue;
-                }
-                (v.start(), v.end(), "vsyscall VMA".to_string())
-            }
-            Record::Vma(v) => (
-                v.start(),
-                v.end(),
-                format!("{} VMA", crate::inspect::show::vma_kind_name(v.kind())),
-            ),
-            Record::Pages(p) => {
-                let bad = p
-                    .iter()
-                    .find(|run| run.addr >= TASK_SIZE || run.end(ps) > TASK_SIZE);
-                match bad {
-                    Some(run) => (run.addr, run.end(ps), "page run".to_string()),
-                    None => continue,
-                }
-            }
-            _ => continue,
-        };
-        if start >= end || end > TASK_SIZE {
-            return Err(other(format!(
-                "{}: {what} {start:#x}-{end:#x} (record at offset {}) is {}: refused before \
-                 anything starts",
-                path.display(),
-                r.offset,
-                if start >= end {
-                    "empty or inverted".to_string()
-                } else {
-                    format!("outside the user address space (which ends at {TASK_SIZE:#x})")
-                }
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// The VMAs to create, and the files they map (opened now, inherited by the child).
-fn vma_plans(top: &Image<'_>, warnings: &mut Vec<String>) -> Result<(Vec<VmaPlan>, Vec<File>)> {
+fn vma_plans(body: &Body<'_>, warnings: &mut Vec<String>) -> Result<(Vec<VmaPlan>, Vec<File>)> {
     let mut files: Vec<File> = Vec::new();
     let mut file_paths: Vec<(Vec<u8>, bool)> = Vec::new();
     // Deleted files recreated, by inode: index into `files`.
     let mut recreated: Vec<(u64, usize)> = Vec::new();
     let mut vmas = Vec::new();
-    for v in top.vmas() {
+    for rec in &body.vmas {
+        let v = rec.vma;
         let range = AddrRange::new(v.start(), v.end())
             .ok_or_else(|| other(format!("VMA {:#x}-{:#x} is inverted", v.start(), v.end())))?;
         let mut p = VmaPlan {
@@ -330,9 +278,12 @@ fn vma_plans(top: &Image<'_>, warnings: &mut Vec<String>) -> Result<(Vec<VmaPlan
             flags: v.raw.flags.get(),
             kind: v.kind(),
             inode: v.raw.inode.get(),
-            attrs: 0,
+            attrs: rec.attrs,
             file: None,
-            pages: false,
+            // The image holds pages of it (data, zero or in the parent).
+            pages: rec
+                .pages()
+                .any(|i| body.pages.get(i).is_some_and(|p| !p.runs().is_empty())),
             apart: false,
         };
         let shared = p.shared();
@@ -419,32 +370,8 @@ fn vma_plans(top: &Image<'_>, warnings: &mut Vec<String>) -> Result<(Vec<VmaPlan
         }
         vmas.push(p);
     }
-    attach_records(top, &mut vmas);
     mark_apart(&mut vmas);
     Ok((vmas, files))
-}
-
-/// Sets each VMA's attributes (the VmaAttr after its Vma) and whether the image holds pages of
-/// it.
-fn attach_records(top: &Image<'_>, vmas: &mut [VmaPlan]) {
-    use cr_format::read::Record;
-    let mut at: Option<usize> = None;
-    for r in top.records() {
-        match r.record {
-            Record::Vma(_) => at = Some(at.map_or(0, |i| i + 1)),
-            Record::VmaAttr(a) => {
-                if let Some(p) = at.and_then(|i| vmas.get_mut(i)) {
-                    p.attrs = a.attrs.get();
-                }
-            }
-            Record::Pages(pg) => {
-                if let Some(p) = at.and_then(|i| vmas.get_mut(i)) {
-                    p.pages |= pg.iter().next().is_some();
-                }
-            }
-            _ => {}
-        }
-    }
 }
 
 /// The zero device.
