@@ -37,6 +37,19 @@ fn churn(dir: &Path, forkflags: bool, extra: &[&str]) -> Command {
     c
 }
 
+/// The fields of a checkpoint report that say how it was taken (the whole report is long).
+fn brief(j: &serde_json::Value) -> String {
+    let keys = [
+        "snapshot",
+        "downtime_ms",
+        "tracking_armed",
+        "diff_method",
+        "zero_pages",
+    ];
+    let v: Vec<String> = keys.iter().map(|k| format!("{k} {}", j[*k])).collect();
+    v.join(", ")
+}
+
 /// The "STEP DIGEST" line in `dir/name`, waited for (removed once read); `None` if `pid`
 /// died first or nothing came within 60 s.
 fn wait_line(dir: &Path, name: &str, pid: u32) -> Option<(u64, String)> {
@@ -80,6 +93,11 @@ fn send(pid: u32, sig: &str) {
 /// Checkpoints the churning target `rounds` times with `extra`, then restores each image and
 /// checks the restored task against a replay. Returns the checkpoints' JSON reports.
 fn churn_and_check(forkflags: bool, extra: &[&str], rounds: usize) -> Vec<serde_json::Value> {
+    churn_and_check_each(forkflags, &vec![extra; rounds])
+}
+
+/// [`churn_and_check`] with the arguments of each checkpoint in turn.
+fn churn_and_check_each(forkflags: bool, each: &[&[&str]]) -> Vec<serde_json::Value> {
     let dir = TempDir::new("maps-churn");
     let d = dir.path();
     let mut t: Child = churn(d, forkflags, &[]).spawn().unwrap();
@@ -96,7 +114,7 @@ fn churn_and_check(forkflags: bool, extra: &[&str], rounds: usize) -> Vec<serde_
     );
     let mut images = Vec::new();
     let mut reports = Vec::new();
-    for i in 0..rounds {
+    for (i, extra) in each.iter().enumerate() {
         std::thread::sleep(Duration::from_millis(30 + 40 * i as u64));
         let mut args = vec![
             "checkpoint",
@@ -151,7 +169,7 @@ fn churn_and_check(forkflags: bool, extra: &[&str], rounds: usize) -> Vec<serde_
             digest,
             replay(d, forkflags, n),
             "image {i}: the restored task at step {n} differs from a fresh run: {}",
-            reports[i]
+            brief(&reports[i])
         );
     }
     reports
@@ -178,4 +196,22 @@ fn a_churning_task_with_fork_flags_restores_exactly() {
 fn a_churning_task_copied_or_direct_restores_exactly() {
     churn_and_check(false, &["--copy"], 2);
     churn_and_check(true, &["--direct"], 2);
+}
+
+/// A full checkpoint that arms write tracking (armed while the task runs, not in the stop),
+/// then tracked incrementals: each restores (through its chain) to the replay's state.
+///
+/// Ignored: it fails, and fails on main before this session's changes too (a `--track`
+/// checkpoint of this task, by a copy or a twin, restores to a task that diverges from the
+/// replay in 1-4 runs of 4, where `--copy` or `--twin` alone never did; the failing copy
+/// images count present pages found all zero, which this task never has). Left for the lead.
+#[test]
+#[ignore = "a --track checkpoint of a churning task restores wrong (on main too): see the doc"]
+fn a_churning_task_tracked_restores_exactly() {
+    let each: &[&[&str]] = &[&["--track"], &["--incremental"], &["--incremental"]];
+    let reports = churn_and_check_each(false, each);
+    assert_eq!(reports[0]["tracking_armed"], true, "{}", reports[0]);
+    for j in &reports[1..] {
+        assert_eq!(j["diff_method"], "write-tracking", "{j}");
+    }
 }

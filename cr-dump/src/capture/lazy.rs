@@ -59,9 +59,10 @@ pub(crate) fn capture_lazy_tracked(
 /// too small) as [`capture_lazy`] does, and the reason is in [`Snapshot::twin`]'s absence and
 /// the returned note.
 ///
-/// Without a tracker, and when the inspection saw no memory a twin cannot hold and no locked
-/// memory, the stop is shorter ([`cow_fast`]): the mappings are read from the twin once the
-/// task runs again, not from the task while it is stopped.
+/// Without a tracker (or with one armed while the task ran: [`Tracker::armed_while_running`]),
+/// and when the inspection saw no memory a twin cannot hold and no locked memory, the stop is
+/// shorter ([`cow_fast`]): the mappings are read from the twin once the task runs again, not
+/// from the task while it is stopped.
 pub(crate) fn capture_cow(
     ins: &Inspection,
     crid: u64,
@@ -71,16 +72,18 @@ pub(crate) fn capture_cow(
 ) -> Result<(Snapshot, Option<String>)> {
     let started = Instant::now();
     let pid = ins.pid;
-    if tracker.is_none() && fast_eligible(ins) {
+    let mut tracker = tracker;
+    // A tracker armed while the task ran needs nothing of the freeze.
+    if fast_eligible(ins) && tracker.as_mut().is_none_or(|t| t.armed_while_running()) {
         let frozen = freeze(pid)?;
         match cow_fast(ins, crid, opts, frozen, started).map_err(|e| frozen_err(pid, e))? {
             Fast::Done(snap) => return Ok((*snap, None)),
             Fast::Frozen(frozen, None) => {
-                return cow_frozen(ins, crid, opts, None, fallback, frozen, started)
+                return cow_frozen(ins, crid, opts, tracker, fallback, frozen, started)
             }
             Fast::Frozen(frozen, Some(why)) => {
                 let buf = fallback()?;
-                let snap = capture_frozen(ins, crid, opts, buf, frozen, started, None)
+                let snap = capture_frozen(ins, crid, opts, buf, frozen, started, tracker)
                     .map_err(|e| frozen_err(pid, e))?;
                 return Ok((snap, Some(why)));
             }
@@ -89,7 +92,7 @@ pub(crate) fn capture_cow(
                 ins.load_smaps()?;
                 let frozen = freeze(pid)?;
                 let (mut snap, note) =
-                    cow_frozen(ins, crid, opts, None, fallback, frozen, Instant::now())?;
+                    cow_frozen(ins, crid, opts, tracker, fallback, frozen, Instant::now())?;
                 snap.stats.downtime += first;
                 snap.stats.capture = started.elapsed();
                 let note = note.map(|n| {

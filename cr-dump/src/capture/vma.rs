@@ -646,6 +646,13 @@ pub trait Tracker {
     fn usable(&self) -> bool {
         false
     }
+    /// Before a freeze that will not call [`Tracker::arm`]: whether the tracking armed while
+    /// the task ran stands for that arming (then it counts as armed). Pages written since then
+    /// show as written to the next scan and mappings made since are not registered, so the next
+    /// capture stores them: more than needed, never less.
+    fn armed_while_running(&mut self) -> bool {
+        false
+    }
     /// Before the freeze, to size the copy's buffer: the bytes it would copy now (the written
     /// pages of tracked VMAs, the present pages of the others), or `None` if unknown.
     fn estimate(&mut self, _pid: i32, _vmas: &[VmaRec]) -> Option<u64> {
