@@ -20,9 +20,10 @@
 //! comes back as shared anonymous memory with the mapped contents; its name and seals have no
 //! place in the image (a `Partial` line says so).
 //!
-//! Attributes (`VMA_ATTR_*`) come from `VmFlags` of `/proc/PID/smaps`, read at the inspection
-//! and, only when the mappings changed since, again while the task is frozen
-//! (`read_maps_frozen`).
+//! Attributes (`VMA_ATTR_*`) come from `VmFlags` of `/proc/PID/smaps`: for a lazy checkpoint
+//! by a twin, the twin's smaps read after the task runs again (`lazy::cow_fast`); otherwise the
+//! task's, read before the freeze and, only when the mappings changed since, again while the
+//! task is frozen (`read_maps_frozen`).
 
 use super::check::{
     is_deleted, is_shared_memfd, is_shared_object, read_smaps, read_text, Inspection, Smaps,
