@@ -43,7 +43,7 @@ pub struct Smaps {
 impl Inspection {
     /// Reads the task's smaps (once), so that a capture that reads the mappings while the task
     /// is frozen can take their attributes from it when nothing changed since
-    /// ([`super::vma::read_maps_frozen`]) instead of reading smaps while the task is stopped.
+    /// (`vma::read_maps_frozen`) instead of reading smaps while the task is stopped.
     pub fn load_smaps(&self) -> Result<()> {
         if self.smaps.get().is_none() {
             let s = read_smaps(self.pid)?;
