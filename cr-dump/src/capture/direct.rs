@@ -35,6 +35,7 @@ pub fn checkpoint_direct<W: Write + Send>(
 ) -> Result<DirectResult> {
     let started = Instant::now();
     let pid = ins.pid;
+    ins.load_smaps()?;
     let frozen = freeze(pid)?;
     stream_frozen(ins, crid, opts, out, frozen, started).map_err(|e| frozen_err(pid, e))
 }

@@ -231,6 +231,7 @@ pub(crate) fn capture_precopy(
     let mut pre = round0(&ctx, &mut store, &armed, &mut rep)?;
     rounds(&ctx, &mut store, &mut pre, limits, &mut rep)?;
     // Freeze, copy the last delta, resume.
+    ins.load_smaps()?;
     let frozen = freeze(pid)?;
     let fin =
         final_copy(&ctx, ins, crid, session, &mut store, pre).map_err(|e| frozen_err(pid, e))?;

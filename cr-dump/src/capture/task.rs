@@ -8,7 +8,7 @@ use super::check::{check_maps, check_threads, read_text, Inspection};
 use super::freeze::gone_or;
 use super::vma::VmaRec;
 use crate::error::{Error, Result};
-use crate::procfs::{self, Stat, Status};
+use crate::procfs::{self, MapsEntry, Stat, Status};
 use crate::sys::{self, Tracee};
 use cr_format::raw::{self, AuxvEntry};
 use cr_format::write::{Sink, Writer};
@@ -181,21 +181,38 @@ fn mm_record(stat: &Stat, heap_end: Option<u64>) -> raw::Mm {
     mm
 }
 
-/// Reads the task's state while it is frozen; re-checks what could have changed since
-/// [`crate::capture::inspect`]. Returns the metadata and the VMAs.
-pub(crate) fn read_frozen(
+/// What is read of the frozen task besides its mappings: all of [`Meta`] but the Mm record,
+/// the VMAs and their fidelity lines, which [`complete`] adds once the mappings are known (a
+/// capture by a twin reads them from the twin after the task runs again).
+pub(crate) struct Frame {
+    header: raw::Header,
+    task: raw::Task,
+    regs: raw::RegsX86_64,
+    xsave: Vec<u8>,
+    auxv: Vec<AuxvEntry>,
+    exe: Vec<u8>,
+    stat: Stat,
+    state: super::state::TaskState,
+}
+
+/// `/proc/PID/status` and `stat` of the frozen task, refused if it has threads now.
+pub(crate) fn read_status_frozen(pid: i32) -> Result<(Status, Stat)> {
+    let status = procfs::parse_status(&read_text(pid, "status")?)?;
+    let stat = procfs::parse_stat(&read_text(pid, "stat")?)?;
+    check_threads(pid, &status)?;
+    Ok((status, stat))
+}
+
+/// Reads the frozen task's registers, `/proc` fields and state besides memory (files,
+/// signals, ...), given its `status` and `stat` read while frozen.
+pub(crate) fn read_frame(
     ins: &Inspection,
     crid: u64,
     page_size: u32,
     state_opts: &super::options::StateOptions,
-) -> Result<(Meta, Vec<VmaRec>)> {
+    (status, stat): (Status, Stat),
+) -> Result<Frame> {
     let pid = ins.pid;
-    let status = procfs::parse_status(&read_text(pid, "status")?)?;
-    let stat = procfs::parse_stat(&read_text(pid, "stat")?)?;
-    check_threads(pid, &status)?;
-    let (maps, attrs) = super::vma::read_maps_frozen(ins)?;
-    check_maps(pid, &maps)?;
-    super::check::check_shared_anon(pid, &maps, super::check::Scope::Descendants)?;
     // Frozen by the caller: `ins` was taken before the freeze, and so only names the task.
     let (regs, xsave) = read_regs(Tracee::new(pid))?;
     let personality = procfs::parse_personality(&read_text(pid, "personality")?)?;
@@ -212,25 +229,65 @@ pub(crate) fn read_frozen(
     let mut exe = exe.into_os_string().into_encoded_bytes();
     exe.truncate(cr_format::limits::MAX_PATH as usize);
     let task = task_record(&status, &stat, ins.stat.state, personality)?;
+    let state = super::state::capture(pid, state_opts)?;
+    Ok(Frame {
+        header: header(crid, page_size),
+        task,
+        regs,
+        xsave,
+        auxv,
+        exe,
+        stat,
+        state,
+    })
+}
+
+/// [`Meta`] and the VMAs from `frame` and the task's mappings at the freeze (`maps`, with
+/// `attrs`: one per mapping), read from process `from` (the task while frozen, or its twin);
+/// with `--strict`, refuses what would not be restored exactly.
+pub(crate) fn complete(
+    pid: i32,
+    frame: Frame,
+    from: i32,
+    (maps, attrs): (&[MapsEntry], &[u32]),
+    state_opts: &super::options::StateOptions,
+) -> Result<(Meta, Vec<VmaRec>)> {
     let heap_end = maps.iter().find(|m| m.path == "[heap]").map(|m| m.end);
-    let mm = mm_record(&stat, heap_end);
-    let vmas = super::vma::vma_recs_with(pid, &maps, &attrs);
-    let mut state = super::state::capture(pid, state_opts)?;
+    let mm = mm_record(&frame.stat, heap_end);
+    let vmas = super::vma::vma_recs_with(from, maps, attrs);
+    let mut state = frame.state;
     state
         .fidelity
         .extend(super::vma::fidelity(&vmas, &state.files));
     super::state::strict_check(pid, &state, state_opts)?;
     Ok((
         Meta {
-            header: header(crid, page_size),
-            task,
-            regs,
-            xsave,
+            header: frame.header,
+            task: frame.task,
+            regs: frame.regs,
+            xsave: frame.xsave,
             mm,
-            auxv,
-            exe,
+            auxv: frame.auxv,
+            exe: frame.exe,
             state,
         },
         vmas,
     ))
+}
+
+/// Reads the task's state while it is frozen; re-checks what could have changed since
+/// [`crate::capture::inspect`]. Returns the metadata and the VMAs.
+pub(crate) fn read_frozen(
+    ins: &Inspection,
+    crid: u64,
+    page_size: u32,
+    state_opts: &super::options::StateOptions,
+) -> Result<(Meta, Vec<VmaRec>)> {
+    let pid = ins.pid;
+    let st = read_status_frozen(pid)?;
+    let (maps, attrs) = super::vma::read_maps_frozen(ins)?;
+    check_maps(pid, &maps)?;
+    super::check::check_shared_anon(pid, &maps, super::check::Scope::Descendants)?;
+    let frame = read_frame(ins, crid, page_size, state_opts, st)?;
+    complete(pid, frame, pid, (&maps, &attrs), state_opts)
 }

@@ -634,6 +634,14 @@ impl Tracker for Session {
         Session::usable(self)
     }
 
+    fn armed_while_running(&mut self) -> bool {
+        // Only a full capture that arms (`prearm` did its work, nothing was scanned).
+        if self.arm_wanted && self.prearmed && self.uffd.is_some() && !self.usable() {
+            self.armed = true;
+        }
+        self.armed
+    }
+
     fn scan(&mut self, pid: i32, vmas: &[VmaRec]) -> Result<Vec<Option<Scan>>> {
         self.scanned = vec![false; vmas.len()];
         let mut out = vec![None; vmas.len()];

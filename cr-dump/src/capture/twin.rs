@@ -282,6 +282,23 @@ fn wait_born(pid: i32) -> Result<()> {
 /// `Ok(Err(reason))` when no twin can stand for the task (then none is left behind); `Err`
 /// when the task failed (it died).
 pub fn make(pid: i32, vmas: &[VmaRec]) -> Result<std::result::Result<Twin, String>> {
+    let twin = match make_unchecked(pid)? {
+        Ok(t) => t,
+        Err(why) => return Ok(Err(why)),
+    };
+    let why = match check(pid, &twin, vmas) {
+        Ok(None) => return Ok(Ok(twin)),
+        Ok(Some(why)) => why,
+        Err(e) => e.to_string(),
+    };
+    // Reaped here, the task still frozen.
+    twin.discard_frozen()?;
+    Ok(Err(why))
+}
+
+/// [`make`] without the check that the twin holds the task's memory: the caller checks it,
+/// from the twin's own mappings after the task is let go (`lazy::cow_fast`).
+pub(crate) fn make_unchecked(pid: i32) -> Result<std::result::Result<Twin, String>> {
     let status = procfs::parse_status(&String::from_utf8_lossy(&procfs::read(pid, "status")?))?;
     if status.seccomp != 0 {
         return Ok(Err(format!(
@@ -318,28 +335,24 @@ pub fn make(pid: i32, vmas: &[VmaRec]) -> Result<std::result::Result<Twin, Strin
         counts: Mutex::new(None),
     };
     // From here, any failure kills and reaps the twin while the task is still frozen.
-    let ready = (|| -> Result<Option<String>> {
+    let ready = (|| -> Result<()> {
         let g = twin.pid;
         wait_born(g)?;
         let twin_inj = injector(g)?;
         twin_inj.set_options(libc::PTRACE_O_EXITKILL)?;
         // Best effort: before Linux 5.9 the twin keeps its descriptors until it is killed.
         let _ = twin_inj.call(nr::CLOSE_RANGE, [0, u64::from(u32::MAX), 0, 0, 0, 0]);
+        drop(twin_inj);
         // Both went back to user mode for an instant: their rseq CPU fields are rewritten.
-        restore_rseq(g, &rseq)?;
-        check(pid, &twin, vmas)
+        restore_rseq(g, &rseq)
     })();
-    let why = match ready {
-        Ok(None) => return Ok(Ok(twin)),
-        Ok(Some(why)) => why,
-        Err(e) => e.to_string(),
-    };
-    let mut twin = twin;
-    let g = std::mem::take(&mut twin.pid); // dropped as done: reaped here, task still frozen
-    kill_and_reap(g);
-    reap_in(pid, g)?;
-    restore_rseq(pid, &rseq)?;
-    Ok(Err(why))
+    match ready {
+        Ok(()) => Ok(Ok(twin)),
+        Err(e) => {
+            twin.discard_frozen()?;
+            Ok(Err(e.to_string()))
+        }
+    }
 }
 
 /// Whether the twin holds every stored VMA of the task, with its pages: `Some(reason)` if not.
@@ -356,7 +369,7 @@ fn check(pid: i32, twin: &Twin, vmas: &[VmaRec]) -> Result<Option<String>> {
 }
 
 /// `VmSize` of `pid`, in kB.
-fn vm_size_kb(pid: i32) -> Result<u64> {
+pub(crate) fn vm_size_kb(pid: i32) -> Result<u64> {
     let status = String::from_utf8_lossy(&procfs::read(pid, "status")?).into_owned();
     status
         .lines()

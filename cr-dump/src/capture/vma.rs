@@ -20,13 +20,14 @@
 //! comes back as shared anonymous memory with the mapped contents; its name and seals have no
 //! place in the image (a `Partial` line says so).
 //!
-//! Attributes (`VMA_ATTR_*`) come from `VmFlags` of `/proc/PID/smaps`, read at the inspection
-//! and, only when the mappings changed since, again while the task is frozen
-//! (`read_maps_frozen`).
+//! Attributes (`VMA_ATTR_*`) come from `VmFlags` of `/proc/PID/smaps`: for a lazy checkpoint
+//! by a twin, the twin's smaps read after the task runs again (`lazy::cow_fast`); otherwise the
+//! task's, read before the freeze and, only when the mappings changed since, again while the
+//! task is frozen (`read_maps_frozen`).
 
 use super::check::{
-    is_deleted, is_shared_memfd, is_shared_object, read_text, split_smaps, Inspection, ATTR_SEALED,
-    ATTR_SHADOW_STACK,
+    is_deleted, is_shared_memfd, is_shared_object, read_smaps, read_text, Inspection, Smaps,
+    ATTR_SEALED, ATTR_SHADOW_STACK,
 };
 use super::state::FileEntry;
 use super::state::{Action, Fidelity};
@@ -300,6 +301,16 @@ impl VmaRec {
     }
 }
 
+/// Whether the VMA of `m` would be [`VmaRec::held_by_copy`] (shared memory, a private mapping
+/// of a deleted file or memfd), without making its record.
+pub(crate) fn held_by_copy_map(m: &MapsEntry) -> bool {
+    match VmaKind::of(m) {
+        VmaKind::SharedAnon => true,
+        VmaKind::File => !m.shared && (is_deleted(m) || is_memfd(m)),
+        _ => false,
+    }
+}
+
 /// Whether `m` maps a memfd (privately: a shared one is [`VmaKind::SharedAnon`]).
 fn is_memfd(m: &MapsEntry) -> bool {
     m.dev_major == 0 && m.path.starts_with("/memfd:") && m.path.ends_with(" (deleted)")
@@ -332,34 +343,27 @@ const ATTRS_FRESH: Duration = Duration::from_secs(10);
 ///
 /// smaps, the only place that shows them, costs about 7 times what maps does (65,000 mappings:
 /// 300 ms against 45 ms on a busy machine), so the task is not stopped for it when it can be
-/// avoided: while frozen only maps is read, and the attributes are those smaps showed at the
-/// inspection ([`Inspection::attrs`]) if that was less than [`ATTRS_FRESH`] ago, every mapping
-/// is still there with the same range, permissions, offset and inode, and the locked size
-/// (`VmLck`) is the same. Otherwise smaps is read while frozen. What that misses: an madvise
-/// of a whole mapping (no split) in the milliseconds between the inspection and the freeze.
+/// avoided: while frozen only maps is read, and the attributes are those smaps showed before
+/// the freeze ([`Inspection::load_smaps`]) if that was less than [`ATTRS_FRESH`] ago, every
+/// mapping is still there with the same range, permissions, offset and inode, and the locked
+/// size (`VmLck`) is the same. Otherwise smaps is read while frozen. What that misses: an
+/// madvise of a whole mapping (no split) in the milliseconds between the read and the freeze.
+/// (A lazy capture by a twin takes them from the twin instead, exactly: `lazy::cow_fast`.)
 pub(crate) fn read_maps_frozen(ins: &Inspection) -> Result<(Vec<MapsEntry>, Vec<u32>)> {
     let pid = ins.pid;
-    if ins.at.elapsed() < ATTRS_FRESH {
+    if let Some(pre) = ins.smaps().filter(|s| s.at.elapsed() < ATTRS_FRESH) {
         let maps = procfs::parse_maps(&read_text(pid, "maps")?)?;
-        if let Some(attrs) = same_attrs(ins, &maps)? {
+        if let Some(attrs) = same_attrs(pid, pre, &maps)? {
             return Ok((maps, attrs));
         }
     }
-    let (maps, attrs) = split_smaps(&read_text(pid, "smaps")?);
-    let maps = procfs::parse_maps(&maps)?;
-    if maps.len() != attrs.len() {
-        return Err(crate::error::Error::Proc(format!(
-            "/proc/{pid}/smaps: {} mappings but {} attribute sets",
-            maps.len(),
-            attrs.len()
-        )));
-    }
-    Ok((maps, attrs))
+    let s = read_smaps(pid)?;
+    Ok((s.maps, s.attrs))
 }
 
-/// The attributes of the inspection for `maps` if they still hold (see [`read_maps_frozen`]).
-fn same_attrs(ins: &Inspection, maps: &[MapsEntry]) -> Result<Option<Vec<u32>>> {
-    if maps.len() != ins.maps.len() || ins.attrs.len() != ins.maps.len() {
+/// The attributes of `pre` for `maps` if they still hold (see [`read_maps_frozen`]).
+fn same_attrs(pid: i32, pre: &Smaps, maps: &[MapsEntry]) -> Result<Option<Vec<u32>>> {
+    if maps.len() != pre.maps.len() || pre.attrs.len() != pre.maps.len() {
         return Ok(None);
     }
     let same = |a: &MapsEntry, b: &MapsEntry| {
@@ -369,23 +373,23 @@ fn same_attrs(ins: &Inspection, maps: &[MapsEntry]) -> Result<Option<Vec<u32>>> 
             b.start, b.end, b.read, b.write, b.exec, b.shared, b.offset, b.inode,
         )
     };
-    if !maps.iter().zip(&ins.maps).all(|(a, b)| same(a, b)) {
+    if !maps.iter().zip(&pre.maps).all(|(a, b)| same(a, b)) {
         return Ok(None);
     }
     let locked = raw::VMA_ATTR_LOCKED | raw::VMA_ATTR_LOCKONFAULT;
     let locked_kb: u64 = maps
         .iter()
-        .zip(&ins.attrs)
+        .zip(&pre.attrs)
         .filter(|(_, &a)| a & locked != 0)
         .map(|(m, _)| (m.end - m.start) / 1024)
         .sum();
-    let status = read_text(ins.pid, "status")?;
+    let status = read_text(pid, "status")?;
     let vmlck = status
         .lines()
         .find_map(|l| l.strip_prefix("VmLck:"))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .unwrap_or(0);
-    Ok((vmlck == locked_kb).then(|| ins.attrs.clone()))
+    Ok((vmlck == locked_kb).then(|| pre.attrs.clone()))
 }
 
 /// The VMAs of `maps` (of `pid`) with `attrs` (one per mapping, from [`read_maps_frozen`]).
@@ -641,6 +645,13 @@ pub trait Tracker {
     fn arm(&mut self, pid: i32, vmas: &[VmaRec]) -> Result<()>;
     /// Whether [`Tracker::scan`] will give scans (then far less than everything is copied).
     fn usable(&self) -> bool {
+        false
+    }
+    /// Before a freeze that will not call [`Tracker::arm`]: whether the tracking armed while
+    /// the task ran stands for that arming (then it counts as armed). Pages written since then
+    /// show as written to the next scan and mappings made since are not registered, so the next
+    /// capture stores them: more than needed, never less.
+    fn armed_while_running(&mut self) -> bool {
         false
     }
     /// Before the freeze, to size the copy's buffer: the bytes it would copy now (the written

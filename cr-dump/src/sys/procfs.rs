@@ -71,6 +71,55 @@ pub fn parse_maps(text: &str) -> Result<Vec<MapsEntry>> {
         .collect()
 }
 
+/// Calls `f` with each line (without its newline) of `/proc/PID/NAME`, read in pieces of
+/// 1 MiB rather than whole: smaps of 65,000 mappings is 48 MB, which a whole read
+/// copies several times as its buffer grows (117 ms against 86 ms here) and holds at once.
+pub fn for_each_line(pid: i32, name: &str, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    use std::io::Read;
+    let mut file = fs::File::open(path(pid, name)).map_err(|e| proc_err(pid, name, e))?;
+    let mut buf = vec![0u8; LINES_BUF];
+    let mut have = 0usize;
+    loop {
+        if have == buf.len() {
+            // One line longer than the buffer (a path is at most 4 KiB): grow.
+            buf.resize(buf.len().saturating_mul(2), 0);
+        }
+        let n = match file.read(buf.get_mut(have..).unwrap_or(&mut [])) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(proc_err(pid, name, e)),
+        };
+        let data = buf.get(..have + n).unwrap_or(&[]);
+        let mut at = 0usize;
+        while let Some(i) = data
+            .get(at..)
+            .and_then(|d| d.iter().position(|&b| b == b'\n'))
+        {
+            f(data.get(at..at + i).unwrap_or(&[]))?;
+            at += i + 1;
+        }
+        if n == 0 {
+            // The end: a last line without a newline.
+            return match data.get(at..) {
+                Some(rest) if !rest.is_empty() => f(rest),
+                _ => Ok(()),
+            };
+        }
+        let len = data.len();
+        buf.copy_within(at..len, 0);
+        have = len - at;
+    }
+}
+
+/// The piece [`for_each_line`] reads at a time.
+const LINES_BUF: usize = 1 << 20;
+
+/// One line of `/proc/PID/maps` (or a header line of smaps), as bytes.
+pub fn parse_maps_bytes(line: &[u8]) -> Result<MapsEntry> {
+    let l = std::str::from_utf8(line).map_err(|_| bad("maps", "a line is not UTF-8"))?;
+    parse_maps_line(l)
+}
+
 fn hex(s: &str, what: &str) -> Result<u64> {
     u64::from_str_radix(s, 16).map_err(|_| bad("maps", format_args!("bad {what} {s:?}")))
 }
@@ -264,6 +313,10 @@ pub struct Status {
     pub vm_swap: u64,
     /// Seccomp mode (0 none, 1 strict, 2 filter).
     pub seccomp: u32,
+    /// VmSize, bytes (the sum of the mappings' sizes).
+    pub vm_size: u64,
+    /// VmLck, bytes (locked memory: `mlock`, `MCL_ONFAULT` too).
+    pub vm_lck: u64,
 }
 
 /// Parses `/proc/PID/status`.
@@ -320,6 +373,8 @@ pub fn parse_status(text: &str) -> Result<Status> {
             "Kthread" => s.kthread = v == "1",
             "RssAnon" => s.rss_anon = kb()?,
             "VmSwap" => s.vm_swap = kb()?,
+            "VmSize" => s.vm_size = kb()?,
+            "VmLck" => s.vm_lck = kb()?,
             "Seccomp" => s.seccomp = v.parse().map_err(|_| bad("status", "Seccomp"))?,
             _ => {}
         }
