@@ -206,7 +206,9 @@ pub(crate) enum Cmd {
         /// before that. With --detach a server process does this after restore returns: the
         /// image must stay until the server ends (it ends when every page is in). At the end
         /// the task is stopped for a moment to be let go: a system call the kernel does not
-        /// restart (epoll_wait, select) may return EINTR then.
+        /// restart (epoll_wait, select) may return EINTR then. Until then, a read of the
+        /// task's memory through /proc/PID/mem (a debugger's, or the task's own
+        /// /proc/self/mem) of a page not yet in fails with EIO instead of waiting.
         #[arg(long, conflicts_with = "stopped")]
         lazy: bool,
         #[command(flatten)]
