@@ -60,6 +60,14 @@ impl Mapped {
         })
     }
 
+    /// Lets go of the resident pages of `off..off + len` of a mapped file
+    /// ([`crate::sys::FileMap::release`]); nothing for bytes held in memory.
+    pub fn release(&self, off: usize, len: usize) {
+        if let Bytes::Map(m) = &self.bytes {
+            m.release(off, len);
+        }
+    }
+
     /// The file's bytes.
     pub fn bytes(&self) -> &[u8] {
         match &self.bytes {

@@ -735,6 +735,13 @@ impl Server {
                 }
             },
         };
+        if let Some(f) = self.files.files().get(image) {
+            // What was copied (and what the fault-around mapped before it) leaves cr-dump's
+            // resident set, as the eager copy's does.
+            let at = off.saturating_add(s);
+            let back = at.min(64 << 10);
+            f.release(at - back, done.min(chunk.len()) + back);
+        }
         let pages = (done as u64 / self.ps).min(n);
         if max == FAULT_BATCH {
             self.stats.fault_pages += pages;

@@ -261,6 +261,11 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     drop(body);
     drop(idx);
     drop(images);
+    // The parse's reads mapped a page or more around every record: let go of them (the copy
+    // maps what it needs again, a chunk at a time).
+    for m in files.files() {
+        m.release(0, m.bytes().len());
+    }
 
     let devnull = if opts.detach && !fplan.has_files {
         Some(

@@ -73,12 +73,22 @@ impl Source {
             return Err(other(format!("internal: no page record {k}")));
         };
         let path = self.paths.get(r.image).map_or("?", String::as_str);
-        let data = files
-            .files()
-            .get(r.image)
+        let file = files.files().get(r.image);
+        let data = file
             .and_then(|m| m.bytes().get(r.start..r.end))
             .ok_or_else(|| other(format!("{path}: page data at {:#x} outside it", r.start)))?;
-        let got = crc32fast::hash(data);
+        // Hashed a chunk at a time, each let go of once read (the copy maps it again from the
+        // page cache): cr-dump's resident set stays bounded whatever the image's size.
+        let mut h = crc32fast::Hasher::new();
+        let mut at = r.start;
+        for chunk in data.chunks(RELEASE_CHUNK) {
+            h.update(chunk);
+            if let Some(m) = file {
+                m.release(at, chunk.len());
+            }
+            at += chunk.len();
+        }
+        let got = h.finalize();
         if got != r.crc {
             return Err(Error::Other(format!(
                 "{path}: offset {:#x}: the page data of the Pages record at offset {:#x} does not \
@@ -377,6 +387,15 @@ fn uffd_put(c: &Child, uffd: &OwnedFd, dst: u64, bytes: &[u8]) -> Result<()> {
 /// Reports progress every this many bytes.
 const PROGRESS_STEP: u64 = 4 << 20;
 
+/// The image's page data is read (CRC, copy) this many bytes at a time, each let go of from
+/// cr-dump's resident set once read ([`crate::inspect::chain::Mapped::release`]): measured at
+/// 8 GiB, restore's peak resident set was the whole image (all of it file pages of the image's
+/// mapping) without this.
+const RELEASE_CHUNK: usize = 4 << 20;
+
+/// How far before a read the kernel's fault-around may have mapped pages of a file (16 pages).
+const FAULT_AROUND: usize = 64 << 10;
+
 /// Writes every piece (the eager restore). Private anonymous memory goes through a userfaultfd
 /// of the child's when the kernel gives one, else everything through `process_vm_writev`.
 pub(super) fn fill(
@@ -466,9 +485,21 @@ fn copy_all(
             Src::Data { image, off, rec } => {
                 ahead.wait(rec)?;
                 let bytes = piece_bytes(files, image, off, p.len)?;
-                match uffd {
-                    Some(u) if p.anon => uffd_put(c, u, p.addr, bytes)?,
-                    _ => put(c, p.addr, bytes)?,
+                let file = files.files().get(image);
+                let (mut at, mut from) = (p.addr, off);
+                for chunk in bytes.chunks(RELEASE_CHUNK) {
+                    match uffd {
+                        Some(u) if p.anon => uffd_put(c, u, at, chunk)?,
+                        _ => put(c, at, chunk)?,
+                    }
+                    if let Some(m) = file {
+                        // With what the fault-around of this chunk's first read mapped before
+                        // it.
+                        let back = from.min(FAULT_AROUND);
+                        m.release(from - back, chunk.len() + back);
+                    }
+                    at += chunk.len() as u64;
+                    from += chunk.len();
                 }
             }
             Src::Zero => {

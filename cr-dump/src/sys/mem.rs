@@ -266,6 +266,29 @@ impl FileMap {
         Ok(FileMap { ptr: p.cast(), len })
     }
 
+    /// Drops this process's page table entries for the whole pages inside `off..off + len`
+    /// (`MADV_DONTNEED`), so that what has been read does not stay in the resident set: the
+    /// page cache keeps the pages, and a later read maps them again, with the same bytes.
+    /// Errors are ignored: the pages then stay mapped, which is only memory.
+    pub fn release(&self, off: usize, len: usize) {
+        let ps = crate::sys::page_size();
+        let start = off.div_ceil(ps).saturating_mul(ps);
+        let end = off.saturating_add(len).min(self.len) / ps * ps;
+        if end > start {
+            // SAFETY: start..end lies inside this live private read-only mapping of a file
+            // that is not modified while mapped, and is never written: after MADV_DONTNEED its
+            // pages read back the same bytes from the page cache, so no `&[u8]` handed out
+            // (on this or another thread) sees a change.
+            unsafe {
+                libc::madvise(
+                    self.ptr.add(start) as *mut libc::c_void,
+                    end - start,
+                    libc::MADV_DONTNEED,
+                );
+            }
+        }
+    }
+
     /// The file's bytes.
     pub fn bytes(&self) -> &[u8] {
         // SAFETY: ptr..ptr+len is a live read-only mapping owned by self (or len is 0 with a
