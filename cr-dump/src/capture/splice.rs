@@ -1,0 +1,559 @@
+//! The write-back by splice: a twin's pages go to the image file with one copy (the page
+//! cache's), instead of two reads through `/proc/PID/mem` and a write.
+//!
+//! Into the twin (never the task: it has its own memory and descriptor table, and never runs
+//! the task's code) are injected a `pipe2`, a scratch area holding [`BATCH_CODE`], and batches
+//! of `vmsplice(pipe, iov, 1, 0)` calls over the page spans to store, in image order
+//! ([`crate::sys::inject::Injector::call_batch`], on the thread that traces the twin).
+//! `vmsplice` puts references to the twin's pages in the pipe: no copy, and no unsharing of
+//! the pages it still shares copy-on-write with the task (unlike `process_vm_readv`'s pin).
+//! cr-dump holds the pipe's only read end (`pidfd_getfd`) and, on a second thread, `splice`s
+//! each Pages record's data straight to its place in the image file, where the record's data
+//! starts (an offset computed as the format does, and checked against the writer's).
+//!
+//! cr-dump never sees those bytes, but a record's header holds their CRC and comes first: the
+//! data just written is mapped back from the page cache ([`sys::FileRange`]), its CRC taken,
+//! and the record then written by the same [`Writer`], whose sink ([`Placed`]) skips the data
+//! it already finds in place. A group with an all-zero page, which the read path stores as a
+//! zero run, is planned again from the mapped bytes and written as the read path writes it:
+//! the image is the read path's, record for record.
+//!
+//! Not used (the read path is, [`super::stream`]) for an incremental image (its pages are
+//! compared with the parent's bytes), an output that is not a regular file, a copy snapshot, or
+//! when `CR_DUMP_NO_SPLICE` is set; and when setting up the pipe in the twin fails (e.g. from
+//! a thread that does not trace it), before anything is written.
+
+use super::memory::open_proc;
+use super::options::Stats;
+use super::plan::{is_zero, plan_pages, PageCounts, RecordPlan, RunBuilder};
+use super::stream::{cut_jobs, sink_err, Group, StreamJob};
+use super::vma::VmaRec;
+use crate::error::{Error, Result};
+use crate::span::PageSpan;
+use crate::sys::inject::{batch_table, BatchCall, Injector, Signals, BATCH_CODE, BATCH_ENTRY};
+use crate::sys::{self, Tracee};
+use cr_format::limits::MAX_DATA_PER_RECORD;
+use cr_format::raw;
+use cr_format::write::{DataCrc, IoSink, Writer};
+use serde::Serialize;
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set (to anything) to write a twin's pages by reading them, as before the splice path: for
+/// comparisons and as a way out.
+pub const NO_SPLICE_ENV: &str = "CR_DUMP_NO_SPLICE";
+
+/// How the write-back moved the pages (`page_path` in `checkpoint --json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PagePath {
+    /// From a buffer filled while the task was stopped (a copy snapshot, or direct mode).
+    Buffer,
+    /// Read from the twin through `/proc/PID/mem`, then written.
+    Read,
+    /// Spliced from the twin to the image file.
+    Splice,
+}
+
+/// Pipe capacity asked for (root may go past `/proc/sys/fs/pipe-max-size`); the largest that
+/// is granted of these is used.
+const PIPE_SIZES: [usize; 3] = [16 << 20, 4 << 20, 1 << 20];
+
+/// `vmsplice` calls per batch (the table: 256 KiB, their iovecs: 64 KiB).
+const CAP: usize = 4096;
+
+/// Bytes of one iovec in the twin.
+const IOV: u64 = 16;
+
+/// How long the writer waits for the pipe before it looks at whether the feeder failed.
+const POLL_MS: i32 = 100;
+
+/// The write-back's sink: writes go to `inner`, except the one slice armed by
+/// [`Placed::expect`], which is already in the file at the file's offset: that offset is
+/// moved past it instead (the file shares its offset with `inner`'s file).
+pub(crate) struct Placed<W> {
+    inner: W,
+    file: File,
+    /// The same file opened for reading (the image is created write-only), to map it back.
+    reader: File,
+    armed: Option<(usize, usize, u64)>,
+}
+
+impl<W: Write> Placed<W> {
+    /// `inner`, writing to the same open file as `file` (a duplicate of its descriptor);
+    /// `reader`, the file opened for reading ([`reopen_for_reading`]).
+    pub(crate) fn new(inner: W, file: File, reader: File) -> Self {
+        Placed {
+            inner,
+            file,
+            reader,
+            armed: None,
+        }
+    }
+
+    /// The next write of exactly `data` (same address and length) is the bytes already at
+    /// file offset `at`.
+    fn expect(&mut self, data: &[u8], at: u64) {
+        self.armed = Some((data.as_ptr() as usize, data.len(), at));
+    }
+
+    /// Whether the armed write came (and disarms).
+    fn took(&mut self) -> bool {
+        self.armed.take().is_none()
+    }
+
+    /// The file.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+impl<W: Write> Write for Placed<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some((p, len, at)) = self.armed {
+            if buf.as_ptr() as usize == p && buf.len() == len {
+                self.armed = None;
+                self.inner.flush()?;
+                let pos = self.file.stream_position()?;
+                if pos != at {
+                    return Err(io::Error::other(format!(
+                        "internal: spliced data at {at:#x}, but the image is at {pos:#x}"
+                    )));
+                }
+                let n = i64::try_from(len).map_err(|_| io::Error::other("internal: length"))?;
+                self.file.seek(SeekFrom::Current(n))?;
+                return Ok(len);
+            }
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `file` opened again, for reading (through `/proc/self/fd`: it may have no name).
+pub(crate) fn reopen_for_reading(file: &File) -> io::Result<File> {
+    File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// The pipe set up in a twin, with the scratch area of the batches.
+pub(crate) struct TwinPipe {
+    inj: Injector,
+    pid: i32,
+    /// The scratch area: a page of [`BATCH_CODE`], then the table, then the iovecs.
+    area: u64,
+    area_len: u64,
+    /// The pipe's write end in the twin.
+    wfd: u64,
+    /// Its read end, ours (the twin's is closed).
+    rd: Option<File>,
+    mem: File,
+}
+
+fn other(pid: i32, what: impl std::fmt::Display) -> Error {
+    Error::Other(format!("splice write-back from twin {pid}: {what}"))
+}
+
+impl TwinPipe {
+    /// Sets up the pipe and the batch area in twin `pid`; must be called on the thread that
+    /// traces it.
+    pub(crate) fn open(pid: i32) -> Result<TwinPipe> {
+        let ps = sys::page_size() as u64;
+        let inj = Injector::new(Tracee::new(pid), Signals::Drop)?;
+        let area_len = ps + CAP as u64 * (BATCH_ENTRY + IOV);
+        let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let area = inj.call(
+            crate::sys::abi::nr::MMAP,
+            [0, area_len, prot, flags, u64::MAX, 0],
+        )?;
+        if area < 0 || area as u64 % ps != 0 {
+            return Err(other(pid, format!("mmap of the batch area gave {area}")));
+        }
+        let area = area as u64;
+        let mem = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(crate::procfs::path(pid, "mem"))
+            .map_err(|e| crate::procfs::proc_err(pid, "mem", e))?;
+        let mut tp = TwinPipe {
+            inj,
+            pid,
+            area,
+            area_len,
+            wfd: u64::MAX,
+            rd: None,
+            mem,
+        };
+        tp.setup().map(|()| tp)
+    }
+
+    fn setup(&mut self) -> Result<()> {
+        let (pid, area) = (self.pid, self.area);
+        let ps = sys::page_size() as u64;
+        let mem_err = |e| Error::io(format!("writing the batch area of twin {pid}"), e);
+        self.mem.write_all_at(&BATCH_CODE, area).map_err(mem_err)?;
+        let rx = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+        let r = self
+            .inj
+            .call(sys::abi::nr::MPROTECT, [area, ps, rx, 0, 0, 0])?;
+        if r != 0 {
+            return Err(other(pid, format!("mprotect of the batch code gave {r}")));
+        }
+        // The two descriptors land in the table's place, rewritten later.
+        let fds_at = area + ps;
+        let r = self
+            .inj
+            .call(sys::pipe::nr::PIPE2, [fds_at, 0, 0, 0, 0, 0])?;
+        if r != 0 {
+            return Err(other(pid, format!("pipe2 gave {r}")));
+        }
+        let mut fds = [0u8; 8];
+        self.mem
+            .read_exact_at(&mut fds, fds_at)
+            .map_err(|e| Error::io(format!("reading the pipe of twin {pid}"), e))?;
+        let rfd = i32::from_le_bytes([fds[0], fds[1], fds[2], fds[3]]);
+        let wfd = i32::from_le_bytes([fds[4], fds[5], fds[6], fds[7]]);
+        self.wfd = u64::try_from(wfd).map_err(|_| other(pid, "pipe2 gave a negative fd"))?;
+        let pidfd = sys::pidfd_open(pid).map_err(|e| Error::io(format!("pidfd_open {pid}"), e))?;
+        let rd: OwnedFd = sys::pidfd_getfd(&pidfd, rfd)
+            .map_err(|e| Error::io(format!("pidfd_getfd of fd {rfd} of twin {pid}"), e))?;
+        // Ours is then the only read end: if we stop reading, the twin's vmsplice fails (EPIPE)
+        // instead of waiting forever.
+        let _ = self
+            .inj
+            .call(sys::abi::nr::CLOSE, [rfd as u64, 0, 0, 0, 0, 0]);
+        for s in PIPE_SIZES {
+            if sys::pipe::set_pipe_size(&rd, s).is_ok() {
+                break;
+            }
+        }
+        self.rd = Some(File::from(rd));
+        Ok(())
+    }
+
+    /// Runs `vmsplice` over `calls` (address, length) in order, in batches; a call that moves
+    /// fewer bytes (the pipe filled) goes on from where it stopped.
+    fn feed(&self, calls: &[(u64, u64)], stop: &AtomicBool) -> Result<()> {
+        let pid = self.pid;
+        let ps = sys::page_size() as u64;
+        let table = self.area + ps;
+        let iovs = table + CAP as u64 * BATCH_ENTRY;
+        let mem_err = |e| Error::io(format!("writing the batch table of twin {pid}"), e);
+        for chunk in calls.chunks(CAP) {
+            // Updated as calls go on after moving part of their bytes.
+            let mut chunk = chunk.to_vec();
+            let mut iov = Vec::with_capacity(chunk.len() * IOV as usize);
+            let mut tab = Vec::with_capacity(chunk.len());
+            for (k, &(a, len)) in chunk.iter().enumerate() {
+                iov.extend_from_slice(&a.to_le_bytes());
+                iov.extend_from_slice(&len.to_le_bytes());
+                let args = [self.wfd, iovs + k as u64 * IOV, 1, 0, 0, 0];
+                let (nr, expect) = (sys::pipe::nr::VMSPLICE, len);
+                tab.push(BatchCall { nr, args, expect });
+            }
+            self.mem.write_all_at(&iov, iovs).map_err(mem_err)?;
+            self.mem
+                .write_all_at(&batch_table(&tab), table)
+                .map_err(mem_err)?;
+            let mut from = 0usize;
+            while from < chunk.len() {
+                if stop.load(Ordering::Acquire) {
+                    return Err(other(pid, "the image writer stopped"));
+                }
+                sys::check_interrupt().map_err(|e| Error::io("checkpoint", e))?;
+                let at = table + from as u64 * BATCH_ENTRY;
+                let end = self.inj.call_batch(self.area, at, chunk.len() - from)?;
+                from += end.done;
+                let Some(r) = end.failed else { break };
+                let Some(&(a, len)) = chunk.get(from) else {
+                    return Err(other(pid, "internal: batch ended past its table"));
+                };
+                if r == -i64::from(libc::EINTR) || r == -i64::from(libc::EAGAIN) {
+                    continue;
+                }
+                let moved = u64::try_from(r)
+                    .ok()
+                    .filter(|&m| m > 0 && m < len)
+                    .ok_or_else(|| {
+                        let e = io::Error::from_raw_os_error(i32::try_from(-r).unwrap_or(0));
+                        other(pid, format!("vmsplice of {len:#x} bytes at {a:#x}: {e}"))
+                    })?;
+                // The rest of this call: its iovec and expected result rewritten in place.
+                let mut v = (a + moved).to_le_bytes().to_vec();
+                v.extend_from_slice(&(len - moved).to_le_bytes());
+                let iov_at = iovs + from as u64 * IOV;
+                self.mem.write_all_at(&v, iov_at).map_err(mem_err)?;
+                let exp_at = table + from as u64 * BATCH_ENTRY + BATCH_ENTRY - 8;
+                self.mem
+                    .write_all_at(&(len - moved).to_le_bytes(), exp_at)
+                    .map_err(mem_err)?;
+                if let Some(c) = chunk.get_mut(from) {
+                    *c = (a + moved, len - moved);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TwinPipe {
+    fn drop(&mut self) {
+        // Best effort: the twin may be gone; a later write-back by reading does not need it.
+        self.rd = None;
+        if self.wfd != u64::MAX {
+            let _ = self
+                .inj
+                .call(sys::abi::nr::CLOSE, [self.wfd, 0, 0, 0, 0, 0]);
+        }
+        let _ = self
+            .inj
+            .call(sys::abi::nr::MUNMAP, [self.area, self.area_len, 0, 0, 0, 0]);
+    }
+}
+
+/// Writes the VMA and Pages records of `vmas`, held by the twin of `tp`, moving the pages by
+/// splice (see the module docs). Returns the page counts.
+pub(crate) fn stream_vmas<W: Write + Send>(
+    tp: &mut TwinPipe,
+    w: &mut Writer<IoSink<Placed<W>>>,
+    vmas: &[VmaRec],
+) -> Result<Stats> {
+    let pid = tp.pid;
+    let ps = sys::page_size();
+    let ps64 = ps as u64;
+    let pagemap = open_proc(pid, "pagemap")?;
+    let max_pages = u64::from(MAX_DATA_PER_RECORD) / ps64;
+    let mut jobs = Vec::new();
+    cut_jobs(pid, &pagemap, vmas, ps64, max_pages, |j| {
+        jobs.push(j);
+        true
+    })?;
+    let calls = vmsplice_calls(&jobs, ps64);
+    let rd = tp
+        .rd
+        .take()
+        .ok_or_else(|| other(pid, "the pipe was used already"))?;
+    let stop = AtomicBool::new(false);
+    let (fed, written) = std::thread::scope(|s| {
+        let stop = &stop;
+        let writer = s.spawn(move || {
+            let r = write_jobs(pid, w, vmas, &jobs, &rd, stop);
+            // Closing our read end fails a vmsplice still waiting in the twin (EPIPE).
+            drop(rd);
+            if r.is_err() {
+                stop.store(true, Ordering::Release);
+            }
+            r
+        });
+        let fed = tp.feed(&calls, stop);
+        if fed.is_err() {
+            stop.store(true, Ordering::Release);
+        }
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(other(pid, "the image writer thread panicked")));
+        (fed, written)
+    });
+    let counts = match (written, fed) {
+        (Ok(c), Ok(())) => c,
+        // The writer's error is the cause when it stopped first (the feeder then fails).
+        (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+    };
+    Ok(Stats {
+        data_pages: counts.data,
+        zero_pages: counts.zero,
+        vmas: vmas.len() as u64,
+        ..Stats::default()
+    })
+}
+
+/// The `vmsplice` calls (address, length) that put the jobs' pages in the pipe in order:
+/// touching spans joined, up to a quarter of the smallest pipe each (a call larger than the
+/// room in the pipe stops the batch).
+fn vmsplice_calls(jobs: &[StreamJob], ps: u64) -> Vec<(u64, u64)> {
+    let most = (PIPE_SIZES[PIPE_SIZES.len() - 1] / 4) as u64;
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for s in jobs.iter().flat_map(|j| &j.groups).flat_map(|g| &g.spans) {
+        let (mut a, mut len) = (s.addr, s.pages * ps);
+        while len > 0 {
+            match out.last_mut() {
+                Some(l) if l.0 + l.1 == a && l.1 < most => {
+                    let k = (most - l.1).min(len);
+                    l.1 += k;
+                    a += k;
+                    len -= k;
+                }
+                _ => {
+                    let k = most.min(len);
+                    out.push((a, k));
+                    a += k;
+                    len -= k;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The writer's side: each group's VMA record (if first), then its Pages record, its data
+/// spliced from `rd` into place first.
+fn write_jobs<W: Write>(
+    pid: i32,
+    w: &mut Writer<IoSink<Placed<W>>>,
+    vmas: &[VmaRec],
+    jobs: &[StreamJob],
+    rd: &File,
+    stop: &AtomicBool,
+) -> Result<PageCounts> {
+    let mut counts = PageCounts::default();
+    let mut buf = Vec::new();
+    let placed = w.sink_mut().get_mut();
+    let dup = |f: &File| {
+        f.try_clone()
+            .map_err(|e| Error::io("duplicating the image file's descriptor", e))
+    };
+    let (file, reader) = (dup(placed.file())?, dup(&placed.reader)?);
+    for g in jobs.iter().flat_map(|j| &j.groups) {
+        if g.first {
+            let v = vmas
+                .get(g.vma)
+                .ok_or_else(|| Error::Other(format!("internal: no VMA {} to write", g.vma)))?;
+            v.write(w).map_err(|e| sink_err(w, e))?;
+        }
+        if !g.spans.is_empty() {
+            write_group(pid, w, g, (rd, &file, &reader), stop, &mut buf, &mut counts)?;
+        }
+    }
+    Ok(counts)
+}
+
+/// The one Pages record of a group as if all its pages were data: a group has at most one
+/// record's data and half a record's runs ([`cut_jobs`]), so the read path makes one too.
+fn all_data(spans: &[PageSpan], ps: u64) -> Result<RecordPlan> {
+    let mut b = RunBuilder::new(ps, 0);
+    for s in spans {
+        b.start_span();
+        for k in 0..s.pages {
+            b.push(s.addr + k * ps, raw::RUN_DATA);
+        }
+    }
+    let mut recs = b.finish();
+    match (recs.pop(), recs.is_empty()) {
+        (Some(r), true) => Ok(r),
+        _ => Err(Error::Other(
+            "internal: a group of the splice path is not one record".into(),
+        )),
+    }
+}
+
+/// Where the data of a Pages record with `runs` runs written at `offset` starts (FORMAT.md
+/// §8: the 16-byte record header, the 16-byte fixed part, the run table, then padding to the
+/// page size).
+fn data_offset(offset: u64, runs: usize, ps: u64) -> u64 {
+    let table_end = offset + 16 + 16 + 16 * runs as u64;
+    table_end + (table_end.wrapping_neg() & (ps - 1))
+}
+
+fn write_group<W: Write>(
+    pid: i32,
+    w: &mut Writer<IoSink<Placed<W>>>,
+    g: &Group,
+    (rd, file, reader): (&File, &File, &File),
+    stop: &AtomicBool,
+    buf: &mut Vec<u8>,
+    counts: &mut PageCounts,
+) -> Result<()> {
+    let ps = sys::page_size();
+    let rec = all_data(&g.spans, ps as u64)?;
+    let len = rec.data.len();
+    let at = data_offset(w.offset(), rec.runs.len(), ps as u64);
+    splice_exact(pid, rd, file, at, len, stop)?;
+    let map = sys::FileRange::new(reader, at, len)
+        .map_err(|e| Error::io(format!("mapping the image back at {at:#x}"), e))?;
+    let data = map.bytes();
+    if data.chunks_exact(ps).any(is_zero) {
+        // As the read path plans it: zero pages become zero runs, the data moves down.
+        buf.clear();
+        buf.extend_from_slice(data);
+        drop(map);
+        let planned = plan_pages(&g.spans, buf, 0, ps, None)?;
+        counts.add(planned.counts);
+        for r in planned.records {
+            let d = buf.get(r.data.clone()).ok_or_else(|| {
+                Error::Other(format!(
+                    "internal: record data {:?} past the buffer",
+                    r.data
+                ))
+            })?;
+            w.pages_with_crc(&r.runs, d, DataCrc::of(d))
+                .map_err(|e| sink_err(w, e))?;
+        }
+        return Ok(());
+    }
+    let crc = DataCrc::of(data);
+    w.sink_mut().get_mut().expect(data, at);
+    let r = w.pages_with_crc(&rec.runs, data, crc);
+    if !w.sink_mut().get_mut().took() {
+        r.map_err(|e| sink_err(w, e))?;
+        return Err(other(
+            pid,
+            format!("internal: the record's data at {at:#x} was not placed"),
+        ));
+    }
+    r.map_err(|e| sink_err(w, e))?;
+    counts.data += (len / ps) as u64;
+    Ok(())
+}
+
+/// Moves exactly `len` bytes from the pipe `rd` to `file` at `at`.
+fn splice_exact(
+    pid: i32,
+    rd: &File,
+    file: &File,
+    at: u64,
+    len: usize,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let mut done = 0usize;
+    while done < len {
+        match sys::pipe::splice_to(rd, file, at + done as u64, len - done) {
+            Ok(0) => return Err(other(pid, "the pipe ended before the pages did")),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if stop.load(Ordering::Acquire) {
+                    return Err(other(pid, "the twin stopped feeding the pipe"));
+                }
+                sys::check_interrupt().map_err(|e| Error::io("checkpoint", e))?;
+                sys::pipe::wait_readable(rd, POLL_MS)
+                    .map_err(|e| Error::io("waiting for the twin's pipe", e))?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("splicing {len:#x} bytes to the image at {at:#x}"),
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_starts_on_a_page() {
+        // FORMAT.md §8's example: a Pages record at 1256 with 2 runs has its data at 4096.
+        assert_eq!(data_offset(1256, 2, 4096), 4096);
+        assert_eq!(data_offset(4096 - 64, 0, 4096), 4096);
+        assert_eq!(data_offset(4096 - 32, 0, 4096), 4096);
+        assert_eq!(data_offset(4096 - 31, 0, 4096), 8192);
+    }
+}
