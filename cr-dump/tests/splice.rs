@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cr_dump::capture::options::LazyMode;
-use cr_dump::capture::splice::PagePath;
+use cr_dump::capture::splice::{PagePath, Unplaced};
 use cr_format::read::Image;
 use cr_tests::{program, Run, TempDir};
 use std::io::{BufRead, BufReader, Read};
@@ -242,7 +242,9 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         .ok_or(())
 }
 
-/// The same twin written by splice to a file, by the read path to memory, and to a pipe.
+/// The same twin written by splice to a file, by the read path to memory, and to a pipe: with
+/// zero pages in most records (written again as the read path plans them), and with none
+/// (every record's data left where it was spliced).
 #[test]
 fn same_image_as_the_read_path_and_pipes_fall_back() {
     if !cr_tests::in_child_with_env(
@@ -252,7 +254,12 @@ fn same_image_as_the_read_path_and_pipes_fall_back() {
     ) {
         return;
     }
-    let mut r = Running::start(Command::new(program("splice_pages")).arg("1000"));
+    same_image(&["1000"]);
+    same_image(&["1000", "dense"]);
+}
+
+fn same_image(args: &[&str]) {
+    let mut r = Running::start(Command::new(program("splice_pages")).args(args));
     r.wait_step(2);
     let reg = cr_dump::Registry::new();
     let opts = cr_dump::Options {
@@ -295,9 +302,25 @@ fn same_image_as_the_read_path_and_pipes_fall_back() {
         b
     });
     let wr2 = std::fs::File::from(std::os::fd::OwnedFd::from(wr.try_clone().unwrap()));
-    let (_, how) = snap.write_to_file(wr, wr2).unwrap();
+    let (_, how) = snap.write_to_file(Unplaced(wr), wr2).unwrap();
     assert_eq!(how, PagePath::Read);
     assert!(reader.join().unwrap() == read);
+    // From a thread that does not trace the twin nothing can be injected into it: the read
+    // path, the same bytes.
+    let (snap2, other) = (snap.clone(), dir.path().join("other.img"));
+    let o2 = other.clone();
+    let how = std::thread::spawn(move || {
+        let f = std::fs::File::create_new(&o2).unwrap();
+        let dup = f.try_clone().unwrap();
+        snap2
+            .write_to_file(std::io::BufWriter::new(f), dup)
+            .unwrap()
+            .1
+    })
+    .join()
+    .unwrap();
+    assert_eq!(how, PagePath::Read);
+    assert!(std::fs::read(&other).unwrap() == read);
     drop(snap);
     reg.discard(lazy.crid).unwrap();
     r.kill();

@@ -1,4 +1,4 @@
-/* Target of the splice write-back tests. usage: splice_pages STEPS
+/* Target of the splice write-back tests. usage: splice_pages STEPS [dense]
  * Maps 40 MiB of anonymous memory and fills it page by page with known contents, except: every
  * 7th page is never touched (not stored), every 11th is written then zeroed (present and all
  * zero: a zero run), every 13th is only read (the shared zero page). Then 40 small mappings of
@@ -6,7 +6,7 @@
  * for step = 1..STEPS: rewrites one word in each of 64 pages chosen from the step (leaving the
  * page classes as they are), folds every word of all the memory into a checksum, prints
  * `step N SUM`, sleeps 20 ms. Ends with `result SUM`. Depends on nothing that changes across
- * a restore (no pid, no time). */
+ * a restore (no pid, no time). With `dense`, every page of the 40 MiB is filled. */
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
@@ -20,7 +20,9 @@
 #define SMALL_N 40
 #define SMALL_PAGES 3u
 
-static int skipped(size_t p) { return p % 7 == 0 || p % 11 == 0 || p % 13 == 0; }
+static int dense;
+
+static int skipped(size_t p) { return !dense && (p % 7 == 0 || p % 11 == 0 || p % 13 == 0); }
 
 static uint64_t fold(const uint64_t *w, size_t n, uint64_t sum) {
     for (size_t i = 0; i < n; i++)
@@ -31,6 +33,7 @@ static uint64_t fold(const uint64_t *w, size_t n, uint64_t sum) {
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     int steps = argc > 1 ? atoi(argv[1]) : 100;
+    dense = argc > 2;
     uint8_t *big = mmap(NULL, (size_t)BIG_PAGES * PS, PROT_READ | PROT_WRITE,
                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     uint8_t *area = mmap(NULL, (size_t)SMALL_N * (SMALL_PAGES + 1) * PS, PROT_READ | PROT_WRITE,
@@ -40,6 +43,8 @@ int main(int argc, char **argv) {
     volatile uint64_t sink = 0;
     for (size_t p = 0; p < BIG_PAGES; p++) {
         uint64_t *w = (uint64_t *)(big + p * PS);
+        if (!skipped(p))
+            goto fill;
         if (p % 7 == 0)
             continue;
         if (p % 11 == 0) {
@@ -51,6 +56,7 @@ int main(int argc, char **argv) {
             sink += w[0];
             continue;
         }
+    fill:
         for (size_t i = 0; i < PS / 8; i++)
             w[i] = (p << 20) ^ (i * 0x9e3779b97f4a7c15ULL) ^ 0x0101010101010101ULL;
     }

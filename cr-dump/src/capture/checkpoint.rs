@@ -12,7 +12,7 @@ use super::incremental::{latest, Parent};
 use super::options::{After, LazyMode, Options, StateOptions, Stats};
 use super::precopy::{PrecopyLimits, PrecopyReport};
 use super::registry::{self, Lazy};
-use super::splice::PagePath;
+use super::splice::{PagePath, Placement};
 use super::state::Fidelity;
 use super::tracking::Session;
 use super::vma::Tracker;
@@ -217,6 +217,12 @@ impl<W: Write> Write for Counting<'_, W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+impl<W> Placement for Counting<'_, W> {
+    fn placed(&mut self, bytes: u64) {
+        self.progress.advance(bytes);
     }
 }
 

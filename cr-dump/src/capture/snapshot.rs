@@ -5,7 +5,9 @@
 use super::incremental::{vmas_in_parent, Parent};
 use super::options::{test_pause, Stats, TEST_WRITEBACK_PAUSE_ENV};
 use super::plan::RecordPlan;
-use super::splice::{self, reopen_for_reading, PagePath, Placed, TwinPipe, NO_SPLICE_ENV};
+use super::splice::{
+    self, reopen_for_reading, PagePath, Placed, Placement, TwinPipe, NO_SPLICE_ENV,
+};
 use super::stream::{finish_image, sink_err, stream_vmas, Source};
 use super::task::Meta;
 use super::twin::Twin;
@@ -79,7 +81,7 @@ impl Snapshot {
     /// (a duplicate of its descriptor), whose offset is where `out`'s next byte goes. A
     /// snapshot held by a twin, not incremental, then moves its pages by splice
     /// ([`super::splice`]) if the twin lets it; returns how the pages were moved.
-    pub fn write_to_file<W: Write + Send>(
+    pub fn write_to_file<W: Write + Placement + Send>(
         &self,
         out: W,
         file: File,

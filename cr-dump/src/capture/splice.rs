@@ -71,6 +71,37 @@ const IOV: u64 = 16;
 /// How long the writer waits for the pipe before it looks at whether the feeder failed.
 const POLL_MS: i32 = 100;
 
+/// A writer told of the bytes the splice path put in place without writing them through it:
+/// the checkpoint's progress counts them as written.
+pub trait Placement {
+    /// `bytes` more of the image were written in place.
+    fn placed(&mut self, bytes: u64) {
+        let _ = bytes;
+    }
+}
+
+impl Placement for std::io::BufWriter<File> {}
+
+impl<W: Placement + ?Sized> Placement for &mut W {
+    fn placed(&mut self, bytes: u64) {
+        (**self).placed(bytes);
+    }
+}
+
+/// A writer that counts nothing ([`Placement`] for any writer).
+pub struct Unplaced<W>(pub W);
+
+impl<W: Write> Write for Unplaced<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W> Placement for Unplaced<W> {}
+
 /// The write-back's sink: writes go to `inner`, except the one slice armed by
 /// [`Placed::expect`], which is already in the file at the file's offset: that offset is
 /// moved past it instead (the file shares its offset with `inner`'s file).
@@ -82,7 +113,7 @@ pub(crate) struct Placed<W> {
     armed: Option<(usize, usize, u64)>,
 }
 
-impl<W: Write> Placed<W> {
+impl<W: Write + Placement> Placed<W> {
     /// `inner`, writing to the same open file as `file` (a duplicate of its descriptor);
     /// `reader`, the file opened for reading ([`reopen_for_reading`]).
     pub(crate) fn new(inner: W, file: File, reader: File) -> Self {
@@ -111,7 +142,7 @@ impl<W: Write> Placed<W> {
     }
 }
 
-impl<W: Write> Write for Placed<W> {
+impl<W: Write + Placement> Write for Placed<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if let Some((p, len, at)) = self.armed {
             if buf.as_ptr() as usize == p && buf.len() == len {
@@ -125,6 +156,7 @@ impl<W: Write> Write for Placed<W> {
                 }
                 let n = i64::try_from(len).map_err(|_| io::Error::other("internal: length"))?;
                 self.file.seek(SeekFrom::Current(n))?;
+                self.inner.placed(len as u64);
                 return Ok(len);
             }
         }
@@ -318,7 +350,7 @@ impl Drop for TwinPipe {
 
 /// Writes the VMA and Pages records of `vmas`, held by the twin of `tp`, moving the pages by
 /// splice (see the module docs). Returns the page counts.
-pub(crate) fn stream_vmas<W: Write + Send>(
+pub(crate) fn stream_vmas<W: Write + Placement + Send>(
     tp: &mut TwinPipe,
     w: &mut Writer<IoSink<Placed<W>>>,
     vmas: &[VmaRec],
@@ -400,9 +432,31 @@ fn vmsplice_calls(jobs: &[StreamJob], ps: u64) -> Vec<(u64, u64)> {
     out
 }
 
+/// Groups spliced ahead of the one whose record is written: while one thread copies the next
+/// groups into the page cache, another takes the CRC of the earlier ones.
+const AHEAD: usize = 4;
+
+/// A group whose data is spliced, its record not yet written.
+struct Pending<'j> {
+    g: &'j Group,
+    rec: RecordPlan,
+    /// Where its data was spliced, if the records before it are as foreseen.
+    at: u64,
+    /// Where its record ends then.
+    end: u64,
+}
+
+/// What the checker found of a group's data, mapped back.
+struct Checked {
+    map: sys::FileRange,
+    zero: bool,
+    crc: DataCrc,
+}
+
 /// The writer's side: each group's VMA record (if first), then its Pages record, its data
-/// spliced from `rd` into place first.
-fn write_jobs<W: Write>(
+/// spliced from `rd` into place first, up to [`AHEAD`] groups ahead of the records, whose CRCs
+/// a checker thread takes meanwhile.
+fn write_jobs<W: Write + Placement>(
     pid: i32,
     w: &mut Writer<IoSink<Placed<W>>>,
     vmas: &[VmaRec],
@@ -410,26 +464,150 @@ fn write_jobs<W: Write>(
     rd: &File,
     stop: &AtomicBool,
 ) -> Result<PageCounts> {
-    let mut counts = PageCounts::default();
-    let mut buf = Vec::new();
     let placed = w.sink_mut().get_mut();
     let dup = |f: &File| {
         f.try_clone()
             .map_err(|e| Error::io("duplicating the image file's descriptor", e))
     };
     let (file, reader) = (dup(placed.file())?, dup(&placed.reader)?);
-    for g in jobs.iter().flat_map(|j| &j.groups) {
-        if g.first {
-            let v = vmas
-                .get(g.vma)
-                .ok_or_else(|| Error::Other(format!("internal: no VMA {} to write", g.vma)))?;
-            v.write(w).map_err(|e| sink_err(w, e))?;
+    let ps = sys::page_size();
+    let (to_check, jobs_rx) = std::sync::mpsc::channel::<(u64, usize)>();
+    let (checked_tx, checked) = std::sync::mpsc::channel::<Result<Checked>>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for (at, len) in jobs_rx {
+                if checked_tx.send(check(&reader, at, len, ps)).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut c = Committer {
+            pid,
+            counts: PageCounts::default(),
+            buf: Vec::new(),
+            checked,
+            resync: false,
+        };
+        let r = (|| {
+            let mut pending = std::collections::VecDeque::new();
+            for g in jobs.iter().flat_map(|j| &j.groups) {
+                if g.first {
+                    while let Some(p) = pending.pop_front() {
+                        c.commit(w, p)?;
+                    }
+                    let v = vmas.get(g.vma).ok_or_else(|| {
+                        Error::Other(format!("internal: no VMA {} to write", g.vma))
+                    })?;
+                    v.write(w).map_err(|e| sink_err(w, e))?;
+                }
+                if g.spans.is_empty() {
+                    continue;
+                }
+                let rec = all_data(&g.spans, ps as u64)?;
+                let len = rec.data.len();
+                let base = pending.back().map_or(w.offset(), |p: &Pending<'_>| p.end);
+                let at = data_offset(base, rec.runs.len(), ps as u64);
+                splice_exact(pid, rd, &file, at, len, stop)?;
+                to_check
+                    .send((at, len))
+                    .map_err(|_| other(pid, "the checker thread stopped"))?;
+                pending.push_back(Pending {
+                    g,
+                    rec,
+                    at,
+                    end: at + len as u64,
+                });
+                while pending.len() > AHEAD || (c.resync && !pending.is_empty()) {
+                    if let Some(p) = pending.pop_front() {
+                        c.commit(w, p)?;
+                    }
+                }
+                c.resync = false;
+            }
+            while let Some(p) = pending.pop_front() {
+                c.commit(w, p)?;
+            }
+            Ok(c.counts)
+        })();
+        drop(to_check);
+        r
+    })
+}
+
+/// Maps back the `len` bytes at `at` just spliced, and takes their CRC unless a page is zero.
+fn check(reader: &File, at: u64, len: usize, ps: usize) -> Result<Checked> {
+    let map = sys::FileRange::new(reader, at, len)
+        .map_err(|e| Error::io(format!("mapping the image back at {at:#x}"), e))?;
+    let data = map.bytes();
+    let zero = data.chunks_exact(ps).any(is_zero);
+    let crc = if zero {
+        DataCrc::of(&[])
+    } else {
+        DataCrc::of(data)
+    };
+    Ok(Checked { map, zero, crc })
+}
+
+/// Writes the records of spliced groups, in order.
+struct Committer {
+    pid: i32,
+    counts: PageCounts,
+    buf: Vec<u8>,
+    checked: std::sync::mpsc::Receiver<Result<Checked>>,
+    /// A record came out shorter than foreseen: the groups spliced after it are not where
+    /// their records go. They are written (copied) where they go, and the next group is
+    /// placed after them.
+    resync: bool,
+}
+
+impl Committer {
+    fn commit<W: Write + Placement>(
+        &mut self,
+        w: &mut Writer<IoSink<Placed<W>>>,
+        p: Pending<'_>,
+    ) -> Result<()> {
+        let ps = sys::page_size();
+        let c = self
+            .checked
+            .recv()
+            .map_err(|_| other(self.pid, "the checker thread stopped"))??;
+        let in_place = data_offset(w.offset(), p.rec.runs.len(), ps as u64) == p.at;
+        if in_place && !c.zero {
+            let data = c.map.bytes();
+            w.sink_mut().get_mut().expect(data, p.at);
+            let r = w.pages_with_crc(&p.rec.runs, data, c.crc);
+            let took = w.sink_mut().get_mut().took();
+            r.map_err(|e| sink_err(w, e))?;
+            if !took {
+                return Err(other(
+                    self.pid,
+                    format!("internal: the record's data at {:#x} was not placed", p.at),
+                ));
+            }
+            self.counts.data += (data.len() / ps) as u64;
+            return Ok(());
         }
-        if !g.spans.is_empty() {
-            write_group(pid, w, g, (rd, &file, &reader), stop, &mut buf, &mut counts)?;
+        // Written as the read path writes it, from a copy: zero pages become zero runs.
+        self.buf.clear();
+        self.buf.extend_from_slice(c.map.bytes());
+        drop(c.map);
+        let planned = plan_pages(&p.g.spans, &mut self.buf, 0, ps, None)?;
+        self.counts.add(planned.counts);
+        for r in planned.records {
+            let d = self.buf.get(r.data.clone()).ok_or_else(|| {
+                Error::Other(format!(
+                    "internal: record data {:?} past the buffer",
+                    r.data
+                ))
+            })?;
+            w.pages_with_crc(&r.runs, d, DataCrc::of(d))
+                .map_err(|e| sink_err(w, e))?;
         }
+        if w.offset() != p.end {
+            self.resync = true;
+        }
+        Ok(())
     }
-    Ok(counts)
 }
 
 /// The one Pages record of a group as if all its pages were data: a group has at most one
@@ -457,57 +635,6 @@ fn all_data(spans: &[PageSpan], ps: u64) -> Result<RecordPlan> {
 fn data_offset(offset: u64, runs: usize, ps: u64) -> u64 {
     let table_end = offset + 16 + 16 + 16 * runs as u64;
     table_end + (table_end.wrapping_neg() & (ps - 1))
-}
-
-fn write_group<W: Write>(
-    pid: i32,
-    w: &mut Writer<IoSink<Placed<W>>>,
-    g: &Group,
-    (rd, file, reader): (&File, &File, &File),
-    stop: &AtomicBool,
-    buf: &mut Vec<u8>,
-    counts: &mut PageCounts,
-) -> Result<()> {
-    let ps = sys::page_size();
-    let rec = all_data(&g.spans, ps as u64)?;
-    let len = rec.data.len();
-    let at = data_offset(w.offset(), rec.runs.len(), ps as u64);
-    splice_exact(pid, rd, file, at, len, stop)?;
-    let map = sys::FileRange::new(reader, at, len)
-        .map_err(|e| Error::io(format!("mapping the image back at {at:#x}"), e))?;
-    let data = map.bytes();
-    if data.chunks_exact(ps).any(is_zero) {
-        // As the read path plans it: zero pages become zero runs, the data moves down.
-        buf.clear();
-        buf.extend_from_slice(data);
-        drop(map);
-        let planned = plan_pages(&g.spans, buf, 0, ps, None)?;
-        counts.add(planned.counts);
-        for r in planned.records {
-            let d = buf.get(r.data.clone()).ok_or_else(|| {
-                Error::Other(format!(
-                    "internal: record data {:?} past the buffer",
-                    r.data
-                ))
-            })?;
-            w.pages_with_crc(&r.runs, d, DataCrc::of(d))
-                .map_err(|e| sink_err(w, e))?;
-        }
-        return Ok(());
-    }
-    let crc = DataCrc::of(data);
-    w.sink_mut().get_mut().expect(data, at);
-    let r = w.pages_with_crc(&rec.runs, data, crc);
-    if !w.sink_mut().get_mut().took() {
-        r.map_err(|e| sink_err(w, e))?;
-        return Err(other(
-            pid,
-            format!("internal: the record's data at {at:#x} was not placed"),
-        ));
-    }
-    r.map_err(|e| sink_err(w, e))?;
-    counts.data += (len / ps) as u64;
-    Ok(())
 }
 
 /// Moves exactly `len` bytes from the pipe `rd` to `file` at `at`.
