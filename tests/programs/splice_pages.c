@@ -2,7 +2,8 @@
  * Maps 40 MiB of anonymous memory and fills it page by page with known contents, except: every
  * 7th page is never touched (not stored), every 11th is written then zeroed (present and all
  * zero: a zero run), every 13th is only read (the shared zero page). Then 40 small mappings of
- * 3 pages each, filled, with a one-page gap between them (separate VMAs). Prints `ready`, then
+ * 3 pages each, filled, with a one-page gap between them (separate VMAs), and 2 pages filled then
+ * made PROT_NONE (read at each step between two mprotect calls). Prints `ready`, then
  * for step = 1..STEPS: rewrites one word in each of 64 pages chosen from the step (leaving the
  * page classes as they are), folds every word of all the memory into a checksum, prints
  * `step N SUM`, sleeps 20 ms. Ends with `result SUM`. Depends on nothing that changes across
@@ -68,6 +69,14 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < SMALL_PAGES * PS / 8; i++)
             ((uint64_t *)small[k])[i] = (uint64_t)k * 0x1234567ULL + i + 1;
     }
+    uint8_t *hidden = mmap(NULL, 2 * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                           -1, 0);
+    if (hidden == MAP_FAILED)
+        return 2;
+    for (size_t i = 0; i < 2 * PS / 8; i++)
+        ((uint64_t *)hidden)[i] = i * 77 + 5;
+    if (mprotect(hidden, 2 * PS, PROT_NONE) != 0)
+        return 2;
     printf("ready\n");
     uint64_t sum = 1;
     struct timespec ts = {0, 20 * 1000 * 1000};
@@ -83,6 +92,11 @@ int main(int argc, char **argv) {
         sum = fold((const uint64_t *)big, (size_t)BIG_PAGES * PS / 8, sum);
         for (int k = 0; k < SMALL_N; k++)
             sum = fold((const uint64_t *)small[k], SMALL_PAGES * PS / 8, sum);
+        if (mprotect(hidden, 2 * PS, PROT_READ) != 0)
+            return 2;
+        sum = fold((const uint64_t *)hidden, 2 * PS / 8, sum);
+        if (mprotect(hidden, 2 * PS, PROT_NONE) != 0)
+            return 2;
         printf("step %d %016llx\n", s, (unsigned long long)sum);
         nanosleep(&ts, NULL);
     }

@@ -16,14 +16,23 @@
 //! and the record then written by the same [`Writer`], whose sink ([`Placed`]) skips the data
 //! it already finds in place. A group with an all-zero page, which the read path stores as a
 //! zero run, is planned again from the mapped bytes and written as the read path writes it:
-//! the image is the read path's, record for record.
+//! the image is the read path's, record for record. The pages of a VMA without `PROT_READ`,
+//! which `vmsplice` cannot take, are read through `/proc/PID/mem` by the writer thread.
+//!
+//! The CRCs are taken on a third thread while the next groups are spliced, up to [`AHEAD`]
+//! groups ahead, each placed where its record will put it if the records before it have all
+//! their pages as data; a group with a zero page (its record shorter) makes the groups spliced
+//! after it be written again where they belong, from their mapped bytes.
+//!
+//! If the writer fails it closes the pipe's only read end: the twin's `vmsplice` then fails
+//! (`EPIPE`) and the batch ends; if the batch fails, the writer stops at its next wait.
 //!
 //! Not used (the read path is, [`super::stream`]) for an incremental image (its pages are
 //! compared with the parent's bytes), an output that is not a regular file, a copy snapshot, or
 //! when `CR_DUMP_NO_SPLICE` is set; and when setting up the pipe in the twin fails (e.g. from
 //! a thread that does not trace it), before anything is written.
 
-use super::memory::open_proc;
+use super::memory::{buf_len, open_proc, read_memory_mem_file};
 use super::options::Stats;
 use super::plan::{is_zero, plan_pages, PageCounts, RecordPlan, RunBuilder};
 use super::stream::{cut_jobs, sink_err, Group, StreamJob};
@@ -255,10 +264,13 @@ impl TwinPipe {
         let rd: OwnedFd = sys::pidfd_getfd(&pidfd, rfd)
             .map_err(|e| Error::io(format!("pidfd_getfd of fd {rfd} of twin {pid}"), e))?;
         // Ours is then the only read end: if we stop reading, the twin's vmsplice fails (EPIPE)
-        // instead of waiting forever.
-        let _ = self
+        // instead of waiting forever (so this one must succeed).
+        let r = self
             .inj
-            .call(sys::abi::nr::CLOSE, [rfd as u64, 0, 0, 0, 0, 0]);
+            .call(sys::abi::nr::CLOSE, [rfd as u64, 0, 0, 0, 0, 0])?;
+        if r != 0 {
+            return Err(other(pid, format!("close of the pipe's read end gave {r}")));
+        }
         for s in PIPE_SIZES {
             if sys::pipe::set_pipe_size(&rd, s).is_ok() {
                 break;
@@ -365,20 +377,22 @@ pub(crate) fn stream_vmas<W: Write + Placement + Send>(
         jobs.push(j);
         true
     })?;
-    let calls = vmsplice_calls(&jobs, ps64);
+    let calls = vmsplice_calls(&jobs, vmas, ps64);
     let rd = tp
         .rd
         .take()
         .ok_or_else(|| other(pid, "the pipe was used already"))?;
     let stop = AtomicBool::new(false);
+    // Which side failed first (its error is the cause; the other then fails for it).
+    let writer_first = AtomicBool::new(false);
     let (fed, written) = std::thread::scope(|s| {
-        let stop = &stop;
+        let (stop, writer_first) = (&stop, &writer_first);
         let writer = s.spawn(move || {
             let r = write_jobs(pid, w, vmas, &jobs, &rd, stop);
             // Closing our read end fails a vmsplice still waiting in the twin (EPIPE).
             drop(rd);
-            if r.is_err() {
-                stop.store(true, Ordering::Release);
+            if r.is_err() && !stop.swap(true, Ordering::AcqRel) {
+                writer_first.store(true, Ordering::Release);
             }
             r
         });
@@ -393,8 +407,14 @@ pub(crate) fn stream_vmas<W: Write + Placement + Send>(
     });
     let counts = match (written, fed) {
         (Ok(c), Ok(())) => c,
-        // The writer's error is the cause when it stopped first (the feeder then fails).
-        (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+        (Err(e), Ok(())) | (Ok(_), Err(e)) => return Err(e),
+        (Err(we), Err(fe)) => {
+            return Err(if writer_first.load(Ordering::Acquire) {
+                we
+            } else {
+                fe
+            })
+        }
     };
     Ok(Stats {
         data_pages: counts.data,
@@ -407,10 +427,11 @@ pub(crate) fn stream_vmas<W: Write + Placement + Send>(
 /// The `vmsplice` calls (address, length) that put the jobs' pages in the pipe in order:
 /// touching spans joined, up to a quarter of the smallest pipe each (a call larger than the
 /// room in the pipe stops the batch).
-fn vmsplice_calls(jobs: &[StreamJob], ps: u64) -> Vec<(u64, u64)> {
+fn vmsplice_calls(jobs: &[StreamJob], vmas: &[VmaRec], ps: u64) -> Vec<(u64, u64)> {
     let most = (PIPE_SIZES[PIPE_SIZES.len() - 1] / 4) as u64;
     let mut out: Vec<(u64, u64)> = Vec::new();
-    for s in jobs.iter().flat_map(|j| &j.groups).flat_map(|g| &g.spans) {
+    let groups = jobs.iter().flat_map(|j| &j.groups);
+    for s in groups.filter(|g| readable(vmas, g)).flat_map(|g| &g.spans) {
         let (mut a, mut len) = (s.addr, s.pages * ps);
         while len > 0 {
             match out.last_mut() {
@@ -430,6 +451,13 @@ fn vmsplice_calls(jobs: &[StreamJob], ps: u64) -> Vec<(u64, u64)> {
         }
     }
     out
+}
+
+/// Whether the group's VMA can be read by `vmsplice` (which, unlike `/proc/PID/mem`, does not
+/// force its way into a mapping without `PROT_READ`).
+fn readable(vmas: &[VmaRec], g: &Group) -> bool {
+    vmas.get(g.vma)
+        .is_some_and(|v| v.vma.prot.get() & libc::PROT_READ as u32 != 0)
 }
 
 /// Groups spliced ahead of the one whose record is written: while one thread copies the next
@@ -470,6 +498,7 @@ fn write_jobs<W: Write + Placement>(
             .map_err(|e| Error::io("duplicating the image file's descriptor", e))
     };
     let (file, reader) = (dup(placed.file())?, dup(&placed.reader)?);
+    let mem = open_proc(pid, "mem")?;
     let ps = sys::page_size();
     let (to_check, jobs_rx) = std::sync::mpsc::channel::<(u64, usize)>();
     let (checked_tx, checked) = std::sync::mpsc::channel::<Result<Checked>>();
@@ -501,6 +530,14 @@ fn write_jobs<W: Write + Placement>(
                     v.write(w).map_err(|e| sink_err(w, e))?;
                 }
                 if g.spans.is_empty() {
+                    continue;
+                }
+                if !readable(vmas, g) {
+                    // Read through /proc/PID/mem and written as the read path writes it.
+                    while let Some(p) = pending.pop_front() {
+                        c.commit(w, p)?;
+                    }
+                    c.read_and_write(w, &mem, g)?;
                     continue;
                 }
                 let rec = all_data(&g.spans, ps as u64)?;
@@ -591,7 +628,21 @@ impl Committer {
         self.buf.clear();
         self.buf.extend_from_slice(c.map.bytes());
         drop(c.map);
-        let planned = plan_pages(&p.g.spans, &mut self.buf, 0, ps, None)?;
+        self.plan_and_write(w, p.g)?;
+        if w.offset() != p.end {
+            self.resync = true;
+        }
+        Ok(())
+    }
+
+    /// Writes the records of group `g`, whose pages are in `self.buf`, as the read path does.
+    fn plan_and_write<W: Write + Placement>(
+        &mut self,
+        w: &mut Writer<IoSink<Placed<W>>>,
+        g: &Group,
+    ) -> Result<()> {
+        let ps = sys::page_size();
+        let planned = plan_pages(&g.spans, &mut self.buf, 0, ps, None)?;
         self.counts.add(planned.counts);
         for r in planned.records {
             let d = self.buf.get(r.data.clone()).ok_or_else(|| {
@@ -603,10 +654,22 @@ impl Committer {
             w.pages_with_crc(&r.runs, d, DataCrc::of(d))
                 .map_err(|e| sink_err(w, e))?;
         }
-        if w.offset() != p.end {
-            self.resync = true;
-        }
         Ok(())
+    }
+
+    /// Group `g` read from the twin through `mem` (no pending group before it), and written.
+    fn read_and_write<W: Write + Placement>(
+        &mut self,
+        w: &mut Writer<IoSink<Placed<W>>>,
+        mem: &File,
+        g: &Group,
+    ) -> Result<()> {
+        let ps = sys::page_size();
+        let len = buf_len(g.spans.iter().map(|s| s.pages).sum(), ps)?;
+        self.buf.clear();
+        self.buf.resize(len, 0);
+        read_memory_mem_file(self.pid, mem, &g.spans, ps as u64, &mut self.buf)?;
+        self.plan_and_write(w, g)
     }
 }
 
