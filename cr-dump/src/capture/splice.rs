@@ -13,13 +13,13 @@
 //!
 //! cr-dump never sees those bytes, but a record's header holds their CRC and comes first: the
 //! data just written is mapped back from the page cache ([`sys::FileRange`]), its CRC taken,
-//! and the record then written by the same [`Writer`], whose sink ([`Placed`]) skips the data
+//! and the record then written by the same [`Writer`], whose sink (`Placed`) skips the data
 //! it already finds in place. A group with an all-zero page, which the read path stores as a
 //! zero run, is planned again from the mapped bytes and written as the read path writes it:
 //! the image is the read path's, record for record. The pages of a VMA without `PROT_READ`,
 //! which `vmsplice` cannot take, are read through `/proc/PID/mem` by the writer thread.
 //!
-//! The CRCs are taken on a third thread while the next groups are spliced, up to [`AHEAD`]
+//! The CRCs are taken on a third thread while the next groups are spliced, up to `AHEAD`
 //! groups ahead, each placed where its record will put it if the records before it have all
 //! their pages as data; a group with a zero page (its record shorter) makes the groups spliced
 //! after it be written again where they belong, from their mapped bytes.
@@ -482,7 +482,7 @@ struct Checked {
 }
 
 /// The writer's side: each group's VMA record (if first), then its Pages record, its data
-/// spliced from `rd` into place first, up to [`AHEAD`] groups ahead of the records, whose CRCs
+/// spliced from `rd` into place first, up to `AHEAD` groups ahead of the records, whose CRCs
 /// a checker thread takes meanwhile.
 fn write_jobs<W: Write + Placement>(
     pid: i32,
