@@ -181,6 +181,39 @@ pub(crate) fn reopen_for_reading(file: &File) -> io::Result<File> {
     File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
+/// Unregisters the twin's rseq area, if it has one, before any other call is injected: the
+/// kernel rewrites an rseq area's CPU fields whenever its task goes back to user mode (as it
+/// does for each injected call), and the page holding it is one the image stores, by reference
+/// in the pipe. Returns the area (address and bytes) as it was before.
+fn quiet_rseq(inj: &Injector) -> Result<Option<(u64, Vec<u8>)>> {
+    let t = inj.tracee();
+    let pid = t.pid();
+    let rs = t
+        .rseq()
+        .map_err(|e| Error::io(format!("rseq configuration of twin {pid}"), e))?;
+    if rs.rseq_abi_pointer == 0 {
+        return Ok(None);
+    }
+    let len = usize::try_from(rs.rseq_abi_size.clamp(32, 256)).unwrap_or(32);
+    let mut bytes = vec![0u8; len];
+    let mem = open_proc(pid, "mem")?;
+    mem.read_exact_at(&mut bytes, rs.rseq_abi_pointer)
+        .map_err(|e| Error::io(format!("reading the rseq area of twin {pid}"), e))?;
+    let args = [
+        rs.rseq_abi_pointer,
+        rs.rseq_abi_size.into(),
+        sys::abi::RSEQ_FLAG_UNREGISTER,
+        rs.signature.into(),
+        0,
+        0,
+    ];
+    let r = inj.call(sys::abi::nr::RSEQ, args)?;
+    if r != 0 {
+        return Err(other(pid, format!("rseq unregister gave {r}")));
+    }
+    Ok(Some((rs.rseq_abi_pointer, bytes)))
+}
+
 /// The pipe set up in a twin, with the scratch area of the batches.
 pub(crate) struct TwinPipe {
     inj: Injector,
@@ -205,6 +238,7 @@ impl TwinPipe {
     pub(crate) fn open(pid: i32) -> Result<TwinPipe> {
         let ps = sys::page_size() as u64;
         let inj = Injector::new(Tracee::new(pid), Signals::Drop)?;
+        let rseq = quiet_rseq(&inj)?;
         let area_len = ps + CAP as u64 * (BATCH_ENTRY + IOV);
         let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
@@ -230,7 +264,15 @@ impl TwinPipe {
             rd: None,
             mem,
         };
-        tp.setup().map(|()| tp)
+        tp.setup()?;
+        // The rseq area as it was before the calls above made the kernel write into it (now
+        // for good: the twin has no rseq left), so its page is stored as the task's was.
+        if let Some((addr, bytes)) = rseq {
+            tp.mem
+                .write_all_at(&bytes, addr)
+                .map_err(|e| Error::io(format!("restoring the rseq area of twin {pid}"), e))?;
+        }
+        Ok(tp)
     }
 
     fn setup(&mut self) -> Result<()> {
