@@ -420,10 +420,11 @@ pub(crate) fn stream_vmas<W: Write + Placement + Send>(
         true
     })?;
     let calls = vmsplice_calls(&jobs, vmas, ps64);
+    // Back in `tp` for the next run of VMAs if this one is written; dropped otherwise.
     let rd = tp
         .rd
         .take()
-        .ok_or_else(|| other(pid, "the pipe was used already"))?;
+        .ok_or_else(|| other(pid, "the pipe was lost by an earlier failure"))?;
     let stop = AtomicBool::new(false);
     // Which side failed first (its error is the cause; the other then fails for it).
     let writer_first = AtomicBool::new(false);
@@ -431,20 +432,25 @@ pub(crate) fn stream_vmas<W: Write + Placement + Send>(
         let (stop, writer_first) = (&stop, &writer_first);
         let writer = s.spawn(move || {
             let r = write_jobs(pid, w, vmas, &jobs, &rd, stop);
-            // Closing our read end fails a vmsplice still waiting in the twin (EPIPE).
-            drop(rd);
-            if r.is_err() && !stop.swap(true, Ordering::AcqRel) {
-                writer_first.store(true, Ordering::Release);
+            if r.is_err() {
+                // Closing our read end (the only one) fails a vmsplice still waiting in the
+                // twin (EPIPE). A panic drops it too.
+                drop(rd);
+                if !stop.swap(true, Ordering::AcqRel) {
+                    writer_first.store(true, Ordering::Release);
+                }
+                return (r, None);
             }
-            r
+            (r, Some(rd))
         });
         let fed = tp.feed(&calls, stop);
         if fed.is_err() {
             stop.store(true, Ordering::Release);
         }
-        let written = writer
+        let (written, rd) = writer
             .join()
-            .unwrap_or_else(|_| Err(other(pid, "the image writer thread panicked")));
+            .unwrap_or_else(|_| (Err(other(pid, "the image writer thread panicked")), None));
+        tp.rd = rd;
         (fed, written)
     });
     let counts = match (written, fed) {
