@@ -35,7 +35,7 @@
 use super::memory::{buf_len, open_proc, read_memory_mem_file};
 use super::options::Stats;
 use super::plan::{is_zero, plan_pages, PageCounts, RecordPlan, RunBuilder};
-use super::stream::{cut_jobs, sink_err, Group, StreamJob};
+use super::stream::{coalesce, cut_jobs, sink_err, Group, StreamJob};
 use super::vma::VmaRec;
 use crate::error::{Error, Result};
 use crate::span::PageSpan;
@@ -479,7 +479,10 @@ fn vmsplice_calls(jobs: &[StreamJob], vmas: &[VmaRec], ps: u64) -> Vec<(u64, u64
     let most = (PIPE_SIZES[PIPE_SIZES.len() - 1] / 4) as u64;
     let mut out: Vec<(u64, u64)> = Vec::new();
     let groups = jobs.iter().flat_map(|j| &j.groups);
-    for s in groups.filter(|g| readable(vmas, g)).flat_map(|g| &g.spans) {
+    for s in groups
+        .filter(|g| spliced(vmas, g, ps as usize))
+        .flat_map(|g| &g.spans)
+    {
         let (mut a, mut len) = (s.addr, s.pages * ps);
         while len > 0 {
             match out.last_mut() {
@@ -501,11 +504,37 @@ fn vmsplice_calls(jobs: &[StreamJob], vmas: &[VmaRec], ps: u64) -> Vec<(u64, u64
     out
 }
 
-/// Whether the group's VMA can be read by `vmsplice` (which, unlike `/proc/PID/mem`, does not
-/// force its way into a mapping without `PROT_READ`).
-fn readable(vmas: &[VmaRec], g: &Group) -> bool {
-    vmas.get(g.vma)
-        .is_some_and(|v| v.vma.prot.get() & libc::PROT_READ as u32 != 0)
+/// Groups smaller than this are read through `/proc/PID/mem`, many at a time, rather than
+/// spliced: splicing, mapping back and placing a record cost some tens of microseconds each,
+/// which 65,000 one-page mappings made 2.7 times slower than reading them (BENCHMARKS.md).
+const MIN_SPLICE: u64 = 128 << 10;
+
+/// Bytes of groups read at once at most.
+const READ_RUN_BYTES: u64 = 4 << 20;
+
+/// Whether group `g` is spliced: it has pages, enough of them, and its VMA can be read by
+/// `vmsplice` (which, unlike `/proc/PID/mem`, does not force its way into a mapping without
+/// `PROT_READ`).
+fn spliced(vmas: &[VmaRec], g: &Group, ps: usize) -> bool {
+    let bytes: u64 = g.spans.iter().map(|s| s.pages * ps as u64).sum();
+    bytes >= MIN_SPLICE
+        && vmas
+            .get(g.vma)
+            .is_some_and(|v| v.vma.prot.get() & libc::PROT_READ as u32 != 0)
+}
+
+/// How many groups from the first of `groups` (not spliced) to read at once: those not
+/// spliced, within [`READ_RUN_BYTES`] (at least one).
+fn read_run(vmas: &[VmaRec], groups: &[&Group], ps: usize) -> usize {
+    let mut bytes = 0u64;
+    let n = groups
+        .iter()
+        .take_while(|g| {
+            bytes += g.spans.iter().map(|s| s.pages * ps as u64).sum::<u64>();
+            !spliced(vmas, g, ps) && bytes <= READ_RUN_BYTES
+        })
+        .count();
+    n.max(1)
 }
 
 /// Groups spliced ahead of the one whose record is written: while one thread copies the next
@@ -567,7 +596,21 @@ fn write_jobs<W: Write + Placement>(
         };
         let r = (|| {
             let mut pending = std::collections::VecDeque::new();
-            for g in jobs.iter().flat_map(|j| &j.groups) {
+            let groups: Vec<&Group> = jobs.iter().flat_map(|j| &j.groups).collect();
+            let mut i = 0;
+            while let Some(&g) = groups.get(i) {
+                if !spliced(vmas, g, ps) {
+                    // A run of them read through /proc/PID/mem at once, written as the read
+                    // path writes them.
+                    let n = read_run(vmas, &groups[i..], ps);
+                    while let Some(p) = pending.pop_front() {
+                        c.commit(w, p)?;
+                    }
+                    c.read_groups(w, vmas, &mem, &groups[i..i + n])?;
+                    i += n;
+                    continue;
+                }
+                i += 1;
                 if g.first {
                     while let Some(p) = pending.pop_front() {
                         c.commit(w, p)?;
@@ -576,17 +619,6 @@ fn write_jobs<W: Write + Placement>(
                         Error::Other(format!("internal: no VMA {} to write", g.vma))
                     })?;
                     v.write(w).map_err(|e| sink_err(w, e))?;
-                }
-                if g.spans.is_empty() {
-                    continue;
-                }
-                if !readable(vmas, g) {
-                    // Read through /proc/PID/mem and written as the read path writes it.
-                    while let Some(p) = pending.pop_front() {
-                        c.commit(w, p)?;
-                    }
-                    c.read_and_write(w, &mem, g)?;
-                    continue;
                 }
                 let rec = all_data(&g.spans, ps as u64)?;
                 let len = rec.data.len();
@@ -705,19 +737,53 @@ impl Committer {
         Ok(())
     }
 
-    /// Group `g` read from the twin through `mem` (no pending group before it), and written.
-    fn read_and_write<W: Write + Placement>(
+    /// `groups` (no pending group before them) read from the twin through `mem` at once, and
+    /// written: each one's VMA record if it is its first, then its records.
+    fn read_groups<W: Write + Placement>(
         &mut self,
         w: &mut Writer<IoSink<Placed<W>>>,
+        vmas: &[VmaRec],
         mem: &File,
-        g: &Group,
+        groups: &[&Group],
     ) -> Result<()> {
         let ps = sys::page_size();
-        let len = buf_len(g.spans.iter().map(|s| s.pages).sum(), ps)?;
+        let all: Vec<PageSpan> = groups
+            .iter()
+            .flat_map(|g| g.spans.iter().copied())
+            .collect();
+        let len = buf_len(all.iter().map(|s| s.pages).sum(), ps)?;
         self.buf.clear();
         self.buf.resize(len, 0);
-        read_memory_mem_file(self.pid, mem, &g.spans, ps as u64, &mut self.buf)?;
-        self.plan_and_write(w, g)
+        read_memory_mem_file(
+            self.pid,
+            mem,
+            &coalesce(&all, ps as u64),
+            ps as u64,
+            &mut self.buf,
+        )?;
+        let mut base = 0usize;
+        for g in groups {
+            if g.first {
+                let v = vmas
+                    .get(g.vma)
+                    .ok_or_else(|| Error::Other(format!("internal: no VMA {} to write", g.vma)))?;
+                v.write(w).map_err(|e| sink_err(w, e))?;
+            }
+            let planned = plan_pages(&g.spans, &mut self.buf, base, ps, None)?;
+            self.counts.add(planned.counts);
+            for r in planned.records {
+                let d = self.buf.get(r.data.clone()).ok_or_else(|| {
+                    Error::Other(format!(
+                        "internal: record data {:?} past the buffer",
+                        r.data
+                    ))
+                })?;
+                w.pages_with_crc(&r.runs, d, DataCrc::of(d))
+                    .map_err(|e| sink_err(w, e))?;
+            }
+            base += buf_len(g.spans.iter().map(|s| s.pages).sum(), ps)?;
+        }
+        Ok(())
     }
 }
 

@@ -266,7 +266,7 @@ fn read_and_plan(
 }
 
 /// `spans` (in address order) with touching ones joined, for fewer reads.
-fn coalesce(spans: &[PageSpan], ps: u64) -> Vec<PageSpan> {
+pub(crate) fn coalesce(spans: &[PageSpan], ps: u64) -> Vec<PageSpan> {
     let mut out: Vec<PageSpan> = Vec::with_capacity(spans.len());
     for s in spans {
         match out.last_mut() {
