@@ -98,6 +98,13 @@ impl TempImage {
         (!self.path.as_os_str().is_empty()).then_some(self.path.as_path())
     }
 
+    /// A duplicate of the file's descriptor (sharing its offset), if it is open.
+    pub fn file_clone(&self) -> Option<File> {
+        self.file
+            .as_ref()
+            .and_then(|f| f.get_ref().try_clone().ok())
+    }
+
     /// The writer.
     pub fn writer(&mut self) -> impl Write + '_ {
         WriteRef(self.file.as_mut())

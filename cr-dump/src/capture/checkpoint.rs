@@ -12,6 +12,7 @@ use super::incremental::{latest, Parent};
 use super::options::{After, LazyMode, Options, StateOptions, Stats};
 use super::precopy::{PrecopyLimits, PrecopyReport};
 use super::registry::{self, Lazy};
+use super::splice::{PagePath, Placement};
 use super::state::Fidelity;
 use super::tracking::Session;
 use super::vma::Tracker;
@@ -153,6 +154,8 @@ pub struct Report {
     pub mode: Mode,
     /// How lazy mode held the memory.
     pub snapshot: SnapshotKind,
+    /// How the pages went to the image (splice: from a twin, by `vmsplice`/`splice`).
+    pub page_path: PagePath,
     /// How long the task was stopped.
     #[serde(rename = "downtime_ms", serialize_with = "ms")]
     pub downtime: Duration,
@@ -217,6 +220,12 @@ impl<W: Write> Write for Counting<'_, W> {
     }
 }
 
+impl<W> Placement for Counting<'_, W> {
+    fn placed(&mut self, bytes: u64) {
+        self.progress.advance(bytes);
+    }
+}
+
 /// A safe point: `Err` if a signal asked cr-dump to stop ([`crate::sys::catch_interrupts`]).
 /// Returning it unwinds through the owners' drops: the task let go as it was, a twin killed
 /// and reaped, the unnamed image file discarded.
@@ -230,6 +239,7 @@ struct Written {
     summary: Summary,
     writeback: Duration,
     snapshot: SnapshotKind,
+    page_path: PagePath,
     precopy: Option<PrecopyReport>,
     fidelity: Vec<Fidelity>,
 }
@@ -282,6 +292,7 @@ pub fn checkpoint(o: &CheckpointOptions, progress: &mut dyn Progress) -> Result<
             summary: r.summary,
             writeback: Duration::ZERO,
             snapshot: SnapshotKind::None,
+            page_path: PagePath::Read,
             precopy: None,
             fidelity: r.fidelity,
         }
@@ -335,6 +346,7 @@ pub fn checkpoint(o: &CheckpointOptions, progress: &mut dyn Progress) -> Result<
         vmas: w.stats.vmas,
         mode: if o.direct { Mode::Direct } else { Mode::Lazy },
         snapshot: w.snapshot,
+        page_path: w.page_path,
         // Both stops when tracking was armed before the freeze.
         downtime: w.stats.downtime
             + session
@@ -404,10 +416,15 @@ fn write_back(
     let snap = reg.get(crid)?;
     let t_wb = Instant::now();
     progress.start("write-back", snap.bytes_to_write());
-    let r = snap.write_to(Counting {
+    let file = tmp.file_clone();
+    let out = Counting {
         inner: tmp.writer(),
         progress: &mut *progress,
-    });
+    };
+    let r = match file {
+        Some(f) => snap.write_to_file(out, f),
+        None => snap.write_to(out).map(|s| (s, PagePath::Read)),
+    };
     progress.finish();
     let mut stats = lazy.stats;
     // A twin's page counts are known once the image is written.
@@ -429,8 +446,9 @@ fn write_back(
     let fidelity = snap.meta.state.fidelity.clone();
     drop(snap);
     let _ = reg.discard(crid);
-    let summary = r?;
+    let (summary, page_path) = r?;
     Ok(Written {
+        page_path,
         stats,
         summary,
         writeback: t_wb.elapsed(),

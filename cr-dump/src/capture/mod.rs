@@ -67,6 +67,7 @@ mod process;
 pub mod registry;
 mod signals;
 pub mod snapshot;
+pub mod splice;
 pub mod state;
 pub mod stream;
 pub mod task;

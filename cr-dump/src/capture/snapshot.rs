@@ -5,6 +5,9 @@
 use super::incremental::{vmas_in_parent, Parent};
 use super::options::{test_pause, Stats, TEST_WRITEBACK_PAUSE_ENV};
 use super::plan::RecordPlan;
+use super::splice::{
+    self, reopen_for_reading, PagePath, Placed, Placement, TwinPipe, NO_SPLICE_ENV,
+};
 use super::stream::{finish_image, sink_err, stream_vmas, Source};
 use super::task::Meta;
 use super::twin::Twin;
@@ -13,7 +16,12 @@ use crate::error::{Error, Result};
 use crate::sys;
 use cr_format::chain::ChainIndex;
 use cr_format::write::{IoSink, Sink, Summary, Writer};
+use std::fs::File;
 use std::io::Write;
+
+/// How a run of VMAs held by the twin is streamed: read ([`stream_vmas`]) or spliced.
+type StreamFn<'a, W> =
+    dyn FnMut(&Source<'_>, &mut Writer<IoSink<W>>, &[VmaRec]) -> Result<Stats> + 'a;
 
 /// One VMA of a snapshot with its planned Pages records.
 #[derive(Clone, Debug)]
@@ -55,7 +63,7 @@ impl Snapshot {
     pub fn write_to<W: Write + Send>(&self, out: W) -> Result<Summary> {
         let mut w = Writer::new(IoSink::new(out));
         if let Some(t) = &self.twin {
-            return self.write_from_twin(t, &mut w);
+            return self.write_from_twin(t, &mut w, &mut |src, w, vmas| stream_vmas(src, w, vmas));
         }
         let r = self.write_records(&mut w);
         if let Some(e) = w.sink_mut().take_error() {
@@ -69,24 +77,65 @@ impl Snapshot {
         Ok(s)
     }
 
-    /// Streams the image from the twin, compared with the parent if there is one.
+    /// [`Snapshot::write_to`] for an image file: `out` writes to the same open file as `file`
+    /// (a duplicate of its descriptor), whose offset is where `out`'s next byte goes. A
+    /// snapshot held by a twin, not incremental, then moves its pages by splice
+    /// ([`super::splice`]) if the twin lets it; returns how the pages were moved.
+    pub fn write_to_file<W: Write + Placement + Send>(
+        &self,
+        out: W,
+        file: File,
+    ) -> Result<(Summary, PagePath)> {
+        let Some(t) = &self.twin else {
+            return Ok((self.write_to(out)?, PagePath::Buffer));
+        };
+        let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
+        let off = std::env::var_os(NO_SPLICE_ENV).is_some();
+        // Before anything is written: if the twin cannot take the pipe, the read path does all.
+        let ready = match (&self.parent, regular && !off) {
+            (None, true) => reopen_for_reading(&file)
+                .ok()
+                .and_then(|r| Some((r, TwinPipe::open(t.pid()).ok()?))),
+            _ => None,
+        };
+        let Some((reader, mut tp)) = ready else {
+            return Ok((self.write_to(out)?, PagePath::Read));
+        };
+        let mut w = Writer::new(IoSink::new(Placed::new(out, file, reader)));
+        let summary = self.write_from_twin(t, &mut w, &mut |_, w, vmas| {
+            splice::stream_vmas(&mut tp, w, vmas)
+        })?;
+        drop(tp);
+        // A group planned again (it had zero pages) is shorter than what was spliced for it:
+        // nothing may follow the Tail.
+        w.sink_mut()
+            .get_mut()
+            .file()
+            .set_len(summary.image_len)
+            .map_err(|e| Error::io("truncating the image to its length", e))?;
+        Ok((summary, PagePath::Splice))
+    }
+
+    /// Streams the image from the twin, compared with the parent if there is one; the twin's
+    /// runs of VMAs are written by `stream`.
     fn write_from_twin<W: Write + Send>(
         &self,
         t: &Twin,
         w: &mut Writer<IoSink<W>>,
+        stream: &mut StreamFn<'_, W>,
     ) -> Result<Summary> {
         if let Some(pause) = test_pause(TEST_WRITEBACK_PAUSE_ENV) {
             std::thread::sleep(pause);
         }
         self.meta.write(w).map_err(|e| sink_err(w, e))?;
         let st = match &self.parent {
-            None => self.write_segments(t.pid(), None, w)?,
+            None => self.write_segments(t.pid(), None, w, stream)?,
             Some(p) => p.with_index(|idx, images| {
                 let top = images.first().ok_or_else(|| {
                     Error::Other("internal: the parent chain has no image".into())
                 })?;
                 let in_parent = vmas_in_parent(top, self.vmas.iter().map(|v| &v.vma));
-                self.write_segments(t.pid(), Some((idx, &in_parent)), w)
+                self.write_segments(t.pid(), Some((idx, &in_parent)), w, stream)
             })??,
         };
         let summary = finish_image(w)?;
@@ -97,14 +146,15 @@ impl Snapshot {
     }
 
     /// The VMAs of a snapshot held by twin `pid`, in order: each run of VMAs the twin holds
-    /// streamed from it (compared with `parent`, one entry per VMA, if given), each run of VMAs
-    /// copied at the capture ([`VmaRec::held_by_copy`]) written from the buffer. Returns the
-    /// counts of the streamed pages.
+    /// streamed from it by `stream` (compared with `parent`, one entry per VMA, if given),
+    /// each run of VMAs copied at the capture ([`VmaRec::held_by_copy`]) written from the
+    /// buffer. Returns the counts of the streamed pages.
     fn write_segments<W: Write + Send>(
         &self,
         pid: i32,
         parent: Option<(&ChainIndex<'_>, &[bool])>,
         w: &mut Writer<IoSink<W>>,
+        stream: &mut StreamFn<'_, W>,
     ) -> Result<Stats> {
         let mut st = Stats::default();
         let mut i = 0;
@@ -136,7 +186,7 @@ impl Snapshot {
                     twin: true,
                     parent,
                 };
-                let s = stream_vmas(&src, w, &vmas)?;
+                let s = stream(&src, w, &vmas)?;
                 st.data_pages += s.data_pages;
                 st.zero_pages += s.zero_pages;
                 st.parent_pages += s.parent_pages;

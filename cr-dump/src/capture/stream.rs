@@ -8,7 +8,7 @@ use super::memory::{
     buf_len, for_each_vma_span, open_proc, read_memory, read_memory_mem_file, Walk,
 };
 use super::options::Stats;
-use super::pipeline::{self, Feed};
+use super::pipeline;
 use super::plan::{plan_pages, InParent, PageCounts, RecordPlan};
 use super::vma::VmaRec;
 use crate::error::{Error, Result};
@@ -42,17 +42,18 @@ const GROUPS_PER_JOB: usize = 1024;
 /// A chunk of a stream: for each of its groups in order, the VMA record (if the group is its
 /// first) then the Pages records of its pages; all its pages fit one Pages record's data.
 #[derive(Default)]
-struct StreamJob {
-    groups: Vec<Group>,
+pub(crate) struct StreamJob {
+    pub groups: Vec<Group>,
 }
 
 /// The pages of one VMA in a job.
-struct Group {
+pub(crate) struct Group {
     /// The VMA.
-    vma: usize,
+    pub vma: usize,
     /// Whether its VMA record is written here (its first group).
-    first: bool,
-    spans: Vec<PageSpan>,
+    pub first: bool,
+    /// Its pages to store, in address order.
+    pub spans: Vec<PageSpan>,
 }
 
 /// A worker's page buffer and counts.
@@ -112,7 +113,7 @@ pub(crate) fn stream_vmas<W: Write + Send>(
     let buf_bytes = buf_len(max_pages, ps)?;
     let locals = pipeline::run(
         &STREAM,
-        |feed| cut_jobs(pid, &pagemap, vmas, ps64, max_pages, feed),
+        |feed| cut_jobs(pid, &pagemap, vmas, ps64, max_pages, |j| feed.push(j)),
         || Worker {
             buf: vec![0u8; buf_bytes],
             counts: PageCounts::default(),
@@ -135,14 +136,16 @@ pub(crate) fn stream_vmas<W: Write + Send>(
 }
 
 /// The producer: walks the VMAs' pages ([`for_each_vma_span`]) and cuts them into jobs of at
-/// most `max_pages` pages, half a record's runs per VMA and [`GROUPS_PER_JOB`] VMAs.
-fn cut_jobs(
+/// most `max_pages` pages, half a record's runs per VMA and [`GROUPS_PER_JOB`] VMAs, handed to
+/// `feed` in order (`false` from it: stop). Every path that streams from a twin cuts here, so
+/// their records are the same.
+pub(crate) fn cut_jobs(
     pid: i32,
     pagemap: &File,
     vmas: &[VmaRec],
     ps64: u64,
     max_pages: u64,
-    feed: &mut Feed<StreamJob>,
+    mut feed: impl FnMut(StreamJob) -> bool,
 ) -> Result<()> {
     let mut job = StreamJob::default();
     let mut job_pages = 0u64;
@@ -157,7 +160,7 @@ fn cut_jobs(
             Walk::Vma(i) => {
                 if job.groups.len() >= GROUPS_PER_JOB {
                     job_pages = 0;
-                    if !feed.push(std::mem::take(&mut job)) {
+                    if !feed(std::mem::take(&mut job)) {
                         return Ok(false);
                     }
                 }
@@ -170,7 +173,7 @@ fn cut_jobs(
             Walk::Span(i, span) => {
                 if full(&job, span.pages) {
                     job_pages = 0;
-                    if !feed.push(std::mem::take(&mut job)) {
+                    if !feed(std::mem::take(&mut job)) {
                         return Ok(false);
                     }
                 }
@@ -188,7 +191,7 @@ fn cut_jobs(
         Ok(true)
     })?;
     if !job.groups.is_empty() {
-        feed.push(job);
+        feed(job);
     }
     Ok(())
 }
@@ -263,7 +266,7 @@ fn read_and_plan(
 }
 
 /// `spans` (in address order) with touching ones joined, for fewer reads.
-fn coalesce(spans: &[PageSpan], ps: u64) -> Vec<PageSpan> {
+pub(crate) fn coalesce(spans: &[PageSpan], ps: u64) -> Vec<PageSpan> {
     let mut out: Vec<PageSpan> = Vec::with_capacity(spans.len());
     for s in spans {
         match out.last_mut() {

@@ -314,3 +314,65 @@ impl std::fmt::Debug for FileMap {
         write!(f, "FileMap({} bytes)", self.len)
     }
 }
+
+/// A range of a file mapped read-only and shared, its pages faulted in at once: the bytes just
+/// written there through the page cache (by `splice`), read back without a copy.
+pub struct FileRange {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: FileRange owns its read-only mapping exclusively; it only hands out &[u8].
+unsafe impl Send for FileRange {}
+// SAFETY: as above; shared access is read-only.
+unsafe impl Sync for FileRange {}
+
+impl FileRange {
+    /// Maps `len` bytes of `f` from `off` (a multiple of the page size); `len` must be > 0 and
+    /// the range within the file. The caller must not shrink or rewrite the range while mapped.
+    pub fn new(f: &std::fs::File, off: u64, len: usize) -> io::Result<FileRange> {
+        let o =
+            libc::off_t::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        if len == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: a new read-only shared mapping of an open file descriptor at an address the
+        // kernel chooses; no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                f.as_raw_fd(),
+                o,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(FileRange { ptr: p.cast(), len })
+    }
+
+    /// The range's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: ptr..ptr+len is a live read-only mapping owned by self; the range is not
+        // modified or truncated while mapped (see `new`).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for FileRange {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping this FileRange created; no borrow outlives self.
+        unsafe {
+            libc::munmap(self.ptr as *mut libc::c_void, self.len);
+        }
+    }
+}
+
+impl std::fmt::Debug for FileRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileRange({} bytes)", self.len)
+    }
+}

@@ -13,7 +13,8 @@
 //! | [`abi`] | kernel structs built for injected calls (`sigaction`, `stack_t`, `prctl_mm_map`), system call numbers, `-ERESTART*` |
 //! | [`uffd`] | userfaultfd ioctls (`uffdio_api`, `uffdio_register`, `uffdio_writeprotect`) |
 //! | [`pagemap`] | the `PAGEMAP_SCAN` ioctl (`pm_scan_arg`, `page_region`) |
-//! | [`mem`] | [`MapBuf`] (page buffers), [`FileMap`] (read-only file maps), [`process_vm_readv`], [`process_vm_writev`] |
+//! | [`mem`] | [`MapBuf`] (page buffers), [`FileMap`] (read-only file maps), [`FileRange`] (a range just written, read back), [`process_vm_readv`], [`process_vm_writev`] |
+//! | [`pipe`] | the checkpoint's splice path: `pipe2`/`vmsplice` numbers (injected into a twin), `F_SETPIPE_SZ`, `splice` to a file at an offset |
 //! | [`process`] | `kill`, the forks (the restore's traced child, the self-checkpoint helper), pidfds, `_exit` |
 //! | [`fs`] | opening by name (no symlink, no FIFO), owned directories, `flock` with a time limit, naming an `O_TMPFILE` file, removing a temporary file on a signal |
 //! | [`fdinfo`] | `/proc/PID/fdinfo/N` parser (offset, flags, locks) |
@@ -35,6 +36,7 @@ pub mod guard;
 pub mod inject;
 pub mod mem;
 pub mod pagemap;
+pub mod pipe;
 pub mod process;
 pub mod procfs;
 pub mod ptrace;
@@ -46,7 +48,7 @@ pub use fs::{
     create_unlinked, flock_exclusive, flock_exclusive_timeout, link_tmpfile, open_owned_dir,
     open_regular, rename_noreplace, seek_data, seek_hole, Access, RemoveOnSignal,
 };
-pub use mem::{process_vm_readv, process_vm_writev, FileMap, MapBuf, IOV_MAX};
+pub use mem::{process_vm_readv, process_vm_writev, FileMap, FileRange, MapBuf, IOV_MAX};
 pub use pagemap::{
     pagemap_scan, PageRegion, ScanQuery, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
     PAGE_IS_WPALLOWED, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING,

@@ -317,8 +317,9 @@ line per open descriptor, the working directory and the root, with what it is an
 restore will do (restore, partial, inherit, lost). Anything not restored exactly is also a \
 warning on stderr; --strict refuses the checkpoint instead. --json prints one object with \
 the same fields (*_ms in milliseconds; the report as `fidelity`: item, kind, action, note) \
-plus peak_rss_kib and snapshot (how lazy mode held the memory: twin or copy; none with \
---direct).
+plus peak_rss_kib, snapshot (how lazy mode held the memory: twin or copy; none with \
+--direct) and page_path (how the pages reached the image: splice, from a twin to an image \
+file; read; buffer, from a copy; CR_DUMP_NO_SPLICE=1 makes a twin's pages be read).
 
 Open files: regular files (path, flags, offset, identity checked at restore), directories, \
 devices, terminals, the working directory and root are recorded; a file deleted while open \

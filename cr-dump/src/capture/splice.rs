@@ -1,0 +1,634 @@
+//! The write-back by splice: a twin's pages go to the image file with one copy (the page
+//! cache's), instead of two reads through `/proc/PID/mem` and a write.
+//!
+//! Into the twin (never the task: it has its own memory and descriptor table, and never runs
+//! the task's code) are injected a `pipe2`, a scratch area holding [`BATCH_CODE`](crate::sys::inject::BATCH_CODE), and batches
+//! of `vmsplice(pipe, iov, 1, 0)` calls over the page spans to store, in image order
+//! ([`crate::sys::inject::Injector::call_batch`], on the thread that traces the twin).
+//! `vmsplice` puts references to the twin's pages in the pipe: no copy, and no unsharing of
+//! the pages it still shares copy-on-write with the task (unlike `process_vm_readv`'s pin).
+//! cr-dump holds the pipe's only read end (`pidfd_getfd`) and, on a second thread, `splice`s
+//! each Pages record's data straight to its place in the image file, where the record's data
+//! starts (an offset computed as the format does, and checked against the writer's).
+//!
+//! cr-dump never sees those bytes, but a record's header holds their CRC and comes first: the
+//! data just written is mapped back from the page cache ([`sys::FileRange`]), its CRC taken,
+//! and the record then written by the same [`Writer`], whose sink (`Placed`) skips the data
+//! it already finds in place. A group with an all-zero page, which the read path stores as a
+//! zero run, is planned again from the mapped bytes and written as the read path writes it:
+//! the image is the read path's, record for record. The pages of a VMA without `PROT_READ`,
+//! which `vmsplice` cannot take, are read through `/proc/PID/mem` by the writer thread.
+//!
+//! The CRCs are taken on a third thread while the next groups are spliced, up to `AHEAD`
+//! groups ahead, each placed where its record will put it if the records before it have all
+//! their pages as data; a group with a zero page (its record shorter) makes the groups spliced
+//! after it be written again where they belong, from their mapped bytes.
+//!
+//! If the writer fails it closes the pipe's only read end: the twin's `vmsplice` then fails
+//! (`EPIPE`) and the batch ends; if the batch fails, the writer stops at its next wait.
+//!
+//! Not used (the read path is, [`super::stream`]) for an incremental image (its pages are
+//! compared with the parent's bytes), an output that is not a regular file, a copy snapshot, or
+//! when `CR_DUMP_NO_SPLICE` is set; and when setting up the pipe in the twin fails (e.g. from
+//! a thread that does not trace it), before anything is written.
+
+use super::memory::{buf_len, open_proc, read_memory_mem_file};
+use super::options::Stats;
+use super::plan::{is_zero, plan_pages, PageCounts, RecordPlan, RunBuilder};
+use super::stream::{coalesce, cut_jobs, sink_err, Group, StreamJob};
+use super::vma::VmaRec;
+use crate::error::{Error, Result};
+use crate::span::PageSpan;
+use crate::sys;
+use cr_format::limits::MAX_DATA_PER_RECORD;
+use cr_format::raw;
+use cr_format::write::{DataCrc, IoSink, Writer};
+pub(crate) use feed::TwinPipe;
+use feed::{other, PIPE_SIZES};
+use serde::Serialize;
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+mod feed;
+
+/// Set (to anything) to write a twin's pages by reading them, as before the splice path: for
+/// comparisons and as a way out.
+pub const NO_SPLICE_ENV: &str = "CR_DUMP_NO_SPLICE";
+
+/// How the write-back moved the pages (`page_path` in `checkpoint --json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PagePath {
+    /// From a buffer filled while the task was stopped (a copy snapshot, or direct mode).
+    Buffer,
+    /// Read from the twin through `/proc/PID/mem`, then written.
+    Read,
+    /// Spliced from the twin to the image file.
+    Splice,
+}
+
+/// How long the writer waits for the pipe before it looks at whether the feeder failed.
+const POLL_MS: i32 = 100;
+
+/// A writer told of the bytes the splice path put in place without writing them through it:
+/// the checkpoint's progress counts them as written.
+pub trait Placement {
+    /// `bytes` more of the image were written in place.
+    fn placed(&mut self, bytes: u64) {
+        let _ = bytes;
+    }
+}
+
+impl Placement for std::io::BufWriter<File> {}
+
+impl<W: Placement + ?Sized> Placement for &mut W {
+    fn placed(&mut self, bytes: u64) {
+        (**self).placed(bytes);
+    }
+}
+
+/// A writer that counts nothing ([`Placement`] for any writer).
+pub struct Unplaced<W>(pub W);
+
+impl<W: Write> Write for Unplaced<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W> Placement for Unplaced<W> {}
+
+/// The write-back's sink: writes go to `inner`, except the one slice armed by
+/// [`Placed::expect`], which is already in the file at the file's offset: that offset is
+/// moved past it instead (the file shares its offset with `inner`'s file).
+pub(crate) struct Placed<W> {
+    inner: W,
+    file: File,
+    /// The same file opened for reading (the image is created write-only), to map it back.
+    reader: File,
+    armed: Option<(usize, usize, u64)>,
+}
+
+impl<W: Write + Placement> Placed<W> {
+    /// `inner`, writing to the same open file as `file` (a duplicate of its descriptor);
+    /// `reader`, the file opened for reading ([`reopen_for_reading`]).
+    pub(crate) fn new(inner: W, file: File, reader: File) -> Self {
+        Placed {
+            inner,
+            file,
+            reader,
+            armed: None,
+        }
+    }
+
+    /// The next write of exactly `data` (same address and length) is the bytes already at
+    /// file offset `at`.
+    fn expect(&mut self, data: &[u8], at: u64) {
+        self.armed = Some((data.as_ptr() as usize, data.len(), at));
+    }
+
+    /// Whether the armed write came (and disarms).
+    fn took(&mut self) -> bool {
+        self.armed.take().is_none()
+    }
+
+    /// The file.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+impl<W: Write + Placement> Write for Placed<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some((p, len, at)) = self.armed {
+            if buf.as_ptr() as usize == p && buf.len() == len {
+                self.armed = None;
+                self.inner.flush()?;
+                let pos = self.file.stream_position()?;
+                if pos != at {
+                    return Err(io::Error::other(format!(
+                        "internal: spliced data at {at:#x}, but the image is at {pos:#x}"
+                    )));
+                }
+                let n = i64::try_from(len).map_err(|_| io::Error::other("internal: length"))?;
+                self.file.seek(SeekFrom::Current(n))?;
+                self.inner.placed(len as u64);
+                return Ok(len);
+            }
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `file` opened again, for reading (through `/proc/self/fd`: it may have no name).
+pub(crate) fn reopen_for_reading(file: &File) -> io::Result<File> {
+    File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// Writes the VMA and Pages records of `vmas`, held by the twin of `tp`, moving the pages by
+/// splice (see the module docs). Returns the page counts.
+pub(crate) fn stream_vmas<W: Write + Placement + Send>(
+    tp: &mut TwinPipe,
+    w: &mut Writer<IoSink<Placed<W>>>,
+    vmas: &[VmaRec],
+) -> Result<Stats> {
+    let pid = tp.pid;
+    let ps = sys::page_size();
+    let ps64 = ps as u64;
+    let pagemap = open_proc(pid, "pagemap")?;
+    let max_pages = u64::from(MAX_DATA_PER_RECORD) / ps64;
+    let mut jobs = Vec::new();
+    cut_jobs(pid, &pagemap, vmas, ps64, max_pages, |j| {
+        jobs.push(j);
+        true
+    })?;
+    let calls = vmsplice_calls(&jobs, vmas, ps64);
+    // Back in `tp` for the next run of VMAs if this one is written; dropped otherwise.
+    let rd = tp
+        .rd
+        .take()
+        .ok_or_else(|| other(pid, "the pipe was lost by an earlier failure"))?;
+    let stop = AtomicBool::new(false);
+    // Which side failed first (its error is the cause; the other then fails for it).
+    let writer_first = AtomicBool::new(false);
+    let (fed, written) = std::thread::scope(|s| {
+        let (stop, writer_first) = (&stop, &writer_first);
+        let writer = s.spawn(move || {
+            let r = write_jobs(pid, w, vmas, &jobs, &rd, stop);
+            if r.is_err() {
+                // Closing our read end (the only one) fails a vmsplice still waiting in the
+                // twin (EPIPE). A panic drops it too.
+                drop(rd);
+                if !stop.swap(true, Ordering::AcqRel) {
+                    writer_first.store(true, Ordering::Release);
+                }
+                return (r, None);
+            }
+            (r, Some(rd))
+        });
+        let fed = tp.feed(&calls, stop);
+        if fed.is_err() {
+            stop.store(true, Ordering::Release);
+        }
+        let (written, rd) = writer
+            .join()
+            .unwrap_or_else(|_| (Err(other(pid, "the image writer thread panicked")), None));
+        tp.rd = rd;
+        (fed, written)
+    });
+    let counts = match (written, fed) {
+        (Ok(c), Ok(())) => c,
+        (Err(e), Ok(())) | (Ok(_), Err(e)) => return Err(e),
+        (Err(we), Err(fe)) => {
+            return Err(if writer_first.load(Ordering::Acquire) {
+                we
+            } else {
+                fe
+            })
+        }
+    };
+    Ok(Stats {
+        data_pages: counts.data,
+        zero_pages: counts.zero,
+        vmas: vmas.len() as u64,
+        ..Stats::default()
+    })
+}
+
+/// The `vmsplice` calls (address, length) that put the jobs' pages in the pipe in order:
+/// touching spans joined, up to a quarter of the smallest pipe each (a call larger than the
+/// room in the pipe stops the batch).
+fn vmsplice_calls(jobs: &[StreamJob], vmas: &[VmaRec], ps: u64) -> Vec<(u64, u64)> {
+    let most = (PIPE_SIZES[PIPE_SIZES.len() - 1] / 4) as u64;
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let groups = jobs.iter().flat_map(|j| &j.groups);
+    for s in groups
+        .filter(|g| spliced(vmas, g, ps as usize))
+        .flat_map(|g| &g.spans)
+    {
+        let (mut a, mut len) = (s.addr, s.pages * ps);
+        while len > 0 {
+            match out.last_mut() {
+                Some(l) if l.0 + l.1 == a && l.1 < most => {
+                    let k = (most - l.1).min(len);
+                    l.1 += k;
+                    a += k;
+                    len -= k;
+                }
+                _ => {
+                    let k = most.min(len);
+                    out.push((a, k));
+                    a += k;
+                    len -= k;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Groups smaller than this are read through `/proc/PID/mem`, many at a time, rather than
+/// spliced: splicing, mapping back and placing a record cost some tens of microseconds each,
+/// which 65,000 one-page mappings made 2.7 times slower than reading them (BENCHMARKS.md).
+const MIN_SPLICE: u64 = 128 << 10;
+
+/// Bytes of groups read at once at most.
+const READ_RUN_BYTES: u64 = 4 << 20;
+
+/// Whether group `g` is spliced: it has pages, enough of them, and its VMA can be read by
+/// `vmsplice` (which, unlike `/proc/PID/mem`, does not force its way into a mapping without
+/// `PROT_READ`).
+fn spliced(vmas: &[VmaRec], g: &Group, ps: usize) -> bool {
+    let bytes: u64 = g.spans.iter().map(|s| s.pages * ps as u64).sum();
+    bytes >= MIN_SPLICE
+        && vmas
+            .get(g.vma)
+            .is_some_and(|v| v.vma.prot.get() & libc::PROT_READ as u32 != 0)
+}
+
+/// How many groups from the first of `groups` (not spliced) to read at once: those not
+/// spliced, within [`READ_RUN_BYTES`] (at least one).
+fn read_run(vmas: &[VmaRec], groups: &[&Group], ps: usize) -> usize {
+    let mut bytes = 0u64;
+    let n = groups
+        .iter()
+        .take_while(|g| {
+            bytes += g.spans.iter().map(|s| s.pages * ps as u64).sum::<u64>();
+            !spliced(vmas, g, ps) && bytes <= READ_RUN_BYTES
+        })
+        .count();
+    n.max(1)
+}
+
+/// Groups spliced ahead of the one whose record is written: while one thread copies the next
+/// groups into the page cache, another takes the CRC of the earlier ones.
+const AHEAD: usize = 4;
+
+/// A group whose data is spliced, its record not yet written.
+struct Pending<'j> {
+    g: &'j Group,
+    rec: RecordPlan,
+    /// Where its data was spliced, if the records before it are as foreseen.
+    at: u64,
+    /// Where its record ends then.
+    end: u64,
+}
+
+/// What the checker found of a group's data, mapped back.
+struct Checked {
+    map: sys::FileRange,
+    zero: bool,
+    crc: DataCrc,
+}
+
+/// The writer's side: each group's VMA record (if first), then its Pages record, its data
+/// spliced from `rd` into place first, up to `AHEAD` groups ahead of the records, whose CRCs
+/// a checker thread takes meanwhile.
+fn write_jobs<W: Write + Placement>(
+    pid: i32,
+    w: &mut Writer<IoSink<Placed<W>>>,
+    vmas: &[VmaRec],
+    jobs: &[StreamJob],
+    rd: &File,
+    stop: &AtomicBool,
+) -> Result<PageCounts> {
+    let placed = w.sink_mut().get_mut();
+    let dup = |f: &File| {
+        f.try_clone()
+            .map_err(|e| Error::io("duplicating the image file's descriptor", e))
+    };
+    let (file, reader) = (dup(placed.file())?, dup(&placed.reader)?);
+    let mem = open_proc(pid, "mem")?;
+    let ps = sys::page_size();
+    let (to_check, jobs_rx) = std::sync::mpsc::channel::<(u64, usize)>();
+    let (checked_tx, checked) = std::sync::mpsc::channel::<Result<Checked>>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for (at, len) in jobs_rx {
+                if checked_tx.send(check(&reader, at, len, ps)).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut c = Committer {
+            pid,
+            counts: PageCounts::default(),
+            buf: Vec::new(),
+            checked,
+            resync: false,
+        };
+        let r = (|| {
+            let mut pending = std::collections::VecDeque::new();
+            let groups: Vec<&Group> = jobs.iter().flat_map(|j| &j.groups).collect();
+            let mut i = 0;
+            while let Some(&g) = groups.get(i) {
+                if !spliced(vmas, g, ps) {
+                    // A run of them read through /proc/PID/mem at once, written as the read
+                    // path writes them.
+                    let n = read_run(vmas, &groups[i..], ps);
+                    while let Some(p) = pending.pop_front() {
+                        c.commit(w, p)?;
+                    }
+                    c.read_groups(w, vmas, &mem, &groups[i..i + n])?;
+                    i += n;
+                    continue;
+                }
+                i += 1;
+                if g.first {
+                    while let Some(p) = pending.pop_front() {
+                        c.commit(w, p)?;
+                    }
+                    let v = vmas.get(g.vma).ok_or_else(|| {
+                        Error::Other(format!("internal: no VMA {} to write", g.vma))
+                    })?;
+                    v.write(w).map_err(|e| sink_err(w, e))?;
+                }
+                let rec = all_data(&g.spans, ps as u64)?;
+                let len = rec.data.len();
+                let base = pending.back().map_or(w.offset(), |p: &Pending<'_>| p.end);
+                let at = data_offset(base, rec.runs.len(), ps as u64);
+                splice_exact(pid, rd, &file, at, len, stop)?;
+                to_check
+                    .send((at, len))
+                    .map_err(|_| other(pid, "the checker thread stopped"))?;
+                pending.push_back(Pending {
+                    g,
+                    rec,
+                    at,
+                    end: at + len as u64,
+                });
+                while pending.len() > AHEAD || (c.resync && !pending.is_empty()) {
+                    if let Some(p) = pending.pop_front() {
+                        c.commit(w, p)?;
+                    }
+                }
+                c.resync = false;
+            }
+            while let Some(p) = pending.pop_front() {
+                c.commit(w, p)?;
+            }
+            Ok(c.counts)
+        })();
+        drop(to_check);
+        r
+    })
+}
+
+/// Maps back the `len` bytes at `at` just spliced, and takes their CRC unless a page is zero.
+fn check(reader: &File, at: u64, len: usize, ps: usize) -> Result<Checked> {
+    let map = sys::FileRange::new(reader, at, len)
+        .map_err(|e| Error::io(format!("mapping the image back at {at:#x}"), e))?;
+    let data = map.bytes();
+    let zero = data.chunks_exact(ps).any(is_zero);
+    let crc = if zero {
+        DataCrc::of(&[])
+    } else {
+        DataCrc::of(data)
+    };
+    Ok(Checked { map, zero, crc })
+}
+
+/// Writes the records of spliced groups, in order.
+struct Committer {
+    pid: i32,
+    counts: PageCounts,
+    buf: Vec<u8>,
+    checked: std::sync::mpsc::Receiver<Result<Checked>>,
+    /// A record came out shorter than foreseen: the groups spliced after it are not where
+    /// their records go. They are written (copied) where they go, and the next group is
+    /// placed after them.
+    resync: bool,
+}
+
+impl Committer {
+    fn commit<W: Write + Placement>(
+        &mut self,
+        w: &mut Writer<IoSink<Placed<W>>>,
+        p: Pending<'_>,
+    ) -> Result<()> {
+        let ps = sys::page_size();
+        let c = self
+            .checked
+            .recv()
+            .map_err(|_| other(self.pid, "the checker thread stopped"))??;
+        let in_place = data_offset(w.offset(), p.rec.runs.len(), ps as u64) == p.at;
+        if in_place && !c.zero {
+            let data = c.map.bytes();
+            w.sink_mut().get_mut().expect(data, p.at);
+            let r = w.pages_with_crc(&p.rec.runs, data, c.crc);
+            let took = w.sink_mut().get_mut().took();
+            r.map_err(|e| sink_err(w, e))?;
+            if !took {
+                return Err(other(
+                    self.pid,
+                    format!("internal: the record's data at {:#x} was not placed", p.at),
+                ));
+            }
+            self.counts.data += (data.len() / ps) as u64;
+            return Ok(());
+        }
+        // Written as the read path writes it, from a copy: zero pages become zero runs.
+        self.buf.clear();
+        self.buf.extend_from_slice(c.map.bytes());
+        drop(c.map);
+        self.plan_and_write(w, p.g)?;
+        if w.offset() != p.end {
+            self.resync = true;
+        }
+        Ok(())
+    }
+
+    /// Writes the records of group `g`, whose pages are in `self.buf`, as the read path does.
+    fn plan_and_write<W: Write + Placement>(
+        &mut self,
+        w: &mut Writer<IoSink<Placed<W>>>,
+        g: &Group,
+    ) -> Result<()> {
+        let ps = sys::page_size();
+        let planned = plan_pages(&g.spans, &mut self.buf, 0, ps, None)?;
+        self.counts.add(planned.counts);
+        for r in planned.records {
+            let d = self.buf.get(r.data.clone()).ok_or_else(|| {
+                Error::Other(format!(
+                    "internal: record data {:?} past the buffer",
+                    r.data
+                ))
+            })?;
+            w.pages_with_crc(&r.runs, d, DataCrc::of(d))
+                .map_err(|e| sink_err(w, e))?;
+        }
+        Ok(())
+    }
+
+    /// `groups` (no pending group before them) read from the twin through `mem` at once, and
+    /// written: each one's VMA record if it is its first, then its records.
+    fn read_groups<W: Write + Placement>(
+        &mut self,
+        w: &mut Writer<IoSink<Placed<W>>>,
+        vmas: &[VmaRec],
+        mem: &File,
+        groups: &[&Group],
+    ) -> Result<()> {
+        let ps = sys::page_size();
+        let all: Vec<PageSpan> = groups
+            .iter()
+            .flat_map(|g| g.spans.iter().copied())
+            .collect();
+        let len = buf_len(all.iter().map(|s| s.pages).sum(), ps)?;
+        self.buf.clear();
+        self.buf.resize(len, 0);
+        read_memory_mem_file(
+            self.pid,
+            mem,
+            &coalesce(&all, ps as u64),
+            ps as u64,
+            &mut self.buf,
+        )?;
+        let mut base = 0usize;
+        for g in groups {
+            if g.first {
+                let v = vmas
+                    .get(g.vma)
+                    .ok_or_else(|| Error::Other(format!("internal: no VMA {} to write", g.vma)))?;
+                v.write(w).map_err(|e| sink_err(w, e))?;
+            }
+            let planned = plan_pages(&g.spans, &mut self.buf, base, ps, None)?;
+            self.counts.add(planned.counts);
+            for r in planned.records {
+                let d = self.buf.get(r.data.clone()).ok_or_else(|| {
+                    Error::Other(format!(
+                        "internal: record data {:?} past the buffer",
+                        r.data
+                    ))
+                })?;
+                w.pages_with_crc(&r.runs, d, DataCrc::of(d))
+                    .map_err(|e| sink_err(w, e))?;
+            }
+            base += buf_len(g.spans.iter().map(|s| s.pages).sum(), ps)?;
+        }
+        Ok(())
+    }
+}
+
+/// The one Pages record of a group as if all its pages were data: a group has at most one
+/// record's data and half a record's runs ([`cut_jobs`]), so the read path makes one too.
+fn all_data(spans: &[PageSpan], ps: u64) -> Result<RecordPlan> {
+    let mut b = RunBuilder::new(ps, 0);
+    for s in spans {
+        b.start_span();
+        for k in 0..s.pages {
+            b.push(s.addr + k * ps, raw::RUN_DATA);
+        }
+    }
+    let mut recs = b.finish();
+    match (recs.pop(), recs.is_empty()) {
+        (Some(r), true) => Ok(r),
+        _ => Err(Error::Other(
+            "internal: a group of the splice path is not one record".into(),
+        )),
+    }
+}
+
+/// Where the data of a Pages record with `runs` runs written at `offset` starts (FORMAT.md
+/// §8: the 16-byte record header, the 16-byte fixed part, the run table, then padding to the
+/// page size).
+fn data_offset(offset: u64, runs: usize, ps: u64) -> u64 {
+    let table_end = offset + 16 + 16 + 16 * runs as u64;
+    table_end + (table_end.wrapping_neg() & (ps - 1))
+}
+
+/// Moves exactly `len` bytes from the pipe `rd` to `file` at `at`.
+fn splice_exact(
+    pid: i32,
+    rd: &File,
+    file: &File,
+    at: u64,
+    len: usize,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let mut done = 0usize;
+    while done < len {
+        match sys::pipe::splice_to(rd, file, at + done as u64, len - done) {
+            Ok(0) => return Err(other(pid, "the pipe ended before the pages did")),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if stop.load(Ordering::Acquire) {
+                    return Err(other(pid, "the twin stopped feeding the pipe"));
+                }
+                sys::check_interrupt().map_err(|e| Error::io("checkpoint", e))?;
+                sys::pipe::wait_readable(rd, POLL_MS)
+                    .map_err(|e| Error::io("waiting for the twin's pipe", e))?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("splicing {len:#x} bytes to the image at {at:#x}"),
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_starts_on_a_page() {
+        // FORMAT.md §8's example: a Pages record at 1256 with 2 runs has its data at 4096.
+        assert_eq!(data_offset(1256, 2, 4096), 4096);
+        assert_eq!(data_offset(4096 - 64, 0, 4096), 4096);
+        assert_eq!(data_offset(4096 - 32, 0, 4096), 4096);
+        assert_eq!(data_offset(4096 - 31, 0, 4096), 8192);
+    }
+}
