@@ -396,6 +396,8 @@ struct Server {
     next_id: u64,
     /// Background filling may start (the task runs).
     go: Option<Arc<AtomicBool>>,
+    /// Lets go of the image behind the copies.
+    behind: pages::Behind,
 }
 
 /// What a copy into one address space found.
@@ -441,6 +443,7 @@ impl Server {
             }],
             crc: Arc::new((0..src.len()).map(|_| AtomicU8::new(0)).collect()),
             stop: Arc::new(AtomicBool::new(false)),
+            behind: pages::Behind::new(&files),
             files,
             src,
             pieces,
@@ -483,12 +486,17 @@ impl Server {
                 {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
+                let mut behind = pages::Behind::new(&files);
                 for k in order {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
                     // A bad one stays unchecked: the copy that needs it checks it and fails.
-                    if src.crc_ok(&files, k).is_ok() {
+                    let ok = src.crc_ok(&files, k).is_ok();
+                    if let Some((image, end)) = src.end_of(k) {
+                        behind.passed(&files, image, end);
+                    }
+                    if ok {
                         if let Some(c) = crc.get(k) {
                             c.store(GOOD, Ordering::Release);
                         }
@@ -735,13 +743,12 @@ impl Server {
                 }
             },
         };
-        if let Some(f) = self.files.files().get(image) {
-            // What was copied (and what the fault-around mapped before it) leaves cr-dump's
-            // resident set, as the eager copy's does.
-            let at = off.saturating_add(s);
-            let back = at.min(64 << 10);
-            f.release(at - back, done.min(chunk.len()) + back);
-        }
+        // What was copied leaves cr-dump's resident set, as the eager copy's does.
+        self.behind.passed(
+            &self.files,
+            image,
+            off.saturating_add(s).saturating_add(done.min(chunk.len())),
+        );
         let pages = (done as u64 / self.ps).min(n);
         if max == FAULT_BATCH {
             self.stats.fault_pages += pages;
