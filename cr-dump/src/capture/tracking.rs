@@ -589,18 +589,34 @@ impl Session {
             return Ok(Vec::new());
         };
         let maps = procfs::parse_maps(&super::check::read_text(pid, "maps")?)?;
-        let mut done = Vec::new();
-        for m in &maps {
-            if !VmaRec::of(pid, m).trackable() {
-                continue;
-            }
-            // Registering a range already registered changes nothing. One that fails is left
-            // to the arming in the freeze (which says why).
-            if sys::uffd_register_wp(&u.fd, m.start, m.end - m.start).is_ok() {
-                done.push(AddrRange {
+        let vmas: Vec<(AddrRange, bool)> = maps
+            .iter()
+            .map(|m| {
+                let r = AddrRange {
                     start: m.start,
                     end: m.end,
-                });
+                };
+                (r, VmaRec::of(pid, m).trackable())
+            })
+            .collect();
+        let mut done = Vec::new();
+        // One registration per run of trackable VMAs with nothing else between them (a range
+        // may span holes): 65,000 one-page mappings are then a few calls, not 65,000. A run
+        // that fails is registered VMA by VMA; a VMA that fails is left to the arming in the
+        // freeze (which says why). Registering a range already registered changes nothing.
+        for run in vmas.split(|(_, t)| !t) {
+            let (Some((first, _)), Some((last, _))) = (run.first(), run.last()) else {
+                continue;
+            };
+            let (a, b) = (first.start, last.end);
+            if sys::uffd_register_wp(&u.fd, a, b - a).is_ok() {
+                done.extend(run.iter().map(|(r, _)| *r));
+                continue;
+            }
+            for (r, _) in run {
+                if sys::uffd_register_wp(&u.fd, r.start, r.end - r.start).is_ok() {
+                    done.push(*r);
+                }
             }
         }
         Ok(done)
