@@ -596,7 +596,9 @@ impl Session {
                     start: m.start,
                     end: m.end,
                 };
-                (r, VmaRec::of(pid, m).trackable())
+                // A file mapping is never trackable: not built (it stats the file).
+                let anon = super::vma::VmaKind::of(m).anon();
+                (r, anon && VmaRec::of(pid, m).trackable())
             })
             .collect();
         let mut done = Vec::new();
