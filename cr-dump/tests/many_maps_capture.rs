@@ -223,8 +223,7 @@ fn a_churning_task_tracked_restores_exactly() {
 /// and by a twin, and incrementals that register new mappings in the freeze) must never
 /// split it: registering a userfaultfd range that is only part of a VMA splits the VMA. With
 /// the arming of session 7's start (ranges read before, registered while the task ran), 2 of
-/// 6 single `--track --copy` checkpoints split the slot; this test's 8 full ones then fail it
-/// but in about 4% of runs.
+/// 6 single `--track --copy` checkpoints split the slot, and this test failed 4 runs of 4.
 #[test]
 fn tracking_never_splits_a_mapping_the_task_remaps() {
     let dir = TempDir::new("maps-remap");
