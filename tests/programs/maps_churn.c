@@ -12,6 +12,10 @@
  * usage: maps_churn SLOTS DIR            churn; on SIGUSR1, at a step boundary, write
  *                                        "STEP DIGEST" to DIR/sum.PID
  *        maps_churn SLOTS DIR replay N   do N steps, write "STEP DIGEST" to DIR/replay.N, exit
+ *        maps_churn SLOTS DIR remap      map slot 0 again and again with 1 to 4 pages (written),
+ *                                        checking /proc/self/maps after each: if the slot is not
+ *                                        exactly one mapping of its size, write the slot's lines
+ *                                        to DIR/split.PID and exit 3
  * DIGEST covers H, the step, the slots' mappings (range, permissions, dd/wf/dc flags from
  * /proc/self/smaps) and every word of every mapped slot. */
 #define _GNU_SOURCE
@@ -143,6 +147,54 @@ static void write_digest(const char *dir, const char *name) {
     close(fd);
 }
 
+/* The "remap" mode: a checkpoint that registers for write tracking a range read before the
+ * last remap splits the slot's mapping (seen as two lines here). */
+static int remap(const char *dir) {
+    unsigned char *p = (unsigned char *)ARENA;
+    char lines[4096], line[512], path[4200];
+    for (unsigned long it = 0;; it++) {
+        unsigned long n = 1 + it % 4;
+        if (it && munmap(p, STRIDE))
+            die("munmap");
+        if (mmap(p, n * PG, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) != p)
+            die("mmap");
+        struct timespec pause = {0, 50000};
+        nanosleep(&pause, NULL);
+        /* Written after the pause: a part of the slot split off meanwhile then gets its own
+         * anon_vma, and the split stays. */
+        for (unsigned long k = 0; k < n; k++)
+            p[k * PG] = (unsigned char)(it + k + 1);
+        FILE *f = fopen("/proc/self/maps", "r");
+        if (!f)
+            die("maps");
+        size_t used = 0;
+        int count = 0, exact = 0;
+        lines[0] = 0;
+        while (fgets(line, sizeof line, f)) {
+            unsigned long a, b;
+            if (sscanf(line, "%lx-%lx", &a, &b) != 2 || b <= ARENA || a >= ARENA + STRIDE)
+                continue;
+            count++;
+            exact = a == ARENA && b == ARENA + n * PG;
+            if (used + strlen(line) < sizeof lines) {
+                strcpy(lines + used, line);
+                used += strlen(line);
+            }
+        }
+        fclose(f);
+        if (count != 1 || !exact) {
+            snprintf(path, sizeof path, "%s/split.%d", dir, (int)getpid());
+            FILE *o = fopen(path, "w");
+            if (o) {
+                fprintf(o, "after mapping %lu pages:\n%s", n, lines);
+                fclose(o);
+            }
+            exit(3);
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc < 3)
         return 2;
@@ -152,6 +204,8 @@ int main(int argc, char **argv) {
     if (!slots || !nslots)
         return 2;
     char name[64];
+    if (argc == 4 && !strcmp(argv[3], "remap"))
+        return remap(argv[2]);
     if (argc == 5 && !strcmp(argv[3], "replay")) {
         unsigned long long n = strtoull(argv[4], NULL, 0);
         while (step < n)

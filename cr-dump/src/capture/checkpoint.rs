@@ -300,7 +300,7 @@ pub fn checkpoint(o: &CheckpointOptions, progress: &mut dyn Progress) -> Result<
         if let Some(s) = session.as_mut().filter(|_| o.precopy.is_none()) {
             // A full capture that arms tracking: most of the protection is set while the task
             // runs, not in the freeze.
-            s.prearm(pid, &super::vma::vma_recs(&ins))?;
+            s.prearm(pid)?;
         }
         let lazy = take_lazy(o, &ins, crid, &opts, parent.as_ref(), session.as_mut())?;
         if let Err(e) = safe_point() {

@@ -10,7 +10,7 @@ use super::memory::{
 use super::options::{Options, Stats};
 use super::plan::plan_pages;
 use super::snapshot::{SnapVma, Snapshot};
-use super::task::{complete, read_frame, read_frozen, read_status_frozen};
+use super::task::{complete, read_frame, read_frozen, read_status_frozen, Meta};
 use super::twin;
 use super::vma::{Scan, Tracker, VmaRec};
 use crate::error::{Error, Result};
@@ -235,9 +235,11 @@ fn cow_frozen(
     let pid = ins.pid;
     let (_, ps32) = page_size()?;
     let made = read_frozen(ins, crid, ps32, &opts.state).and_then(|(meta, vmas)| {
-        if let Some(t) = tracker.as_mut() {
-            t.arm(pid, &vmas)?;
-        }
+        let Some(t) = tracker.as_mut() else {
+            return Ok((twin::make(pid, &vmas)?, meta, vmas));
+        };
+        t.arm(pid, &vmas)?;
+        let (meta, vmas, _) = reread_if_remapped(ins, crid, opts, &**t, (meta, vmas), Vec::new())?;
         Ok((twin::make(pid, &vmas)?, meta, vmas))
     });
     match made {
@@ -350,9 +352,15 @@ fn capture_frozen(
     // Arm before the copy: creating the userfaultfd runs one instruction of the task, and the
     // kernel may write to its memory on that way back to user mode (rseq's cpu id): the copy
     // must come after. Writes from then on are tracked.
-    if let Some(t) = tracker.as_mut() {
-        t.arm(pid, &vmas)?;
-    }
+    let (meta, vmas) = match tracker.as_mut() {
+        Some(t) => {
+            t.arm(pid, &vmas)?;
+            let (meta, vmas, sc) = reread_if_remapped(ins, crid, opts, &**t, (meta, vmas), scans)?;
+            scans = sc;
+            (meta, vmas)
+        }
+        None => (meta, vmas),
+    };
     scans.resize(vmas.len(), None);
     // One walk of the whole address space for the VMAs without a scan.
     let mut per_vma = if scans.iter().all(Option::is_some) {
@@ -389,6 +397,36 @@ fn capture_frozen(
         twin: None,
         parent: None,
     })
+}
+
+/// After an arming in the freeze that registered ranges ([`Tracker::remapped`]: the kernel
+/// merges a VMA it registers with a registered neighbour, which also undoes a split left by a
+/// registration while the task ran), the task's state and VMAs read again, so that the image
+/// has the VMAs the task has; each scan stays with the VMA of the same bounds (a VMA merged
+/// since has none: it is captured in full). Otherwise, what was read.
+fn reread_if_remapped(
+    ins: &Inspection,
+    crid: u64,
+    opts: &Options,
+    tracker: &dyn Tracker,
+    (meta, vmas): (Meta, Vec<VmaRec>),
+    scans: Vec<Option<Scan>>,
+) -> Result<(Meta, Vec<VmaRec>, Vec<Option<Scan>>)> {
+    if !tracker.remapped() {
+        return Ok((meta, vmas, scans));
+    }
+    let (_, ps32) = page_size()?;
+    let mut by_range: std::collections::HashMap<(u64, u64), Scan> = vmas
+        .iter()
+        .zip(scans)
+        .filter_map(|(v, s)| Some(((v.vma.start.get(), v.vma.end.get()), s?)))
+        .collect();
+    let (meta, vmas) = read_frozen(ins, crid, ps32, &opts.state)?;
+    let scans = vmas
+        .iter()
+        .map(|v| by_range.remove(&(v.vma.start.get(), v.vma.end.get())))
+        .collect();
+    Ok((meta, vmas, scans))
 }
 
 /// Plans the records of the pages copied back to back into `buf`, VMA by VMA, each VMA's data

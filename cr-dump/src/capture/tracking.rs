@@ -436,6 +436,8 @@ pub struct Session {
     pub armed: bool,
     /// Whether [`Session::prearm`] protected the task's memory while it ran.
     prearmed: bool,
+    /// Whether the last [`Tracker::arm`] registered ranges ([`Tracker::remapped`]).
+    remapped: bool,
     /// How long [`Session::prearm`] stopped the task (to create the userfaultfd).
     pub prearm_downtime: std::time::Duration,
     /// Why tracking was not used or not armed, if it was wanted.
@@ -506,6 +508,7 @@ impl Session {
             tracked_vmas: 0,
             armed: false,
             prearmed: false,
+            remapped: false,
             prearm_downtime: std::time::Duration::ZERO,
             notes: Vec::new(),
         };
@@ -539,47 +542,86 @@ impl Session {
         Ok(s)
     }
 
-    /// Before the freeze of a capture that arms tracking without using it (a full one):
-    /// creates the userfaultfd if there is none (a stop of the task for one injected call),
-    /// then registers and write-protects the trackable VMAs of `vmas` while the task runs. The
-    /// arming in the freeze ([`Tracker::arm`]) then only protects again the pages written
-    /// since, instead of write-protecting everything while the task is stopped. Failures
-    /// become notes: the arming in the freeze does it all then.
-    pub fn prearm(&mut self, pid: i32, vmas: &[VmaRec]) -> Result<()> {
+    /// Before the freeze of a capture that arms tracking without using it (a full one): stops
+    /// the task briefly to create the userfaultfd if there is none and to register its
+    /// trackable VMAs, read then, then write-protects them while the task runs. The arming in
+    /// the freeze ([`Tracker::arm`]) then only protects again the pages written since, instead
+    /// of write-protecting everything while the task is stopped. The registration is not done
+    /// while the task runs: registering a range that is no longer exactly a VMA (the task
+    /// remapped it since it was read) splits the VMA the task has there, for good once both
+    /// parts are written (each gets its own anon_vma), and the task, its image and its
+    /// restored copy would then have a VMA boundary the program never made. Write protection
+    /// never changes a VMA. Failures become notes: the arming in the freeze does it all then.
+    pub fn prearm(&mut self, pid: i32) -> Result<()> {
         if !self.arm_wanted || self.usable() {
             // A tracked incremental's scan needs the protection as the last capture left it.
             return Ok(());
         }
-        if self.uffd.is_none() {
-            let frozen = super::freeze::freeze_quiet(pid)?;
-            let made = create(pid);
-            self.prearm_downtime = frozen.release(super::options::After::Continue)?;
-            match made {
-                Ok(u) => {
-                    self.uffd = Some(u);
-                    self.save_baseline(0, 0)?;
-                }
-                Err(e) => {
-                    self.notes
-                        .push(format!("tracking not armed before the freeze: {e}"));
-                    return Ok(());
-                }
+        let frozen = super::freeze::freeze_quiet(pid)?;
+        let done = self.register_frozen(pid);
+        self.prearm_downtime = frozen.release(super::options::After::Continue)?;
+        let ranges = match done {
+            Ok(r) => r,
+            Err(e) => {
+                self.notes
+                    .push(format!("tracking not armed before the freeze: {e}"));
+                return Ok(());
             }
-        }
+        };
         let Some(u) = &self.uffd else { return Ok(()) };
-        let reg = registered(pid, &open_pagemap(pid)?, &trackable_ranges(vmas))?;
-        for v in vmas.iter().filter(|v| v.trackable()) {
-            let (a, b) = (v.vma.start.get(), v.vma.end.get());
-            // The task runs: a VMA it unmaps or changes meanwhile fails here, harmlessly (the
-            // arming in the freeze handles the VMAs it finds then).
-            let _done = if is_registered(&reg, AddrRange { start: a, end: b }) {
-                sys::uffd_writeprotect(&u.fd, a, b - a).is_ok()
-            } else {
-                arm(pid, u, a, b).is_ok()
-            };
+        for r in ranges {
+            // A VMA the task unmaps or changes meanwhile fails here, harmlessly (the arming in
+            // the freeze handles the VMAs it finds then).
+            let _done = sys::uffd_writeprotect(&u.fd, r.start, r.end - r.start).is_ok();
         }
         self.prearmed = true;
         Ok(())
+    }
+
+    /// For [`Session::prearm`], the task frozen: creates the userfaultfd if there is none and
+    /// registers the trackable VMAs the task has now, each exactly. Returns those registered.
+    fn register_frozen(&mut self, pid: i32) -> Result<Vec<AddrRange>> {
+        if self.uffd.is_none() {
+            self.uffd = Some(create(pid)?);
+            self.save_baseline(0, 0)?;
+        }
+        let Some(u) = &self.uffd else {
+            return Ok(Vec::new());
+        };
+        let maps = procfs::parse_maps(&super::check::read_text(pid, "maps")?)?;
+        let vmas: Vec<(AddrRange, bool)> = maps
+            .iter()
+            .map(|m| {
+                let r = AddrRange {
+                    start: m.start,
+                    end: m.end,
+                };
+                // A file mapping is never trackable: not built (it stats the file).
+                let anon = super::vma::VmaKind::of(m).anon();
+                (r, anon && VmaRec::of(pid, m).trackable())
+            })
+            .collect();
+        let mut done = Vec::new();
+        // One registration per run of trackable VMAs with nothing else between them (a range
+        // may span holes): 65,000 one-page mappings are then a few calls, not 65,000. A run
+        // that fails is registered VMA by VMA; a VMA that fails is left to the arming in the
+        // freeze (which says why). Registering a range already registered changes nothing.
+        for run in vmas.split(|(_, t)| !t) {
+            let (Some((first, _)), Some((last, _))) = (run.first(), run.last()) else {
+                continue;
+            };
+            let (a, b) = (first.start, last.end);
+            if sys::uffd_register_wp(&u.fd, a, b - a).is_ok() {
+                done.extend(run.iter().map(|(r, _)| *r));
+                continue;
+            }
+            for (r, _) in run {
+                if sys::uffd_register_wp(&u.fd, r.start, r.end - r.start).is_ok() {
+                    done.push(*r);
+                }
+            }
+        }
+        Ok(done)
     }
 
     /// Whether a tracking session was active for the task (armed by an earlier checkpoint).
@@ -702,7 +744,12 @@ impl Tracker for Session {
         Some(bytes)
     }
 
+    fn remapped(&self) -> bool {
+        self.remapped
+    }
+
     fn arm(&mut self, pid: i32, vmas: &[VmaRec]) -> Result<()> {
+        self.remapped = false;
         if !self.arm_wanted {
             return Ok(());
         }
@@ -738,6 +785,7 @@ impl Tracker for Session {
                 sys::uffd_writeprotect(&u.fd, a, b - a)
                     .map_err(|e| io_err(pid, &format!("UFFDIO_WRITEPROTECT {a:#x}-{b:#x}"), e))
             } else {
+                self.remapped = true;
                 arm(pid, u, a, b)
             };
             if let Err(e) = r {

@@ -654,6 +654,13 @@ pub trait Tracker {
     fn armed_while_running(&mut self) -> bool {
         false
     }
+    /// Whether the last [`Tracker::arm`] changed which ranges are registered while the task was
+    /// frozen: the kernel merges a VMA it registers with a registered neighbour (which heals a
+    /// VMA split by a registration while the task ran), so the VMAs read before the arming are
+    /// to be read again.
+    fn remapped(&self) -> bool {
+        false
+    }
     /// Before the freeze, to size the copy's buffer: the bytes it would copy now (the written
     /// pages of tracked VMAs, the present pages of the others), or `None` if unknown.
     fn estimate(&mut self, _pid: i32, _vmas: &[VmaRec]) -> Option<u64> {
