@@ -8,7 +8,6 @@
 use cr_tests::{program, Run, TempDir};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
 /// More than the stream's 1024 VMAs per job.
@@ -20,22 +19,6 @@ fn cr(dir: &Path) -> Command {
     c
 }
 
-/// The "CHECKSUM MAPPINGS" line pid `pid` writes to `dir/sum.PID`.
-fn wait_sum(dir: &Path, pid: u32) -> String {
-    let path = dir.join(format!("sum.{pid}"));
-    let end = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < end {
-        if let Ok(s) = std::fs::read_to_string(&path) {
-            if !s.trim().is_empty() {
-                std::fs::remove_file(&path).unwrap();
-                return s.trim().to_string();
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("no checksum from pid {pid} within 60 s");
-}
-
 fn start(dir: &Path) -> (Child, String) {
     let child = Command::new(program("many_maps"))
         .args([MAPS, dir.to_str().unwrap()])
@@ -43,7 +26,7 @@ fn start(dir: &Path) -> (Child, String) {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let want = wait_sum(dir, child.id());
+    let want = cr_tests::wait_sum(dir, child.id());
     (child, want)
 }
 
@@ -77,7 +60,11 @@ fn round_trip(extra: &[&str], snapshot: &str) {
     assert!(j["data_pages"].as_u64().unwrap() >= 3000, "{j}");
     // The task still runs, as it was.
     send(t.id(), "USR1");
-    assert_eq!(wait_sum(d, t.id()), want, "the task after its checkpoint");
+    assert_eq!(
+        cr_tests::wait_sum(d, t.id()),
+        want,
+        "the task after its checkpoint"
+    );
     t.kill().unwrap();
     t.wait().unwrap();
     let img = j["image"].as_str().unwrap();
@@ -100,7 +87,7 @@ fn round_trip(extra: &[&str], snapshot: &str) {
         "the restored task {rpid} does not run"
     );
     send(rpid, "USR1");
-    let got = wait_sum(d, rpid);
+    let got = cr_tests::wait_sum(d, rpid);
     send(rpid, "KILL");
     assert_eq!(got, want, "restored: checksum and mappings");
 }

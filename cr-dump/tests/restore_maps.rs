@@ -30,22 +30,6 @@ fn cr(dir: &Path) -> Command {
     c
 }
 
-/// The checksum pid `pid` writes to `dir/sum.PID`.
-fn wait_sum(dir: &Path, pid: u32) -> String {
-    let path = dir.join(format!("sum.{pid}"));
-    let end = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < end {
-        if let Ok(s) = std::fs::read_to_string(&path) {
-            if !s.trim().is_empty() {
-                std::fs::remove_file(&path).unwrap();
-                return s.trim().to_string();
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("no checksum from pid {pid} within 60 s");
-}
-
 fn maps(pid: u32) -> Vec<String> {
     std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .unwrap()
@@ -93,7 +77,7 @@ fn start(dir: &Path) -> (Child, String, Vec<String>) {
         next_line_timeout(&out, "mixed_maps").as_deref(),
         Some("ready")
     );
-    let want = wait_sum(dir, child.id());
+    let want = cr_tests::wait_sum(dir, child.id());
     let m = maps(child.id());
     (child, want, m)
 }
@@ -140,7 +124,11 @@ fn round_trip(tag: &str, extra: &[&str], no_uffd: bool) {
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     // The task runs on unchanged.
     send(t.id(), "USR1");
-    assert_eq!(wait_sum(d, t.id()), want, "the task after its checkpoint");
+    assert_eq!(
+        cr_tests::wait_sum(d, t.id()),
+        want,
+        "the task after its checkpoint"
+    );
     assert_eq!(maps(t.id()), want_maps, "the task after its checkpoint");
     t.kill().unwrap();
     t.wait().unwrap();
@@ -173,7 +161,7 @@ fn round_trip(tag: &str, extra: &[&str], no_uffd: bool) {
         wait_untraced(rpid);
     }
     send(rpid, "USR1");
-    let got = wait_sum(d, rpid);
+    let got = cr_tests::wait_sum(d, rpid);
     send(rpid, "KILL");
     assert!(
         got_maps == want_maps,

@@ -8,28 +8,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cr_tests::{program, TempDir};
-use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
 const MIB: u64 = 256;
-
-/// The checksum pid `pid` writes to `dir/sum.PID` (removed once read).
-fn wait_sum(dir: &Path, pid: u32) -> String {
-    let path = dir.join(format!("sum.{pid}"));
-    let end = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < end {
-        if let Ok(s) = std::fs::read_to_string(&path) {
-            if !s.trim().is_empty() {
-                std::fs::remove_file(&path).unwrap();
-                return s.trim().to_string();
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("no checksum from pid {pid} within 60 s");
-}
 
 /// Runs `cmd` to its end; its exit code, stderr and peak resident set in KiB (its own, not its
 /// children's: `wait4` on its pid).
@@ -66,7 +48,7 @@ fn restore_resident_set_is_bounded() {
         .spawn()
         .unwrap();
     let pid = target.id();
-    let sum = wait_sum(d, pid);
+    let sum = cr_tests::wait_sum(d, pid);
     let out = Command::new(BIN)
         .env("CR_CRID_FILE", d.join("crid"))
         .args([
@@ -117,7 +99,7 @@ fn restore_resident_set_is_bounded() {
         .unwrap();
     // SAFETY: a signal to the restored task, which asks it for its checksum.
     unsafe { libc::kill(restored as i32, libc::SIGUSR1) };
-    let again = wait_sum(d, restored);
+    let again = cr_tests::wait_sum(d, restored);
     // SAFETY: the restored task is ours to end.
     unsafe { libc::kill(restored as i32, libc::SIGKILL) };
     assert_eq!(again, sum, "the restored task's memory differs");

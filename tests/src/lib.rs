@@ -171,6 +171,23 @@ pub fn next_line_timeout(rx: &Receiver<String>, what: &str) -> Option<String> {
     }
 }
 
+/// The line a target program writes to `dir/sum.PID` (whole: it writes a temporary file and
+/// renames it), read and removed once there; panics after 60 s without it.
+pub fn wait_sum(dir: &Path, pid: u32) -> String {
+    let path = dir.join(format!("sum.{pid}"));
+    let end = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < end {
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            if !s.trim().is_empty() {
+                let _ = std::fs::remove_file(&path);
+                return s.trim().to_string();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("no line in {} from pid {pid} within 60 s", path.display());
+}
+
 /// This test process's CRID file (cr-dump's checkpoint ids): `CR_CRID_FILE` when set (a test
 /// run again in a child process: the same file as its parent's), else one per test process in
 /// the temporary directory, named after the test binary, so that test binaries running at the
