@@ -610,7 +610,7 @@ fn splice_exact(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 return Err(Error::io(
-                    format!("splicing {len:#x} bytes to the image at {at:#x}"),
+                    format!("writing the image: splicing {len:#x} bytes at {at:#x}"),
                     e,
                 ))
             }
