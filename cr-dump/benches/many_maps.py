@@ -98,6 +98,7 @@ def main():
                 else:
                     j = json.loads(o.stdout)
                     down = j["downtime_ms"]
+                    tcpu += (j.get("twin_cpu_ms") or 0) / 1000  # the twin's calls (vs_criu.py)
                     images[name] = os.path.join(d, os.path.basename(j["image"]))
                 s.setdefault(name + " dump", []).append(
                     dict(wall=wall, cpu=cpu, task_cpu=tcpu, down_ms=down))

@@ -157,6 +157,8 @@ def cr_round(a, prog, mib, sumdir, env, rd, add):
             j = json.loads(text)
             m.update(down_ms=j["downtime_ms"], capture_ms=j.get("capture_ms", 0),
                      writeback_ms=j.get("writeback_ms", 0))
+            # The twin's calls are the checkpoint's work too (vs_criu.py).
+            m["task_cpu"] += (j.get("twin_cpu_ms") or 0) / 1000
             add(name, m)
             if name == "cr lazy":
                 images[name] = os.path.join(d, os.path.basename(j["image"]))

@@ -11,7 +11,8 @@ kills the target, then (the order alternating) `cr-dump restore --detach` of the
 its whole memory, which must equal the original's. Measured per command: wall time, CPU seconds
 of the tool and all its threads and children (getrusage of children), the CPU the target itself
 spends meanwhile (/proc/PID/stat: CRIU's parasite runs in it; cr-dump's injected calls too),
-downtime (`--json` downtime_ms; CRIU's "Frozen time").
+counted with cr-dump's twin's CPU (`--json` twin_cpu_ms: the twin is the task's fork, neither
+cr-dump's child nor the task, and runs the injected `vmsplice` calls), downtime (`--json` downtime_ms; CRIU's "Frozen time").
 
     sudo python3 cr-dump/benches/vs_criu.py [--rounds 5] [--mib 1024] [--busy 2]
          [--bin target/release/cr-dump] [--criu PATH] [--only cr|criu] [--work DIR]
@@ -219,6 +220,7 @@ def main():
                 else:
                     j = json.loads(o.stdout)
                     down = j["downtime_ms"]
+                    tcpu += (j.get("twin_cpu_ms") or 0) / 1000
                     images[name] = os.path.join(d, os.path.basename(j["image"]))
                 add(name, wall=wall, cpu=cpu, task_cpu=tcpu, down_ms=down)
             t.kill()

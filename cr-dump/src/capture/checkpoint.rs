@@ -165,6 +165,10 @@ pub struct Report {
     /// The write-back (zero in direct mode).
     #[serde(rename = "writeback_ms", serialize_with = "ms")]
     pub writeback: Duration,
+    /// CPU time the twin spent (to the clock tick), when there was one: the calls injected into
+    /// it (`vmsplice`) are work of the checkpoint that no `getrusage` of cr-dump counts.
+    #[serde(rename = "twin_cpu_ms", serialize_with = "opt_ms")]
+    pub twin_cpu: Option<Duration>,
     /// The notes given to [`Progress::note`], in order.
     #[serde(skip)]
     pub notes: Vec<String>,
@@ -238,6 +242,7 @@ struct Written {
     stats: Stats,
     summary: Summary,
     writeback: Duration,
+    twin_cpu: Option<Duration>,
     snapshot: SnapshotKind,
     page_path: PagePath,
     precopy: Option<PrecopyReport>,
@@ -291,6 +296,7 @@ pub fn checkpoint(o: &CheckpointOptions, progress: &mut dyn Progress) -> Result<
             stats: r.stats,
             summary: r.summary,
             writeback: Duration::ZERO,
+            twin_cpu: None,
             snapshot: SnapshotKind::None,
             page_path: PagePath::Read,
             precopy: None,
@@ -354,6 +360,7 @@ pub fn checkpoint(o: &CheckpointOptions, progress: &mut dyn Progress) -> Result<
                 .map_or(Duration::ZERO, |s| s.prearm_downtime),
         capture: w.stats.capture,
         writeback: w.writeback,
+        twin_cpu: w.twin_cpu,
         notes,
         fidelity: w.fidelity,
     })
@@ -444,6 +451,7 @@ fn write_back(
         notes.push(n);
     }
     let fidelity = snap.meta.state.fidelity.clone();
+    let twin_cpu = snap.twin.as_ref().and_then(|t| t.cpu_time());
     drop(snap);
     let _ = reg.discard(crid);
     let (summary, page_path) = r?;
@@ -452,6 +460,7 @@ fn write_back(
         stats,
         summary,
         writeback: t_wb.elapsed(),
+        twin_cpu,
         snapshot,
         fidelity,
         precopy,

@@ -44,7 +44,7 @@ use cr_format::limits::MAX_DATA_PER_RECORD;
 use cr_format::raw;
 use cr_format::write::{DataCrc, IoSink, Writer};
 pub(crate) use feed::TwinPipe;
-use feed::{other, PIPE_SIZES};
+use feed::{other, Call, PIPES, PIPE_BYTES};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
@@ -190,38 +190,46 @@ pub(crate) fn stream_vmas<W: Write + Placement + Send>(
         jobs.push(j);
         true
     })?;
-    let calls = vmsplice_calls(&jobs, vmas, ps64);
+    let (calls, n_spliced) = vmsplice_calls(&jobs, vmas, ps64);
     // Back in `tp` for the next run of VMAs if this one is written; dropped otherwise.
-    let rd = tp
-        .rd
-        .take()
-        .ok_or_else(|| other(pid, "the pipe was lost by an earlier failure"))?;
+    let lost = || other(pid, "the pipes were lost by an earlier failure");
+    let rds = tp.rds.take().ok_or_else(lost)?;
+    let turn = tp.turn.take().ok_or_else(lost)?;
+    let pipes = Pipes {
+        rds,
+        turn,
+        n_spliced,
+    };
     let stop = AtomicBool::new(false);
     // Which side failed first (its error is the cause; the other then fails for it).
     let writer_first = AtomicBool::new(false);
     let (fed, written) = std::thread::scope(|s| {
         let (stop, writer_first) = (&stop, &writer_first);
         let writer = s.spawn(move || {
-            let r = write_jobs(pid, w, vmas, &jobs, &rd, stop);
+            let r = write_jobs(pid, w, vmas, &jobs, &pipes, stop);
             if r.is_err() {
-                // Closing our read end (the only one) fails a vmsplice still waiting in the
-                // twin (EPIPE). A panic drops it too.
-                drop(rd);
+                // Closing our read ends (the only ones) fails a vmsplice still waiting in the
+                // twin (EPIPE), and our turn pipe's write end its wait for a turn (EOF). A
+                // panic drops them too.
+                drop(pipes);
                 if !stop.swap(true, Ordering::AcqRel) {
                     writer_first.store(true, Ordering::Release);
                 }
                 return (r, None);
             }
-            (r, Some(rd))
+            (r, Some(pipes))
         });
         let fed = tp.feed(&calls, stop);
         if fed.is_err() {
             stop.store(true, Ordering::Release);
         }
-        let (written, rd) = writer
+        let (written, pipes) = writer
             .join()
             .unwrap_or_else(|_| (Err(other(pid, "the image writer thread panicked")), None));
-        tp.rd = rd;
+        if let Some(p) = pipes {
+            tp.rds = Some(p.rds);
+            tp.turn = Some(p.turn);
+        }
         (fed, written)
     });
     let counts = match (written, fed) {
@@ -243,36 +251,50 @@ pub(crate) fn stream_vmas<W: Write + Placement + Send>(
     })
 }
 
-/// The `vmsplice` calls (address, length) that put the jobs' pages in the pipe in order:
-/// touching spans joined, up to a quarter of the smallest pipe each (a call larger than the
-/// room in the pipe stops the batch).
-fn vmsplice_calls(jobs: &[StreamJob], vmas: &[VmaRec], ps: u64) -> Vec<(u64, u64)> {
-    let most = (PIPE_SIZES[PIPE_SIZES.len() - 1] / 4) as u64;
-    let mut out: Vec<(u64, u64)> = Vec::new();
+/// The twin's calls that put the jobs' pages in the pipes in order: the `k`-th group spliced
+/// goes through pipe `k % PIPES`, its touching spans joined, up to a quarter of a pipe per
+/// `vmsplice` (a call larger than the room in the pipe stops the batch); from the
+/// `PIPES`-th group on, a [`Call::Turn`] first. Also the number of groups spliced.
+fn vmsplice_calls(jobs: &[StreamJob], vmas: &[VmaRec], ps: u64) -> (Vec<Call>, usize) {
+    let most = (PIPE_BYTES / 4) as u64;
+    let mut out: Vec<Call> = Vec::new();
     let groups = jobs.iter().flat_map(|j| &j.groups);
-    for s in groups
-        .filter(|g| spliced(vmas, g, ps as usize))
-        .flat_map(|g| &g.spans)
-    {
-        let (mut a, mut len) = (s.addr, s.pages * ps);
-        while len > 0 {
-            match out.last_mut() {
-                Some(l) if l.0 + l.1 == a && l.1 < most => {
-                    let k = (most - l.1).min(len);
-                    l.1 += k;
-                    a += k;
-                    len -= k;
-                }
-                _ => {
-                    let k = most.min(len);
-                    out.push((a, k));
-                    a += k;
-                    len -= k;
+    let mut n = 0;
+    for (k, g) in groups.filter(|g| spliced(vmas, g, ps as usize)).enumerate() {
+        n = k + 1;
+        let pipe = k % PIPES;
+        if k >= PIPES {
+            out.push(Call::Turn);
+        }
+        let first = out.len();
+        for s in &g.spans {
+            let (mut a, mut len) = (s.addr, s.pages * ps);
+            while len > 0 {
+                let own = out.len() > first;
+                match out.last_mut() {
+                    Some(Call::Splice { addr, len: l, .. })
+                        if own && *addr + *l == a && *l < most =>
+                    {
+                        let n = (most - *l).min(len);
+                        *l += n;
+                        a += n;
+                        len -= n;
+                    }
+                    _ => {
+                        let n = most.min(len);
+                        out.push(Call::Splice {
+                            addr: a,
+                            len: n,
+                            pipe,
+                        });
+                        a += n;
+                        len -= n;
+                    }
                 }
             }
         }
     }
-    out
+    (out, n)
 }
 
 /// Groups smaller than this are read through `/proc/PID/mem`, many at a time, rather than
@@ -312,6 +334,16 @@ fn read_run(vmas: &[VmaRec], groups: &[&Group], ps: usize) -> usize {
 /// groups into the page cache, another takes the CRC of the earlier ones.
 const AHEAD: usize = 4;
 
+/// Our ends of the twin's pipes (see [`PIPES`]).
+struct Pipes {
+    /// The pipes' read ends.
+    rds: Vec<File>,
+    /// The turn pipe's write end.
+    turn: File,
+    /// Groups spliced in all: the last `PIPES` need no turn given.
+    n_spliced: usize,
+}
+
 /// A group whose data is spliced, its record not yet written.
 struct Pending<'j> {
     g: &'j Group,
@@ -330,14 +362,14 @@ struct Checked {
 }
 
 /// The writer's side: each group's VMA record (if first), then its Pages record, its data
-/// spliced from `rd` into place first, up to `AHEAD` groups ahead of the records, whose CRCs
+/// spliced into place first from its pipe (as [`vmsplice_calls`] gave them out), up to `AHEAD` groups ahead of the records, whose CRCs
 /// a checker thread takes meanwhile.
 fn write_jobs<W: Write + Placement>(
     pid: i32,
     w: &mut Writer<IoSink<Placed<W>>>,
     vmas: &[VmaRec],
     jobs: &[StreamJob],
-    rd: &File,
+    pipes: &Pipes,
     stop: &AtomicBool,
 ) -> Result<PageCounts> {
     let placed = w.sink_mut().get_mut();
@@ -369,6 +401,8 @@ fn write_jobs<W: Write + Placement>(
             let mut pending = std::collections::VecDeque::new();
             let groups: Vec<&Group> = jobs.iter().flat_map(|j| &j.groups).collect();
             let mut i = 0;
+            // Groups spliced so far: the next one comes through pipe `spliced_n % PIPES`.
+            let mut spliced_n = 0usize;
             while let Some(&g) = groups.get(i) {
                 if !spliced(vmas, g, ps) {
                     // A run of them read through /proc/PID/mem at once, written as the read
@@ -395,7 +429,18 @@ fn write_jobs<W: Write + Placement>(
                 let len = rec.data.len();
                 let base = pending.back().map_or(w.offset(), |p: &Pending<'_>| p.end);
                 let at = data_offset(base, rec.runs.len(), ps as u64);
+                let rd = pipes
+                    .rds
+                    .get(spliced_n % PIPES)
+                    .ok_or_else(|| other(pid, "internal: a pipe is missing"))?;
                 splice_exact(pid, rd, &file, at, len, stop)?;
+                if spliced_n + PIPES < pipes.n_spliced {
+                    // This group's pipe is empty: the twin may fill it again.
+                    (&pipes.turn)
+                        .write_all(&[1])
+                        .map_err(|e| Error::io("giving the twin its turn", e))?;
+                }
+                spliced_n += 1;
                 to_check
                     .send((at, len))
                     .map_err(|_| other(pid, "the checker thread stopped"))?;

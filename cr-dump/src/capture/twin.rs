@@ -94,6 +94,15 @@ impl Twin {
         r
     }
 
+    /// The CPU time the twin has spent (the injected calls of the write-back run in it), to
+    /// the clock tick; `None` if it cannot be read.
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        let b = procfs::read(self.pid, "stat").ok()?;
+        let st = procfs::parse_stat(&String::from_utf8_lossy(&b)).ok()?;
+        let ms = st.cpu_ticks.saturating_mul(1000) / crate::sys::clock_ticks();
+        Some(std::time::Duration::from_millis(ms))
+    }
+
     /// Data, zero and parent pages found by the last write-back, if there was one.
     pub fn counts(&self) -> Option<(u64, u64, u64)> {
         self.counts.lock().ok().and_then(|c| *c)

@@ -82,6 +82,13 @@ pub fn page_size() -> usize {
     usize::try_from(r).unwrap_or(4096).max(4096)
 }
 
+/// Clock ticks per second, the unit of `/proc/PID/stat`'s CPU times.
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf takes only an integer.
+    let r = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(r).unwrap_or(100).max(1)
+}
+
 /// Ignores `SIGXFSZ`, so that a write past `RLIMIT_FSIZE` fails with `EFBIG` instead of killing
 /// the dumper (which must then clean up: detach the target, remove its temporary file).
 pub fn ignore_sigxfsz() {

@@ -13,6 +13,8 @@ pub mod nr {
     pub const PIPE2: u64 = k::__NR_pipe2 as u64;
     /// `vmsplice`.
     pub const VMSPLICE: u64 = k::__NR_vmsplice as u64;
+    /// `read`.
+    pub const READ: u64 = k::__NR_read as u64;
 }
 
 /// `fcntl(fd, F_SETPIPE_SZ, bytes)`: the pipe's new capacity in bytes.

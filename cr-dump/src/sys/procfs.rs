@@ -173,6 +173,8 @@ fn parse_maps_line(line: &str) -> Result<MapsEntry> {
 /// The fields of `/proc/PID/stat` this crate uses (field numbers as in proc(5)).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stat {
+    /// CPU time spent, user and system (`utime` + `stime`), in clock ticks.
+    pub cpu_ticks: u64,
     /// (2) comm.
     pub comm: String,
     /// (3) state letter.
@@ -252,6 +254,7 @@ pub fn parse_stat(text: &str) -> Result<Stat> {
         session: int(6)?,
         flags: num(9)?,
         num_threads: num(20)?,
+        cpu_ticks: num(14)?.saturating_add(num(15)?),
         start_code: num(26)?,
         end_code: num(27)?,
         start_stack: num(28)?,

@@ -11,9 +11,30 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Pipe capacity asked for (root may go past `/proc/sys/fs/pipe-max-size`); the largest that
-/// is granted of these is used.
-pub(super) const PIPE_SIZES: [usize; 3] = [16 << 20, 4 << 20, 1 << 20];
+/// Pipes the groups go through, in turn: group `k` (of those spliced) through pipe
+/// `k % PIPES`. One pipe shared by the twin's `vmsplice` and our `splice` made the twin spin on
+/// the pipe's mutex for as long as each `splice` wrote to the page cache (a fifth of all the
+/// CPU of a checkpoint, `perf record -a`): a `vmsplice` takes the mutex even to find the pipe
+/// full. So the twin fills one pipe while we empty another, and before it fills pipe `p` again
+/// it waits, asleep in a `read` of the turn pipe, for the byte we write there once the group
+/// before in `p` is out ([`Call::Turn`]).
+pub(super) const PIPES: usize = 8;
+
+/// One call of the twin's batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Call {
+    /// `vmsplice` of `len` bytes at `addr` into pipe `pipe`.
+    Splice { addr: u64, len: u64, pipe: usize },
+    /// Wait for the writer's turn byte: the group that last went through the pipe the next
+    /// group goes through is out of it.
+    Turn,
+}
+
+/// Capacity asked for each pipe: a record's data at most, so that the twin, filling a pipe
+/// again, waits (asleep) until the group before in it is out whole. The default pipe
+/// `/proc/sys/fs/pipe-max-size` allows it to anyone; if refused, the default capacity is kept
+/// (correct, only slower).
+pub(super) const PIPE_BYTES: usize = cr_format::limits::MAX_DATA_PER_RECORD as usize;
 
 /// `vmsplice` calls per batch (the table: 256 KiB, their iovecs: 64 KiB).
 const CAP: usize = 4096;
@@ -61,10 +82,14 @@ pub(crate) struct TwinPipe {
     /// The scratch area: a page of [`BATCH_CODE`], then the table, then the iovecs.
     area: u64,
     area_len: u64,
-    /// The pipe's write end in the twin.
-    wfd: u64,
-    /// Its read end, ours (the twin's is closed).
-    pub(super) rd: Option<File>,
+    /// The pipes' write ends in the twin.
+    wfds: Vec<u64>,
+    /// Their read ends, ours (the twin's are closed), in the same order.
+    pub(super) rds: Option<Vec<File>>,
+    /// The turn pipe's read end, in the twin.
+    turn_rfd: u64,
+    /// Its write end, ours (the twin's is closed): closing it ends a twin's wait for its turn.
+    pub(super) turn: Option<File>,
     mem: File,
 }
 
@@ -80,7 +105,8 @@ impl TwinPipe {
         let ps = sys::page_size() as u64;
         let inj = Injector::new(Tracee::new(pid), Signals::Drop)?;
         let rseq = quiet_rseq(&inj)?;
-        let area_len = ps + CAP as u64 * (BATCH_ENTRY + IOV);
+        // The code page, the table, the iovecs, then the byte the turn is read into.
+        let area_len = ps + CAP as u64 * (BATCH_ENTRY + IOV) + 8;
         let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
         let area = inj.call(
@@ -101,8 +127,10 @@ impl TwinPipe {
             pid,
             area,
             area_len,
-            wfd: u64::MAX,
-            rd: None,
+            wfds: Vec::new(),
+            rds: None,
+            turn_rfd: u64::MAX,
+            turn: None,
             mem,
         };
         tp.setup()?;
@@ -128,8 +156,46 @@ impl TwinPipe {
         if r != 0 {
             return Err(other(pid, format!("mprotect of the batch code gave {r}")));
         }
-        // The two descriptors land in the table's place, rewritten later.
+        // The two descriptors of each pipe land in the table's place, rewritten later.
         let fds_at = area + ps;
+        let pidfd = sys::pidfd_open(pid).map_err(|e| Error::io(format!("pidfd_open {pid}"), e))?;
+        let mut rds = Vec::with_capacity(PIPES);
+        for _ in 0..PIPES {
+            let (r64, w64) = self.pipe2(fds_at)?;
+            let rfd = r64 as i32;
+            // Kept at once, so that a failure below still closes it (Drop).
+            self.wfds.push(w64);
+            let rd: OwnedFd = sys::pidfd_getfd(&pidfd, rfd)
+                .map_err(|e| Error::io(format!("pidfd_getfd of fd {rfd} of twin {pid}"), e))?;
+            // Ours is then the only read end: if we stop reading, the twin's vmsplice fails
+            // (EPIPE) instead of waiting forever (so this one must succeed).
+            let r = self.inj.call(sys::abi::nr::CLOSE, [r64, 0, 0, 0, 0, 0])?;
+            if r != 0 {
+                return Err(other(pid, format!("close of the pipe's read end gave {r}")));
+            }
+            let _ = sys::pipe::set_pipe_size(&rd, PIPE_BYTES);
+            rds.push(File::from(rd));
+        }
+        self.rds = Some(rds);
+        let (rfd, wfd) = self.pipe2(fds_at)?;
+        self.turn_rfd = rfd;
+        let w: OwnedFd = sys::pidfd_getfd(&pidfd, wfd as i32)
+            .map_err(|e| Error::io(format!("pidfd_getfd of fd {wfd} of twin {pid}"), e))?;
+        // Ours is then the only write end: if we stop, the twin's wait for its turn ends (EOF).
+        let r = self.inj.call(sys::abi::nr::CLOSE, [wfd, 0, 0, 0, 0, 0])?;
+        if r != 0 {
+            return Err(other(
+                pid,
+                format!("close of the turn pipe's write end gave {r}"),
+            ));
+        }
+        self.turn = Some(File::from(w));
+        Ok(())
+    }
+
+    /// A pipe made in the twin (its descriptors written at `fds_at` first): (read, write).
+    fn pipe2(&self, fds_at: u64) -> Result<(u64, u64)> {
+        let pid = self.pid;
         let r = self
             .inj
             .call(sys::pipe::nr::PIPE2, [fds_at, 0, 0, 0, 0, 0])?;
@@ -142,46 +208,65 @@ impl TwinPipe {
             .map_err(|e| Error::io(format!("reading the pipe of twin {pid}"), e))?;
         let rfd = i32::from_le_bytes([fds[0], fds[1], fds[2], fds[3]]);
         let wfd = i32::from_le_bytes([fds[4], fds[5], fds[6], fds[7]]);
-        self.wfd = u64::try_from(wfd).map_err(|_| other(pid, "pipe2 gave a negative fd"))?;
-        let pidfd = sys::pidfd_open(pid).map_err(|e| Error::io(format!("pidfd_open {pid}"), e))?;
-        let rd: OwnedFd = sys::pidfd_getfd(&pidfd, rfd)
-            .map_err(|e| Error::io(format!("pidfd_getfd of fd {rfd} of twin {pid}"), e))?;
-        // Ours is then the only read end: if we stop reading, the twin's vmsplice fails (EPIPE)
-        // instead of waiting forever (so this one must succeed).
-        let r = self
-            .inj
-            .call(sys::abi::nr::CLOSE, [rfd as u64, 0, 0, 0, 0, 0])?;
-        if r != 0 {
-            return Err(other(pid, format!("close of the pipe's read end gave {r}")));
-        }
-        for s in PIPE_SIZES {
-            if sys::pipe::set_pipe_size(&rd, s).is_ok() {
-                break;
+        match (u32::try_from(rfd), u32::try_from(wfd)) {
+            (Ok(r), Ok(w)) if r <= i32::MAX as u32 && w <= i32::MAX as u32 => {
+                Ok((r.into(), w.into()))
             }
+            _ => Err(other(pid, "pipe2 gave a negative fd")),
         }
-        self.rd = Some(File::from(rd));
-        Ok(())
     }
 
-    /// Runs `vmsplice` over `calls` (address, length) in order, in batches; a call that moves
-    /// fewer bytes (the pipe filled) goes on from where it stopped.
-    pub(super) fn feed(&self, calls: &[(u64, u64)], stop: &AtomicBool) -> Result<()> {
+    /// Runs `calls` in order, in batches; a `vmsplice` that moves fewer bytes (its pipe
+    /// filled) goes on from where it stopped.
+    pub(super) fn feed(&self, calls: &[Call], stop: &AtomicBool) -> Result<()> {
         let pid = self.pid;
         let ps = sys::page_size() as u64;
         let table = self.area + ps;
         let iovs = table + CAP as u64 * BATCH_ENTRY;
+        let byte = iovs + CAP as u64 * IOV;
         let mem_err = |e| Error::io(format!("writing the batch table of twin {pid}"), e);
         for chunk in calls.chunks(CAP) {
             // Updated as calls go on after moving part of their bytes.
             let mut chunk = chunk.to_vec();
             let mut iov = Vec::with_capacity(chunk.len() * IOV as usize);
             let mut tab = Vec::with_capacity(chunk.len());
-            for (k, &(a, len)) in chunk.iter().enumerate() {
+            for (k, c) in chunk.iter().enumerate() {
+                let (a, len, call) = match *c {
+                    Call::Splice { addr, len, pipe } => {
+                        let wfd = *self
+                            .wfds
+                            .get(pipe)
+                            .ok_or_else(|| other(pid, format!("internal: no pipe {pipe}")))?;
+                        let args = [wfd, iovs + k as u64 * IOV, 1, 0, 0, 0];
+                        let nr = sys::pipe::nr::VMSPLICE;
+                        (
+                            addr,
+                            len,
+                            BatchCall {
+                                nr,
+                                args,
+                                expect: len,
+                            },
+                        )
+                    }
+                    Call::Turn => {
+                        let args = [self.turn_rfd, byte, 1, 0, 0, 0];
+                        let nr = sys::pipe::nr::READ;
+                        (
+                            0,
+                            0,
+                            BatchCall {
+                                nr,
+                                args,
+                                expect: 1,
+                            },
+                        )
+                    }
+                };
+                // An iovec per call (unused by a read) keeps entry k's at k.
                 iov.extend_from_slice(&a.to_le_bytes());
                 iov.extend_from_slice(&len.to_le_bytes());
-                let args = [self.wfd, iovs + k as u64 * IOV, 1, 0, 0, 0];
-                let (nr, expect) = (sys::pipe::nr::VMSPLICE, len);
-                tab.push(BatchCall { nr, args, expect });
+                tab.push(call);
             }
             self.mem.write_all_at(&iov, iovs).map_err(mem_err)?;
             self.mem
@@ -197,12 +282,16 @@ impl TwinPipe {
                 let end = self.inj.call_batch(self.area, at, chunk.len() - from)?;
                 from += end.done;
                 let Some(r) = end.failed else { break };
-                let Some(&(a, len)) = chunk.get(from) else {
+                let Some(&c) = chunk.get(from) else {
                     return Err(other(pid, "internal: batch ended past its table"));
                 };
                 if r == -i64::from(libc::EINTR) || r == -i64::from(libc::EAGAIN) {
                     continue;
                 }
+                let Call::Splice { addr: a, len, pipe } = c else {
+                    // EOF: the writer closed its end, having failed (its error is the cause).
+                    return Err(other(pid, format!("waiting for the writer gave {r}")));
+                };
                 let moved = u64::try_from(r)
                     .ok()
                     .filter(|&m| m > 0 && m < len)
@@ -220,7 +309,11 @@ impl TwinPipe {
                     .write_all_at(&(len - moved).to_le_bytes(), exp_at)
                     .map_err(mem_err)?;
                 if let Some(c) = chunk.get_mut(from) {
-                    *c = (a + moved, len - moved);
+                    *c = Call::Splice {
+                        addr: a + moved,
+                        len: len - moved,
+                        pipe,
+                    };
                 }
             }
         }
@@ -231,11 +324,11 @@ impl TwinPipe {
 impl Drop for TwinPipe {
     fn drop(&mut self) {
         // Best effort: the twin may be gone; a later write-back by reading does not need it.
-        self.rd = None;
-        if self.wfd != u64::MAX {
-            let _ = self
-                .inj
-                .call(sys::abi::nr::CLOSE, [self.wfd, 0, 0, 0, 0, 0]);
+        self.rds = None;
+        self.turn = None;
+        let turn = (self.turn_rfd != u64::MAX).then_some(self.turn_rfd);
+        for &w in self.wfds.iter().chain(&turn) {
+            let _ = self.inj.call(sys::abi::nr::CLOSE, [w, 0, 0, 0, 0, 0]);
         }
         let _ = self
             .inj
