@@ -8,31 +8,18 @@
 use cr_dump::capture::options::LazyMode;
 use cr_dump::capture::splice::{PagePath, Unplaced};
 use cr_format::read::Image;
-use cr_tests::{program, Run, TempDir};
-use std::io::{BufRead, BufReader, Read};
+use cr_tests::{line_reader, program, Run, TempDir};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::sync::OnceLock;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cr-dump");
 const STEPS: &str = "60";
 
-fn crid_file() -> &'static Path {
-    static F: OnceLock<PathBuf> = OnceLock::new();
-    F.get_or_init(|| {
-        if let Some(p) = std::env::var_os("CR_CRID_FILE") {
-            return PathBuf::from(p);
-        }
-        std::env::temp_dir().join(format!("cr-test-crid-splice-{}", std::process::id()))
-    })
-}
-
 fn cr() -> Command {
-    let mut c = Command::new(BIN);
-    c.env("CR_CRID_FILE", crid_file());
-    c
+    cr_tests::cr_command(BIN)
 }
 
 /// A program running with its stdout read line by line on a thread.
@@ -49,19 +36,10 @@ impl Running {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for l in out.lines() {
-                let Ok(l) = l else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = line_reader(child.stdout.take().unwrap());
         Running {
             child,
-            lines: rx,
+            lines,
             seen: Vec::new(),
         }
     }
@@ -250,7 +228,7 @@ fn same_image_as_the_read_path_and_pipes_fall_back() {
     if !cr_tests::in_child_with_env(
         "same_image_as_the_read_path_and_pipes_fall_back",
         "CR_CRID_FILE",
-        crid_file(),
+        cr_tests::crid_file(),
     ) {
         return;
     }
