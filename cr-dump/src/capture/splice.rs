@@ -208,13 +208,14 @@ pub(crate) fn stream_vmas<W: Write + Placement + Send>(
         let writer = s.spawn(move || {
             let r = write_jobs(pid, w, vmas, &jobs, &pipes, stop);
             if r.is_err() {
+                // First said, then done: the feeder's EPIPE must not pass for the cause.
+                if !stop.swap(true, Ordering::AcqRel) {
+                    writer_first.store(true, Ordering::Release);
+                }
                 // Closing our read ends (the only ones) fails a vmsplice still waiting in the
                 // twin (EPIPE), and our turn pipe's write end its wait for a turn (EOF). A
                 // panic drops them too.
                 drop(pipes);
-                if !stop.swap(true, Ordering::AcqRel) {
-                    writer_first.store(true, Ordering::Release);
-                }
                 return (r, None);
             }
             (r, Some(pipes))
