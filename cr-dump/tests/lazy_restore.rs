@@ -191,6 +191,30 @@ fn lazy_fork_munmap_dontneed_mremap() {
     check_mode("forkunmap");
 }
 
+/// The task unmaps, discards and moves parts of its memory and forks while two threads fill
+/// it (the server between faults and its helper): a discarded quarter must read as zeros and
+/// the rest as it was, every time (a helper copy landing after the discard was read would put
+/// data back). Several restores of one image, each asked at once.
+#[test]
+fn lazy_layout_changes_during_a_two_thread_fill() {
+    if !root() {
+        cr_tests::skipped("two_thread_fill", "restore --lazy needs root");
+        return;
+    }
+    let d = TempDir::new("lazy-two-fill");
+    let want = reference("forkunmap", d.path());
+    let img = image("forkunmap", d.path());
+    for i in 0..4 {
+        let (ok, err, out) = restore_fg(d.path(), &img, &["--lazy"]);
+        assert!(ok, "restore --lazy #{i} failed: {err}");
+        assert_eq!(
+            out.as_deref(),
+            Some(want.as_str()),
+            "restore --lazy #{i}: {err}"
+        );
+    }
+}
+
 #[test]
 fn damaged_page_kills_the_task() {
     if !root() {

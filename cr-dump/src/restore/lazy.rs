@@ -12,13 +12,24 @@
 //!
 //! From then on a server thread owns the userfaultfd: a fault is answered with `UFFDIO_COPY` of
 //! the page and the pages after it (up to [`FAULT_BATCH`]) from the image, or `UFFDIO_ZEROPAGE`
-//! where the image has no data; between faults it copies the rest in address order,
-//! [`BACKGROUND_BATCH`] at a time. Every Pages record's data CRC is checked before the first
-//! byte of it is copied ([`super::pages::Source::crc_ok`], on a second thread ahead of the copies): a bad one kills the task (and
-//! whatever it forked meanwhile is left without that memory: it is killed too when it is
-//! traced, see below) and the error names the image and the record; no unchecked byte is ever
-//! given to the task. The thread runs during the rest of the restore already (so a page the
-//! kernel touches while the state is set, the rseq area, is served too).
+//! where the image has no data. The thread runs during the rest of the restore already (so a
+//! page the kernel touches while the state is set, the rseq area, is served too); the rest of
+//! the memory is filled in the background once the task runs and the restore has reported it
+//! ([`LazyFill::serve`]), so that the fill does not compete with the report for the CPUs.
+//!
+//! The background fill is done by two threads, the server between faults and a helper
+//! ([`Helper`]), each taking the next piece (at most a Pages record's data, 1 MiB) in address
+//! order: the CRC of a record is taken by the thread that copies it, right before its first
+//! copy ([`super::pages::Source::crc_ok`]), so the copy reads bytes the CRC just brought into
+//! the cache instead of reading the image twice from memory (a checker thread ahead of one
+//! copier, before: lazy filled / eager restore 0.86, now 0.71, BENCHMARKS.md "Lazy restore
+//! (issue 14, session 8)"). A bad CRC kills the task (and whatever it forked meanwhile is left
+//! without that memory: it is killed too when it is traced, see below) and the error names the
+//! image and the record; no unchecked byte is ever given to the task. The helper copies to the
+//! image's addresses and never reads the userfaultfd: the server pauses it (between two of its
+//! copies) before reading the task's userfaultfd, and ends it for good once the task moved its
+//! memory (`mremap`); a page is marked in only after its copy, so a fault on a page not marked
+//! still to come is never answered with zeros where data is due.
 //!
 //! The task's own changes of its memory during the fill are followed (the userfaultfd asks for
 //! these events): `madvise(MADV_DONTNEED)` and `munmap` (`UFFD_EVENT_REMOVE`/`UNMAP`) drop
@@ -58,7 +69,7 @@ use crate::inspect::chain::ChainFiles;
 use crate::sys::{self, Tracee, UffdEvent, WaitStatus};
 use cr_format::raw;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
@@ -72,6 +83,11 @@ const GOOD: u8 = 1;
 const FAULT_BATCH: u64 = 16;
 /// Pages copied between two looks at the userfaultfd.
 const BACKGROUND_BATCH: u64 = 256;
+/// Pages the helper copies between two looks at whether it must pause (which the server
+/// waits for before it reads a fault: this bounds what a fault waits for).
+const HELPER_BATCH: u64 = 128;
+/// Fewer lazy pages than this are filled by the server alone.
+const HELPER_MIN_PAGES: u64 = 1024;
 
 /// The userfaultfd features a lazy restore needs.
 const FEATURES: u64 = sys::UFFD_FEATURE_EVENT_FORK
@@ -136,6 +152,8 @@ pub struct LazyFill {
     stopped: bool,
     /// Set when the task ended (reaped): no doorbell then (its pid may be reused).
     ended: Arc<AtomicBool>,
+    /// Starts the background fill ([`Running::go`]).
+    go: Option<Arc<AtomicBool>>,
 }
 
 /// What the fill did.
@@ -179,7 +197,6 @@ impl Prepared {
         let mut state = Server::new(self.uffd, Arc::new(files), Arc::new(src), pieces, progress);
         let go = Arc::new(AtomicBool::new(false));
         state.go = Some(go.clone());
-        state.check_ahead();
         let d = done.clone();
         let ended = Arc::new(AtomicBool::new(false));
         let e = ended.clone();
@@ -207,7 +224,7 @@ impl Prepared {
             released: tx,
             server: Some(server),
             ended,
-            go,
+            go: Some(go),
         })
     }
 }
@@ -218,9 +235,10 @@ pub(super) struct Running {
     released: mpsc::Sender<()>,
     server: Option<JoinHandle<Result<Stats>>>,
     ended: Arc<AtomicBool>,
-    /// Set when the task runs: the background fill waits for it, so as not to slow the rest of
-    /// the restore (only faults are served before).
-    go: Arc<AtomicBool>,
+    /// Set once the task runs and the restore has said so ([`LazyFill::serve`]): the
+    /// background fill waits for it, so as not to slow the rest of the restore and its report
+    /// (only faults are served before).
+    go: Option<Arc<AtomicBool>>,
 }
 
 impl Running {
@@ -229,8 +247,8 @@ impl Running {
     pub(super) fn release(mut self, child: Child, stop: bool) -> Result<LazyFill> {
         let opts = libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACEEXEC;
         let tracee = child.keep_traced(opts)?;
-        self.go.store(true, Ordering::SeqCst);
         Ok(LazyFill {
+            go: self.go.take(),
             tracee,
             done: self.done.clone(),
             released: Some(self.released.clone()),
@@ -245,7 +263,9 @@ impl Drop for Running {
     fn drop(&mut self) {
         // A restore that failed before the task ran (the child is killed): the server finds
         // the memory gone and ends.
-        self.go.store(true, Ordering::SeqCst);
+        if let Some(g) = &self.go {
+            g.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -259,6 +279,7 @@ impl LazyFill {
     /// thread that restored it (its tracer). On a bad page (CRC) or a failure the task is
     /// killed and the error says why.
     pub fn serve(mut self) -> Result<LazyEnd> {
+        self.start_fill();
         if let Some(tx) = self.released.take() {
             let _ = tx.send(());
         }
@@ -297,6 +318,13 @@ impl LazyFill {
         Ok(LazyEnd { status, stats })
     }
 
+    /// Lets the background fill start (it waits for this, after the restore's report).
+    fn start_fill(&self) {
+        if let Some(g) = &self.go {
+            g.store(true, Ordering::SeqCst);
+        }
+    }
+
     fn join(&mut self) -> Result<Stats> {
         match self.server.take() {
             Some(h) => h
@@ -313,6 +341,7 @@ impl Drop for LazyFill {
         if self.server.is_some() {
             let _ = self.tracee.kill(libc::SIGKILL);
             let _ = sys::kill(self.tracee.pid(), libc::SIGKILL);
+            self.start_fill();
             self.released.take();
             let _ = self.join();
         }
@@ -326,13 +355,78 @@ fn is_stop_signal(sig: i32) -> bool {
     )
 }
 
+/// The pages still to come of one address space: one bit per page of the pieces, shared by
+/// the server and its helper. A bit is cleared once its page is in (or the task dropped it),
+/// never before: a fault on a page whose bit is clear is answered with a zero page (or a
+/// wake), which must never land where data is still to come.
+struct Todo {
+    words: Vec<AtomicU64>,
+    left: AtomicU64,
+}
+
+impl Todo {
+    /// `n` pages, all to come.
+    fn new(n: u64) -> Todo {
+        let mut words: Vec<AtomicU64> = (0..n.div_ceil(64))
+            .map(|_| AtomicU64::new(u64::MAX))
+            .collect();
+        if n % 64 != 0 {
+            if let Some(last) = words.last_mut() {
+                *last = AtomicU64::new((1u64 << (n % 64)) - 1);
+            }
+        }
+        Todo {
+            words,
+            left: AtomicU64::new(n),
+        }
+    }
+
+    /// A copy as it is now (the memory of a child forked during the fill: the helper is
+    /// paused while the fork is read).
+    fn snapshot(&self) -> Todo {
+        Todo {
+            words: self
+                .words
+                .iter()
+                .map(|w| AtomicU64::new(w.load(Ordering::Acquire)))
+                .collect(),
+            left: AtomicU64::new(self.left.load(Ordering::Acquire)),
+        }
+    }
+
+    fn get(&self, page: u64) -> bool {
+        self.words
+            .get((page / 64) as usize)
+            .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (page % 64)) != 0)
+    }
+
+    /// Clears the bit of `page` (whoever clears it first counts it); whether it was set.
+    fn clear(&self, page: u64) -> bool {
+        let Some(w) = self.words.get((page / 64) as usize) else {
+            return false;
+        };
+        let bit = 1u64 << (page % 64);
+        let was = w.fetch_and(!bit, Ordering::AcqRel) & bit != 0;
+        if was {
+            let _ = self
+                .left
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
+                    Some(l.saturating_sub(1))
+                });
+        }
+        was
+    }
+
+    fn left(&self) -> u64 {
+        self.left.load(Ordering::Acquire)
+    }
+}
+
 /// One address space being filled: the task's, or a child's it forked during the fill.
 struct Mm {
     id: u64,
-    uffd: OwnedFd,
-    /// One bit per page of the pieces: still to come.
-    todo: Vec<u64>,
-    left: u64,
+    uffd: Arc<OwnedFd>,
+    todo: Arc<Todo>,
     /// The next piece the background fill looks at.
     cursor: usize,
     /// The task's `mremap`s, in order: (from, to, len). A page still to come goes where they
@@ -371,21 +465,219 @@ impl Mm {
     }
 }
 
-/// The server thread's state.
-struct Server {
-    mms: Vec<Mm>,
+/// What the server and its helper share to fill the task's memory.
+struct Shared {
     files: Arc<ChainFiles>,
     src: Arc<Source>,
-    /// Each record's CRC: unchecked, good or bad (a second thread checks them in address order
-    /// ahead of the background fill; a fault that needs one not yet checked checks it itself).
-    crc: Arc<Vec<AtomicU8>>,
-    /// Tells the checker to stop.
-    stop: Arc<AtomicBool>,
+    /// Each record's CRC: unchecked or good (checked by whichever filler first needs the
+    /// record, right before its first copy, so the copy reads bytes the CRC just brought into
+    /// the cache).
+    crc: Vec<AtomicU8>,
     /// The lazy pieces, by address.
     pieces: Vec<Piece>,
     /// The page index of each piece's first page.
     first: Vec<u64>,
+    /// The next piece the background fill of the task's own memory takes (server and helper
+    /// each take the next one: both go forward through the image).
+    next: AtomicUsize,
     ps: u64,
+}
+
+impl Shared {
+    /// Record `rec`'s CRC, checked if it was not (a bad one is an error: no byte of it is
+    /// copied).
+    fn checked(&self, rec: usize) -> Result<()> {
+        if self.crc.get(rec).map(|c| c.load(Ordering::Acquire)) != Some(GOOD) {
+            self.src.crc_ok(&self.files, rec)?;
+            if let Some(c) = self.crc.get(rec) {
+                c.store(GOOD, Ordering::Release);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The second filler of the task's own memory (while its layout does not move): it copies
+/// whole pieces taken from [`Shared::next`], as the server does between faults, but never
+/// reads the userfaultfd. The server pauses it before each read of the task's userfaultfd
+/// (and takes it back only after handling what it read): a copy landing after the task's
+/// `madvise(DONTNEED)` or `munmap` was read would put back data the task threw away.
+struct Helper {
+    pause: Arc<AtomicBool>,
+    /// Set by the helper while paused (or ended).
+    idle: Arc<AtomicBool>,
+    quit: Arc<AtomicBool>,
+    handle: JoinHandle<Result<u64>>,
+}
+
+impl Helper {
+    /// Pauses the helper and waits until it is between two copies.
+    fn pause(&self) {
+        self.pause.store(true, Ordering::SeqCst);
+        while !self.idle.load(Ordering::SeqCst) && !self.handle.is_finished() {
+            std::thread::yield_now();
+        }
+    }
+
+    fn resume(&self) {
+        self.pause.store(false, Ordering::SeqCst);
+        self.handle.thread().unpark();
+    }
+
+    /// Stops it; the pages it copied.
+    fn end(self) -> Result<u64> {
+        self.quit.store(true, Ordering::SeqCst);
+        self.handle.thread().unpark();
+        self.handle
+            .join()
+            .map_err(|_| other("the lazy-restore helper thread panicked"))?
+    }
+}
+
+/// The helper's loop: whole pieces of the task's memory until none is left to take.
+fn help(
+    sh: &Shared,
+    uffd: &OwnedFd,
+    todo: &Todo,
+    pause: &AtomicBool,
+    idle: &AtomicBool,
+    quit: &AtomicBool,
+) -> Result<u64> {
+    let mut behind = pages::Behind::new(&sh.files);
+    let mut copied = 0u64;
+    let mut at: Option<(usize, u64)> = None;
+    loop {
+        if quit.load(Ordering::SeqCst) {
+            return Ok(copied);
+        }
+        if pause.load(Ordering::SeqCst) {
+            idle.store(true, Ordering::SeqCst);
+            while pause.load(Ordering::SeqCst) && !quit.load(Ordering::SeqCst) {
+                std::thread::park_timeout(std::time::Duration::from_millis(1));
+            }
+            idle.store(false, Ordering::SeqCst);
+            // Looked at again before any copy (the server may have paused it once more).
+            continue;
+        }
+        let (k, pg) = match at {
+            Some(x) => x,
+            None => {
+                let k = sh.next.fetch_add(1, Ordering::AcqRel);
+                if k >= sh.pieces.len() {
+                    return Ok(copied);
+                }
+                (k, 0)
+            }
+        };
+        match fill_step(sh, uffd, todo, k, pg, HELPER_BATCH, &mut behind)? {
+            Step::Next {
+                at: next,
+                copied: n,
+            } => {
+                copied += n;
+                at = next.map(|p| (k, p));
+            }
+            Step::Again => std::thread::yield_now(),
+            Step::Gone => return Ok(copied),
+        }
+    }
+}
+
+/// What one copy of a filler found.
+enum Step {
+    /// Copied `copied` pages: go on at page `at` of the piece, or it is done (`None`).
+    Next { at: Option<u64>, copied: u64 },
+    /// The layout is changing (an event to read first): try again.
+    Again,
+    /// The address space is gone.
+    Gone,
+}
+
+/// Copies up to `max` pages still to come of piece `k` from its page `pg` on, at the
+/// addresses the image gives them (the task's layout never moved: no `mremap` read).
+fn fill_step(
+    sh: &Shared,
+    uffd: &OwnedFd,
+    todo: &Todo,
+    k: usize,
+    pg: u64,
+    max: u64,
+    behind: &mut pages::Behind,
+) -> Result<Step> {
+    let Some(&p) = sh.pieces.get(k) else {
+        return Ok(Step::Next {
+            at: None,
+            copied: 0,
+        });
+    };
+    let Src::Data { image, off, rec } = p.src else {
+        return Ok(Step::Next {
+            at: None,
+            copied: 0,
+        });
+    };
+    let g0 = sh.first.get(k).copied().unwrap_or(0);
+    let npages = p.len / sh.ps;
+    let mut pg = pg;
+    while pg < npages && !todo.get(g0 + pg) {
+        pg += 1;
+    }
+    let mut n = 0;
+    while pg + n < npages && n < max && todo.get(g0 + pg + n) {
+        n += 1;
+    }
+    if n == 0 {
+        return Ok(Step::Next {
+            at: None,
+            copied: 0,
+        });
+    }
+    sh.checked(rec)?;
+    let bytes = pages::piece_bytes(&sh.files, image, off, p.len)?;
+    let s = usize::try_from(pg * sh.ps).unwrap_or(usize::MAX);
+    let l = usize::try_from(n * sh.ps).unwrap_or(0);
+    let chunk = bytes.get(s..s.saturating_add(l)).unwrap_or_default();
+    let dst = p.addr + pg * sh.ps;
+    let (done, again) = match sys::uffd_copy(uffd, dst, chunk) {
+        Ok(d) => (d, false),
+        Err((d, e)) => match e.raw_os_error() {
+            Some(libc::EAGAIN) => (d, true),
+            Some(libc::ESRCH) => return Ok(Step::Gone),
+            // A page there already (the server answered a fault), or no longer registered
+            // (its event is the server's): skip it.
+            Some(libc::EEXIST | libc::ENOENT) => (d + sh.ps as usize, false),
+            _ => {
+                return Err(Error::io(
+                    format!("UFFDIO_COPY of {} bytes at {dst:#x}", chunk.len()),
+                    e,
+                ))
+            }
+        },
+    };
+    behind.passed(
+        &sh.files,
+        image,
+        off.saturating_add(s).saturating_add(done.min(chunk.len())),
+    );
+    let pages = (done as u64 / sh.ps).min(n);
+    let mut copied = 0;
+    for i in 0..pages {
+        copied += u64::from(todo.clear(g0 + pg + i));
+    }
+    if again {
+        return Ok(Step::Again);
+    }
+    let nxt = pg + pages;
+    Ok(Step::Next {
+        at: (nxt < npages).then_some(nxt),
+        copied,
+    })
+}
+
+/// The server thread's state.
+struct Server {
+    mms: Vec<Mm>,
+    sh: Arc<Shared>,
     total: u64,
     progress: Option<Progress>,
     stats: Stats,
@@ -394,10 +686,14 @@ struct Server {
     /// finished), tried again after the next read: (address space id, event).
     retry: Vec<(u64, UffdEvent)>,
     next_id: u64,
-    /// Background filling may start (the task runs).
+    /// Background filling may start (the task runs, and the restore said so).
     go: Option<Arc<AtomicBool>>,
     /// Lets go of the image behind the copies.
     behind: pages::Behind,
+    /// The second filler, while the task's layout has not moved.
+    helper: Option<Helper>,
+    /// Whether a helper may still be started.
+    may_help: bool,
 }
 
 /// What a copy into one address space found.
@@ -426,29 +722,25 @@ impl Server {
             first.push(n);
             n += p.len / ps;
         }
-        let mut todo = vec![u64::MAX; n.div_ceil(64) as usize];
-        if n % 64 != 0 {
-            if let Some(last) = todo.last_mut() {
-                *last = (1u64 << (n % 64)) - 1;
-            }
-        }
-        Server {
-            mms: vec![Mm {
-                id: 0,
-                uffd,
-                todo,
-                left: n,
-                cursor: 0,
-                moves: Vec::new(),
-            }],
-            crc: Arc::new((0..src.len()).map(|_| AtomicU8::new(0)).collect()),
-            stop: Arc::new(AtomicBool::new(false)),
-            behind: pages::Behind::new(&files),
+        let sh = Shared {
+            crc: (0..src.len()).map(|_| AtomicU8::new(0)).collect(),
             files,
             src,
             pieces,
             first,
+            next: AtomicUsize::new(0),
             ps,
+        };
+        Server {
+            mms: vec![Mm {
+                id: 0,
+                uffd: Arc::new(uffd),
+                todo: Arc::new(Todo::new(n)),
+                cursor: 0,
+                moves: Vec::new(),
+            }],
+            behind: pages::Behind::new(&sh.files),
+            sh: Arc::new(sh),
             total: n * ps,
             progress,
             stats: Stats::default(),
@@ -456,85 +748,80 @@ impl Server {
             retry: Vec::new(),
             next_id: 1,
             go: None,
+            helper: None,
+            may_help: n >= HELPER_MIN_PAGES,
         }
     }
 
-    /// Starts the thread that checks the records' CRCs ahead of the fill (none if it cannot
-    /// be started: each record is then checked before its first copy).
-    fn check_ahead(&self) {
-        let mut order: Vec<usize> = Vec::new();
-        for p in &self.pieces {
-            if let Src::Data { rec, .. } = p.src {
-                if order.last() != Some(&rec) {
-                    order.push(rec);
-                }
-            }
-        }
-        let (files, src, crc, stop, go) = (
-            self.files.clone(),
-            self.src.clone(),
-            self.crc.clone(),
-            self.stop.clone(),
-            self.go.clone(),
-        );
-        let _ = std::thread::Builder::new()
-            .name("cr-lazy-crc".into())
+    /// Starts the helper on the task's memory (none if it cannot be started: the server then
+    /// fills alone).
+    fn start_helper(&mut self) {
+        self.may_help = false;
+        let Some(m) = self.mms.first().filter(|m| m.id == 0 && m.moves.is_empty()) else {
+            return;
+        };
+        let (uffd, todo, sh) = (m.uffd.clone(), m.todo.clone(), self.sh.clone());
+        let pause = Arc::new(AtomicBool::new(false));
+        let idle = Arc::new(AtomicBool::new(false));
+        let quit = Arc::new(AtomicBool::new(false));
+        let (p, i, q) = (pause.clone(), idle.clone(), quit.clone());
+        let h = std::thread::Builder::new()
+            .name("cr-lazy-fill".into())
             .spawn(move || {
-                // Not before the task runs: the rest of the restore comes first.
-                while go.as_ref().is_some_and(|g| !g.load(Ordering::SeqCst))
-                    && !stop.load(Ordering::Relaxed)
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-                let mut behind = pages::Behind::new(&files);
-                for k in order {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    // A bad one stays unchecked: the copy that needs it checks it and fails.
-                    let ok = src.crc_ok(&files, k).is_ok();
-                    if let Some((image, end)) = src.end_of(k) {
-                        behind.passed(&files, image, end);
-                    }
-                    if ok {
-                        if let Some(c) = crc.get(k) {
-                            c.store(GOOD, Ordering::Release);
-                        }
-                    }
-                }
+                let r = help(&sh, &uffd, &todo, &p, &i, &q);
+                i.store(true, Ordering::SeqCst);
+                r
             });
+        if let Ok(handle) = h {
+            self.helper = Some(Helper {
+                pause,
+                idle,
+                quit,
+                handle,
+            });
+        }
+    }
+
+    /// Ends the helper (its error, a bad CRC, is the fill's).
+    fn end_helper(&mut self) -> Result<()> {
+        if let Some(h) = self.helper.take() {
+            self.stats.background_pages += h.end()?;
+        }
+        Ok(())
     }
 
     /// Serves until no page is left in any address space.
     fn run(&mut self) -> Result<Stats> {
         let r = self.run_inner();
-        self.stop.store(true, Ordering::Relaxed);
-        r
+        // The helper ends with the fill: it holds the userfaultfd too.
+        let h = self.end_helper();
+        r.and(h).map(|()| self.stats)
     }
 
-    fn run_inner(&mut self) -> Result<Stats> {
+    fn run_inner(&mut self) -> Result<()> {
         let mut told = 0u64;
         loop {
             self.events()?;
+            if self.helper.as_ref().is_some_and(|h| h.handle.is_finished()) {
+                self.end_helper()?;
+            }
             if self.mms.is_empty() {
                 break;
             }
             if self.go.as_ref().is_some_and(|g| !g.load(Ordering::SeqCst)) {
-                let fds: Vec<&dyn std::os::fd::AsRawFd> = self
-                    .mms
-                    .iter()
-                    .map(|m| &m.uffd as &dyn std::os::fd::AsRawFd)
-                    .collect();
-                sys::poll_readable(&fds, 1).map_err(|e| Error::io("poll on the userfaultfd", e))?;
+                self.poll(1)?;
                 continue;
             }
+            if self.may_help {
+                self.start_helper();
+            }
             // The newest address space first: a child forked during the fill is not traced.
-            let Some(mi) = self.mms.iter().rposition(|m| m.left > 0) else {
+            let Some(mi) = self.mms.iter().rposition(|m| m.todo.left() > 0) else {
                 break;
             };
             self.background(mi)?;
-            let left: u64 = self.mms.first().map_or(0, |m| m.left);
-            let done = self.total - left * self.ps;
+            let left: u64 = self.mms.first().map_or(0, |m| m.todo.left());
+            let done = self.total - left * self.sh.ps;
             if let Some(p) = &self.progress {
                 if done - told >= 4 << 20 || left == 0 {
                     p.report(done, self.total);
@@ -542,15 +829,37 @@ impl Server {
                 }
             }
         }
-        Ok(self.stats)
+        Ok(())
     }
 
-    /// Reads and handles what every userfaultfd reports, then what must be tried again.
+    /// Waits up to `ms` for an event on any userfaultfd.
+    fn poll(&self, ms: i32) -> Result<()> {
+        let fds: Vec<&dyn std::os::fd::AsRawFd> = self
+            .mms
+            .iter()
+            .map(|m| &*m.uffd as &dyn std::os::fd::AsRawFd)
+            .collect();
+        sys::poll_readable(&fds, ms).map_err(|e| Error::io("poll on the userfaultfd", e))?;
+        Ok(())
+    }
+
+    /// Reads and handles what every userfaultfd reports, then what must be tried again. The
+    /// task's own userfaultfd is read only with the helper paused, and only when it has
+    /// something (the helper's copies must not cross an event read: see [`Helper`]).
     fn events(&mut self) -> Result<()> {
-        let mut mi = 0;
+        let mut paused = false;
+        if let (Some(h), Some(m)) = (&self.helper, self.mms.first()) {
+            let fd: [&dyn std::os::fd::AsRawFd; 1] = [&*m.uffd];
+            if sys::poll_readable(&fd, 0).map_err(|e| Error::io("poll on the userfaultfd", e))? {
+                h.pause();
+                paused = true;
+            }
+        }
+        let skip0 = self.helper.is_some() && !paused;
+        let mut mi = usize::from(skip0);
         while mi < self.mms.len() {
             let mut ev = std::mem::take(&mut self.events);
-            let got = self.mms.get(mi).map(|m| sys::uffd_read(&m.uffd, &mut ev));
+            let got = self.mms.get(mi).map(|m| sys::uffd_read(&*m.uffd, &mut ev));
             let mut gone = matches!(got, Some(Err(_)));
             for e in ev.drain(..) {
                 gone |= self.handle(mi, e)?;
@@ -560,6 +869,19 @@ impl Server {
                 self.mms.remove(mi);
             } else {
                 mi += 1;
+            }
+        }
+        if paused {
+            // The task moved its memory: the helper, which copies to the image's addresses,
+            // is done; the server goes on alone.
+            let moved = self
+                .mms
+                .first()
+                .is_none_or(|m| m.id != 0 || !m.moves.is_empty());
+            if moved {
+                self.end_helper()?;
+            } else if let Some(h) = &self.helper {
+                h.resume();
             }
         }
         let again = std::mem::take(&mut self.retry);
@@ -602,7 +924,7 @@ impl Server {
 
     fn event(&mut self, mi: usize, e: UffdEvent) -> Result<Copied> {
         match e {
-            UffdEvent::PageFault { addr } => self.fault(mi, addr & !(self.ps - 1)),
+            UffdEvent::PageFault { addr } => self.fault(mi, addr & !(self.sh.ps - 1)),
             UffdEvent::Remove { start, end } | UffdEvent::Unmap { start, end } => {
                 self.drop_range(mi, start, end);
                 Ok(Copied::Ok)
@@ -612,12 +934,11 @@ impl Server {
                 let Some(m) = self.mms.get(mi) else {
                     return Ok(Copied::Ok);
                 };
-                let (todo, left, moves) = (m.todo.clone(), m.left, m.moves.clone());
+                let (todo, moves) = (Arc::new(m.todo.snapshot()), m.moves.clone());
                 self.mms.push(Mm {
                     id: self.next_id,
-                    uffd: ufd,
+                    uffd: Arc::new(ufd),
                     todo,
-                    left,
                     cursor: 0,
                     moves,
                 });
@@ -631,35 +952,22 @@ impl Server {
 
     /// The piece holding page `addr` and the page's index in it.
     fn find(&self, addr: u64) -> Option<(usize, u64)> {
-        let i = self.pieces.partition_point(|p| p.addr <= addr);
+        let pieces = &self.sh.pieces;
+        let i = pieces.partition_point(|p| p.addr <= addr);
         let k = i.checked_sub(1)?;
-        let p = self.pieces.get(k)?;
-        (addr < p.addr + p.len).then(|| (k, (addr - p.addr) / self.ps))
+        let p = pieces.get(k)?;
+        (addr < p.addr + p.len).then(|| (k, (addr - p.addr) / self.sh.ps))
     }
 
     fn bit(&self, mi: usize, page: u64) -> bool {
-        self.mms
-            .get(mi)
-            .and_then(|m| m.todo.get((page / 64) as usize))
-            .is_some_and(|w| w & (1 << (page % 64)) != 0)
-    }
-
-    fn clear(&mut self, mi: usize, page: u64) {
-        if let Some(m) = self.mms.get_mut(mi) {
-            if let Some(w) = m.todo.get_mut((page / 64) as usize) {
-                if *w & (1 << (page % 64)) != 0 {
-                    *w &= !(1 << (page % 64));
-                    m.left -= 1;
-                }
-            }
-        }
+        self.mms.get(mi).is_some_and(|m| m.todo.get(page))
     }
 
     /// A fault at page `addr`: its data and the pages after it, or a zero page.
     fn fault(&mut self, mi: usize, addr: u64) -> Result<Copied> {
         let first = self.mms.get(mi).and_then(|m| m.orig(addr));
         if let Some((k, pg)) = first.and_then(|a| self.find(a)) {
-            let g = self.first.get(k).copied().unwrap_or(0) + pg;
+            let g = self.sh.first.get(k).copied().unwrap_or(0) + pg;
             if self.bit(mi, g) {
                 let r = self.copy(mi, k, pg, FAULT_BATCH)?;
                 if !matches!(r, Copied::Again) {
@@ -673,11 +981,11 @@ impl Server {
         let Some(m) = self.mms.get(mi) else {
             return Ok(Copied::Gone);
         };
-        match sys::uffd_zeropage(&m.uffd, addr, self.ps) {
+        match sys::uffd_zeropage(&*m.uffd, addr, self.sh.ps) {
             Ok(()) => Ok(Copied::Ok),
             Err((_, e)) => match e.raw_os_error() {
                 Some(libc::EEXIST) => {
-                    let _ = sys::uffd_wake(&m.uffd, addr, self.ps);
+                    let _ = sys::uffd_wake(&*m.uffd, addr, self.sh.ps);
                     Ok(Copied::Ok)
                 }
                 Some(libc::ESRCH) => Ok(Copied::Gone),
@@ -692,22 +1000,24 @@ impl Server {
     /// Copies up to `max` pages still to come of piece `k` from its page `pg` on (a stretch
     /// of pages still to come, together where the task has them now).
     fn copy(&mut self, mi: usize, k: usize, pg: u64, max: u64) -> Result<Copied> {
-        let Some(&p) = self.pieces.get(k) else {
+        let sh = self.sh.clone();
+        let ps = sh.ps;
+        let Some(&p) = sh.pieces.get(k) else {
             return Ok(Copied::Ok);
         };
         let Src::Data { image, off, rec } = p.src else {
             return Ok(Copied::Ok);
         };
-        let g0 = self.first.get(k).copied().unwrap_or(0);
-        let npages = p.len / self.ps;
+        let g0 = sh.first.get(k).copied().unwrap_or(0);
+        let npages = p.len / ps;
         let Some(m) = self.mms.get(mi) else {
             return Ok(Copied::Gone);
         };
-        let a0 = p.addr + pg * self.ps;
+        let a0 = p.addr + pg * ps;
         let dst = m.cur(a0);
-        let together = |n: u64| m.moves.is_empty() || m.cur(a0 + n * self.ps) == dst + n * self.ps;
+        let together = |n: u64| m.moves.is_empty() || m.cur(a0 + n * ps) == dst + n * ps;
         let mut n = 0;
-        while pg + n < npages && n < max && self.bit(mi, g0 + pg + n) && together(n) {
+        while pg + n < npages && n < max && m.todo.get(g0 + pg + n) && together(n) {
             n += 1;
         }
         if n == 0 {
@@ -715,26 +1025,19 @@ impl Server {
         }
         // Never an unchecked byte: the record's CRC first (a failure ends the fill and kills
         // the task).
-        if self.crc.get(rec).map(|c| c.load(Ordering::Acquire)) != Some(GOOD) {
-            self.src.crc_ok(&self.files, rec)?;
-            if let Some(c) = self.crc.get(rec) {
-                c.store(GOOD, Ordering::Release);
-            }
-        }
-        let bytes = pages::piece_bytes(&self.files, image, off, p.len)?;
-        let s = usize::try_from(pg * self.ps).unwrap_or(usize::MAX);
-        let l = usize::try_from(n * self.ps).unwrap_or(0);
+        sh.checked(rec)?;
+        let bytes = pages::piece_bytes(&sh.files, image, off, p.len)?;
+        let s = usize::try_from(pg * ps).unwrap_or(usize::MAX);
+        let l = usize::try_from(n * ps).unwrap_or(0);
         let chunk = bytes.get(s..s.saturating_add(l)).unwrap_or_default();
-        let Some(m) = self.mms.get(mi) else {
-            return Ok(Copied::Gone);
-        };
-        let (done, r) = match sys::uffd_copy(&m.uffd, dst, chunk) {
+        let (done, r) = match sys::uffd_copy(&*m.uffd, dst, chunk) {
             Ok(d) => (d, Copied::Ok),
             Err((d, e)) => match e.raw_os_error() {
                 Some(libc::EAGAIN) => (d, Copied::Again),
                 Some(libc::ESRCH) => return Ok(Copied::Gone),
-                // A page there already, or no longer registered (its event follows): skip it.
-                Some(libc::EEXIST | libc::ENOENT) => (d + self.ps as usize, Copied::Ok),
+                // A page there already (the helper's), or no longer registered (its event
+                // follows): skip it.
+                Some(libc::EEXIST | libc::ENOENT) => (d + ps as usize, Copied::Ok),
                 _ => {
                     return Err(Error::io(
                         format!("UFFDIO_COPY of {} bytes at {dst:#x}", chunk.len()),
@@ -745,57 +1048,96 @@ impl Server {
         };
         // What was copied leaves cr-dump's resident set, as the eager copy's does.
         self.behind.passed(
-            &self.files,
+            &sh.files,
             image,
             off.saturating_add(s).saturating_add(done.min(chunk.len())),
         );
-        let pages = (done as u64 / self.ps).min(n);
-        if max == FAULT_BATCH {
-            self.stats.fault_pages += pages;
-        }
+        let pages = (done as u64 / ps).min(n);
+        let mut copied = 0u64;
         for i in 0..pages {
-            self.clear(mi, g0 + pg + i);
+            copied += u64::from(m.todo.clear(g0 + pg + i));
+        }
+        if max == FAULT_BATCH {
+            self.stats.fault_pages += copied;
+        } else {
+            self.stats.background_pages += copied;
         }
         Ok(r)
     }
 
-    /// The next stretch of the background fill of address space `mi`.
+    /// The next stretch of the background fill of address space `mi`: while the task's own
+    /// memory is shared with the helper, the next whole piece nobody took; then (and for a
+    /// child's memory) the first piece from the cursor with pages still to come.
     fn background(&mut self, mi: usize) -> Result<()> {
+        if mi == 0
+            && self
+                .mms
+                .first()
+                .is_some_and(|m| m.id == 0 && m.moves.is_empty())
+        {
+            let k = self.sh.next.fetch_add(1, Ordering::AcqRel);
+            if k < self.sh.pieces.len() {
+                return self.piece(mi, k);
+            }
+            if self.helper.is_some() {
+                // The helper has the last pieces: faults only, until it ends.
+                return self.poll(1);
+            }
+        }
         let Some(start) = self.mms.get(mi).map(|m| m.cursor) else {
             return Ok(());
         };
-        for k in (start..self.pieces.len()).chain(0..start) {
-            let g0 = self.first.get(k).copied().unwrap_or(0);
-            let npages = self.pieces.get(k).map_or(0, |p| p.len / self.ps);
-            if let Some(pg) = (0..npages).find(|&i| self.bit(mi, g0 + i)) {
+        let n = self.sh.pieces.len();
+        for k in (start..n).chain(0..start) {
+            let g0 = self.sh.first.get(k).copied().unwrap_or(0);
+            let npages = self.sh.pieces.get(k).map_or(0, |p| p.len / self.sh.ps);
+            if (0..npages).any(|i| self.bit(mi, g0 + i)) {
                 if let Some(m) = self.mms.get_mut(mi) {
                     m.cursor = k;
                 }
-                let before = self.mms.get(mi).map_or(0, |m| m.left);
-                match self.copy(mi, k, pg, BACKGROUND_BATCH)? {
-                    Copied::Gone => {
-                        self.mms.remove(mi);
-                    }
-                    Copied::Again => {}
-                    Copied::Ok => {
-                        let after = self.mms.get(mi).map_or(0, |m| m.left);
-                        self.stats.background_pages += before - after;
-                    }
-                }
-                return Ok(());
+                return self.piece(mi, k);
             }
         }
-        // Nothing found: the count is off; end this address space's fill.
-        if let Some(m) = self.mms.get_mut(mi) {
-            m.left = 0;
+        // Nothing found: the count is off; end this address space's fill (no helper fills it
+        // now: it ended, or this is another address space).
+        if let Some(m) = self.mms.get(mi) {
+            m.todo.left.store(0, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Copies what is still to come of piece `k` into address space `mi` (in stretches).
+    fn piece(&mut self, mi: usize, k: usize) -> Result<()> {
+        let g0 = self.sh.first.get(k).copied().unwrap_or(0);
+        let npages = self.sh.pieces.get(k).map_or(0, |p| p.len / self.sh.ps);
+        let mut pg = 0;
+        while pg < npages {
+            if !self.bit(mi, g0 + pg) {
+                pg += 1;
+                continue;
+            }
+            match self.copy(mi, k, pg, BACKGROUND_BATCH)? {
+                Copied::Gone => {
+                    self.mms.remove(mi);
+                    return Ok(());
+                }
+                // Left for the scan after the event is read.
+                Copied::Again => return Ok(()),
+                Copied::Ok => {}
+            }
+            if self.bit(mi, g0 + pg) {
+                // Not copied (a move split the stretch): the scan comes back to it.
+                pg += 1;
+            }
         }
         Ok(())
     }
 
     /// `[start, end)` was discarded or unmapped by the task: nothing more goes there.
     fn drop_range(&mut self, mi: usize, start: u64, end: u64) {
+        let ps = self.sh.ps;
         let moved = self.mms.get(mi).is_some_and(|m| !m.moves.is_empty());
-        let mut x = start & !(self.ps - 1);
+        let mut x = start & !(ps - 1);
         while x < end {
             let a = match self.mms.get(mi) {
                 Some(m) if moved => m.orig(x),
@@ -803,19 +1145,18 @@ impl Server {
             };
             match a.and_then(|a| self.find(a)) {
                 Some((k, pg)) => {
-                    let g = self.first.get(k).copied().unwrap_or(0) + pg;
-                    if self.bit(mi, g) {
+                    let g = self.sh.first.get(k).copied().unwrap_or(0) + pg;
+                    if self.mms.get(mi).is_some_and(|m| m.todo.clear(g)) {
                         self.stats.dropped_pages += 1;
                     }
-                    self.clear(mi, g);
-                    x += self.ps;
+                    x += ps;
                 }
-                None if moved => x += self.ps,
+                None if moved => x += ps,
                 None => {
                     // To the next piece.
-                    let i = self.pieces.partition_point(|p| p.addr <= x);
-                    match self.pieces.get(i) {
-                        Some(p) => x = p.addr.max(x + self.ps),
+                    let i = self.sh.pieces.partition_point(|p| p.addr <= x);
+                    match self.sh.pieces.get(i) {
+                        Some(p) => x = p.addr.max(x + ps),
                         None => break,
                     }
                 }
