@@ -204,12 +204,13 @@ pub(crate) fn stream_vmas<W: Write + Placement + Send>(
         let writer = s.spawn(move || {
             let r = write_jobs(pid, w, vmas, &jobs, &rd, stop);
             if r.is_err() {
-                // Closing our read end (the only one) fails a vmsplice still waiting in the
-                // twin (EPIPE). A panic drops it too.
-                drop(rd);
+                // First said, then done: the feeder's EPIPE must not pass for the cause.
                 if !stop.swap(true, Ordering::AcqRel) {
                     writer_first.store(true, Ordering::Release);
                 }
+                // Closing our read end (the only one) fails a vmsplice still waiting in the
+                // twin (EPIPE). A panic drops it too.
+                drop(rd);
                 return (r, None);
             }
             (r, Some(rd))
