@@ -80,36 +80,40 @@ pub fn for_each_line(pid: i32, name: &str, mut f: impl FnMut(&[u8]) -> Result<()
     use std::io::Read;
     use std::sync::mpsc;
     let mut file = fs::File::open(path(pid, name)).map_err(|e| proc_err(pid, name, e))?;
-    let (full, pieces) = mpsc::sync_channel::<io::Result<Vec<u8>>>(LINES_AHEAD);
+    let (full, pieces) = mpsc::sync_channel::<io::Result<(Vec<u8>, usize)>>(LINES_AHEAD);
     let (spare, spares) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|s| {
         s.spawn(move || loop {
+            // A buffer filled by as many reads as it takes (a read of smaps gives about a
+            // page: the kernel's buffer), and handed over whole.
             let mut buf = spares.try_recv().unwrap_or_default();
             buf.resize(LINES_BUF, 0);
+            let mut have = 0usize;
             let got = loop {
-                match file.read(&mut buf) {
+                match file.read(buf.get_mut(have..).unwrap_or(&mut [])) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        have += n;
+                        if have == buf.len() {
+                            break Ok(());
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    r => break r,
+                    Err(e) => break Err(e),
                 }
             };
-            let piece = match got {
-                Ok(0) => return,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Ok(buf)
-                }
-                Err(e) => Err(e),
-            };
+            let end = have < buf.len();
+            let piece = got.map(|()| (buf, have));
             let failed = piece.is_err();
             // The parser gone (it failed): stop.
-            if full.send(piece).is_err() || failed {
+            if full.send(piece).is_err() || failed || end {
                 return;
             }
         });
         let mut lines = Lines::default();
         for piece in pieces {
-            let buf = piece.map_err(|e| proc_err(pid, name, e))?;
-            lines.feed(&buf, &mut f)?;
+            let (buf, n) = piece.map_err(|e| proc_err(pid, name, e))?;
+            lines.feed(buf.get(..n).unwrap_or(&[]), &mut f)?;
             let _ = spare.send(buf);
         }
         lines.finish(&mut f)
