@@ -374,10 +374,12 @@ fn read_ahead(
     }
 }
 
+/// What [`read_and_plan`] gives: the buffer, each group's records, their counts.
+type ReadPlanned = (Vec<u8>, Vec<Vec<(RecordPlan, DataCrc)>>, PageCounts);
+
 /// `groups` read from the twin through `mem` at once into `buf` (grown if too small, never
 /// cleared: every byte used is read), and each one's records planned as the read path plans
 /// them ([`plan_group`]).
-type ReadPlanned = (Vec<u8>, Vec<Vec<(RecordPlan, DataCrc)>>, PageCounts);
 fn read_and_plan(
     pid: i32,
     mem: &File,
@@ -636,22 +638,21 @@ impl Committer {
         self.buf.clear();
         self.buf.extend_from_slice(c.map.bytes());
         drop(c.map);
-        self.plan_and_write(w, p.g, 0)?;
+        self.plan_and_write(w, p.g)?;
         if w.offset() != p.end {
             self.resync = true;
         }
         Ok(())
     }
 
-    /// Writes the records of group `g`, whose pages are at `self.buf[base..]`, as the read
-    /// path does.
+    /// Writes the records of group `g`, whose pages are in `self.buf`, as the read path does
+    /// ([`plan_group`], which the read runs share).
     fn plan_and_write<W: Write + Placement>(
         &mut self,
         w: &mut Writer<IoSink<Placed<W>>>,
         g: &Group,
-        base: usize,
     ) -> Result<()> {
-        let (plans, counts) = plan_group(&g.spans, &mut self.buf, base, sys::page_size())?;
+        let (plans, counts) = plan_group(&g.spans, &mut self.buf, 0, sys::page_size())?;
         self.counts.add(counts);
         write_planned(w, &self.buf, &plans)
     }
