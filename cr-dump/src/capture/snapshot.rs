@@ -232,12 +232,7 @@ impl Snapshot {
         let Some(t) = &self.twin else {
             return Some(self.data_bytes());
         };
-        let pagemap = super::memory::open_proc(t.pid(), "pagemap").ok()?;
-        let mut bytes = 0u64;
-        for v in &self.vmas {
-            let b = super::memory::vma_bytes(t.pid(), &pagemap, &v.vma).ok()?;
-            bytes = bytes.saturating_add(b);
-        }
-        Some(bytes)
+        let vmas: Vec<VmaRec> = self.vmas.iter().map(|v| v.vma.clone()).collect();
+        super::stream::present_bytes(t.pid(), &vmas).ok()
     }
 }

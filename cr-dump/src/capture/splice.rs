@@ -303,8 +303,14 @@ fn vmsplice_calls(jobs: &[StreamJob], vmas: &[VmaRec], ps: u64) -> (Vec<Call>, u
 /// which 65,000 one-page mappings made 2.7 times slower than reading them (BENCHMARKS.md).
 const MIN_SPLICE: u64 = 128 << 10;
 
-/// Bytes of groups read at once at most.
-const READ_RUN_BYTES: u64 = 4 << 20;
+/// Bytes of groups read at once at most: one handover from the reader to the writer
+/// ([`read_ahead`]); small, as [`READ_AHEAD`] of them wait at most.
+const READ_RUN_BYTES: u64 = 1 << 20;
+
+/// Runs read ahead of the writer at most (besides the one being read). The reader reads and
+/// plans while the writer writes: 65,000 one-page mappings spent a third of the writer's time
+/// in `/proc/PID/mem` reads and CRCs.
+const READ_AHEAD: usize = 2;
 
 /// Whether group `g` is spliced: it has pages, enough of them, and its VMA can be read by
 /// `vmsplice` (which, unlike `/proc/PID/mem`, does not force its way into a mapping without
@@ -329,6 +335,147 @@ fn read_run(vmas: &[VmaRec], groups: &[&Group], ps: usize) -> usize {
         })
         .count();
     n.max(1)
+}
+
+/// The runs of `groups` read rather than spliced, in order, as (first group, count): the ones
+/// the writer meets ([`read_run`] from each group not spliced that no earlier run holds).
+fn read_runs(vmas: &[VmaRec], groups: &[&Group], ps: usize) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while let Some(g) = groups.get(i) {
+        if spliced(vmas, g, ps) {
+            i += 1;
+            continue;
+        }
+        let n = read_run(vmas, groups.get(i..).unwrap_or(&[]), ps);
+        runs.push((i, n));
+        i += n;
+    }
+    runs
+}
+
+/// A run of groups read through `/proc/PID/mem` ahead of the writer: their pages back to back
+/// in `buf`, each group's records planned, with their data's CRC.
+struct ReadRun {
+    /// Its first group (an index into the write-back's groups) and how many.
+    first: usize,
+    n: usize,
+    buf: Vec<u8>,
+    plans: Vec<Vec<(RecordPlan, DataCrc)>>,
+    counts: PageCounts,
+}
+
+/// The reader's side: each of `runs` (of `groups`) read from the twin `pid` through `mem`,
+/// planned and sent to the writer in order, in a buffer it gave back (`spare`) when there is
+/// one. Stops at its first error (sent) or when the writer is gone.
+fn read_ahead(
+    pid: i32,
+    mem: &File,
+    groups: &[&Group],
+    runs: &[(usize, usize)],
+    out: &std::sync::mpsc::SyncSender<Result<ReadRun>>,
+    spare: &std::sync::mpsc::Receiver<Vec<u8>>,
+) {
+    let ps = sys::page_size();
+    for &(first, n) in runs {
+        let buf = spare.try_recv().unwrap_or_default();
+        let r = match groups.get(first..first.saturating_add(n)) {
+            Some(gs) => read_and_plan(pid, mem, gs, ps, buf).map(|(buf, plans, counts)| ReadRun {
+                first,
+                n,
+                buf,
+                plans,
+                counts,
+            }),
+            None => Err(other(pid, "internal: a read run past the groups")),
+        };
+        let failed = r.is_err();
+        if out.send(r).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// What [`read_and_plan`] gives: the buffer, each group's records, their counts.
+type ReadPlanned = (Vec<u8>, Vec<Vec<(RecordPlan, DataCrc)>>, PageCounts);
+
+/// `groups` read from the twin through `mem` at once into `buf` (grown if too small, never
+/// cleared: every byte used is read), and each one's records planned as the read path plans
+/// them ([`plan_group`]).
+fn read_and_plan(
+    pid: i32,
+    mem: &File,
+    groups: &[&Group],
+    ps: usize,
+    mut buf: Vec<u8>,
+) -> Result<ReadPlanned> {
+    let all: Vec<PageSpan> = groups
+        .iter()
+        .flat_map(|g| g.spans.iter().copied())
+        .collect();
+    let len = buf_len(all.iter().map(|s| s.pages).sum(), ps)?;
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    let got = buf
+        .get_mut(..len)
+        .ok_or_else(|| other(pid, "internal: the read buffer is short"))?;
+    read_memory_mem_file(pid, mem, &coalesce(&all, ps as u64), ps as u64, got)?;
+    let mut plans = Vec::with_capacity(groups.len());
+    let mut counts = PageCounts::default();
+    let mut base = 0usize;
+    for g in groups {
+        let (p, c) = plan_group(&g.spans, &mut buf, base, ps)?;
+        counts.add(c);
+        plans.push(p);
+        base += buf_len(g.spans.iter().map(|s| s.pages).sum(), ps)?;
+    }
+    Ok((buf, plans, counts))
+}
+
+/// The records of a group whose pages are at `buf[base..]`, planned as the read path plans
+/// them (zero pages become zero runs), each with its data's CRC.
+fn plan_group(
+    spans: &[PageSpan],
+    buf: &mut [u8],
+    base: usize,
+    ps: usize,
+) -> Result<(Vec<(RecordPlan, DataCrc)>, PageCounts)> {
+    let planned = plan_pages(spans, buf, base, ps, None)?;
+    let recs = planned
+        .records
+        .into_iter()
+        .map(|r| {
+            let d = buf.get(r.data.clone()).ok_or_else(|| {
+                Error::Other(format!(
+                    "internal: record data {:?} past the buffer",
+                    r.data
+                ))
+            })?;
+            let crc = DataCrc::of(d);
+            Ok((r, crc))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((recs, planned.counts))
+}
+
+/// Writes the Pages records `plans`, whose data is in `buf`.
+fn write_planned<W: Write + Placement>(
+    w: &mut Writer<IoSink<Placed<W>>>,
+    buf: &[u8],
+    plans: &[(RecordPlan, DataCrc)],
+) -> Result<()> {
+    for (r, crc) in plans {
+        let d = buf.get(r.data.clone()).ok_or_else(|| {
+            Error::Other(format!(
+                "internal: record data {:?} past the buffer",
+                r.data
+            ))
+        })?;
+        w.pages_with_crc(&r.runs, d, *crc)
+            .map_err(|e| sink_err(w, e))?;
+    }
+    Ok(())
 }
 
 /// Groups spliced ahead of the one whose record is written: while one thread copies the next
@@ -383,6 +530,10 @@ fn write_jobs<W: Write + Placement>(
     let ps = sys::page_size();
     let (to_check, jobs_rx) = std::sync::mpsc::channel::<(u64, usize)>();
     let (checked_tx, checked) = std::sync::mpsc::channel::<Result<Checked>>();
+    let groups: Vec<&Group> = jobs.iter().flat_map(|j| &j.groups).collect();
+    let runs = read_runs(vmas, &groups, ps);
+    let (read_tx, reads) = std::sync::mpsc::sync_channel::<Result<ReadRun>>(READ_AHEAD);
+    let (spare, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     std::thread::scope(|s| {
         s.spawn(move || {
             for (at, len) in jobs_rx {
@@ -391,16 +542,19 @@ fn write_jobs<W: Write + Placement>(
                 }
             }
         });
+        let (groups_r, runs) = (&groups, &runs);
+        s.spawn(move || read_ahead(pid, &mem, groups_r, runs, &read_tx, &spare_rx));
         let mut c = Committer {
             pid,
             counts: PageCounts::default(),
             buf: Vec::new(),
             checked,
+            reads,
+            spare,
             resync: false,
         };
         let r = (|| {
             let mut pending = std::collections::VecDeque::new();
-            let groups: Vec<&Group> = jobs.iter().flat_map(|j| &j.groups).collect();
             let mut i = 0;
             // Groups spliced so far: the next one comes through pipe `spliced_n % PIPES`.
             let mut spliced_n = 0usize;
@@ -412,7 +566,7 @@ fn write_jobs<W: Write + Placement>(
                     while let Some(p) = pending.pop_front() {
                         c.commit(w, p)?;
                     }
-                    c.read_groups(w, vmas, &mem, &groups[i..i + n])?;
+                    c.read_groups(w, vmas, &groups, i, n)?;
                     i += n;
                     continue;
                 }
@@ -488,6 +642,10 @@ struct Committer {
     counts: PageCounts,
     buf: Vec<u8>,
     checked: std::sync::mpsc::Receiver<Result<Checked>>,
+    /// The runs of groups not spliced, read and planned ahead ([`read_ahead`]), and where
+    /// their buffers go back once written.
+    reads: std::sync::mpsc::Receiver<Result<ReadRun>>,
+    spare: std::sync::mpsc::Sender<Vec<u8>>,
     /// A record came out shorter than foreseen: the groups spliced after it are not where
     /// their records go. They are written (copied) where they go, and the next group is
     /// placed after them.
@@ -532,74 +690,57 @@ impl Committer {
         Ok(())
     }
 
-    /// Writes the records of group `g`, whose pages are in `self.buf`, as the read path does.
+    /// Writes the records of group `g`, whose pages are in `self.buf`, as the read path does
+    /// ([`plan_group`], which the read runs share).
     fn plan_and_write<W: Write + Placement>(
         &mut self,
         w: &mut Writer<IoSink<Placed<W>>>,
         g: &Group,
     ) -> Result<()> {
-        let ps = sys::page_size();
-        let planned = plan_pages(&g.spans, &mut self.buf, 0, ps, None)?;
-        self.counts.add(planned.counts);
-        for r in planned.records {
-            let d = self.buf.get(r.data.clone()).ok_or_else(|| {
-                Error::Other(format!(
-                    "internal: record data {:?} past the buffer",
-                    r.data
-                ))
-            })?;
-            w.pages_with_crc(&r.runs, d, DataCrc::of(d))
-                .map_err(|e| sink_err(w, e))?;
-        }
-        Ok(())
+        let (plans, counts) = plan_group(&g.spans, &mut self.buf, 0, sys::page_size())?;
+        self.counts.add(counts);
+        write_planned(w, &self.buf, &plans)
     }
 
-    /// `groups` (no pending group before them) read from the twin through `mem` at once, and
-    /// written: each one's VMA record if it is its first, then its records.
+    /// The `n` groups from group `first` (no pending group before them), read and planned by
+    /// the reader ([`read_ahead`]), written: each one's VMA record if it is its first, then its
+    /// records.
     fn read_groups<W: Write + Placement>(
         &mut self,
         w: &mut Writer<IoSink<Placed<W>>>,
         vmas: &[VmaRec],
-        mem: &File,
         groups: &[&Group],
+        first: usize,
+        n: usize,
     ) -> Result<()> {
-        let ps = sys::page_size();
-        let all: Vec<PageSpan> = groups
-            .iter()
-            .flat_map(|g| g.spans.iter().copied())
-            .collect();
-        let len = buf_len(all.iter().map(|s| s.pages).sum(), ps)?;
-        self.buf.clear();
-        self.buf.resize(len, 0);
-        read_memory_mem_file(
-            self.pid,
-            mem,
-            &coalesce(&all, ps as u64),
-            ps as u64,
-            &mut self.buf,
-        )?;
-        let mut base = 0usize;
-        for g in groups {
+        let run = self
+            .reads
+            .recv()
+            .map_err(|_| other(self.pid, "the reader thread stopped"))??;
+        if (run.first, run.n) != (first, n) || run.plans.len() != n {
+            return Err(other(
+                self.pid,
+                format!(
+                    "internal: read groups {}+{} where {first}+{n} were due",
+                    run.first, run.n
+                ),
+            ));
+        }
+        let gs = groups
+            .get(first..first.saturating_add(n))
+            .ok_or_else(|| other(self.pid, "internal: a read run past the groups"))?;
+        for (g, plans) in gs.iter().zip(&run.plans) {
             if g.first {
                 let v = vmas
                     .get(g.vma)
                     .ok_or_else(|| Error::Other(format!("internal: no VMA {} to write", g.vma)))?;
                 v.write(w).map_err(|e| sink_err(w, e))?;
             }
-            let planned = plan_pages(&g.spans, &mut self.buf, base, ps, None)?;
-            self.counts.add(planned.counts);
-            for r in planned.records {
-                let d = self.buf.get(r.data.clone()).ok_or_else(|| {
-                    Error::Other(format!(
-                        "internal: record data {:?} past the buffer",
-                        r.data
-                    ))
-                })?;
-                w.pages_with_crc(&r.runs, d, DataCrc::of(d))
-                    .map_err(|e| sink_err(w, e))?;
-            }
-            base += buf_len(g.spans.iter().map(|s| s.pages).sum(), ps)?;
+            write_planned(w, &run.buf, plans)?;
         }
+        self.counts.add(run.counts);
+        // The reader may have finished: then the buffer is freed here.
+        let _ = self.spare.send(run.buf);
         Ok(())
     }
 }

@@ -74,41 +74,115 @@ pub fn parse_maps(text: &str) -> Result<Vec<MapsEntry>> {
 /// Calls `f` with each line (without its newline) of `/proc/PID/NAME`, read in pieces of
 /// 1 MiB rather than whole: smaps of 65,000 mappings is 48 MB, which a whole read
 /// copies several times as its buffer grows (117 ms against 86 ms here) and holds at once.
+/// The pieces are read on another thread, [`LINES_AHEAD`] at most ahead of `f`: the kernel
+/// makes the next piece's text while this one is parsed (parsing was an eighth of the time).
 pub fn for_each_line(pid: i32, name: &str, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
     use std::io::Read;
+    use std::sync::mpsc;
     let mut file = fs::File::open(path(pid, name)).map_err(|e| proc_err(pid, name, e))?;
-    let mut buf = vec![0u8; LINES_BUF];
-    let mut have = 0usize;
-    loop {
-        if have == buf.len() {
-            // One line longer than the buffer (a path is at most 4 KiB): grow.
-            buf.resize(buf.len().saturating_mul(2), 0);
+    let (full, pieces) = mpsc::sync_channel::<io::Result<(Vec<u8>, usize)>>(LINES_AHEAD);
+    let (spare, spares) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|s| {
+        s.spawn(move || loop {
+            // A buffer filled by as many reads as it takes (a read of smaps gives about a
+            // page: the kernel's buffer), and handed over whole.
+            let mut buf = spares.try_recv().unwrap_or_default();
+            buf.resize(LINES_BUF, 0);
+            let mut have = 0usize;
+            let got = loop {
+                match file.read(buf.get_mut(have..).unwrap_or(&mut [])) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        have += n;
+                        if have == buf.len() {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            let end = have < buf.len();
+            let piece = got.map(|()| (buf, have));
+            let failed = piece.is_err();
+            // The parser gone (it failed): stop.
+            if full.send(piece).is_err() || failed || end {
+                return;
+            }
+        });
+        let mut lines = Lines::default();
+        for piece in pieces {
+            let (buf, n) = piece.map_err(|e| proc_err(pid, name, e))?;
+            lines.feed(buf.get(..n).unwrap_or(&[]), &mut f)?;
+            let _ = spare.send(buf);
         }
-        let n = match file.read(buf.get_mut(have..).unwrap_or(&mut [])) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(proc_err(pid, name, e)),
-        };
-        let data = buf.get(..have + n).unwrap_or(&[]);
+        lines.finish(&mut f)
+    })
+}
+
+/// Text cut into lines as its pieces come.
+#[derive(Default)]
+struct Lines {
+    /// The start of a line cut between two pieces.
+    carry: Vec<u8>,
+}
+
+impl Lines {
+    /// Calls `f` with each line `piece` ends.
+    fn feed(&mut self, piece: &[u8], f: &mut impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
         let mut at = 0usize;
-        while let Some(i) = data
-            .get(at..)
-            .and_then(|d| d.iter().position(|&b| b == b'\n'))
-        {
-            f(data.get(at..at + i).unwrap_or(&[]))?;
+        while let Some(i) = piece.get(at..).and_then(newline) {
+            let line = piece.get(at..at + i).unwrap_or(&[]);
+            if self.carry.is_empty() {
+                f(line)?;
+            } else {
+                self.carry.extend_from_slice(line);
+                f(&self.carry)?;
+                self.carry.clear();
+            }
             at += i + 1;
         }
-        if n == 0 {
-            // The end: a last line without a newline.
-            return match data.get(at..) {
-                Some(rest) if !rest.is_empty() => f(rest),
-                _ => Ok(()),
-            };
-        }
-        let len = data.len();
-        buf.copy_within(at..len, 0);
-        have = len - at;
+        self.carry.extend_from_slice(piece.get(at..).unwrap_or(&[]));
+        Ok(())
     }
+
+    /// The end: a last line without a newline.
+    fn finish(self, f: &mut impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        if self.carry.is_empty() {
+            Ok(())
+        } else {
+            f(&self.carry)
+        }
+    }
+}
+
+/// Pieces [`for_each_line`] reads ahead of its parser at most.
+const LINES_AHEAD: usize = 2;
+
+/// The index of the first newline in `d`, eight bytes at a time (a byte at a time was a fifth
+/// of reading smaps of 65,000 mappings, the kernel's share included).
+fn newline(d: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = d.chunks_exact(8);
+    let mut at = 0usize;
+    for c in &mut chunks {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        let x = u64::from_le_bytes(b) ^ (ONES * u64::from(b'\n'));
+        // A zero byte of x (a newline) sets its high bit; a borrow can only set bits above a
+        // zero byte, so the lowest one set is the first newline.
+        let z = x.wrapping_sub(ONES) & !x & HIGH;
+        if z != 0 {
+            return Some(at + (z.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|k| at + k)
 }
 
 /// The piece [`for_each_line`] reads at a time.
@@ -449,6 +523,49 @@ pub fn read_pagemap(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_cut_anywhere_come_whole() {
+        let text = b"first\n\nthird line, longer than a word\nx\nlast without newline";
+        let want: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+        for cut in 0..=text.len() {
+            for cut2 in cut..=text.len() {
+                let mut got: Vec<Vec<u8>> = Vec::new();
+                let mut f = |l: &[u8]| {
+                    got.push(l.to_vec());
+                    Ok(())
+                };
+                let mut lines = Lines::default();
+                for piece in [&text[..cut], &text[cut..cut2], &text[cut2..]] {
+                    lines.feed(piece, &mut f).unwrap();
+                }
+                lines.finish(&mut f).unwrap();
+                assert_eq!(got, want, "cut at {cut} and {cut2}");
+            }
+        }
+    }
+
+    #[test]
+    fn newline_is_the_first_one() {
+        // Every position in and around a word, bytes that differ from a newline by one bit or
+        // by a borrow (0x0b, 0x09, 0x8a), and one or two newlines.
+        for len in 0..40 {
+            for fill in [b'a', 0x0b, 0x09, 0x8a, 0x00, 0xff] {
+                let mut d = vec![fill; len];
+                assert_eq!(newline(&d), None, "len {len} fill {fill:#x}");
+                for i in 0..len {
+                    d[i] = b'\n';
+                    assert_eq!(newline(&d), Some(i), "len {len} fill {fill:#x} at {i}");
+                    for j in i + 1..len {
+                        d[j] = b'\n';
+                        assert_eq!(newline(&d), Some(i));
+                        d[j] = fill;
+                    }
+                    d[i] = fill;
+                }
+            }
+        }
+    }
 
     #[test]
     fn maps_lines() {
