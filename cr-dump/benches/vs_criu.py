@@ -126,6 +126,8 @@ def lazy_restore(name, a, criu, images, orig_pid, sumdir, want, add):
         time.sleep(0.3)  # its socket up (CRIU's restore fails without it)
         cmd = [criu, "restore", "-d", "-D", d, "--shell-job", "--lazy-pages", "-o",
                "restore-lazy.log"]
+    elif name == "base lazy restore":
+        cmd = [a.base, "restore", "--lazy", "--detach", images["base lazy"]]
     else:
         cmd = [a.bin, "restore", "--lazy", "--detach", images["cr lazy"]]
     t0 = time.monotonic()
@@ -234,6 +236,8 @@ def main():
                 rest.append("criu restore")
             if a.lazy and a.only != "criu":
                 rest.append("cr lazy restore")
+                if a.base:
+                    rest.append("base lazy restore")
             if a.lazy and criu:
                 rest.append("criu lazy restore")
             rest = rest[r % len(rest):] + rest[:r % len(rest)]
@@ -286,13 +290,19 @@ def report(s, a, load):
             print(f"{name:16} {w:9.0f} {c:11.3f}")
     if "criu dump" in s and "cr lazy" in s:
         ratios(s, med)
+    for who in ("cr", "base"):
+        if f"{who} lazy restore" in s and f"{who} restore" in s:
+            print(f"  lazy filled / eager restore, {who:4}  "
+                  f"{med(who + ' lazy restore', 'filled') / med(who + ' restore', 'wall'):6.2f}"
+                  "  (<= 1)")
     if "base lazy" in s:
         print("\nthis build / --base build:")
-        for what in ("lazy", "direct", "restore"):
+        for what in ("lazy", "direct", "restore", "lazy restore"):
             if "base " + what not in s:
                 continue
-            for k in ("wall", "cpu") + (("down_ms",) if what != "restore" else ()):
-                print(f"  {what:8} {k:8} {med('cr ' + what, k) / med('base ' + what, k):6.2f}")
+            keys = {"restore": ("wall", "cpu"), "lazy restore": ("wall", "filled")}
+            for k in keys.get(what, ("wall", "cpu", "down_ms")):
+                print(f"  {what:12} {k:8} {med('cr ' + what, k) / med('base ' + what, k):6.2f}")
     if a.json:
         print(json.dumps(s))
 
@@ -316,9 +326,6 @@ def ratios(s, med):
               f"{med('cr lazy restore', 'wall') / med('criu lazy restore', 'wall'):6.2f}")
         print(f"  lazy restore to filled, cr / criu  "
               f"{med('cr lazy restore', 'filled') / med('criu lazy restore', 'filled'):6.2f}")
-    if "cr lazy restore" in s and "cr restore" in s:
-        print(f"  lazy filled / eager restore, cr    "
-              f"{med('cr lazy restore', 'filled') / med('cr restore', 'wall'):6.2f}  (<= 1)")
 
 
 if __name__ == "__main__":
