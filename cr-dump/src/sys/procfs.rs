@@ -74,7 +74,7 @@ pub fn parse_maps(text: &str) -> Result<Vec<MapsEntry>> {
 /// Calls `f` with each line (without its newline) of `/proc/PID/NAME`, read in pieces of
 /// 1 MiB rather than whole: smaps of 65,000 mappings is 48 MB, which a whole read
 /// copies several times as its buffer grows (117 ms against 86 ms here) and holds at once.
-/// The pieces are read on another thread, [`LINES_AHEAD`] at most ahead of `f`: the kernel
+/// The pieces are read on another thread, `LINES_AHEAD` pieces at most ahead of `f`: the kernel
 /// makes the next piece's text while this one is parsed (parsing was an eighth of the time).
 pub fn for_each_line(pid: i32, name: &str, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
     use std::io::Read;
