@@ -325,7 +325,12 @@ fn campaign(
 /// The nice value of `/proc/WHO/stat` (field 19).
 fn nice(who: &str) -> Option<i64> {
     let s = std::fs::read_to_string(format!("/proc/{who}/stat")).ok()?;
-    s.rsplit_once(')')?.1.split_whitespace().nth(16)?.parse().ok()
+    s.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(16)?
+        .parse()
+        .ok()
 }
 
 /// The task's voluntary context switches (it sleeps in `nanosleep` every few milliseconds).

@@ -862,13 +862,16 @@ impl Injector {
             };
             let now = t.regs().map_err(|e| err("PTRACE_GETREGS", e))?;
             if signal == stop && now.rip == spin {
+                // The table is done. The same signal from elsewhere, pending when the task
+                // sent its own, took its place (a standard signal is queued once): kept.
                 let from_itself = t
                     .siginfo()
                     .map_err(|e| err("PTRACE_GETSIGINFO", e))?
                     .is_some_and(|(code, from)| code == SI_TKILL && from == pid);
-                if from_itself {
-                    return Ok(());
+                if !from_itself {
+                    self.keep(pending, signal);
                 }
+                return Ok(());
             }
             // A fault of the code itself would only repeat (and is not the task's): give up.
             if matches!(
