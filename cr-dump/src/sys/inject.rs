@@ -907,6 +907,74 @@ mod tests {
         }
     }
 
+    /// A live batch runs in a seized task (a `sleep`): every call, each result in its entry
+    /// (one taking an earlier one's as its first argument), one stop at the end; the task's
+    /// registers are as before and it sleeps on once let go.
+    #[test]
+    fn runs_a_live_batch_in_a_seized_task() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id() as i32;
+        let t = Tracee::seize(pid).expect("seize");
+        t.interrupt().expect("interrupt");
+        assert!(matches!(t.wait(), Ok(Stop::Group { .. })));
+        let inj = Injector::new(t, Signals::Resend).expect("injector");
+        assert!(inj.can_batch(), "no room for the batch code in the vDSO");
+        let ps = crate::sys::page_size() as u64;
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let area = inj.call(nr::MMAP, [0, ps, rw, anon, u64::MAX, 0]);
+        let area = area.expect("mmap") as u64;
+        let call = |nr, args, first_from| LiveCall {
+            nr,
+            args,
+            first_from,
+        };
+        let calls = [
+            call(libc::SYS_getpid as u64, [0; 6], None),
+            call(nr::MMAP, [0, ps, rw, anon, u64::MAX, 0], None),
+            call(nr::MUNMAP, [0, ps, 0, 0, 0, 0], Some(1)),
+            call(nr::MUNMAP, [1, ps, 0, 0, 0, 0], None),
+        ];
+        let mem = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(procfs::path(pid, "mem"))
+            .expect("mem");
+        let table = live_table(&calls, area).expect("table");
+        mem.write_all_at(&table, area).expect("write table");
+        let before = t.regs().expect("regs");
+        inj.call_live(area, calls.len(), libc::SIGURG)
+            .expect("batch");
+        let after = t.regs().expect("regs");
+        assert_eq!((before.rip, before.rsp), (after.rip, after.rsp));
+        let mut back = vec![0u8; table.len()];
+        mem.read_exact_at(&mut back, area).expect("read table");
+        let result = |i: usize| {
+            let w = back.get(i * 64 + 56..i * 64 + 64).expect("entry");
+            i64::from_le_bytes(w.try_into().expect("word"))
+        };
+        assert_eq!(result(0), i64::from(pid));
+        assert!(result(1) > 0, "mmap gave {}", result(1));
+        assert_eq!(result(2), 0, "munmap of what the mmap gave");
+        assert_eq!(result(3), -i64::from(libc::EINVAL));
+        let maps = String::from_utf8_lossy(&procfs::read(pid, "maps").expect("maps")).into_owned();
+        assert!(!maps.contains(&format!("{:x}-", result(1))), "{maps}");
+        drop(inj);
+        t.detach(0).expect("detach");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let st = procfs::read(pid, "stat").expect("stat");
+        let st = String::from_utf8_lossy(&st).into_owned();
+        let state = st
+            .rsplit_once(')')
+            .map(|(_, r)| r.trim_start().as_bytes()[0]);
+        assert_eq!(state, Some(b'S'), "{st}");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// A batch runs in a real child: every call until the first that gives another result
     /// than expected, which it names; the task's registers are as before.
     #[test]
