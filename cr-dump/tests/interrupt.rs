@@ -245,7 +245,13 @@ impl Bench {
                             std::fs::read_to_string(e.unwrap().path().join("children")).ok()
                         })
                         .collect();
-                    (!kids.trim().is_empty()).then(|| format!("children: {}", kids.trim()))
+                    (!kids.trim().is_empty())
+                        .then(|| format!("children: {}", kids.trim()))
+                        .or_else(|| {
+                            // The stop runs at nice -20; the task's own (this test's) is back.
+                            let (n, own) = (nice(&pid.to_string()), nice("self"));
+                            (n != own).then(|| format!("nice {n:?}, not {own:?}"))
+                        })
                 }
             };
             match why {
@@ -314,6 +320,17 @@ fn campaign(
         }
     }
     bad
+}
+
+/// The nice value of `/proc/WHO/stat` (field 19).
+fn nice(who: &str) -> Option<i64> {
+    let s = std::fs::read_to_string(format!("/proc/{who}/stat")).ok()?;
+    s.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(16)?
+        .parse()
+        .ok()
 }
 
 /// The task's voluntary context switches (it sleeps in `nanosleep` every few milliseconds).

@@ -2,12 +2,24 @@
 //! layer ([`Tracee`]), and the release as [`After`] says. A [`Frozen`] task is let go when
 //! dropped, so every failure path leaves it running, untraced. What is read or injected while
 //! it is frozen goes through [`Frozen::tracee`].
+//!
+//! **The stop runs at nice -20.** What the task does while frozen (the injected calls, the
+//! `clone` of a twin: a fork's page-table copy, ~30 ms of CPU per GiB) runs in the task, at
+//! its weight: with two busy loops on the two CPUs it got a third of one, and a 1 GiB lazy
+//! checkpoint's stop took twice as long as on an idle machine (59 against 30 ms at nice -20,
+//! one run, the same build, `ab.py` in BENCHMARKS.md "The stop (issue 14, session 8)"). So
+//! the task's nice value is raised to -20 once it is stopped (when cr-dump may: root or
+//! `CAP_SYS_NICE`) and set back before it is let go, on every path ([`Frozen::release`],
+//! drop); the guard is told first ([`Msg::Boost`]) and sets it back if cr-dump dies meanwhile.
+//! With autogroups (`kernel.sched_autogroup_enabled`), nice weighs only against the tasks of
+//! the same session.
 
 use super::check::refuse;
 use super::options::{test_pause, After, TEST_PAUSE_ENV};
 use crate::error::{Error, Result};
 use crate::procfs;
-use crate::sys::{Stop, Tracee};
+use crate::sys::guard::{self as guard_msg, Msg};
+use crate::sys::{self, Stop, Tracee};
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -21,7 +33,12 @@ pub struct Frozen {
     /// The task was in a job-control stop when seized: after a detach the kernel wakes it to
     /// enter that stop again, so for a moment it runs.
     was_stopped: bool,
+    /// The task's own nice value, while it is raised for the stop.
+    boost: Option<i32>,
 }
+
+/// The nice value of a task's stop (see the module docs).
+const STOP_NICE: i32 = -20;
 
 /// The error of a ptrace or process call on `pid`: gone, refused, or else.
 pub(crate) fn gone_or(pid: i32, e: io::Error, what: &str) -> Error {
@@ -40,7 +57,8 @@ pub(crate) fn gone_or(pid: i32, e: io::Error, what: &str) -> Error {
 
 /// Seizes and stops `pid`.
 pub fn freeze(pid: i32) -> Result<Frozen> {
-    let fr = freeze_quiet(pid)?;
+    let mut fr = freeze_quiet(pid)?;
+    fr.boost();
     if let Some(pause) = test_pause(TEST_PAUSE_ENV) {
         eprintln!("cr-dump: test-hook: frozen");
         std::thread::sleep(pause);
@@ -72,6 +90,7 @@ pub(crate) fn freeze_quiet(pid: i32) -> Result<Frozen> {
         active: true,
         since,
         was_stopped,
+        boost: None,
     };
     let t = tracee;
     let interrupt = || {
@@ -121,9 +140,37 @@ impl Frozen {
         self.tracee
     }
 
+    /// Raises the stopped task's nice value to [`STOP_NICE`] (best effort: not if cr-dump
+    /// may not, or it is there already).
+    fn boost(&mut self) {
+        let pid = self.pid();
+        let Ok(old) = sys::nice(pid) else {
+            return;
+        };
+        if old <= STOP_NICE {
+            return;
+        }
+        guard_msg::publish(&Msg::Boost { pid, old });
+        match sys::set_nice(pid, STOP_NICE) {
+            Ok(()) => self.boost = Some(old),
+            Err(_) => guard_msg::publish(&Msg::Unboost { pid }),
+        }
+    }
+
+    /// Sets the task's own nice value back, if it was raised.
+    fn unboost(&mut self) {
+        let pid = self.pid();
+        if let Some(old) = self.boost.take() {
+            if sys::set_nice(pid, old).is_ok() {
+                guard_msg::publish(&Msg::Unboost { pid });
+            }
+        }
+    }
+
     /// Releases the task as `after` says; returns how long it was stopped.
     pub fn release(mut self, after: After) -> Result<Duration> {
         let (t, pid) = (self.tracee, self.tracee.pid());
+        self.unboost();
         self.active = false;
         match after {
             After::Continue => {
@@ -175,6 +222,7 @@ fn wait_stopped(pid: i32, limit: Duration) {
 
 impl Drop for Frozen {
     fn drop(&mut self) {
+        self.unboost();
         if self.active {
             let _ = self.tracee.detach(0);
         }

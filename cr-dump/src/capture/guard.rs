@@ -18,6 +18,7 @@
 //!   with exit signal 0, else it is not touched) and, once a zombie, reaped by a `wait4(twin,
 //!   ..., __WALL | WNOHANG)` injected into the task: only that pid, never another child.
 //! - **The stub** in the task's vDSO padding: the padding's bytes are written back.
+//! - **A raised nice value** ([`Msg::Boost`], for the stop: `capture::freeze`): set back.
 //!
 //! Then the task is detached and the guard exits. Its own injections are not guarded: a
 //! SIGKILL of the guard while it repairs (or of the guard at any time) is not covered.
@@ -56,6 +57,8 @@ struct Pending {
     inflight: Option<Inflight>,
     /// The stub's address, length and the bytes it replaced.
     patch: Option<(u64, u8, [u8; 16])>,
+    /// The task's own nice value, raised for its stop.
+    boost: Option<i32>,
 }
 
 /// Everything pending, from the messages read so far.
@@ -113,6 +116,12 @@ impl Watch {
                     p.patch = None;
                 }
             }
+            Msg::Boost { pid, old } => self.tasks.entry(pid).or_default().boost = Some(old),
+            Msg::Unboost { pid } => {
+                if let Some(p) = self.tasks.get_mut(&pid) {
+                    p.boost = None;
+                }
+            }
         }
     }
 
@@ -139,7 +148,9 @@ impl Watch {
         let mut v: Vec<i32> = self
             .tasks
             .iter()
-            .filter(|(pid, p)| (p.inflight.is_some() || p.patch.is_some()) && !is_twin(**pid))
+            .filter(|(pid, p)| {
+                (p.inflight.is_some() || p.patch.is_some() || p.boost.is_some()) && !is_twin(**pid)
+            })
             .map(|(pid, _)| *pid)
             .collect();
         v.extend(self.twins.iter().map(|&(t, _)| t));
@@ -216,12 +227,20 @@ fn repair(w: &mut Watch, pid: i32) -> Result<Vec<String>> {
         }
     }
     if let Some((addr, len, orig)) = p.patch {
-        let bytes = orig.get(..usize::from(len)).unwrap_or(&[]);
+        // Past its 16th byte a patch covered zeros (padding).
+        let mut bytes = vec![0u8; usize::from(len)];
+        for (d, s) in bytes.iter_mut().zip(orig) {
+            *d = s;
+        }
         std::fs::OpenOptions::new()
             .write(true)
             .open(crate::procfs::path(pid, "mem"))
-            .and_then(|m| m.write_all_at(bytes, addr))
+            .and_then(|m| m.write_all_at(&bytes, addr))
             .map_err(|e| io(&format!("restoring the vDSO bytes at {addr:#x}"), e))?;
+    }
+    if let Some(old) = p.boost {
+        crate::sys::set_nice(pid, old).map_err(|e| io("setpriority", e))?;
+        notes.push(format!("its nice value is back to {old}"));
     }
     if let (Some(inf), Some(fd)) = (&p.inflight, result) {
         if inf.nr == nr::USERFAULTFD && fd >= 0 {

@@ -152,21 +152,17 @@ fn cow_fast(
     if st.0.vm_lck != 0 {
         return Ok(Fast::Frozen(frozen, None));
     }
-    let frame = read_frame(ins, crid, ps32, &opts.state, st)?;
-    let twin = match twin::make_unchecked(pid)? {
+    // The task's mappings at the clone are those at the freeze: the injected calls that map
+    // (the mlockall probe, a scratch page) unmap again.
+    let task_kb = st.0.vm_size / 1024;
+    let frame = read_frame(ins, crid, ps32, &opts.state, (st.0.clone(), st.1))?;
+    let mut twin = match twin::make_unchecked(pid, &st.0)? {
         Ok(t) => t,
         Err(why) => return Ok(Fast::Frozen(frozen, Some(why))),
     };
-    // After the clone, as the twin's is compared with it.
-    let task_kb = match twin::vm_size_kb(pid) {
-        Ok(kb) => kb,
-        Err(e) => {
-            twin.discard_frozen()?;
-            return Err(e);
-        }
-    };
     let downtime = frozen.release(opts.after)?;
     // From here the task runs; an error drops the twin (killed, reaped in a brief stop).
+    twin.ready()?;
     let g = twin.pid();
     let sm = read_smaps(g)?;
     let twin_kb = twin::vm_size_kb(g)?;

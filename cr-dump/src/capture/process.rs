@@ -8,7 +8,7 @@
 //! subreaper, THP_DISABLE and the clear-child-tid address; and `mlockall(MCL_FUTURE)`, found by
 //! an injected `mmap` of one anonymous page ([`mlock_future`]).
 
-use super::ask::Ask;
+use super::ask::{Ask, Q};
 use super::signals;
 use super::state::{Action, Fidelity, TaskState};
 use crate::error::{Error, Result};
@@ -65,11 +65,21 @@ pub(crate) fn capture(pid: i32, st: &mut TaskState) -> Result<()> {
     }
     // Before anything is injected: an injected call may let an unblocked one be delivered.
     let mut pending = signals::pending(pid)?;
-    let mut ask = Ask::new(pid)?;
+    // Signals a batch of questions cannot end with (see `Ask::new`).
+    let mut busy = 0;
+    for key in ["SigBlk", "SigCgt", "SigPnd", "ShdPnd"] {
+        busy |= hex_field(pid, &status, key)?;
+    }
+    let mut ask = Ask::new(pid, busy)?;
     let handled = hex_field(pid, &status, "SigCgt")? | hex_field(pid, &status, "SigIgn")?;
-    let sig = signals::dispositions(&mut ask, handled)?;
-    let (timers, mut posix, tfid) = signals::timers(pid, &mut ask)?;
-    let (p, groups, pfid) = process(pid, &status, &mut ask)?;
+    // Every question queued, then asked in one go.
+    let sig_q = signals::ask_dispositions(&mut ask, handled)?;
+    let timer_q = signals::ask_timers(pid, &mut ask)?;
+    let process_q = ask_process(&mut ask)?;
+    ask.run()?;
+    let sig = signals::dispositions(&ask, sig_q)?;
+    let (timers, mut posix, tfid) = signals::timers(&ask, timer_q)?;
+    let (p, groups, pfid) = process(pid, &status, &ask, process_q)?;
     ask.finish()?;
     let max = limits::MAX_PENDING_SIGNALS as usize;
     if pending.len() > max {
@@ -116,11 +126,43 @@ fn limits_file(pid: i32, res: usize) -> Result<(u64, u64)> {
     Ok((num()?, num()?))
 }
 
+/// The questions of [`process`]: `prctl`s (an int written at the answer's address, or the
+/// result itself) and the `mlockall(MCL_FUTURE)` probe.
+pub(super) struct ProcessQs {
+    securebits: Q,
+    dumpable: Q,
+    pdeathsig: Q,
+    subreaper: Q,
+    thp: Q,
+    slack: Q,
+    tid_address: Q,
+    mlock: MlockQs,
+}
+
+/// Queues the questions of [`process`].
+fn ask_process(ask: &mut Ask) -> Result<ProcessQs> {
+    let mut q = |opt: u64, ptr: bool| {
+        ask.queue(nr::PRCTL, |at| [opt, if ptr { at } else { 0 }, 0, 0, 0, 0])
+    };
+    Ok(ProcessQs {
+        securebits: q(pr::GET_SECUREBITS, false)?,
+        dumpable: q(pr::GET_DUMPABLE, false)?,
+        pdeathsig: q(pr::GET_PDEATHSIG, true)?,
+        subreaper: q(pr::GET_CHILD_SUBREAPER, true)?,
+        thp: q(linux_raw_sys::prctl::PR_GET_THP_DISABLE as u64, false)?,
+        // `/proc/PID/timerslack_ns` needs CAP_SYS_NICE; asking the task does not.
+        slack: q(linux_raw_sys::prctl::PR_GET_TIMERSLACK as u64, false)?,
+        tid_address: q(pr::GET_TID_ADDRESS, true)?,
+        mlock: ask_mlock_future(ask)?,
+    })
+}
+
 /// The Process record, the groups and the report lines.
 fn process(
     pid: i32,
     status: &str,
-    ask: &mut Ask,
+    ask: &Ask,
+    qs: ProcessQs,
 ) -> Result<(raw::Process, Vec<U32>, Vec<Fidelity>)> {
     let mut p = raw::Process::new_zeroed();
     let mut fid = Vec::new();
@@ -162,32 +204,28 @@ fn process(
     if status_field(status, "NoNewPrivs") == Some("1") {
         flags |= raw::ATTR_NO_NEW_PRIVS;
     }
-    // Injected questions.
-    let at = ask.slot(0);
-    // An int (or a pointer for PR_GET_TID_ADDRESS) written at `at`, or the result itself.
-    let q = |ask: &mut Ask, what: &str, opt: u64, ptr: bool| -> Result<u64> {
-        if !ptr {
-            return ask.call_ok(what, nr::PRCTL, [opt, 0, 0, 0, 0, 0]);
+    // The injected questions' answers: an int (or a pointer for PR_GET_TID_ADDRESS) written
+    // at the answer's address, or the result itself.
+    let q = |what: &str, q: Q, ptr: bool| -> Result<u64> {
+        let r = ask.result_ok(what, q)?;
+        if ptr {
+            ask.answer::<u64>(q)
+        } else {
+            Ok(r)
         }
-        ask.put(at, &0u64)?;
-        ask.call_ok(what, nr::PRCTL, [opt, at, 0, 0, 0, 0])?;
-        ask.get::<u64>(at)
     };
-    p.securebits = (q(ask, "PR_GET_SECUREBITS", pr::GET_SECUREBITS, false)? as u32).into();
-    p.dumpable = (q(ask, "PR_GET_DUMPABLE", pr::GET_DUMPABLE, false)? as u32).into();
-    p.pdeathsig = (q(ask, "PR_GET_PDEATHSIG", pr::GET_PDEATHSIG, true)? as u32).into();
-    if q(ask, "PR_GET_CHILD_SUBREAPER", pr::GET_CHILD_SUBREAPER, true)? as u32 != 0 {
+    p.securebits = (q("PR_GET_SECUREBITS", qs.securebits, false)? as u32).into();
+    p.dumpable = (q("PR_GET_DUMPABLE", qs.dumpable, false)? as u32).into();
+    p.pdeathsig = (q("PR_GET_PDEATHSIG", qs.pdeathsig, true)? as u32).into();
+    if q("PR_GET_CHILD_SUBREAPER", qs.subreaper, true)? as u32 != 0 {
         flags |= raw::ATTR_CHILD_SUBREAPER;
     }
-    let thp = linux_raw_sys::prctl::PR_GET_THP_DISABLE as u64;
-    if q(ask, "PR_GET_THP_DISABLE", thp, false)? != 0 {
+    if q("PR_GET_THP_DISABLE", qs.thp, false)? != 0 {
         flags |= raw::ATTR_THP_DISABLE;
     }
-    // `/proc/PID/timerslack_ns` needs CAP_SYS_NICE; asking the task does not.
-    let slack = linux_raw_sys::prctl::PR_GET_TIMERSLACK as u64;
-    p.timer_slack_ns = q(ask, "PR_GET_TIMERSLACK", slack, false)?.into();
-    p.clear_child_tid = q(ask, "PR_GET_TID_ADDRESS", pr::GET_TID_ADDRESS, true)?.into();
-    flags |= mlock_future(pid, ask, &mut fid)?;
+    p.timer_slack_ns = q("PR_GET_TIMERSLACK", qs.slack, false)?.into();
+    p.clear_child_tid = q("PR_GET_TID_ADDRESS", qs.tid_address, true)?.into();
+    flags |= mlock_future(ask, qs.mlock, &mut fid)?;
     p.attr_flags = flags.into();
     let groups: Vec<U32> = status_field(status, "Groups")
         .unwrap_or("")
@@ -246,40 +284,45 @@ fn process(
     Ok((p, groups, fid))
 }
 
-/// `VmLck` of `/proc/PID/status`, kB (the task's locked memory: exact, not a cached counter).
-fn vm_locked_kb(pid: i32) -> Result<u64> {
-    let status = String::from_utf8_lossy(&procfs::read(pid, "status")?).into_owned();
-    status_field(&status, "VmLck")
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| Error::Proc(format!("/proc/{pid}/status: no VmLck")))
+/// The questions of the `mlockall(MCL_FUTURE)` probe ([`mlock_future`]).
+struct MlockQs {
+    mmap: Q,
+    mincore: Q,
+    dontneed: Q,
+    munmap: Q,
 }
 
-/// Whether page `addr` of `pid` is present (`/proc/PID/pagemap`).
-fn page_present(pid: i32, addr: u64) -> Result<bool> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(procfs::path(pid, "pagemap"))
-        .map_err(|e| procfs::proc_err(pid, "pagemap", e))?;
-    let mut b = [0u8; 8];
-    let at = addr / crate::sys::page_size() as u64 * 8;
-    f.read_exact_at(&mut b, at)
-        .map_err(|e| procfs::proc_err(pid, "pagemap", e))?;
-    Ok(u64::from_le_bytes(b) & procfs::PM_PRESENT != 0)
+/// Queues the probe of [`mlock_future`]: one anonymous page mapped, asked whether it is
+/// present (`mincore`) and locked (`MADV_DONTNEED` fails with `EINVAL` on locked memory),
+/// unmapped; each call after the `mmap` takes the address it gave.
+fn ask_mlock_future(ask: &mut Ask) -> Result<MlockQs> {
+    let ps = crate::sys::page_size() as u64;
+    let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let mmap = ask.queue(nr::MMAP, |_| [0, ps, prot, flags, u64::MAX, 0])?;
+    let mincore = ask.queue_from(nr::MINCORE, mmap, |at| [0, ps, at, 0, 0, 0])?;
+    let dontneed = libc::MADV_DONTNEED as u64;
+    let dontneed = ask.queue_from(nr::MADVISE, mmap, |_| [0, ps, dontneed, 0, 0, 0])?;
+    let munmap = ask.queue_from(nr::MUNMAP, mmap, |_| [0, ps, 0, 0, 0, 0])?;
+    Ok(MlockQs {
+        mmap,
+        mincore,
+        dontneed,
+        munmap,
+    })
 }
 
 /// `ATTR_MLOCK_FUTURE` (and `ATTR_MLOCK_ONFAULT`) if the task called `mlockall(MCL_FUTURE)`
 /// (with `MCL_ONFAULT`): no `/proc` file shows it (it is the mm's default flags), so one
-/// anonymous page is mapped in the task by an injected `mmap` and unmapped again. Under
-/// `MCL_FUTURE` the new mapping is locked (`VmLck` grows by a page) and, without
-/// `MCL_ONFAULT`, populated at once (present in pagemap). An `mmap` that fails with `EAGAIN`
-/// means the same: only locked memory at `RLIMIT_MEMLOCK` makes an anonymous page fail so.
-/// Any other failure leaves it unknown: a `Lost` line in `fid`.
-fn mlock_future(pid: i32, ask: &mut Ask, fid: &mut Vec<Fidelity>) -> Result<u32> {
-    let ps = crate::sys::page_size() as u64;
-    let before = vm_locked_kb(pid)?;
-    let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-    let r = ask.call(nr::MMAP, [0, ps, prot, flags, u64::MAX, 0])?;
-    let Ok(addr) = u64::try_from(r) else {
+/// anonymous page is mapped in the task by an injected `mmap` and unmapped again
+/// ([`ask_mlock_future`]). Under `MCL_FUTURE` the new mapping is locked (`MADV_DONTNEED`
+/// refuses it with `EINVAL`) and, without `MCL_ONFAULT`, populated at once (present, by
+/// `mincore`). An `mmap` that fails with `EAGAIN` means the same: only locked memory at
+/// `RLIMIT_MEMLOCK` makes an anonymous page fail so. Any other failure leaves it unknown: a
+/// `Lost` line in `fid`.
+fn mlock_future(ask: &Ask, qs: MlockQs, fid: &mut Vec<Fidelity>) -> Result<u32> {
+    let r = ask.result(qs.mmap)?;
+    if u64::try_from(r).is_err() {
         if r == -i64::from(libc::EAGAIN) {
             return Ok(raw::ATTR_MLOCK_FUTURE);
         }
@@ -293,23 +336,22 @@ fn mlock_future(pid: i32, ask: &mut Ask, fid: &mut Vec<Fidelity>) -> Result<u32>
             ),
         ));
         return Ok(0);
-    };
-    // Read both before the unmap, which comes whatever they gave.
-    let seen = vm_locked_kb(pid).and_then(|after| Ok((after, page_present(pid, addr)?)));
-    ask.call_ok(
-        "munmap of the mlockall probe",
-        nr::MUNMAP,
-        [addr, ps, 0, 0, 0, 0],
-    )?;
-    let (after, present) = seen?;
-    if after < before + ps / 1024 {
-        return Ok(0);
     }
-    Ok(if present {
-        raw::ATTR_MLOCK_FUTURE
-    } else {
-        raw::ATTR_MLOCK_FUTURE | raw::ATTR_MLOCK_ONFAULT
-    })
+    ask.result_ok("munmap of the mlockall probe", qs.munmap)?;
+    ask.result_ok("mincore of the mlockall probe", qs.mincore)?;
+    let present = ask.answer::<u8>(qs.mincore)? & 1 != 0;
+    match ask.result(qs.dontneed)? {
+        0 => Ok(0),
+        e if e == -i64::from(libc::EINVAL) => Ok(if present {
+            raw::ATTR_MLOCK_FUTURE
+        } else {
+            raw::ATTR_MLOCK_FUTURE | raw::ATTR_MLOCK_ONFAULT
+        }),
+        e => {
+            let e = std::io::Error::from_raw_os_error(i32::try_from(-e).unwrap_or(0));
+            Err(Error::io("madvise of the mlockall probe", e))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! the POSIX timers (`/proc/PID/timers`, then `timer_gettime` and `timer_getoverrun`,
 //! injected).
 
-use super::ask::Ask;
+use super::ask::{Ask, Q};
 use super::state::{Action, Fidelity};
 use crate::error::{Error, Result};
 use crate::procfs;
@@ -37,22 +37,35 @@ pub(super) fn pending(pid: i32) -> Result<Vec<raw::PendingSignal>> {
     Ok(out)
 }
 
-/// Every disposition and the alternate stack. `handled` is the set of signals with a handler or
-/// ignored (`SigCgt | SigIgn` of `/proc/PID/status`, bit n-1 for signal n): only those, and
-/// SIGCHLD, are asked, one injected `rt_sigaction` each (about 20 µs apiece on an idle machine,
-/// several times that on a loaded one; asking all 62 added 1.2 to 25 ms of downtime to a
-/// `sleep`). Every other signal has `SIG_DFL`, recorded with no flags, mask or restorer: a
-/// default action runs no handler, so those change nothing but what `sigaction(sig, NULL,
-/// &old)` would show; SIGCHLD is asked anyway because its `SA_NOCLDSTOP` and `SA_NOCLDWAIT`
-/// act even with `SIG_DFL`.
-pub(super) fn dispositions(ask: &mut Ask, handled: u64) -> Result<raw::Signals> {
-    let mut s = raw::Signals::new_zeroed();
-    let at = ask.slot(0);
+/// Every disposition and the alternate stack, queued. `handled` is the set of signals with a
+/// handler or ignored (`SigCgt | SigIgn` of `/proc/PID/status`, bit n-1 for signal n): only
+/// those, and SIGCHLD, are asked, one injected `rt_sigaction` each (about 20 µs apiece on an
+/// idle machine when asked one by one, several times that on a loaded one; asking all 62
+/// added 1.2 to 25 ms of downtime to a `sleep`). Every other signal has `SIG_DFL`, recorded
+/// with no flags, mask or restorer: a default action runs no handler, so those change
+/// nothing but what `sigaction(sig, NULL, &old)` would show; SIGCHLD is asked anyway because
+/// its `SA_NOCLDSTOP` and `SA_NOCLDWAIT` act even with `SIG_DFL`. [`dispositions`] reads the
+/// answers.
+pub(super) fn ask_dispositions(ask: &mut Ask, handled: u64) -> Result<(Vec<(u64, Q)>, Q)> {
     let size = std::mem::size_of::<u64>() as u64;
     let asked = |sig: u64| handled & (1 << (sig - 1)) != 0 || sig == libc::SIGCHLD as u64;
+    let mut qs = Vec::new();
     for sig in (1..=64u64).filter(|&s| !fixed(s) && asked(s)) {
-        ask.call_ok("rt_sigaction", nr::RT_SIGACTION, [sig, 0, at, size, 0, 0])?;
-        let a: raw::SigAction = ask.get(at)?;
+        qs.push((
+            sig,
+            ask.queue(nr::RT_SIGACTION, |at| [sig, 0, at, size, 0, 0])?,
+        ));
+    }
+    let alt = ask.queue(nr::SIGALTSTACK, |at| [0, at, 0, 0, 0, 0])?;
+    Ok((qs, alt))
+}
+
+/// The answers to [`ask_dispositions`].
+pub(super) fn dispositions(ask: &Ask, (qs, alt): (Vec<(u64, Q)>, Q)) -> Result<raw::Signals> {
+    let mut s = raw::Signals::new_zeroed();
+    for (sig, q) in qs {
+        ask.result_ok("rt_sigaction", q)?;
+        let a: raw::SigAction = ask.answer(q)?;
         if let Some(d) = usize::try_from(sig - 1)
             .ok()
             .and_then(|i| s.actions.get_mut(i))
@@ -60,8 +73,8 @@ pub(super) fn dispositions(ask: &mut Ask, handled: u64) -> Result<raw::Signals> 
             *d = a;
         }
     }
-    ask.call_ok("sigaltstack", nr::SIGALTSTACK, [0, at, 0, 0, 0, 0])?;
-    let ss: [u64; 3] = ask.get(at)?;
+    ask.result_ok("sigaltstack", alt)?;
+    let ss: [u64; 3] = ask.answer(alt)?;
     // `stack_t`: ss_sp, ss_flags (and padding), ss_size.
     let [sp, flags, size] = ss;
     s.altstack_sp = sp.into();
@@ -160,26 +173,48 @@ fn parse_timers(text: &str) -> Result<Vec<raw::PosixTimer>> {
     Ok(out)
 }
 
-/// The interval timers and the POSIX timers, with their report lines.
+/// The questions of [`timers`]: the interval timers, and the POSIX timers (from
+/// `/proc/PID/timers`) each with its value and overrun.
+pub(super) struct TimerQs {
+    itimers: [Q; 3],
+    posix: Vec<(raw::PosixTimer, Q, Q)>,
+}
+
+/// Queues the questions of [`timers`].
+pub(super) fn ask_timers(pid: i32, ask: &mut Ask) -> Result<TimerQs> {
+    let mut it = Vec::with_capacity(3);
+    for which in 0..3u64 {
+        it.push(ask.queue(ts::nr::GETITIMER, |at| [which, at, 0, 0, 0, 0])?);
+    }
+    let itimers: [Q; 3] = it
+        .try_into()
+        .map_err(|_| Error::Other("internal: three interval timers".into()))?;
+    let text = String::from_utf8_lossy(&procfs::read(pid, "timers")?).into_owned();
+    let mut list = parse_timers(&text)?;
+    list.sort_by_key(|p| p.id.get());
+    let mut posix = Vec::with_capacity(list.len());
+    for p in list {
+        let id = u64::from(p.id.get());
+        let value = ask.queue(ts::nr::TIMER_GETTIME, |at| [id, at, 0, 0, 0, 0])?;
+        let overrun = ask.queue(ts::nr::TIMER_GETOVERRUN, |_| [id, 0, 0, 0, 0, 0])?;
+        posix.push((p, value, overrun));
+    }
+    Ok(TimerQs { itimers, posix })
+}
+
+/// The interval timers and the POSIX timers, with their report lines: the answers to
+/// [`ask_timers`].
 pub(super) fn timers(
-    pid: i32,
-    ask: &mut Ask,
+    ask: &Ask,
+    qs: TimerQs,
 ) -> Result<(raw::Timers, Vec<raw::PosixTimer>, Vec<Fidelity>)> {
     let mut t = raw::Timers::new_zeroed();
-    let at = ask.slot(0);
-    for (which, it) in t.itimers.iter_mut().enumerate() {
-        ask.call_ok(
-            "getitimer",
-            ts::nr::GETITIMER,
-            [which as u64, at, 0, 0, 0, 0],
-        )?;
-        let v: Itimerval = ask.get(at)?;
+    for (it, q) in t.itimers.iter_mut().zip(qs.itimers) {
+        ask.result_ok("getitimer", q)?;
+        let v: Itimerval = ask.answer(q)?;
         it.interval_ns = ns_of(v.interval, 1000).into();
         it.value_ns = ns_of(v.value, 1000).into();
     }
-    let text = String::from_utf8_lossy(&procfs::read(pid, "timers")?).into_owned();
-    let mut posix = parse_timers(&text)?;
-    posix.sort_by_key(|p| p.id.get());
     let mut fid = Vec::new();
     let armed = t.itimers.iter().filter(|i| i.value_ns.get() != 0).count();
     if armed > 0 {
@@ -191,17 +226,14 @@ pub(super) fn timers(
                 .into(),
         });
     }
-    for p in &mut posix {
+    let mut posix = Vec::with_capacity(qs.posix.len());
+    for (mut p, value, overrun) in qs.posix {
         let id = u64::from(p.id.get());
-        ask.call_ok("timer_gettime", ts::nr::TIMER_GETTIME, [id, at, 0, 0, 0, 0])?;
-        let v: Itimerspec = ask.get(at)?;
+        ask.result_ok("timer_gettime", value)?;
+        let v: Itimerspec = ask.answer(value)?;
         p.interval_ns = ns_of(v.interval, 1).into();
         p.value_ns = ns_of(v.value, 1).into();
-        let o = ask.call_ok(
-            "timer_getoverrun",
-            ts::nr::TIMER_GETOVERRUN,
-            [id, 0, 0, 0, 0, 0],
-        )?;
+        let o = ask.result_ok("timer_getoverrun", overrun)?;
         p.overrun = u32::try_from(o).unwrap_or(u32::MAX).into();
         let (action, note) = if o == 0 {
             (Action::Restore, String::new())
@@ -217,6 +249,7 @@ pub(super) fn timers(
             action,
             note,
         });
+        posix.push(p);
     }
     Ok((t, posix, fid))
 }

@@ -5,10 +5,11 @@
 //! copy are taken this way by default ([`super::registry::Registry::checkpoint_lazy`]).
 //!
 //! While the task is frozen: `clone(0)` is injected into it (nothing shared, no exit signal):
-//! the twin, attached to us at birth (`PTRACE_O_TRACECLONE`) and stopped before it runs, then
-//! given `PTRACE_O_EXITKILL` (if cr-dump dies, the twin dies); `close_range(0, ~0)` is injected
-//! into the twin, so it holds none of the task's descriptors (a pipe the task closes still
-//! reaches end-of-file). When the twin is dropped it is killed and waited for, then the task is
+//! the twin, attached to us at birth (`PTRACE_O_TRACECLONE`) and stopped before it runs. Then
+//! ([`Twin::ready`]; for a capture whose mappings are read from the twin, once the task runs
+//! again: none of it needs the task) it is given `PTRACE_O_EXITKILL` (if cr-dump dies, the twin
+//! dies) and `close_range(0, ~0)` is injected into the twin, so it holds none of the task's
+//! descriptors (a pipe the task closes still reaches end-of-file). When the twin is dropped it is killed and waited for, then the task is
 //! stopped once more, for about 0.1 ms, to reap it by an injected `wait4`: the twin has no exit
 //! signal, so the task gets no `SIGCHLD` and its own `wait` calls never see it (only a
 //! `wait(__WALL)` could, while the twin lives).
@@ -68,6 +69,9 @@ pub struct Twin {
     task: i32,
     /// Data and zero pages found by the last write-back.
     counts: Mutex<Option<(u64, u64, u64)>>,
+    /// Made by [`make_unchecked`] and not yet [`Twin::ready`]: the task's rseq area at the
+    /// freeze, to write into the twin.
+    unready: Option<Option<(u64, Vec<u8>)>>,
 }
 
 impl Twin {
@@ -101,6 +105,29 @@ impl Twin {
         let st = procfs::parse_stat(&String::from_utf8_lossy(&b)).ok()?;
         let ms = st.cpu_ticks.saturating_mul(1000) / crate::sys::clock_ticks();
         Some(std::time::Duration::from_millis(ms))
+    }
+
+    /// Readies a twin from [`make_unchecked`] once the task runs again (nothing here needs
+    /// the task stopped): waits for the twin's first stop, sets `PTRACE_O_EXITKILL` (if
+    /// cr-dump dies, the twin dies), closes its descriptors (`close_range`: a pipe the task
+    /// closes reaches end-of-file) and writes the task's rseq area at the freeze into it (it
+    /// went back to user mode for an instant). On an error the caller drops the twin.
+    pub(crate) fn ready(&mut self) -> Result<()> {
+        let Some(rseq) = self.unready.take() else {
+            return Ok(());
+        };
+        let g = self.pid;
+        // Born at the nice value of the task's stop (`freeze`): the task's own, for its end.
+        if let Ok(n) = sys::nice(self.task) {
+            let _ = sys::set_nice(g, n);
+        }
+        wait_born(g)?;
+        let twin_inj = injector(g)?;
+        twin_inj.set_options(libc::PTRACE_O_EXITKILL)?;
+        // Best effort: before Linux 5.9 the twin keeps its descriptors until it is killed.
+        let _ = twin_inj.call(nr::CLOSE_RANGE, [0, u64::from(u32::MAX), 0, 0, 0, 0]);
+        drop(twin_inj);
+        restore_rseq(g, &rseq)
     }
 
     /// Data, zero and parent pages found by the last write-back, if there was one.
@@ -291,10 +318,15 @@ fn wait_born(pid: i32) -> Result<()> {
 /// `Ok(Err(reason))` when no twin can stand for the task (then none is left behind); `Err`
 /// when the task failed (it died).
 pub fn make(pid: i32, vmas: &[VmaRec]) -> Result<std::result::Result<Twin, String>> {
-    let twin = match make_unchecked(pid)? {
+    let status = procfs::parse_status(&String::from_utf8_lossy(&procfs::read(pid, "status")?))?;
+    let mut twin = match make_unchecked(pid, &status)? {
         Ok(t) => t,
         Err(why) => return Ok(Err(why)),
     };
+    if let Err(e) = twin.ready() {
+        twin.discard_frozen()?;
+        return Ok(Err(e.to_string()));
+    }
     let why = match check(pid, &twin, vmas) {
         Ok(None) => return Ok(Ok(twin)),
         Ok(Some(why)) => why,
@@ -305,10 +337,13 @@ pub fn make(pid: i32, vmas: &[VmaRec]) -> Result<std::result::Result<Twin, Strin
     Ok(Err(why))
 }
 
-/// [`make`] without the check that the twin holds the task's memory: the caller checks it,
-/// from the twin's own mappings after the task is let go (`lazy::cow_fast`).
-pub(crate) fn make_unchecked(pid: i32) -> Result<std::result::Result<Twin, String>> {
-    let status = procfs::parse_status(&String::from_utf8_lossy(&procfs::read(pid, "status")?))?;
+/// [`make`] without the check that the twin holds the task's memory, and with the twin not
+/// yet [`Twin::ready`]: the caller readies it and checks it, from the twin's own mappings,
+/// after the task is let go (`lazy::cow_fast`). `status` is the task's, read while frozen.
+pub(crate) fn make_unchecked(
+    pid: i32,
+    status: &procfs::Status,
+) -> Result<std::result::Result<Twin, String>> {
     if status.seccomp != 0 {
         return Ok(Err(format!(
             "pid {pid} runs under seccomp (mode {}): no system call is injected",
@@ -328,39 +363,18 @@ pub(crate) fn make_unchecked(pid: i32) -> Result<std::result::Result<Twin, Strin
         Err(e) if procfs::read(pid, "stat").is_err() => return Err(e),
         Err(e) => return Ok(Err(e.to_string())),
     };
-    let child = match i32::try_from(r) {
-        Ok(c) if c > 0 => c,
-        Ok(e) if e < 0 => {
-            return Ok(Err(format!(
-                "clone in pid {pid} failed: {}",
-                std::io::Error::from_raw_os_error(-e)
-            )))
-        }
-        _ => return Ok(Err(format!("clone in pid {pid} returned {r}"))),
-    };
-    let twin = Twin {
-        pid: child,
-        task: pid,
-        counts: Mutex::new(None),
-    };
-    // From here, any failure kills and reaps the twin while the task is still frozen.
-    let ready = (|| -> Result<()> {
-        let g = twin.pid;
-        wait_born(g)?;
-        let twin_inj = injector(g)?;
-        twin_inj.set_options(libc::PTRACE_O_EXITKILL)?;
-        // Best effort: before Linux 5.9 the twin keeps its descriptors until it is killed.
-        let _ = twin_inj.call(nr::CLOSE_RANGE, [0, u64::from(u32::MAX), 0, 0, 0, 0]);
-        drop(twin_inj);
-        // Both went back to user mode for an instant: their rseq CPU fields are rewritten.
-        restore_rseq(g, &rseq)
-    })();
-    match ready {
-        Ok(()) => Ok(Ok(twin)),
-        Err(e) => {
-            twin.discard_frozen()?;
-            Ok(Err(e.to_string()))
-        }
+    match i32::try_from(r) {
+        Ok(child) if child > 0 => Ok(Ok(Twin {
+            pid: child,
+            task: pid,
+            counts: Mutex::new(None),
+            unready: Some(rseq),
+        })),
+        Ok(e) if e < 0 => Ok(Err(format!(
+            "clone in pid {pid} failed: {}",
+            std::io::Error::from_raw_os_error(-e)
+        ))),
+        _ => Ok(Err(format!("clone in pid {pid} returned {r}"))),
     }
 }
 

@@ -50,6 +50,8 @@ pub mod nr {
     pub const MADVISE: u64 = k::__NR_madvise as u64;
     /// `mlock2`.
     pub const MLOCK2: u64 = k::__NR_mlock2 as u64;
+    /// `mincore`.
+    pub const MINCORE: u64 = k::__NR_mincore as u64;
 }
 
 /// `MAP_FIXED_NOREPLACE`.

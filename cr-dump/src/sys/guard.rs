@@ -66,19 +66,31 @@ pub enum Msg {
         pid: i32,
     },
     /// `len` bytes at `addr` in `pid`'s vDSO are about to be overwritten; they were `orig`
-    /// (its first `len` bytes).
+    /// (its first `len` bytes; any past the 16th were zeros).
     Patch {
         /// The task.
         pid: i32,
         /// Where.
         addr: u64,
-        /// How many bytes (at most 16).
+        /// How many bytes.
         len: u8,
         /// What they were.
         orig: [u8; 16],
     },
     /// The bytes of the last [`Msg::Patch`] of `pid` are back.
     Unpatch {
+        /// The task.
+        pid: i32,
+    },
+    /// `pid`'s nice value is about to be raised for its stop; it was `old`.
+    Boost {
+        /// The task.
+        pid: i32,
+        /// Its own nice value.
+        old: i32,
+    },
+    /// `pid`'s own nice value is back.
+    Unboost {
         /// The task.
         pid: i32,
     },
@@ -89,6 +101,8 @@ const RESULT: u32 = 2;
 const SETTLED: u32 = 3;
 const PATCH: u32 = 4;
 const UNPATCH: u32 = 5;
+const BOOST: u32 = 6;
+const UNBOOST: u32 = 7;
 
 impl Msg {
     /// The message's bytes: kind, pid, then the fields as little-endian words.
@@ -125,6 +139,11 @@ impl Msg {
                 (PATCH, *pid)
             }
             Msg::Unpatch { pid } => (UNPATCH, *pid),
+            Msg::Boost { pid, old } => {
+                words.push(*old as i64 as u64);
+                (BOOST, *pid)
+            }
+            Msg::Unboost { pid } => (UNBOOST, *pid),
         };
         b[..4].copy_from_slice(&kind.to_le_bytes());
         b[4..8].copy_from_slice(&pid.to_le_bytes());
@@ -172,11 +191,16 @@ impl Msg {
                 Msg::Patch {
                     pid,
                     addr: word(0)?,
-                    len: u8::try_from(word(1)?).ok().filter(|l| *l <= 16)?,
+                    len: u8::try_from(word(1)?).ok()?,
                     orig,
                 }
             }
             UNPATCH => Msg::Unpatch { pid },
+            BOOST => Msg::Boost {
+                pid,
+                old: i32::try_from(word(0)? as i64).ok()?,
+            },
+            UNBOOST => Msg::Unboost { pid },
             _ => return None,
         })
     }
@@ -420,6 +444,14 @@ mod tests {
                 orig: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 0, 0],
             },
             Msg::Unpatch { pid: 3 },
+            Msg::Patch {
+                pid: 3,
+                addr: 0x1f80,
+                len: 128,
+                orig: [0; 16],
+            },
+            Msg::Boost { pid: 8, old: -3 },
+            Msg::Unboost { pid: 8 },
         ] {
             assert_eq!(Msg::decode(&m.encode()), Some(m));
         }

@@ -124,6 +124,12 @@ pub const STUB: [u8; 14] = [
 struct Stub {
     addr: u64,
     mem: File,
+    /// The patched bytes: from here to the end of the vDSO (the stub, and [`LIVE_BATCH_CODE`]
+    /// before it if the padding had room).
+    from: u64,
+    len: usize,
+    /// Where [`LIVE_BATCH_CODE`] is, if it was written.
+    batch: Option<u64>,
 }
 
 /// Length of the `syscall` instruction.
@@ -387,7 +393,7 @@ impl Drop for Injector {
         let Some(s) = self.stub.take() else {
             return;
         };
-        if !self.unsettled.get() && s.mem.write_all_at(&[0u8; STUB.len()], s.addr).is_ok() {
+        if !self.unsettled.get() && s.mem.write_all_at(&vec![0u8; s.len], s.from).is_ok() {
             guard::publish(&Msg::Unpatch {
                 pid: self.tracee.pid(),
             });
@@ -439,19 +445,34 @@ fn vdso_by_query(pid: i32) -> Option<(u64, u64)> {
 /// Length of the vDSO's tail that must be padding (zeros) for the stub to go there.
 const STUB_SLOT: usize = 32;
 
+/// Room for [`LIVE_BATCH_CODE`] before the stub's slot.
+const BATCH_SLOT: usize = 96;
+
 /// Writes [`STUB`] into the padding at the end of the task's vDSO (its last 32 bytes, zeros:
-/// code that nothing calls), telling the guard first; `None` (injections then use a `syscall`
-/// of the vDSO's own code) if there is no such padding or the write is refused. A slot that
-/// already holds the stub (a twin's copy, or one a killed cr-dump left) counts as padding.
+/// code that nothing calls), and [`LIVE_BATCH_CODE`] into the 96 bytes before them if they are
+/// padding too, telling the guard first; `None` (injections then use a `syscall` of the
+/// vDSO's own code) if there is no such padding or the write is refused. Bytes that already
+/// hold what would be written (a twin's copy, or what a killed cr-dump left) count as padding.
 fn write_stub(pid: i32, vdso: &Vdso) -> Result<Option<Stub>> {
     let b = &vdso.bytes;
-    let Some(tail) = b.len().checked_sub(STUB_SLOT).and_then(|i| b.get(i..)) else {
-        return Ok(None);
+    let slot = |n: usize, code: &[u8]| {
+        let tail = b.len().checked_sub(n).and_then(|i| b.get(i..))?;
+        let mut want = vec![0u8; n];
+        want.get_mut(..code.len())?.copy_from_slice(code);
+        let free = tail.iter().zip(&want).all(|(&o, &w)| o == 0 || o == w);
+        free.then_some(want)
     };
-    let (head, rest) = tail.split_at(STUB.len());
-    if !(head.iter().all(|&x| x == 0) || head == STUB) || rest.iter().any(|&x| x != 0) {
-        return Ok(None);
-    }
+    let mut both = LIVE_BATCH_CODE.to_vec();
+    both.resize(BATCH_SLOT, 0);
+    both.extend_from_slice(&STUB);
+    let (bytes, batch) = match slot(BATCH_SLOT + STUB_SLOT, &both) {
+        Some(w) => (w, true),
+        None => match slot(STUB_SLOT, &STUB) {
+            Some(w) => (w, false),
+            None => return Ok(None),
+        },
+    };
+    let from = vdso.start + (b.len() - bytes.len()) as u64;
     let addr = vdso.start + (b.len() - STUB_SLOT) as u64;
     let Ok(mem) = std::fs::OpenOptions::new()
         .read(true)
@@ -460,17 +481,24 @@ fn write_stub(pid: i32, vdso: &Vdso) -> Result<Option<Stub>> {
     else {
         return Ok(None);
     };
+    // The bytes were padding (zeros): the guard writes zeros back.
     guard::publish(&Msg::Patch {
         pid,
-        addr,
-        len: STUB.len() as u8,
+        addr: from,
+        len: u8::try_from(bytes.len()).unwrap_or(u8::MAX),
         orig: [0; 16],
     });
-    if mem.write_all_at(&STUB, addr).is_err() {
+    if mem.write_all_at(&bytes, from).is_err() {
         guard::publish(&Msg::Unpatch { pid });
         return Ok(None);
     }
-    Ok(Some(Stub { addr, mem }))
+    Ok(Some(Stub {
+        addr,
+        mem,
+        from,
+        len: bytes.len(),
+        batch: batch.then_some(from),
+    }))
 }
 
 /// Address of a `syscall` instruction (0f 05) in the task's vDSO, preferably one followed by
@@ -645,6 +673,225 @@ impl Injector {
     }
 }
 
+/// The code [`Injector::call_live`] runs in a live task: the system calls of a table, one
+/// after the other, each result stored in its entry, then a `tgkill` of the task itself with a
+/// signal whose default action is to ignore it, which stops it under our ptrace (a
+/// signal-delivery stop), then `jmp .`. `r12` points at the first entry, `r13` just past the
+/// last, `r14`, `r15` and `rbp` hold the `tgkill`'s arguments; each entry is [`BATCH_ENTRY`]
+/// bytes: the call's number, its six arguments, then a word that is, before the call, 0 or
+/// the address of an earlier entry's result word (the call's first argument is then that
+/// result: an address an `mmap` gave), and after the call its result. `syscall` clobbers only
+/// `rax`, `rcx` and `r11`.
+///
+/// Unlike [`BATCH_CODE`]'s trap, nothing here harms the task if cr-dump vanishes midway: the
+/// rest of the table runs (questions, and the `munmap` of what the table mapped), the signal
+/// is ignored (no tracer: the kernel drops it), and the task spins on the `jmp` in user mode
+/// until the guard puts its registers back, as at the stub.
+///
+/// ```text
+/// 0:  4d 39 ec           cmp r12, r13
+/// 3:  73 3c              jae 65              ; the table is done
+/// 5:  49 8b 7c 24 08     mov rdi, [r12+8]
+/// 10: 49 8b 44 24 38     mov rax, [r12+56]   ; first argument from an earlier result?
+/// 15: 48 85 c0           test rax, rax
+/// 18: 74 03              je 23
+/// 20: 48 8b 38           mov rdi, [rax]
+/// 23: 49 8b 74 24 10     mov rsi, [r12+16]
+/// 28: 49 8b 54 24 18     mov rdx, [r12+24]
+/// 33: 4d 8b 54 24 20     mov r10, [r12+32]
+/// 38: 4d 8b 44 24 28     mov r8, [r12+40]
+/// 43: 4d 8b 4c 24 30     mov r9, [r12+48]
+/// 48: 49 8b 04 24        mov rax, [r12]      ; number
+/// 52: 0f 05              syscall
+/// 54: 49 89 44 24 38     mov [r12+56], rax   ; its result
+/// 59: 49 83 c4 40        add r12, 64
+/// 63: eb bf              jmp 0
+/// 65: b8 ea 00 00 00     mov eax, 234        ; tgkill(r14, r15, rbp)
+/// 70: 4c 89 f7           mov rdi, r14
+/// 73: 4c 89 fe           mov rsi, r15
+/// 76: 48 89 ea           mov rdx, rbp
+/// 79: 0f 05              syscall
+/// 81: eb fe              jmp 81              ; stopped here by the signal, or spins
+/// ```
+pub const LIVE_BATCH_CODE: [u8; 83] = [
+    0x4d, 0x39, 0xec, 0x73, 0x3c, 0x49, 0x8b, 0x7c, 0x24, 0x08, 0x49, 0x8b, 0x44, 0x24, 0x38, 0x48,
+    0x85, 0xc0, 0x74, 0x03, 0x48, 0x8b, 0x38, 0x49, 0x8b, 0x74, 0x24, 0x10, 0x49, 0x8b, 0x54, 0x24,
+    0x18, 0x4d, 0x8b, 0x54, 0x24, 0x20, 0x4d, 0x8b, 0x44, 0x24, 0x28, 0x4d, 0x8b, 0x4c, 0x24, 0x30,
+    0x49, 0x8b, 0x04, 0x24, 0x0f, 0x05, 0x49, 0x89, 0x44, 0x24, 0x38, 0x49, 0x83, 0xc4, 0x40, 0xeb,
+    0xbf, 0xb8, 0xea, 0x00, 0x00, 0x00, 0x4c, 0x89, 0xf7, 0x4c, 0x89, 0xfe, 0x48, 0x89, 0xea, 0x0f,
+    0x05, 0xeb, 0xfe,
+];
+
+/// Offset of the final `jmp .` in [`LIVE_BATCH_CODE`]: where the task is when its stop
+/// signal stops it.
+const LIVE_SPIN: u64 = 81;
+
+/// The signals [`Injector::call_live`] may stop a task with: their default action is to
+/// ignore them (SIGCONT, which also resumes stopped tasks, is left out).
+pub const LIVE_STOP_SIGNALS: [i32; 3] = [libc::SIGURG, libc::SIGWINCH, libc::SIGCHLD];
+
+/// The number [`Msg::Start`] names for a batch (no system call has it).
+pub const BATCH_NR: u64 = u64::MAX;
+
+/// One entry of a [`LIVE_BATCH_CODE`] table: `nr(args)`, its first argument replaced by the
+/// result of the entry `first_from` names (an index into the same table) if given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveCall {
+    /// The call's number.
+    pub nr: u64,
+    /// Its arguments.
+    pub args: [u64; 6],
+    /// An earlier entry whose result is the first argument.
+    pub first_from: Option<usize>,
+}
+
+/// The table [`LIVE_BATCH_CODE`] reads for `calls`, to be written at `table`; `None` if an
+/// entry takes its first argument from one that is not earlier.
+pub fn live_table(calls: &[LiveCall], table: u64) -> Option<Vec<u8>> {
+    let mut t = Vec::with_capacity(calls.len() * BATCH_ENTRY as usize);
+    for (i, c) in calls.iter().enumerate() {
+        let from = match c.first_from {
+            Some(k) if k < i => table.checked_add((k as u64) * BATCH_ENTRY + 56)?,
+            Some(_) => return None,
+            None => 0,
+        };
+        for w in [c.nr].iter().chain(&c.args).chain([&from]) {
+            t.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+    Some(t)
+}
+
+impl Injector {
+    /// Whether [`Injector::call_live`] can run here: a live task whose vDSO padding took
+    /// [`LIVE_BATCH_CODE`].
+    pub fn can_batch(&self) -> bool {
+        self.signals == Signals::Resend && self.stub.as_ref().is_some_and(|s| s.batch.is_some())
+    }
+
+    /// Runs the `n` system calls of the table ([`live_table`]) the caller wrote at `table` in
+    /// a live task, in one go: the task runs [`LIVE_BATCH_CODE`], each result lands in its
+    /// entry, and the task stops itself with `stop` (one of [`LIVE_STOP_SIGNALS`] that it
+    /// neither blocks, handles nor has pending: the caller checks), which is dropped. Its
+    /// registers are then put back and it stays in that signal-delivery stop: freed there by
+    /// a vanished cr-dump, it goes on through the kernel's signal path (the signal ignored,
+    /// a call it was stopped in restarted from its registers) as from an interrupt stop.
+    /// One `PTRACE_CONT` and one stop for the whole table, where [`Injector::call`] costs
+    /// three stops per call, each a wait for a CPU on a busy machine. The calls must not
+    /// create tasks (`clone`) nor block. Signals that arrive meanwhile are sent again after.
+    pub fn call_live(&self, table: u64, n: usize, stop: i32) -> Result<()> {
+        let pid = self.tracee.pid();
+        let code = match &self.stub {
+            Some(Stub {
+                batch: Some(at), ..
+            }) if self.signals == Signals::Resend => *at,
+            _ => {
+                return Err(Error::Other(format!(
+                    "no room for the batch code in the vDSO of pid {pid}"
+                )))
+            }
+        };
+        if !LIVE_STOP_SIGNALS.contains(&stop) {
+            return Err(Error::Other(format!(
+                "internal: signal {stop} cannot end a batch"
+            )));
+        }
+        let err = |what: &str, e: std::io::Error| {
+            Error::io(
+                format!("{what} (a batch of {n} system calls in pid {pid})"),
+                e,
+            )
+        };
+        let end = (n as u64)
+            .checked_mul(BATCH_ENTRY)
+            .and_then(|l| table.checked_add(l))
+            .ok_or_else(|| Error::Other(format!("a batch of {n} calls at {table:#x}")))?;
+        let t = self.tracee;
+        let saved = t.regs().map_err(|e| err("PTRACE_GETREGS", e))?;
+        guard::publish(&Msg::Start {
+            pid,
+            nr: BATCH_NR,
+            arg0: n as u64,
+            at: code,
+            span: LIVE_BATCH_CODE.len() as u64 - 1,
+            regs: Box::new(guard::regs_to_words(&saved)),
+        });
+        let mut r = saved;
+        r.rip = code;
+        r.orig_rax = u64::MAX; // not in a system call: no restart logic for these registers
+        (r.r12, r.r13) = (table, end);
+        (r.r14, r.r15, r.rbp) = (pid as u64, pid as u64, stop as u64);
+        let mut pending = Vec::new();
+        let res = t
+            .set_regs(&r)
+            .map_err(|e| err("PTRACE_SETREGS", e))
+            .and_then(|()| self.run_live(code + LIVE_SPIN, stop, &mut pending));
+        // At our signal's stop the task's own registers are all it needs; anywhere else (a
+        // fault, an error) it is brought back to an interrupt stop as after any call.
+        let back = match res {
+            Ok(()) => t
+                .set_regs(&saved)
+                .map_err(|e| err("PTRACE_SETREGS (the task's own)", e)),
+            Err(_) => self.settle(BATCH_NR, &saved, &mut pending),
+        };
+        match back {
+            Ok(()) => guard::publish(&Msg::Settled { pid }),
+            Err(_) => self.unsettled.set(true),
+        }
+        for s in pending {
+            let _ = t.kill(s);
+        }
+        res?;
+        back
+    }
+
+    /// Lets the live batch run to its stop signal at `spin`.
+    fn run_live(&self, spin: u64, stop: i32, pending: &mut Vec<i32>) -> Result<()> {
+        let t = self.tracee;
+        let pid = t.pid();
+        let err = |what: &str, e: std::io::Error| {
+            Error::io(format!("{what} (a batch of system calls in pid {pid})"), e)
+        };
+        loop {
+            t.cont(0).map_err(|e| err("PTRACE_CONT", e))?;
+            let signal = match t.wait().map_err(|e| err("waitpid", e))? {
+                Stop::Signal { signal } => signal,
+                Stop::Group { .. } | Stop::Event { .. } | Stop::Continued => continue,
+                Stop::Exited(c) => return Err(self.died(BATCH_NR, format!("exited ({c})"))),
+                Stop::Killed(s) => return Err(self.died(BATCH_NR, format!("killed by signal {s}"))),
+            };
+            let now = t.regs().map_err(|e| err("PTRACE_GETREGS", e))?;
+            if signal == stop && now.rip == spin {
+                // The table is done. The same signal from elsewhere, pending when the task
+                // sent its own, took its place (a standard signal is queued once): kept.
+                let from_itself = t
+                    .siginfo()
+                    .map_err(|e| err("PTRACE_GETSIGINFO", e))?
+                    .is_some_and(|(code, from)| code == SI_TKILL && from == pid);
+                if !from_itself {
+                    self.keep(pending, signal);
+                }
+                return Ok(());
+            }
+            // A fault of the code itself would only repeat (and is not the task's): give up.
+            if matches!(
+                signal,
+                libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
+            ) && now.rip.wrapping_sub(spin - LIVE_SPIN) <= LIVE_SPIN
+            {
+                return Err(Error::Other(format!(
+                    "a batch of system calls in pid {pid} faulted (signal {signal}) at {:#x}",
+                    now.rip
+                )));
+            }
+            self.keep(pending, signal);
+        }
+    }
+}
+
+/// `SI_TKILL`: the `si_code` of a signal sent by `tgkill`.
+const SI_TKILL: i32 = -6;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,6 +905,74 @@ mod tests {
             let _ = self.0.kill(libc::SIGKILL);
             let _ = self.0.wait();
         }
+    }
+
+    /// A live batch runs in a seized task (a `sleep`): every call, each result in its entry
+    /// (one taking an earlier one's as its first argument), one stop at the end; the task's
+    /// registers are as before and it sleeps on once let go.
+    #[test]
+    fn runs_a_live_batch_in_a_seized_task() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id() as i32;
+        let t = Tracee::seize(pid).expect("seize");
+        t.interrupt().expect("interrupt");
+        assert!(matches!(t.wait(), Ok(Stop::Group { .. })));
+        let inj = Injector::new(t, Signals::Resend).expect("injector");
+        assert!(inj.can_batch(), "no room for the batch code in the vDSO");
+        let ps = crate::sys::page_size() as u64;
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let area = inj.call(nr::MMAP, [0, ps, rw, anon, u64::MAX, 0]);
+        let area = area.expect("mmap") as u64;
+        let call = |nr, args, first_from| LiveCall {
+            nr,
+            args,
+            first_from,
+        };
+        let calls = [
+            call(libc::SYS_getpid as u64, [0; 6], None),
+            call(nr::MMAP, [0, ps, rw, anon, u64::MAX, 0], None),
+            call(nr::MUNMAP, [0, ps, 0, 0, 0, 0], Some(1)),
+            call(nr::MUNMAP, [1, ps, 0, 0, 0, 0], None),
+        ];
+        let mem = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(procfs::path(pid, "mem"))
+            .expect("mem");
+        let table = live_table(&calls, area).expect("table");
+        mem.write_all_at(&table, area).expect("write table");
+        let before = t.regs().expect("regs");
+        inj.call_live(area, calls.len(), libc::SIGURG)
+            .expect("batch");
+        let after = t.regs().expect("regs");
+        assert_eq!((before.rip, before.rsp), (after.rip, after.rsp));
+        let mut back = vec![0u8; table.len()];
+        mem.read_exact_at(&mut back, area).expect("read table");
+        let result = |i: usize| {
+            let w = back.get(i * 64 + 56..i * 64 + 64).expect("entry");
+            i64::from_le_bytes(w.try_into().expect("word"))
+        };
+        assert_eq!(result(0), i64::from(pid));
+        assert!(result(1) > 0, "mmap gave {}", result(1));
+        assert_eq!(result(2), 0, "munmap of what the mmap gave");
+        assert_eq!(result(3), -i64::from(libc::EINVAL));
+        let maps = String::from_utf8_lossy(&procfs::read(pid, "maps").expect("maps")).into_owned();
+        assert!(!maps.contains(&format!("{:x}-", result(1))), "{maps}");
+        drop(inj);
+        t.detach(0).expect("detach");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let st = procfs::read(pid, "stat").expect("stat");
+        let st = String::from_utf8_lossy(&st).into_owned();
+        let state = st
+            .rsplit_once(')')
+            .map(|(_, r)| r.trim_start().as_bytes()[0]);
+        assert_eq!(state, Some(b'S'), "{st}");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// A batch runs in a real child: every call until the first that gives another result

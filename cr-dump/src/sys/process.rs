@@ -13,6 +13,26 @@ pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
     check(r.into()).map(drop)
 }
 
+/// The nice value of thread `pid` (`getpriority(PRIO_PROCESS)`).
+pub fn nice(pid: i32) -> io::Result<i32> {
+    // getpriority returns the value itself, which may be -1: errno tells an error.
+    // SAFETY: __errno_location returns this thread's errno, valid to write.
+    unsafe { *libc::__errno_location() = 0 };
+    // SAFETY: getpriority takes only integers.
+    let r = unsafe { libc::getpriority(libc::PRIO_PROCESS, pid as libc::id_t) };
+    match io::Error::last_os_error() {
+        e if r == -1 && e.raw_os_error() != Some(0) => Err(e),
+        _ => Ok(r),
+    }
+}
+
+/// Sets the nice value of thread `pid` (`setpriority(PRIO_PROCESS)`).
+pub fn set_nice(pid: i32, nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes only integers.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) };
+    check(r.into()).map(drop)
+}
+
 /// `pidfd_open(pid, 0)`.
 pub fn pidfd_open(pid: i32) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: pidfd_open takes two integers.

@@ -92,6 +92,23 @@ fn ptrace_getregset(pid: i32, nt: u32, buf: &mut [u8]) -> io::Result<usize> {
     Ok(iov.iov_len.min(buf.len()))
 }
 
+/// `PTRACE_GETSIGINFO`: the siginfo of the signal a tracee is stopped for.
+fn ptrace_getsiginfo(pid: i32) -> io::Result<[u8; 128]> {
+    let mut b = [0u8; 128];
+    // SAFETY: `data` points to 128 writable bytes, the size of `siginfo_t`, which is all the
+    // kernel writes.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETSIGINFO,
+            pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            b.as_mut_ptr().cast::<libc::c_void>(),
+        )
+    };
+    check(r)?;
+    Ok(b)
+}
+
 /// How a waited-for task changed state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitStatus {
@@ -418,6 +435,15 @@ impl Tracee {
     /// `PTRACE_GET_RSEQ_CONFIGURATION`.
     pub fn rseq(&self) -> io::Result<RseqConfiguration> {
         ptrace_get_rseq(self.0)
+    }
+
+    /// At a signal-delivery stop, the signal's `si_code` and `si_pid` (the sender, for a
+    /// signal sent by `kill` or `tgkill`); `None` if the bytes are short.
+    pub fn siginfo(&self) -> io::Result<Option<(i32, i32)>> {
+        let b = ptrace_getsiginfo(self.0)?;
+        // siginfo_t: si_signo, si_errno, si_code (ints), padding, then the union (si_pid).
+        let int = |at: usize| b.get(at..at + 4)?.try_into().ok().map(i32::from_le_bytes);
+        Ok(int(8).zip(int(16)))
     }
 
     /// `kill(pid, signal)`.
