@@ -319,7 +319,9 @@ warning on stderr; --strict refuses the checkpoint instead. --json prints one ob
 the same fields (*_ms in milliseconds; the report as `fidelity`: item, kind, action, note) \
 plus peak_rss_kib, snapshot (how lazy mode held the memory: twin or copy; none with \
 --direct) and page_path (how the pages reached the image: splice, from a twin to an image \
-file; read; buffer, from a copy; CR_DUMP_NO_SPLICE=1 makes a twin's pages be read).
+file; read; buffer, from a copy; CR_DUMP_NO_SPLICE=1 makes a twin's pages be read) and \
+twin_cpu_ms (the CPU the twin spent, to the clock tick: the calls injected into it are the \
+checkpoint's work that no getrusage of cr-dump counts; null without a twin).
 
 Open files: regular files (path, flags, offset, identity checked at restore), directories, \
 devices, terminals, the working directory and root are recorded; a file deleted while open \
