@@ -6,7 +6,7 @@
 //!
 //! While the task is frozen: `clone(0)` is injected into it (nothing shared, no exit signal):
 //! the twin, attached to us at birth (`PTRACE_O_TRACECLONE`) and stopped before it runs. Then
-//! ([`Twin::ready`]; for a capture whose mappings are read from the twin, once the task runs
+//! (`Twin::ready`; for a capture whose mappings are read from the twin, once the task runs
 //! again: none of it needs the task) it is given `PTRACE_O_EXITKILL` (if cr-dump dies, the twin
 //! dies) and `close_range(0, ~0)` is injected into the twin, so it holds none of the task's
 //! descriptors (a pipe the task closes still reaches end-of-file). When the twin is dropped it is killed and waited for, then the task is
