@@ -90,10 +90,7 @@ impl Injector {
                 "a batch of system calls runs only in a fresh child, not in pid {pid}"
             )));
         }
-        let end = (n as u64)
-            .checked_mul(BATCH_ENTRY)
-            .and_then(|l| table.checked_add(l))
-            .ok_or_else(|| Error::Other(format!("a batch of {n} calls at {table:#x}")))?;
+        let end = table_end(table, n)?;
         let t = self.tracee;
         let saved = t.regs().map_err(|e| err("PTRACE_GETREGS", e))?;
         let mut r = saved;
@@ -285,10 +282,7 @@ impl Injector {
                 e,
             )
         };
-        let end = (n as u64)
-            .checked_mul(BATCH_ENTRY)
-            .and_then(|l| table.checked_add(l))
-            .ok_or_else(|| Error::Other(format!("a batch of {n} calls at {table:#x}")))?;
+        let end = table_end(table, n)?;
         let t = self.tracee;
         let saved = t.regs().map_err(|e| err("PTRACE_GETREGS", e))?;
         guard::publish(&Msg::Start {
@@ -374,3 +368,11 @@ impl Injector {
 
 /// `SI_TKILL`: the `si_code` of a signal sent by `tgkill`.
 const SI_TKILL: i32 = -6;
+
+/// The end of a table of `n` [`BATCH_ENTRY`]-byte entries at `table`.
+fn table_end(table: u64, n: usize) -> Result<u64> {
+    (n as u64)
+        .checked_mul(BATCH_ENTRY)
+        .and_then(|l| table.checked_add(l))
+        .ok_or_else(|| Error::Other(format!("a batch of {n} calls at {table:#x}")))
+}
