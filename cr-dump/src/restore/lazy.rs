@@ -90,6 +90,12 @@ const BACKGROUND_BATCH: u64 = 256;
 const HELPER_BATCH: u64 = 128;
 /// Fewer lazy pages than this are filled by the server alone.
 const HELPER_MIN_PAGES: u64 = 1024;
+/// Whether the helper is started at all. Off: with it, one lazy restore in about 60 of a task
+/// that unmaps, discards and moves its memory while it is filled gave wrong bytes in the moved
+/// part (`tests/lazy_restore.rs::lazy_layout_changes_during_a_two_thread_fill`, seen in CI);
+/// until that race is found the server fills alone (each record's CRC still taken right before
+/// its copy).
+const HELPER_ON: bool = false;
 
 /// The userfaultfd features a lazy restore needs.
 const FEATURES: u64 = sys::UFFD_FEATURE_EVENT_FORK
@@ -432,7 +438,7 @@ impl Server {
             next_id: 1,
             go: None,
             helper: None,
-            may_help: n >= HELPER_MIN_PAGES,
+            may_help: HELPER_ON && n >= HELPER_MIN_PAGES,
         }
     }
 
