@@ -17,6 +17,10 @@
 //! the memory is filled in the background once the task runs and the restore has reported it
 //! ([`LazyFill::serve`]), so that the fill does not compete with the report for the CPUs.
 //!
+//! (The helper below is not started for now, `HELPER_ON`: a race with a `mremap` during the
+//! fill gave wrong bytes in about 1 restore in 60; the server fills alone, each record's CRC
+//! taken right before its copy.)
+//!
 //! The background fill is done by two threads, the server between faults and a helper
 //! ([`Helper`]), each taking the next piece (at most a Pages record's data, 1 MiB) in address
 //! order: the CRC of a record is taken by the thread that copies it, right before its first
