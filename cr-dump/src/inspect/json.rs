@@ -166,7 +166,7 @@ impl JsonBuilder {
                         "start_stack": x(f.start_stack.get()),
                         "arg_start": x(f.arg_start.get()), "arg_end": x(f.arg_end.get()),
                         "env_start": x(f.env_start.get()), "env_end": x(f.env_end.get()),
-                        "auxv": m.auxv.iter().map(|e| json!([e.key.get(), x(e.value.get())])).collect::<Vec<_>>(),
+                        "auxv": m.auxv.iter().map(|e| json!([n64(e.key.get()), x(e.value.get())])).collect::<Vec<_>>(),
                         "exe": bytes_value(m.exe),
                     }),
                 );
