@@ -35,7 +35,7 @@
 use super::memory::{buf_len, open_proc, read_memory_mem_file};
 use super::options::Stats;
 use super::plan::{is_zero, plan_pages, PageCounts, RecordPlan, RunBuilder};
-use super::stream::{coalesce, cut_jobs, sink_err, Group, StreamJob};
+use super::stream::{coalesce, cut_jobs, sink_err, write_planned, Group, StreamJob};
 use super::vma::VmaRec;
 use crate::error::{Error, Result};
 use crate::span::PageSpan;
@@ -457,25 +457,6 @@ fn plan_group(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((recs, planned.counts))
-}
-
-/// Writes the Pages records `plans`, whose data is in `buf`.
-fn write_planned<W: Write + Placement>(
-    w: &mut Writer<IoSink<Placed<W>>>,
-    buf: &[u8],
-    plans: &[(RecordPlan, DataCrc)],
-) -> Result<()> {
-    for (r, crc) in plans {
-        let d = buf.get(r.data.clone()).ok_or_else(|| {
-            Error::Other(format!(
-                "internal: record data {:?} past the buffer",
-                r.data
-            ))
-        })?;
-        w.pages_with_crc(&r.runs, d, *crc)
-            .map_err(|e| sink_err(w, e))?;
-    }
-    Ok(())
 }
 
 /// Groups spliced ahead of the one whose record is written: while one thread copies the next

@@ -308,16 +308,27 @@ fn write_records<W: Write>(
                 .ok_or_else(|| Error::Other(format!("internal: no VMA {i} to write")))?;
             v.write(w).map_err(|e| sink_err(w, e))?;
         }
-        for (r, crc) in plans {
-            let data = buf.get(r.data.clone()).ok_or_else(|| {
-                Error::Other(format!(
-                    "internal: record data {:?} past the buffer",
-                    r.data
-                ))
-            })?;
-            w.pages_with_crc(&r.runs, data, *crc)
-                .map_err(|e| sink_err(w, e))?;
-        }
+        write_planned(w, buf, plans)?;
+    }
+    Ok(())
+}
+
+/// Writes the Pages records `plans`, whose data is in `buf` (the read path's and the splice
+/// path's read runs alike).
+pub(crate) fn write_planned<W: Write>(
+    w: &mut Writer<IoSink<W>>,
+    buf: &[u8],
+    plans: &[(RecordPlan, DataCrc)],
+) -> Result<()> {
+    for (r, crc) in plans {
+        let d = buf.get(r.data.clone()).ok_or_else(|| {
+            Error::Other(format!(
+                "internal: record data {:?} past the buffer",
+                r.data
+            ))
+        })?;
+        w.pages_with_crc(&r.runs, d, *crc)
+            .map_err(|e| sink_err(w, e))?;
     }
     Ok(())
 }
