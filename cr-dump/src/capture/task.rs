@@ -228,7 +228,13 @@ pub(crate) fn read_frame(
         .map_err(|e| procfs::proc_err(pid, "exe", e))?;
     let mut exe = exe.into_os_string().into_encoded_bytes();
     exe.truncate(cr_format::limits::MAX_PATH as usize);
-    let task = task_record(&status, &stat, ins.stat.state, personality)?;
+    let mut task = task_record(&status, &stat, ins.stat.state, personality)?;
+    // Not `SigBlk`: stopped inside `sigsuspend` (a program waiting for a signal it otherwise
+    // blocks), that is the call's temporary mask. Restored with it, the program would leave
+    // the signal unblocked outside the call, take it there, and then wait for it forever.
+    let blocked = crate::sys::taskstate::get_sigmask(pid)
+        .map_err(|e| gone_or(pid, e, "PTRACE_GETSIGMASK"))?;
+    task.sig_blocked = blocked.into();
     let state = super::state::capture(pid, state_opts)?;
     Ok(Frame {
         header: header(crid, page_size),

@@ -22,7 +22,7 @@
 //! | [`sock`] | what a socket is (`SO_DOMAIN`, names, peer), `sock_diag` netlink (backlog, Unix peer), socket/bind/listen/connect/accept, [`sock::as_fs_user`] |
 //! | [`files`] | `kcmp` of open files, `F_DUPFD_CLOEXEC` above a number, terminals, raw `open` flags, `lseek` |
 //! | [`procfs`] | `/proc/PID/*` parsers |
-//! | [`taskstate`] | signals, timers, limits, credentials: `PTRACE_PEEKSIGINFO`, `PTRACE_SETSIGMASK`, `prlimit`, `get_robust_list`, and the structs of the injected calls |
+//! | [`taskstate`] | signals, timers, limits, credentials: `PTRACE_PEEKSIGINFO`, `PTRACE_[GS]ETSIGMASK`, `prlimit`, `get_robust_list`, and the structs of the injected calls |
 //!
 //! Kernel structs come from `linux-raw-sys` where it has them; the few built here are
 //! `#[repr(C)]` with their size asserted against the kernel's.

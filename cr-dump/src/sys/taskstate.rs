@@ -1,6 +1,6 @@
 //! System calls and kernel structs for the task's signals, timers, limits, credentials and
 //! per-process attributes (issue 16): the requests cr-dump makes itself on a task
-//! (`PTRACE_PEEKSIGINFO`, `PTRACE_SETSIGMASK`, `prlimit`, `get_robust_list`), and the structs
+//! (`PTRACE_PEEKSIGINFO`, `PTRACE_[GS]ETSIGMASK`, `prlimit`, `get_robust_list`), and the structs
 //! and system call numbers of the calls it injects (`getitimer`, `timer_gettime`,
 //! `timer_create`, `capset`, ...).
 
@@ -227,6 +227,26 @@ pub fn set_sigmask(pid: i32, mask: u64) -> io::Result<()> {
         )
     };
     check(r).map(drop)
+}
+
+/// `PTRACE_GETSIGMASK`: the blocked mask of the ptrace-stopped task `pid`. Inside
+/// `sigsuspend`, `ppoll` or `pselect` the task runs under the call's temporary mask and the
+/// kernel keeps the real one aside until the call returns; this gives the real one (Linux
+/// 5.1+), where `SigBlk` in `/proc/PID/status` shows the temporary one.
+pub fn get_sigmask(pid: i32) -> io::Result<u64> {
+    let mut m: u64 = 0;
+    // SAFETY: `addr` is the size of the mask `data` points to (8 bytes of `m`, writable for
+    // the call); the kernel writes exactly that many and keeps no pointer.
+    let r = unsafe {
+        libc::ptrace(
+            linux_raw_sys::ptrace::PTRACE_GETSIGMASK as libc::c_uint,
+            pid,
+            std::mem::size_of::<u64>() as *mut libc::c_void,
+            (&mut m as *mut u64).cast::<libc::c_void>(),
+        )
+    };
+    check(r)?;
+    Ok(m)
 }
 
 /// `prlimit(pid, resource, new, &old)`: sets limit `resource` of `pid` to `new` (soft, hard) if
