@@ -547,9 +547,11 @@ fn precopy_of_a_task_that_keeps_writing_is_its_state_at_the_final_freeze() {
         rounds.len() >= 2 && rounds[1] > 0,
         "no page copied again: {j}"
     );
-    // What is left for the freeze is a small delta, not the whole.
+    // What is left for the freeze is a delta, not the whole. Not a tenth: the task writes
+    // 40 pages a millisecond, and on a loaded machine (CI runs tests side by side) the freeze
+    // can come 50 ms after the last round (1908 pages of 8100 were seen in a CI run).
     assert!(
-        fin * 10 < rounds[0],
+        fin * 3 < rounds[0],
         "final delta {fin} pages, round 0 {}: {j}",
         rounds[0]
     );

@@ -229,9 +229,11 @@ pub(crate) fn capture_precopy(
     };
     let mut store = PageStore::new(ps);
     let mut pre = round0(&ctx, &mut store, &armed, &mut rep)?;
+    // smaps is read while the task runs in every mode; here before the rounds, so that the
+    // last round is followed by the freeze at once, not by a read the task keeps writing in.
+    ins.load_smaps()?;
     rounds(&ctx, &mut store, &mut pre, limits, &mut rep)?;
     // Freeze, copy the last delta, resume.
-    ins.load_smaps()?;
     let frozen = freeze(pid)?;
     let fin =
         final_copy(&ctx, ins, crid, session, &mut store, pre).map_err(|e| frozen_err(pid, e))?;
