@@ -17,10 +17,6 @@
 //! the memory is filled in the background once the task runs and the restore has reported it
 //! ([`LazyFill::serve`]), so that the fill does not compete with the report for the CPUs.
 //!
-//! (The helper below is not started for now, `HELPER_ON`: a race with a `mremap` during the
-//! fill gave wrong bytes in about 1 restore in 60; the server fills alone, each record's CRC
-//! taken right before its copy.)
-//!
 //! The background fill is done by two threads, the server between faults and a helper
 //! ([`Helper`]), each taking the next piece (at most a Pages record's data, 1 MiB) in address
 //! order: the CRC of a record is taken by the thread that copies it, right before its first
@@ -34,6 +30,17 @@
 //! copies) before reading the task's userfaultfd, and ends it for good once the task moved its
 //! memory (`mremap`); a page is marked in only after its copy, so a fault on a page not marked
 //! still to come is never answered with zeros where data is due.
+//!
+//! What a copy found decides what is marked in ([`fill::put`]): a page copied, or there
+//! already (`EEXIST`: the other filler's, or one the task's `mremap` carried along with its
+//! range), is in; `ENOENT` never marks a page in. The kernel looks the VMA up before it looks
+//! at `mmap_changing`: a copy to a range the task has just moved gets `ENOENT` (not `EAGAIN`)
+//! until the `UFFD_EVENT_REMAP` is read, and the page belongs at the new address; a copy across
+//! the end of a VMA (split by `mprotect`, or cut by an `munmap` not yet read) gets `ENOENT` for
+//! the whole stretch. So a stretch is halved down to one page, and a page whose own VMA is gone
+//! is left to come until its event (`UNMAP` or `REMAP`) is read and says where it goes. (Marking
+//! it in instead gave zeros in a moved range in about 1 restore in 25 with two fillers, and a
+//! fault across a split never answered.)
 //!
 //! The task's own changes of its memory during the fill are followed (the userfaultfd asks for
 //! these events): `madvise(MADV_DONTNEED)` and `munmap` (`UFFD_EVENT_REMOVE`/`UNMAP`) drop
@@ -80,7 +87,7 @@ use std::thread::JoinHandle;
 mod detach;
 mod fill;
 pub use detach::serve_detached;
-use fill::{help, Helper, Mm, Shared, Todo};
+use fill::{help, Helper, Mm, Put, Shared, Todo};
 
 /// A record whose CRC matched ([`Server::crc`]).
 const GOOD: u8 = 1;
@@ -94,12 +101,9 @@ const BACKGROUND_BATCH: u64 = 256;
 const HELPER_BATCH: u64 = 128;
 /// Fewer lazy pages than this are filled by the server alone.
 const HELPER_MIN_PAGES: u64 = 1024;
-/// Whether the helper is started at all. Off: with it, one lazy restore in about 60 of a task
-/// that unmaps, discards and moves its memory while it is filled gave wrong bytes in the moved
-/// part (`tests/lazy_restore.rs::lazy_layout_changes_during_a_two_thread_fill`, seen in CI);
-/// until that race is found the server fills alone (each record's CRC still taken right before
-/// its copy).
-const HELPER_ON: bool = false;
+/// Whether the helper is started at all (off: the server fills alone, each record's CRC still
+/// taken right before its copy).
+const HELPER_ON: bool = true;
 
 /// The userfaultfd features a lazy restore needs.
 const FEATURES: u64 = sys::UFFD_FEATURE_EVENT_FORK
@@ -723,29 +727,20 @@ impl Server {
         let s = usize::try_from(pg * ps).unwrap_or(usize::MAX);
         let l = usize::try_from(n * ps).unwrap_or(0);
         let chunk = bytes.get(s..s.saturating_add(l)).unwrap_or_default();
-        let (done, r) = match sys::uffd_copy(&*m.uffd, dst, chunk) {
-            Ok(d) => (d, Copied::Ok),
-            Err((d, e)) => match e.raw_os_error() {
-                Some(libc::EAGAIN) => (d, Copied::Again),
-                Some(libc::ESRCH) => return Ok(Copied::Gone),
-                // A page there already (the helper's), or no longer registered (its event
-                // follows): skip it.
-                Some(libc::EEXIST | libc::ENOENT) => (d + ps as usize, Copied::Ok),
-                _ => {
-                    return Err(Error::io(
-                        format!("UFFDIO_COPY of {} bytes at {dst:#x}", chunk.len()),
-                        e,
-                    ))
-                }
-            },
+        let (pages, put) = fill::put(&m.uffd, dst, chunk, ps)?;
+        let r = match put {
+            Put::Gone => return Ok(Copied::Gone),
+            Put::Again => Copied::Again,
+            Put::Done => Copied::Ok,
         };
         // What was copied leaves cr-dump's resident set, as the eager copy's does.
         self.behind.passed(
             &sh.files,
             image,
-            off.saturating_add(s).saturating_add(done.min(chunk.len())),
+            off.saturating_add(s)
+                .saturating_add(usize::try_from(pages * ps).unwrap_or(0).min(chunk.len())),
         );
-        let pages = (done as u64 / ps).min(n);
+        let pages = pages.min(n);
         let mut copied = 0u64;
         for i in 0..pages {
             copied += u64::from(m.todo.clear(g0 + pg + i));
@@ -814,8 +809,12 @@ impl Server {
                     self.mms.remove(mi);
                     return Ok(());
                 }
-                // Left for the scan after the event is read.
-                Copied::Again => return Ok(()),
+                // Left for the scan after the event is read (which the task, to run, needs
+                // a CPU for).
+                Copied::Again => {
+                    std::thread::yield_now();
+                    return Ok(());
+                }
                 Copied::Ok => {}
             }
             if self.bit(mi, g0 + pg) {

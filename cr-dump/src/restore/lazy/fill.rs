@@ -1,6 +1,7 @@
 //! The background fill of a lazy restore: what is still to come ([`Todo`]), the address spaces
 //! being filled ([`Mm`]), what the server and its helper share ([`Shared`]), the helper
-//! ([`Helper`]) and the copy both make ([`fill_step`]). See [`super`].
+//! ([`Helper`]), the helper's copy ([`fill_step`]) and what both fillers make of a
+//! `UFFDIO_COPY`'s outcome ([`put`]). See [`super`].
 
 use super::{GOOD, HELPER_BATCH};
 use crate::error::{Error, Result};
@@ -296,33 +297,22 @@ pub(super) fn fill_step(
     let l = usize::try_from(n * sh.ps).unwrap_or(0);
     let chunk = bytes.get(s..s.saturating_add(l)).unwrap_or_default();
     let dst = p.addr + pg * sh.ps;
-    let (done, again) = match sys::uffd_copy(uffd, dst, chunk) {
-        Ok(d) => (d, false),
-        Err((d, e)) => match e.raw_os_error() {
-            Some(libc::EAGAIN) => (d, true),
-            Some(libc::ESRCH) => return Ok(Step::Gone),
-            // A page there already (the server answered a fault), or no longer registered
-            // (its event is the server's): skip it.
-            Some(libc::EEXIST | libc::ENOENT) => (d + sh.ps as usize, false),
-            _ => {
-                return Err(Error::io(
-                    format!("UFFDIO_COPY of {} bytes at {dst:#x}", chunk.len()),
-                    e,
-                ))
-            }
-        },
-    };
+    let (pages, put) = put(uffd, dst, chunk, sh.ps)?;
+    if matches!(put, Put::Gone) {
+        return Ok(Step::Gone);
+    }
     behind.passed(
         &sh.files,
         image,
-        off.saturating_add(s).saturating_add(done.min(chunk.len())),
+        off.saturating_add(s)
+            .saturating_add(usize::try_from(pages * sh.ps).unwrap_or(0).min(chunk.len())),
     );
-    let pages = (done as u64 / sh.ps).min(n);
+    let pages = pages.min(n);
     let mut copied = 0;
     for i in 0..pages {
         copied += u64::from(todo.clear(g0 + pg + i));
     }
-    if again {
+    if matches!(put, Put::Again) {
         return Ok(Step::Again);
     }
     let nxt = pg + pages;
@@ -330,4 +320,54 @@ pub(super) fn fill_step(
         at: (nxt < npages).then_some(nxt),
         copied,
     })
+}
+
+/// What stopped a [`put`].
+pub(super) enum Put {
+    /// Nothing: the stretch is in.
+    Done,
+    /// The layout is changing (an event is on the way, or read and not yet finished by the
+    /// task): try again after the server has read it.
+    Again,
+    /// The address space is gone.
+    Gone,
+}
+
+/// Copies `src` (whole pages) to `dst` in the task with `UFFDIO_COPY`: how many of the
+/// stretch's first pages are in now (copied, or there already), and what stopped it.
+///
+/// `ENOENT` (nothing copied: no registered VMA holds the whole stretch) never counts a page
+/// as in. Either the stretch crosses the end of a VMA (the task split its memory, with
+/// `mprotect` say, or unmapped or moved what follows): its first half is tried, down to one
+/// page; or the first page's VMA is gone, an `munmap` or `mremap` whose event is on its way
+/// (the kernel looks the VMA up before it looks at `mmap_changing`, so a copy to a range
+/// just moved gets `ENOENT`, not `EAGAIN`): the page is left to come, and the event says
+/// what becomes of it (dropped, or sent to its new place). Marking it in here gave zeros in
+/// a moved range (`tests/lazy_restore.rs`).
+pub(super) fn put(uffd: &OwnedFd, dst: u64, src: &[u8], ps: u64) -> Result<(u64, Put)> {
+    let ps_b = usize::try_from(ps).unwrap_or(usize::MAX);
+    let mut len = src.len();
+    loop {
+        let part = src.get(..len).unwrap_or_default();
+        let e = match sys::uffd_copy(uffd, dst, part) {
+            Ok(d) => return Ok((d as u64 / ps, Put::Done)),
+            Err((d, e)) => match e.raw_os_error() {
+                Some(libc::EAGAIN) => return Ok((d as u64 / ps, Put::Again)),
+                Some(libc::ESRCH) => return Ok((0, Put::Gone)),
+                // The page after the copied ones is there already (the other filler's, or a
+                // fault's answer): it is in.
+                Some(libc::EEXIST) => return Ok((d as u64 / ps + 1, Put::Done)),
+                Some(libc::ENOENT) if len > ps_b => {
+                    len = (len / ps_b / 2) * ps_b;
+                    continue;
+                }
+                Some(libc::ENOENT) => return Ok((0, Put::Again)),
+                _ => e,
+            },
+        };
+        return Err(Error::io(
+            format!("UFFDIO_COPY of {} bytes at {dst:#x}", part.len()),
+            e,
+        ));
+    }
 }
