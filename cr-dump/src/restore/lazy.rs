@@ -687,8 +687,14 @@ impl Server {
                 }
                 Some(libc::ESRCH) => Ok(Copied::Gone),
                 Some(libc::EAGAIN) => Ok(Copied::Again),
-                // Unmapped meanwhile (its event follows).
-                Some(libc::ENOENT) => Ok(Copied::Ok),
+                // Unmapped or moved meanwhile (its event follows or was read): nothing goes
+                // there, but a thread that faulted before it went may still sleep in the
+                // fault; woken (harmless if none is), it retries and finds the range as the
+                // task left it.
+                Some(libc::ENOENT) => {
+                    let _ = sys::uffd_wake(&*m.uffd, addr, self.sh.ps);
+                    Ok(Copied::Ok)
+                }
                 _ => Err(Error::io(format!("UFFDIO_ZEROPAGE at {addr:#x}"), e)),
             },
         }
