@@ -327,6 +327,26 @@ fn lazy_detach_server_killed_kills_the_task() {
         kill(pid, libc::SIGKILL);
         return;
     }
+    // Stopped first, so that it cannot end the fill and let the task go between the look
+    // above and the kill (a 64 MiB fill takes some tens of ms, spawning `kill` some).
+    kill(server, libc::SIGSTOP);
+    let t0 = Instant::now();
+    while !matches!(cr_tests::state(server), Some(('T' | 'Z' | 'X', _)) | None) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "server {server} never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if tracer(pid) != server {
+        cr_tests::skipped_part(
+            "server_killed",
+            "the fill ended before the server was stopped",
+        );
+        kill(server, libc::SIGKILL);
+        kill(pid, libc::SIGKILL);
+        return;
+    }
     kill(server, libc::SIGKILL);
     let end = Instant::now() + Duration::from_secs(10);
     loop {
@@ -360,12 +380,56 @@ fn a_task_waiting_in_sigsuspend_is_recorded_with_its_own_mask() {
     // Ready means it is in (or about to enter) sigsuspend: wait until it is in.
     let t0 = Instant::now();
     while sig_blk(c.id()) & usr1 != 0 {
-        assert!(t0.elapsed() < Duration::from_secs(10), "never in sigsuspend");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "never in sigsuspend"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let img = image_of(c, d.path());
     let bytes = std::fs::read(&img).unwrap();
     let image = cr_format::read::Image::parse(&bytes).unwrap();
     let blocked = image.task().unwrap().sig_blocked.get();
-    assert_ne!(blocked & usr1, 0, "SIGUSR1 not blocked in the image: {blocked:#x}");
+    assert_ne!(
+        blocked & usr1,
+        0,
+        "SIGUSR1 not blocked in the image: {blocked:#x}"
+    );
+}
+
+/// The nice value of `pid` (field 19 of `/proc/PID/stat`).
+fn nice_of(pid: i32) -> i64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = s.rsplit_once(')').unwrap().1;
+    after.split_whitespace().nth(16).unwrap().parse().unwrap()
+}
+
+/// A restore runs at nice -20 until the task runs (`restore/boost.rs`), but the restored task
+/// never does: it runs at the caller's nice value, eager or lazy, and gives the right result.
+#[test]
+fn the_restored_task_runs_at_the_callers_nice_value() {
+    if !root() {
+        cr_tests::skipped("nice", "raising the restore's priority needs root");
+        return;
+    }
+    let d = TempDir::new("lazy-nice");
+    let want = reference("seq", d.path());
+    let img = image("seq", d.path());
+    for extra in [&["--detach"][..], &["--lazy", "--detach"]] {
+        let out = Command::new("nice")
+            .args(["-n", "7", BIN, "restore"])
+            .args(extra)
+            .arg(&img)
+            .env("CR_CRID_FILE", d.path().join("crid"))
+            .run();
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert_eq!(nice_of(pid), 7, "restore {extra:?}: the task's nice value");
+        kill(pid, libc::SIGUSR1);
+        assert_eq!(wait_file(d.path(), "out", pid), want, "restore {extra:?}");
+    }
 }

@@ -206,6 +206,7 @@ impl Prepared {
         src: Source,
         pieces: Vec<Piece>,
         progress: Option<Progress>,
+        calm: Option<i32>,
     ) -> Result<Running> {
         let pid = child.pid();
         let done = Arc::new(AtomicBool::new(false));
@@ -213,6 +214,7 @@ impl Prepared {
         let mut state = Server::new(self.uffd, Arc::new(files), Arc::new(src), pieces, progress);
         let go = Arc::new(AtomicBool::new(false));
         state.go = Some(go.clone());
+        state.calm = calm;
         let d = done.clone();
         let ended = Arc::new(AtomicBool::new(false));
         let e = ended.clone();
@@ -385,6 +387,9 @@ struct Server {
     next_id: u64,
     /// Background filling may start (the task runs, and the restore said so).
     go: Option<Arc<AtomicBool>>,
+    /// The caller's nice value, if the restore raised it (`boost.rs`): the helper's. The
+    /// server keeps the restore's, as it answers the task's faults.
+    calm: Option<i32>,
     /// Lets go of the image behind the copies.
     behind: pages::Behind,
     /// The second filler, while the task's layout has not moved.
@@ -445,6 +450,7 @@ impl Server {
             retry: Vec::new(),
             next_id: 1,
             go: None,
+            calm: None,
             helper: None,
             may_help: HELPER_ON && n >= HELPER_MIN_PAGES,
         }
@@ -462,9 +468,14 @@ impl Server {
         let idle = Arc::new(AtomicBool::new(false));
         let quit = Arc::new(AtomicBool::new(false));
         let (p, i, q) = (pause.clone(), idle.clone(), quit.clone());
+        let calm = self.calm;
         let h = std::thread::Builder::new()
             .name("cr-lazy-fill".into())
             .spawn(move || {
+                if let Some(n) = calm {
+                    // Best effort: a second filler at -20 would take the task's CPU.
+                    let _ = sys::set_nice(sys::gettid(), n);
+                }
                 let r = help(&sh, &uffd, &todo, &p, &i, &q);
                 i.store(true, Ordering::SeqCst);
                 r

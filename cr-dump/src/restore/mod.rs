@@ -112,7 +112,8 @@
 //!
 //! `walk.rs` gathers the records as the chain is parsed; `plan.rs` checks the image and opens
 //! its files before the fork; `child.rs` is the forked
-//! shell with its injector; `build.rs` runs steps 1-5 and 7-10; `pages.rs` is step 6 and
+//! shell with its injector; `boost.rs` raises its priority until the task runs; `build.rs`
+//! runs steps 1-5 and 7-10; `pages.rs` is step 6 and
 //! `lazy.rs` its lazy form;
 //! `signals.rs`, `process.rs` and `creds.rs` are step 9's signals and timers, limits and
 //! attributes, and credentials (each planned before the fork: what the caller may not do is
@@ -167,6 +168,7 @@ use crate::error::{Error, Result};
 use crate::inspect;
 use std::path::Path;
 
+mod boost;
 mod build;
 mod child;
 mod creds;
@@ -248,6 +250,8 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
             "restore --lazy and --stopped together: a lazy restore lets the task run",
         ));
     }
+    // Until the task runs (`boost.rs`).
+    let boost = boost::Boost::raise();
     let files = inspect::chain::ChainFiles::open(path)?;
     let mut body = walk::Body::default();
     let (images, idx) =
@@ -280,13 +284,21 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     };
     let want = child::choose_pid(opts.pid, plan.task.pid.get(), &mut plan.warnings)?;
     let mut child = child::Child::spawn(devnull.as_ref(), want, opts.pid, &mut plan.warnings)?;
+    boost.child(child.pid());
     build::clear_space(&mut child, &plan)?;
     build::map_vmas(&child, &plan)?;
     let progress = opts.progress.as_ref();
     let lazy = if opts.lazy {
         let prep = lazy::prepare(&child, &plan, &files, &src, &pieces, progress)?;
         // Served from here on: the rest of the restore may touch the task's memory.
-        Some(prep.start(&child, files, src, pieces, opts.progress.clone())?)
+        Some(prep.start(
+            &child,
+            files,
+            src,
+            pieces,
+            opts.progress.clone(),
+            boost.calm(),
+        )?)
     } else {
         pages::fill(&child, &plan, &files, &src, &pieces, progress)?;
         None
@@ -299,6 +311,7 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     plan.warnings.extend(warnings);
     plan.warnings.extend(fplan.warnings.iter().cloned());
     let signal = if opts.stopped { libc::SIGSTOP } else { 0 };
+    boost.release_child(child.pid())?;
     let (pid, lazy) = match lazy {
         Some(l) => {
             let fill = l.release(child, opts.stopped)?;

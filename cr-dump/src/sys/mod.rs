@@ -55,7 +55,8 @@ pub use pagemap::{
 };
 pub use process::{
     catch_interrupts, check_interrupt, dup_to, exit_now, fork_single_threaded, fork_traced_child,
-    interrupted, kill, nice, pidfd_getfd, pidfd_open, set_nice, signal_name, INTERRUPT_SIGNALS,
+    gettid, interrupted, kill, nice, pidfd_getfd, pidfd_open, set_nice, signal_name,
+    INTERRUPT_SIGNALS,
 };
 pub use ptrace::{waitpid, Stop, Tracee, WaitStatus, NT_PRFPREG, NT_PRSTATUS, NT_X86_XSTATE};
 pub use uffd::{

@@ -26,6 +26,12 @@ pub fn nice(pid: i32) -> io::Result<i32> {
     }
 }
 
+/// The calling thread's id (`gettid`), for the calls that take a thread (`set_nice`).
+pub fn gettid() -> i32 {
+    // SAFETY: gettid takes nothing and cannot fail.
+    unsafe { libc::gettid() }
+}
+
 /// Sets the nice value of thread `pid` (`setpriority(PRIO_PROCESS)`).
 pub fn set_nice(pid: i32, nice: i32) -> io::Result<()> {
     // SAFETY: setpriority takes only integers.
