@@ -347,3 +347,55 @@ fn a_user_with_cap_checkpoint_restore_gets_the_executable_link_too() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("/proc/PID/exe"), "{err}");
 }
+
+/// A task's nice value and scheduling policy are not in the image (format 1.2 has no field):
+/// the checkpoint says so, for a real program run under `nice` and `chrt --batch`, rather than
+/// let the restored task run at restore's own priority unannounced.
+#[test]
+fn a_niced_tasks_scheduling_is_reported_as_not_kept() {
+    let dir = open_dir("procstate-nice");
+    let mut c = Command::new("nice")
+        .args(["-n", "5", "chrt", "--batch", "0", "sleep", "60"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = c.id();
+    // Until `sleep` runs in place of `nice` and `chrt` (same pid).
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "sleep never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = cr(
+        &[
+            "checkpoint",
+            "--pid",
+            &pid.to_string(),
+            "-o",
+            dir.path().to_str().unwrap(),
+            "--json",
+        ],
+        false,
+    );
+    let _ = c.kill();
+    let _ = c.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = j["fidelity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["item"] == "scheduling")
+        .unwrap_or_else(|| panic!("no scheduling line: {j}"));
+    assert_eq!(f["kind"], "nice 5, SCHED_BATCH", "{f}");
+    assert_eq!(f["action"], "partial", "{f}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("scheduling"), "no warning: {err}");
+}

@@ -119,6 +119,31 @@ fn read_regs(t: Tracee) -> Result<(raw::RegsX86_64, Vec<u8>)> {
     Ok((r, xsave))
 }
 
+/// The line of the fidelity report for a task whose nice value or policy is not the default
+/// (read before the freeze, which raises the nice value): neither is in the image.
+fn scheduling(stat: &Stat) -> Option<super::state::Fidelity> {
+    if stat.nice == 0 && stat.policy == 0 {
+        return None;
+    }
+    let policy = match stat.policy {
+        0 => "SCHED_OTHER".to_string(),
+        1 => "SCHED_FIFO".to_string(),
+        2 => "SCHED_RR".to_string(),
+        3 => "SCHED_BATCH".to_string(),
+        5 => "SCHED_IDLE".to_string(),
+        6 => "SCHED_DEADLINE".to_string(),
+        n => format!("policy {n}"),
+    };
+    Some(super::state::Fidelity {
+        item: "scheduling".into(),
+        kind: format!("nice {}, {policy}", stat.nice),
+        action: super::state::Action::Partial,
+        note: "not in the image (format 1.2 has no field for it): the restored task runs at \
+               restore's own nice value and policy"
+            .into(),
+    })
+}
+
 /// The Task record from `/proc`; `before` is the state letter before the freeze.
 fn task_record(status: &Status, stat: &Stat, before: u8, personality: u32) -> Result<raw::Task> {
     let mut t = raw::Task::new_zeroed();
@@ -235,7 +260,10 @@ pub(crate) fn read_frame(
     let blocked = crate::sys::taskstate::get_sigmask(pid)
         .map_err(|e| gone_or(pid, e, "PTRACE_GETSIGMASK"))?;
     task.sig_blocked = blocked.into();
-    let state = super::state::capture(pid, state_opts)?;
+    let mut state = super::state::capture(pid, state_opts)?;
+    if let Some(f) = scheduling(&ins.stat) {
+        state.fidelity.push(f);
+    }
     Ok(Frame {
         header: header(crid, page_size),
         task,

@@ -253,6 +253,10 @@ pub struct Stat {
     pub comm: String,
     /// (3) state letter.
     pub state: u8,
+    /// (19) nice value.
+    pub nice: i32,
+    /// (41) scheduling policy (`SCHED_*`).
+    pub policy: u32,
     /// (4) ppid.
     pub ppid: i32,
     /// (5) pgrp.
@@ -328,6 +332,8 @@ pub fn parse_stat(text: &str) -> Result<Stat> {
         session: int(6)?,
         flags: num(9)?,
         num_threads: num(20)?,
+        nice: int(19)?,
+        policy: u32::try_from(num(41)?).map_err(|_| bad("stat", "bad policy"))?,
         cpu_ticks: num(14)?.saturating_add(num(15)?),
         start_code: num(26)?,
         end_code: num(27)?,
