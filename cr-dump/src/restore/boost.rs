@@ -1,8 +1,11 @@
 //! **The restore runs at nice -20 until the task runs**, when cr-dump may raise it (root or
 //! `CAP_SYS_NICE`): until then the restored program's service is down, as it is during a
 //! checkpoint's stop, which runs at -20 for the same reason (`capture/freeze.rs`). With two
-//! busy loops on the two CPUs a 1 GiB restore took 0.57× the wall time of the same restore at
-//! the caller's nice (`BENCHMARKS.md`, "Restore at nice -20").
+//! busy loops on the two CPUs a 1 GiB restore took 0.62× the wall time of the same restore at
+//! the caller's nice (`BENCHMARKS.md`, "Session 9, all merged"). As for the stop, nice weighs
+//! only against tasks of the same session where autogroups are on
+//! (`kernel.sched_autogroup_enabled`), and not across cgroups: against work in another
+//! session or cgroup the restore keeps only its group's share.
 //!
 //! Raised: the restoring thread (and so the threads it starts: the eager fill's checker, the
 //! lazy server) and the child being built. Set back: the child to the caller's value before it
