@@ -572,3 +572,51 @@ fn precopy_of_a_task_that_keeps_writing_is_its_state_at_the_final_freeze() {
     assert_eq!(j2["diff_method"], "write-tracking", "{j2}");
     check_chain_memory(&image_path(&j2), &m2);
 }
+
+/// A mapping the task makes next to a tracked one while it is pre-copied is registered at the
+/// final freeze, and the kernel then merges the two: the image has the VMAs the task has after
+/// that arming, not the ones read before it (before the fix, the image kept the two halves the
+/// task no longer had), and its memory is the task's at the freeze.
+#[test]
+fn precopy_keeps_the_vmas_the_final_arming_merges() {
+    let dir = TempDir::new("incr-precopy-merge");
+    let mut p = Prog::spawn_with(2000);
+    p.cmd("map a 16");
+    let (a, a_len) = p.region("a");
+    // One page more next to `a` every 2 ms, 64 in all, while it is pre-copied.
+    p.send("creep a 2");
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    let pid = p.pid().to_string();
+    let out = dump(&[
+        "checkpoint",
+        "--pid",
+        &pid,
+        "-o",
+        dir.path().to_str().unwrap(),
+        "--json",
+        "--leave-stopped",
+        "--precopy",
+        "--max-rounds",
+        "6",
+    ]);
+    let j = json(&out);
+    let now: Bounds = maps(p.pid())
+        .into_iter()
+        .filter(|&(s, e, _, _)| s < a + a_len + 64 * PS && e > a)
+        .map(|(s, e, _, _)| (s, e))
+        .collect();
+    let m = memory(p.pid());
+    p.cont();
+    let img = image_path(&j);
+    let (_, all) = vmas_with_parent_runs(&img);
+    let in_img: Bounds = all
+        .into_iter()
+        .filter(|&(s, e)| s < a + a_len + 64 * PS && e > a)
+        .collect();
+    assert_eq!(
+        in_img, now,
+        "image VMAs against the task's after the checkpoint: {j}"
+    );
+    check_chain_memory(&img, &m);
+    p.wait_ready();
+}

@@ -12,6 +12,8 @@
  *   drop NAME PAGES  MADV_DONTNEED its first PAGES pages (they read as zero again)
  *   touch NAME PAGES read its first PAGES pages
  *   churn MS SLEEP   for MS ms: rewrite a different 1% of `big`, sleep SLEEP ms, again
+ *   creep NAME MS    grow NAME by one page (not written) every MS ms until its reservation
+ *                    is full
  *   bench N          write a word of every page of `big` N times, print `took NANOSECONDS`
  */
 #define _GNU_SOURCE
@@ -184,6 +186,22 @@ int main(int argc, char **argv) {
                 struct timespec d = {0, (long)a * 1000000L};
                 nanosleep(&d, NULL);
             }
+        } else if (strcmp(cmd, "creep") == 0) {
+            /* Mappings made next to a mapping, one page at a time, while a checkpoint runs;
+             * not written, so that they have no anon_vma of their own and the kernel merges
+             * them with NAME once both are registered with a userfaultfd. */
+            struct reg *r = find(name);
+            for (int i = 0; i < RESERVE; i++) {
+                uint8_t *end = r->p + r->pages * PS;
+                if (mprotect(end, PS, PROT_READ | PROT_WRITE)) {
+                    perror("creep: mprotect");
+                    exit(1);
+                }
+                r->pages++;
+                struct timespec d = {0, (long)a * 1000000L};
+                nanosleep(&d, NULL);
+            }
+            report(r);
         } else if (strcmp(cmd, "touch") == 0) {
             struct reg *r = find(name);
             volatile uint8_t sum = 0;

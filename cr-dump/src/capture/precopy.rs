@@ -7,7 +7,9 @@
 //!
 //! Pages copied while the task runs wait in a `PageStore`; each pre-copied VMA has a table of
 //! slots, one per page (`PreVma`). At the end the pages are laid out in address order in one
-//! buffer and planned as a copy is.
+//! buffer and planned as a copy is. Pages are found by address, not by the VMA they were
+//! copied under: the final arming may merge a VMA it registers with a registered neighbour
+//! (a mapping the task made meanwhile), and the image then has the merged VMA, read again.
 
 use super::check::{check_maps, read_text, Inspection};
 use super::freeze::{freeze, frozen_err, is_gone};
@@ -328,15 +330,19 @@ fn rounds(
     Ok(())
 }
 
+/// Spans of each VMA.
+type PerVma = Vec<Vec<PageSpan>>;
+
 /// What the final frozen step gives.
 struct Final {
     meta: Meta,
     vmas: Vec<VmaRec>,
-    /// The scan of each tracked VMA.
-    scans: Vec<Option<Scan>>,
-    /// The spans copied in full of the others.
-    full: Vec<Vec<PageSpan>>,
-    /// A slot table for each VMA with pages in the store.
+    /// Each VMA's present pages, in address order, merged.
+    present: PerVma,
+    /// Each VMA's pages that map the zero page (none in the store), in address order.
+    zero: PerVma,
+    /// A slot table for each VMA read at the freeze with pages in the store (bounds before
+    /// any merge by the arming).
     tables: Vec<PreVma>,
     /// Pages copied while frozen.
     pages: u64,
@@ -417,14 +423,86 @@ fn final_copy(
         }
         keep.push(pv);
     }
+    let present = scans
+        .iter()
+        .zip(&full)
+        .map(|(sc, f)| present_spans(sc.as_ref(), f, ps64))
+        .collect();
+    let zero = scans
+        .into_iter()
+        .map(|sc| sc.map_or_else(Vec::new, |s| s.zero))
+        .collect();
+    // Registering a VMA merges it with a registered neighbour (a mapping the task made next
+    // to one while the rounds ran): the image must have the VMAs the task has now.
+    let (meta, vmas, present, zero) = if session.remapped() {
+        let (meta, now) = read_frozen(ins, crid, ps32, ctx.state)?;
+        let (present, zero) = regroup(&vmas, present, zero, &now, ps64)?;
+        (meta, now, present, zero)
+    } else {
+        (meta, vmas, present, zero)
+    };
     Ok(Final {
         meta,
         vmas,
-        scans,
-        full,
+        present,
+        zero,
         tables: keep,
         pages: nf + nfull + nlate,
     })
+}
+
+/// The present and zero spans of the VMAs `old`, given to the VMAs `now` that hold them (each
+/// of `now` the union of consecutive ones of `old`, as an arming's merges leave them).
+fn regroup(
+    old: &[VmaRec],
+    present: PerVma,
+    zero: PerVma,
+    now: &[VmaRec],
+    ps64: u64,
+) -> Result<(PerVma, PerVma)> {
+    let mut it = old.iter().zip(present.into_iter().zip(zero)).peekable();
+    let (mut p_now, mut z_now) = (Vec::with_capacity(now.len()), Vec::with_capacity(now.len()));
+    for n in now {
+        let r = n.range();
+        let (mut p, mut z): (Vec<PageSpan>, Vec<PageSpan>) = (Vec::new(), Vec::new());
+        while let Some((o, _)) = it.peek() {
+            let or = o.range();
+            if or.start >= r.end {
+                break;
+            }
+            if or.start < r.start || or.end > r.end {
+                return Err(Error::Other(format!(
+                    "internal: VMA {or:?} is not within {r:?} after the arming"
+                )));
+            }
+            if let Some((_, (op, oz))) = it.next() {
+                p.extend(op);
+                z.extend(oz);
+            }
+        }
+        p_now.push(merged(p, ps64));
+        z_now.push(z);
+    }
+    if let Some((o, _)) = it.next() {
+        return Err(Error::Other(format!(
+            "internal: VMA {:?} is gone after the arming",
+            o.range()
+        )));
+    }
+    Ok((p_now, z_now))
+}
+
+/// `spans`, sorted, with touching ones joined.
+fn merged(mut spans: Vec<PageSpan>, ps64: u64) -> Vec<PageSpan> {
+    spans.sort_unstable();
+    let mut rs: Vec<PageSpan> = Vec::with_capacity(spans.len());
+    for s in spans {
+        match rs.last_mut() {
+            Some(l) if l.addr + l.pages * ps64 == s.addr => l.pages += s.pages,
+            _ => rs.push(s),
+        }
+    }
+    rs
 }
 
 /// A page unchanged since a copy that failed (it went away meanwhile, and came back
@@ -456,40 +534,23 @@ fn copy_late(
 /// The spans of a VMA's pages in address order, merged: a scanned VMA's written, unchanged and
 /// zero pages, or the spans copied in full.
 fn present_spans(scan: Option<&Scan>, full: &[PageSpan], ps64: u64) -> Vec<PageSpan> {
-    let mut spans: Vec<PageSpan> = match scan {
-        Some(sc) => {
-            let mut p: Vec<PageSpan> = sc
-                .written
-                .iter()
-                .chain(&sc.unchanged)
-                .chain(&sc.zero)
-                .copied()
-                .collect();
-            p.sort_unstable();
-            p
-        }
+    let spans = match scan {
+        Some(sc) => sc
+            .written
+            .iter()
+            .chain(&sc.unchanged)
+            .chain(&sc.zero)
+            .copied()
+            .collect(),
         None => full.to_vec(),
     };
-    let mut rs: Vec<PageSpan> = Vec::with_capacity(spans.len());
-    for s in spans.drain(..) {
-        match rs.last_mut() {
-            Some(l) if l.addr + l.pages * ps64 == s.addr => l.pages += s.pages,
-            _ => rs.push(s),
-        }
-    }
-    rs
+    merged(spans, ps64)
 }
 
 /// Step 5: lays the pages out in address order in one buffer and plans the records.
 fn lay_out(ctx: &Ctx<'_>, crid: u64, fin: Final, store: &mut PageStore) -> Result<Snapshot> {
     let (pid, ps, ps64) = (ctx.pid, ctx.ps, ctx.ps as u64);
-    let order: Vec<Vec<PageSpan>> = fin
-        .vmas
-        .iter()
-        .enumerate()
-        .map(|(i, _)| present_spans(fin.scans[i].as_ref(), &fin.full[i], ps64))
-        .collect();
-    let total: u64 = order.iter().map(|rs| pages_in(rs)).sum();
+    let total: u64 = fin.present.iter().map(|rs| pages_in(rs)).sum();
     let mut buf = sys::MapBuf::new(buf_len(total, ps)?.max(ps))
         .map_err(|e| Error::io("allocating the page buffer", e))?;
     let mut stats = Stats {
@@ -498,9 +559,20 @@ fn lay_out(ctx: &Ctx<'_>, crid: u64, fin: Final, store: &mut PageStore) -> Resul
     };
     let mut snap_vmas = Vec::with_capacity(fin.vmas.len());
     let mut dst = 0usize;
-    for ((v, rs), scan) in fin.vmas.into_iter().zip(order).zip(&fin.scans) {
-        let table = fin.tables.iter().find(|p| p.range == v.range());
-        let zero_pages: &[PageSpan] = scan.as_ref().map_or(&[], |s| &s.zero);
+    let mut all_tables = fin.tables;
+    all_tables.sort_unstable_by_key(|t| t.range.start);
+    for ((v, rs), zero) in fin.vmas.into_iter().zip(fin.present).zip(&fin.zero) {
+        // The tables of the VMAs read at the freeze that lie in this one (one, unless the
+        // arming merged some), and the zero spans, each walked once, in address order.
+        let r = v.range();
+        let from = all_tables.partition_point(|t| t.range.start < r.start);
+        let tables: Vec<&PreVma> = all_tables
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|t| t.range.end <= r.end)
+            .collect();
+        let (mut ti, mut zi) = (0usize, 0usize);
         let base = dst;
         for s in &rs {
             for k in 0..s.pages {
@@ -509,11 +581,18 @@ fn lay_out(ctx: &Ctx<'_>, crid: u64, fin: Final, store: &mut PageStore) -> Resul
                 let d = buf.get_mut(dst..dst + ps).ok_or_else(|| {
                     Error::Other(format!("internal: page buffer too small ({blen:#x} bytes)"))
                 })?;
-                let is_zero_page = zero_pages
-                    .iter()
-                    .any(|z| z.addr <= addr && addr < z.addr + z.pages * ps64);
-                let slot = match table {
-                    Some(t) if !is_zero_page => slot_of(t, addr, ps64)?,
+                while zero
+                    .get(zi)
+                    .is_some_and(|z| z.addr + z.pages * ps64 <= addr)
+                {
+                    zi += 1;
+                }
+                let is_zero_page = zero.get(zi).is_some_and(|z| z.addr <= addr);
+                while tables.get(ti).is_some_and(|t| t.range.end <= addr) {
+                    ti += 1;
+                }
+                let slot = match tables.get(ti) {
+                    Some(t) if !is_zero_page && t.range.start <= addr => slot_of(t, addr, ps64)?,
                     _ => NO_SLOT,
                 };
                 if is_zero_page {
