@@ -37,6 +37,8 @@ pub struct TempImage {
     /// The temporary name; empty for an unnamed (`O_TMPFILE`) file.
     path: PathBuf,
     file: Option<BufWriter<File>>,
+    /// Blocks were reserved ([`TempImage::preallocate`]).
+    preallocated: bool,
 }
 
 impl TempImage {
@@ -69,6 +71,7 @@ impl TempImage {
             name: name.to_string(),
             path,
             file: Some(BufWriter::with_capacity(1 << 20, f)),
+            preallocated: false,
         })
     }
 
@@ -105,6 +108,16 @@ impl TempImage {
             .and_then(|f| f.get_ref().try_clone().ok())
     }
 
+    /// Reserves blocks for about `bytes` of image (best effort: a file system that cannot is
+    /// written as it is). Writing into reserved blocks costs less CPU (ext4, 1 GiB: 0.30 s of
+    /// `splice` instead of 0.35-0.42, BENCHMARKS.md); what is not used is given back at
+    /// [`TempImage::commit`].
+    pub fn preallocate(&mut self, bytes: u64) {
+        if let Some(f) = &self.file {
+            self.preallocated = crate::sys::fs::preallocate(f.get_ref(), bytes).is_ok();
+        }
+    }
+
     /// The writer.
     pub fn writer(&mut self) -> impl Write + '_ {
         WriteRef(self.file.as_mut())
@@ -120,6 +133,16 @@ impl TempImage {
         let f = f
             .into_inner()
             .map_err(|e| Error::io("writing the image", e.into_error()))?;
+        if self.preallocated {
+            // Gives back the reserved blocks past the end (ext4 truncates them even when the
+            // size does not change).
+            let len = f
+                .metadata()
+                .map_err(|e| Error::io("reading the image's size", e))?
+                .len();
+            f.set_len(len)
+                .map_err(|e| Error::io("giving back the image's unused blocks", e))?;
+        }
         if sync {
             f.sync_all()
                 .map_err(|e| Error::io("syncing the image", e))?;

@@ -284,7 +284,11 @@ pub fn checkpoint(o: &CheckpointOptions, progress: &mut dyn Progress) -> Result<
     let mut notes = Vec::new();
     let w = if o.direct {
         // The pages present now: about what the capture writes.
-        progress.start("capture", super::memory::estimate_bytes(&ins).ok());
+        let bytes = super::memory::estimate_bytes(&ins).ok();
+        if let Some(b) = bytes.filter(|_| parent.is_none()) {
+            tmp.preallocate(reserve_for(b));
+        }
+        progress.start("capture", bytes);
         let mut out = Counting {
             inner: tmp.writer(),
             progress: &mut *progress,
@@ -411,6 +415,13 @@ fn take_lazy(
     })
 }
 
+/// The blocks to reserve for a full image of about `bytes` of pages (an incremental's pages
+/// are mostly in its parent: none reserved): a page of records per MiB, and the state before
+/// them.
+fn reserve_for(bytes: u64) -> u64 {
+    bytes.saturating_add(bytes / 256).saturating_add(1 << 20)
+}
+
 /// Writes a lazy checkpoint's image to `tmp`, then drops the checkpoint.
 fn write_back(
     (lazy, precopy): (Lazy, Option<PrecopyReport>),
@@ -422,7 +433,11 @@ fn write_back(
     let crid = lazy.crid;
     let snap = reg.get(crid)?;
     let t_wb = Instant::now();
-    progress.start("write-back", snap.bytes_to_write());
+    let bytes = snap.bytes_to_write();
+    if let Some(b) = bytes.filter(|_| snap.parent.is_none()) {
+        tmp.preallocate(reserve_for(b));
+    }
+    progress.start("write-back", bytes);
     let file = tmp.file_clone();
     let out = Counting {
         inner: tmp.writer(),

@@ -171,6 +171,17 @@ pub fn flock_exclusive_timeout(f: &File, limit: Duration) -> io::Result<()> {
     }
 }
 
+/// Reserves `len` bytes of blocks for `f` from offset 0 without changing its size:
+/// `fallocate(FALLOC_FL_KEEP_SIZE)`. Writes into reserved blocks skip the file system's
+/// per-page delayed-allocation bookkeeping; a later `ftruncate` gives back what is past the end.
+pub fn preallocate(f: &File, len: u64) -> io::Result<()> {
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: plain system call on an open descriptor; no memory is passed.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
+    check(r.into()).map(drop)
+}
+
 /// Gives the unnamed file `f` (opened with `O_TMPFILE`) the name `dst`, failing with `EEXIST`
 /// if `dst` exists: `linkat("/proc/self/fd/N", dst, AT_SYMLINK_FOLLOW)`.
 pub fn link_tmpfile(f: &File, dst: &Path) -> io::Result<()> {
