@@ -182,6 +182,17 @@ pub fn preallocate(f: &File, len: u64) -> io::Result<()> {
     check(r.into()).map(drop)
 }
 
+/// Bytes free for an unprivileged user on the file system of `f` (`fstatvfs`: `f_bavail` blocks
+/// of `f_frsize`).
+pub fn available_bytes(f: &File) -> io::Result<u64> {
+    // SAFETY: statvfs is plain data; all-zero bytes are a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable statvfs that outlives the call.
+    let r = unsafe { libc::fstatvfs(f.as_raw_fd(), &mut st) };
+    check(r.into())?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Gives the unnamed file `f` (opened with `O_TMPFILE`) the name `dst`, failing with `EEXIST`
 /// if `dst` exists: `linkat("/proc/self/fd/N", dst, AT_SYMLINK_FOLLOW)`.
 pub fn link_tmpfile(f: &File, dst: &Path) -> io::Result<()> {
