@@ -418,3 +418,62 @@ fn sigkill_during_injection_is_repaired_by_the_guard() {
         bad.join("\n")
     );
 }
+
+/// A checkpoint that never reaches a safe point (the test hooks' sleeps, which do not look
+/// at the signal, stand for a wait that never ends) still obeys SIGTERM: after the grace
+/// (`CR_DUMP_INTERRUPT_GRACE_MS`) it exits at once with 143, and the guard lets the task go as
+/// after a SIGKILL. Stuck right after the freeze (the task stopped, at nice -20), and stuck
+/// before the write-back (a twin made, to be killed and reaped). Without the watchdog each
+/// run would take the hook's 60 s.
+#[test]
+fn a_stuck_checkpoint_still_obeys_sigterm_after_the_grace() {
+    for hook in ["CR_DUMP_TEST_PAUSE_MS", "CR_DUMP_TEST_WRITEBACK_PAUSE_MS"] {
+        let mut b = Bench::new("lazy", &[]);
+        let mut c = Command::new(BIN)
+            .args(["checkpoint", "--pid", &b.target.pid().to_string(), "-o"])
+            .arg(b.dir.path())
+            .env("CR_CRID_FILE", b.dir.path().join("crid"))
+            .env(hook, "60000")
+            .env("CR_DUMP_INTERRUPT_GRACE_MS", "300")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = cr_tests::line_reader(c.stderr.take().unwrap());
+        // Stuck once the task is stopped, or once a twin is there.
+        let pid = b.target.pid();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let stuck = || match hook {
+            "CR_DUMP_TEST_PAUSE_MS" => state(pid).is_some_and(|(s, _)| s == 't'),
+            _ => std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .is_ok_and(|k| !k.trim().is_empty()),
+        };
+        while !stuck() {
+            assert!(Instant::now() < deadline, "{hook}: cr-dump never got stuck");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Into the hook's sleep (it comes a few steps after the sign above).
+        std::thread::sleep(Duration::from_secs(1));
+        let t0 = Instant::now();
+        cr_dump::sys::kill(c.id() as i32, libc::SIGTERM).unwrap();
+        let st = cr_tests::wait_timeout(&mut c, Duration::from_secs(30));
+        let took = t0.elapsed();
+        let mut msg = String::new();
+        while let Ok(l) = err.recv_timeout(Duration::from_millis(500)) {
+            msg += &l;
+            msg.push('\n');
+        }
+        assert_eq!(st.code(), Some(143), "{hook}: {st}\n{msg}");
+        assert!(
+            took < Duration::from_secs(10),
+            "{hook}: took {took:?}\n{msg}"
+        );
+        assert!(
+            msg.contains("SIGTERM did not end the work within 300 ms"),
+            "{msg}"
+        );
+        assert_eq!(b.casualty(), None, "{hook}\n{msg}");
+        assert!(b.temporaries().is_empty(), "{:?}", b.temporaries());
+    }
+}

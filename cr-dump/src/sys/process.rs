@@ -3,8 +3,9 @@
 
 use super::check;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
 
 /// `kill(pid, sig)`.
 pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
@@ -182,9 +183,31 @@ static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
 /// default, a hang-up.
 pub const INTERRUPT_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
+/// The write end of the watchdog's pipe ([`catch_interrupts`]); -1 before it exists.
+static WAKE: AtomicI32 = AtomicI32::new(-1);
+
+/// How long (milliseconds) the unwinding after an interrupting signal may take before cr-dump
+/// gives it up and exits at once ([`catch_interrupts`]); default [`DEFAULT_GRACE`].
+pub const GRACE_ENV: &str = "CR_DUMP_INTERRUPT_GRACE_MS";
+
+/// The default of [`GRACE_ENV`]: an unwind takes milliseconds, up to a second or two to kill
+/// and reap the twin of a task of many GiB.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
 extern "C" fn note_interrupt(sig: libc::c_int) {
-    // Only an atomic store: async-signal-safe. The first signal wins.
+    // An atomic store and a write(2): async-signal-safe. The first signal wins.
     let _ = INTERRUPTED.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+    let fd = WAKE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: errno is this thread's, read and put back around the write so that the
+        // interrupted code sees its own; the write's buffer is a live one-byte array. The pipe
+        // is non-blocking: a full pipe (the watchdog already woken) loses nothing.
+        unsafe {
+            let errno = *libc::__errno_location();
+            libc::write(fd, [1u8].as_ptr().cast(), 1);
+            *libc::__errno_location() = errno;
+        }
+    }
 }
 
 /// Installs handlers for [`INTERRUPT_SIGNALS`] that only note the signal ([`interrupted`]):
@@ -194,7 +217,24 @@ extern "C" fn note_interrupt(sig: libc::c_int) {
 /// and a default action taken mid-injection would do what this unwinding avoids; SIGKILL
 /// remains for whoever must stop cr-dump at once. `SA_RESTART` keeps blocking calls from
 /// failing with `EINTR` meanwhile.
-pub fn catch_interrupts() -> io::Result<()> {
+///
+/// A watchdog thread makes sure the signal is obeyed even if the work never reaches a safe
+/// point (a wait that never ends, a deadlock): `grace` after the first signal it exits the
+/// process at once with status 128 + the signal, as a SIGKILL would, and the checkpoint's
+/// guard (`sys::guard`) puts the task back as it does after a SIGKILL.
+pub fn catch_interrupts(grace: Duration) -> io::Result<()> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the live array.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }.into())?;
+    // SAFETY: both descriptors were just made and are owned by nothing else.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on a descriptor owned here, with integer arguments.
+    check(unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) }.into())?;
+    std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || watchdog(rd, grace))?;
+    // The write end lives as long as the process: the handler may write at any time.
+    let _ = WAKE.compare_exchange(-1, wr.into_raw_fd(), Ordering::SeqCst, Ordering::SeqCst);
     for sig in INTERRUPT_SIGNALS {
         // SAFETY: sigaction is plain data; all-zero is a valid value (empty mask, no flags).
         let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -206,6 +246,40 @@ pub fn catch_interrupts() -> io::Result<()> {
         check(r.into())?;
     }
     Ok(())
+}
+
+/// Waits for the handler's byte, then `grace`, then ends the process if it still runs.
+fn watchdog(rd: OwnedFd, grace: Duration) {
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: reads at most one byte into the live one-byte buffer.
+        let r = unsafe { libc::read(rd.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+        if r == 1 {
+            break;
+        }
+        if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return;
+    }
+    std::thread::sleep(grace);
+    let sig = interrupted().unwrap_or(libc::SIGTERM);
+    let msg = format!(
+        "cr-dump: {} did not end the work within {} ms: exiting at once (the guard lets the \
+         task go)\n",
+        signal_name(sig),
+        grace.as_millis()
+    );
+    // The message goes from another thread, and is waited for a moment only: the stuck work
+    // may be a write to the same stderr (a full pipe), or hold the standard library's lock.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _ = std::thread::Builder::new().spawn(move || {
+        // SAFETY: writes the live message to descriptor 2; a short or failed write is let be.
+        unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+        let _ = tx.send(());
+    });
+    let _ = rx.recv_timeout(Duration::from_millis(200));
+    exit_now(128 + sig);
 }
 
 /// The signal that asked cr-dump to stop, if one did (see [`catch_interrupts`]).

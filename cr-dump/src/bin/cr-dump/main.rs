@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     sys::ignore_sigxfsz();
     let r = match cli.cmd {
-        Cmd::Checkpoint(a) => match sys::catch_interrupts() {
+        Cmd::Checkpoint(a) => match sys::catch_interrupts(grace()) {
             // Only a checkpoint holds a task: the other verbs keep the default actions.
             Ok(()) => checkpoint(a),
             Err(e) => Err(Fail::Run(format!("installing signal handlers: {e}"))),
@@ -719,6 +719,17 @@ fn checkpoint_options(a: &CheckpointArgs, pid: i32) -> CheckpointOptions {
             ghost_limit: a.ghost_limit,
         },
     }
+}
+
+/// How long an interrupted checkpoint may take to unwind ([`sys::process::GRACE_ENV`]).
+fn grace() -> std::time::Duration {
+    std::env::var(sys::process::GRACE_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(
+            sys::process::DEFAULT_GRACE,
+            std::time::Duration::from_millis,
+        )
 }
 
 fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
