@@ -47,6 +47,10 @@ pub struct Lazy {
     /// Why the memory was copied while the task was stopped rather than held by a
     /// copy-on-write twin, if a twin was tried and could not be used.
     pub note: Option<String>,
+    /// Bytes of page data a page-map walk of the task found before the freeze, when one was
+    /// made: the write-back's progress total and space reservation for a twin, whose own page
+    /// map is then walked once (by the write-back) instead of twice.
+    pub estimate: Option<u64>,
 }
 
 impl Registry {
@@ -103,6 +107,7 @@ impl Registry {
             crid,
             stats,
             note: None,
+            estimate: None,
         })
     }
 
@@ -173,6 +178,7 @@ impl Registry {
                 }
                 let mut lazy = self.keep(snap)?;
                 lazy.note = note;
+                lazy.estimate = scanned.get().copied();
                 return Ok(lazy);
             }
         }
