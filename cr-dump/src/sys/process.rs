@@ -254,10 +254,12 @@ fn watchdog(rd: OwnedFd, grace: Duration) {
     loop {
         // SAFETY: reads at most one byte into the live one-byte buffer.
         let r = unsafe { libc::read(rd.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
-        if r == 1 {
+        // A byte with no signal noted here came from a forked child of ours (one that has
+        // not exec'ed yet shares the pipe): not ours to act on.
+        if r == 1 && interrupted().is_some() {
             break;
         }
-        if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+        if r == 1 || (r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted) {
             continue;
         }
         return;
