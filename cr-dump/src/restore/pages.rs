@@ -185,7 +185,7 @@ pub(super) fn pieces(
     let mut out: Vec<Piece> = Vec::new();
     for (rec, v) in body.vmas.iter().zip(&plan.vmas) {
         let skip = v.special() || (v.shared() && !v.shared_anon());
-        if skip || rec.vma.start() != v.range.start {
+        if skip || rec.raw.start.get() != v.range.start {
             continue;
         }
         let mut add = Adder {

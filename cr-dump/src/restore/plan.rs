@@ -268,7 +268,7 @@ fn vma_plans(body: &Body<'_>, warnings: &mut Vec<String>) -> Result<(Vec<VmaPlan
     let mut recreated: Vec<(u64, usize)> = Vec::new();
     let mut vmas = Vec::new();
     for rec in &body.vmas {
-        let v = rec.vma;
+        let v = rec.vma();
         let range = AddrRange::new(v.start(), v.end())
             .ok_or_else(|| other(format!("VMA {:#x}-{:#x} is inverted", v.start(), v.end())))?;
         let mut p = VmaPlan {
