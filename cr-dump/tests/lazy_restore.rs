@@ -60,13 +60,18 @@ fn kill(pid: i32, sig: i32) {
 
 /// Starts the program and waits until it is ready.
 fn start(mode: &str, dir: &Path) -> std::process::Child {
+    start_mib(mode, dir, MIB)
+}
+
+/// [`start`] with `mib` mebibytes.
+fn start_mib(mode: &str, dir: &Path, mib: &str) -> std::process::Child {
     let prog = if mode == "moves" {
         "lazy_moves"
     } else {
         "lazy_touch"
     };
     let c = Command::new(program(prog))
-        .args([MIB, mode, dir.to_str().unwrap()])
+        .args([mib, mode, dir.to_str().unwrap()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -301,7 +306,9 @@ fn lazy_detach_server_killed_kills_the_task() {
         return;
     }
     let d = TempDir::new("lazy-killed");
-    let img = image("seq", d.path());
+    // Large enough that the fill (about 0.3 s per GiB here) is still going when the server is
+    // looked for: with 64 MiB it had often ended by then, and the case was skipped.
+    let img = image_of(start_mib("seq", d.path(), "512"), d.path());
     let out = cr(d.path())
         .args(["restore", "--lazy", "--detach"])
         .arg(&img)
