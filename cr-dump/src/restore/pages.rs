@@ -183,6 +183,8 @@ pub(super) fn pieces(
     let top = images.first().ok_or_else(|| other("an empty chain"))?;
     let ps = u64::from(top.page_size());
     let mut out: Vec<Piece> = Vec::new();
+    // The record of the last top-image data, across VMAs: records come in image order.
+    let mut last_rec = None;
     for (rec, v) in body.vmas.iter().zip(&plan.vmas) {
         let skip = v.special() || (v.shared() && !v.shared_anon());
         if skip || rec.raw.start.get() != v.range.start {
@@ -195,7 +197,7 @@ pub(super) fn pieces(
             anon: uffd_vma(v),
             locked: v.attrs & (raw::VMA_ATTR_LOCKED | raw::VMA_ATTR_LOCKONFAULT) != 0,
             file: v.kind == raw::VMA_FILE,
-            last_rec: None,
+            last_rec,
         };
         for p in rec.pages().filter_map(|i| body.pages.get(i)) {
             // The record was parsed without its data: each data run's bytes follow the
@@ -214,6 +216,7 @@ pub(super) fn pieces(
                 }
             }
         }
+        last_rec = add.last_rec;
     }
     Ok(out)
 }
@@ -232,14 +235,18 @@ struct Adder<'o, 'i, 's> {
 
 impl Adder<'_, '_, '_> {
     /// `len` bytes of the top image's data at `off`, for `addr`: the record holding them is
-    /// most often the one before's.
+    /// most often the one before's, or the next (65,000 one-page mappings: a binary search
+    /// each was most of this planning).
     fn top_data(&mut self, addr: u64, off: usize, len: usize) -> Result<()> {
-        let known = self.last_rec.filter(|&k| {
+        let holds = |k: usize| {
             self.src
                 .recs
                 .get(k)
                 .is_some_and(|r| r.image == 0 && r.start <= off && off.saturating_add(len) <= r.end)
-        });
+        };
+        let known = self
+            .last_rec
+            .and_then(|k| [k, k.saturating_add(1)].into_iter().find(|&k| holds(k)));
         let rec = match known.or_else(|| self.src.rec_of(0, off, len)) {
             Some(k) => k,
             None => {
