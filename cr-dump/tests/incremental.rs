@@ -502,23 +502,10 @@ fn write_tracking_sizes_the_copy_by_the_written_pages() {
     );
 }
 
-/// A pre-copy checkpoint of `pid` into `dir` (image name `incr`) with at most `max_rounds`
+/// A pre-copy checkpoint of `p` into `dir` (image name `incr`) with at most `max_rounds`
 /// rounds, the task left stopped: its JSON report.
-fn precopy(pid: &str, dir: &Path, max_rounds: &str) -> serde_json::Value {
-    json(&dump(&[
-        "checkpoint",
-        "--pid",
-        pid,
-        "-o",
-        dir.to_str().unwrap(),
-        "--name",
-        "incr",
-        "--json",
-        "--leave-stopped",
-        "--precopy",
-        "--max-rounds",
-        max_rounds,
-    ]))
+fn precopy(p: &Prog, dir: &Path, max_rounds: &str) -> serde_json::Value {
+    checkpoint_stopped_json(p, dir, &["--precopy", "--max-rounds", max_rounds])
 }
 
 #[test]
@@ -533,8 +520,7 @@ fn precopy_of_a_task_that_keeps_writing_is_its_state_at_the_final_freeze() {
     // pre-copied.
     p.send("churn 3000 2");
     std::thread::sleep(std::time::Duration::from_millis(50));
-    let pid = p.pid().to_string();
-    let j = precopy(&pid, dir.path(), "4");
+    let j = precopy(&p, dir.path(), "4");
     let m = memory(p.pid());
     p.cont();
     let rounds: Vec<u64> = j["precopy_rounds"]
@@ -591,8 +577,7 @@ fn precopy_keeps_the_vmas_the_final_arming_merges() {
     // One page more next to `a` every 2 ms, 64 in all, while it is pre-copied.
     p.send("creep a 2");
     std::thread::sleep(std::time::Duration::from_millis(10));
-    let pid = p.pid().to_string();
-    let j = precopy(&pid, dir.path(), "6");
+    let j = precopy(&p, dir.path(), "6");
     let now: Bounds = maps(p.pid())
         .into_iter()
         .filter(|&(s, e, _, _)| s < a + a_len + 64 * PS && e > a)

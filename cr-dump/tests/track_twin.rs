@@ -83,19 +83,5 @@ fn checkpoint_stopped(
     dir: &Path,
     extra: &[&str],
 ) -> (serde_json::Value, BTreeMap<u64, Vec<u8>>) {
-    let pid = p.pid().to_string();
-    let mut args = vec![
-        "checkpoint",
-        "--pid",
-        &pid,
-        "-o",
-        dir.to_str().unwrap(),
-        "--name",
-        "incr",
-        "--json",
-        "--leave-stopped",
-    ];
-    args.extend_from_slice(extra);
-    let j = json(&dump(&args));
-    (j, memory(p.pid()))
+    (checkpoint_stopped_json(p, dir, extra), memory(p.pid()))
 }

@@ -184,13 +184,9 @@ pub fn memory(pid: i32) -> BTreeMap<u64, Vec<u8>> {
     out
 }
 
-/// Checkpoints `pid` (left stopped) with `extra` options; returns the JSON report and the
-/// memory at that moment; lets the task go on.
-pub fn checkpoint(
-    p: &Prog,
-    dir: &Path,
-    extra: &[&str],
-) -> (serde_json::Value, BTreeMap<u64, Vec<u8>>) {
+/// Checkpoints `p` into `dir` (image name `incr`) with `extra` options, the task left
+/// stopped: the JSON report.
+pub fn checkpoint_stopped_json(p: &Prog, dir: &Path, extra: &[&str]) -> serde_json::Value {
     let pid = p.pid().to_string();
     let mut args = vec![
         "checkpoint",
@@ -204,7 +200,17 @@ pub fn checkpoint(
         "--leave-stopped",
     ];
     args.extend_from_slice(extra);
-    let j = json(&dump(&args));
+    json(&dump(&args))
+}
+
+/// Checkpoints `pid` (left stopped) with `extra` options; returns the JSON report and the
+/// memory at that moment; lets the task go on.
+pub fn checkpoint(
+    p: &Prog,
+    dir: &Path,
+    extra: &[&str],
+) -> (serde_json::Value, BTreeMap<u64, Vec<u8>>) {
+    let j = checkpoint_stopped_json(p, dir, extra);
     let m = memory(p.pid());
     p.cont();
     (j, m)
