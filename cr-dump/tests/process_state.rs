@@ -249,6 +249,45 @@ fn python_runs_its_sigint_and_sigterm_handlers_after_restore() {
     );
 }
 
+/// A python3 that maps a file read-only, then prints its executable and the mapping's first
+/// bytes.
+const PY_MAPS_FILE: &str = r#"
+import mmap, os, sys, time
+f = open(sys.argv[1], "rb")
+m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+print("ready", flush=True)
+time.sleep(0.3)
+print(os.readlink("/proc/self/exe"), m[:4], flush=True)
+"#;
+
+#[test]
+fn the_executable_is_the_tasks_also_when_the_image_maps_cr_dump() {
+    if !is_root() {
+        return skipped(
+            "the_executable_is_the_tasks_also_when_the_image_maps_cr_dump",
+            "replacing /proc/PID/exe needs CAP_CHECKPOINT_RESTORE",
+        );
+    }
+    // The kernel replaces a task's executable only when no VMA maps the old one, which in the
+    // child is cr-dump's binary: mapped by the image here, the restore must still set it.
+    let py = |_: ()| {
+        let mut c = Command::new("python3");
+        c.args(["-c", PY_MAPS_FILE, BIN]);
+        c
+    };
+    let want = reference(py(()));
+    assert!(
+        want.get(1).is_some_and(|l| !l.contains("cr-dump")),
+        "{want:?}"
+    );
+    let dir = open_dir("procstate-exe");
+    let img = checkpoint_at_ready(py(()), dir.path(), Duration::from_millis(100), false);
+    let out = restore(&img, false);
+    assert_same(&want, &out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("/proc/PID/exe"), "{err}");
+}
+
 #[test]
 fn a_hard_limit_above_the_callers_is_lowered_with_a_warning() {
     if !is_root() {

@@ -686,8 +686,8 @@ fn set_attrs(c: &Child, v: &VmaPlan, warnings: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
-/// Step 8: the mm fields (`prctl(PR_SET_MM, PR_SET_MM_MAP)`); a warning if the executable
-/// link cannot be replaced.
+/// Step 8, made right after step 4 (see the module docs): the mm fields (`prctl(PR_SET_MM,
+/// PR_SET_MM_MAP)`); a warning if the executable link cannot be replaced.
 pub(super) fn set_mm(c: &Child, plan: &Plan, warnings: &mut Vec<String>) -> Result<()> {
     let m = &plan.mm;
     let scratch = plan.scratch;
@@ -720,8 +720,8 @@ pub(super) fn set_mm(c: &Child, plan: &Plan, warnings: &mut Vec<String>) -> Resu
     let r = c.call(nr::PRCTL, args)?;
     if r == -i64::from(libc::EBUSY) && exe_fd != u32::MAX {
         // The kernel refuses to replace the executable while the old one (cr-dump's) is still
-        // mapped: the image maps cr-dump itself. Keep the link, set the rest.
-        warnings.push("/proc/PID/exe stays cr-dump's (the image maps it)".into());
+        // mapped; after step 3 nothing should map it. Keep the link, set the rest.
+        warnings.push("/proc/PID/exe stays cr-dump's (cr-dump's binary is still mapped)".into());
         map.exe_fd = u32::MAX;
         c.write_struct(scratch, &map)?;
         c.call_ok(what, nr::PRCTL, args)?;

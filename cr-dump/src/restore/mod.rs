@@ -67,7 +67,9 @@
 //!    environment ranges, auxv and the executable (the executable needs
 //!    `CAP_CHECKPOINT_RESTORE` or `CAP_SYS_ADMIN`, and is left out before the fork, with a
 //!    warning, when the caller has neither; the rest needs no capability; a failure aborts
-//!    the restore);
+//!    the restore). Made right after step 4, while the child has only its vDSO, vvar and
+//!    scratch: the kernel replaces the executable only when no VMA maps the old one (cr-dump's
+//!    binary, which the image itself may map) and walks every VMA to know;
 //! 9. the task's state (`build::set_task_state`): every signal's disposition (its handler,
 //!    flags, restorer and mask) with every signal blocked from here on, the alternate stack,
 //!    personality, umask, comm; the open files: `dup3` of each prepared one to its recorded
@@ -286,6 +288,10 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
     let mut child = child::Child::spawn(devnull.as_ref(), want, opts.pid, &mut plan.warnings)?;
     boost.child(child.pid());
     build::clear_space(&mut child, &plan)?;
+    // Step 8 here, while the child has three mappings: the kernel's executable replacement
+    // walks every VMA, and refuses while cr-dump's binary is mapped (an image that maps it).
+    let mut warnings = Vec::new();
+    build::set_mm(&child, &plan, &mut warnings)?;
     build::map_vmas(&child, &plan)?;
     let progress = opts.progress.as_ref();
     let lazy = if opts.lazy {
@@ -303,9 +309,7 @@ pub fn restore(path: &Path, opts: &Options) -> Result<Restored> {
         pages::fill(&child, &plan, &files, &src, &pieces, progress)?;
         None
     };
-    let mut warnings = Vec::new();
     build::protect(&child, &plan, &mut warnings)?;
-    build::set_mm(&child, &plan, &mut warnings)?;
     build::set_task_state(&child, &plan, &fplan)?;
     build::set_registers(&child, &plan)?;
     plan.warnings.extend(warnings);
