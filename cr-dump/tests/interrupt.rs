@@ -477,3 +477,29 @@ fn a_stuck_checkpoint_still_obeys_sigterm_after_the_grace() {
         assert!(b.temporaries().is_empty(), "{:?}", b.temporaries());
     }
 }
+
+/// A grace that is not a number of milliseconds is refused as a usage error (exit 2) before
+/// the task is touched, rather than silently replaced by the default.
+#[test]
+fn a_grace_that_is_not_a_number_is_a_usage_error() {
+    let mut b = Bench::new("lazy", &[]);
+    let out = Command::new(BIN)
+        .args(["checkpoint", "--pid", &b.target.pid().to_string(), "-o"])
+        .arg(b.dir.path())
+        .env("CR_CRID_FILE", b.dir.path().join("crid"))
+        .env("CR_DUMP_INTERRUPT_GRACE_MS", "10s")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("CR_DUMP_INTERRUPT_GRACE_MS=10s is not a number of milliseconds"),
+        "{err}"
+    );
+    assert!(std::fs::read_dir(b.dir.path())
+        .unwrap()
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().contains(".img")));
+    assert_eq!(b.casualty(), None);
+}

@@ -337,10 +337,10 @@ checkpoint takes the next free CRID.
 
 SIGINT, SIGTERM, SIGHUP and SIGQUIT interrupt a checkpoint cleanly: the task is let go as it \
 was (a twin is killed and reaped) and nothing is written. If the unwinding has not ended 10 s \
-after the signal ($CR_DUMP_INTERRUPT_GRACE_MS), cr-dump exits at once, as a SIGKILL would. \
-SIGKILL cannot be caught: a small guard process (cr-dump __guard) started before the freeze \
-then lets the task go, puts back the registers of a task left in an injected system call, \
-reaps a half-made twin and closes a half-made userfaultfd.
+after the signal ($CR_DUMP_INTERRUPT_GRACE_MS, in milliseconds), cr-dump exits at once, as a \
+SIGKILL would. SIGKILL cannot be caught: a small guard process (cr-dump __guard) started \
+before the freeze then lets the task go, puts back the registers of a task left in an \
+injected system call, reaps a half-made twin and closes a half-made userfaultfd.
 
 Exit status: 0 done, 1 the checkpoint failed, 2 usage error, 128+N interrupted by signal N \
 (130 for Ctrl-C).";

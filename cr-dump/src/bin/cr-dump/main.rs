@@ -32,10 +32,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     sys::ignore_sigxfsz();
     let r = match cli.cmd {
-        Cmd::Checkpoint(a) => match sys::catch_interrupts(grace()) {
+        Cmd::Checkpoint(a) => match grace().map(sys::catch_interrupts) {
             // Only a checkpoint holds a task: the other verbs keep the default actions.
-            Ok(()) => checkpoint(a),
-            Err(e) => Err(Fail::Run(format!("installing signal handlers: {e}"))),
+            Ok(Ok(())) => checkpoint(a),
+            Ok(Err(e)) => Err(Fail::Run(format!("installing signal handlers: {e}"))),
+            Err(e) => Err(e),
         },
         Cmd::Show {
             image,
@@ -721,15 +722,23 @@ fn checkpoint_options(a: &CheckpointArgs, pid: i32) -> CheckpointOptions {
     }
 }
 
-/// How long an interrupted checkpoint may take to unwind ([`sys::process::GRACE_ENV`]).
-fn grace() -> std::time::Duration {
-    std::env::var(sys::process::GRACE_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(
-            sys::process::DEFAULT_GRACE,
-            std::time::Duration::from_millis,
-        )
+/// How long an interrupted checkpoint may take to unwind ([`sys::process::GRACE_ENV`]); a
+/// value that is not a number of milliseconds is a usage error, not a silent default.
+fn grace() -> Result<std::time::Duration, Fail> {
+    let name = sys::process::GRACE_ENV;
+    match std::env::var_os(name) {
+        None => Ok(sys::process::DEFAULT_GRACE),
+        Some(v) => v
+            .to_str()
+            .and_then(|v| v.trim().parse().ok())
+            .map(std::time::Duration::from_millis)
+            .ok_or_else(|| {
+                Fail::Usage(format!(
+                    "{name}={} is not a number of milliseconds",
+                    v.to_string_lossy()
+                ))
+            }),
+    }
 }
 
 fn checkpoint(a: CheckpointArgs) -> Result<(), Fail> {
