@@ -133,11 +133,18 @@ impl Bench {
         }
     }
 
+    /// `cr-dump checkpoint` of the target into the bench's directory, run under `prefix`
+    /// (a command and its arguments, e.g. strace) if it is not empty.
     fn checkpoint_cmd(&self, prefix: &[String]) -> Command {
-        let mut c = Command::new(&prefix[0]);
-        c.args(&prefix[1..])
-            .arg(BIN)
-            .args(["checkpoint", "--pid", &self.target.pid().to_string(), "-o"])
+        let mut c = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        c.args(["checkpoint", "--pid", &self.target.pid().to_string(), "-o"])
             .arg(self.dir.path())
             .args(self.flags)
             .env("CR_CRID_FILE", self.dir.path().join("crid"));
@@ -429,10 +436,8 @@ fn sigkill_during_injection_is_repaired_by_the_guard() {
 fn a_stuck_checkpoint_still_obeys_sigterm_after_the_grace() {
     for hook in ["CR_DUMP_TEST_PAUSE_MS", "CR_DUMP_TEST_WRITEBACK_PAUSE_MS"] {
         let mut b = Bench::new("lazy", &[]);
-        let mut c = Command::new(BIN)
-            .args(["checkpoint", "--pid", &b.target.pid().to_string(), "-o"])
-            .arg(b.dir.path())
-            .env("CR_CRID_FILE", b.dir.path().join("crid"))
+        let mut c = b
+            .checkpoint_cmd(&[])
             .env(hook, "60000")
             .env("CR_DUMP_INTERRUPT_GRACE_MS", "300")
             .stdin(Stdio::null())
@@ -483,10 +488,8 @@ fn a_stuck_checkpoint_still_obeys_sigterm_after_the_grace() {
 #[test]
 fn a_grace_that_is_not_a_number_is_a_usage_error() {
     let mut b = Bench::new("lazy", &[]);
-    let out = Command::new(BIN)
-        .args(["checkpoint", "--pid", &b.target.pid().to_string(), "-o"])
-        .arg(b.dir.path())
-        .env("CR_CRID_FILE", b.dir.path().join("crid"))
+    let out = b
+        .checkpoint_cmd(&[])
         .env("CR_DUMP_INTERRUPT_GRACE_MS", "10s")
         .stdin(Stdio::null())
         .output()
@@ -497,9 +500,10 @@ fn a_grace_that_is_not_a_number_is_a_usage_error() {
         err.contains("CR_DUMP_INTERRUPT_GRACE_MS=10s is not a number of milliseconds"),
         "{err}"
     );
-    assert!(std::fs::read_dir(b.dir.path())
-        .unwrap()
-        .flatten()
-        .all(|e| !e.file_name().to_string_lossy().contains(".img")));
+    assert!(
+        b.dir.entries().iter().all(|e| !e.contains(".img")),
+        "{:?}",
+        b.dir.entries()
+    );
     assert_eq!(b.casualty(), None);
 }
